@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// Routes `ferry <command>` to the program that owns it. Each program is its own composition root.
+const [command, ...args] = process.argv.slice(2);
+
+const USAGE = `Usage: ferry <command> [options]
+
+Commands:
+  import     import a disk image into a raw file, block device or directory (ferry import --help)
+  importer   run the importer pod program (reads its spec from the environment)
+`;
+
+async function run() {
+  switch (command) {
+    case 'import': {
+      const { importCommand } = await import('../dist/importer/cli-main.js');
+      return importCommand({ argv: args, stderr: process.stderr, env: process.env });
+    }
+    case 'importer': {
+      const { main } = await import('../dist/importer/main.js');
+      return main(process.env);
+    }
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stderr.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`error INVALID_SPEC: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+run().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`error INTERNAL: ${err && err.stack ? err.stack : err}\n`);
+    process.exit(40);
+  },
+);

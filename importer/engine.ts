@@ -1,0 +1,225 @@
+/**
+ * The import engine: source → (checksum, count) → peel compression → one of
+ *   raw     → sparse write straight into the target
+ *   qcow2…  → (scratch file unless readable in place) → qemu-img info checks → convert into target
+ *   tar     → safe extraction (content type archive)
+ * and a completed disk only under its final name. Retryable failures start the attempt again.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
+import { ContentType, type ImportSpec, ImportSource, TargetKind } from '../src/import-spec.js';
+import type { Logger } from '../src/logging.js';
+import type { ImportSuccess } from '../src/termination.js';
+import { extractArchive } from './archive.js';
+import { checkHeader } from './image-header.js';
+import { peel, type Peeled } from './layers.js';
+import { Phase, type Progress } from './progress.js';
+import { checkInfo, qemuConvert, qemuInfo } from './qemu-img.js';
+import { writeRaw } from './raw-writer.js';
+import { Format, needsConversion, qemuFormatName } from './sniff.js';
+import { openFile } from './sources/file-source.js';
+import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, openHttp } from './sources/http-source.js';
+import type { OpenedSource, SourceOpener } from './sources/source.js';
+import { type ByteStream, capped, counted, exactLength, verified } from './streams.js';
+import { createBlank, discardPartial, finishDisk, type PreparedTarget, prepareTarget } from './target.js';
+
+export interface ImportTuning {
+  /** Attempts for retryable failures (network, truncation), the first included. */
+  readonly attempts: number;
+  /** First backoff; doubles per attempt up to `maxBackoffMs`. */
+  readonly backoffMs: number;
+  readonly maxBackoffMs: number;
+  readonly http: HttpTimeouts;
+}
+
+export const DEFAULT_TUNING: ImportTuning = Object.freeze({
+  attempts: 5,
+  backoffMs: 1000,
+  maxBackoffMs: 30_000,
+  http: DEFAULT_HTTP_TIMEOUTS,
+});
+
+export interface EngineDeps {
+  readonly logger: Logger;
+  readonly progress: Progress;
+  readonly tuning: ImportTuning;
+  readonly sleep: (ms: number) => Promise<void>;
+}
+
+/** Share of overall progress the transfer takes when a conversion follows it. */
+const TRANSFER_SHARE_WITH_CONVERT = 50;
+
+export function openerFor(spec: ImportSpec, tuning: ImportTuning): SourceOpener {
+  switch (spec.source) {
+    case ImportSource.Http:
+      if (!/^https?:\/\//i.test(spec.endpoint)) {
+        throw new FerryError(ErrorCode.InvalidSpec, `http source needs an http:// or https:// URL, got "${spec.endpoint}"`);
+      }
+      return () =>
+        openHttp({
+          url: spec.endpoint,
+          insecureTls: spec.insecureTls,
+          proxy: spec.proxy,
+          timeouts: tuning.http,
+          ...(spec.credentials ? { credentials: spec.credentials } : {}),
+          ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
+        });
+    case ImportSource.File:
+      return () => openFile(spec.endpoint);
+    default:
+      throw new FerryError(ErrorCode.InvalidSpec, `source "${spec.source}" is not supported by this importer yet`);
+  }
+}
+
+export async function runImport(spec: ImportSpec, deps: EngineDeps): Promise<ImportSuccess> {
+  const target = await prepareTarget(spec);
+  const log = deps.logger.child({ source: spec.source, target: target.path });
+  if (spec.source === ImportSource.Blank) return importBlank(spec, target, deps);
+  const opener = openerFor(spec, deps.tuning);
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const result = await importOnce(spec, target, opener, deps, log);
+      deps.progress.complete();
+      return result;
+    } catch (err) {
+      const error = toFerryError(err);
+      await discardPartial(target).catch(() => undefined);
+      if (!error.retryable || attempt >= deps.tuning.attempts) throw error;
+      const delay = Math.min(deps.tuning.maxBackoffMs, deps.tuning.backoffMs * 2 ** (attempt - 1));
+      log.warn({ code: error.code, attempt, retryInMs: delay }, `attempt failed, retrying: ${error.message}`);
+      await deps.sleep(delay);
+    }
+  }
+}
+
+async function importBlank(spec: ImportSpec, target: PreparedTarget, deps: EngineDeps): Promise<ImportSuccess> {
+  try {
+    await createBlank(target);
+    const done = await finishDisk(target, { written: 0, preallocate: spec.preallocation });
+    deps.progress.complete();
+    return success({ preallocationApplied: done.preallocationApplied, diskSize: done.size, sourceFormat: 'blank' });
+  } catch (err) {
+    await discardPartial(target).catch(() => undefined);
+    throw toFerryError(err);
+  }
+}
+
+function success(fields: Partial<Omit<ImportSuccess, 'kind'>>): ImportSuccess {
+  return {
+    kind: 'success',
+    message: 'Import Complete',
+    scratchSpaceRequired: false,
+    preallocationApplied: false,
+    ...fields,
+  };
+}
+
+function describe(peeled: Peeled): string {
+  return [peeled.format, ...peeled.layers.slice().reverse()].join('+');
+}
+
+async function importOnce(spec: ImportSpec, target: PreparedTarget, opener: SourceOpener, deps: EngineDeps, log: Logger): Promise<ImportSuccess> {
+  const opened = await opener();
+  log.info({ from: opened.description, size: opened.size, ranges: opened.acceptsRanges }, 'source opened');
+  const counter = { bytes: 0 };
+  let wire: ByteStream = exactLength(opened.stream, opened.size);
+  if (spec.checksum) wire = verified(wire, spec.checksum);
+  wire = counted(wire, counter, (n) => deps.progress.bytes(n));
+  const peeled = await peel(wire);
+  if (peeled.head.length === 0) throw new FerryError(ErrorCode.InvalidImage, 'the source is empty');
+  log.info({ format: describe(peeled) }, 'format detected');
+  checkHeader(peeled.format, peeled.head);
+
+  if (spec.contentType === ContentType.Archive) {
+    if (peeled.format !== Format.Tar) {
+      throw new FerryError(ErrorCode.UnsupportedFormat, `content type archive needs a tar stream, got ${describe(peeled)}`);
+    }
+    deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
+    const result = await extractArchive(peeled.stream, target.path, target.usable);
+    log.info(result, 'archive extracted');
+    return success({ sourceFormat: describe(peeled) });
+  }
+  if (peeled.format === Format.Raw) return importRaw(spec, target, peeled, opened, deps);
+  if (needsConversion(peeled.format)) return importConverted(spec, target, peeled, opened, deps, log);
+  if (peeled.format === Format.Tar) {
+    throw new FerryError(ErrorCode.UnsupportedFormat, 'the source is a tar archive; import it with content type archive');
+  }
+  throw new FerryError(ErrorCode.UnsupportedFormat, `the image format is not supported (${describe(peeled)})`);
+}
+
+async function importRaw(spec: ImportSpec, target: PreparedTarget, peeled: Peeled, opened: OpenedSource, deps: EngineDeps): Promise<ImportSuccess> {
+  deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
+  const limit = target.usable;
+  if (limit !== undefined && peeled.layers.length === 0 && opened.size !== undefined && opened.size > limit) {
+    // Known too large before a byte is written.
+    throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${opened.size} bytes; the usable target capacity is ${limit}`, {
+      details: { size: opened.size, usable: limit },
+    });
+  }
+  const stream = limit !== undefined ? capped(peeled.stream, limit, 'the raw image') : peeled.stream;
+  const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File });
+  deps.progress.begin(Phase.Resize, 100, 100);
+  const done = await finishDisk(target, { written, preallocate: spec.preallocation });
+  return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied });
+}
+
+async function importConverted(
+  spec: ImportSpec,
+  target: PreparedTarget,
+  peeled: Peeled,
+  opened: OpenedSource,
+  deps: EngineDeps,
+  log: Logger,
+): Promise<ImportSuccess> {
+  const format = qemuFormatName(peeled.format);
+  let image: string;
+  let scratchFile: string | undefined;
+  if (opened.localPath !== undefined && peeled.layers.length === 0) {
+    // qemu-img reads a plain local file in place; the stream only still has to be hashed.
+    if (spec.checksum) {
+      deps.progress.begin(Phase.Verify, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
+      await drain(peeled.stream);
+    } else {
+      await peeled.stream[Symbol.asyncIterator]().return?.();
+    }
+    image = opened.localPath;
+  } else {
+    if (spec.scratchDir === undefined) {
+      await peeled.stream[Symbol.asyncIterator]().return?.();
+      log.info({ format }, 'conversion needs scratch space and none is mounted');
+      return success({ message: 'scratch space required and none found', scratchSpaceRequired: true, sourceFormat: describe(peeled) });
+    }
+    await mkdir(spec.scratchDir, { recursive: true });
+    scratchFile = join(resolve(spec.scratchDir), `tmpimage-${randomBytes(4).toString('hex')}`);
+    image = scratchFile;
+  }
+  try {
+    if (scratchFile !== undefined) {
+      deps.progress.begin(Phase.Transfer, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
+      await writeRaw(peeled.stream, { path: scratchFile, sparse: true });
+    }
+    const info = await qemuInfo(image, format);
+    checkInfo(info, format, target.usable);
+    log.info({ format, virtualSize: info.virtualSize }, 'image checked, converting');
+    deps.progress.begin(Phase.Convert, TRANSFER_SHARE_WITH_CONVERT, 100, info.virtualSize);
+    await qemuConvert({
+      source: image,
+      sourceFormat: format,
+      target: target.writePath,
+      targetExists: target.kind === TargetKind.Block,
+      onProgress: (percent) => deps.progress.percent(percent),
+    });
+    deps.progress.begin(Phase.Resize, 100, 100);
+    const done = await finishDisk(target, { written: info.virtualSize, preallocate: spec.preallocation });
+    return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied });
+  } finally {
+    if (scratchFile !== undefined) await rm(scratchFile, { force: true });
+  }
+}
+
+async function drain(stream: ByteStream): Promise<void> {
+  for await (const chunk of stream) void chunk;
+}

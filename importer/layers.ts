@@ -1,0 +1,61 @@
+/** Peels compression layers off a stream until a disk or archive format shows. */
+
+import { createGunzip } from 'node:zlib';
+import { ErrorCode, FerryError } from '../src/errors.js';
+import { detectFormat, Format, isCompression, SNIFF_BYTES } from './sniff.js';
+import { type ByteStream, peek, spawnFilter, throughDuplex } from './streams.js';
+
+/** How deep compression may nest (qcow2.gz.xz is silly, but bounded is what matters). */
+const MAX_LAYERS = 3;
+
+export interface Peeled {
+  readonly format: Format;
+  /** Compression layers removed, outermost first. */
+  readonly layers: readonly Format[];
+  /** The first bytes of the innermost layer, for header checks. */
+  readonly head: Buffer;
+  readonly stream: ByteStream;
+}
+
+function decompress(format: Format, source: ByteStream): ByteStream {
+  switch (format) {
+    case Format.Gzip:
+      // Node's zlib decodes gzip as fast as pigz here; xz, zstd and bzip2 need their programs.
+      return gunzip(source);
+    case Format.Xz:
+      return spawnFilter(source, 'xz', ['-dc', '-T0']);
+    case Format.Zstd:
+      return spawnFilter(source, 'zstd', ['-dc', '-q']);
+    case Format.Bzip2:
+      return spawnFilter(source, 'bzip2', ['-dc']);
+    default:
+      throw new FerryError(ErrorCode.Internal, `no decompressor for ${format}`);
+  }
+}
+
+async function* gunzip(source: ByteStream): ByteStream {
+  try {
+    yield* throughDuplex(source, createGunzip({ chunkSize: 1 << 20 }));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && code.startsWith('Z_')) {
+      throw new FerryError(ErrorCode.InvalidImage, `gzip data is corrupt: ${(err as Error).message}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+export async function peel(source: ByteStream): Promise<Peeled> {
+  const layers: Format[] = [];
+  let stream = source;
+  for (;;) {
+    const { head, stream: replay } = await peek(stream, SNIFF_BYTES);
+    const format = detectFormat(head);
+    if (!isCompression(format)) return { format, layers, head, stream: replay };
+    if (layers.length >= MAX_LAYERS) {
+      throw new FerryError(ErrorCode.UnsupportedFormat, `more than ${MAX_LAYERS} nested compression layers (${[...layers, format].join(' > ')})`);
+    }
+    layers.push(format);
+    stream = decompress(format, replay);
+  }
+}

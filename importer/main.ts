@@ -1,0 +1,69 @@
+/**
+ * The importer pod's program. Composition root: reads the spec from the environment, serves the
+ * progress metric, runs the engine, writes the termination message and exits with the code's status.
+ */
+
+import { chmod, writeFile } from 'node:fs/promises';
+import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
+import { decodeImportEnv, TargetKind } from '../src/import-spec.js';
+import { createLogger } from '../src/logging.js';
+import { encodeTermination, TERMINATION_MESSAGE_PATH, type TerminationMessage } from '../src/termination.js';
+import { DEFAULT_TUNING, type ImportTuning, runImport } from './engine.js';
+import { createImporterMetrics, serveMetrics } from './metrics.js';
+import { Progress, throttled } from './progress.js';
+
+function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const text = env[name];
+  if (text === undefined || text === '') return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new FerryError(ErrorCode.InvalidSpec, `${name} must be a non-negative integer, got "${text}"`);
+  return n;
+}
+
+function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
+  return Object.freeze({
+    attempts: Math.max(1, envInt(env, 'FERRY_IMPORT_ATTEMPTS', DEFAULT_TUNING.attempts)),
+    backoffMs: envInt(env, 'FERRY_IMPORT_BACKOFF_MS', DEFAULT_TUNING.backoffMs),
+    maxBackoffMs: DEFAULT_TUNING.maxBackoffMs,
+    http: {
+      connectMs: envInt(env, 'FERRY_HTTP_CONNECT_TIMEOUT_MS', DEFAULT_TUNING.http.connectMs),
+      firstByteMs: envInt(env, 'FERRY_HTTP_FIRST_BYTE_TIMEOUT_MS', DEFAULT_TUNING.http.firstByteMs),
+      idleMs: envInt(env, 'FERRY_HTTP_IDLE_TIMEOUT_MS', DEFAULT_TUNING.http.idleMs),
+    },
+  });
+}
+
+export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const logger = createLogger({ name: 'ferry-importer', level: env.FERRY_LOG_LEVEL ?? 'info' });
+  const terminationPath = env.FERRY_TERMINATION_LOG ?? TERMINATION_MESSAGE_PATH;
+  let outcome: TerminationMessage;
+  let status: number;
+  try {
+    const spec = decodeImportEnv(env);
+    const tuning = tuningFromEnv(env);
+    const progress = new Progress();
+    const metrics = createImporterMetrics(spec.ownerUid ?? '');
+    progress.subscribe(metrics.listener);
+    progress.subscribe(
+      throttled((s) => logger.info({ phase: s.phase, bytes: s.bytes, total: s.total, percent: Number(s.percent.toFixed(2)) }, 'progress'), 5000, Date.now),
+    );
+    const metricsPort = envInt(env, 'FERRY_METRICS_PORT', 8443);
+    if (metricsPort > 0) await serveMetrics(metrics.registry, metricsPort);
+    logger.info({ source: spec.source, contentType: spec.contentType, target: spec.target, capacity: spec.capacity }, 'import starting');
+    const result = await runImport(spec, { logger, progress, tuning, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) });
+    // The VM launcher's QEMU runs as another user of the pod's fsGroup: let the group read and write.
+    if (spec.target.kind === TargetKind.File && !result.scratchSpaceRequired) await chmod(spec.target.path, 0o660).catch(() => undefined);
+    logger.info({ ...result }, result.message);
+    outcome = result;
+    status = 0;
+  } catch (err) {
+    const error = toFerryError(err);
+    logger.error({ code: error.code, retryable: error.retryable }, error.message);
+    outcome = { kind: 'failure', code: error.code, message: error.message, retryable: error.retryable };
+    status = error.exitCode;
+  }
+  await writeFile(terminationPath, encodeTermination(outcome)).catch((err: unknown) => {
+    logger.warn({ path: terminationPath, err: (err as Error).message }, 'cannot write the termination message');
+  });
+  return status;
+}

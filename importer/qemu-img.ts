@@ -1,0 +1,166 @@
+/**
+ * qemu-img as a child process: argument arrays only, a timeout on `info`, progress parsed from
+ * `-p`, and the tail of stderr kept for the error message.
+ */
+
+import { spawn } from 'node:child_process';
+import { isAbsolute } from 'node:path';
+import { ErrorCode, FerryError } from '../src/errors.js';
+
+export interface ImageInfo {
+  readonly format: string;
+  readonly virtualSize: number;
+  readonly backingFilename?: string;
+  readonly dataFile?: string;
+  /** Files a VMDK reads its extents from. */
+  readonly extentFiles: readonly string[];
+  readonly filename: string;
+}
+
+interface RunResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+}
+
+interface RunOptions {
+  readonly timeoutMs?: number;
+  readonly onStdout?: (text: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+const STDERR_TAIL = 4096;
+
+function run(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'], ...(options.signal ? { signal: options.signal } : {}) });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => {
+      if (options.onStdout) options.onStdout(d);
+      else stdout += d;
+    });
+    child.stderr.on('data', (d: string) => {
+      stderr = (stderr + d).slice(-STDERR_TAIL);
+    });
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs);
+    child.once('error', (err) => {
+      if (timer) clearTimeout(timer);
+      reject(new FerryError(ErrorCode.Internal, `cannot run qemu-img: ${err.message}`, { cause: err }));
+    });
+    child.once('close', (code) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code, stdout, stderr: stderr.trim(), timedOut });
+    });
+  });
+}
+
+/** Paths handed to qemu-img must be absolute so no name can be read as `json:` or `proto:`. */
+function safePath(path: string): string {
+  if (!isAbsolute(path)) throw new FerryError(ErrorCode.Internal, `qemu-img path must be absolute: ${path}`);
+  return path;
+}
+
+/** `qemu-img info` on an untrusted image, with the format forced (no probing) and a time limit. */
+export async function qemuInfo(path: string, format: string, timeoutMs = 30_000): Promise<ImageInfo> {
+  const result = await run(['info', '--output=json', '-f', format, safePath(path)], { timeoutMs });
+  if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `qemu-img info did not finish within ${timeoutMs} ms`);
+  if (result.code !== 0) {
+    throw new FerryError(ErrorCode.InvalidImage, `not a valid ${format} image: ${result.stderr || `qemu-img exit ${result.code}`}`);
+  }
+  return parseInfo(result.stdout);
+}
+
+/** Pure: qemu-img's JSON to the fields Ferry checks. */
+export function parseInfo(json: string): ImageInfo {
+  const o = JSON.parse(json) as Record<string, unknown>;
+  const specific = (o['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {};
+  const extents = Array.isArray(specific.extents) ? (specific.extents as Array<{ filename?: unknown }>) : [];
+  const backing = o['backing-filename'] ?? o['full-backing-filename'];
+  const dataFile = specific['data-file'];
+  return {
+    format: String(o.format ?? ''),
+    virtualSize: Number(o['virtual-size'] ?? 0),
+    filename: String(o.filename ?? ''),
+    extentFiles: extents.map((e) => String(e.filename ?? '')),
+    ...(typeof backing === 'string' ? { backingFilename: backing } : {}),
+    ...(typeof dataFile === 'string' ? { dataFile } : {}),
+  };
+}
+
+/**
+ * Pure: refuses images that refer to other files or do not fit. `usable` undefined means the
+ * target takes the image's own size.
+ */
+export function checkInfo(info: ImageInfo, expectedFormat: string, usable: number | undefined): void {
+  if (info.format !== expectedFormat) {
+    throw new FerryError(ErrorCode.InvalidImage, `the header says ${expectedFormat} but qemu-img reads ${info.format || 'nothing'}`);
+  }
+  if (info.backingFilename !== undefined) {
+    throw new FerryError(ErrorCode.BackingFile, `the image has a backing file (${truncate(info.backingFilename)}); only self-contained images are imported`);
+  }
+  if (info.dataFile !== undefined) {
+    throw new FerryError(ErrorCode.BackingFile, `the image keeps its data in an external file (${truncate(info.dataFile)})`);
+  }
+  const foreign = info.extentFiles.find((f) => f !== info.filename);
+  if (foreign !== undefined) {
+    throw new FerryError(ErrorCode.BackingFile, `the VMDK reads an extent from another file (${truncate(foreign)})`);
+  }
+  if (!Number.isSafeInteger(info.virtualSize) || info.virtualSize <= 0) {
+    throw new FerryError(ErrorCode.InvalidImage, `the image reports an invalid virtual size (${info.virtualSize})`);
+  }
+  if (usable !== undefined && info.virtualSize > usable) {
+    throw new FerryError(
+      ErrorCode.TargetTooSmall,
+      `virtual size ${info.virtualSize} is larger than the usable target capacity ${usable}; a larger volume is required`,
+      { details: { virtualSize: info.virtualSize, usable } },
+    );
+  }
+}
+
+function truncate(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}
+
+/** Pure: the last percentage in a chunk of `qemu-img convert -p` output, e.g. "(42.17/100%)". */
+export function parseConvertProgress(text: string): number | undefined {
+  let last: number | undefined;
+  for (const m of text.matchAll(/\((\d{1,3}(?:\.\d+)?)\/100%\)/g)) last = Number(m[1]);
+  return last;
+}
+
+export interface ConvertOptions {
+  readonly source: string;
+  readonly sourceFormat: string;
+  readonly target: string;
+  /** The target exists and must not be recreated (a block device). */
+  readonly targetExists: boolean;
+  readonly onProgress?: (percent: number) => void;
+  readonly signal?: AbortSignal;
+}
+
+export async function qemuConvert(options: ConvertOptions): Promise<void> {
+  const args = ['convert', '-p', '-t', 'writeback', '-f', options.sourceFormat, '-O', 'raw'];
+  if (options.targetExists) args.push('-n');
+  args.push(safePath(options.source), safePath(options.target));
+  let pending = '';
+  const result = await run(args, {
+    ...(options.signal ? { signal: options.signal } : {}),
+    onStdout: (text) => {
+      pending = (pending + text).slice(-64);
+      const percent = parseConvertProgress(pending);
+      if (percent !== undefined) options.onProgress?.(percent);
+    },
+  });
+  if (result.code !== 0) {
+    const code = /No space left on device/i.test(result.stderr) ? ErrorCode.NoSpace : ErrorCode.ConvertFailed;
+    throw new FerryError(code, `qemu-img convert failed: ${result.stderr || `exit ${result.code}`}`);
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Writes a raw disk stream to a file or block device. On a fresh file, blocks of zeros are skipped
+ * so they stay holes; the final ftruncate sets the length. A block device may hold old data, so
+ * there every byte is written.
+ */
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { toFerryError } from '../src/errors.js';
+import type { ByteStream } from './streams.js';
+
+/** Zero detection granularity: the filesystem block size on every filesystem that matters. */
+const BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+export interface RawWriteOptions {
+  readonly path: string;
+  /** true: create/truncate a file and keep zero blocks as holes; false: overwrite a device in place. */
+  readonly sparse: boolean;
+}
+
+/** Returns the number of bytes of disk written (holes included). Syncs before returning. */
+export async function writeRaw(source: ByteStream, options: RawWriteOptions): Promise<number> {
+  const handle = await open(options.path, options.sparse ? 'w' : 'r+').catch((err: unknown) => {
+    throw toFerryError(err, 'TARGET_ERROR');
+  });
+  try {
+    let offset = 0;
+    for await (const chunk of source) {
+      if (options.sparse) await writeSparse(handle, chunk, offset);
+      else await writeAll(handle, chunk, offset);
+      offset += chunk.length;
+    }
+    if (options.sparse) await handle.truncate(offset);
+    await handle.sync();
+    return offset;
+  } catch (err) {
+    throw toFerryError(err, 'TARGET_ERROR');
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Writes the runs of non-zero blocks of `chunk`; chunk boundaries need not be block-aligned. */
+async function writeSparse(handle: FileHandle, chunk: Buffer, offset: number): Promise<void> {
+  let runStart = -1;
+  // Align block checks to absolute disk offsets so holes land on filesystem blocks.
+  let pos = 0;
+  const firstBoundary = (BLOCK - (offset % BLOCK)) % BLOCK;
+  while (pos < chunk.length) {
+    const end = Math.min(chunk.length, pos === 0 && firstBoundary > 0 ? firstBoundary : pos + BLOCK);
+    const block = chunk.subarray(pos, end);
+    const zero = block.length === BLOCK ? block.equals(ZERO_BLOCK) : isZero(block);
+    if (zero) {
+      if (runStart >= 0) {
+        await writeAll(handle, chunk.subarray(runStart, pos), offset + runStart);
+        runStart = -1;
+      }
+    } else if (runStart < 0) {
+      runStart = pos;
+    }
+    pos = end;
+  }
+  if (runStart >= 0) await writeAll(handle, chunk.subarray(runStart), offset + runStart);
+}
+
+function isZero(bytes: Buffer): boolean {
+  return bytes.equals(ZERO_BLOCK.subarray(0, bytes.length));
+}

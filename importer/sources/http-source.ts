@@ -1,0 +1,205 @@
+/**
+ * HTTP(S) source on got: basic auth, a custom CA bundle on top of the system roots, an explicit
+ * insecure opt-in, redirects, proxies from the environment, and timeouts per phase (connect, first
+ * byte, idle read), never one total timeout on a body of many GB.
+ */
+
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import type { Agent as HttpAgent } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
+import got, { type Response } from 'got';
+import { HttpProxyAgent, HttpsProxyAgent } from 'hpagent';
+import type { Credentials, ProxySettings } from '../../src/import-spec.js';
+import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
+import type { ByteStream } from '../streams.js';
+import type { OpenedSource } from './source.js';
+
+export interface HttpTimeouts {
+  /** TCP (and TLS) connection set-up. */
+  readonly connectMs: number;
+  /** From request sent to response headers. */
+  readonly firstByteMs: number;
+  /** Longest silence while the body streams. */
+  readonly idleMs: number;
+}
+
+export const DEFAULT_HTTP_TIMEOUTS: HttpTimeouts = Object.freeze({ connectMs: 30_000, firstByteMs: 60_000, idleMs: 120_000 });
+
+export interface HttpSourceOptions {
+  readonly url: string;
+  readonly credentials?: Credentials;
+  readonly caPath?: string;
+  readonly insecureTls: boolean;
+  readonly proxy: ProxySettings;
+  readonly timeouts: HttpTimeouts;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Start at this byte (a resumed transfer); the server must answer 206. */
+  readonly offset?: number;
+}
+
+const TLS_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REVOKED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+]);
+
+/** Maps a got/Node error to a FerryError; `url` is only used in the message. */
+export function classifyHttpError(err: unknown, url: string): FerryError {
+  if (isFerryError(err)) return err;
+  const e = err as { name?: string; code?: string; message?: string; response?: { statusCode?: number }; event?: string };
+  const status = e.response?.statusCode;
+  const where = redactUrl(url);
+  if (e.name === 'HTTPError' && status !== undefined) {
+    if (status === 404 || status === 410) return new FerryError(ErrorCode.SourceNotFound, `${where} answered ${status}: not found`, { details: { status } });
+    if (status === 401 || status === 403) return new FerryError(ErrorCode.Unauthorized, `${where} answered ${status}: check the credentials`, { details: { status } });
+    const retryable = status === 408 || status === 429 || status >= 500;
+    return new FerryError(ErrorCode.SourceUnavailable, `${where} answered ${status}`, { retryable, details: { status } });
+  }
+  if (e.name === 'MaxRedirectsError') return new FerryError(ErrorCode.SourceUnavailable, `${where}: too many redirects`, { retryable: false });
+  const code = e.code ?? '';
+  if (TLS_CODES.has(code) || /certificate|self[- ]signed/i.test(e.message ?? '')) {
+    return new FerryError(ErrorCode.TlsError, `TLS verification of ${where} failed: ${e.message} (give the CA bundle, or opt in to insecure)`, { cause: err });
+  }
+  if (e.name === 'TimeoutError') {
+    const what = e.event === 'socket' ? 'no data arrived' : `timed out waiting for ${e.event ?? 'the server'}`;
+    return new FerryError(ErrorCode.SourceUnavailable, `${where}: ${what} (${e.message})`, { cause: err });
+  }
+  if (e.name === 'ReadError' || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || /aborted|premature/i.test(e.message ?? '')) {
+    return new FerryError(ErrorCode.Truncated, `${where}: the connection broke while reading the body (${e.message})`, { cause: err });
+  }
+  return new FerryError(ErrorCode.SourceUnavailable, `${where}: ${e.message ?? String(err)}`, { cause: err });
+}
+
+/** Strips user:password from a URL before it reaches a message or log. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = 'redacted';
+      u.password = '';
+    }
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * Pure: the proxy for `url` under curl's rules: https_proxy for https, http_proxy for http,
+ * nothing when the host matches no_proxy (exact, domain suffix, leading dot, or `*`).
+ */
+export function proxyFor(url: string, proxy: ProxySettings): string | undefined {
+  const u = new URL(url);
+  const chosen = u.protocol === 'https:' ? proxy.httpsProxy : proxy.httpProxy;
+  if (!chosen) return undefined;
+  const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
+  for (const raw of (proxy.noProxy ?? '').split(',')) {
+    const entry = raw.trim().toLowerCase();
+    if (entry === '') continue;
+    if (entry === '*') return undefined;
+    const [pattern, entryPort] = entry.includes(':') && !entry.includes(']') && entry.split(':').length === 2 ? entry.split(':') : [entry, undefined];
+    if (entryPort !== undefined && entryPort !== port) continue;
+    const name = (pattern ?? '').replace(/^\*?\./, '');
+    if (host === name || host.endsWith(`.${name}`)) return undefined;
+  }
+  return chosen;
+}
+
+/** Reads a PEM file, or every regular file of a directory (a mounted ConfigMap), skipping dotfiles. */
+export async function loadCaBundle(path: string): Promise<string[]> {
+  const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new FerryError(ErrorCode.InvalidSpec, `CA bundle ${path}: ${err.message}`);
+  });
+  const files = info.isDirectory()
+    ? (await readdir(path, { withFileTypes: true }))
+        .filter((d) => !d.name.startsWith('.') && (d.isFile() || d.isSymbolicLink()))
+        .map((d) => join(path, d.name))
+    : [path];
+  const pems: string[] = [];
+  for (const file of files) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    if (text.includes('-----BEGIN CERTIFICATE-----')) pems.push(text);
+  }
+  if (pems.length === 0) throw new FerryError(ErrorCode.InvalidSpec, `CA bundle ${path} holds no PEM certificate`);
+  return pems;
+}
+
+function proxyAgents(url: string, proxy: ProxySettings): { http?: HttpAgent; https?: HttpsAgent } {
+  const through = proxyFor(url, proxy);
+  if (!through) return {};
+  const common = { proxy: through, keepAlive: false };
+  return new URL(url).protocol === 'https:' ? { https: new HttpsProxyAgent(common) } : { http: new HttpProxyAgent(common) };
+}
+
+function parseLength(response: Response): number | undefined {
+  const header = response.headers['content-length'];
+  if (header === undefined) return undefined;
+  const n = Number(header);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/** Sends the request and resolves once response headers arrive (or rejects, classified). */
+export async function openHttp(options: HttpSourceOptions): Promise<OpenedSource> {
+  const ca = options.caPath !== undefined ? [...rootCertificates, ...(await loadCaBundle(options.caPath))] : undefined;
+  const headers: Record<string, string> = { 'user-agent': 'ferry-importer', ...options.headers };
+  if (options.offset !== undefined && options.offset > 0) headers.range = `bytes=${options.offset}-`;
+  const request = got.stream(options.url, {
+    retry: { limit: 0 },
+    decompress: false,
+    followRedirect: true,
+    maxRedirects: 10,
+    throwHttpErrors: true,
+    headers,
+    timeout: {
+      connect: options.timeouts.connectMs,
+      secureConnect: options.timeouts.connectMs,
+      response: options.timeouts.firstByteMs,
+      socket: options.timeouts.idleMs,
+    },
+    https: {
+      rejectUnauthorized: !options.insecureTls,
+      ...(ca ? { certificateAuthority: ca } : {}),
+    },
+    agent: proxyAgents(options.url, options.proxy),
+    ...(options.credentials ? { username: options.credentials.username, password: options.credentials.password } : {}),
+  });
+  // Errors after the headers surface through iteration; this listener only keeps an early one
+  // from being reported as unhandled in the gap before iteration starts.
+  request.on('error', () => undefined);
+  const response = await new Promise<Response>((resolve, reject) => {
+    request.once('response', resolve);
+    request.once('error', (err) => reject(classifyHttpError(err, options.url)));
+  });
+  if (options.offset !== undefined && options.offset > 0 && response.statusCode !== 206) {
+    request.destroy();
+    throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(options.url)} ignored the range request`, { details: { status: response.statusCode } });
+  }
+  const url = options.url;
+  async function* body(): ByteStream {
+    try {
+      for await (const chunk of request) yield chunk as Buffer;
+    } catch (err) {
+      throw classifyHttpError(err, url);
+    } finally {
+      request.destroy();
+    }
+  }
+  const length = parseLength(response);
+  return {
+    stream: body(),
+    ...(length !== undefined ? { size: length } : {}),
+    acceptsRanges: /bytes/i.test(String(response.headers['accept-ranges'] ?? '')),
+    description: redactUrl(response.url || options.url),
+  };
+}

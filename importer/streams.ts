@@ -1,0 +1,160 @@
+/**
+ * Pull-based stream stages. Each stage is an async iterable of Buffers, so backpressure comes for
+ * free (nothing is read until the consumer asks) and errors travel to whoever is iterating.
+ */
+
+import { spawn } from 'node:child_process';
+import { createHash, type Hash } from 'node:crypto';
+import { Readable, type Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ErrorCode, FerryError } from '../src/errors.js';
+import type { Checksum } from '../src/checksum.js';
+
+export type ByteStream = AsyncIterable<Buffer>;
+
+export interface Peeked {
+  /** The first bytes (fewer only if the stream is shorter). */
+  readonly head: Buffer;
+  /** The whole stream again, head included. */
+  readonly stream: ByteStream;
+}
+
+/** Reads at least `n` bytes (or to the end) and hands back a stream that replays them. */
+export async function peek(source: ByteStream, n: number): Promise<Peeked> {
+  const iterator = source[Symbol.asyncIterator]();
+  const chunks: Buffer[] = [];
+  let length = 0;
+  let done = false;
+  while (length < n) {
+    const next = await iterator.next();
+    if (next.done) {
+      done = true;
+      break;
+    }
+    chunks.push(next.value);
+    length += next.value.length;
+  }
+  const buffered = Buffer.concat(chunks);
+  async function* replay(): ByteStream {
+    try {
+      if (buffered.length > 0) yield buffered;
+      if (done) return;
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      if (!done) await iterator.return?.();
+    }
+  }
+  return { head: buffered.subarray(0, n), stream: replay() };
+}
+
+/** Runs a Node duplex (zlib, ...) as a stage; errors on either side reach the consumer. */
+export async function* throughDuplex(source: ByteStream, duplex: Duplex): ByteStream {
+  const feeding = pipeline(Readable.from(source, { objectMode: false }), duplex).catch((err: unknown) => err);
+  try {
+    for await (const chunk of duplex) yield chunk as Buffer;
+    const err = await feeding;
+    if (err) throw err;
+  } finally {
+    duplex.destroy();
+  }
+}
+
+/**
+ * Runs a filter program (`xz -dc`, ...) as a stage. An error of the source wins over the
+ * program's complaint about its truncated input, because it names the real cause.
+ */
+export async function* spawnFilter(source: ByteStream, command: string, args: readonly string[]): ByteStream {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-2048);
+  });
+  const exited = new Promise<{ code: number | null; error?: Error }>((resolve) => {
+    child.once('error', (error) => resolve({ code: null, error }));
+    child.once('close', (code) => resolve({ code }));
+  });
+  const feeding = pipeline(Readable.from(source, { objectMode: false }), child.stdin).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  let finished = false;
+  try {
+    for await (const chunk of child.stdout) yield chunk as Buffer;
+    const feedError = await feeding;
+    const { code, error } = await exited;
+    if (feedError && !isPipeError(feedError)) throw feedError;
+    if (error) throw new FerryError(ErrorCode.Internal, `cannot run ${command}: ${error.message}`, { cause: error });
+    if (code !== 0) {
+      throw new FerryError(ErrorCode.InvalidImage, `${command} could not decompress the data: ${stderr.trim() || `exit ${code}`}`);
+    }
+    finished = true;
+  } finally {
+    if (!finished) child.kill('SIGKILL');
+  }
+}
+
+function isPipeError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE';
+}
+
+export interface Counter {
+  bytes: number;
+}
+
+/** Counts bytes as they pass; `onChunk` lets progress reporting watch without owning the stream. */
+export async function* counted(source: ByteStream, counter: Counter, onChunk?: (total: number) => void): ByteStream {
+  for await (const chunk of source) {
+    counter.bytes += chunk.length;
+    onChunk?.(counter.bytes);
+    yield chunk;
+  }
+}
+
+/** Hashes the bytes as they pass and fails at the end if they do not match. */
+export async function* verified(source: ByteStream, checksum: Checksum): ByteStream {
+  const hash: Hash = createHash(checksum.algorithm);
+  for await (const chunk of source) {
+    hash.update(chunk);
+    yield chunk;
+  }
+  const actual = hash.digest('hex');
+  if (actual !== checksum.hex) {
+    throw new FerryError(ErrorCode.ChecksumMismatch, `checksum mismatch: expected ${checksum.algorithm}:${checksum.hex}, got ${checksum.algorithm}:${actual}`, {
+      details: { expected: checksum.hex, actual },
+    });
+  }
+}
+
+/** Fails as soon as more than `limit` bytes pass: an image may not outgrow its target. */
+export async function* capped(source: ByteStream, limit: number, what: string): ByteStream {
+  let total = 0;
+  for await (const chunk of source) {
+    total += chunk.length;
+    if (total > limit) {
+      throw new FerryError(ErrorCode.TargetTooSmall, `${what} is larger than the usable target capacity of ${limit} bytes`, {
+        details: { limit },
+      });
+    }
+    yield chunk;
+  }
+}
+
+/** Fails if a source that announced its length ends short of it. */
+export async function* exactLength(source: ByteStream, expected: number | undefined): ByteStream {
+  let total = 0;
+  for await (const chunk of source) {
+    total += chunk.length;
+    yield chunk;
+  }
+  if (expected !== undefined && total !== expected) {
+    throw new FerryError(ErrorCode.Truncated, `source sent ${total} bytes but announced ${expected}`, {
+      details: { received: total, expected },
+    });
+  }
+}

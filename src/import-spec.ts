@@ -1,0 +1,214 @@
+/**
+ * The import spec: everything one run of the importer needs, and its one codec to and from the
+ * importer pod's environment. Variable names follow CDI's importer (IMPORTER_SOURCE,
+ * IMPORTER_ENDPOINT, ...) so the controller can translate CDI's PVC annotations one to one; the
+ * few Ferry additions (target kind and path, scratch dir) are named in the same style.
+ */
+
+import { type Checksum, formatChecksum, parseChecksum } from './checksum.js';
+import { ErrorCode, FerryError } from './errors.js';
+import { parseQuantity } from './quantity.js';
+
+export const ImportSource = {
+  Http: 'http',
+  S3: 's3',
+  Registry: 'registry',
+  Blank: 'blank',
+  File: 'file',
+} as const;
+export type ImportSource = (typeof ImportSource)[keyof typeof ImportSource];
+
+export const ContentType = { Kubevirt: 'kubevirt', Archive: 'archive' } as const;
+export type ContentType = (typeof ContentType)[keyof typeof ContentType];
+
+export const TargetKind = { File: 'file', Block: 'block', Directory: 'directory' } as const;
+export type TargetKind = (typeof TargetKind)[keyof typeof TargetKind];
+
+export interface ImportTarget {
+  /** file: a raw disk file (`/data/disk.img`); block: a raw device; directory: where an archive goes. */
+  readonly kind: TargetKind;
+  readonly path: string;
+}
+
+export interface Credentials {
+  /** Basic-auth user for http, access key id for s3 (CDI's secret key `accessKeyId`). */
+  readonly username: string;
+  /** Basic-auth password for http, secret key for s3 (CDI's secret key `secretKey`). */
+  readonly password: string;
+}
+
+export interface ProxySettings {
+  readonly httpProxy?: string;
+  readonly httpsProxy?: string;
+  readonly noProxy?: string;
+}
+
+export interface ImportSpec {
+  readonly source: ImportSource;
+  /** URL or local path; empty for blank. */
+  readonly endpoint: string;
+  readonly contentType: ContentType;
+  readonly target: ImportTarget;
+  readonly credentials?: Credentials;
+  /** A PEM file, or a directory whose files are all PEM bundles (CDI mounts a ConfigMap at /certs). */
+  readonly caPath?: string;
+  readonly insecureTls: boolean;
+  readonly checksum?: Checksum;
+  /** Size of the target volume in bytes; undefined means "the image's own virtual size". */
+  readonly capacity?: number;
+  /** Fraction of a filesystem volume kept for the filesystem itself (CDI default 0.06). */
+  readonly filesystemOverhead: number;
+  readonly preallocation: boolean;
+  /** Where a non-seekable source is staged before conversion; undefined in a pod without scratch. */
+  readonly scratchDir?: string;
+  /** UID that labels the progress metric (the PVC's owner, as CDI does). */
+  readonly ownerUid?: string;
+  readonly proxy: ProxySettings;
+}
+
+/** Environment variable names; the controller uses these when it builds the importer pod. */
+export const ImportEnv = {
+  Source: 'IMPORTER_SOURCE',
+  Endpoint: 'IMPORTER_ENDPOINT',
+  ContentType: 'IMPORTER_CONTENTTYPE',
+  ImageSize: 'IMPORTER_IMAGE_SIZE',
+  AccessKeyId: 'IMPORTER_ACCESS_KEY_ID',
+  SecretKey: 'IMPORTER_SECRET_KEY',
+  CertDir: 'IMPORTER_CERT_DIR',
+  InsecureTls: 'INSECURE_TLS',
+  Checksum: 'IMPORTER_CHECKSUM',
+  FilesystemOverhead: 'FILESYSTEM_OVERHEAD',
+  Preallocation: 'PREALLOCATION',
+  OwnerUid: 'OWNER_UID',
+  TargetKind: 'IMPORTER_TARGET_KIND',
+  TargetPath: 'IMPORTER_TARGET_PATH',
+  ScratchDir: 'IMPORTER_SCRATCH_DIR',
+  HttpProxy: 'http_proxy',
+  HttpsProxy: 'https_proxy',
+  NoProxy: 'no_proxy',
+} as const;
+
+export const DEFAULT_FILESYSTEM_OVERHEAD = 0.06;
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function oneOf<T extends string>(name: string, value: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new FerryError(ErrorCode.InvalidSpec, `${name} must be one of ${allowed.join(', ')}; got "${value}"`);
+}
+
+function parseBool(name: string, value: string | undefined): boolean {
+  if (value === undefined || value === '') return false;
+  if (/^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  throw new FerryError(ErrorCode.InvalidSpec, `${name} must be true or false; got "${value}"`);
+}
+
+function parseOverhead(value: string | undefined): number {
+  if (value === undefined || value === '') return DEFAULT_FILESYSTEM_OVERHEAD;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n >= 1) {
+    throw new FerryError(ErrorCode.InvalidSpec, `${ImportEnv.FilesystemOverhead} must be a fraction in [0, 1); got "${value}"`);
+  }
+  return n;
+}
+
+/**
+ * Maps a source name to Ferry's: CDI's `none` is a blank disk, and CDI treats a missing source as
+ * http, so we do too.
+ */
+export function normalizeSource(value: string | undefined): ImportSource {
+  if (value === undefined || value === '') return ImportSource.Http;
+  if (value === 'none') return ImportSource.Blank;
+  return oneOf('source', value, Object.values(ImportSource));
+}
+
+/** Checks the invariants that make a spec runnable; every decoder and builder calls it. */
+export function validateSpec(spec: ImportSpec): ImportSpec {
+  const fail = (message: string): never => {
+    throw new FerryError(ErrorCode.InvalidSpec, message);
+  };
+  if (spec.source !== ImportSource.Blank && spec.endpoint === '') fail(`source ${spec.source} needs an endpoint`);
+  if (spec.contentType === ContentType.Archive) {
+    if (spec.target.kind !== TargetKind.Directory) fail('content type archive needs a directory target');
+    if (spec.source === ImportSource.Blank) fail('a blank image cannot have content type archive');
+  } else if (spec.target.kind === TargetKind.Directory) {
+    fail('content type kubevirt needs a file or block device target');
+  }
+  if (spec.target.path === '') fail('the target path is empty');
+  if (spec.source === ImportSource.Blank && spec.capacity === undefined && spec.target.kind !== TargetKind.Block) {
+    fail('a blank image needs a size');
+  }
+  if (spec.capacity !== undefined && (!Number.isSafeInteger(spec.capacity) || spec.capacity <= 0)) {
+    fail(`capacity must be a positive number of bytes; got ${spec.capacity}`);
+  }
+  return Object.freeze(spec);
+}
+
+/** Reads the spec from the importer pod's environment. Throws INVALID_SPEC naming the variable. */
+export function decodeImportEnv(env: Env): ImportSpec {
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v === '' ? undefined : v;
+  };
+  const source = normalizeSource(get(ImportEnv.Source));
+  const contentType = oneOf(ImportEnv.ContentType, get(ImportEnv.ContentType) ?? ContentType.Kubevirt, Object.values(ContentType));
+  const targetKind = oneOf(ImportEnv.TargetKind, get(ImportEnv.TargetKind) ?? TargetKind.File, Object.values(TargetKind));
+  const targetPath = get(ImportEnv.TargetPath);
+  if (targetPath === undefined) throw new FerryError(ErrorCode.InvalidSpec, `${ImportEnv.TargetPath} is not set`);
+  const user = get(ImportEnv.AccessKeyId);
+  const password = get(ImportEnv.SecretKey);
+  const size = get(ImportEnv.ImageSize);
+  const checksum = get(ImportEnv.Checksum);
+  const spec: ImportSpec = {
+    source,
+    endpoint: get(ImportEnv.Endpoint) ?? '',
+    contentType,
+    target: { kind: targetKind, path: targetPath },
+    ...(user !== undefined || password !== undefined ? { credentials: { username: user ?? '', password: password ?? '' } } : {}),
+    ...(get(ImportEnv.CertDir) !== undefined ? { caPath: get(ImportEnv.CertDir) } : {}),
+    insecureTls: parseBool(ImportEnv.InsecureTls, get(ImportEnv.InsecureTls)),
+    ...(checksum !== undefined ? { checksum: parseChecksum(checksum) } : {}),
+    ...(size !== undefined ? { capacity: parseQuantity(size) } : {}),
+    filesystemOverhead: parseOverhead(get(ImportEnv.FilesystemOverhead)),
+    preallocation: parseBool(ImportEnv.Preallocation, get(ImportEnv.Preallocation)),
+    ...(get(ImportEnv.ScratchDir) !== undefined ? { scratchDir: get(ImportEnv.ScratchDir) } : {}),
+    ...(get(ImportEnv.OwnerUid) !== undefined ? { ownerUid: get(ImportEnv.OwnerUid) } : {}),
+    proxy: {
+      ...(get(ImportEnv.HttpProxy) ?? get('HTTP_PROXY') ? { httpProxy: get(ImportEnv.HttpProxy) ?? get('HTTP_PROXY') } : {}),
+      ...(get(ImportEnv.HttpsProxy) ?? get('HTTPS_PROXY') ? { httpsProxy: get(ImportEnv.HttpsProxy) ?? get('HTTPS_PROXY') } : {}),
+      ...(get(ImportEnv.NoProxy) ?? get('NO_PROXY') ? { noProxy: get(ImportEnv.NoProxy) ?? get('NO_PROXY') } : {}),
+    },
+  };
+  return validateSpec(spec);
+}
+
+/**
+ * Writes the spec as environment variables. Credentials are included for completeness (local runs,
+ * tests); the controller puts secret references in their place instead of values.
+ */
+export function encodeImportEnv(spec: ImportSpec): Record<string, string> {
+  const env: Record<string, string> = {
+    [ImportEnv.Source]: spec.source,
+    [ImportEnv.Endpoint]: spec.endpoint,
+    [ImportEnv.ContentType]: spec.contentType,
+    [ImportEnv.TargetKind]: spec.target.kind,
+    [ImportEnv.TargetPath]: spec.target.path,
+    [ImportEnv.InsecureTls]: String(spec.insecureTls),
+    [ImportEnv.FilesystemOverhead]: String(spec.filesystemOverhead),
+    [ImportEnv.Preallocation]: String(spec.preallocation),
+  };
+  if (spec.credentials) {
+    env[ImportEnv.AccessKeyId] = spec.credentials.username;
+    env[ImportEnv.SecretKey] = spec.credentials.password;
+  }
+  if (spec.caPath !== undefined) env[ImportEnv.CertDir] = spec.caPath;
+  if (spec.checksum !== undefined) env[ImportEnv.Checksum] = formatChecksum(spec.checksum);
+  if (spec.capacity !== undefined) env[ImportEnv.ImageSize] = String(spec.capacity);
+  if (spec.scratchDir !== undefined) env[ImportEnv.ScratchDir] = spec.scratchDir;
+  if (spec.ownerUid !== undefined) env[ImportEnv.OwnerUid] = spec.ownerUid;
+  if (spec.proxy.httpProxy !== undefined) env[ImportEnv.HttpProxy] = spec.proxy.httpProxy;
+  if (spec.proxy.httpsProxy !== undefined) env[ImportEnv.HttpsProxy] = spec.proxy.httpsProxy;
+  if (spec.proxy.noProxy !== undefined) env[ImportEnv.NoProxy] = spec.proxy.noProxy;
+  return env;
+}
