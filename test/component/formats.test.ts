@@ -1,0 +1,137 @@
+/** Every supported format and compression, served over real HTTP, through real qemu-img. */
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { allocatedBytes, compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
+import { runEngine, spec } from '../helpers/engine.js';
+
+let dir: string;
+let server: TestServer;
+let raw: string;
+const SIZE = 8 * MiB;
+
+beforeAll(async () => {
+  dir = tempDir();
+  raw = join(dir, 'disk.raw');
+  makeRawDisk(raw, SIZE);
+  const f = (n: string): string => join(dir, n);
+  convertImage(raw, 'qcow2', f('disk.qcow2'));
+  convertImage(raw, 'vmdk', f('disk.vmdk'));
+  convertImage(raw, 'vmdk', f('disk-stream.vmdk'), ['-o', 'subformat=streamOptimized']);
+  convertImage(raw, 'vdi', f('disk.vdi'));
+  convertImage(raw, 'vpc', f('disk.vhd'));
+  convertImage(raw, 'vhdx', f('disk.vhdx'));
+  compress('gzip', raw, f('disk.raw.gz'));
+  compress('xz', raw, f('disk.raw.xz'));
+  compress('zstd', raw, f('disk.raw.zst'));
+  compress('bzip2', raw, f('disk.raw.bz2'));
+  compress('gzip', f('disk.qcow2'), f('disk.qcow2.gz'));
+  compress('xz', f('disk.qcow2'), f('disk.qcow2.xz'));
+  compress('zstd', f('disk.qcow2'), f('disk.qcow2.zst'));
+  compress('gzip', f('disk.raw.xz'), f('disk.raw.xz.gz'));
+  server = await startServer();
+  for (const name of ['disk.raw', 'disk.qcow2', 'disk.vmdk', 'disk-stream.vmdk', 'disk.vdi', 'disk.vhd', 'disk.vhdx', 'disk.raw.gz', 'disk.raw.xz', 'disk.raw.zst', 'disk.raw.bz2', 'disk.qcow2.gz', 'disk.qcow2.xz', 'disk.qcow2.zst', 'disk.raw.xz.gz']) {
+    server.route(`/${name}`, { file: f(name) });
+  }
+});
+
+afterAll(async () => {
+  await server?.close();
+  removeDir(dir);
+});
+
+describe('formats over http', () => {
+  test.each([
+    ['disk.raw', 'raw'],
+    ['disk.raw.gz', 'raw+gzip'],
+    ['disk.raw.xz', 'raw+xz'],
+    ['disk.raw.zst', 'raw+zstd'],
+    ['disk.raw.bz2', 'raw+bzip2'],
+    ['disk.raw.xz.gz', 'raw+xz+gzip'],
+    ['disk.qcow2', 'qcow2'],
+    ['disk.qcow2.gz', 'qcow2+gzip'],
+    ['disk.qcow2.xz', 'qcow2+xz'],
+    ['disk.qcow2.zst', 'qcow2+zstd'],
+    ['disk.vmdk', 'vmdk'],
+    ['disk-stream.vmdk', 'vmdk'],
+    ['disk.vdi', 'vdi'],
+    ['disk.vhd', 'vhd'],
+    ['disk.vhdx', 'vhdx'],
+  ])('%s imports to the same raw disk (%s)', async (name, detected) => {
+    const out = join(dir, `out-${name}.img`);
+    const scratch = join(dir, `scratch-${name}`);
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out }, scratchDir: scratch }));
+    expect(error).toBeUndefined();
+    expect(result?.sourceFormat).toBe(detected);
+    // VHD (vpc) rounds the virtual size up to its CHS geometry; the data must still match.
+    expect(expectSameDisk(out, raw)).toBe(true);
+    expect(existsSync(`${out}.ferry-partial`)).toBe(false);
+  });
+
+  test('raw streams sparsely: zero blocks stay holes', async () => {
+    const out = join(dir, 'sparse.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: out } }));
+    expect(error).toBeUndefined();
+    expect(statSync(out).size).toBe(SIZE);
+    // 2 MiB of data plus the marker block; the other ~6 MiB are holes.
+    expect(allocatedBytes(out)).toBeLessThan(3 * MiB);
+  });
+
+  test('the disk grows to the usable capacity, minus filesystem overhead', async () => {
+    const out = join(dir, 'grown.img');
+    const capacity = 64 * MiB;
+    const { result, error } = await runEngine(
+      spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out }, scratchDir: join(dir, 's'), capacity, filesystemOverhead: 0.06 }),
+    );
+    expect(error).toBeUndefined();
+    const usable = Math.floor(Math.ceil(capacity / 1.06) / MiB) * MiB;
+    expect(result?.diskSize).toBe(usable);
+    expect(expectSameDisk(out, raw, usable)).toBe(true);
+  });
+
+  test('progress reaches 100 and never goes back', async () => {
+    const out = join(dir, 'progress.img');
+    const { snapshots, error } = await runEngine(spec({ endpoint: `${server.url}/disk.qcow2.gz`, target: { kind: 'file', path: out }, scratchDir: join(dir, 's2') }));
+    expect(error).toBeUndefined();
+    const percents = snapshots.map((s) => s.percent);
+    expect(percents.at(-1)).toBe(100);
+    for (let i = 1; i < percents.length; i += 1) expect(percents[i]).toBeGreaterThanOrEqual(percents[i - 1] ?? 0);
+    expect(new Set(snapshots.map((s) => s.phase))).toEqual(new Set(['transfer', 'convert', 'resize', 'complete']));
+  });
+
+  test('a non-raw image without scratch space reports that it needs scratch, and writes nothing', async () => {
+    const out = join(dir, 'noscratch.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out } }));
+    expect(error).toBeUndefined();
+    expect(result?.scratchSpaceRequired).toBe(true);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  test('a local qcow2 is converted in place, without a scratch copy', async () => {
+    const out = join(dir, 'local.img');
+    const { result, error } = await runEngine(spec({ source: 'file', endpoint: join(dir, 'disk.qcow2'), target: { kind: 'file', path: out } }));
+    expect(error).toBeUndefined();
+    expect(result?.scratchSpaceRequired).toBe(false);
+    expect(expectSameDisk(out, raw, SIZE)).toBe(true);
+  });
+
+  test('blank creates an empty sparse disk of the usable size', async () => {
+    const out = join(dir, 'blank.img');
+    const { result, error } = await runEngine(spec({ source: 'blank', endpoint: '', target: { kind: 'file', path: out }, capacity: 32 * MiB }));
+    expect(error).toBeUndefined();
+    expect(result?.diskSize).toBe(32 * MiB);
+    expect(statSync(out).size).toBe(32 * MiB);
+    expect(allocatedBytes(out)).toBe(0);
+  });
+
+  test('preallocation allocates the whole disk and says so', async () => {
+    const out = join(dir, 'prealloc.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out }, capacity: 16 * MiB, preallocation: true }));
+    expect(error).toBeUndefined();
+    expect(result?.preallocationApplied).toBe(true);
+    expect(allocatedBytes(out)).toBeGreaterThanOrEqual(16 * MiB);
+    expect(expectSameDisk(out, raw, 16 * MiB)).toBe(true);
+  });
+});

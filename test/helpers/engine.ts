@@ -1,0 +1,46 @@
+/** Runs the real engine with test-sized tuning and records progress. */
+
+import { ErrorCode, FerryError } from '../../src/errors.js';
+import { type ImportSpec, validateSpec } from '../../src/import-spec.js';
+import { silentLogger } from '../../src/logging.js';
+import type { ImportSuccess } from '../../src/termination.js';
+import { DEFAULT_TUNING, type ImportTuning, runImport } from '../../importer/engine.js';
+import { Progress, type ProgressSnapshot } from '../../importer/progress.js';
+
+export const FAST_TUNING: ImportTuning = {
+  attempts: 3,
+  backoffMs: 10,
+  maxBackoffMs: 50,
+  http: { connectMs: 2000, firstByteMs: 2000, idleMs: 1000 },
+};
+
+export function spec(fields: Partial<ImportSpec> & Pick<ImportSpec, 'endpoint' | 'target'>): ImportSpec {
+  return validateSpec({
+    source: 'http',
+    contentType: 'kubevirt',
+    insecureTls: false,
+    filesystemOverhead: 0,
+    preallocation: false,
+    proxy: {},
+    ...fields,
+  });
+}
+
+export interface RunOutcome {
+  readonly result?: ImportSuccess;
+  readonly error?: FerryError;
+  readonly snapshots: ProgressSnapshot[];
+}
+
+export async function runEngine(s: ImportSpec, tuning: Partial<ImportTuning> = {}): Promise<RunOutcome> {
+  const progress = new Progress();
+  const snapshots: ProgressSnapshot[] = [];
+  progress.subscribe((x) => snapshots.push(x));
+  try {
+    const result = await runImport(s, { logger: silentLogger(), progress, tuning: { ...DEFAULT_TUNING, ...FAST_TUNING, ...tuning }, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) });
+    return { result, snapshots };
+  } catch (err) {
+    if (err instanceof FerryError) return { error: err, snapshots };
+    return { error: new FerryError(ErrorCode.Internal, String(err)), snapshots };
+  }
+}
