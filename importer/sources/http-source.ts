@@ -10,7 +10,8 @@ import { rootCertificates } from 'node:tls';
 import type { Agent as HttpAgent } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
 import got, { type Response } from 'got';
-import { HttpProxyAgent, HttpsProxyAgent } from 'hpagent';
+import { HttpProxyAgent } from 'http-proxy-agent';
+import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { Credentials, ProxySettings } from '../../src/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import type { ByteStream } from '../streams.js';
@@ -138,8 +139,8 @@ export async function loadCaBundle(path: string): Promise<string[]> {
 function proxyAgents(url: string, proxy: ProxySettings): { http?: HttpAgent; https?: HttpsAgent } {
   const through = proxyFor(url, proxy);
   if (!through) return {};
-  const common = { proxy: through, keepAlive: false };
-  return new URL(url).protocol === 'https:' ? { https: new HttpsProxyAgent(common) } : { http: new HttpProxyAgent(common) };
+  // Plain http goes in absolute form through the proxy; https is tunnelled with CONNECT.
+  return new URL(url).protocol === 'https:' ? { https: new HttpsProxyAgent(through) as unknown as HttpsAgent } : { http: new HttpProxyAgent(through) };
 }
 
 function parseLength(response: Response): number | undefined {
