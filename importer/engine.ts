@@ -17,7 +17,7 @@ import { extractArchive } from './archive.js';
 import { checkHeader } from './image-header.js';
 import { peel, type Peeled } from './layers.js';
 import { Phase, type Progress } from './progress.js';
-import { checkInfo, qemuConvert, qemuInfo } from './qemu-img.js';
+import { checkInfo, qemuCheck, qemuConvert, qemuInfo } from './qemu-img.js';
 import { writeRaw } from './raw-writer.js';
 import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
@@ -203,6 +203,7 @@ async function importConverted(
     }
     const info = await qemuInfo(image, format);
     checkInfo(info, format, target.usable);
+    await qemuCheck(image, format);
     log.info({ format, virtualSize: info.virtualSize }, 'image checked, converting');
     deps.progress.begin(Phase.Convert, TRANSFER_SHARE_WITH_CONVERT, 100, info.virtualSize);
     await qemuConvert({

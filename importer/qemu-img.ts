@@ -78,6 +78,27 @@ export async function qemuInfo(path: string, format: string, timeoutMs = 30_000)
   return parseInfo(result.stdout);
 }
 
+/**
+ * `qemu-img check` for the formats that have one: a truncated or damaged qcow2 otherwise converts
+ * "successfully" into zeros. Leaked clusters (exit 3) are harmless; exit 63 means no check exists.
+ */
+export async function qemuCheck(path: string, format: string, timeoutMs = 120_000): Promise<void> {
+  const result = await run(['check', '--output=json', '-f', format, safePath(path)], { timeoutMs });
+  if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `qemu-img check did not finish within ${timeoutMs} ms`);
+  if (result.code === 0 || result.code === 3 || result.code === 63) return;
+  let corruptions = 'unknown';
+  try {
+    corruptions = String((JSON.parse(result.stdout) as { corruptions?: number }).corruptions ?? 'unknown');
+  } catch {
+    // check failed before it could report
+  }
+  throw new FerryError(ErrorCode.InvalidImage, `the ${format} image is corrupt or truncated (qemu-img check: ${corruptions} corruptions; ${lastLine(result.stderr)})`);
+}
+
+function lastLine(text: string): string {
+  return text.split('\n').filter((l) => l.trim() !== '').at(-1) ?? 'no detail';
+}
+
 /** Pure: qemu-img's JSON to the fields Ferry checks. */
 export function parseInfo(json: string): ImageInfo {
   const o = JSON.parse(json) as Record<string, unknown>;
