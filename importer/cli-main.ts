@@ -122,7 +122,7 @@ export async function importCommand(io: CliIo): Promise<number> {
       allowPositionals: false,
     }));
   } catch (err) {
-    io.stderr.write(`error ${ErrorCode.InvalidSpec}: ${(err as Error).message}\n\n${IMPORT_USAGE}\n`);
+    io.stderr.write(`error ${ErrorCode.InvalidSpec}: ${(err as Error).message.split('\n')[0]} (see 'ferry import --help')\n`);
     return 2;
   }
   if (values.help) {

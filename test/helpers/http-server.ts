@@ -17,7 +17,8 @@ export type Route =
   | { readonly file: string; readonly closeAfter: number; readonly times?: number }
   | { readonly file: string; readonly lieExtra: number }
   | { readonly file: string; readonly stallAfter: number }
-  | { readonly redirect: string };
+  | { readonly redirect: string }
+  | { readonly file: string; readonly slow: { readonly chunk: number; readonly delayMs: number } };
 
 export interface RecordedRequest {
   readonly method: string;
@@ -120,6 +121,22 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
   if ('stallAfter' in route) {
     // Send part of the body, then keep the connection open and silent.
     return streamThen(route.file, start, Math.min(last, start + route.stallAfter - 1), res, () => undefined);
+  }
+  if ('slow' in route) {
+    const { open } = await import('node:fs/promises');
+    const handle = await open(route.file, 'r');
+    try {
+      for (let pos = start; pos <= last && !res.destroyed; pos += route.slow.chunk) {
+        const buf = Buffer.alloc(Math.min(route.slow.chunk, last - pos + 1));
+        await handle.read(buf, 0, buf.length, pos);
+        res.write(buf);
+        await new Promise((r) => setTimeout(r, route.slow.delayMs));
+      }
+    } finally {
+      await handle.close();
+    }
+    res.end();
+    return;
   }
   if ('lieExtra' in route) {
     return streamThen(route.file, start, last, res, () => res.destroy());

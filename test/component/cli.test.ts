@@ -1,0 +1,154 @@
+/** The `ferry import` command and the importer pod program, run as real processes. */
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { decodeTermination } from '../../src/termination.js';
+import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
+import { freePort, runFerry, startFerry } from '../helpers/ferry-process.js';
+
+let dir: string;
+let server: TestServer;
+let raw: string;
+const f = (name: string): string => join(dir, name);
+
+beforeAll(async () => {
+  dir = tempDir();
+  raw = f('disk.raw');
+  makeRawDisk(raw, 8 * MiB);
+  convertImage(raw, 'qcow2', f('disk.qcow2'));
+  server = await startServer();
+  server.route('/disk.qcow2', { file: f('disk.qcow2') });
+  server.route('/slow.qcow2', { file: f('disk.qcow2'), slow: { chunk: 256 * 1024, delayMs: 40 } });
+});
+
+afterAll(async () => {
+  await server?.close();
+  removeDir(dir);
+});
+
+function lastLine(text: string): string {
+  return text.trim().split('\n').at(-1) ?? '';
+}
+
+describe('ferry import', () => {
+  test('imports a qcow2 over http to the given size and exits 0', async () => {
+    const out = f('cli.img');
+    const r = await runFerry(['import', '--url', `${server.url}/disk.qcow2`, '--dest', out, '--size', '16Mi', '--scratch-dir', f('scratch')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('Import Complete');
+    expect(statSync(out).size).toBe(16 * MiB);
+    expect(expectSameDisk(out, raw, 16 * MiB)).toBe(true);
+  });
+
+  test('a local path works and the checksum is verified', async () => {
+    const out = f('cli-local.img');
+    const sum = createHash('sha256').update(readFileSync(f('disk.qcow2'))).digest('hex');
+    const r = await runFerry(['import', '--url', f('disk.qcow2'), '--dest', out, '--checksum', `sha256:${sum}`]);
+    expect(r.code).toBe(0);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test.each([
+    [['--url', 'http://127.0.0.1:1/none', '--dest', 'x', '--retries', '1'], 13, 'SOURCE_UNAVAILABLE'],
+    [['--url', '/nonexistent/disk.qcow2', '--dest', 'x'], 10, 'SOURCE_NOT_FOUND'],
+    [['--url', 'DISK', '--dest', 'x', '--checksum', `md5:${'0'.repeat(32)}`], 24, 'CHECKSUM_MISMATCH'],
+    [['--url', 'DISK', '--dest', 'x', '--size', '1Mi'], 23, 'TARGET_TOO_SMALL'],
+    [['--url', 'DISK', '--dest', 'x', '--size', 'lots'], 2, 'INVALID_SPEC'],
+    [['--url', 'DISK'], 2, 'INVALID_SPEC'],
+    [['--bogus'], 2, 'INVALID_SPEC'],
+  ])('%j exits %i with "error %s: ..."', async (args, status, code) => {
+    const argv = args.map((a) => (a === 'DISK' ? f('disk.qcow2') : a === 'x' ? f('never.img') : a));
+    const r = await runFerry(['import', ...argv]);
+    expect(r.code).toBe(status);
+    expect(lastLine(r.stderr)).toMatch(new RegExp(`^error ${code}: \\S`));
+    expect(existsSync(f('never.img'))).toBe(false);
+  });
+
+  test('--help prints usage and exits 0', async () => {
+    const r = await runFerry(['import', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('Usage: ferry import');
+  });
+});
+
+describe('importer pod program', () => {
+  function podEnv(extra: Record<string, string>): Record<string, string> {
+    return {
+      IMPORTER_SOURCE: 'http',
+      IMPORTER_CONTENTTYPE: 'kubevirt',
+      IMPORTER_TARGET_KIND: 'file',
+      FILESYSTEM_OVERHEAD: '0.06',
+      FERRY_LOG_LEVEL: 'warn',
+      FERRY_IMPORT_BACKOFF_MS: '10',
+      ...extra,
+    };
+  }
+
+  test('imports, serves the CDI progress metric while running, and writes a success termination message', async () => {
+    const port = await freePort();
+    const term = f('term-ok');
+    const disk = f('pod-data/disk.img');
+    const proc = startFerry(['importer'], podEnv({
+      IMPORTER_ENDPOINT: `${server.url}/slow.qcow2`,
+      IMPORTER_TARGET_PATH: disk,
+      IMPORTER_IMAGE_SIZE: '64Mi',
+      IMPORTER_SCRATCH_DIR: f('pod-scratch'),
+      OWNER_UID: 'uid-123',
+      FERRY_METRICS_PORT: String(port),
+      FERRY_TERMINATION_LOG: term,
+    }));
+    let seen: number | undefined;
+    for (let i = 0; i < 100 && seen === undefined; i += 1) {
+      await new Promise((r) => setTimeout(r, 50));
+      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()).catch(() => '');
+      const m = /kubevirt_cdi_import_progress_total\{ownerUID="uid-123"\} ([\d.]+)/.exec(text);
+      if (m && Number(m[1]) > 0) seen = Number(m[1]);
+    }
+    const r = await proc.done;
+    expect(r.code).toBe(0);
+    expect(seen).toBeGreaterThan(0);
+    expect(seen).toBeLessThanOrEqual(100);
+    const msg = decodeTermination(readFileSync(term, 'utf8'));
+    expect(msg).toMatchObject({ kind: 'success', scratchSpaceRequired: false, sourceFormat: 'qcow2' });
+    const usable = Math.floor(Math.ceil((64 * MiB) / 1.06) / MiB) * MiB;
+    expect(statSync(disk).size).toBe(usable);
+    expect(statSync(disk).mode & 0o777).toBe(0o660);
+    expect(expectSameDisk(disk, raw, usable)).toBe(true);
+  });
+
+  test('without scratch space it exits 0 and asks for scratch', async () => {
+    const term = f('term-scratch');
+    const r = await runFerry(['importer'], podEnv({
+      IMPORTER_ENDPOINT: `${server.url}/disk.qcow2`,
+      IMPORTER_TARGET_PATH: f('pod2/disk.img'),
+      IMPORTER_IMAGE_SIZE: '64Mi',
+      FERRY_METRICS_PORT: '0',
+      FERRY_TERMINATION_LOG: term,
+    }));
+    expect(r.code).toBe(0);
+    expect(decodeTermination(readFileSync(term, 'utf8'))).toMatchObject({ kind: 'success', scratchSpaceRequired: true });
+    expect(existsSync(f('pod2/disk.img'))).toBe(false);
+  });
+
+  test('a failure exits with the code\'s status and a JSON termination message', async () => {
+    const term = f('term-404');
+    const r = await runFerry(['importer'], podEnv({
+      IMPORTER_ENDPOINT: `${server.url}/nope.qcow2`,
+      IMPORTER_TARGET_PATH: f('pod3/disk.img'),
+      FERRY_METRICS_PORT: '0',
+      FERRY_TERMINATION_LOG: term,
+    }));
+    expect(r.code).toBe(10);
+    expect(decodeTermination(readFileSync(term, 'utf8'))).toEqual({ kind: 'failure', code: 'SOURCE_NOT_FOUND', message: expect.any(String), retryable: false });
+  });
+
+  test('an invalid environment is INVALID_SPEC', async () => {
+    const term = f('term-bad');
+    const r = await runFerry(['importer'], podEnv({ IMPORTER_ENDPOINT: `${server.url}/disk.qcow2`, FERRY_METRICS_PORT: '0', FERRY_TERMINATION_LOG: term }));
+    expect(r.code).toBe(2);
+    expect(decodeTermination(readFileSync(term, 'utf8'))).toMatchObject({ kind: 'failure', code: 'INVALID_SPEC' });
+  });
+});
