@@ -17,8 +17,13 @@ export function parseQuantity(text: string): number {
     throw new FerryError(ErrorCode.InvalidSpec, `not a byte quantity: "${text}" (use e.g. 1048576, 512Mi, 10Gi, 20G)`);
   }
   const unit = match[2];
-  const factor = unit === undefined ? 1 : (BINARY[unit] ?? DECIMAL[unit] ?? 1);
-  const bytes = Math.ceil(Number(match[1]) * factor);
+  const factor = BigInt(unit === undefined ? 1 : (BINARY[unit] ?? DECIMAL[unit] ?? 1));
+  // Exact decimal arithmetic: 8.3 * 1e9 in floating point is 8300000000.000001.
+  const [whole = '0', fraction = ''] = (match[1] ?? '0').split('.');
+  const scale = 10n ** BigInt(fraction.length);
+  const scaled = BigInt(whole + fraction) * factor;
+  const exact = (scaled + scale - 1n) / scale;
+  const bytes = Number(exact);
   if (!Number.isSafeInteger(bytes)) {
     throw new FerryError(ErrorCode.InvalidSpec, `byte quantity out of range: "${text}"`);
   }
@@ -39,11 +44,11 @@ export function formatBytes(bytes: number): string {
 
 /**
  * The part of a volume of `capacity` bytes a disk image may use once the filesystem has taken its
- * share: CDI's GetUsableSpace, floor(ceil(capacity / (1 + overhead)) to MiB). Block volumes pass
- * overhead 0 and get their whole size.
+ * share: CDI's GetUsableSpace, ceil((1 - overhead) * capacity) rounded down to a MiB. Block volumes
+ * pass overhead 0 and get their whole size.
  */
 export function usableSpace(capacity: number, filesystemOverhead: number): number {
   if (filesystemOverhead === 0) return capacity;
-  const raw = Math.ceil(capacity / (1 + filesystemOverhead));
+  const raw = Math.ceil((1 - filesystemOverhead) * capacity);
   return Math.floor(raw / MiB) * MiB;
 }

@@ -30,17 +30,20 @@ export interface ImportFailure {
 export type TerminationMessage = ImportSuccess | ImportFailure;
 
 function fit(object: Record<string, unknown>, messageKey: string): string {
-  let text = JSON.stringify(object);
-  const message = String(object[messageKey] ?? '');
+  const text = JSON.stringify(object);
   if (Buffer.byteLength(text) <= TERMINATION_MESSAGE_LIMIT) return text;
-  // Shorten the message (the only unbounded field) until the whole object fits.
-  const overflow = Buffer.byteLength(text) - TERMINATION_MESSAGE_LIMIT;
-  let keep = Math.max(0, message.length - overflow - 16);
-  for (;;) {
-    text = JSON.stringify({ ...object, [messageKey]: `${message.slice(0, keep)}…` });
-    if (Buffer.byteLength(text) <= TERMINATION_MESSAGE_LIMIT || keep === 0) return text;
-    keep = Math.max(0, keep - 64);
+  // Shorten the message (the only unbounded field) to the longest prefix whose encoding fits;
+  // measured in encoded bytes, since multi-byte and escaped characters take more than one.
+  const chars = Array.from(String(object[messageKey] ?? ''));
+  const encode = (keep: number): string => JSON.stringify({ ...object, [messageKey]: `${chars.slice(0, keep).join('')}…` });
+  let low = 0;
+  let high = chars.length;
+  while (low < high) {
+    const mid = Math.ceil((low + high) / 2);
+    if (Buffer.byteLength(encode(mid)) <= TERMINATION_MESSAGE_LIMIT) low = mid;
+    else high = mid - 1;
   }
+  return encode(low);
 }
 
 export function encodeTermination(msg: TerminationMessage): string {

@@ -113,7 +113,7 @@ describe('importer pod program', () => {
     expect(seen).toBeLessThanOrEqual(100);
     const msg = decodeTermination(readFileSync(term, 'utf8'));
     expect(msg).toMatchObject({ kind: 'success', scratchSpaceRequired: false, sourceFormat: 'qcow2' });
-    const usable = Math.floor(Math.ceil((64 * MiB) / 1.06) / MiB) * MiB;
+    const usable = Math.floor(Math.ceil(0.94 * 64 * MiB) / MiB) * MiB;
     expect(statSync(disk).size).toBe(usable);
     expect(statSync(disk).mode & 0o777).toBe(0o660);
     expect(expectSameDisk(disk, raw, usable)).toBe(true);

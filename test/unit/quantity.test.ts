@@ -41,15 +41,12 @@ describe('parseQuantity', () => {
     expect(() => parseQuantity(text)).toThrow(expect.objectContaining({ code: 'INVALID_SPEC' }));
   });
 
-  // BUG: the factor is applied in binary floating point before rounding up, so a decimal quantity
-  // whose exact value is a whole number of bytes can come out one byte too large:
-  // 8.3 * 1e9 === 8300000000.000001, and Math.ceil makes it 8300000001. Kubernetes reads "8.3G"
-  // as exactly 8300000000 bytes. Same for "16.1k" (16101), "8.3M" (8300001), "0.27T".
-  test.failing.each<[string, number]>([
+  // Decimal suffixes are computed exactly: in floating point 8.3 * 1e9 is 8300000000.000001.
+  test.each<[string, number]>([
     ['8.3G', 8_300_000_000],
     ['16.1k', 16_100],
     ['0.27T', 270_000_000_000],
-  ])('%j is exactly %d bytes (known bug: float rounding adds a byte)', (text, bytes) => {
+  ])('%j is exactly %d bytes', (text, bytes) => {
     expect(parseQuantity(text)).toBe(bytes);
   });
 });
@@ -90,21 +87,10 @@ describe('usableSpace', () => {
     expect(usable).toBeGreaterThan(capacity * (1 - overhead) - 2 * MiB);
   });
 
-  // Pins the formula the source documents (and the brief asked for). See the failing test below:
-  // if usableSpace is changed to CDI's real rule, this case and that one swap.
-  test('is the documented formula floor(ceil(capacity / (1 + overhead)) to MiB)', () => {
-    // ceil(1073741824 / 1.06) = 1012963985 bytes = 966.04 MiB -> 966 MiB
-    expect(usableSpace(GiB, 0.06)).toBe(966 * MiB);
-    expect(usableSpace(10 * GiB, 0.06)).toBe(Math.floor(Math.ceil((10 * GiB) / 1.06) / MiB) * MiB);
-  });
-
-  // BUG (or a wrong doc comment): the source claims to implement CDI's GetUsableSpace, but CDI
-  // (kubevirt.io/containerized-data-importer pkg/util/util.go) computes
-  //   RoundDown(int64(math.Ceil((1 - overhead) * float64(available))), DefaultAlignBlockSize=1MiB)
-  // i.e. it multiplies by (1 - overhead), it does not divide by (1 + overhead). For 1Gi and 0.06
-  // CDI gives ceil(0.94 * 1073741824) = 1009317315 -> 962 MiB; Ferry gives 966 MiB, so Ferry
-  // accepts images up to ~4 MiB/GiB larger than CDI would on the same volume.
-  test.failing('matches CDI GetUsableSpace: usableSpace(1Gi, 0.06) === 962 MiB', () => {
+  // CDI (pkg/util/util.go GetUsableSpace): RoundDown(ceil((1 - overhead) * available), 1MiB).
+  // For 1Gi and 0.06: ceil(0.94 * 1073741824) = 1009317315 -> 962 MiB.
+  test('matches CDI GetUsableSpace: usableSpace(1Gi, 0.06) === 962 MiB', () => {
     expect(usableSpace(GiB, 0.06)).toBe(962 * MiB);
+    expect(usableSpace(10 * GiB, 0.06)).toBe(Math.floor(Math.ceil(0.94 * 10 * GiB) / MiB) * MiB);
   });
 });
