@@ -13,7 +13,12 @@ function formatDuration(seconds: number): string {
 
 export function renderProgressLine(snapshot: ProgressSnapshot, rate: number, etaSeconds: number | undefined, barWidth = 0): string {
   const percent = `${snapshot.percent.toFixed(1).padStart(5)}%`;
-  const amount = snapshot.total !== undefined ? `${formatBytes(snapshot.bytes)} / ${formatBytes(snapshot.total)}` : formatBytes(snapshot.bytes);
+  const amount =
+    snapshot.total !== undefined
+      ? `${formatBytes(snapshot.bytes)} / ${formatBytes(snapshot.total)}`
+      : snapshot.bytes > 0
+        ? formatBytes(snapshot.bytes)
+        : '';
   const speed = rate > 0 ? `${formatBytes(rate)}/s` : '';
   const eta = etaSeconds !== undefined ? `ETA ${formatDuration(etaSeconds)}` : '';
   let bar = '';

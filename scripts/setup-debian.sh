@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine (as root) to build, run and test Ferry: the system tools the importer
+# drives, then the npm dependencies and the TypeScript build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "setup: Ferry needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# qemu-img/qemu-io (qemu-utils), decompressors the importer spawns, openssl for test certificates,
+# util-linux for blockdev/fallocate/losetup.
+apt-get install -y -qq --no-install-recommends \
+  qemu-utils qemu-block-extra nbdkit xz-utils zstd bzip2 gzip curl openssl ca-certificates util-linux >/dev/null
+
+npm ci --no-audit --no-fund
+npm run build
