@@ -7,6 +7,7 @@ const USAGE = `Usage: ferry <command> [options]
 Commands:
   import     import a disk image into a raw file, block device or directory (ferry import --help)
   importer   run the importer pod program (reads its spec from the environment)
+  controller run the PVC-annotation import controller (ferry controller --help)
 `;
 
 async function run() {
@@ -14,6 +15,10 @@ async function run() {
     case 'import': {
       const { importCommand } = await import('../dist/importer/cli-main.js');
       return importCommand({ argv: args, stderr: process.stderr, env: process.env });
+    }
+    case 'controller': {
+      const { controllerCommand } = await import('../dist/controller/main.js');
+      return controllerCommand(args, process.env);
     }
     case 'importer': {
       const { main } = await import('../dist/importer/main.js');

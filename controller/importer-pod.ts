@@ -1,0 +1,177 @@
+/**
+ * Pure builders for what the controller creates: the importer pod (a run-once pod that passes the
+ * "restricted" Pod Security Standard) and its scratch PVC. The pod's environment comes from the
+ * one import-spec codec; credentials are secret references, never values.
+ */
+
+import { createHash } from 'node:crypto';
+import type { V1EnvVar, V1PersistentVolumeClaim, V1Pod, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
+import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../src/cdi.js';
+import { encodeImportEnv, ImportEnv, type ImportSpec, TargetKind } from '../src/import-spec.js';
+import type { ImportRequest } from '../src/import-request.js';
+import { parseChecksum } from '../src/checksum.js';
+import { parseQuantity } from '../src/quantity.js';
+import type { ControllerConfig } from './config.js';
+
+const MAX_NAME = 63;
+
+/** `<prefix><name>`, shortened with a stable hash when it would not fit a DNS label. */
+export function boundedName(prefix: string, name: string, suffix = ''): string {
+  const full = `${prefix}${name}${suffix}`;
+  if (full.length <= MAX_NAME) return full;
+  const hash = createHash('sha256').update(full).digest('hex').slice(0, 8);
+  const keep = MAX_NAME - prefix.length - suffix.length - hash.length - 1;
+  return `${prefix}${name.slice(0, keep).replace(/[-.]+$/, '')}-${hash}${suffix}`;
+}
+
+export function importerPodName(pvcName: string): string {
+  return boundedName('importer-', pvcName);
+}
+
+export function scratchPvcName(pvcName: string): string {
+  return boundedName('', pvcName, '-scratch');
+}
+
+/** The UID progress is reported under: the PVC's single owner (a DataVolume) if any, as CDI does. */
+export function ownerUid(pvc: V1PersistentVolumeClaim): string {
+  const owners = pvc.metadata?.ownerReferences ?? [];
+  return owners.length === 1 && owners[0]?.uid ? owners[0].uid : (pvc.metadata?.uid ?? '');
+}
+
+export function isBlock(pvc: V1PersistentVolumeClaim): boolean {
+  return pvc.spec?.volumeMode === 'Block';
+}
+
+/** The PVC's requested size in bytes (what CDI passes as IMPORTER_IMAGE_SIZE). */
+export function requestedBytes(pvc: V1PersistentVolumeClaim): number | undefined {
+  const q = pvc.spec?.resources?.requests?.storage;
+  return q === undefined ? undefined : parseQuantity(String(q));
+}
+
+export interface PodOptions {
+  readonly withScratch: boolean;
+}
+
+export function importSpecFor(pvc: V1PersistentVolumeClaim, request: ImportRequest, config: ControllerConfig, options: PodOptions): ImportSpec {
+  const block = isBlock(pvc);
+  const capacity = requestedBytes(pvc);
+  const target = block
+    ? { kind: TargetKind.Block, path: PodPath.BlockDevice }
+    : request.contentType === 'archive'
+      ? { kind: TargetKind.Directory, path: PodPath.DataDir }
+      : { kind: TargetKind.File, path: PodPath.Disk };
+  return {
+    source: request.source,
+    endpoint: request.endpoint,
+    contentType: request.contentType,
+    target,
+    ...(request.certConfigMap ? { caPath: PodPath.Certs } : {}),
+    insecureTls: request.insecureTls,
+    ...(request.checksum ? { checksum: parseChecksum(request.checksum) } : {}),
+    ...(capacity !== undefined ? { capacity } : {}),
+    filesystemOverhead: block ? 0 : config.filesystemOverhead,
+    preallocation: request.preallocation,
+    ...(options.withScratch ? { scratchDir: PodPath.Scratch } : {}),
+    ownerUid: ownerUid(pvc),
+    proxy: {},
+  };
+}
+
+export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRequest, config: ControllerConfig, options: PodOptions): V1Pod {
+  const name = pvc.metadata?.name ?? '';
+  const namespace = pvc.metadata?.namespace ?? '';
+  const spec = importSpecFor(pvc, request, config, options);
+  const env: V1EnvVar[] = Object.entries(encodeImportEnv(spec)).map(([k, v]) => ({ name: k, value: v }));
+  if (request.secretName) {
+    env.push(
+      { name: ImportEnv.AccessKeyId, valueFrom: { secretKeyRef: { name: request.secretName, key: 'accessKeyId', optional: true } } },
+      { name: ImportEnv.SecretKey, valueFrom: { secretKeyRef: { name: request.secretName, key: 'secretKey', optional: true } } },
+    );
+  }
+  env.push({ name: 'FERRY_METRICS_PORT', value: String(config.importerMetricsPort) });
+
+  const volumes: V1Volume[] = [{ name: 'data', persistentVolumeClaim: { claimName: name } }];
+  const mounts: V1VolumeMount[] = [];
+  const devices: V1VolumeDevice[] = [];
+  if (isBlock(pvc)) devices.push({ name: 'data', devicePath: PodPath.BlockDevice });
+  else mounts.push({ name: 'data', mountPath: PodPath.DataDir });
+  if (request.certConfigMap) {
+    volumes.push({ name: 'certs', configMap: { name: request.certConfigMap } });
+    mounts.push({ name: 'certs', mountPath: PodPath.Certs, readOnly: true });
+  }
+  if (options.withScratch) {
+    volumes.push({ name: 'scratch', persistentVolumeClaim: { claimName: scratchPvcName(name) } });
+    mounts.push({ name: 'scratch', mountPath: PodPath.Scratch });
+  }
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: importerPodName(name),
+      namespace,
+      labels: { ...IMPORTER_POD_LABELS, [Label.OwnerPvc]: boundedName('', name) },
+      annotations: { [Annotation.CreatedByController]: 'yes' },
+      ownerReferences: [
+        { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name, uid: pvc.metadata?.uid ?? '', controller: true, blockOwnerDeletion: true },
+      ],
+    },
+    spec: {
+      // Run once: the controller decides about retries from the termination message.
+      restartPolicy: 'Never',
+      enableServiceLinks: false,
+      automountServiceAccountToken: false,
+      securityContext: {
+        runAsNonRoot: true,
+        runAsUser: 107,
+        runAsGroup: 107,
+        fsGroup: 107,
+        seccompProfile: { type: 'RuntimeDefault' },
+      },
+      containers: [
+        {
+          name: 'importer',
+          image: config.importerImage,
+          imagePullPolicy: config.importerPullPolicy,
+          args: ['importer'],
+          env,
+          ports: [{ name: 'metrics', containerPort: config.importerMetricsPort, protocol: 'TCP' }],
+          resources: config.importerResources,
+          volumeMounts: mounts,
+          ...(devices.length > 0 ? { volumeDevices: devices } : {}),
+          terminationMessagePath: '/dev/termination-log',
+          terminationMessagePolicy: 'FallbackToLogsOnError',
+          securityContext: {
+            allowPrivilegeEscalation: false,
+            capabilities: { drop: ['ALL'] },
+            runAsNonRoot: true,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+        },
+      ],
+      volumes,
+    },
+  };
+}
+
+/** Scratch space for images that must be staged before conversion; deleted after the import. */
+export function buildScratchPvc(pvc: V1PersistentVolumeClaim): V1PersistentVolumeClaim {
+  const name = pvc.metadata?.name ?? '';
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: {
+      name: scratchPvcName(name),
+      namespace: pvc.metadata?.namespace ?? '',
+      labels: { ...IMPORTER_POD_LABELS, [Label.OwnerPvc]: boundedName('', name) },
+      ownerReferences: [
+        { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name, uid: pvc.metadata?.uid ?? '', controller: true, blockOwnerDeletion: true },
+      ],
+    },
+    spec: {
+      accessModes: ['ReadWriteOnce'],
+      volumeMode: 'Filesystem',
+      resources: { requests: { storage: String(pvc.spec?.resources?.requests?.storage ?? '1Gi') } },
+      ...(pvc.spec?.storageClassName ? { storageClassName: pvc.spec.storageClassName } : {}),
+    },
+  };
+}

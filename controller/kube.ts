@@ -1,0 +1,91 @@
+/**
+ * The controller's only writes to the cluster: create/delete by deterministic name (AlreadyExists
+ * and NotFound count as done), merge-patches of the PVC's annotations, and events.
+ */
+
+import {
+  type CoreV1Api,
+  type CoreV1Event,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1PersistentVolumeClaim,
+} from '@kubernetes/client-node';
+import type { Action } from './plan.js';
+
+export const COMPONENT = 'ferry-controller';
+
+function status(err: unknown): number | undefined {
+  const e = err as { code?: unknown; statusCode?: unknown; body?: unknown };
+  if (typeof e.code === 'number') return e.code;
+  if (typeof e.statusCode === 'number') return e.statusCode;
+  return undefined;
+}
+
+async function tolerate<T>(op: Promise<T>, ok: number): Promise<void> {
+  try {
+    await op;
+  } catch (err) {
+    if (status(err) !== ok) throw err;
+  }
+}
+
+export class ClusterWriter {
+  constructor(
+    private readonly core: CoreV1Api,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  async apply(pvc: V1PersistentVolumeClaim, action: Action): Promise<void> {
+    const namespace = pvc.metadata?.namespace ?? '';
+    const name = pvc.metadata?.name ?? '';
+    switch (action.type) {
+      case 'createPod':
+        return tolerate(this.core.createNamespacedPod({ namespace, body: action.pod }), 409);
+      case 'deletePod':
+        return tolerate(this.core.deleteNamespacedPod({ namespace, name: action.name, gracePeriodSeconds: 0 }), 404);
+      case 'createScratchPvc':
+        return tolerate(this.core.createNamespacedPersistentVolumeClaim({ namespace, body: action.pvc }), 409);
+      case 'deleteScratchPvc':
+        return tolerate(this.core.deleteNamespacedPersistentVolumeClaim({ namespace, name: action.name }), 404);
+      case 'annotate':
+        await this.annotate(namespace, name, action.annotations);
+        return;
+      case 'event':
+        await this.event(pvc, action.eventType, action.reason, action.message);
+        return;
+    }
+  }
+
+  async annotate(namespace: string, name: string, annotations: Readonly<Record<string, string | null>>): Promise<void> {
+    await this.core.patchNamespacedPersistentVolumeClaim(
+      { namespace, name, body: { metadata: { annotations } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+
+  async event(pvc: V1PersistentVolumeClaim, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const now = this.now();
+    const namespace = pvc.metadata?.namespace ?? '';
+    const body: CoreV1Event = {
+      metadata: { generateName: `${pvc.metadata?.name ?? 'pvc'}.`, namespace },
+      involvedObject: {
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        name: pvc.metadata?.name ?? '',
+        namespace,
+        uid: pvc.metadata?.uid ?? '',
+        resourceVersion: pvc.metadata?.resourceVersion ?? '',
+      },
+      reason,
+      message: message.slice(0, 1024),
+      type,
+      source: { component: COMPONENT },
+      reportingComponent: COMPONENT,
+      reportingInstance: COMPONENT,
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    };
+    await this.core.createNamespacedEvent({ namespace, body });
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * `ferry controller`: the PVC-annotation import controller. Composition root: flags and
+ * environment, Kubernetes clients, the health/metrics server, leader election and signals.
+ */
+
+import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
+import { createLogger, type Logger } from '../src/logging.js';
+import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
+import { ImportController } from './controller.js';
+import { LeaderElector } from './leader-election.js';
+
+export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [options]
+
+Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.import.*) and runs
+importer pods for them.
+
+Options:
+  --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
+  --importer-image IMAGE    image that runs "ferry importer" (default ${DEFAULT_CONFIG.importerImage})
+  --importer-pull-policy P  Always, IfNotPresent or Never (default ${DEFAULT_CONFIG.importerPullPolicy})
+  --namespace NS            watch only this namespace (repeatable; default: all)
+  --max-retries N           importer restarts after retryable failures (default ${DEFAULT_CONFIG.maxRetries})
+  --retry-backoff-ms MS     first retry delay, doubled per retry (default ${DEFAULT_CONFIG.retryBackoffMs})
+  --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
+  --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
+  --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
+  --health-port PORT        /healthz, /readyz and /metrics (default 8080; 0 disables)
+  --leader-elect BOOL       take a Lease before acting (default true)
+  --lease-namespace NS      namespace of the Lease (default $POD_NAMESPACE or ferry-system)
+  --id NAME                 this replica's identity (default $POD_NAME or hostname-pid)
+  --log-level LEVEL         pino level (default info)`;
+
+function int(name: string, text: string | undefined, fallback: number, min = 0): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) throw new FerryError(ErrorCode.InvalidSpec, `--${name} must be an integer >= ${min}, got "${text}"`);
+  return n;
+}
+
+export function parseControllerArgs(argv: readonly string[]): { config: ControllerConfig; values: Record<string, string | string[] | boolean | undefined> } {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      kubeconfig: { type: 'string' },
+      'importer-image': { type: 'string' },
+      'importer-pull-policy': { type: 'string' },
+      namespace: { type: 'string', multiple: true },
+      'max-retries': { type: 'string' },
+      'retry-backoff-ms': { type: 'string' },
+      concurrency: { type: 'string' },
+      'importer-metrics-port': { type: 'string' },
+      'filesystem-overhead': { type: 'string' },
+      'health-port': { type: 'string' },
+      'leader-elect': { type: 'string' },
+      'lease-namespace': { type: 'string' },
+      id: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  const pull = (values['importer-pull-policy'] ?? DEFAULT_CONFIG.importerPullPolicy) as ControllerConfig['importerPullPolicy'];
+  if (!['Always', 'IfNotPresent', 'Never'].includes(pull)) throw new FerryError(ErrorCode.InvalidSpec, `--importer-pull-policy must be Always, IfNotPresent or Never`);
+  const overhead = values['filesystem-overhead'] === undefined ? DEFAULT_CONFIG.filesystemOverhead : Number(values['filesystem-overhead']);
+  if (!(overhead >= 0 && overhead < 1)) throw new FerryError(ErrorCode.InvalidSpec, '--filesystem-overhead must be in [0, 1)');
+  const backoff = int('retry-backoff-ms', values['retry-backoff-ms'], DEFAULT_CONFIG.retryBackoffMs);
+  const config: ControllerConfig = Object.freeze({
+    ...DEFAULT_CONFIG,
+    importerImage: values['importer-image'] ?? DEFAULT_CONFIG.importerImage,
+    importerPullPolicy: pull,
+    namespaces: Object.freeze([...(values.namespace ?? [])]),
+    maxRetries: int('max-retries', values['max-retries'], DEFAULT_CONFIG.maxRetries),
+    retryBackoffMs: backoff,
+    retryBackoffMaxMs: Math.max(backoff, DEFAULT_CONFIG.retryBackoffMaxMs),
+    concurrency: int('concurrency', values.concurrency, DEFAULT_CONFIG.concurrency, 1),
+    importerMetricsPort: int('importer-metrics-port', values['importer-metrics-port'], DEFAULT_CONFIG.importerMetricsPort, 1),
+    filesystemOverhead: overhead,
+  });
+  return { config, values };
+}
+
+function serveHealth(port: number, registry: Registry, ready: () => boolean): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url === '/healthz') return void res.writeHead(200).end('ok');
+    if (req.url === '/readyz') return void (ready() ? res.writeHead(200).end('ok') : res.writeHead(503).end('not ready'));
+    if (req.url === '/metrics') {
+      registry.metrics().then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text), () => res.writeHead(500).end());
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, () => resolve(server));
+  });
+}
+
+export async function controllerCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let parsed: ReturnType<typeof parseControllerArgs>;
+  try {
+    parsed = parseControllerArgs(argv);
+  } catch (err) {
+    process.stderr.write(`error ${ErrorCode.InvalidSpec}: ${(err as Error).message.split('\n')[0]} (see 'ferry controller --help')\n`);
+    return 2;
+  }
+  const { config, values } = parsed;
+  if (values.help) {
+    process.stderr.write(`${CONTROLLER_USAGE}\n`);
+    return 0;
+  }
+  const logger = createLogger({ name: 'ferry-controller', level: (values['log-level'] as string | undefined) ?? 'info' });
+  try {
+    const kc = new KubeConfig();
+    if (typeof values.kubeconfig === 'string') kc.loadFromFile(values.kubeconfig);
+    else kc.loadFromDefault();
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const controller = new ImportController({ kubeConfig: kc, config, logger, registry });
+    const elect = values['leader-elect'] !== 'false';
+    const elector = elect
+      ? new LeaderElector(
+          kc.makeApiClient(CoordinationV1Api),
+          {
+            namespace: (values['lease-namespace'] as string | undefined) ?? env.POD_NAMESPACE ?? 'ferry-system',
+            name: 'ferry-controller',
+            identity: (values.id as string | undefined) ?? env.POD_NAME ?? `${hostname()}-${process.pid}`,
+            leaseDurationSeconds: 15,
+            renewIntervalMs: 5000,
+          },
+          logger,
+        )
+      : undefined;
+    const healthPort = int('health-port', values['health-port'] as string | undefined, 8080);
+    // A standby replica is ready (it serves health) even though it does not act.
+    const health = healthPort > 0 ? await serveHealth(healthPort, registry, () => (elector ? !elector.isLeader || controller.ready : controller.ready)) : undefined;
+    return await runUntilSignal(controller, elector, health, logger, config);
+  } catch (err) {
+    const error = toFerryError(err);
+    logger.error({ code: error.code }, error.message);
+    return error.exitCode;
+  }
+}
+
+function runUntilSignal(controller: ImportController, elector: LeaderElector | undefined, health: Server | undefined, logger: Logger, config: ControllerConfig): Promise<number> {
+  return new Promise((resolve) => {
+    let exiting = false;
+    const shutdown = async (code: number, why: string): Promise<void> => {
+      if (exiting) return;
+      exiting = true;
+      logger.info({ why }, 'shutting down');
+      await elector?.stop();
+      await controller.stop();
+      health?.close();
+      resolve(code);
+    };
+    process.once('SIGTERM', () => void shutdown(0, 'SIGTERM'));
+    process.once('SIGINT', () => void shutdown(0, 'SIGINT'));
+    const begin = (): void => {
+      logger.info({ namespaces: config.namespaces.length > 0 ? config.namespaces : 'all', image: config.importerImage }, 'controller starting');
+      controller.start().then(
+        () => logger.info('caches synced; reconciling'),
+        (err: unknown) => void shutdown(1, `start failed: ${(err as Error).message}`),
+      );
+    };
+    // Losing the lease ends the process: the replacement starts from a clean slate.
+    if (elector) void elector.run(begin, () => void shutdown(1, 'lost leadership'));
+    else begin();
+  });
+}

@@ -1,0 +1,256 @@
+/**
+ * The import controller's behaviour as one pure function: what the PVC, its importer pod and its
+ * scratch PVC look like now → what to do, and when to look again. No clients, no clock, no logger.
+ */
+
+import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import { Annotation, EventReason, PodPhase } from '../src/cdi.js';
+import { ErrorCode, isFerryError } from '../src/errors.js';
+import { type ImportRequest, importRequestFromAnnotations } from '../src/import-request.js';
+import { decodeTermination, type TerminationMessage } from '../src/termination.js';
+import type { ControllerConfig } from './config.js';
+import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
+
+export interface Observed {
+  readonly pvc: V1PersistentVolumeClaim;
+  /** The pod with the importer's deterministic name, if any. */
+  readonly pod?: V1Pod;
+  readonly scratchPvc?: V1PersistentVolumeClaim;
+  /** Milliseconds since the epoch. */
+  readonly now: number;
+}
+
+export type Action =
+  | { readonly type: 'createPod'; readonly pod: V1Pod }
+  | { readonly type: 'deletePod'; readonly name: string }
+  | { readonly type: 'createScratchPvc'; readonly pvc: V1PersistentVolumeClaim }
+  | { readonly type: 'deleteScratchPvc'; readonly name: string }
+  /** Merge-patch of the PVC's annotations; null removes a key. Only changed keys are listed. */
+  | { readonly type: 'annotate'; readonly annotations: Readonly<Record<string, string | null>> }
+  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+
+export interface Plan {
+  readonly actions: readonly Action[];
+  readonly requeueAfterMs?: number;
+  /** Scrape the running importer's progress metric from this address. */
+  readonly scrape?: { readonly podIP: string };
+}
+
+const NOTHING: Plan = Object.freeze({ actions: [] });
+
+/** Backoff before attempt `restarts + 1`: base·2^(restarts−1), capped. */
+export function retryDelay(restarts: number, config: ControllerConfig): number {
+  return Math.min(config.retryBackoffMaxMs, config.retryBackoffMs * 2 ** Math.max(0, restarts - 1));
+}
+
+function annotate(current: Readonly<Record<string, string>>, desired: Readonly<Record<string, string | null>>): Action[] {
+  const changed: Record<string, string | null> = {};
+  for (const [key, value] of Object.entries(desired)) {
+    if (value === null ? key in current : current[key] !== value) changed[key] = value;
+  }
+  return Object.keys(changed).length > 0 ? [{ type: 'annotate', annotations: changed }] : [];
+}
+
+/** An event goes with a change of the PVC's status, so a repeated reconcile does not repeat it. */
+function withEvent(changes: readonly Action[], eventType: 'Normal' | 'Warning', reason: string, message: string): Action[] {
+  return changes.length > 0 ? [{ type: 'event', eventType, reason, message }] : [];
+}
+
+function running(status: 'true' | 'false', reason: string, message: string): Record<string, string> {
+  return { [Annotation.RunningCondition]: status, [Annotation.RunningReason]: reason, [Annotation.RunningMessage]: message };
+}
+
+function terminationOf(pod: V1Pod): TerminationMessage | undefined {
+  const status = pod.status?.containerStatuses?.find((c) => c.name === 'importer') ?? pod.status?.containerStatuses?.[0];
+  const message = status?.state?.terminated?.message;
+  return message === undefined ? undefined : decodeTermination(message);
+}
+
+/** Why a pending pod is waiting, in CDI's words for image pulls. */
+function waitingReason(pod: V1Pod): { reason: string; message: string } | undefined {
+  const waiting = pod.status?.containerStatuses?.[0]?.state?.waiting;
+  if (!waiting?.reason) return undefined;
+  if (['ImagePullBackOff', 'ErrImagePull', 'InvalidImageName'].includes(waiting.reason)) {
+    return { reason: 'ImagePullFailed', message: `failed to pull image: ${pod.spec?.containers?.[0]?.image ?? ''}` };
+  }
+  return { reason: waiting.reason, message: waiting.message ?? '' };
+}
+
+export function planImport(observed: Observed, config: ControllerConfig): Plan {
+  const { pvc, pod, scratchPvc, now } = observed;
+  if (pvc.metadata?.deletionTimestamp) return NOTHING;
+  const current = pvc.metadata?.annotations ?? {};
+
+  let request: ImportRequest | undefined;
+  try {
+    request = importRequestFromAnnotations(current);
+  } catch (err) {
+    if (!isFerryError(err)) throw err;
+    // A request that can never run is reported once on the PVC, never retried.
+    const actions = annotate(current, {
+      [Annotation.PodPhase]: PodPhase.Failed,
+      [Annotation.ErrorCode]: err.code,
+      ...running('false', err.code, err.message),
+    });
+    if (actions.length > 0) actions.push({ type: 'event', eventType: 'Warning', reason: EventReason.InvalidRequest, message: `${err.code}: ${err.message}` });
+    return { actions };
+  }
+  if (!request) return NOTHING;
+
+  const pvcName = pvc.metadata?.name ?? '';
+  const podName = importerPodName(pvcName);
+  const ours = pod !== undefined && pod.metadata?.ownerReferences?.some((o) => o.uid === pvc.metadata?.uid) === true;
+
+  // Done: tidy up what is left (a retained pod stays).
+  if (current[Annotation.PodPhase] === PodPhase.Succeeded || current[Annotation.FatalError] === 'true') {
+    const actions: Action[] = [];
+    if (pod && ours && !request.retainPod && pod.status?.phase !== PodPhase.Running) actions.push({ type: 'deletePod', name: podName });
+    if (scratchPvc) actions.push({ type: 'deleteScratchPvc', name: scratchPvcName(pvcName) });
+    return { actions };
+  }
+
+  if (pod && !ours) {
+    return {
+      actions: annotate(current, running('false', 'ImportPodNameTaken', `pod ${podName} exists and does not belong to this PVC`)),
+      requeueAfterMs: config.retryBackoffMs,
+    };
+  }
+
+  if (!pod) return planStart(pvc, request, current, scratchPvc, now, config);
+
+  switch (pod.status?.phase) {
+    case PodPhase.Running:
+      return {
+        actions: annotate(current, { [Annotation.PodPhase]: PodPhase.Running, ...running('true', 'Pod is running', '') }),
+        ...(pod.status?.podIP ? { scrape: { podIP: pod.status.podIP } } : {}),
+        requeueAfterMs: config.progressIntervalMs,
+      };
+    case PodPhase.Succeeded:
+      return planSucceeded(pvc, pod, request, current, scratchPvc, now, config);
+    case PodPhase.Failed:
+      return planFailed(pod, request, current, now, config);
+    default: {
+      const waiting = waitingReason(pod);
+      return {
+        actions: annotate(current, {
+          [Annotation.PodPhase]: PodPhase.Pending,
+          ...running('false', waiting?.reason ?? 'Pending', waiting?.message ?? 'importer pod is pending'),
+        }),
+      };
+    }
+  }
+}
+
+function planStart(
+  pvc: V1PersistentVolumeClaim,
+  request: ImportRequest,
+  current: Readonly<Record<string, string>>,
+  scratchPvc: V1PersistentVolumeClaim | undefined,
+  now: number,
+  config: ControllerConfig,
+): Plan {
+  const lastFailure = Date.parse(current[Annotation.LastFailureTime] ?? '');
+  if (Number.isFinite(lastFailure)) {
+    const restarts = Number(current[Annotation.PodRestarts] ?? '0') || 0;
+    const due = lastFailure + retryDelay(restarts, config);
+    if (now < due) return { actions: [], requeueAfterMs: due - now };
+  }
+  const withScratch = current[Annotation.RequiresScratch] === 'true';
+  const actions: Action[] = [];
+  if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc) });
+  actions.push(
+    ...annotate(current, {
+      [Annotation.ImportPodName]: importerPodName(pvc.metadata?.name ?? ''),
+      [Annotation.PodPhase]: PodPhase.Pending,
+      [Annotation.PodRestarts]: current[Annotation.PodRestarts] ?? '0',
+    }),
+  );
+  actions.push({ type: 'createPod', pod: buildImporterPod(pvc, request, config, { withScratch }) });
+  return { actions };
+}
+
+function planSucceeded(
+  pvc: V1PersistentVolumeClaim,
+  pod: V1Pod,
+  request: ImportRequest,
+  current: Readonly<Record<string, string>>,
+  scratchPvc: V1PersistentVolumeClaim | undefined,
+  now: number,
+  config: ControllerConfig,
+): Plan {
+  const message = terminationOf(pod);
+  if (message?.kind === 'failure') return planFailed(pod, request, current, now, config);
+  const podName = importerPodName(pvc.metadata?.name ?? '');
+  if (message?.scratchSpaceRequired) {
+    // The importer found it must stage the image: start again with a scratch volume.
+    const changes = annotate(current, {
+      [Annotation.RequiresScratch]: 'true',
+      ...running('false', 'Scratch space required', 'scratch space required and none found'),
+    });
+    return {
+      actions: [
+        ...changes,
+        ...withEvent(changes, 'Normal', EventReason.ScratchRequired, 'The image must be staged; creating scratch space'),
+        { type: 'deletePod', name: podName },
+      ],
+    };
+  }
+  const changes = annotate(current, {
+    [Annotation.PodPhase]: PodPhase.Succeeded,
+    [Annotation.Progress]: '100.0%',
+    [Annotation.ErrorCode]: null,
+    [Annotation.LastFailureTime]: null,
+    ...(message?.preallocationApplied ? { [Annotation.Preallocation]: 'true' } : {}),
+    ...running('false', 'Completed', message?.message ?? 'Import Complete'),
+  });
+  const actions: Action[] = [...changes, ...withEvent(changes, 'Normal', EventReason.ImportSucceeded, 'Import Successful')];
+  if (!request.retainPod) actions.push({ type: 'deletePod', name: podName });
+  if (scratchPvc) actions.push({ type: 'deleteScratchPvc', name: scratchPvcName(pvc.metadata?.name ?? '') });
+  return { actions };
+}
+
+function planFailed(pod: V1Pod, request: ImportRequest, current: Readonly<Record<string, string>>, now: number, config: ControllerConfig): Plan {
+  const podName = pod.metadata?.name ?? '';
+  const message = terminationOf(pod);
+  const failure =
+    message?.kind === 'failure'
+      ? message
+      : { code: ErrorCode.Internal, message: pod.status?.message ?? 'the importer pod failed without a termination message', retryable: true };
+  const podUid = pod.metadata?.uid ?? '';
+  if (podUid !== '' && current[Annotation.LastFailedPod] === podUid) {
+    // Already counted (the cache still shows the pod being deleted).
+    return { actions: request.retainPod && current[Annotation.FatalError] === 'true' ? [] : [{ type: 'deletePod', name: podName }] };
+  }
+  const restarts = (Number(current[Annotation.PodRestarts] ?? '0') || 0) + 1;
+  if (failure.retryable && restarts <= config.maxRetries) {
+    const delay = retryDelay(restarts, config);
+    return {
+      actions: [
+        ...annotate(current, {
+          [Annotation.PodRestarts]: String(restarts),
+          [Annotation.PodPhase]: PodPhase.Pending,
+          [Annotation.ErrorCode]: failure.code,
+          [Annotation.LastFailureTime]: new Date(now).toISOString(),
+          [Annotation.LastFailedPod]: podUid,
+          ...running('false', failure.code, `${failure.message} (retry ${restarts} of ${config.maxRetries} in ${Math.round(delay / 1000)}s)`),
+        }),
+        { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${failure.message}; retrying (${restarts}/${config.maxRetries})` },
+        { type: 'deletePod', name: podName },
+      ],
+      requeueAfterMs: delay,
+    };
+  }
+  const why = failure.retryable ? `${failure.message} (gave up after ${config.maxRetries} retries)` : failure.message;
+  const actions: Action[] = [
+    ...annotate(current, {
+      [Annotation.PodPhase]: PodPhase.Failed,
+      [Annotation.FatalError]: 'true',
+      [Annotation.ErrorCode]: failure.code,
+      [Annotation.LastFailedPod]: podUid,
+      ...running('false', failure.code, why),
+    }),
+    { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${why}` },
+  ];
+  if (!request.retainPod) actions.push({ type: 'deletePod', name: podName });
+  return { actions };
+}

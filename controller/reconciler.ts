@@ -1,0 +1,62 @@
+/**
+ * One reconcile: read the caches, plan, apply. Level-triggered: whatever event woke it, it looks
+ * at the whole current state of one PVC.
+ */
+
+import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import { Annotation } from '../src/cdi.js';
+import type { Logger } from '../src/logging.js';
+import type { ControllerConfig } from './config.js';
+import { importerPodName, ownerUid, scratchPvcName } from './importer-pod.js';
+import type { ClusterWriter } from './kube.js';
+import { planImport } from './plan.js';
+import { formatProgress } from './progress-scrape.js';
+import type { HandlerResult } from './work-queue.js';
+
+export interface Caches {
+  getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;
+  getPod(namespace: string, name: string): V1Pod | undefined;
+}
+
+export interface ReconcilerDeps {
+  readonly caches: Caches;
+  readonly writer: ClusterWriter;
+  readonly config: ControllerConfig;
+  readonly logger: Logger;
+  readonly now: () => number;
+  readonly scrape: (podIP: string, port: number, ownerUid: string) => Promise<number | undefined>;
+}
+
+export function splitKey(key: string): [string, string] {
+  const slash = key.indexOf('/');
+  return [key.slice(0, slash), key.slice(slash + 1)];
+}
+
+export async function reconcile(key: string, deps: ReconcilerDeps): Promise<HandlerResult> {
+  const [namespace, name] = splitKey(key);
+  const pvc = deps.caches.getPvc(namespace, name);
+  if (!pvc) return {};
+  const plan = planImport(
+    {
+      pvc,
+      pod: deps.caches.getPod(namespace, importerPodName(name)),
+      scratchPvc: deps.caches.getPvc(namespace, scratchPvcName(name)),
+      now: deps.now(),
+    },
+    deps.config,
+  );
+  const log = deps.logger.child({ pvc: key });
+  for (const action of plan.actions) {
+    if (action.type === 'event') log.info({ reason: action.reason, eventType: action.eventType }, action.message);
+    else if (action.type !== 'annotate') log.info({ action: action.type }, 'applying');
+    await deps.writer.apply(pvc, action);
+  }
+  if (plan.scrape) {
+    const percent = await deps.scrape(plan.scrape.podIP, deps.config.importerMetricsPort, ownerUid(pvc));
+    if (percent !== undefined) {
+      const text = formatProgress(percent);
+      if (pvc.metadata?.annotations?.[Annotation.Progress] !== text) await deps.writer.annotate(namespace, name, { [Annotation.Progress]: text });
+    }
+  }
+  return plan.requeueAfterMs !== undefined ? { requeueAfterMs: plan.requeueAfterMs } : {};
+}

@@ -1,0 +1,88 @@
+/**
+ * CDI's vocabulary on PersistentVolumeClaims and pods, as Ferry reads and writes it. Keys are CDI's
+ * own (so CDI manifests and tools work unchanged); the few Ferry additions live under `ferry.dev/`.
+ */
+
+const CDI = 'cdi.kubevirt.io';
+
+export const Annotation = {
+  // Import request (written by users or a DataVolume controller).
+  Endpoint: `${CDI}/storage.import.endpoint`,
+  LegacyEndpoint: 'kubevirt.io/storage.import.endpoint',
+  Source: `${CDI}/storage.import.source`,
+  SecretName: `${CDI}/storage.import.secretName`,
+  CertConfigMap: `${CDI}/storage.import.certConfigMap`,
+  InsecureSkipVerify: `${CDI}/storage.import.insecureSkipVerify`,
+  ContentType: `${CDI}/storage.contentType`,
+  Checksum: `${CDI}/storage.import.checksum`,
+  RetainAfterCompletion: `${CDI}/storage.pod.retainAfterCompletion`,
+  PreallocationRequested: `${CDI}/storage.preallocation.requested`,
+
+  // Status (written by the controller).
+  ImportPodName: `${CDI}/storage.import.importPodName`,
+  PodPhase: `${CDI}/storage.pod.phase`,
+  PodRestarts: `${CDI}/storage.pod.restarts`,
+  RequiresScratch: `${CDI}/storage.import.requiresScratch`,
+  FatalError: `${CDI}/storage.import.fatalError`,
+  Preallocation: `${CDI}/storage.preallocation`,
+  RunningCondition: `${CDI}/storage.condition.running`,
+  RunningMessage: `${CDI}/storage.condition.running.message`,
+  RunningReason: `${CDI}/storage.condition.running.reason`,
+  CreatedByController: `${CDI}/storage.createdByController`,
+
+  // Ferry's own.
+  Progress: 'ferry.dev/import.progress',
+  ErrorCode: 'ferry.dev/import.errorCode',
+  LastFailureTime: 'ferry.dev/import.lastFailureTime',
+  /** UID of the failed pod already counted, so a stale cache cannot count one failure twice. */
+  LastFailedPod: 'ferry.dev/import.lastFailedPod',
+} as const;
+export type Annotation = (typeof Annotation)[keyof typeof Annotation];
+
+export const Label = {
+  App: 'app',
+  Component: CDI,
+  Prometheus: `prometheus.${CDI}`,
+  OwnerPvc: 'ferry.dev/pvc',
+} as const;
+
+export const LabelValue = {
+  App: 'containerized-data-importer',
+  Importer: 'importer',
+} as const;
+
+/** The importer pod's labels, as CDI's (so existing selectors and dashboards find them). */
+export const IMPORTER_POD_LABELS: Readonly<Record<string, string>> = Object.freeze({
+  [Label.App]: LabelValue.App,
+  [Label.Component]: LabelValue.Importer,
+  [Label.Prometheus]: 'true',
+});
+
+export const IMPORTER_POD_SELECTOR = `${Label.App}=${LabelValue.App},${Label.Component}=${LabelValue.Importer}`;
+
+/** Pod phases as the PVC mirrors them. */
+export const PodPhase = {
+  Pending: 'Pending',
+  Running: 'Running',
+  Succeeded: 'Succeeded',
+  Failed: 'Failed',
+} as const;
+export type PodPhase = (typeof PodPhase)[keyof typeof PodPhase];
+
+export const EventReason = {
+  ImportSucceeded: 'ImportSucceeded',
+  ImportFailed: 'ErrImportFailed',
+  ImportRetrying: 'ImportRetrying',
+  ScratchRequired: 'ScratchSpaceRequired',
+  InvalidRequest: 'ErrInvalidImportRequest',
+} as const;
+export type EventReason = (typeof EventReason)[keyof typeof EventReason];
+
+/** Paths inside the importer pod, as CDI lays them out. */
+export const PodPath = {
+  DataDir: '/data',
+  Disk: '/data/disk.img',
+  BlockDevice: '/dev/cdi-block-volume',
+  Scratch: '/scratch',
+  Certs: '/certs',
+} as const;
