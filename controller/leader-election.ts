@@ -4,7 +4,7 @@
  * cannot both win: the apiserver rejects the second write with a conflict.
  */
 
-import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
+import { type CoordinationV1Api, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import type { Logger } from '../src/logging.js';
 
 export interface LeaderElectionOptions {
@@ -87,7 +87,8 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(): Promise<boolean> {
     const { namespace, name, identity, leaseDurationSeconds } = this.options;
-    const nowDate = new Date(this.now());
+    // Lease times are MicroTime: the apiserver rejects a plain Date's millisecond form.
+    const nowDate = new V1MicroTime(this.now());
     try {
       let lease: V1Lease | undefined;
       try {

@@ -35,11 +35,19 @@ Options:
   --id NAME                 this replica's identity (default $POD_NAME or hostname-pid)
   --log-level LEVEL         pino level (default info)`;
 
-function int(name: string, text: string | undefined, fallback: number, min = 0): number {
+function int(name: string, text: string | undefined, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) throw new FerryError(ErrorCode.InvalidSpec, `--${name} must be an integer >= ${min}, got "${text}"`);
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new FerryError(ErrorCode.InvalidSpec, `--${name} must be an integer from ${min} to ${max}, got "${text}"`);
+  }
   return n;
+}
+
+function nonEmpty(name: string, text: string | undefined, fallback: string): string {
+  if (text === undefined) return fallback;
+  if (text.trim() === '') throw new FerryError(ErrorCode.InvalidSpec, `--${name} must not be empty`);
+  return text.trim();
 }
 
 export function parseControllerArgs(argv: readonly string[]): { config: ControllerConfig; values: Record<string, string | string[] | boolean | undefined> } {
@@ -66,19 +74,20 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
   });
   const pull = (values['importer-pull-policy'] ?? DEFAULT_CONFIG.importerPullPolicy) as ControllerConfig['importerPullPolicy'];
   if (!['Always', 'IfNotPresent', 'Never'].includes(pull)) throw new FerryError(ErrorCode.InvalidSpec, `--importer-pull-policy must be Always, IfNotPresent or Never`);
-  const overhead = values['filesystem-overhead'] === undefined ? DEFAULT_CONFIG.filesystemOverhead : Number(values['filesystem-overhead']);
-  if (!(overhead >= 0 && overhead < 1)) throw new FerryError(ErrorCode.InvalidSpec, '--filesystem-overhead must be in [0, 1)');
+  const overheadText = values['filesystem-overhead'];
+  const overhead = overheadText === undefined ? DEFAULT_CONFIG.filesystemOverhead : /^\d*\.?\d+$/.test(overheadText) ? Number(overheadText) : Number.NaN;
+  if (!(overhead >= 0 && overhead < 1)) throw new FerryError(ErrorCode.InvalidSpec, `--filesystem-overhead must be a fraction in [0, 1), got "${overheadText}"`);
   const backoff = int('retry-backoff-ms', values['retry-backoff-ms'], DEFAULT_CONFIG.retryBackoffMs);
   const config: ControllerConfig = Object.freeze({
     ...DEFAULT_CONFIG,
-    importerImage: values['importer-image'] ?? DEFAULT_CONFIG.importerImage,
+    importerImage: nonEmpty('importer-image', values['importer-image'], DEFAULT_CONFIG.importerImage),
     importerPullPolicy: pull,
     namespaces: Object.freeze([...(values.namespace ?? [])]),
     maxRetries: int('max-retries', values['max-retries'], DEFAULT_CONFIG.maxRetries),
     retryBackoffMs: backoff,
     retryBackoffMaxMs: Math.max(backoff, DEFAULT_CONFIG.retryBackoffMaxMs),
     concurrency: int('concurrency', values.concurrency, DEFAULT_CONFIG.concurrency, 1),
-    importerMetricsPort: int('importer-metrics-port', values['importer-metrics-port'], DEFAULT_CONFIG.importerMetricsPort, 1),
+    importerMetricsPort: int('importer-metrics-port', values['importer-metrics-port'], DEFAULT_CONFIG.importerMetricsPort, 1, 65535),
     filesystemOverhead: overhead,
   });
   return { config, values };
@@ -135,7 +144,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
           logger,
         )
       : undefined;
-    const healthPort = int('health-port', values['health-port'] as string | undefined, 8080);
+    const healthPort = int('health-port', values['health-port'] as string | undefined, 8080, 0, 65535);
     // A standby replica is ready (it serves health) even though it does not act.
     const health = healthPort > 0 ? await serveHealth(healthPort, registry, () => (elector ? !elector.isLeader || controller.ready : controller.ready)) : undefined;
     return await runUntilSignal(controller, elector, health, logger, config);

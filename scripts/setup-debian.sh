@@ -18,3 +18,7 @@ apt-get install -y -qq --no-install-recommends \
 
 npm ci --no-audit --no-fund
 npm run build
+
+# kube-apiserver + etcd for test/integration/, built from the Go module proxy into a cache outside
+# the repo (a no-op when already built; the first build takes minutes: tools/control-plane/README.md).
+bash scripts/build-control-plane.sh

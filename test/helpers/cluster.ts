@@ -1,0 +1,422 @@
+/**
+ * A real Kubernetes control plane for integration tests: etcd + kube-apiserver, run as child
+ * processes on free loopback ports with all state in a temp dir (the envtest model, in Node).
+ *
+ * The binaries are built by scripts/build-control-plane.sh into a cache outside the repo, at the
+ * versions named in tools/control-plane/versions.env. There is no kube-controller-manager and no
+ * scheduler: objects are stored and validated, but nothing reconciles them (no pods are created
+ * from Deployments, namespaces are not finalized on delete, no default service accounts).
+ */
+
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import * as k8s from '@kubernetes/client-node';
+
+/** How long start-up may take before it fails (etcd + apiserver on 2 slow cores). */
+const START_TIMEOUT_MS = Number(process.env.FERRY_CONTROL_PLANE_START_TIMEOUT_MS ?? 60_000);
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** The repo root, whether this runs as test/helpers/cluster.ts or dist/test/helpers/cluster.js. */
+function repoRoot(): string {
+  for (let dir = HERE; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'tools', 'control-plane', 'versions.env'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`cluster: tools/control-plane/versions.env not found above ${HERE}`);
+  }
+}
+
+export interface ControlPlaneVersions {
+  readonly kubernetes: string;
+  readonly etcd: string;
+}
+
+/** The versions from tools/control-plane/versions.env (the one place they are named). */
+export function controlPlaneVersions(): ControlPlaneVersions {
+  const text = readFileSync(join(repoRoot(), 'tools', 'control-plane', 'versions.env'), 'utf8');
+  const vars = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Z0-9_]+)=(\S+)\s*$/.exec(line);
+    if (m) vars.set(m[1]!, m[2]!.replace(/^["']|["']$/g, ''));
+  }
+  const kubernetes = vars.get('KUBERNETES_VERSION');
+  const etcd = vars.get('ETCD_VERSION');
+  if (!kubernetes || !etcd) throw new Error('cluster: versions.env lacks KUBERNETES_VERSION or ETCD_VERSION');
+  return { kubernetes, etcd };
+}
+
+/**
+ * Where scripts/build-control-plane.sh puts the binaries (same logic as cp_bin_dir in
+ * tools/control-plane/common.sh): ${FERRY_CACHE_DIR:-$HOME/.cache/ferry}/control-plane/k8s-<ver>_etcd-<ver>/bin
+ */
+export function controlPlaneBinDir(env: NodeJS.ProcessEnv = process.env): string {
+  const v = controlPlaneVersions();
+  const cache = env.FERRY_CACHE_DIR || join(env.HOME || homedir(), '.cache', 'ferry');
+  return join(cache, 'control-plane', `k8s-${v.kubernetes}_etcd-${v.etcd}`, 'bin');
+}
+
+export interface ControlPlane {
+  /** A kubeconfig file for the admin user (O=system:masters); also usable with kubectl. */
+  readonly kubeconfigPath: string;
+  /** The same kubeconfig, loaded. */
+  readonly kubeConfig: k8s.KubeConfig;
+  /** https://127.0.0.1:<port> */
+  readonly server: string;
+  /** The temp dir with certificates, etcd data and the processes' logs (removed by stop()). */
+  readonly runDir: string;
+  /** Creates a namespace with a unique generated name starting with `prefix-`; returns its name. */
+  newNamespace(prefix?: string): Promise<string>;
+  /** Stops kube-apiserver and etcd (SIGTERM, then SIGKILL) and removes runDir. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+interface Proc {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly logFile: string;
+  exited: boolean;
+  exit: Promise<void>;
+}
+
+const live = new Set<Proc>();
+let exitHookInstalled = false;
+
+/** If the test process exits without stop() (a crash, a timeout), leave no server behind. */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const p of live) if (!p.exited) p.child.kill('SIGKILL');
+  });
+}
+
+function tail(file: string, lines = 30): string {
+  try {
+    const all = readFileSync(file, 'utf8').trimEnd().split('\n');
+    return all.slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function startProcess(name: string, bin: string, args: string[], runDir: string): Proc {
+  const logFile = join(runDir, `${name}.log`);
+  const fd = openSync(logFile, 'a');
+  const child = spawn(bin, args, { stdio: ['ignore', fd, fd], cwd: runDir });
+  closeSync(fd);
+  const proc: Proc = { name, child, logFile, exited: false, exit: Promise.resolve() };
+  proc.exit = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      proc.exited = true;
+      live.delete(proc);
+      resolve();
+    });
+    child.once('error', () => {
+      proc.exited = true;
+      live.delete(proc);
+      resolve();
+    });
+  });
+  live.add(proc);
+  installExitHook();
+  return proc;
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise; leaves no timer behind. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function stopProcess(p: Proc): Promise<void> {
+  if (p.exited) return;
+  p.child.kill('SIGTERM');
+  if (await within(p.exit, 10_000)) return;
+  p.child.kill('SIGKILL');
+  await within(p.exit, 5_000);
+}
+
+/** A port that was free a moment ago (listen on port 0, close). */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function distinctFreePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
+interface Pki {
+  readonly dir: string;
+  readonly caCrt: string;
+  readonly serverCrt: string;
+  readonly serverKey: string;
+  readonly adminCrt: string;
+  readonly adminKey: string;
+  readonly saKey: string;
+  readonly saPub: string;
+}
+
+/** A throw-away CA, the apiserver's serving cert, an admin client cert and a service-account key pair. */
+function makePki(dir: string): Pki {
+  const p = (f: string): string => join(dir, f);
+  const openssl = (args: string[]): void => {
+    execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  };
+  // ECDSA P-256 like envtest's TinyCA: key generation is instant, unlike RSA.
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '7', '-subj', '/CN=ferry-test-ca']);
+  writeFileSync(
+    p('server.ext'),
+    'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.0.1\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n',
+  );
+  openssl(['req', '-new', ...ec, '-keyout', p('apiserver.key'), '-out', p('apiserver.csr'), '-subj', '/CN=kube-apiserver']);
+  openssl(['x509', '-req', '-in', p('apiserver.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '7', '-extfile', p('server.ext'), '-out', p('apiserver.crt')]);
+  writeFileSync(p('client.ext'), 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
+  openssl(['req', '-new', ...ec, '-keyout', p('admin.key'), '-out', p('admin.csr'), '-subj', '/O=system:masters/CN=admin']);
+  openssl(['x509', '-req', '-in', p('admin.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '7', '-extfile', p('client.ext'), '-out', p('admin.crt')]);
+  openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('sa.key')]);
+  openssl(['pkey', '-in', p('sa.key'), '-pubout', '-out', p('sa.pub')]);
+  return {
+    dir,
+    caCrt: p('ca.crt'),
+    serverCrt: p('apiserver.crt'),
+    serverKey: p('apiserver.key'),
+    adminCrt: p('admin.crt'),
+    adminKey: p('admin.key'),
+    saKey: p('sa.key'),
+    saPub: p('sa.pub'),
+  };
+}
+
+interface Probe {
+  readonly status: number;
+  readonly body: string;
+}
+
+function get(url: string, tls?: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<Probe> {
+  return new Promise((resolve, reject) => {
+    const opts = { timeout: 3_000, ...(tls ?? {}) };
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, opts, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+class StartError extends Error {
+  constructor(
+    message: string,
+    readonly portClash: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** Polls `check` until it returns true, a process dies, or the deadline passes. */
+async function waitFor(what: string, deadline: number, procs: Proc[], check: () => Promise<boolean>): Promise<void> {
+  let last = '';
+  for (;;) {
+    for (const p of procs) {
+      if (p.exited) {
+        const log = tail(p.logFile);
+        throw new StartError(
+          `${p.name} exited (code ${p.child.exitCode}, signal ${p.child.signalCode}) while waiting for ${what}; last lines of ${p.logFile}:\n${log}`,
+          /address already in use/i.test(log),
+        );
+      }
+    }
+    try {
+      if (await check()) return;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    if (Date.now() > deadline) {
+      const logs = procs.map((p) => `--- last lines of ${p.logFile}:\n${tail(p.logFile)}`).join('\n');
+      throw new StartError(`timed out after ${START_TIMEOUT_MS} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}\n${logs}`, false);
+    }
+    await sleep(250);
+  }
+}
+
+function kubeconfigYaml(server: string, pki: Pki): string {
+  const b64 = (f: string): string => readFileSync(f).toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: ferry-test',
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority-data: ${b64(pki.caCrt)}`,
+    'users:',
+    '- name: admin',
+    '  user:',
+    `    client-certificate-data: ${b64(pki.adminCrt)}`,
+    `    client-key-data: ${b64(pki.adminKey)}`,
+    'contexts:',
+    '- name: ferry-test',
+    '  context:',
+    '    cluster: ferry-test',
+    '    user: admin',
+    'current-context: ferry-test',
+    '',
+  ].join('\n');
+}
+
+function requireBinaries(): { etcd: string; apiserver: string } {
+  const dir = controlPlaneBinDir();
+  const etcd = join(dir, 'etcd');
+  const apiserver = join(dir, 'kube-apiserver');
+  const missing = [etcd, apiserver].filter((f) => !existsSync(f));
+  if (missing.length > 0) {
+    throw new Error(
+      `cluster: control-plane binaries missing (${missing.join(', ')}). Build them with: bash scripts/build-control-plane.sh ` +
+        '(scripts/setup-debian.sh runs it; the first build takes minutes).',
+    );
+  }
+  return { etcd, apiserver };
+}
+
+async function startOnce(bins: { etcd: string; apiserver: string }): Promise<ControlPlane> {
+  const runDir = mkdtempSync(join(tmpdir(), 'ferry-cp-'));
+  const procs: Proc[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const p of [...procs].reverse()) await stopProcess(p);
+    rmSync(runDir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    const pki = makePki(mkdtempSync(join(runDir, 'pki-')));
+    const [etcdPort, peerPort, apiPort] = (await distinctFreePorts(3)) as [number, number, number];
+    const etcdUrl = `http://127.0.0.1:${etcdPort}`;
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+
+    const etcd = startProcess(
+      'etcd',
+      bins.etcd,
+      [
+        '--name=default',
+        `--data-dir=${join(runDir, 'etcd')}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=${peerUrl}`,
+        `--initial-advertise-peer-urls=${peerUrl}`,
+        `--initial-cluster=default=${peerUrl}`,
+        '--unsafe-no-fsync=true',
+        '--log-level=warn',
+      ],
+      runDir,
+    );
+    procs.push(etcd);
+    await waitFor('etcd /health', deadline, procs, async () => {
+      const r = await get(`${etcdUrl}/health`);
+      return r.status === 200 && /"health":\s*"true"/.test(r.body);
+    });
+
+    const server = `https://127.0.0.1:${apiPort}`;
+    const apiserver = startProcess(
+      'kube-apiserver',
+      bins.apiserver,
+      [
+        `--etcd-servers=${etcdUrl}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${apiPort}`,
+        '--advertise-address=127.0.0.1',
+        '--endpoint-reconciler-type=none',
+        `--tls-cert-file=${pki.serverCrt}`,
+        `--tls-private-key-file=${pki.serverKey}`,
+        `--client-ca-file=${pki.caCrt}`,
+        `--service-account-issuer=${server}`,
+        `--service-account-key-file=${pki.saPub}`,
+        `--service-account-signing-key-file=${pki.saKey}`,
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--authorization-mode=RBAC',
+        // No kube-controller-manager creates the default ServiceAccount, so its admission would reject pods.
+        '--disable-admission-plugins=ServiceAccount',
+        '--allow-privileged=true',
+        `--cert-dir=${join(runDir, 'apiserver-certs')}`,
+        '--profiling=false',
+        '--v=1',
+      ],
+      runDir,
+    );
+    procs.push(apiserver);
+    const tls = { ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey) };
+    await waitFor('kube-apiserver /readyz', deadline, procs, async () => (await get(`${server}/readyz`, tls)).status === 200);
+    // What envtest does next: the default namespace exists once the bootstrap controllers ran.
+    await waitFor('namespace "default"', deadline, procs, async () => (await get(`${server}/api/v1/namespaces/default`, tls)).status === 200);
+
+    const kubeconfigPath = join(runDir, 'kubeconfig');
+    writeFileSync(kubeconfigPath, kubeconfigYaml(server, pki), { mode: 0o600 });
+    const kubeConfig = new k8s.KubeConfig();
+    kubeConfig.loadFromFile(kubeconfigPath);
+    const core = kubeConfig.makeApiClient(k8s.CoreV1Api);
+
+    let stopped: Promise<void> | undefined;
+    return {
+      kubeconfigPath,
+      kubeConfig,
+      server,
+      runDir,
+      async newNamespace(prefix = 'ferry-test'): Promise<string> {
+        const ns = await core.createNamespace({ body: { metadata: { generateName: `${prefix}-` } } });
+        const name = ns.metadata?.name;
+        if (!name) throw new Error('cluster: the apiserver returned a namespace without a name');
+        return name;
+      },
+      stop(): Promise<void> {
+        if (!process.env.FERRY_KEEP_CONTROL_PLANE) stopped ??= cleanup();
+        else stopped ??= Promise.all([...procs].reverse().map(stopProcess)).then(() => undefined);
+        return stopped;
+      },
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+/**
+ * Starts etcd and kube-apiserver on free loopback ports and waits (at most
+ * FERRY_CONTROL_PLANE_START_TIMEOUT_MS, default 60 s) until the apiserver is ready.
+ * Always call stop() (e.g. in afterAll).
+ */
+export async function startControlPlane(): Promise<ControlPlane> {
+  const bins = requireBinaries();
+  // A port found free can be taken by someone else before the server binds it: try once more.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(bins);
+    } catch (e) {
+      if (!(e instanceof StartError && e.portClash && attempt < 3)) throw e;
+    }
+  }
+}
