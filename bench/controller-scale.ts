@@ -23,6 +23,8 @@ async function main(): Promise<void> {
   const ns = await cp.newNamespace('bench');
   const controller = spawn(process.execPath, [FERRY_BIN, 'controller', '--kubeconfig', cp.kubeconfigPath, '--leader-elect', 'false', '--health-port', '0', '--log-level', 'warn', '--namespace', ns], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    // FERRY_BENCH_NODE_OPTIONS lets a run compare V8 heap settings for the controller process.
+    env: { ...process.env, NODE_OPTIONS: process.env.FERRY_BENCH_NODE_OPTIONS ?? '' },
   });
   try {
     await new Promise((r) => setTimeout(r, 2000));

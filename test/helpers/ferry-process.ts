@@ -17,7 +17,7 @@ export interface ProcessResult {
 
 export interface RunningProcess {
   readonly done: Promise<ProcessResult>;
-  kill(): void;
+  kill(signal?: NodeJS.Signals): void;
 }
 
 export function startFerry(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): RunningProcess {
@@ -33,7 +33,7 @@ export function startFerry(args: readonly string[], env: NodeJS.ProcessEnv = {},
       resolve({ code, stdout, stderr });
     });
   });
-  return { done, kill: () => child.kill('SIGKILL') };
+  return { done, kill: (signal: NodeJS.Signals = 'SIGKILL') => child.kill(signal) };
 }
 
 export function runFerry(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ProcessResult> {
