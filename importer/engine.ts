@@ -32,6 +32,8 @@ export interface ImportTuning {
   /** First backoff; doubles per attempt up to `maxBackoffMs`. */
   readonly backoffMs: number;
   readonly maxBackoffMs: number;
+  /** Times a broken HTTP transfer may continue from where it stopped (needs Range support). */
+  readonly resumeAttempts: number;
   readonly http: HttpTimeouts;
 }
 
@@ -39,6 +41,7 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   attempts: 5,
   backoffMs: 1000,
   maxBackoffMs: 30_000,
+  resumeAttempts: 10,
   http: DEFAULT_HTTP_TIMEOUTS,
 });
 
@@ -52,21 +55,29 @@ export interface EngineDeps {
 /** Share of overall progress the transfer takes when a conversion follows it. */
 const TRANSFER_SHARE_WITH_CONVERT = 50;
 
-export function openerFor(spec: ImportSpec, tuning: ImportTuning): SourceOpener {
+export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: number) => Promise<void>, log?: Logger): SourceOpener {
   switch (spec.source) {
     case ImportSource.Http:
       if (!/^https?:\/\//i.test(spec.endpoint)) {
         throw new FerryError(ErrorCode.InvalidSpec, `http source needs an http:// or https:// URL, got "${spec.endpoint}"`);
       }
       return () =>
-        openHttp({
-          url: spec.endpoint,
-          insecureTls: spec.insecureTls,
-          proxy: spec.proxy,
-          timeouts: tuning.http,
-          ...(spec.credentials ? { credentials: spec.credentials } : {}),
-          ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
-        });
+        openHttp(
+          {
+            url: spec.endpoint,
+            insecureTls: spec.insecureTls,
+            proxy: spec.proxy,
+            timeouts: tuning.http,
+            ...(spec.credentials ? { credentials: spec.credentials } : {}),
+            ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
+          },
+          {
+            attempts: tuning.resumeAttempts,
+            backoffMs: Math.min(tuning.backoffMs, 1000),
+            sleep,
+            onResume: (offset, attempt, cause) => log?.warn({ offset, attempt, code: cause.code }, `transfer broke, resuming at byte ${offset}: ${cause.message}`),
+          },
+        );
     case ImportSource.File:
       return () => openFile(spec.endpoint);
     default:
@@ -78,7 +89,7 @@ export async function runImport(spec: ImportSpec, deps: EngineDeps): Promise<Imp
   const target = await prepareTarget(spec);
   const log = deps.logger.child({ source: spec.source, target: target.path });
   if (spec.source === ImportSource.Blank) return importBlank(spec, target, deps);
-  const opener = openerFor(spec, deps.tuning);
+  const opener = openerFor(spec, deps.tuning, deps.sleep, log);
   for (let attempt = 1; ; attempt += 1) {
     try {
       const result = await importOnce(spec, target, opener, deps, log);

@@ -36,8 +36,6 @@ export interface HttpSourceOptions {
   readonly proxy: ProxySettings;
   readonly timeouts: HttpTimeouts;
   readonly headers?: Readonly<Record<string, string>>;
-  /** Start at this byte (a resumed transfer); the server must answer 206. */
-  readonly offset?: number;
 }
 
 const TLS_CODES = new Set([
@@ -150,18 +148,20 @@ function parseLength(response: Response): number | undefined {
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-/** Sends the request and resolves once response headers arrive (or rejects, classified). */
-export async function openHttp(options: HttpSourceOptions): Promise<OpenedSource> {
-  const ca = options.caPath !== undefined ? [...rootCertificates, ...(await loadCaBundle(options.caPath))] : undefined;
-  const headers: Record<string, string> = { 'user-agent': 'ferry-importer', ...options.headers };
-  if (options.offset !== undefined && options.offset > 0) headers.range = `bytes=${options.offset}-`;
+interface Opened {
+  readonly request: ReturnType<typeof got.stream>;
+  readonly response: Response;
+}
+
+/** Sends one request and resolves once its response headers arrive (or rejects, classified). */
+async function send(options: HttpSourceOptions, ca: string[] | undefined, extraHeaders: Record<string, string>): Promise<Opened> {
   const request = got.stream(options.url, {
     retry: { limit: 0 },
     decompress: false,
     followRedirect: true,
     maxRedirects: 10,
     throwHttpErrors: true,
-    headers,
+    headers: { 'user-agent': 'ferry-importer', ...options.headers, ...extraHeaders },
     timeout: {
       connect: options.timeouts.connectMs,
       secureConnect: options.timeouts.connectMs,
@@ -182,25 +182,94 @@ export async function openHttp(options: HttpSourceOptions): Promise<OpenedSource
     request.once('response', resolve);
     request.once('error', (err) => reject(classifyHttpError(err, options.url)));
   });
-  if (options.offset !== undefined && options.offset > 0 && response.statusCode !== 206) {
-    request.destroy();
-    throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(options.url)} ignored the range request`, { details: { status: response.statusCode } });
-  }
+  return { request, response };
+}
+
+/** What identifies one version of the resource: a resumed transfer must see the same. */
+function validatorOf(response: Response): string | undefined {
+  const etag = response.headers.etag;
+  if (etag && !etag.startsWith('W/')) return `etag ${etag}`;
+  const modified = response.headers['last-modified'];
+  return modified ? `last-modified ${modified}` : undefined;
+}
+
+/** Pure: the start offset a `Content-Range: bytes a-b/n` header names, if well formed. */
+export function contentRangeStart(header: string | undefined): number | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+export interface ResumePolicy {
+  /** Resumptions allowed per transfer (0: a broken transfer fails, and the engine starts over). */
+  readonly attempts: number;
+  readonly backoffMs: number;
+  readonly sleep: (ms: number) => Promise<void>;
+  /** Told of each resumption (for logs and tests). */
+  readonly onResume?: (offset: number, attempt: number, cause: FerryError) => void;
+}
+
+/**
+ * Opens the URL. When the body breaks (reset, early close, idle timeout) and the server serves
+ * byte ranges with a strong validator that has not changed, the transfer continues from the bytes
+ * already handed on instead of starting over; the consumer sees one uninterrupted stream.
+ */
+export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy): Promise<OpenedSource> {
+  const ca = options.caPath !== undefined ? [...rootCertificates, ...(await loadCaBundle(options.caPath))] : undefined;
+  const first = await send(options, ca, {});
   const url = options.url;
+  const length = parseLength(first.response);
+  const acceptsRanges = /bytes/i.test(String(first.response.headers['accept-ranges'] ?? ''));
+  const validator = validatorOf(first.response);
+  const resumable = resume !== undefined && resume.attempts > 0 && acceptsRanges && length !== undefined && validator !== undefined;
+
+  async function reopen(offset: number): Promise<Opened> {
+    const ifRange = first.response.headers.etag ?? first.response.headers['last-modified'] ?? '';
+    const next = await send(options, ca, { range: `bytes=${offset}-`, 'if-range': ifRange });
+    const start = contentRangeStart(next.response.headers['content-range'] as string | undefined);
+    if (next.response.statusCode !== 206 || start !== offset || validatorOf(next.response) !== validator) {
+      next.request.destroy();
+      // The resource changed or the server will not resume: the whole import starts over.
+      throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(url)} cannot resume at byte ${offset} (status ${next.response.statusCode}, the image may have changed)`);
+    }
+    return next;
+  }
+
   async function* body(): ByteStream {
+    let current = first;
+    let received = 0;
+    let resumes = 0;
     try {
-      for await (const chunk of request) yield chunk as Buffer;
-    } catch (err) {
-      throw classifyHttpError(err, url);
+      for (;;) {
+        try {
+          for await (const chunk of current.request) {
+            received += (chunk as Buffer).length;
+            yield chunk as Buffer;
+          }
+          return;
+        } catch (err) {
+          const error = classifyHttpError(err, url);
+          current.request.destroy();
+          if (!resumable || !error.retryable || resumes >= resume.attempts) throw error;
+          resumes += 1;
+          resume.onResume?.(received, resumes, error);
+          await resume.sleep(Math.min(30_000, resume.backoffMs * 2 ** (resumes - 1)));
+          try {
+            current = await reopen(received);
+          } catch (reopenError) {
+            // The break is the real cause; say why resuming did not help.
+            throw new FerryError(error.code, `${error.message}; resuming failed: ${(reopenError as Error).message}`, { cause: reopenError });
+          }
+        }
+      }
     } finally {
-      request.destroy();
+      current.request.destroy();
     }
   }
-  const length = parseLength(response);
+
   return {
     stream: body(),
     ...(length !== undefined ? { size: length } : {}),
-    acceptsRanges: /bytes/i.test(String(response.headers['accept-ranges'] ?? '')),
-    description: redactUrl(response.url || options.url),
+    acceptsRanges,
+    description: redactUrl(first.response.url || options.url),
   };
 }

@@ -11,6 +11,7 @@ export const FAST_TUNING: ImportTuning = {
   attempts: 3,
   backoffMs: 10,
   maxBackoffMs: 50,
+  resumeAttempts: 5,
   http: { connectMs: 2000, firstByteMs: 2000, idleMs: 1000 },
 };
 

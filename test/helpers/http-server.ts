@@ -14,7 +14,7 @@ export type Route =
   | { readonly file: string; readonly ranges?: boolean; readonly auth?: { user: string; pass: string } }
   | { readonly status: number }
   | { readonly file: string; readonly failFirst: number; readonly failStatus?: number }
-  | { readonly file: string; readonly closeAfter: number; readonly times?: number }
+  | { readonly file: string; readonly closeAfter: number; readonly times?: number; readonly ranges?: boolean }
   | { readonly file: string; readonly lieExtra: number }
   | { readonly file: string; readonly stallAfter: number }
   | { readonly redirect: string }
@@ -30,6 +30,8 @@ export interface RecordedRequest {
 export interface TestServer {
   readonly url: string;
   readonly requests: RecordedRequest[];
+  /** Body bytes sent per path, all requests together. */
+  readonly sent: Map<string, number>;
   route(path: string, route: Route): void;
   close(): Promise<void>;
 }
@@ -50,6 +52,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const routes = new Map<string, Route>();
   const hits = new Map<string, number>();
   const requests: RecordedRequest[] = [];
+  const sent = new Map<string, number>();
   const sockets = new Set<Socket>();
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -63,6 +66,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     const hit = (hits.get(path) ?? 0) + 1;
     hits.set(path, hit);
     const route = routes.get(path);
+    const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    res.write = ((chunk: unknown, ...rest: unknown[]) => {
+      sent.set(path, (sent.get(path) ?? 0) + ((chunk as Buffer).length ?? 0));
+      return write(chunk, ...rest);
+    }) as typeof res.write;
     serve(route, req, res, hit).catch(() => res.destroy());
   };
 
@@ -76,6 +84,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   return {
     url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     requests,
+    sent,
     route: (path, route) => routes.set(path, route),
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -101,13 +110,18 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
     }
   }
   if ('failFirst' in route && hit <= route.failFirst) return end(res, route.failStatus ?? 503);
-  const size = (await stat(route.file)).size;
+  const info = await stat(route.file);
+  const size = info.size;
   const ranges = !('ranges' in route) || route.ranges !== false;
   const range = ranges ? parseRange(req.headers.range, size) : undefined;
   const start = range?.start ?? 0;
   const last = range?.end ?? size - 1;
   const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream' };
-  if (ranges) headers['accept-ranges'] = 'bytes';
+  if (ranges) {
+    headers['accept-ranges'] = 'bytes';
+    headers.etag = `"${size.toString(16)}-${Math.floor(info.mtimeMs).toString(16)}"`;
+    headers['last-modified'] = info.mtime.toUTCString();
+  }
   let length = last - start + 1;
   if ('lieExtra' in route) length += route.lieExtra;
   headers['content-length'] = length;
