@@ -21,7 +21,8 @@ import { checkInfo, qemuCheck, qemuConvert, qemuInfo } from './qemu-img.js';
 import { writeRaw } from './raw-writer.js';
 import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
-import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, openHttp } from './sources/http-source.js';
+import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor } from './sources/http-source.js';
+import { serveHttpOverNbd } from './nbdkit.js';
 import type { OpenedSource, SourceOpener } from './sources/source.js';
 import { type ByteStream, capped, counted, exactLength, verified } from './streams.js';
 import { createBlank, discardPartial, finishDisk, type PreparedTarget, prepareTarget } from './target.js';
@@ -34,6 +35,8 @@ export interface ImportTuning {
   readonly maxBackoffMs: number;
   /** Times a broken HTTP transfer may continue from where it stopped (needs Range support). */
   readonly resumeAttempts: number;
+  /** Let qemu-img read remote non-raw images in place through nbdkit (no scratch copy). */
+  readonly directHttp: boolean;
   readonly http: HttpTimeouts;
 }
 
@@ -42,6 +45,7 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   backoffMs: 1000,
   maxBackoffMs: 30_000,
   resumeAttempts: 10,
+  directHttp: true,
   http: DEFAULT_HTTP_TIMEOUTS,
 });
 
@@ -177,6 +181,66 @@ async function importRaw(spec: ImportSpec, target: PreparedTarget, peeled: Peele
   return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied });
 }
 
+/** Where qemu-img reads a non-raw image from, and how to let go of it afterwards. */
+interface StagedImage {
+  readonly image: string;
+  readonly how: 'in-place' | 'nbd' | 'scratch';
+  release(): Promise<void>;
+}
+
+/**
+ * Chooses the cheapest way to give qemu-img random access: a plain local file in place; a remote
+ * image with Range support through nbdkit (written once, no scratch); anything else (compressed,
+ * no Range, checksum to verify first) staged in the scratch directory.
+ */
+async function stageImage(spec: ImportSpec, peeled: Peeled, opened: OpenedSource, deps: EngineDeps, log: Logger): Promise<StagedImage | 'scratch-required'> {
+  const stop = async (): Promise<void> => {
+    await peeled.stream[Symbol.asyncIterator]().return?.();
+  };
+  const none = async (): Promise<void> => undefined;
+  if (opened.localPath !== undefined && peeled.layers.length === 0) {
+    if (spec.checksum) {
+      deps.progress.begin(Phase.Verify, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
+      await drain(peeled.stream);
+    } else {
+      await stop();
+    }
+    return { image: opened.localPath, how: 'in-place', release: none };
+  }
+  const direct =
+    deps.tuning.directHttp && spec.source === ImportSource.Http && opened.remoteUrl !== undefined && opened.acceptsRanges &&
+    opened.size !== undefined && peeled.layers.length === 0 && spec.checksum === undefined;
+  if (direct && opened.remoteUrl !== undefined) {
+    await stop();
+    const proxy = proxyFor(opened.remoteUrl, spec.proxy);
+    const nbd = await serveHttpOverNbd({
+      url: opened.remoteUrl,
+      insecureTls: spec.insecureTls,
+      timeoutSeconds: Math.max(1, Math.ceil(deps.tuning.http.idleMs / 1000)),
+      ...(spec.credentials ? { credentials: spec.credentials } : {}),
+      ...(spec.caPath !== undefined ? { caPems: await loadCaBundle(spec.caPath) } : {}),
+      ...(proxy ? { proxy } : {}),
+    });
+    log.info({ via: 'nbdkit' }, 'reading the remote image in place, no scratch copy');
+    return { image: nbd.uri, how: 'nbd', release: () => nbd.stop() };
+  }
+  if (spec.scratchDir === undefined) {
+    await stop();
+    return 'scratch-required';
+  }
+  await mkdir(spec.scratchDir, { recursive: true });
+  const scratchFile = join(resolve(spec.scratchDir), `tmpimage-${randomBytes(4).toString('hex')}`);
+  const release = (): Promise<void> => rm(scratchFile, { force: true });
+  try {
+    deps.progress.begin(Phase.Transfer, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
+    await writeRaw(peeled.stream, { path: scratchFile, sparse: true });
+  } catch (err) {
+    await release();
+    throw err;
+  }
+  return { image: scratchFile, how: 'scratch', release };
+}
+
 async function importConverted(
   spec: ImportSpec,
   target: PreparedTarget,
@@ -186,39 +250,19 @@ async function importConverted(
   log: Logger,
 ): Promise<ImportSuccess> {
   const format = qemuFormatName(peeled.format);
-  let image: string;
-  let scratchFile: string | undefined;
-  if (opened.localPath !== undefined && peeled.layers.length === 0) {
-    // qemu-img reads a plain local file in place; the stream only still has to be hashed.
-    if (spec.checksum) {
-      deps.progress.begin(Phase.Verify, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
-      await drain(peeled.stream);
-    } else {
-      await peeled.stream[Symbol.asyncIterator]().return?.();
-    }
-    image = opened.localPath;
-  } else {
-    if (spec.scratchDir === undefined) {
-      await peeled.stream[Symbol.asyncIterator]().return?.();
-      log.info({ format }, 'conversion needs scratch space and none is mounted');
-      return success({ message: 'scratch space required and none found', scratchSpaceRequired: true, sourceFormat: describe(peeled) });
-    }
-    await mkdir(spec.scratchDir, { recursive: true });
-    scratchFile = join(resolve(spec.scratchDir), `tmpimage-${randomBytes(4).toString('hex')}`);
-    image = scratchFile;
+  const staged = await stageImage(spec, peeled, opened, deps, log);
+  if (staged === 'scratch-required') {
+    log.info({ format }, 'conversion needs scratch space and none is mounted');
+    return success({ message: 'scratch space required and none found', scratchSpaceRequired: true, sourceFormat: describe(peeled) });
   }
   try {
-    if (scratchFile !== undefined) {
-      deps.progress.begin(Phase.Transfer, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
-      await writeRaw(peeled.stream, { path: scratchFile, sparse: true });
-    }
-    const info = await qemuInfo(image, format);
+    const info = await qemuInfo(staged.image, format);
     checkInfo(info, format, target.usable);
-    await qemuCheck(image, format);
-    log.info({ format, virtualSize: info.virtualSize }, 'image checked, converting');
-    deps.progress.begin(Phase.Convert, TRANSFER_SHARE_WITH_CONVERT, 100, info.virtualSize);
+    await qemuCheck(staged.image, format);
+    log.info({ format, virtualSize: info.virtualSize, via: staged.how }, 'image checked, converting');
+    deps.progress.begin(Phase.Convert, staged.how === 'scratch' ? TRANSFER_SHARE_WITH_CONVERT : 0, 100, info.virtualSize);
     await qemuConvert({
-      source: image,
+      source: staged.image,
       sourceFormat: format,
       target: target.writePath,
       targetExists: target.kind === TargetKind.Block,
@@ -226,9 +270,9 @@ async function importConverted(
     });
     deps.progress.begin(Phase.Resize, 100, 100);
     const done = await finishDisk(target, { written: info.virtualSize, preallocate: spec.preallocation });
-    return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied });
+    return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied, via: staged.how });
   } finally {
-    if (scratchFile !== undefined) await rm(scratchFile, { force: true });
+    await staged.release();
   }
 }
 

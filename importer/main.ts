@@ -26,6 +26,7 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
     backoffMs: envInt(env, 'FERRY_IMPORT_BACKOFF_MS', DEFAULT_TUNING.backoffMs),
     maxBackoffMs: DEFAULT_TUNING.maxBackoffMs,
     resumeAttempts: envInt(env, 'FERRY_HTTP_RESUME_ATTEMPTS', DEFAULT_TUNING.resumeAttempts),
+    directHttp: env.FERRY_DIRECT_HTTP !== 'false',
     http: {
       connectMs: envInt(env, 'FERRY_HTTP_CONNECT_TIMEOUT_MS', DEFAULT_TUNING.http.connectMs),
       firstByteMs: envInt(env, 'FERRY_HTTP_FIRST_BYTE_TIMEOUT_MS', DEFAULT_TUNING.http.firstByteMs),

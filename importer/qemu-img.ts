@@ -62,10 +62,14 @@ function run(args: readonly string[], options: RunOptions = {}): Promise<RunResu
   });
 }
 
-/** Paths handed to qemu-img must be absolute so no name can be read as `json:` or `proto:`. */
+/**
+ * Paths handed to qemu-img must be absolute so no name can be read as `json:` or `proto:`; the one
+ * URI allowed is the NBD socket Ferry itself started (nbd+unix:///?socket=/abs/path).
+ */
 function safePath(path: string): string {
-  if (!isAbsolute(path)) throw new FerryError(ErrorCode.Internal, `qemu-img path must be absolute: ${path}`);
-  return path;
+  if (isAbsolute(path)) return path;
+  if (/^nbd\+unix:\/\/\/\?socket=\/[^&?#]+$/.test(path)) return path;
+  throw new FerryError(ErrorCode.Internal, `qemu-img path must be absolute: ${path}`);
 }
 
 /** `qemu-img info` on an untrusted image, with the format forced (no probing) and a time limit. */

@@ -18,6 +18,8 @@ export interface ImportSuccess {
   readonly sourceFormat?: string;
   /** Size of the written disk in bytes (kubevirt content). */
   readonly diskSize?: number;
+  /** How a non-raw image was read: in place (local file), over nbdkit (remote), or from scratch. */
+  readonly via?: 'in-place' | 'nbd' | 'scratch';
 }
 
 export interface ImportFailure {
@@ -57,6 +59,7 @@ export function encodeTermination(msg: TerminationMessage): string {
   };
   if (msg.sourceFormat !== undefined) body.sourceFormat = msg.sourceFormat;
   if (msg.diskSize !== undefined) body.diskSize = msg.diskSize;
+  if (msg.via !== undefined) body.via = msg.via;
   return fit(body, 'message');
 }
 
@@ -89,6 +92,7 @@ export function decodeTermination(text: string): TerminationMessage {
         preallocationApplied: o.preallocationApplied === true,
         ...(typeof o.sourceFormat === 'string' ? { sourceFormat: o.sourceFormat } : {}),
         ...(typeof o.diskSize === 'number' ? { diskSize: o.diskSize } : {}),
+        ...(o.via === 'in-place' || o.via === 'nbd' || o.via === 'scratch' ? { via: o.via } : {}),
       };
     }
   }

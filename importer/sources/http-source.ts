@@ -271,5 +271,6 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     ...(length !== undefined ? { size: length } : {}),
     acceptsRanges,
     description: redactUrl(first.response.url || options.url),
+    remoteUrl: first.response.url || options.url,
   };
 }

@@ -10,8 +10,10 @@ export interface OpenedSource {
   readonly localPath?: string;
   /** Whether the source serves byte ranges (for resumable and random-access reads). */
   readonly acceptsRanges: boolean;
-  /** For logs: where the bytes finally came from (after redirects). */
+  /** For logs: where the bytes finally came from (after redirects), credentials removed. */
   readonly description: string;
+  /** The URL the bytes finally came from (after redirects), for readers that fetch ranges themselves. */
+  readonly remoteUrl?: string;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */

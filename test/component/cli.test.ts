@@ -21,6 +21,7 @@ beforeAll(async () => {
   convertImage(raw, 'qcow2', f('disk.qcow2'));
   server = await startServer();
   server.route('/disk.qcow2', { file: f('disk.qcow2') });
+  server.route('/norange.qcow2', { file: f('disk.qcow2'), ranges: false });
   server.route('/slow.qcow2', { file: f('disk.qcow2'), slow: { chunk: 256 * 1024, delayMs: 40 } });
 });
 
@@ -119,10 +120,10 @@ describe('importer pod program', () => {
     expect(expectSameDisk(disk, raw, usable)).toBe(true);
   });
 
-  test('without scratch space it exits 0 and asks for scratch', async () => {
+  test('without scratch space, a source that cannot be read in place exits 0 and asks for scratch', async () => {
     const term = f('term-scratch');
     const r = await runFerry(['importer'], podEnv({
-      IMPORTER_ENDPOINT: `${server.url}/disk.qcow2`,
+      IMPORTER_ENDPOINT: `${server.url}/norange.qcow2`,
       IMPORTER_TARGET_PATH: f('pod2/disk.img'),
       IMPORTER_IMAGE_SIZE: '64Mi',
       FERRY_METRICS_PORT: '0',

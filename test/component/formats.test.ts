@@ -101,9 +101,25 @@ describe('formats over http', () => {
     expect(new Set(snapshots.map((s) => s.phase))).toEqual(new Set(['transfer', 'convert', 'resize', 'complete']));
   });
 
-  test('a non-raw image without scratch space reports that it needs scratch, and writes nothing', async () => {
+  test('a remote qcow2 with Range support is read in place through nbdkit: no scratch, written once', async () => {
+    const out = join(dir, 'direct.img');
+    const before = server.requests.length;
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out }, capacity: 16 * MiB }));
+    expect(error).toBeUndefined();
+    expect(result).toMatchObject({ scratchSpaceRequired: false, via: 'nbd', diskSize: 16 * MiB });
+    expect(expectSameDisk(out, raw, 16 * MiB)).toBe(true);
+    // qemu-img's reads arrive as ranged GETs from nbdkit.
+    const ranged = server.requests.slice(before).filter((r) => r.path === '/disk.qcow2' && r.range !== undefined);
+    expect(ranged.length).toBeGreaterThan(0);
+  });
+
+  test('without Range support a non-raw image needs scratch; without scratch space it says so and writes nothing', async () => {
+    server.route('/norange.qcow2', { file: join(dir, 'disk.qcow2'), ranges: false });
+    const staged = await runEngine(spec({ endpoint: `${server.url}/norange.qcow2`, target: { kind: 'file', path: join(dir, 'staged.img') }, scratchDir: join(dir, 's3') }));
+    expect(staged.result).toMatchObject({ scratchSpaceRequired: false, via: 'scratch' });
+    expect(expectSameDisk(join(dir, 'staged.img'), raw, SIZE)).toBe(true);
     const out = join(dir, 'noscratch.img');
-    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out } }));
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/norange.qcow2`, target: { kind: 'file', path: out } }));
     expect(error).toBeUndefined();
     expect(result?.scratchSpaceRequired).toBe(true);
     expect(existsSync(out)).toBe(false);

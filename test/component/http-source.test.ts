@@ -212,6 +212,20 @@ describe('tls', () => {
     expect(error).toBeUndefined();
   });
 
+  test('a qcow2 over https with a custom CA and basic auth is read in place through nbdkit', async () => {
+    tlsServer.route('/private.qcow2', { file: qcow2, auth: { user: 'ferry', pass: 'pw with spaces' } });
+    const out = join(dir, 'tls-nbd.img');
+    const { result, error } = await runEngine(
+      spec({ endpoint: `${tlsServer.url}/private.qcow2`, target: { kind: 'file', path: out }, caPath: caFile, credentials: { username: 'ferry', password: 'pw with spaces' } }),
+    );
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('nbd');
+    expect(expectSameDisk(out, raw, 4 * MiB)).toBe(true);
+    const ranged = tlsServer.requests.filter((r) => r.path === '/private.qcow2' && r.range !== undefined);
+    expect(ranged.length).toBeGreaterThan(0);
+    expect(ranged.every((r) => r.authorization === `Basic ${Buffer.from('ferry:pw with spaces').toString('base64')}`)).toBe(true);
+  });
+
   test('insecure is an explicit opt-in that skips verification', async () => {
     const out = join(dir, 'tls3.img');
     const { error } = await runEngine(spec({ endpoint: `${tlsServer.url}/disk.raw`, target: { kind: 'file', path: out }, insecureTls: true }));

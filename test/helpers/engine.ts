@@ -12,6 +12,7 @@ export const FAST_TUNING: ImportTuning = {
   backoffMs: 10,
   maxBackoffMs: 50,
   resumeAttempts: 5,
+  directHttp: true,
   http: { connectMs: 2000, firstByteMs: 2000, idleMs: 1000 },
 };
 

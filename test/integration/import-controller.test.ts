@@ -43,6 +43,7 @@ beforeAll(async () => {
   convertImage(join(dir, 'disk.raw'), 'qcow2', join(dir, 'disk.qcow2'));
   server = await startServer();
   server.route('/disk.qcow2', { file: join(dir, 'disk.qcow2') });
+  server.route('/norange.qcow2', { file: join(dir, 'disk.qcow2'), ranges: false });
   server.route('/slow.raw', { file: join(dir, 'disk.raw'), slow: { chunk: 512 * 1024, delayMs: 150 } });
   config = Object.freeze({
     ...DEFAULT_CONFIG,
@@ -222,7 +223,7 @@ describe('import controller on a real apiserver', () => {
 
   test('scratch: the importer asks for it, gets a scratch PVC, and the scratch PVC goes after success', async () => {
     const ns = await cp.newNamespace();
-    await createPvc(ns, pvcBody('needs-scratch', { [Annotation.Endpoint]: `${server.url}/disk.qcow2` }, { storageClassName: 'fast' }));
+    await createPvc(ns, pvcBody('needs-scratch', { [Annotation.Endpoint]: `${server.url}/norange.qcow2` }, { storageClassName: 'fast' }));
     const first = await importerPod(ns, 'needs-scratch');
     const scratchMsg = encodeTermination({ kind: 'success', message: 'scratch space required and none found', scratchSpaceRequired: true, preallocationApplied: false });
     await setPodStatus(core, first, 'Succeeded', { terminated: { exitCode: 0, message: scratchMsg } });
