@@ -17,7 +17,7 @@ import { extractArchive } from './archive.js';
 import { checkHeader } from './image-header.js';
 import { peel, type Peeled } from './layers.js';
 import { Phase, type Progress } from './progress.js';
-import { checkInfo, qemuCheck, qemuConvert, qemuInfo } from './qemu-img.js';
+import { checkInfo, qemuCheck, qemuConvert, qemuInfo, supportsDirectIo } from './qemu-img.js';
 import { writeRaw } from './raw-writer.js';
 import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
@@ -261,11 +261,13 @@ async function importConverted(
     await qemuCheck(staged.image, format);
     log.info({ format, virtualSize: info.virtualSize, via: staged.how }, 'image checked, converting');
     deps.progress.begin(Phase.Convert, staged.how === 'scratch' ? TRANSFER_SHARE_WITH_CONVERT : 0, 100, info.virtualSize);
+    const isDevice = target.kind === TargetKind.Block;
     await qemuConvert({
       source: staged.image,
       sourceFormat: format,
       target: target.writePath,
-      targetExists: target.kind === TargetKind.Block,
+      targetExists: isDevice,
+      cacheMode: (await supportsDirectIo(target.writePath, isDevice)) ? 'none' : 'writeback',
       onProgress: (percent) => deps.progress.percent(percent),
     });
     deps.progress.begin(Phase.Resize, 100, 100);

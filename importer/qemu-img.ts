@@ -4,7 +4,9 @@
  */
 
 import { spawn } from 'node:child_process';
-import { isAbsolute } from 'node:path';
+import { constants as fsConstants } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join } from 'node:path';
 import { ErrorCode, FerryError } from '../src/errors.js';
 
 export interface ImageInfo {
@@ -161,18 +163,39 @@ export function parseConvertProgress(text: string): number | undefined {
   return last;
 }
 
+/**
+ * Whether writes to `target` can bypass the page cache (O_DIRECT). qemu-img then writes with
+ * `-t none`, so converting a large image does not fill the pod's memory with dirty pages; tmpfs
+ * and some network filesystems refuse O_DIRECT, and those keep `-t writeback`.
+ */
+export async function supportsDirectIo(target: string, isDevice: boolean): Promise<boolean> {
+  const probe = isDevice ? target : join(dirname(target), `.ferry-odirect-${process.pid}`);
+  try {
+    const flags = fsConstants.O_DIRECT | (isDevice ? fsConstants.O_RDONLY : fsConstants.O_CREAT | fsConstants.O_WRONLY);
+    const handle = await open(probe, flags, 0o600);
+    await handle.close();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (!isDevice) await rm(probe, { force: true });
+  }
+}
+
 export interface ConvertOptions {
   readonly source: string;
   readonly sourceFormat: string;
   readonly target: string;
   /** The target exists and must not be recreated (a block device). */
   readonly targetExists: boolean;
+  /** qemu-img's cache mode for the target: `none` (O_DIRECT) or `writeback`. */
+  readonly cacheMode?: 'none' | 'writeback';
   readonly onProgress?: (percent: number) => void;
   readonly signal?: AbortSignal;
 }
 
 export async function qemuConvert(options: ConvertOptions): Promise<void> {
-  const args = ['convert', '-p', '-t', 'writeback', '-f', options.sourceFormat, '-O', 'raw'];
+  const args = ['convert', '-p', '-t', options.cacheMode ?? 'writeback', '-f', options.sourceFormat, '-O', 'raw'];
   if (options.targetExists) args.push('-n');
   args.push(safePath(options.source), safePath(options.target));
   let pending = '';

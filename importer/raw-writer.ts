@@ -16,7 +16,14 @@ export interface RawWriteOptions {
   readonly path: string;
   /** true: create/truncate a file and keep zero blocks as holes; false: overwrite a device in place. */
   readonly sparse: boolean;
+  /**
+   * Flush written data to disk after this many bytes, so dirty page cache stays bounded and a pod
+   * with a small memory limit is not killed for the kernel's buffering of a large image.
+   */
+  readonly syncEveryBytes?: number;
 }
+
+export const DEFAULT_SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 
 /** Returns the number of bytes of disk written (holes included). Syncs before returning. */
 export async function writeRaw(source: ByteStream, options: RawWriteOptions): Promise<number> {
@@ -25,10 +32,17 @@ export async function writeRaw(source: ByteStream, options: RawWriteOptions): Pr
   });
   try {
     let offset = 0;
+    let unsynced = 0;
+    const syncEvery = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
     for await (const chunk of source) {
       if (options.sparse) await writeSparse(handle, chunk, offset);
       else await writeAll(handle, chunk, offset);
       offset += chunk.length;
+      unsynced += chunk.length;
+      if (syncEvery > 0 && unsynced >= syncEvery) {
+        await handle.datasync();
+        unsynced = 0;
+      }
     }
     if (options.sparse) await handle.truncate(offset);
     await handle.sync();

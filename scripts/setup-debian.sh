@@ -12,9 +12,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # qemu-img/qemu-io (qemu-utils), decompressors the importer spawns, openssl for test certificates,
-# util-linux for blockdev/fallocate/losetup.
+# util-linux for blockdev/fallocate/losetup, time for the benchmarks (bench/).
 apt-get install -y -qq --no-install-recommends \
-  qemu-utils qemu-block-extra nbdkit xz-utils zstd bzip2 gzip curl openssl ca-certificates util-linux >/dev/null
+  qemu-utils qemu-block-extra nbdkit xz-utils zstd bzip2 gzip curl openssl ca-certificates util-linux time >/dev/null
 
 npm ci --no-audit --no-fund
 npm run build

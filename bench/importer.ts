@@ -1,0 +1,122 @@
+/**
+ * Importer benchmarks against the physical limit, side by side in one run (see bench/README.md).
+ * Run as root (it drops the page cache between runs): npm run build && node dist/bench/importer.js [runs]
+ */
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FERRY_BIN } from '../test/helpers/ferry-process.js';
+import { sh, tempDir } from '../test/helpers/fixtures.js';
+import { startServer, type TestServer } from '../test/helpers/http-server.js';
+
+const MiB = 1024 * 1024;
+const runs = Number(process.argv[2] ?? 3);
+const dir = tempDir('ferry-bench-');
+const f = (n: string): string => join(dir, n);
+
+interface Sample {
+  readonly seconds: number;
+  readonly peakRssMiB: number;
+}
+
+function dropCaches(): void {
+  execFileSync('sync');
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    // not root: caches stay warm, which favours every contender alike
+  }
+}
+
+/** Runs a shell command under /usr/bin/time; returns wall seconds and peak RSS of the largest process. */
+function timed(command: string, env: NodeJS.ProcessEnv = {}): Sample {
+  dropCaches();
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', 'sh', '-c', `${command} && sync`], { encoding: 'utf8', env: { ...process.env, ...env } });
+  if (r.status !== 0) throw new Error(`failed: ${command}\n${r.stderr}`);
+  const [seconds, kb] = (r.stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
+  return { seconds: seconds ?? NaN, peakRssMiB: Math.round((kb ?? 0) / 1024) };
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+function series(label: string, command: () => string, env: NodeJS.ProcessEnv = {}, cleanup: () => void = () => undefined): { label: string; seconds: number; rss: number; all: string } {
+  const samples: Sample[] = [];
+  for (let i = 0; i < runs; i += 1) {
+    samples.push(timed(command(), env));
+    cleanup();
+  }
+  const row = { label, seconds: median(samples.map((s) => s.seconds)), rss: median(samples.map((s) => s.peakRssMiB)), all: samples.map((s) => s.seconds.toFixed(2)).join(', ') };
+  console.error(`${label}: ${row.seconds.toFixed(2)} s (runs ${row.all}), peak RSS ${row.rss} MiB`);
+  return row;
+}
+
+const ferry = (url: string, dest: string, extra = ''): string => `node ${FERRY_BIN} import --quiet --url ${url} --dest ${dest} --scratch-dir ${f('scratch')} ${extra}`;
+
+async function main(): Promise<void> {
+  const server: TestServer = await startServer();
+  const rows: Array<{ group: string; label: string; seconds: number; rss: number; all: string }> = [];
+  const add = (group: string, r: ReturnType<typeof series>): void => void rows.push({ group, ...r });
+  const clean = (...names: string[]) => () => names.forEach((n) => rmSync(f(n), { force: true, recursive: true }));
+
+  // 1. qcow2, 1 GiB virtual, 512 MiB of random data.
+  console.error('fixtures: qcow2 (1 GiB virtual, 512 MiB random)...');
+  sh('dd', ['if=/dev/urandom', `of=${f('rand512')}`, 'bs=4M', 'count=128', 'status=none']);
+  sh('qemu-img', ['create', '-q', '-f', 'qcow2', f('disk.qcow2'), '1G']);
+  sh('qemu-io', ['-c', `write -s ${f('rand512')} 256M 512M`, f('disk.qcow2')]);
+  server.route('/disk.qcow2', { file: f('disk.qcow2') });
+  const q = `${server.url}/disk.qcow2`;
+  add('qcow2 → raw', series('ferry import (nbdkit, no scratch)', () => ferry(q, f('out.img')), {}, clean('out.img')));
+  add('qcow2 → raw', series('ferry import (scratch copy, FERRY_DIRECT_HTTP=false)', () => ferry(q, f('out.img')), { FERRY_DIRECT_HTTP: 'false' }, clean('out.img')));
+  add('qcow2 → raw', series('curl -o + qemu-img convert -O raw', () => `curl -s -o ${f('dl.qcow2')} ${q} && qemu-img convert -O raw ${f('dl.qcow2')} ${f('out.img')}`, {}, clean('dl.qcow2', 'out.img')));
+  sh('qemu-img', ['convert', '-O', 'raw', f('disk.qcow2'), f('ref.img')]);
+  add('qcow2 → raw', series('cp of the raw result (disk limit)', () => `cp ${f('ref.img')} ${f('out.img')}`, {}, clean('out.img')));
+  rmSync(f('ref.img'));
+
+  // 2. Compressed raw: a realistic, compressible 512 MiB (the start of a tar of /usr).
+  console.error('fixtures: 512 MiB of /usr, gz/xz/zst...');
+  execFileSync('sh', ['-c', `tar cf - /usr 2>/dev/null | head -c ${512 * MiB} > ${f('real.raw')}`]);
+  execFileSync('sh', ['-c', `gzip -6 -c ${f('real.raw')} > ${f('real.raw.gz')}`]);
+  execFileSync('sh', ['-c', `xz -3 -T2 -c ${f('real.raw')} > ${f('real.raw.xz')}`]);
+  execFileSync('sh', ['-c', `zstd -q -3 -T2 -c ${f('real.raw')} > ${f('real.raw.zst')}`]);
+  for (const [ext, tool] of [['gz', 'gzip'], ['xz', 'xz'], ['zst', 'zstd']] as const) {
+    server.route(`/real.raw.${ext}`, { file: f(`real.raw.${ext}`) });
+    const u = `${server.url}/real.raw.${ext}`;
+    add(`raw.${ext} → raw`, series('ferry import', () => ferry(u, f('out.img')), {}, clean('out.img')));
+    add(`raw.${ext} → raw`, series(`curl | ${tool} -dc > f`, () => `curl -s ${u} | ${tool} -dc > ${f('out.img')}`, {}, clean('out.img')));
+  }
+
+  // 3. Peak RSS of the importer process for big images.
+  console.error('fixtures: 10 GiB sparse qcow2, 2 GiB random raw...');
+  sh('qemu-img', ['create', '-q', '-f', 'qcow2', f('big.qcow2'), '10G']);
+  sh('qemu-io', ['-c', `write -s ${f('rand512')} 1G 256M`, '-c', `write -P 0x5a 6G 256M`, f('big.qcow2')]);
+  server.route('/big.qcow2', { file: f('big.qcow2') });
+  execFileSync('sh', ['-c', `cat ${f('rand512')} ${f('rand512')} ${f('rand512')} ${f('rand512')} > ${f('rand2g.raw')}`]);
+  server.route('/rand2g.raw', { file: f('rand2g.raw') });
+  add('peak RSS', series('ferry import 10 GiB-virtual qcow2 (nbdkit)', () => ferry(`${server.url}/big.qcow2`, f('out.img')), {}, clean('out.img')));
+  add('peak RSS', series('ferry import 2 GiB random raw', () => ferry(`${server.url}/rand2g.raw`, f('out.img')), {}, clean('out.img')));
+
+  // 4. A server that drops the connection every 256 MiB.
+  server.route('/cut.raw', { file: f('rand2g.raw'), closeAfter: 256 * MiB });
+  const before = server.sent.get('/cut.raw') ?? 0;
+  add('resume', series('ferry import 2 GiB raw, cut every 256 MiB', () => ferry(`${server.url}/cut.raw`, f('out.img')), {}, clean('out.img')));
+  const sentPerRun = ((server.sent.get('/cut.raw') ?? 0) - before) / runs;
+  const size = statSync(f('rand2g.raw')).size;
+  console.error(`resume: bytes sent per run ${sentPerRun} = ${(sentPerRun / size).toFixed(3)} × the image`);
+
+  await server.close();
+  console.log('| case | contender | median s (runs) | peak RSS MiB |');
+  console.log('|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.group} | ${r.label} | ${r.seconds.toFixed(2)} (${r.all}) | ${r.rss} |`);
+  console.log(`\nresume: ${(sentPerRun / size).toFixed(3)} × the image size sent per run`);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(1);
+});
