@@ -3,7 +3,7 @@
  * Run as root (it drops the page cache between runs): npm run build && node dist/bench/importer.js [runs]
  */
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FERRY_BIN } from '../test/helpers/ferry-process.js';
@@ -29,12 +29,18 @@ function dropCaches(): void {
   }
 }
 
-/** Runs a shell command under /usr/bin/time; returns wall seconds and peak RSS of the largest process. */
-function timed(command: string, env: NodeJS.ProcessEnv = {}): Sample {
+/**
+ * Runs a shell command under /usr/bin/time; returns wall seconds and the peak RSS of the largest
+ * process. Asynchronous: the HTTP server lives in this process and must keep serving meanwhile.
+ */
+async function timed(command: string, env: NodeJS.ProcessEnv = {}): Promise<Sample> {
   dropCaches();
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', 'sh', '-c', `${command} && sync`], { encoding: 'utf8', env: { ...process.env, ...env } });
-  if (r.status !== 0) throw new Error(`failed: ${command}\n${r.stderr}`);
-  const [seconds, kb] = (r.stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
+  const child = spawn('/usr/bin/time', ['-f', '%e %M', 'sh', '-c', `${command} && sync`], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (status !== 0) throw new Error(`failed: ${command}\n${stderr}`);
+  const [seconds, kb] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
   return { seconds: seconds ?? NaN, peakRssMiB: Math.round((kb ?? 0) / 1024) };
 }
 
@@ -43,10 +49,10 @@ function median(values: number[]): number {
   return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
-function series(label: string, command: () => string, env: NodeJS.ProcessEnv = {}, cleanup: () => void = () => undefined): { label: string; seconds: number; rss: number; all: string } {
+async function series(label: string, command: () => string, env: NodeJS.ProcessEnv = {}, cleanup: () => void = () => undefined): Promise<{ label: string; seconds: number; rss: number; all: string }> {
   const samples: Sample[] = [];
   for (let i = 0; i < runs; i += 1) {
-    samples.push(timed(command(), env));
+    samples.push(await timed(command(), env));
     cleanup();
   }
   const row = { label, seconds: median(samples.map((s) => s.seconds)), rss: median(samples.map((s) => s.peakRssMiB)), all: samples.map((s) => s.seconds.toFixed(2)).join(', ') };
@@ -59,7 +65,7 @@ const ferry = (url: string, dest: string, extra = ''): string => `node ${FERRY_B
 async function main(): Promise<void> {
   const server: TestServer = await startServer();
   const rows: Array<{ group: string; label: string; seconds: number; rss: number; all: string }> = [];
-  const add = (group: string, r: ReturnType<typeof series>): void => void rows.push({ group, ...r });
+  const add = async (group: string, r: ReturnType<typeof series>): Promise<void> => void rows.push({ group, ...(await r) });
   const clean = (...names: string[]) => () => names.forEach((n) => rmSync(f(n), { force: true, recursive: true }));
 
   // 1. qcow2, 1 GiB virtual, 512 MiB of random data.
@@ -69,24 +75,25 @@ async function main(): Promise<void> {
   sh('qemu-io', ['-c', `write -s ${f('rand512')} 256M 512M`, f('disk.qcow2')]);
   server.route('/disk.qcow2', { file: f('disk.qcow2') });
   const q = `${server.url}/disk.qcow2`;
-  add('qcow2 → raw', series('ferry import (nbdkit, no scratch)', () => ferry(q, f('out.img')), {}, clean('out.img')));
-  add('qcow2 → raw', series('ferry import (scratch copy, FERRY_DIRECT_HTTP=false)', () => ferry(q, f('out.img')), { FERRY_DIRECT_HTTP: 'false' }, clean('out.img')));
-  add('qcow2 → raw', series('curl -o + qemu-img convert -O raw', () => `curl -s -o ${f('dl.qcow2')} ${q} && qemu-img convert -O raw ${f('dl.qcow2')} ${f('out.img')}`, {}, clean('dl.qcow2', 'out.img')));
+  await add('qcow2 → raw', series('ferry import (nbdkit, no scratch)', () => ferry(q, f('out.img')), {}, clean('out.img')));
+  await add('qcow2 → raw', series('ferry import --via-scratch (download, then convert)', () => ferry(q, f('out.img'), '--via-scratch'), {}, clean('out.img')));
+  await add('qcow2 → raw', series('curl -o + qemu-img convert -O raw', () => `curl -s -o ${f('dl.qcow2')} ${q} && qemu-img convert -O raw ${f('dl.qcow2')} ${f('out.img')}`, {}, clean('dl.qcow2', 'out.img')));
   sh('qemu-img', ['convert', '-O', 'raw', f('disk.qcow2'), f('ref.img')]);
-  add('qcow2 → raw', series('cp of the raw result (disk limit)', () => `cp ${f('ref.img')} ${f('out.img')}`, {}, clean('out.img')));
+  await add('qcow2 → raw', series('cp of the raw result (disk limit)', () => `cp ${f('ref.img')} ${f('out.img')}`, {}, clean('out.img')));
   rmSync(f('ref.img'));
 
   // 2. Compressed raw: a realistic, compressible 512 MiB (the start of a tar of /usr).
   console.error('fixtures: 512 MiB of /usr, gz/xz/zst...');
-  execFileSync('sh', ['-c', `tar cf - /usr 2>/dev/null | head -c ${512 * MiB} > ${f('real.raw')}`]);
+  // A MiB of boot-sector-like noise first, so the payload is not itself taken for a tar archive.
+  execFileSync('sh', ['-c', `(head -c ${MiB} /dev/urandom; tar cf - /usr 2>/dev/null | head -c ${511 * MiB}) > ${f('real.raw')}`]);
   execFileSync('sh', ['-c', `gzip -6 -c ${f('real.raw')} > ${f('real.raw.gz')}`]);
   execFileSync('sh', ['-c', `xz -3 -T2 -c ${f('real.raw')} > ${f('real.raw.xz')}`]);
   execFileSync('sh', ['-c', `zstd -q -3 -T2 -c ${f('real.raw')} > ${f('real.raw.zst')}`]);
   for (const [ext, tool] of [['gz', 'gzip'], ['xz', 'xz'], ['zst', 'zstd']] as const) {
     server.route(`/real.raw.${ext}`, { file: f(`real.raw.${ext}`) });
     const u = `${server.url}/real.raw.${ext}`;
-    add(`raw.${ext} → raw`, series('ferry import', () => ferry(u, f('out.img')), {}, clean('out.img')));
-    add(`raw.${ext} → raw`, series(`curl | ${tool} -dc > f`, () => `curl -s ${u} | ${tool} -dc > ${f('out.img')}`, {}, clean('out.img')));
+    await add(`raw.${ext} → raw`, series('ferry import', () => ferry(u, f('out.img')), {}, clean('out.img')));
+    await add(`raw.${ext} → raw`, series(`curl | ${tool} -dc > f`, () => `curl -s ${u} | ${tool} -dc > ${f('out.img')}`, {}, clean('out.img')));
   }
 
   // 3. Peak RSS of the importer process for big images.
@@ -96,13 +103,13 @@ async function main(): Promise<void> {
   server.route('/big.qcow2', { file: f('big.qcow2') });
   execFileSync('sh', ['-c', `cat ${f('rand512')} ${f('rand512')} ${f('rand512')} ${f('rand512')} > ${f('rand2g.raw')}`]);
   server.route('/rand2g.raw', { file: f('rand2g.raw') });
-  add('peak RSS', series('ferry import 10 GiB-virtual qcow2 (nbdkit)', () => ferry(`${server.url}/big.qcow2`, f('out.img')), {}, clean('out.img')));
-  add('peak RSS', series('ferry import 2 GiB random raw', () => ferry(`${server.url}/rand2g.raw`, f('out.img')), {}, clean('out.img')));
+  await add('peak RSS', series('ferry import 10 GiB-virtual qcow2 (nbdkit)', () => ferry(`${server.url}/big.qcow2`, f('out.img')), {}, clean('out.img')));
+  await add('peak RSS', series('ferry import 2 GiB random raw', () => ferry(`${server.url}/rand2g.raw`, f('out.img')), {}, clean('out.img')));
 
   // 4. A server that drops the connection every 256 MiB.
   server.route('/cut.raw', { file: f('rand2g.raw'), closeAfter: 256 * MiB });
   const before = server.sent.get('/cut.raw') ?? 0;
-  add('resume', series('ferry import 2 GiB raw, cut every 256 MiB', () => ferry(`${server.url}/cut.raw`, f('out.img')), {}, clean('out.img')));
+  await add('resume', series('ferry import 2 GiB raw, cut every 256 MiB', () => ferry(`${server.url}/cut.raw`, f('out.img')), {}, clean('out.img')));
   const sentPerRun = ((server.sent.get('/cut.raw') ?? 0) - before) / runs;
   const size = statSync(f('rand2g.raw')).size;
   console.error(`resume: bytes sent per run ${sentPerRun} = ${(sentPerRun / size).toFixed(3)} × the image`);

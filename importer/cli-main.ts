@@ -33,7 +33,10 @@ Options:
   --username U --password P  basic auth for http(s)
   --scratch-dir <dir>      where compressed or remote non-raw images are staged (default: system temp)
   --preallocate            allocate the whole disk after writing
+  --via-scratch            stage remote qcow2/vmdk/... in the scratch directory instead of reading
+                           them in place over HTTP ranges (nbdkit)
   --retries <n>            attempts for network failures (default ${DEFAULT_TUNING.attempts})
+  --connections <n>        parallel ranged connections for big uncompressed downloads (default ${DEFAULT_TUNING.connections})
   --idle-timeout <sec>     fail a transfer that receives nothing for this long (default ${DEFAULT_TUNING.http.idleMs / 1000})
   --metrics-port <port>    serve Prometheus metrics on this port while importing
   --log-level <level>      JSON logs on stderr at this level (default: warn)
@@ -111,7 +114,9 @@ export async function importCommand(io: CliIo): Promise<number> {
         password: { type: 'string' },
         'scratch-dir': { type: 'string' },
         preallocate: { type: 'boolean' },
+        'via-scratch': { type: 'boolean' },
         retries: { type: 'string' },
+        connections: { type: 'string' },
         'idle-timeout': { type: 'string' },
         'metrics-port': { type: 'string' },
         'log-level': { type: 'string' },
@@ -132,6 +137,7 @@ export async function importCommand(io: CliIo): Promise<number> {
   try {
     const spec = buildSpec(values);
     const retries = positiveInt('--retries', values.retries as string | undefined, DEFAULT_TUNING.attempts);
+    const connections = positiveInt('--connections', values.connections as string | undefined, DEFAULT_TUNING.connections);
     const idle = positiveInt('--idle-timeout', values['idle-timeout'] as string | undefined, DEFAULT_TUNING.http.idleMs / 1000);
     const logger = createLogger({ level: (values['log-level'] as string | undefined) ?? 'warn', destination: process.stderr as never });
     const progress = new Progress();
@@ -145,7 +151,7 @@ export async function importCommand(io: CliIo): Promise<number> {
     const result = await runImport(spec, {
       logger,
       progress,
-      tuning: { ...DEFAULT_TUNING, attempts: retries, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000 } },
+      tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000 } },
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     });
     io.stderr.write(`${result.message}: ${spec.target.path}${result.diskSize !== undefined ? ` (${result.diskSize} bytes, from ${result.sourceFormat})` : ''}\n`);

@@ -23,6 +23,7 @@ import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor } from './sources/http-source.js';
 import { serveHttpOverNbd } from './nbdkit.js';
+import { fetchParallelToFile } from './parallel-fetch.js';
 import type { OpenedSource, SourceOpener } from './sources/source.js';
 import { type ByteStream, capped, counted, exactLength, verified } from './streams.js';
 import { createBlank, discardPartial, finishDisk, type PreparedTarget, prepareTarget } from './target.js';
@@ -37,6 +38,11 @@ export interface ImportTuning {
   readonly resumeAttempts: number;
   /** Let qemu-img read remote non-raw images in place through nbdkit (no scratch copy). */
   readonly directHttp: boolean;
+  /** Connections for a parallel ranged download (1: one stream). */
+  readonly connections: number;
+  /** Smallest download worth splitting, and the size of each ranged request. */
+  readonly parallelMinBytes: number;
+  readonly chunkBytes: number;
   readonly http: HttpTimeouts;
 }
 
@@ -46,6 +52,9 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   maxBackoffMs: 30_000,
   resumeAttempts: 10,
   directHttp: true,
+  connections: 1,
+  parallelMinBytes: 64 * 1024 * 1024,
+  chunkBytes: 16 * 1024 * 1024,
   http: DEFAULT_HTTP_TIMEOUTS,
 });
 
@@ -174,8 +183,15 @@ async function importRaw(spec: ImportSpec, target: PreparedTarget, peeled: Peele
       details: { size: opened.size, usable: limit },
     });
   }
-  const stream = limit !== undefined ? capped(peeled.stream, limit, 'the raw image') : peeled.stream;
-  const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File });
+  let written: number;
+  if (parallelizable(peeled, opened, deps) && opened.size !== undefined && opened.openRange) {
+    await peeled.stream[Symbol.asyncIterator]().return?.();
+    await fetchParallelToFile(target.writePath, target.kind === TargetKind.File, spec.checksum, parallelOptions(opened.size, opened.openRange, deps));
+    written = opened.size;
+  } else {
+    const stream = limit !== undefined ? capped(peeled.stream, limit, 'the raw image') : peeled.stream;
+    written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File });
+  }
   deps.progress.begin(Phase.Resize, 100, 100);
   const done = await finishDisk(target, { written, preallocate: spec.preallocation });
   return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied });
@@ -233,7 +249,12 @@ async function stageImage(spec: ImportSpec, peeled: Peeled, opened: OpenedSource
   const release = (): Promise<void> => rm(scratchFile, { force: true });
   try {
     deps.progress.begin(Phase.Transfer, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
-    await writeRaw(peeled.stream, { path: scratchFile, sparse: true });
+    if (parallelizable(peeled, opened, deps) && opened.size !== undefined && opened.openRange) {
+      await stop();
+      await fetchParallelToFile(scratchFile, true, spec.checksum, parallelOptions(opened.size, opened.openRange, deps));
+    } else {
+      await writeRaw(peeled.stream, { path: scratchFile, sparse: true });
+    }
   } catch (err) {
     await release();
     throw err;
@@ -276,6 +297,27 @@ async function importConverted(
   } finally {
     await staged.release();
   }
+}
+
+/** A plain (uncompressed) remote body big enough to be worth several connections. */
+function parallelizable(peeled: Peeled, opened: OpenedSource, deps: EngineDeps): boolean {
+  return (
+    deps.tuning.connections > 1 && peeled.layers.length === 0 && opened.openRange !== undefined &&
+    opened.size !== undefined && opened.size >= deps.tuning.parallelMinBytes
+  );
+}
+
+function parallelOptions(size: number, openRange: NonNullable<OpenedSource['openRange']>, deps: EngineDeps) {
+  return {
+    size,
+    connections: deps.tuning.connections,
+    chunkBytes: deps.tuning.chunkBytes,
+    openRange,
+    onBytes: (n: number) => deps.progress.bytes(n),
+    attempts: deps.tuning.resumeAttempts + 1,
+    backoffMs: Math.min(deps.tuning.backoffMs, 1000),
+    sleep: deps.sleep,
+  };
 }
 
 async function drain(stream: ByteStream): Promise<void> {

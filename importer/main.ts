@@ -27,6 +27,9 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
     maxBackoffMs: DEFAULT_TUNING.maxBackoffMs,
     resumeAttempts: envInt(env, 'FERRY_HTTP_RESUME_ATTEMPTS', DEFAULT_TUNING.resumeAttempts),
     directHttp: env.FERRY_DIRECT_HTTP !== 'false',
+    connections: Math.max(1, envInt(env, 'FERRY_HTTP_CONNECTIONS', DEFAULT_TUNING.connections)),
+    parallelMinBytes: DEFAULT_TUNING.parallelMinBytes,
+    chunkBytes: DEFAULT_TUNING.chunkBytes,
     http: {
       connectMs: envInt(env, 'FERRY_HTTP_CONNECT_TIMEOUT_MS', DEFAULT_TUNING.http.connectMs),
       firstByteMs: envInt(env, 'FERRY_HTTP_FIRST_BYTE_TIMEOUT_MS', DEFAULT_TUNING.http.firstByteMs),

@@ -199,8 +199,11 @@ export function contentRangeStart(header: string | undefined): number | undefine
   return m ? Number(m[1]) : undefined;
 }
 
+/** A hard ceiling on resumptions of one transfer, progress or not. */
+const MAX_RESUMES = 10_000;
+
 export interface ResumePolicy {
-  /** Resumptions allowed per transfer (0: a broken transfer fails, and the engine starts over). */
+  /** Breaks in a row without new bytes that are resumed (0: a broken transfer fails, and the engine starts over). */
   readonly attempts: number;
   readonly backoffMs: number;
   readonly sleep: (ms: number) => Promise<void>;
@@ -237,7 +240,11 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
   async function* body(): ByteStream {
     let current = first;
     let received = 0;
+    // Attempts count breaks in a row without progress: a server that drops the connection every
+    // few hundred MiB but keeps delivering is resumed as often as it takes, without growing waits.
+    let stalled = 0;
     let resumes = 0;
+    let receivedAtLastBreak = -1;
     try {
       for (;;) {
         try {
@@ -249,10 +256,12 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
         } catch (err) {
           const error = classifyHttpError(err, url);
           current.request.destroy();
-          if (!resumable || !error.retryable || resumes >= resume.attempts) throw error;
+          stalled = received > receivedAtLastBreak ? 1 : stalled + 1;
+          receivedAtLastBreak = received;
           resumes += 1;
+          if (!resumable || !error.retryable || stalled > resume.attempts || resumes > MAX_RESUMES) throw error;
           resume.onResume?.(received, resumes, error);
-          await resume.sleep(Math.min(30_000, resume.backoffMs * 2 ** (resumes - 1)));
+          await resume.sleep(Math.min(30_000, resume.backoffMs * 2 ** (stalled - 1)));
           try {
             current = await reopen(received);
           } catch (reopenError) {
@@ -266,9 +275,28 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     }
   }
 
+  async function openRange(start: number, end: number): Promise<ByteStream> {
+    const ifRange = first.response.headers.etag ?? first.response.headers['last-modified'] ?? '';
+    const part = await send(options, ca, { range: `bytes=${start}-${end}`, 'if-range': ifRange });
+    if (part.response.statusCode !== 206 || contentRangeStart(part.response.headers['content-range'] as string | undefined) !== start || validatorOf(part.response) !== validator) {
+      part.request.destroy();
+      throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(url)} did not serve bytes ${start}-${end} of the same image (status ${part.response.statusCode})`);
+    }
+    return (async function* (): ByteStream {
+      try {
+        for await (const chunk of part.request) yield chunk as Buffer;
+      } catch (err) {
+        throw classifyHttpError(err, url);
+      } finally {
+        part.request.destroy();
+      }
+    })();
+  }
+
   return {
     stream: body(),
     ...(length !== undefined ? { size: length } : {}),
+    ...(acceptsRanges && length !== undefined && validator !== undefined ? { openRange } : {}),
     acceptsRanges,
     description: redactUrl(first.response.url || options.url),
     remoteUrl: first.response.url || options.url,

@@ -14,6 +14,11 @@ export interface OpenedSource {
   readonly description: string;
   /** The URL the bytes finally came from (after redirects), for readers that fetch ranges themselves. */
   readonly remoteUrl?: string;
+  /**
+   * Opens bytes [start, end] of the same version of the source, where the source can (Range
+   * support and a strong validator): what a parallel download uses.
+   */
+  readonly openRange?: (start: number, end: number) => Promise<ByteStream>;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */

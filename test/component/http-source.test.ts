@@ -163,6 +163,7 @@ describe('http source failures', () => {
     const out = join(dir, 'stall.img');
     const { error } = await runEngine(spec({ endpoint: `${server.url}/stall.raw`, target: { kind: 'file', path: out } }), {
       attempts: 1,
+      resumeAttempts: 0,
       http: { connectMs: 2000, firstByteMs: 2000, idleMs: 500 },
     });
     expect(error?.code).toBe('SOURCE_UNAVAILABLE');

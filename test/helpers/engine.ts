@@ -13,6 +13,9 @@ export const FAST_TUNING: ImportTuning = {
   maxBackoffMs: 50,
   resumeAttempts: 5,
   directHttp: true,
+  connections: 1,
+  parallelMinBytes: 1024 * 1024,
+  chunkBytes: 512 * 1024,
   http: { connectMs: 2000, firstByteMs: 2000, idleMs: 1000 },
 };
 

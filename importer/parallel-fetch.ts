@@ -1,0 +1,111 @@
+/**
+ * A parallel ranged download: the body is cut into chunks that several connections fetch at once,
+ * each written at its own offset as it arrives (memory stays at a few buffers per connection). A
+ * chunk whose connection breaks continues from its last byte. Any permanent failure stops all.
+ */
+
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
+import type { Checksum } from '../src/checksum.js';
+import { writeAll, writeSparse } from './raw-writer.js';
+import type { ByteStream } from './streams.js';
+
+export interface ParallelFetchOptions {
+  readonly size: number;
+  readonly connections: number;
+  readonly chunkBytes: number;
+  /** Opens bytes [start, end] (inclusive) of the source. */
+  readonly openRange: (start: number, end: number) => Promise<ByteStream>;
+  readonly write: (data: Buffer, position: number) => Promise<void>;
+  readonly onBytes?: (total: number) => void;
+  /** Attempts per chunk for retryable failures. */
+  readonly attempts: number;
+  readonly sleep: (ms: number) => Promise<void>;
+  readonly backoffMs: number;
+}
+
+/** Pure: the chunks [start, end] covering `size` bytes. */
+export function planChunks(size: number, chunkBytes: number): Array<readonly [number, number]> {
+  const chunks: Array<readonly [number, number]> = [];
+  for (let start = 0; start < size; start += chunkBytes) chunks.push([start, Math.min(size, start + chunkBytes) - 1]);
+  return chunks;
+}
+
+export async function fetchParallel(options: ParallelFetchOptions): Promise<void> {
+  const chunks = planChunks(options.size, options.chunkBytes);
+  let next = 0;
+  let total = 0;
+  let failure: FerryError | undefined;
+
+  const fetchChunk = async (start: number, end: number): Promise<void> => {
+    let position = start;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        for await (const data of await options.openRange(position, end)) {
+          if (failure) return;
+          if (position + data.length > end + 1) throw new FerryError(ErrorCode.SourceUnavailable, `the server sent more than the range ${start}-${end}`);
+          await options.write(data, position);
+          position += data.length;
+          total += data.length;
+          options.onBytes?.(total);
+        }
+        if (position <= end) throw new FerryError(ErrorCode.Truncated, `range ${start}-${end} ended at ${position}`);
+        return;
+      } catch (err) {
+        const error = toFerryError(err);
+        if (!error.retryable || attempt >= options.attempts || failure) throw error;
+        await options.sleep(Math.min(30_000, options.backoffMs * 2 ** (attempt - 1)));
+      }
+    }
+  };
+
+  const worker = async (): Promise<void> => {
+    while (!failure && next < chunks.length) {
+      const [start, end] = chunks[next++] as readonly [number, number];
+      try {
+        await fetchChunk(start, end);
+      } catch (err) {
+        failure ??= toFerryError(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.connections, chunks.length)) }, worker));
+  if (failure) throw failure;
+}
+
+/**
+ * Downloads into a file (sparse: zero blocks stay holes) or a device, then syncs. With a checksum,
+ * the written bytes are read back in order and hashed, so the whole source is still verified.
+ */
+export async function fetchParallelToFile(
+  path: string,
+  sparse: boolean,
+  checksum: Checksum | undefined,
+  options: Omit<ParallelFetchOptions, 'write'>,
+): Promise<void> {
+  const handle = await open(path, sparse ? 'w+' : 'r+');
+  try {
+    await fetchParallel({ ...options, write: (data, position) => (sparse ? writeSparse(handle, data, position) : writeAll(handle, data, position)) });
+    if (sparse) await handle.truncate(options.size);
+    await handle.sync();
+    if (checksum) {
+      const hash = createHash(checksum.algorithm);
+      const buffer = Buffer.allocUnsafe(1 << 20);
+      for (let position = 0; position < options.size; ) {
+        const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, options.size - position), position);
+        if (bytesRead === 0) break;
+        hash.update(buffer.subarray(0, bytesRead));
+        position += bytesRead;
+      }
+      const actual = hash.digest('hex');
+      if (actual !== checksum.hex) {
+        throw new FerryError(ErrorCode.ChecksumMismatch, `checksum mismatch: expected ${checksum.algorithm}:${checksum.hex}, got ${checksum.algorithm}:${actual}`);
+      }
+    }
+  } catch (err) {
+    throw toFerryError(err, ErrorCode.TargetError);
+  } finally {
+    await handle.close();
+  }
+}

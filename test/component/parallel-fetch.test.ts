@@ -1,0 +1,93 @@
+/** Parallel ranged downloads: integrity, resumption of a broken chunk, checksum, fallbacks. */
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
+import { runEngine, spec } from '../helpers/engine.js';
+
+let dir: string;
+let server: TestServer;
+let raw: string;
+const f = (n: string): string => join(dir, n);
+const PARALLEL = { connections: 4, parallelMinBytes: MiB, chunkBytes: 512 * 1024 };
+
+beforeAll(async () => {
+  dir = tempDir();
+  raw = f('disk.raw');
+  makeRawDisk(raw, 8 * MiB);
+  convertImage(raw, 'qcow2', f('disk.qcow2'));
+  compress('gzip', raw, f('disk.raw.gz'));
+  server = await startServer();
+  server.route('/disk.raw', { file: raw });
+  server.route('/disk.qcow2', { file: f('disk.qcow2') });
+  server.route('/disk.raw.gz', { file: f('disk.raw.gz') });
+  server.route('/norange.raw', { file: raw, ranges: false });
+  server.route('/cutting.raw', { file: raw, closeAfter: 200 * 1024 });
+});
+
+afterAll(async () => {
+  await server?.close();
+  removeDir(dir);
+});
+
+function rangesOf(path: string, since: number): string[] {
+  return server.requests.slice(since).filter((r) => r.path === path && r.range !== undefined).map((r) => r.range as string);
+}
+
+describe('parallel ranged download', () => {
+  test('a raw image arrives in 512 KiB ranges over several connections, byte for byte', async () => {
+    const since = server.requests.length;
+    const out = f('par.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), PARALLEL);
+    expect(error).toBeUndefined();
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+    const ranges = rangesOf('/disk.raw', since);
+    expect(ranges).toHaveLength(16);
+    expect(new Set(ranges)).toEqual(new Set(Array.from({ length: 16 }, (_, i) => `bytes=${i * 512 * 1024}-${(i + 1) * 512 * 1024 - 1}`)));
+  });
+
+  test('a checksum is verified over the whole image; a mismatch leaves no disk', async () => {
+    const good = createHash('sha512').update(readFileSync(raw)).digest('hex');
+    const ok = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: f('sum.img') }, checksum: { algorithm: 'sha512', hex: good } }), PARALLEL);
+    expect(ok.error).toBeUndefined();
+    const bad = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: f('badsum.img') }, checksum: { algorithm: 'sha512', hex: '0'.repeat(128) } }), PARALLEL);
+    expect(bad.error?.code).toBe('CHECKSUM_MISMATCH');
+    expect(() => readFileSync(f('badsum.img'))).toThrow();
+  });
+
+  test('chunks whose connection breaks continue where they stopped', async () => {
+    const out = f('cut.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/cutting.raw`, target: { kind: 'file', path: out } }), PARALLEL);
+    expect(error).toBeUndefined();
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+    expect(server.sent.get('/cutting.raw')).toBeLessThanOrEqual(1.5 * 8 * MiB);
+  });
+
+  test('a qcow2 with a checksum is downloaded in parallel to scratch, verified, then converted', async () => {
+    const sum = createHash('sha256').update(readFileSync(f('disk.qcow2'))).digest('hex');
+    const since = server.requests.length;
+    const out = f('q.img');
+    const { result, error } = await runEngine(
+      spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out }, scratchDir: f('scratch'), checksum: { algorithm: 'sha256', hex: sum } }),
+      PARALLEL,
+    );
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('scratch');
+    expect(rangesOf('/disk.qcow2', since).length).toBeGreaterThan(1);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('compressed bodies and servers without Range use one stream', async () => {
+    const since = server.requests.length;
+    const a = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('gz.img') } }), PARALLEL);
+    expect(a.error).toBeUndefined();
+    expect(rangesOf('/disk.raw.gz', since)).toEqual([]);
+    const b = await runEngine(spec({ endpoint: `${server.url}/norange.raw`, target: { kind: 'file', path: f('nr.img') } }), PARALLEL);
+    expect(b.error).toBeUndefined();
+    expect(expectSameDisk(f('nr.img'), raw, 8 * MiB)).toBe(true);
+    expect(rangesOf('/norange.raw', since)).toEqual([]);
+  });
+});
