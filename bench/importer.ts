@@ -12,6 +12,8 @@ import { startServer, type TestServer } from '../test/helpers/http-server.js';
 
 const MiB = 1024 * 1024;
 const runs = Number(process.argv[2] ?? 3);
+/** Which parts to run, e.g. "1234" (all) or "24". */
+const sections = process.argv[3] ?? '1234';
 const dir = tempDir('ferry-bench-');
 const f = (n: string): string => join(dir, n);
 
@@ -68,9 +70,23 @@ async function main(): Promise<void> {
   const add = async (group: string, r: ReturnType<typeof series>): Promise<void> => void rows.push({ group, ...(await r) });
   const clean = (...names: string[]) => () => names.forEach((n) => rmSync(f(n), { force: true, recursive: true }));
 
+  sh('dd', ['if=/dev/urandom', `of=${f('rand512')}`, 'bs=4M', 'count=128', 'status=none']);
+  if (sections.includes('1')) await qcow2Section(server, add, clean);
+  if (sections.includes('2')) await compressedSection(server, add, clean);
+  if (sections.includes('3') || sections.includes('4')) await bigSection(server, add, clean);
+  await server.close();
+  console.log('| case | contender | median s (runs) | peak RSS MiB |');
+  console.log('|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.group} | ${r.label} | ${r.seconds.toFixed(2)} (${r.all}) | ${r.rss} |`);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+type Add = (group: string, r: ReturnType<typeof series>) => Promise<void>;
+type Clean = (...names: string[]) => () => void;
+
+async function qcow2Section(server: TestServer, add: Add, clean: Clean): Promise<void> {
   // 1. qcow2, 1 GiB virtual, 512 MiB of random data.
   console.error('fixtures: qcow2 (1 GiB virtual, 512 MiB random)...');
-  sh('dd', ['if=/dev/urandom', `of=${f('rand512')}`, 'bs=4M', 'count=128', 'status=none']);
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', f('disk.qcow2'), '1G']);
   sh('qemu-io', ['-c', `write -s ${f('rand512')} 256M 512M`, f('disk.qcow2')]);
   server.route('/disk.qcow2', { file: f('disk.qcow2') });
@@ -81,7 +97,9 @@ async function main(): Promise<void> {
   sh('qemu-img', ['convert', '-O', 'raw', f('disk.qcow2'), f('ref.img')]);
   await add('qcow2 → raw', series('cp of the raw result (disk limit)', () => `cp ${f('ref.img')} ${f('out.img')}`, {}, clean('out.img')));
   rmSync(f('ref.img'));
+}
 
+async function compressedSection(server: TestServer, add: Add, clean: Clean): Promise<void> {
   // 2. Compressed raw: a realistic, compressible 512 MiB (the start of a tar of /usr).
   console.error('fixtures: 512 MiB of /usr, gz/xz/zst...');
   // A MiB of boot-sector-like noise first, so the payload is not itself taken for a tar archive.
@@ -95,7 +113,9 @@ async function main(): Promise<void> {
     await add(`raw.${ext} → raw`, series('ferry import', () => ferry(u, f('out.img')), {}, clean('out.img')));
     await add(`raw.${ext} → raw`, series(`curl | ${tool} -dc > f`, () => `curl -s ${u} | ${tool} -dc > ${f('out.img')}`, {}, clean('out.img')));
   }
+}
 
+async function bigSection(server: TestServer, add: Add, clean: Clean): Promise<void> {
   // 3. Peak RSS of the importer process for big images.
   console.error('fixtures: 10 GiB sparse qcow2, 2 GiB random raw...');
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', f('big.qcow2'), '10G']);
@@ -105,6 +125,8 @@ async function main(): Promise<void> {
   server.route('/rand2g.raw', { file: f('rand2g.raw') });
   await add('peak RSS', series('ferry import 10 GiB-virtual qcow2 (nbdkit)', () => ferry(`${server.url}/big.qcow2`, f('out.img')), {}, clean('out.img')));
   await add('peak RSS', series('ferry import 2 GiB random raw', () => ferry(`${server.url}/rand2g.raw`, f('out.img')), {}, clean('out.img')));
+  await add('peak RSS', series('ferry import 2 GiB random raw --connections 4', () => ferry(`${server.url}/rand2g.raw`, f('out.img'), '--connections 4'), {}, clean('out.img')));
+  await add('peak RSS', series('curl -o (same server, same file)', () => `curl -s -o ${f('out.img')} ${server.url}/rand2g.raw`, {}, clean('out.img')));
 
   // 4. A server that drops the connection every 256 MiB.
   server.route('/cut.raw', { file: f('rand2g.raw'), closeAfter: 256 * MiB });
@@ -113,13 +135,7 @@ async function main(): Promise<void> {
   const sentPerRun = ((server.sent.get('/cut.raw') ?? 0) - before) / runs;
   const size = statSync(f('rand2g.raw')).size;
   console.error(`resume: bytes sent per run ${sentPerRun} = ${(sentPerRun / size).toFixed(3)} × the image`);
-
-  await server.close();
-  console.log('| case | contender | median s (runs) | peak RSS MiB |');
-  console.log('|---|---|---|---|');
-  for (const r of rows) console.log(`| ${r.group} | ${r.label} | ${r.seconds.toFixed(2)} (${r.all}) | ${r.rss} |`);
-  console.log(`\nresume: ${(sentPerRun / size).toFixed(3)} × the image size sent per run`);
-  rmSync(dir, { recursive: true, force: true });
+  console.log(`resume: ${(sentPerRun / size).toFixed(3)} × the image size sent per run`);
 }
 
 main().catch((err: unknown) => {

@@ -261,7 +261,8 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
           resumes += 1;
           if (!resumable || !error.retryable || stalled > resume.attempts || resumes > MAX_RESUMES) throw error;
           resume.onResume?.(received, resumes, error);
-          await resume.sleep(Math.min(30_000, resume.backoffMs * 2 ** (stalled - 1)));
+          // Reconnect at once after a break that followed progress; back off while nothing arrives.
+          if (stalled > 1) await resume.sleep(Math.min(30_000, resume.backoffMs * 2 ** (stalled - 2)));
           try {
             current = await reopen(received);
           } catch (reopenError) {
