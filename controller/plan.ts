@@ -116,7 +116,8 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
     };
   }
 
-  if (!pod) return planStart(pvc, request, current, scratchPvc, now, config);
+  const ctx: Context = { pvc, request, current, scratchPvc, now, config };
+  if (!pod) return planStart(ctx);
 
   switch (pod.status?.phase) {
     case PodPhase.Running:
@@ -126,9 +127,9 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
         requeueAfterMs: config.progressIntervalMs,
       };
     case PodPhase.Succeeded:
-      return planSucceeded(pvc, pod, request, current, scratchPvc, now, config);
+      return planSucceeded(ctx, pod);
     case PodPhase.Failed:
-      return planFailed(pod, request, current, now, config);
+      return planFailed(ctx, pod);
     default: {
       const waiting = waitingReason(pod);
       return {
@@ -141,14 +142,17 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
   }
 }
 
-function planStart(
-  pvc: V1PersistentVolumeClaim,
-  request: ImportRequest,
-  current: Readonly<Record<string, string>>,
-  scratchPvc: V1PersistentVolumeClaim | undefined,
-  now: number,
-  config: ControllerConfig,
-): Plan {
+/** What every step of the plan looks at. */
+interface Context {
+  readonly pvc: V1PersistentVolumeClaim;
+  readonly request: ImportRequest;
+  readonly current: Readonly<Record<string, string>>;
+  readonly scratchPvc: V1PersistentVolumeClaim | undefined;
+  readonly now: number;
+  readonly config: ControllerConfig;
+}
+
+function planStart({ pvc, request, current, scratchPvc, now, config }: Context): Plan {
   const lastFailure = Date.parse(current[Annotation.LastFailureTime] ?? '');
   if (Number.isFinite(lastFailure)) {
     const restarts = Number(current[Annotation.PodRestarts] ?? '0') || 0;
@@ -169,17 +173,10 @@ function planStart(
   return { actions };
 }
 
-function planSucceeded(
-  pvc: V1PersistentVolumeClaim,
-  pod: V1Pod,
-  request: ImportRequest,
-  current: Readonly<Record<string, string>>,
-  scratchPvc: V1PersistentVolumeClaim | undefined,
-  now: number,
-  config: ControllerConfig,
-): Plan {
+function planSucceeded(ctx: Context, pod: V1Pod): Plan {
+  const { pvc, request, current, scratchPvc } = ctx;
   const message = terminationOf(pod);
-  if (message?.kind === 'failure') return planFailed(pod, request, current, now, config);
+  if (message?.kind === 'failure') return planFailed(ctx, pod);
   const podName = importerPodName(pvc.metadata?.name ?? '');
   if (message?.scratchSpaceRequired) {
     // The importer found it must stage the image: start again with a scratch volume.
@@ -209,7 +206,7 @@ function planSucceeded(
   return { actions };
 }
 
-function planFailed(pod: V1Pod, request: ImportRequest, current: Readonly<Record<string, string>>, now: number, config: ControllerConfig): Plan {
+function planFailed({ request, current, now, config }: Context, pod: V1Pod): Plan {
   const podName = pod.metadata?.name ?? '';
   const message = terminationOf(pod);
   const failure =
