@@ -153,6 +153,15 @@ async function importOnce(spec: ImportSpec, target: PreparedTarget, opener: Sour
   if (spec.checksum) wire = verified(wire, spec.checksum);
   wire = counted(wire, counter, (n) => deps.progress.bytes(n));
   const peeled = await peel(wire);
+  try {
+    return await importPeeled(spec, target, peeled, opened, deps, log);
+  } finally {
+    // Whatever path ran, end the source: closes the connection and stops any decompressor child.
+    await peeled.stream[Symbol.asyncIterator]().return?.().catch(() => undefined);
+  }
+}
+
+async function importPeeled(spec: ImportSpec, target: PreparedTarget, peeled: Peeled, opened: OpenedSource, deps: EngineDeps, log: Logger): Promise<ImportSuccess> {
   if (peeled.head.length === 0) throw new FerryError(ErrorCode.InvalidImage, 'the source is empty');
   log.info({ format: describe(peeled) }, 'format detected');
   checkHeader(peeled.format, peeled.head);

@@ -72,7 +72,6 @@ export type PodPhase = (typeof PodPhase)[keyof typeof PodPhase];
 export const EventReason = {
   ImportSucceeded: 'ImportSucceeded',
   ImportFailed: 'ErrImportFailed',
-  ImportRetrying: 'ImportRetrying',
   ScratchRequired: 'ScratchSpaceRequired',
   InvalidRequest: 'ErrInvalidImportRequest',
 } as const;
