@@ -27,46 +27,57 @@ export interface RawWriteOptions {
 
 export const DEFAULT_SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 
-/** Returns the number of bytes of disk written (holes included). Syncs before returning. */
+/**
+ * Returns the number of bytes of disk written (holes included). Syncs before returning.
+ *
+ * Network and pipe chunks are small (16–64 KiB): they are gathered into 4 MiB buffers, and one
+ * buffer is written while the next fills, so reading the source and writing the disk overlap
+ * (with a single buffer the producer — a socket, a decompressor's pipe — stalls during each write).
+ */
 export async function writeRaw(source: ByteStream, options: RawWriteOptions): Promise<number> {
   const handle = await open(options.path, options.sparse ? 'w' : 'r+').catch((err: unknown) => {
     throw toFerryError(err, 'TARGET_ERROR');
   });
+  // A write or flush in flight; awaited before the next one starts (and before returning).
+  let writing: Promise<void> = Promise.resolve();
+  let flushing: Promise<void> = Promise.resolve();
   try {
     let offset = 0;
     let unsynced = 0;
     const syncEvery = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
-    // One flush in flight at a time, overlapping the next writes: dirty data stays under about
-    // two intervals without stalling the stream on every flush.
-    let flushing: Promise<void> = Promise.resolve();
-    // Network chunks are small (16–64 KiB); gathering them into one reused buffer turns tens of
-    // thousands of write calls per GiB into hundreds.
-    const staging = Buffer.allocUnsafe(STAGING_BYTES);
+    let fill = Buffer.allocUnsafe(STAGING_BYTES);
+    let spare = Buffer.allocUnsafe(STAGING_BYTES);
     let staged = 0;
     const writeStaged = async (): Promise<void> => {
       if (staged === 0) return;
-      const data = staging.subarray(0, staged);
-      if (options.sparse) await writeSparse(handle, data, offset);
-      else await writeAll(handle, data, offset);
+      await writing;
+      const data = fill.subarray(0, staged);
+      const at = offset;
+      writing = options.sparse ? writeSparse(handle, data, at) : writeAll(handle, data, at);
+      writing.catch(() => undefined); // awaited before the next write; only keeps an early failure from going unhandled
       offset += staged;
       unsynced += staged;
       staged = 0;
+      [fill, spare] = [spare, fill];
+      if (syncEvery > 0 && unsynced >= syncEvery) {
+        // One flush in flight at a time: dirty data stays within about two intervals.
+        await writing;
+        await flushing;
+        flushing = handle.datasync();
+        flushing.catch(() => undefined);
+        unsynced = 0;
+      }
     };
     for await (const chunk of source) {
       for (let used = 0; used < chunk.length; ) {
-        const n = chunk.copy(staging, staged, used);
+        const n = chunk.copy(fill, staged, used);
         staged += n;
         used += n;
         if (staged === STAGING_BYTES) await writeStaged();
       }
-      if (syncEvery > 0 && unsynced >= syncEvery) {
-        await flushing;
-        flushing = handle.datasync();
-        flushing.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
-        unsynced = 0;
-      }
     }
     await writeStaged();
+    await writing;
     await flushing;
     if (options.sparse) await handle.truncate(offset);
     await handle.sync();
@@ -74,6 +85,8 @@ export async function writeRaw(source: ByteStream, options: RawWriteOptions): Pr
   } catch (err) {
     throw toFerryError(err, 'TARGET_ERROR');
   } finally {
+    await writing.catch(() => undefined);
+    await flushing.catch(() => undefined);
     await handle.close();
   }
 }
