@@ -3,6 +3,7 @@
  * progress metric, runs the engine, writes the termination message and exits with the code's status.
  */
 
+import { writeFileSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { decodeImportEnv, TargetKind } from '../src/import-spec.js';
@@ -41,6 +42,17 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const logger = createLogger({ name: 'ferry-importer', level: env.FERRY_LOG_LEVEL ?? 'info' });
   const terminationPath = env.FERRY_TERMINATION_LOG ?? TERMINATION_MESSAGE_PATH;
+  // Stopped mid-import (pod deleted, node drained): say so, retryably. The disk was never renamed
+  // into place, so nothing half-written looks complete.
+  process.once('SIGTERM', () => {
+    const error = new FerryError(ErrorCode.Interrupted, 'the importer was stopped before it finished');
+    logger.warn({ code: error.code }, error.message);
+    try {
+      writeFileSync(terminationPath, encodeTermination({ kind: 'failure', code: error.code, message: error.message, retryable: true }));
+    } finally {
+      process.exit(error.exitCode);
+    }
+  });
   let outcome: TerminationMessage;
   let status: number;
   try {

@@ -20,6 +20,7 @@ export const ErrorCode = {
   ConvertFailed: 'CONVERT_FAILED',
   NoSpace: 'NO_SPACE',
   TargetError: 'TARGET_ERROR',
+  Interrupted: 'INTERRUPTED',
   Internal: 'INTERNAL',
 } as const;
 
@@ -51,6 +52,7 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, CodeInfo>> = Object.freeze(
   CONVERT_FAILED: { exitCode: 30, retryable: false, summary: 'qemu-img could not convert the image' },
   NO_SPACE: { exitCode: 31, retryable: false, summary: 'the target volume ran out of space' },
   TARGET_ERROR: { exitCode: 32, retryable: false, summary: 'the target could not be written' },
+  INTERRUPTED: { exitCode: 33, retryable: true, summary: 'the importer was stopped (SIGTERM) before it finished' },
   INTERNAL: { exitCode: 40, retryable: false, summary: 'an unexpected internal error' },
 });
 

@@ -146,6 +146,30 @@ describe('importer pod program', () => {
     expect(decodeTermination(readFileSync(term, 'utf8'))).toEqual({ kind: 'failure', code: 'SOURCE_NOT_FOUND', message: expect.any(String), retryable: false });
   });
 
+  test('SIGTERM mid-import ends with a retryable INTERRUPTED message and no completed disk', async () => {
+    const port = await freePort();
+    const term = f('term-sigterm');
+    const disk = f('pod4/disk.img');
+    const proc = startFerry(['importer'], podEnv({
+      IMPORTER_ENDPOINT: `${server.url}/slow.qcow2`,
+      IMPORTER_TARGET_PATH: disk,
+      IMPORTER_SCRATCH_DIR: f('pod4-scratch'),
+      FERRY_DIRECT_HTTP: 'false',
+      FERRY_METRICS_PORT: String(port),
+      FERRY_TERMINATION_LOG: term,
+    }));
+    // Wait until the transfer is under way (the metrics endpoint answers), then stop it.
+    for (let i = 0; i < 100; i += 1) {
+      if (await fetch(`http://127.0.0.1:${port}/metrics`).then(() => true, () => false)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    proc.kill('SIGTERM');
+    const r = await proc.done;
+    expect(r.code).toBe(33);
+    expect(decodeTermination(readFileSync(term, 'utf8'))).toMatchObject({ kind: 'failure', code: 'INTERRUPTED', retryable: true });
+    expect(existsSync(disk)).toBe(false);
+  });
+
   test('an invalid environment is INVALID_SPEC', async () => {
     const term = f('term-bad');
     const r = await runFerry(['importer'], podEnv({ IMPORTER_ENDPOINT: `${server.url}/disk.qcow2`, FERRY_METRICS_PORT: '0', FERRY_TERMINATION_LOG: term }));
