@@ -107,9 +107,10 @@ export function proxyFor(url: string, proxy: ProxySettings): string | undefined 
     const entry = raw.trim().toLowerCase();
     if (entry === '') continue;
     if (entry === '*') return undefined;
-    const [pattern, entryPort] = entry.includes(':') && !entry.includes(']') && entry.split(':').length === 2 ? entry.split(':') : [entry, undefined];
-    if (entryPort !== undefined && entryPort !== port) continue;
-    const name = (pattern ?? '').replace(/^\*?\./, '');
+    // "host:port" limits the entry to one port; a bare IPv6 address has several colons.
+    const m = /^([^:]+):(\d+)$/.exec(entry);
+    if (m && m[2] !== port) continue;
+    const name = (m ? (m[1] ?? '') : entry).replace(/^\*?\./, '');
     if (host === name || host.endsWith(`.${name}`)) return undefined;
   }
   return chosen;
