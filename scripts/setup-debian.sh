@@ -15,6 +15,15 @@ apt-get update -qq
 # util-linux for blockdev/fallocate/losetup, time for the benchmarks (bench/).
 apt-get install -y -qq --no-install-recommends \
   qemu-utils qemu-block-extra nbdkit xz-utils zstd bzip2 gzip curl openssl ca-certificates util-linux time >/dev/null
+# Registry source tests: the CNCF distribution server, skopeo to push test images, htpasswd.
+# S3 source tests: a one-node Ceph (mon + memstore OSD) with radosgw, a real SigV4-checking S3.
+apt-get install -y -qq --no-install-recommends \
+  docker-registry skopeo apache2-utils ceph-mon ceph-osd radosgw >/dev/null
+# Launcher: QEMU + libvirt (monolithic libvirtd in Debian 12), xorriso for the cloud-init ISO check;
+# mtools/syslinux/busybox/cpio/fdisk build the tiny bootable test disk (scripts/make-boot-disk.sh).
+apt-get install -y -qq --no-install-recommends \
+  qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients xorriso \
+  mtools syslinux syslinux-common busybox-static cpio fdisk >/dev/null
 
 npm ci --no-audit --no-fund
 npm run build
