@@ -1,0 +1,72 @@
+/**
+ * What the launcher decides before it talks to libvirt: the VMI resolved against the pod (paths,
+ * what each volume supports, which accelerator works). `planDomain` (src/vm/domain-plan.ts) derives it
+ * from a defaulted VMI and probe results as a pure function; `domainXml` (src/vm/domain-xml.ts) renders
+ * it. Paths follow KubeVirt's pod layout so PVC contents and habits carry over.
+ */
+
+import type { DiskBus } from './api.js';
+
+/** KubeVirt's paths inside the launcher pod. */
+export const PodPath = {
+  /** Filesystem PVCs are mounted at `<VmiDisks>/<volume>/` and hold `disk.img`. */
+  VmiDisks: '/var/run/kubevirt-private/vmi-disks',
+  DiskFile: 'disk.img',
+  /** Block PVCs appear as `/dev/<volume>`. */
+  BlockDir: '/dev',
+  /** cloud-init secretRef volumes: `<SecretSources>/<volume>/{userdata,userData,networkdata,networkData}`. */
+  SecretSources: '/var/run/kubevirt-private/secret',
+  /** Per-VMI private runtime dir: `<Private>/<vmi uid>/` holds the serial and VNC sockets. */
+  Private: '/var/run/kubevirt-private',
+  EphemeralDisks: '/var/run/kubevirt-ephemeral-disks',
+  CloudInitDir: '/var/run/kubevirt-ephemeral-disks/cloud-init-data',
+  EmptyDisks: '/var/run/libvirt/empty-disks',
+} as const;
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface ResolvedDisk {
+  /** The VMI's disk name (`ua-<name>` alias in libvirt). */
+  readonly name: string;
+  readonly device: 'disk' | 'cdrom';
+  readonly bus: DiskBus;
+  readonly source: { readonly type: 'file' | 'block'; readonly path: string };
+  readonly format: 'raw' | 'qcow2';
+  readonly readOnly: boolean;
+  readonly bootOrder?: number;
+  readonly serial?: string;
+  /** `none` where the file/device takes O_DIRECT, else `writethrough` (KubeVirt's rule), or the VMI's. */
+  readonly cache: 'none' | 'writethrough' | 'writeback';
+  readonly io?: 'native' | 'threads';
+}
+
+export interface ResolvedInterface {
+  readonly name: string;
+  readonly model: string;
+  readonly mac?: string;
+  /** Pod-network masquerade: user-mode NAT in QEMU, declared ports forwarded from the pod's address. */
+  readonly binding: 'masquerade';
+  readonly ports: ReadonlyArray<{ readonly port: number; readonly protocol: 'TCP' | 'UDP' }>;
+  /** The guest network KubeVirt's masquerade uses: 10.0.2.0/24, gateway .1, guest .2. */
+  readonly cidr: string;
+}
+
+export interface DomainPlan {
+  /** `<namespace>_<name>`. */
+  readonly name: string;
+  readonly uuid: string;
+  readonly accel: Accel;
+  readonly emulator: string;
+  readonly machine: string;
+  readonly memoryBytes: number;
+  readonly cpu: { readonly sockets: number; readonly cores: number; readonly threads: number; readonly model?: string };
+  readonly firmware: { readonly kind: 'bios'; readonly useSerial: boolean } | { readonly kind: 'efi'; readonly secureBoot: boolean };
+  readonly acpi: boolean;
+  readonly disks: readonly ResolvedDisk[];
+  readonly interfaces: readonly ResolvedInterface[];
+  readonly serial?: { readonly socketPath: string; readonly logPath?: string };
+  readonly vnc?: { readonly socketPath: string };
+  readonly rng: boolean;
+  /** Recorded in the domain's metadata so a restarted launcher can tell its own domain. */
+  readonly vmiUid: string;
+}
