@@ -23,6 +23,14 @@ export const PodPath = {
   EmptyDisks: '/var/run/libvirt/empty-disks',
 } as const;
 
+/**
+ * Where the launcher pod has a cloud-init secret: `<SecretSources>/<volume>` for user data and
+ * `<SecretSources>/<volume>-ndata` for network data; files named userdata/userData, networkdata/networkData.
+ */
+export function cloudInitSecretDir(volume: string, which: 'user' | 'network'): string {
+  return `${PodPath.SecretSources}/${volume}${which === 'network' ? '-ndata' : ''}`;
+}
+
 export type Accel = 'kvm' | 'tcg';
 
 export interface ResolvedDisk {
