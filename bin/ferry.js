@@ -7,7 +7,9 @@ const USAGE = `Usage: ferry <command> [options]
 Commands:
   import     import a disk image into a raw file, block device or directory (ferry import --help)
   importer   run the importer pod program (reads its spec from the environment)
-  controller run the PVC-annotation import controller (ferry controller --help)
+  controller run the import and VM controllers (ferry controller --help)
+  vm         start, stop or restart a VirtualMachine (ferry vm --help)
+  expose     create a Service that reaches a VM's guest (ferry expose --help)
 `;
 
 async function run() {
@@ -19,6 +21,14 @@ async function run() {
     case 'controller': {
       const { controllerCommand } = await import('../dist/controller/main.js');
       return controllerCommand(args, process.env);
+    }
+    case 'vm': {
+      const { vmCommand } = await import('../dist/cli/vm-main.js');
+      return vmCommand(args, { stdout: process.stdout, stderr: process.stderr });
+    }
+    case 'expose': {
+      const { exposeCommand } = await import('../dist/cli/vm-main.js');
+      return exposeCommand(args, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'importer': {
       const { main } = await import('../dist/importer/main.js');

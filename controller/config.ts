@@ -21,6 +21,17 @@ export interface ControllerConfig {
   readonly filesystemOverhead: number;
   /** How often a running import's progress is scraped. */
   readonly progressIntervalMs: number;
+  /** Which controllers run in this process. */
+  readonly controllers: ReadonlyArray<'import' | 'vm'>;
+  /** Image that runs `ferry launcher` in VM launcher pods. */
+  readonly launcherImage: string;
+  readonly launcherPullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  /** Cluster setting (KubeVirt's useEmulation): guests may run under TCG where KVM does not work. */
+  readonly allowEmulation: boolean;
+  readonly launcherStatusPort: number;
+  /** First delay before a VM restarts after a failed run; doubled per consecutive failure. */
+  readonly startBackoffMs: number;
+  readonly maxStartBackoffMs: number;
 }
 
 export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
@@ -38,4 +49,11 @@ export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
   concurrency: 8,
   filesystemOverhead: DEFAULT_FILESYSTEM_OVERHEAD,
   progressIntervalMs: 2_000,
+  controllers: Object.freeze(['import', 'vm'] as const),
+  launcherImage: 'ghcr.io/ferry-dev/ferry-launcher:latest',
+  launcherPullPolicy: 'IfNotPresent',
+  allowEmulation: false,
+  launcherStatusPort: 8181,
+  startBackoffMs: 10_000,
+  maxStartBackoffMs: 300_000,
 }) as ControllerConfig;

@@ -13,11 +13,12 @@ import { createLogger, type Logger } from '../src/logging.js';
 import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
 import { ImportController } from './controller.js';
 import { LeaderElector } from './leader-election.js';
+import { VmController } from './vm/vm-controller.js';
 
 export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [options]
 
 Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.import.*) and runs
-importer pods for them.
+importer pods for them; runs kubevirt.io/v1 VirtualMachines and VirtualMachineInstances in launcher pods.
 
 Options:
   --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
@@ -29,6 +30,10 @@ Options:
   --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
   --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
   --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
+  --controllers LIST        import,vm (default both)
+  --launcher-image IMAGE    image that runs "ferry launcher" (default ${DEFAULT_CONFIG.launcherImage})
+  --allow-emulation         let guests run under QEMU TCG where the node has no working KVM
+  --start-backoff-ms MS     first delay before restarting a failed VM, doubled per failure (default ${DEFAULT_CONFIG.startBackoffMs})
   --health-port PORT        /healthz, /readyz and /metrics (default 8080; 0 disables)
   --leader-elect BOOL       take a Lease before acting (default true)
   --lease-namespace NS      namespace of the Lease (default $POD_NAMESPACE or ferry-system)
@@ -64,6 +69,10 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
       'importer-metrics-port': { type: 'string' },
       'filesystem-overhead': { type: 'string' },
       'health-port': { type: 'string' },
+      controllers: { type: 'string' },
+      'launcher-image': { type: 'string' },
+      'allow-emulation': { type: 'boolean' },
+      'start-backoff-ms': { type: 'string' },
       'leader-elect': { type: 'string' },
       'lease-namespace': { type: 'string' },
       id: { type: 'string' },
@@ -78,6 +87,10 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
   const overhead = overheadText === undefined ? DEFAULT_CONFIG.filesystemOverhead : /^\d*\.?\d+$/.test(overheadText) ? Number(overheadText) : Number.NaN;
   if (!(overhead >= 0 && overhead < 1)) throw new FerryError(ErrorCode.InvalidSpec, `--filesystem-overhead must be a fraction in [0, 1), got "${overheadText}"`);
   const backoff = int('retry-backoff-ms', values['retry-backoff-ms'], DEFAULT_CONFIG.retryBackoffMs);
+  const controllers = (values.controllers ?? 'import,vm').split(',').map((c) => c.trim()).filter((c) => c !== '');
+  for (const c of controllers) if (c !== 'import' && c !== 'vm') throw new FerryError(ErrorCode.InvalidSpec, `--controllers takes import and/or vm, got "${c}"`);
+  if (controllers.length === 0) throw new FerryError(ErrorCode.InvalidSpec, '--controllers must name at least one controller');
+  const startBackoff = int('start-backoff-ms', values['start-backoff-ms'], DEFAULT_CONFIG.startBackoffMs);
   const config: ControllerConfig = Object.freeze({
     ...DEFAULT_CONFIG,
     importerImage: nonEmpty('importer-image', values['importer-image'], DEFAULT_CONFIG.importerImage),
@@ -89,6 +102,11 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
     concurrency: int('concurrency', values.concurrency, DEFAULT_CONFIG.concurrency, 1),
     importerMetricsPort: int('importer-metrics-port', values['importer-metrics-port'], DEFAULT_CONFIG.importerMetricsPort, 1, 65535),
     filesystemOverhead: overhead,
+    controllers: Object.freeze(controllers as Array<'import' | 'vm'>),
+    launcherImage: nonEmpty('launcher-image', values['launcher-image'], DEFAULT_CONFIG.launcherImage),
+    allowEmulation: values['allow-emulation'] === true,
+    startBackoffMs: startBackoff,
+    maxStartBackoffMs: Math.max(startBackoff, DEFAULT_CONFIG.maxStartBackoffMs),
   });
   return { config, values };
 }
@@ -129,7 +147,10 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     else kc.loadFromDefault();
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
-    const controller = new ImportController({ kubeConfig: kc, config, logger, registry });
+    const controller = combine([
+      ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry })] : []),
+      ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }) })] : []),
+    ]);
     const elect = values['leader-elect'] !== 'false';
     const elector = elect
       ? new LeaderElector(
@@ -155,7 +176,24 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
   }
 }
 
-function runUntilSignal(controller: ImportController, elector: LeaderElector | undefined, health: Server | undefined, logger: Logger, config: ControllerConfig): Promise<number> {
+interface Runnable {
+  readonly ready: boolean;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Several controllers started, stopped and judged ready as one. */
+function combine(parts: readonly Runnable[]): Runnable {
+  return {
+    get ready() {
+      return parts.every((p) => p.ready);
+    },
+    start: async () => void (await Promise.all(parts.map((p) => p.start()))),
+    stop: async () => void (await Promise.all(parts.map((p) => p.stop()))),
+  };
+}
+
+function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined, health: Server | undefined, logger: Logger, config: ControllerConfig): Promise<number> {
   return new Promise((resolve) => {
     let exiting = false;
     const shutdown = async (code: number, why: string): Promise<void> => {

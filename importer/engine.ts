@@ -21,7 +21,9 @@ import { checkInfo, qemuCheck, qemuConvert, qemuInfo, supportsDirectIo } from '.
 import { writeRaw } from './raw-writer.js';
 import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
-import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor } from './sources/http-source.js';
+import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor, type ResumePolicy } from './sources/http-source.js';
+import { openS3, parseS3Location } from './sources/s3-source.js';
+import { openRegistry } from './sources/registry-source.js';
 import { serveHttpOverNbd } from './nbdkit.js';
 import { fetchParallelToFile } from './parallel-fetch.js';
 import type { OpenedSource, SourceOpener } from './sources/source.js';
@@ -69,6 +71,12 @@ export interface EngineDeps {
 const TRANSFER_SHARE_WITH_CONVERT = 50;
 
 export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: number) => Promise<void>, log?: Logger): SourceOpener {
+  const resume: ResumePolicy = {
+    attempts: tuning.resumeAttempts,
+    backoffMs: Math.min(tuning.backoffMs, 1000),
+    sleep,
+    onResume: (offset, attempt, cause) => log?.warn({ offset, attempt, code: cause.code }, `transfer broke, resuming at byte ${offset}: ${cause.message}`),
+  };
   switch (spec.source) {
     case ImportSource.Http:
       if (!/^https?:\/\//i.test(spec.endpoint)) {
@@ -84,13 +92,37 @@ export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: nu
             ...(spec.credentials ? { credentials: spec.credentials } : {}),
             ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
           },
-          {
-            attempts: tuning.resumeAttempts,
-            backoffMs: Math.min(tuning.backoffMs, 1000),
-            sleep,
-            onResume: (offset, attempt, cause) => log?.warn({ offset, attempt, code: cause.code }, `transfer broke, resuming at byte ${offset}: ${cause.message}`),
-          },
+          resume,
         );
+    case ImportSource.S3: {
+      const location = parseS3Location(spec.endpoint, { ...(spec.s3Endpoint ? { endpoint: spec.s3Endpoint } : {}), ...(spec.s3Region ? { region: spec.s3Region } : {}) });
+      return () =>
+        openS3(
+          {
+            location,
+            insecureTls: spec.insecureTls,
+            timeouts: tuning.http,
+            ...(spec.credentials ? { credentials: spec.credentials } : {}),
+            ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
+          },
+          resume,
+        );
+    }
+    case ImportSource.Registry:
+      // As in CDI: a registry holds disk images (containerDisks), never archives.
+      if (spec.contentType !== ContentType.Kubevirt) {
+        throw new FerryError(ErrorCode.InvalidSpec, `the registry source imports disk images only (content type kubevirt), not ${spec.contentType}`);
+      }
+      return () =>
+        openRegistry({
+          endpoint: spec.endpoint,
+          insecureTls: spec.insecureTls,
+          proxy: spec.proxy,
+          timeouts: tuning.http,
+          resume,
+          ...(spec.credentials ? { credentials: spec.credentials } : {}),
+          ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
+        });
     case ImportSource.File:
       return () => openFile(spec.endpoint);
     default:

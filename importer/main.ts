@@ -41,6 +41,8 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
 
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const logger = createLogger({ name: 'ferry-importer', level: env.FERRY_LOG_LEVEL ?? 'info' });
+  // The AWS SDK's "needs Node 22 from 2027" notice is not for pod logs (the SDK reads this itself).
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const terminationPath = env.FERRY_TERMINATION_LOG ?? TERMINATION_MESSAGE_PATH;
   // Stopped mid-import (pod deleted, node drained): say so, retryably. The disk was never renamed
   // into place, so nothing half-written looks complete.

@@ -64,6 +64,10 @@ export interface ImportSpec {
   /** UID that labels the progress metric (the PVC's owner, as CDI does). */
   readonly ownerUid?: string;
   readonly proxy: ProxySettings;
+  /** s3 only: the store an `s3://bucket/key` endpoint is read from (`http(s)://host:port`); default AWS. */
+  readonly s3Endpoint?: string;
+  /** s3 only: the region requests are signed for (default us-east-1). */
+  readonly s3Region?: string;
 }
 
 /** Environment variable names; the controller uses these when it builds the importer pod. */
@@ -83,6 +87,8 @@ export const ImportEnv = {
   TargetKind: 'IMPORTER_TARGET_KIND',
   TargetPath: 'IMPORTER_TARGET_PATH',
   ScratchDir: 'IMPORTER_SCRATCH_DIR',
+  S3Endpoint: 'IMPORTER_S3_ENDPOINT',
+  S3Region: 'IMPORTER_S3_REGION',
   HttpProxy: 'http_proxy',
   HttpsProxy: 'https_proxy',
   NoProxy: 'no_proxy',
@@ -174,6 +180,8 @@ export function decodeImportEnv(env: Env): ImportSpec {
     preallocation: parseBool(ImportEnv.Preallocation, get(ImportEnv.Preallocation)),
     ...(get(ImportEnv.ScratchDir) !== undefined ? { scratchDir: get(ImportEnv.ScratchDir) } : {}),
     ...(get(ImportEnv.OwnerUid) !== undefined ? { ownerUid: get(ImportEnv.OwnerUid) } : {}),
+    ...(get(ImportEnv.S3Endpoint) !== undefined ? { s3Endpoint: get(ImportEnv.S3Endpoint) } : {}),
+    ...(get(ImportEnv.S3Region) !== undefined ? { s3Region: get(ImportEnv.S3Region) } : {}),
     proxy: {
       ...(get(ImportEnv.HttpProxy) ?? get('HTTP_PROXY') ? { httpProxy: get(ImportEnv.HttpProxy) ?? get('HTTP_PROXY') } : {}),
       ...(get(ImportEnv.HttpsProxy) ?? get('HTTPS_PROXY') ? { httpsProxy: get(ImportEnv.HttpsProxy) ?? get('HTTPS_PROXY') } : {}),
@@ -207,6 +215,8 @@ export function encodeImportEnv(spec: ImportSpec): Record<string, string> {
   if (spec.capacity !== undefined) env[ImportEnv.ImageSize] = String(spec.capacity);
   if (spec.scratchDir !== undefined) env[ImportEnv.ScratchDir] = spec.scratchDir;
   if (spec.ownerUid !== undefined) env[ImportEnv.OwnerUid] = spec.ownerUid;
+  if (spec.s3Endpoint !== undefined) env[ImportEnv.S3Endpoint] = spec.s3Endpoint;
+  if (spec.s3Region !== undefined) env[ImportEnv.S3Region] = spec.s3Region;
   if (spec.proxy.httpProxy !== undefined) env[ImportEnv.HttpProxy] = spec.proxy.httpProxy;
   if (spec.proxy.httpsProxy !== undefined) env[ImportEnv.HttpsProxy] = spec.proxy.httpsProxy;
   if (spec.proxy.noProxy !== undefined) env[ImportEnv.NoProxy] = spec.proxy.noProxy;

@@ -212,6 +212,63 @@ export interface ResumePolicy {
   readonly onResume?: (offset: number, attempt: number, cause: FerryError) => void;
 }
 
+/** One response body being read, and how to let go of it. */
+export interface BodyPart {
+  readonly body: AsyncIterable<Buffer>;
+  close(): void;
+}
+
+/** How a broken body continues: `reopen` must serve the same version (a validator) or throw. */
+export interface Resumption {
+  readonly policy: ResumePolicy;
+  reopen(offset: number): Promise<BodyPart>;
+}
+
+/**
+ * Hands on `first`'s bytes, errors classified, and lets go of the body however the reading ends.
+ * When the body breaks with a retryable error (reset, early close, idle timeout) and `resume` is
+ * given, continues from the bytes already handed on: the consumer sees one uninterrupted stream.
+ */
+export async function* resumingBody(first: BodyPart, classify: (err: unknown) => FerryError, resume?: Resumption): ByteStream {
+  let current = first;
+  let received = 0;
+  // Attempts count breaks in a row without progress: a server that drops the connection every
+  // few hundred MiB but keeps delivering is resumed as often as it takes, without growing waits.
+  let stalled = 0;
+  let resumes = 0;
+  let receivedAtLastBreak = -1;
+  try {
+    for (;;) {
+      try {
+        for await (const chunk of current.body) {
+          received += chunk.length;
+          yield chunk;
+        }
+        return;
+      } catch (err) {
+        const error = classify(err);
+        current.close();
+        stalled = received > receivedAtLastBreak ? 1 : stalled + 1;
+        receivedAtLastBreak = received;
+        resumes += 1;
+        if (resume === undefined || !error.retryable || stalled > resume.policy.attempts || resumes > MAX_RESUMES) throw error;
+        const { policy } = resume;
+        policy.onResume?.(received, resumes, error);
+        // Reconnect at once after a break that followed progress; back off while nothing arrives.
+        if (stalled > 1) await policy.sleep(Math.min(30_000, policy.backoffMs * 2 ** (stalled - 2)));
+        try {
+          current = await resume.reopen(received);
+        } catch (reopenError) {
+          // The break is the real cause; say why resuming did not help.
+          throw new FerryError(error.code, `${error.message}; resuming failed: ${(reopenError as Error).message}`, { cause: reopenError });
+        }
+      }
+    }
+  } finally {
+    current.close();
+  }
+}
+
 /**
  * Opens the URL. When the body breaks (reset, early close, idle timeout) and the server serves
  * byte ranges with a strong validator that has not changed, the transfer continues from the bytes
@@ -226,6 +283,9 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
   const validator = validatorOf(first.response);
   const resumable = resume !== undefined && resume.attempts > 0 && acceptsRanges && length !== undefined && validator !== undefined;
 
+  const classify = (err: unknown): FerryError => classifyHttpError(err, url);
+  const bodyOf = (opened: Opened): BodyPart => ({ body: opened.request, close: () => opened.request.destroy() });
+
   async function reopen(offset: number): Promise<Opened> {
     const ifRange = first.response.headers.etag ?? first.response.headers['last-modified'] ?? '';
     const next = await send(options, ca, { range: `bytes=${offset}-`, 'if-range': ifRange });
@@ -238,45 +298,6 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     return next;
   }
 
-  async function* body(): ByteStream {
-    let current = first;
-    let received = 0;
-    // Attempts count breaks in a row without progress: a server that drops the connection every
-    // few hundred MiB but keeps delivering is resumed as often as it takes, without growing waits.
-    let stalled = 0;
-    let resumes = 0;
-    let receivedAtLastBreak = -1;
-    try {
-      for (;;) {
-        try {
-          for await (const chunk of current.request) {
-            received += (chunk as Buffer).length;
-            yield chunk as Buffer;
-          }
-          return;
-        } catch (err) {
-          const error = classifyHttpError(err, url);
-          current.request.destroy();
-          stalled = received > receivedAtLastBreak ? 1 : stalled + 1;
-          receivedAtLastBreak = received;
-          resumes += 1;
-          if (!resumable || !error.retryable || stalled > resume.attempts || resumes > MAX_RESUMES) throw error;
-          resume.onResume?.(received, resumes, error);
-          // Reconnect at once after a break that followed progress; back off while nothing arrives.
-          if (stalled > 1) await resume.sleep(Math.min(30_000, resume.backoffMs * 2 ** (stalled - 2)));
-          try {
-            current = await reopen(received);
-          } catch (reopenError) {
-            // The break is the real cause; say why resuming did not help.
-            throw new FerryError(error.code, `${error.message}; resuming failed: ${(reopenError as Error).message}`, { cause: reopenError });
-          }
-        }
-      }
-    } finally {
-      current.request.destroy();
-    }
-  }
-
   async function openRange(start: number, end: number): Promise<ByteStream> {
     const ifRange = first.response.headers.etag ?? first.response.headers['last-modified'] ?? '';
     const part = await send(options, ca, { range: `bytes=${start}-${end}`, 'if-range': ifRange });
@@ -284,19 +305,11 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
       part.request.destroy();
       throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(url)} did not serve bytes ${start}-${end} of the same image (status ${part.response.statusCode})`);
     }
-    return (async function* (): ByteStream {
-      try {
-        for await (const chunk of part.request) yield chunk as Buffer;
-      } catch (err) {
-        throw classifyHttpError(err, url);
-      } finally {
-        part.request.destroy();
-      }
-    })();
+    return resumingBody(bodyOf(part), classify);
   }
 
   return {
-    stream: body(),
+    stream: resumingBody(bodyOf(first), classify, resumable ? { policy: resume, reopen: async (offset) => bodyOf(await reopen(offset)) } : undefined),
     ...(length !== undefined ? { size: length } : {}),
     ...(acceptsRanges && length !== undefined && validator !== undefined ? { openRange } : {}),
     acceptsRanges,

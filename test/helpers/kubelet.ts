@@ -14,7 +14,7 @@ export async function setPodStatus(
   core: CoreV1Api,
   pod: V1Pod,
   phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed',
-  options: { podIP?: string; terminated?: { exitCode: number; message: string }; waitingReason?: string } = {},
+  options: { podIP?: string; terminated?: { exitCode: number; message: string }; waitingReason?: string; ready?: boolean } = {},
 ): Promise<void> {
   const container = pod.spec?.containers?.[0];
   let state: V1ContainerState;
@@ -41,7 +41,7 @@ export async function setPodStatus(
         name: container?.name ?? 'importer',
         image: container?.image ?? 'unknown',
         imageID: '',
-        ready: phase === 'Running',
+        ready: options.ready ?? phase === 'Running',
         restartCount: 0,
         state,
       },

@@ -39,6 +39,7 @@ const specs: Array<[string, ImportSpec]> = [
   ['archive with a directory target', { ...base, endpoint: 'https://x.example.com/a.tar.gz', contentType: 'archive', target: { kind: 'directory', path: '/data' } }],
   ['block target', { ...base, target: { kind: 'block', path: '/dev/cdi-block-volume' }, filesystemOverhead: 0, capacity: 20 * GiB }],
   ['s3 with keys', { ...base, source: 's3', endpoint: 'https://s3.example.com/bucket/disk.img', credentials: { username: 'AKID', password: 'SECRET' } }],
+  ['s3 URL with an endpoint override and a region', { ...base, source: 's3', endpoint: 's3://bucket/images/disk.img', s3Endpoint: 'http://127.0.0.1:7480', s3Region: 'eu-west-1' }],
   ['local file', { ...base, source: 'file', endpoint: '/images/disk.vmdk', checksum: { algorithm: 'md5', hex: '0f'.repeat(16) } }],
 ];
 
@@ -47,6 +48,11 @@ describe('encodeImportEnv / decodeImportEnv', () => {
     const env = encodeImportEnv(spec);
     for (const value of Object.values(env)) expect(typeof value).toBe('string');
     expect(decodeImportEnv(env)).toEqual(spec);
+  });
+
+  test('the s3 endpoint and region travel as IMPORTER_S3_ENDPOINT and IMPORTER_S3_REGION', () => {
+    const env = encodeImportEnv({ ...base, source: 's3', endpoint: 's3://b/k', s3Endpoint: 'https://minio.local:9000', s3Region: 'eu-west-1' });
+    expect(env).toMatchObject({ IMPORTER_SOURCE: 's3', IMPORTER_ENDPOINT: 's3://b/k', IMPORTER_S3_ENDPOINT: 'https://minio.local:9000', IMPORTER_S3_REGION: 'eu-west-1' });
   });
 
   test('the decoded spec is frozen', () => {

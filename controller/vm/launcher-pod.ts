@@ -1,0 +1,220 @@
+/**
+ * VMI → launcher pod, as a pure function. The pod runs `ferry launcher` (libvirtd + QEMU inside the
+ * pod) non-root under the "restricted" Pod Security Standard, with KubeVirt's labels, annotations and
+ * mount paths, so Services selecting the VMI's labels and PVCs prepared for KubeVirt work unchanged.
+ */
+
+import { createHash } from 'node:crypto';
+import type { V1Container, V1Pod, V1PodSpec, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
+import { MiB, parseQuantity } from '../../src/quantity.js';
+import { API_VERSION, claimOf, Kind, VmAnnotation, type VirtualMachineInstance, vmiId, VmLabel } from '../../src/vm/api.js';
+import { guestMemoryBytes, vcpuCount } from '../../src/vm/defaults.js';
+import { cloudInitSecretDir, PodPath } from '../../src/vm/launch-plan.js';
+import { memoryOverheadBytes } from '../../src/vm/overhead.js';
+
+/** The UID KubeVirt's launcher and QEMU run as (the `qemu` user); PVC files are group-owned by it. */
+export const LAUNCHER_UID = 107;
+export const COMPUTE_CONTAINER = 'compute';
+/** Environment variable carrying the VMI (JSON) into the launcher. */
+export const VMI_ENV = 'FERRY_VMI';
+/** KubeVirt pads the pod's grace period so the launcher can still destroy a guest that ignored ACPI. */
+export const GRACE_PADDING_SECONDS = 30;
+/** Requested CPU per vCPU: KubeVirt's default cpuAllocationRatio of 10. */
+export const MILLICPU_PER_VCPU = 100;
+
+export interface LauncherConfig {
+  readonly launcherImage: string;
+  readonly launcherPullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  /** Cluster setting: run guests under TCG where the node has no working /dev/kvm. */
+  readonly allowEmulation: boolean;
+  /** Port of the launcher's /readyz and /status endpoint. */
+  readonly launcherStatusPort: number;
+}
+
+/** What the controller knows about a volume's PVC from its cache. */
+export interface ClaimInfo {
+  readonly block: boolean;
+}
+
+/**
+ * A deterministic pod name per VMI incarnation: a re-created VMI (new UID) gets a new pod, and a
+ * repeated create of the same one is AlreadyExists, not a second pod.
+ */
+export function launcherPodName(vmi: VirtualMachineInstance): string {
+  const name = vmi.metadata.name ?? '';
+  const hash = createHash('sha256').update(vmi.metadata.uid ?? name).digest('hex').slice(0, 5);
+  const prefix = 'virt-launcher-';
+  const keep = 63 - prefix.length - hash.length - 1;
+  return `${prefix}${name.slice(0, keep).replace(/[-.]+$/, '')}-${hash}`;
+}
+
+/** Resources for the compute container: guest memory + measured overhead, 100m per vCPU. */
+export function launcherResources(vmi: VirtualMachineInstance, config: LauncherConfig): { requests: Record<string, string>; limits: Record<string, string>; overhead: number } {
+  const spec = vmi.spec;
+  const guest = guestMemoryBytes(spec) ?? 0;
+  const overhead = memoryOverheadBytes(spec, { emulation: config.allowEmulation });
+  const addOverhead = spec.domain.resources?.overcommitGuestOverhead !== true;
+  const requestedMemory = spec.domain.resources?.requests?.memory;
+  const memoryRequest = (requestedMemory !== undefined ? parseQuantity(requestedMemory) : guest) + (addOverhead ? overhead : 0);
+  const requests: Record<string, string> = {
+    memory: `${Math.ceil(memoryRequest / MiB)}Mi`,
+    cpu: spec.domain.resources?.requests?.cpu ?? `${vcpuCount(spec) * MILLICPU_PER_VCPU}m`,
+  };
+  const limits: Record<string, string> = {};
+  const memoryLimit = spec.domain.resources?.limits?.memory;
+  if (memoryLimit !== undefined) limits.memory = `${Math.ceil((parseQuantity(memoryLimit) + overhead) / MiB)}Mi`;
+  const cpuLimit = spec.domain.resources?.limits?.cpu;
+  if (cpuLimit !== undefined) limits.cpu = cpuLimit;
+  // Without emulation the pod must land where KVM works: KubeVirt's device-plugin resource.
+  if (!config.allowEmulation) limits['devices.kubevirt.io/kvm'] = '1';
+  return { requests, limits, overhead };
+}
+
+function podLabels(vmi: VirtualMachineInstance): Record<string, string> {
+  return {
+    ...(vmi.metadata.labels ?? {}),
+    [VmLabel.App]: VmLabel.AppLauncher,
+    [VmLabel.CreatedBy]: vmi.metadata.uid ?? '',
+    [VmLabel.VmiId]: vmiId(vmi.metadata.name ?? ''),
+  };
+}
+
+function podAnnotations(vmi: VirtualMachineInstance, overhead: number): Record<string, string> {
+  const copied = Object.fromEntries(Object.entries(vmi.metadata.annotations ?? {}).filter(([k]) => !k.startsWith('kubectl.kubernetes.io')));
+  return {
+    ...copied,
+    [VmAnnotation.Domain]: vmi.metadata.name ?? '',
+    [VmAnnotation.DefaultContainer]: COMPUTE_CONTAINER,
+    [VmAnnotation.MemoryOverhead]: String(overhead),
+  };
+}
+
+/** The VMI as the launcher receives it: identity and spec, nothing the controller owns. */
+export function launcherVmi(vmi: VirtualMachineInstance): VirtualMachineInstance {
+  return {
+    apiVersion: API_VERSION,
+    kind: Kind.VMI,
+    metadata: {
+      name: vmi.metadata.name ?? '',
+      namespace: vmi.metadata.namespace ?? 'default',
+      uid: vmi.metadata.uid ?? '',
+      ...(vmi.metadata.labels ? { labels: vmi.metadata.labels } : {}),
+    },
+    spec: vmi.spec,
+  };
+}
+
+interface Storage {
+  volumes: V1Volume[];
+  mounts: V1VolumeMount[];
+  devices: V1VolumeDevice[];
+}
+
+function storageFor(vmi: VirtualMachineInstance, claims: ReadonlyMap<string, ClaimInfo>): Storage {
+  const volumes: V1Volume[] = [];
+  const mounts: V1VolumeMount[] = [];
+  const devices: V1VolumeDevice[] = [];
+  for (const volume of vmi.spec.volumes ?? []) {
+    const claim = claimOf(volume);
+    if (claim) {
+      volumes.push({ name: volume.name, persistentVolumeClaim: { claimName: claim.claimName, readOnly: claim.readOnly } });
+      if (claims.get(claim.claimName)?.block) devices.push({ name: volume.name, devicePath: `${PodPath.BlockDir}/${volume.name}` });
+      else mounts.push({ name: volume.name, mountPath: `${PodPath.VmiDisks}/${volume.name}`, readOnly: claim.readOnly });
+      continue;
+    }
+    const ci = volume.cloudInitNoCloud;
+    const secretMounts: Array<[string | undefined, string]> = [
+      [ci?.secretRef?.name, cloudInitSecretDir(volume.name, 'user')],
+      [ci?.networkDataSecretRef?.name, cloudInitSecretDir(volume.name, 'network')],
+    ];
+    for (const [secretName, mountPath] of secretMounts) {
+      if (secretName === undefined) continue;
+      const name = `${volume.name}-${mountPath === cloudInitSecretDir(volume.name, 'network') ? 'ndata' : 'udata'}`;
+      volumes.push({ name, secret: { secretName } });
+      mounts.push({ name, mountPath, readOnly: true });
+    }
+  }
+  // Scratch space the launcher owns: sockets, libvirt's runtime state, cloud-init ISO, empty disks.
+  for (const [name, mountPath] of [
+    ['private', PodPath.Private],
+    ['ephemeral-disks', PodPath.EphemeralDisks],
+    ['libvirt-runtime', '/var/run/libvirt'],
+  ] as const) {
+    volumes.push({ name, emptyDir: {} });
+    mounts.push({ name, mountPath });
+  }
+  return { volumes, mounts, devices };
+}
+
+export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMap<string, ClaimInfo>, config: LauncherConfig): V1Pod {
+  const spec = vmi.spec;
+  const { requests, limits, overhead } = launcherResources(vmi, config);
+  const storage = storageFor(vmi, claims);
+  const ports = (spec.domain.devices?.interfaces ?? []).flatMap((iface) =>
+    (iface.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), containerPort: p.port, protocol: p.protocol ?? 'TCP' })),
+  );
+  const grace = spec.terminationGracePeriodSeconds ?? 30;
+  const args = ['launcher', '--status-port', String(config.launcherStatusPort), '--accel', 'auto'];
+  if (config.allowEmulation) args.push('--allow-emulation');
+  const container: V1Container = {
+    name: COMPUTE_CONTAINER,
+    image: config.launcherImage,
+    imagePullPolicy: config.launcherPullPolicy,
+    command: ['ferry'],
+    args,
+    env: [
+      { name: VMI_ENV, value: JSON.stringify(launcherVmi(vmi)) },
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    ],
+    resources: { requests, ...(Object.keys(limits).length > 0 ? { limits } : {}) },
+    ports: [...ports, { name: 'launcher-status', containerPort: config.launcherStatusPort, protocol: 'TCP' }],
+    readinessProbe: { httpGet: { path: '/readyz', port: config.launcherStatusPort }, periodSeconds: 2, failureThreshold: 2 },
+    volumeMounts: storage.mounts,
+    ...(storage.devices.length > 0 ? { volumeDevices: storage.devices } : {}),
+    terminationMessagePath: '/dev/termination-log',
+    terminationMessagePolicy: 'FallbackToLogsOnError',
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      runAsNonRoot: true,
+      // Ports below 1024 forwarded to the guest need this one capability; "restricted" allows it.
+      capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+  const podSpec: V1PodSpec = {
+    restartPolicy: 'Never',
+    terminationGracePeriodSeconds: grace + GRACE_PADDING_SECONDS,
+    enableServiceLinks: false,
+    automountServiceAccountToken: false,
+    hostname: spec.hostname ?? (vmi.metadata.name ?? '').split('.')[0]!.slice(0, 63),
+    ...(spec.subdomain ? { subdomain: spec.subdomain } : {}),
+    ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
+    ...(spec.affinity ? { affinity: spec.affinity as V1PodSpec['affinity'] } : {}),
+    ...(spec.tolerations ? { tolerations: spec.tolerations } : {}),
+    ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
+    ...(spec.schedulerName ? { schedulerName: spec.schedulerName } : {}),
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: LAUNCHER_UID,
+      runAsGroup: LAUNCHER_UID,
+      fsGroup: LAUNCHER_UID,
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    containers: [container],
+    volumes: storage.volumes,
+  };
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: launcherPodName(vmi),
+      namespace: vmi.metadata.namespace ?? 'default',
+      labels: podLabels(vmi),
+      annotations: podAnnotations(vmi, overhead),
+      ownerReferences: [
+        { apiVersion: API_VERSION, kind: Kind.VMI, name: vmi.metadata.name ?? '', uid: vmi.metadata.uid ?? '', controller: true, blockOwnerDeletion: true },
+      ],
+    },
+    spec: podSpec,
+  };
+}

@@ -1,0 +1,194 @@
+/**
+ * The VM controller's behaviour as one pure function: a VirtualMachine and its VMI (same name) →
+ * create or delete the VMI per run strategy, and the VM's status. Run strategies as KubeVirt's:
+ * Always (restart whenever the VMI ends), RerunOnFailure (restart after Failed only), Once (run one
+ * VMI to its end), Manual (only start/stop requests), Halted (no VMI); `running: true|false` maps to
+ * Always|Halted. Failed starts back off exponentially, shown as CrashLoopBackOff.
+ */
+
+import {
+  API_VERSION,
+  type Condition,
+  ConditionType,
+  isFinal,
+  Kind,
+  PrintableStatus,
+  RunStrategy,
+  runStrategyOf,
+  type StateChangeRequest,
+  StateChangeAction,
+  type VirtualMachine,
+  type VirtualMachineInstance,
+  VmiPhase,
+  type VmStatus,
+} from '../../src/vm/api.js';
+import { firmwareUuid } from '../../src/vm/defaults.js';
+import { conditionStatus, nextConditions, sameJson } from './conditions.js';
+
+export interface VmConfig {
+  /** Delay before restarting after the first failed run; doubled per consecutive failure. */
+  readonly startBackoffMs: number;
+  readonly maxStartBackoffMs: number;
+}
+
+export const DEFAULT_VM_CONFIG: VmConfig = Object.freeze({ startBackoffMs: 10_000, maxStartBackoffMs: 300_000 });
+
+export interface VmObserved {
+  readonly vm: VirtualMachine;
+  readonly vmi?: VirtualMachineInstance;
+  readonly now: number;
+}
+
+export type VmAction =
+  | { readonly type: 'createVmi'; readonly vmi: VirtualMachineInstance }
+  | { readonly type: 'deleteVmi'; readonly name: string; readonly uid: string }
+  | { readonly type: 'patchVmStatus'; readonly status: VmStatus }
+  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+
+export interface VmPlan {
+  readonly actions: readonly VmAction[];
+  readonly requeueAfterMs?: number;
+}
+
+export function startBackoffMs(failures: number, config: VmConfig): number {
+  return Math.min(config.maxStartBackoffMs, config.startBackoffMs * 2 ** Math.max(0, failures - 1));
+}
+
+/** The VMI a VM runs: its template, named as the VM, owned by it, with a stable firmware UUID. */
+export function vmiFromVm(vm: VirtualMachine): VirtualMachineInstance {
+  const name = vm.metadata.name ?? '';
+  const namespace = vm.metadata.namespace ?? 'default';
+  const template = vm.spec.template;
+  const domain = template.spec.domain ?? {};
+  return {
+    apiVersion: API_VERSION,
+    kind: Kind.VMI,
+    metadata: {
+      name,
+      namespace,
+      ...(template.metadata?.labels ? { labels: { ...template.metadata.labels } } : {}),
+      ...(template.metadata?.annotations ? { annotations: { ...template.metadata.annotations } } : {}),
+      ownerReferences: [{ apiVersion: API_VERSION, kind: Kind.VM, name, uid: vm.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
+    },
+    spec: {
+      ...template.spec,
+      domain: { ...domain, firmware: { ...(domain.firmware ?? {}), uuid: domain.firmware?.uuid ?? firmwareUuid(namespace, name) } },
+    },
+  };
+}
+
+type Intent = 'run' | 'stop' | 'leave';
+
+interface Decision {
+  intent: Intent;
+  /** Requests left after this reconcile acted on the first one. */
+  requests: StateChangeRequest[];
+}
+
+function decide(strategy: RunStrategy, vmi: VirtualMachineInstance | undefined, requests: readonly StateChangeRequest[]): Decision {
+  const phase = vmi?.status?.phase;
+  const first = requests[0];
+  if ((strategy === RunStrategy.Manual || strategy === RunStrategy.RerunOnFailure) && first) {
+    const rest = requests.slice(1);
+    if (first.action === StateChangeAction.Stop) {
+      // Done once the targeted VMI (or any, when no UID was named) is gone.
+      const targeted = vmi !== undefined && (first.uid === undefined || first.uid === vmi.metadata.uid);
+      return targeted ? { intent: 'stop', requests: [...requests] } : { intent: 'leave', requests: rest };
+    }
+    // Start: a finished VMI is removed first, then a new one is created.
+    if (vmi && isFinal(phase)) return { intent: 'stop', requests: [...requests] };
+    if (vmi) return { intent: 'leave', requests: rest };
+    return { intent: 'run', requests: rest };
+  }
+  switch (strategy) {
+    case RunStrategy.Halted:
+      return { intent: 'stop', requests: [] };
+    case RunStrategy.Always:
+      return { intent: vmi && isFinal(phase) ? 'stop' : 'run', requests: [] };
+    case RunStrategy.RerunOnFailure:
+      if (vmi && phase === VmiPhase.Failed) return { intent: 'stop', requests: [] };
+      return { intent: vmi ? 'leave' : 'run', requests: [] };
+    case RunStrategy.Once:
+      return { intent: vmi ? 'leave' : 'run', requests: [] };
+    case RunStrategy.Manual:
+      return { intent: 'leave', requests: [] };
+  }
+}
+
+function printable(vm: VirtualMachine, vmi: VirtualMachineInstance | undefined, backingOff: boolean): PrintableStatus {
+  if (vm.metadata.deletionTimestamp) return PrintableStatus.Terminating;
+  if (!vmi) return backingOff ? PrintableStatus.CrashLoopBackOff : PrintableStatus.Stopped;
+  if (vmi.metadata.deletionTimestamp) return PrintableStatus.Stopping;
+  const phase = vmi.status?.phase;
+  if (isFinal(phase)) return backingOff ? PrintableStatus.CrashLoopBackOff : PrintableStatus.Stopped;
+  if (phase === VmiPhase.Running) return PrintableStatus.Running;
+  const scheduled = vmi.status?.conditions?.find((c) => c.type === ConditionType.PodScheduled);
+  if (scheduled?.reason === 'PVCNotFound') return PrintableStatus.ErrorPvcNotFound;
+  if (scheduled?.reason === 'DataVolumeNotReady') return PrintableStatus.Provisioning;
+  return PrintableStatus.Starting;
+}
+
+export function planVm(observed: VmObserved, config: VmConfig): VmPlan {
+  const { vm, vmi, now } = observed;
+  const strategy = runStrategyOf(vm);
+  const actions: VmAction[] = [];
+  const nowIso = new Date(now).toISOString();
+
+  if (vm.metadata.deletionTimestamp) {
+    if (vmi && !vmi.metadata.deletionTimestamp) actions.push({ type: 'deleteVmi', name: vmi.metadata.name ?? '', uid: vmi.metadata.uid ?? '' });
+    return { actions };
+  }
+
+  // Count each failed VMI once; a VMI that reached Running clears the count.
+  let startFailure = vm.status?.startFailure;
+  const vmiPhase = vmi?.status?.phase;
+  const restarts = strategy === RunStrategy.Always || strategy === RunStrategy.RerunOnFailure;
+  if (vmi && vmiPhase === VmiPhase.Failed && restarts && startFailure?.lastFailedVMIUID !== vmi.metadata.uid) {
+    const count = (startFailure?.consecutiveFailCount ?? 0) + 1;
+    startFailure = {
+      consecutiveFailCount: count,
+      lastFailedVMIUID: vmi.metadata.uid ?? '',
+      retryAfterTimestamp: new Date(now + startBackoffMs(count, config)).toISOString(),
+    };
+  } else if (vmiPhase === VmiPhase.Running && startFailure) {
+    startFailure = undefined;
+  }
+  const retryAt = startFailure?.retryAfterTimestamp ? Date.parse(startFailure.retryAfterTimestamp) : undefined;
+  const backingOff = retryAt !== undefined && retryAt > now;
+
+  const decision = decide(strategy, vmi, vm.status?.stateChangeRequests ?? []);
+  let requeueAfterMs: number | undefined;
+  if (decision.intent === 'stop' && vmi && !vmi.metadata.deletionTimestamp) {
+    actions.push({ type: 'deleteVmi', name: vmi.metadata.name ?? '', uid: vmi.metadata.uid ?? '' });
+    actions.push({ type: 'event', eventType: 'Normal', reason: 'SuccessfulDelete', message: `Stopped the virtual machine by deleting the virtual machine instance ${vmi.metadata.uid ?? ''}` });
+  } else if (decision.intent === 'run' && !vmi) {
+    if (backingOff && retryAt !== undefined) {
+      requeueAfterMs = retryAt - now;
+    } else {
+      actions.push({ type: 'createVmi', vmi: vmiFromVm(vm) });
+      actions.push({ type: 'event', eventType: 'Normal', reason: 'SuccessfulCreate', message: `Started the virtual machine by creating the new virtual machine instance ${vm.metadata.name ?? ''}` });
+    }
+  }
+
+  const created = vmi !== undefined && !vmi.metadata.deletionTimestamp;
+  const ready = created && conditionStatus(vmi?.status?.conditions, ConditionType.Ready) === 'True';
+  const readyCondition: Condition['status'] = ready ? 'True' : 'False';
+  const status: VmStatus = {
+    ...(vm.status ?? {}),
+    created,
+    ready,
+    printableStatus: printable(vm, vmi, backingOff && decision.intent === 'run'),
+    runStrategy: strategy,
+    conditions: nextConditions(vm.status?.conditions, [{ type: ConditionType.Ready, status: readyCondition, ...(ready ? {} : { reason: vmi ? 'VMINotReady' : 'VMINotExists' }) }], nowIso),
+    ...(vm.metadata.generation !== undefined ? { observedGeneration: vm.metadata.generation } : {}),
+  };
+  if (decision.requests.length > 0) status.stateChangeRequests = decision.requests;
+  else delete status.stateChangeRequests;
+  if (startFailure) status.startFailure = startFailure;
+  else delete status.startFailure;
+
+  const strip = (s: VmStatus): unknown => ({ ...s, conditions: (s.conditions ?? []).map((c) => ({ type: c.type, status: c.status, reason: c.reason })) });
+  // Status last: a Start request is only cleared after its VMI was created.
+  if (!sameJson(strip(vm.status ?? {}), strip(status))) actions.push({ type: 'patchVmStatus', status });
+  return { actions, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
+}

@@ -1,0 +1,248 @@
+/**
+ * The VMI controller's behaviour as one pure function: the VMI, its launcher pod, the PVCs its
+ * volumes name, and what the launcher reported → what to do. Phases follow KubeVirt (Pending →
+ * Scheduling → Scheduled → Running → Succeeded/Failed); unlike KubeVirt there is no node agent, so
+ * the launcher pod's own status carries the guest's: Ready means the domain runs, Succeeded means
+ * the guest powered off, Failed carries the launcher's termination message. A pod that disappears
+ * under a started VMI makes it Failed: terminal, never stuck.
+ */
+
+import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import { Annotation, PodPhase } from '../../src/cdi.js';
+import {
+  claimOf,
+  type Condition,
+  ConditionReason,
+  ConditionType,
+  FOREGROUND_FINALIZER,
+  isFinal,
+  type VirtualMachineInstance,
+  VmiPhase,
+  type VmiStatus,
+} from '../../src/vm/api.js';
+import { defaultVmiSpec, validateVmiSpec } from '../../src/vm/defaults.js';
+import { type ConditionInput, nextConditions, sameJson } from './conditions.js';
+import { buildLauncherPod, type ClaimInfo, type LauncherConfig, launcherPodName } from './launcher-pod.js';
+
+/** What the launcher said about the guest: its termination message, or its live /status. */
+export interface LauncherReport {
+  readonly phase?: 'Succeeded' | 'Failed';
+  readonly reason?: string;
+  readonly message?: string;
+  /** 'tcg' when the guest runs under software emulation. */
+  readonly accel?: 'kvm' | 'tcg';
+}
+
+export interface VmiObserved {
+  readonly vmi: VirtualMachineInstance;
+  /** The pod with the launcher's deterministic name for this VMI, if any. */
+  readonly pod?: V1Pod;
+  /** Each claim the VMI's volumes name → the PVC, or undefined when it does not exist. */
+  readonly claims: ReadonlyMap<string, V1PersistentVolumeClaim | undefined>;
+  readonly report?: LauncherReport;
+  readonly now: number;
+}
+
+export type VmiAction =
+  | { readonly type: 'createPod'; readonly pod: V1Pod }
+  | { readonly type: 'deletePod'; readonly name: string }
+  | { readonly type: 'setFinalizers'; readonly finalizers: readonly string[] }
+  | { readonly type: 'patchStatus'; readonly status: VmiStatus }
+  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+
+export interface VmiPlan {
+  readonly actions: readonly VmiAction[];
+  /** Ask the launcher for its live status (accelerator) at this pod IP. */
+  readonly scrape?: { readonly podIP: string };
+}
+
+const StartedPhases: readonly string[] = [VmiPhase.Scheduling, VmiPhase.Scheduled, VmiPhase.Running];
+
+function podReady(pod: V1Pod): boolean {
+  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? pod.status?.containerStatuses?.[0]?.ready === true;
+}
+
+/** Why a VMI cannot start yet: a missing PVC, or one CDI is still importing into. */
+function claimsBlocking(vmi: VirtualMachineInstance, claims: VmiObserved['claims']): ConditionInput | undefined {
+  for (const volume of vmi.spec.volumes ?? []) {
+    const claim = claimOf(volume);
+    if (!claim) continue;
+    const pvc = claims.get(claim.claimName);
+    if (!pvc) {
+      return { type: ConditionType.PodScheduled, status: 'False', reason: 'PVCNotFound', message: `PVC ${vmi.metadata.namespace}/${claim.claimName} does not exist` };
+    }
+    const annotations = pvc.metadata?.annotations ?? {};
+    const importing = (annotations[Annotation.Endpoint] !== undefined || annotations[Annotation.LegacyEndpoint] !== undefined || annotations[Annotation.Source] !== undefined) &&
+      annotations[Annotation.PodPhase] !== PodPhase.Succeeded;
+    if (importing) {
+      return { type: ConditionType.PodScheduled, status: 'False', reason: 'DataVolumeNotReady', message: `PVC ${claim.claimName} is still being imported` };
+    }
+  }
+  return undefined;
+}
+
+function claimInfo(claims: VmiObserved['claims']): Map<string, ClaimInfo> {
+  const info = new Map<string, ClaimInfo>();
+  for (const [name, pvc] of claims) if (pvc) info.set(name, { block: pvc.spec?.volumeMode === 'Block' });
+  return info;
+}
+
+interface Desired {
+  phase: VmiPhase;
+  reason?: string;
+  conditions: ConditionInput[];
+  nodeName?: string;
+  podIP?: string;
+}
+
+function statusFrom(observed: VmiObserved, desired: Desired, spec: VirtualMachineInstance['spec']): VmiStatus {
+  const now = new Date(observed.now).toISOString();
+  const current = observed.vmi.status ?? {};
+  const transitions = [...(current.phaseTransitionTimestamps ?? [])];
+  if (current.phase !== desired.phase) transitions.push({ phase: desired.phase, phaseTransitionTimestamp: now });
+  const pod = observed.pod;
+  const status: VmiStatus = {
+    ...current,
+    phase: desired.phase,
+    conditions: nextConditions(current.conditions, desired.conditions, now),
+    phaseTransitionTimestamps: transitions,
+    machine: { type: spec.domain.machine?.type ?? 'q35' },
+  };
+  if (desired.reason !== undefined) status.reason = desired.reason;
+  else delete status.reason;
+  if (desired.nodeName !== undefined) status.nodeName = desired.nodeName;
+  if (pod?.metadata?.uid && desired.nodeName !== undefined) status.activePods = { [pod.metadata.uid]: desired.nodeName };
+  if (desired.podIP !== undefined) {
+    const ips = pod?.status?.podIPs?.map((p) => p.ip).filter((ip): ip is string => typeof ip === 'string') ?? [desired.podIP];
+    const iface = spec.domain.devices?.interfaces?.[0];
+    status.interfaces = [{ ...(iface ? { name: iface.name } : {}), ipAddress: desired.podIP, ipAddresses: ips, infoSource: 'pod' }];
+  }
+  return status;
+}
+
+function patchIfChanged(observed: VmiObserved, status: VmiStatus): VmiAction[] {
+  const current = observed.vmi.status ?? {};
+  const comparable = (s: VmiStatus): unknown => ({
+    ...s,
+    conditions: (s.conditions ?? []).map((c: Condition) => ({ type: c.type, status: c.status, reason: c.reason, message: c.message })),
+  });
+  return sameJson(comparable(current), comparable(status)) ? [] : [{ type: 'patchStatus', status }];
+}
+
+function emulationCondition(observed: VmiObserved): ConditionInput[] {
+  if (observed.report?.accel !== 'tcg') return [];
+  return [{ type: ConditionType.SoftwareEmulation, status: 'True', reason: ConditionReason.NoKvm, message: 'the guest runs under QEMU TCG (no usable /dev/kvm on the node)' }];
+}
+
+export function planVmi(observed: VmiObserved, config: LauncherConfig): VmiPlan {
+  const { vmi, pod } = observed;
+  const finalizers = vmi.metadata.finalizers ?? [];
+  const phase = vmi.status?.phase;
+
+  if (vmi.metadata.deletionTimestamp) {
+    if (pod && !pod.metadata?.deletionTimestamp) return { actions: [{ type: 'deletePod', name: pod.metadata?.name ?? '' }] };
+    if (!pod && finalizers.includes(FOREGROUND_FINALIZER)) {
+      return { actions: [{ type: 'setFinalizers', finalizers: finalizers.filter((f) => f !== FOREGROUND_FINALIZER) }] };
+    }
+    return { actions: [] };
+  }
+
+  const actions: VmiAction[] = [];
+  if (!isFinal(phase) && !finalizers.includes(FOREGROUND_FINALIZER)) {
+    actions.push({ type: 'setFinalizers', finalizers: [...finalizers, FOREGROUND_FINALIZER] });
+  }
+  if (isFinal(phase)) {
+    // A finished VMI keeps its pod (logs) but lets go of the finalizer: nothing left to stop.
+    if (!pod && finalizers.includes(FOREGROUND_FINALIZER)) {
+      actions.push({ type: 'setFinalizers', finalizers: finalizers.filter((f) => f !== FOREGROUND_FINALIZER) });
+    }
+    return { actions };
+  }
+
+  const spec = defaultVmiSpec(vmi.spec, vmi.metadata);
+  const notReady = (reason: string, message?: string): ConditionInput => ({ type: ConditionType.Ready, status: 'False', reason, ...(message ? { message } : {}) });
+
+  const problems = validateVmiSpec(spec);
+  if (problems.length > 0) {
+    const message = problems.join('; ');
+    const status = statusFrom(observed, { phase: VmiPhase.Failed, reason: 'InvalidSpec', conditions: [notReady('InvalidSpec', message)] }, spec);
+    return { actions: [...actions, ...patchIfChanged(observed, status), { type: 'event', eventType: 'Warning', reason: 'FailedCreate', message }] };
+  }
+
+  if (!pod) {
+    if (phase !== undefined && StartedPhases.includes(phase)) {
+      const message = 'the launcher pod disappeared';
+      const status = statusFrom(observed, { phase: VmiPhase.Failed, reason: ConditionReason.PodNotExists, conditions: [notReady(ConditionReason.PodNotExists, message)] }, spec);
+      return { actions: [...actions, ...patchIfChanged(observed, status), { type: 'event', eventType: 'Warning', reason: 'Stopped', message }] };
+    }
+    const blocking = claimsBlocking(vmi, observed.claims);
+    if (blocking) {
+      const status = statusFrom(observed, { phase: VmiPhase.Pending, conditions: [notReady(ConditionReason.PodNotExists), blocking] }, spec);
+      return { actions: [...actions, ...patchIfChanged(observed, status)] };
+    }
+    const defaulted: VirtualMachineInstance = { ...vmi, spec };
+    const created = buildLauncherPod(defaulted, claimInfo(observed.claims), config);
+    const status = statusFrom(observed, { phase: VmiPhase.Scheduling, conditions: [notReady(ConditionReason.GuestNotRunning)] }, spec);
+    return {
+      actions: [
+        ...actions,
+        { type: 'createPod', pod: created },
+        ...patchIfChanged(observed, status),
+        { type: 'event', eventType: 'Normal', reason: 'SuccessfulCreate', message: `Created virtual machine pod ${created.metadata?.name ?? ''}` },
+      ],
+    };
+  }
+
+  const podPhase = pod.status?.phase;
+  const nodeName = pod.spec?.nodeName;
+  const podIP = pod.status?.podIP;
+  const emulation = emulationCondition(observed);
+  let desired: Desired;
+  let event: VmiAction | undefined;
+  if (podPhase === 'Succeeded') {
+    desired = { phase: VmiPhase.Succeeded, conditions: [notReady(ConditionReason.GuestNotRunning, 'the guest shut down')] };
+    event = { type: 'event', eventType: 'Normal', reason: 'Stopped', message: 'The virtual machine was shut down.' };
+  } else if (podPhase === 'Failed') {
+    const reason = observed.report?.reason ?? 'LauncherFailed';
+    const message = observed.report?.message ?? pod.status?.containerStatuses?.[0]?.state?.terminated?.message ?? pod.status?.message ?? 'the launcher pod failed';
+    desired = { phase: VmiPhase.Failed, reason, conditions: [notReady(reason, message.slice(0, 1024))] };
+    event = { type: 'event', eventType: 'Warning', reason: 'Stopped', message: `The virtual machine failed: ${message.slice(0, 512)}` };
+  } else if (podPhase === 'Running' && podReady(pod) && !pod.metadata?.deletionTimestamp) {
+    desired = {
+      phase: VmiPhase.Running,
+      conditions: [{ type: ConditionType.Ready, status: 'True' }, ...emulation],
+      ...(nodeName ? { nodeName } : {}),
+      ...(podIP ? { podIP } : {}),
+    };
+    if (phase !== VmiPhase.Running) event = { type: 'event', eventType: 'Normal', reason: 'Started', message: 'VirtualMachineInstance started.' };
+  } else if (podPhase === 'Running') {
+    const terminating = pod.metadata?.deletionTimestamp !== undefined && pod.metadata?.deletionTimestamp !== null;
+    desired = {
+      // Once running, a guest that is being stopped stays Running until the pod ends.
+      phase: phase === VmiPhase.Running ? VmiPhase.Running : VmiPhase.Scheduled,
+      conditions: [notReady(terminating ? ConditionReason.PodTerminating : ConditionReason.GuestNotRunning), ...emulation],
+      ...(nodeName ? { nodeName } : {}),
+      ...(podIP ? { podIP } : {}),
+    };
+  } else {
+    const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
+    desired = {
+      phase: VmiPhase.Scheduling,
+      conditions: [
+        notReady(pod.metadata?.deletionTimestamp ? ConditionReason.PodTerminating : ConditionReason.GuestNotRunning),
+        ...(scheduled && scheduled.status !== 'True'
+          ? [{ type: ConditionType.PodScheduled, status: scheduled.status as Condition['status'], ...(scheduled.reason ? { reason: scheduled.reason } : {}), ...(scheduled.message ? { message: scheduled.message } : {}) }]
+          : []),
+      ],
+    };
+  }
+  const status = statusFrom(observed, desired, spec);
+  const patch = patchIfChanged(observed, status);
+  const announce = event && phase !== desired.phase ? [event] : [];
+  return {
+    actions: [...actions, ...patch, ...announce],
+    ...(podPhase === 'Running' && podIP && observed.report?.accel === undefined ? { scrape: { podIP } } : {}),
+  };
+}
+
+export { launcherPodName };

@@ -1,0 +1,208 @@
+/**
+ * A registry import end to end on a real kube-apiserver: a PVC annotated for CDI's `registry`
+ * source with a Secret (accessKeyId/secretKey) and a CA ConfigMap becomes an importer pod; the
+ * tests play the kubelet (resolving the secret references and mounting the ConfigMap into a temp
+ * dir) and run the real importer against a real TLS + htpasswd registry. A qcow2 containerDisk
+ * needs scratch: the first pod asks for it and the controller recreates the pod with it.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
+import { Registry } from 'prom-client';
+import { Annotation, PodPath } from '../../src/cdi.js';
+import { silentLogger } from '../../src/logging.js';
+import { decodeTermination } from '../../src/termination.js';
+import { type ControllerConfig, DEFAULT_CONFIG } from '../../controller/config.js';
+import { ImportController } from '../../controller/controller.js';
+import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
+import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { freePort } from '../helpers/ferry-process.js';
+import { runImporterLocally, setPodStatus, waitFor } from '../helpers/kubelet.js';
+import { pushImage, startRegistry, type TestRegistry, writeOciLayout } from '../helpers/registry.js';
+
+const USER = 'puller';
+const PASSWORD = 'registry-pw';
+
+let cp: ControlPlane;
+let core: CoreV1Api;
+let controller: ImportController;
+let config: ControllerConfig;
+let dir: string;
+let registry: TestRegistry;
+
+beforeAll(async () => {
+  dir = tempDir('ferry-registry-int-');
+  cp = await startControlPlane();
+  core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  makeRawDisk(join(dir, 'disk.raw'), 8 * MiB);
+  convertImage(join(dir, 'disk.raw'), 'qcow2', join(dir, 'disk.qcow2'));
+  registry = await startRegistry(join(dir, 'registry'), { tls: true, htpasswd: { user: USER, password: PASSWORD } });
+  for (const [name, file] of [['qcow2', 'disk.qcow2'], ['raw', 'disk.img']] as const) {
+    const layout = join(dir, `layout-${name}`);
+    const source = join(dir, name === 'qcow2' ? 'disk.qcow2' : 'disk.raw');
+    await writeOciLayout(layout, 'v1', { layers: [{ entries: [{ name: 'disk/', type: 'directory' }, { name: `disk/${file}`, file: source }] }] });
+    await pushImage(layout, 'v1', registry, `containerdisks/${name}`, { creds: `${USER}:${PASSWORD}` });
+  }
+  config = Object.freeze({
+    ...DEFAULT_CONFIG,
+    importerImage: 'localhost/ferry:test',
+    maxRetries: 2,
+    retryBackoffMs: 300,
+    retryBackoffMaxMs: 1000,
+    progressIntervalMs: 200,
+    importerMetricsPort: await freePort(),
+  });
+  controller = new ImportController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), registry: new Registry() });
+  await controller.start();
+}, 180_000);
+
+afterAll(async () => {
+  await controller?.stop();
+  await registry?.stop();
+  await cp?.stop();
+  if (dir) removeDir(dir);
+});
+
+function pvcBody(name: string, annotations: Record<string, string>): V1PersistentVolumeClaim {
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name, annotations },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } }, storageClassName: 'local' },
+  };
+}
+
+async function annotationsWhen(namespace: string, name: string, predicate: (a: Record<string, string>) => boolean, timeoutMs = 20_000): Promise<Record<string, string>> {
+  return waitFor(`annotations of ${namespace}/${name}`, async () => {
+    const a = (await core.readNamespacedPersistentVolumeClaim({ namespace, name })).metadata?.annotations ?? {};
+    return predicate(a) ? a : undefined;
+  }, timeoutMs);
+}
+
+async function importerPod(namespace: string, pvc: string, notUid?: string): Promise<V1Pod> {
+  return waitFor(`importer pod for ${pvc}`, async () => {
+    const pod = await core.readNamespacedPod({ namespace, name: `importer-${pvc}` }).catch(() => undefined);
+    return pod && pod.metadata?.uid !== notUid && !pod.metadata?.deletionTimestamp ? pod : undefined;
+  });
+}
+
+/**
+ * What the kubelet does that runImporterLocally does not: resolves secretKeyRef variables from the
+ * Secret, and mounts the ConfigMap volume (here a directory under `volumes`).
+ */
+async function kubeletEnv(pod: V1Pod, volumes: string): Promise<Record<string, string>> {
+  const namespace = pod.metadata?.namespace ?? '';
+  const env: Record<string, string> = { FERRY_METRICS_PORT: '0' };
+  for (const e of pod.spec?.containers?.[0]?.env ?? []) {
+    const ref = e.valueFrom?.secretKeyRef;
+    if (!ref) continue;
+    const secret = await core.readNamespacedSecret({ namespace, name: ref.name ?? '' });
+    const value = secret.data?.[ref.key];
+    if (value !== undefined) env[e.name] = Buffer.from(value, 'base64').toString('utf8');
+  }
+  const certs = pod.spec?.volumes?.find((v) => v.name === 'certs')?.configMap?.name;
+  if (certs) {
+    const cm = await core.readNamespacedConfigMap({ namespace, name: certs });
+    const mount = join(volumes, 'certs');
+    mkdirSync(mount, { recursive: true });
+    for (const [key, text] of Object.entries(cm.data ?? {})) writeFileSync(join(mount, key), text);
+    env.IMPORTER_CERT_DIR = mount;
+  }
+  return env;
+}
+
+async function runPod(pod: V1Pod, volumes: string): Promise<{ exitCode: number; terminationMessage: string }> {
+  await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
+  const run = await runImporterLocally(pod, volumes, await kubeletEnv(pod, volumes)).done;
+  await setPodStatus(core, pod, run.exitCode === 0 ? 'Succeeded' : 'Failed', { terminated: { exitCode: run.exitCode, message: run.terminationMessage } });
+  return run;
+}
+
+async function withCredentials(namespace: string, password: string): Promise<void> {
+  await core.createNamespacedSecret({ namespace, body: { metadata: { name: 'registry-creds' }, stringData: { accessKeyId: USER, secretKey: password } } });
+  await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'registry-ca' }, data: { 'ca.crt': readFileSync(registry.caFile ?? '', 'utf8') } } });
+}
+
+function registryAnnotations(repo: string): Record<string, string> {
+  return {
+    [Annotation.Endpoint]: `docker://${registry.host}/${repo}:v1`,
+    [Annotation.Source]: 'registry',
+    [Annotation.SecretName]: 'registry-creds',
+    [Annotation.CertConfigMap]: 'registry-ca',
+  };
+}
+
+/** The disk the importer wrote: the image, grown to the PVC's usable size (6 % overhead). */
+const USABLE = Math.floor(Math.ceil(0.94 * 64 * MiB) / MiB) * MiB;
+
+describe('registry imports through the controller', () => {
+  test('a qcow2 containerDisk with a secret and a CA: the first pod asks for scratch, the second completes', async () => {
+    const ns = await cp.newNamespace();
+    await withCredentials(ns, PASSWORD);
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('vm-disk', registryAnnotations('containerdisks/qcow2')) });
+    const first = await importerPod(ns, 'vm-disk');
+    const container = first.spec?.containers?.[0];
+    const plainEnv = Object.fromEntries((container?.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
+    expect(plainEnv).toMatchObject({ IMPORTER_SOURCE: 'registry', IMPORTER_ENDPOINT: `docker://${registry.host}/containerdisks/qcow2:v1`, IMPORTER_CERT_DIR: PodPath.Certs });
+    expect(container?.env?.find((e) => e.name === 'IMPORTER_SECRET_KEY')?.valueFrom?.secretKeyRef).toMatchObject({ name: 'registry-creds', key: 'secretKey' });
+    expect(JSON.stringify(first)).not.toContain(PASSWORD);
+
+    const firstRun = await runPod(first, join(dir, 'vm-disk-1'));
+    expect(firstRun.exitCode).toBe(0);
+    expect(decodeTermination(firstRun.terminationMessage)).toMatchObject({ kind: 'success', scratchSpaceRequired: true });
+    await annotationsWhen(ns, 'vm-disk', (a) => a[Annotation.RequiresScratch] === 'true');
+
+    const second = await importerPod(ns, 'vm-disk', first.metadata?.uid);
+    expect(second.spec?.volumes?.find((v) => v.name === 'scratch')).toMatchObject({ persistentVolumeClaim: { claimName: 'vm-disk-scratch' } });
+    const volumes = join(dir, 'vm-disk-2');
+    const secondRun = await runPod(second, volumes);
+    expect(secondRun.exitCode).toBe(0);
+    expect(decodeTermination(secondRun.terminationMessage)).toMatchObject({ kind: 'success', scratchSpaceRequired: false, sourceFormat: 'qcow2' });
+
+    const done = await annotationsWhen(ns, 'vm-disk', (a) => a[Annotation.PodPhase] === 'Succeeded');
+    expect(done).toMatchObject({
+      [Annotation.RunningCondition]: 'false',
+      [Annotation.RunningReason]: 'Completed',
+      [Annotation.Progress]: '100.0%',
+      [Annotation.RequiresScratch]: 'true',
+    });
+    expect(done[Annotation.ErrorCode]).toBeUndefined();
+    expect(expectSameDisk(join(volumes, 'data', 'disk.img'), join(dir, 'disk.raw'), USABLE)).toBe(true);
+    const events = await waitFor('ImportSucceeded event', async () => {
+      const list = await core.listNamespacedEvent({ namespace: ns, fieldSelector: 'involvedObject.name=vm-disk' });
+      const reasons = list.items.map((e) => e.reason);
+      return reasons.includes('ImportSucceeded') ? reasons : undefined;
+    });
+    expect(events).toContain('ImportSucceeded');
+    await waitFor('scratch PVC deleted', async () => {
+      const left = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'vm-disk-scratch' }).catch(() => undefined);
+      return !left || left.metadata?.deletionTimestamp ? true : undefined;
+    });
+  });
+
+  test('a raw containerDisk completes in the first pod, without scratch', async () => {
+    const ns = await cp.newNamespace();
+    await withCredentials(ns, PASSWORD);
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('raw-disk', registryAnnotations('containerdisks/raw')) });
+    const pod = await importerPod(ns, 'raw-disk');
+    const volumes = join(dir, 'raw-disk');
+    const run = await runPod(pod, volumes);
+    expect(run.exitCode).toBe(0);
+    const done = await annotationsWhen(ns, 'raw-disk', (a) => a[Annotation.PodPhase] === 'Succeeded');
+    expect(done[Annotation.RequiresScratch]).toBeUndefined();
+    expect(expectSameDisk(join(volumes, 'data', 'disk.img'), join(dir, 'disk.raw'), USABLE)).toBe(true);
+  });
+
+  test('a wrong password in the secret fails at once with UNAUTHORIZED on the PVC', async () => {
+    const ns = await cp.newNamespace();
+    await withCredentials(ns, 'not-the-password');
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('denied', registryAnnotations('containerdisks/raw')) });
+    const pod = await importerPod(ns, 'denied');
+    const run = await runPod(pod, join(dir, 'denied'));
+    expect(run.exitCode).toBe(11);
+    const failed = await annotationsWhen(ns, 'denied', (a) => a[Annotation.PodPhase] === 'Failed');
+    expect(failed).toMatchObject({ [Annotation.FatalError]: 'true', [Annotation.ErrorCode]: 'UNAUTHORIZED', [Annotation.PodRestarts]: '0' });
+  });
+});
