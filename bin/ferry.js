@@ -10,6 +10,8 @@ Commands:
   controller run the import and VM controllers (ferry controller --help)
   vm         start, stop or restart a VirtualMachine (ferry vm --help)
   expose     create a Service that reaches a VM's guest (ferry expose --help)
+  launcher   run one VirtualMachineInstance: libvirtd, the domain, its console (ferry launcher --help)
+  console    attach to a launcher's serial console socket (ferry console --socket PATH)
 `;
 
 async function run() {
@@ -29,6 +31,14 @@ async function run() {
     case 'expose': {
       const { exposeCommand } = await import('../dist/cli/vm-main.js');
       return exposeCommand(args, { stdout: process.stdout, stderr: process.stderr });
+    }
+    case 'launcher': {
+      const { launcherCommand } = await import('../dist/launcher/main.js');
+      return launcherCommand(args, process.env, { stdout: process.stdout, stderr: process.stderr });
+    }
+    case 'console': {
+      const { consoleCommand } = await import('../dist/launcher/main.js');
+      return consoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     }
     case 'importer': {
       const { main } = await import('../dist/importer/main.js');

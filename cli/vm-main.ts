@@ -73,12 +73,26 @@ export async function applyLifecycle(kc: KubeConfig, namespace: string, name: st
   }
 }
 
+const CONFLICT_ATTEMPTS = 5;
+
+/**
+ * Reads the VM and its VMI, works out the change and sends it; the patches are guarded by the
+ * state they were computed from, so a VM the controller updated meanwhile is read again (bounded).
+ */
 export async function vmLifecycle(kc: KubeConfig, namespace: string, name: string, verb: 'start' | 'stop' | 'restart'): Promise<void> {
   const custom = kc.makeApiClient(CustomObjectsApi);
-  const vm = await readVm(custom, namespace, name);
-  const vmi = await readVmi(custom, namespace, name);
-  const change = verb === 'start' ? startChange(vm, vmi) : verb === 'stop' ? stopChange(vm, vmi) : restartChange(vm, vmi);
-  await applyLifecycle(kc, namespace, name, change);
+  for (let attempt = 1; ; attempt += 1) {
+    const vm = await readVm(custom, namespace, name);
+    const vmi = await readVmi(custom, namespace, name);
+    const change = verb === 'start' ? startChange(vm, vmi) : verb === 'stop' ? stopChange(vm, vmi) : restartChange(vm, vmi);
+    try {
+      await applyLifecycle(kc, namespace, name, change);
+      return;
+    } catch (err) {
+      if (attempt >= CONFLICT_ATTEMPTS || !/changed meanwhile/.test((err as Error).message)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+    }
+  }
 }
 
 /** The Service `ferry expose` creates: pure, for tests. */

@@ -25,6 +25,10 @@ apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients xorriso \
   mtools syslinux syslinux-common busybox-static cpio fdisk >/dev/null
 
+# The launcher runs libvirtd and QEMU unprivileged (session mode); run as root locally it switches
+# to this user, the one Debian's libvirt-daemon-system would create (docs/adr/0004-launcher-libvirt.md).
+getent passwd libvirt-qemu >/dev/null || useradd -r -U -M -d /nonexistent -s /usr/sbin/nologin libvirt-qemu
+
 npm ci --no-audit --no-fund
 npm run build
 

@@ -176,8 +176,7 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     securityContext: {
       allowPrivilegeEscalation: false,
       runAsNonRoot: true,
-      // Ports below 1024 forwarded to the guest need this one capability; "restricted" allows it.
-      capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] },
+      capabilities: { drop: ['ALL'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
   };
@@ -194,6 +193,9 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
     ...(spec.schedulerName ? { schedulerName: spec.schedulerName } : {}),
     securityContext: {
+      // QEMU (non-root, no capabilities) listens on the forwarded guest ports: ports below 1024 need
+      // this namespaced sysctl, one of the "safe" ones the restricted profile allows.
+      ...(ports.some((p) => p.containerPort < 1024) ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
       runAsNonRoot: true,
       runAsUser: LAUNCHER_UID,
       runAsGroup: LAUNCHER_UID,

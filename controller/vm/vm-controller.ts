@@ -205,7 +205,7 @@ export class VmController {
   private async reconcileVmi(namespace: string, name: string): Promise<HandlerResult> {
     const vmi = this.vmis?.get(name, namespace);
     if (!vmi) return {};
-    const pod = this.pods?.get(launcherPodName(vmi), namespace);
+    const pod = await this.launcherPod(vmi, namespace);
     const claims = new Map<string, V1PersistentVolumeClaim | undefined>();
     for (const volume of vmi.spec.volumes ?? []) {
       const claim = claimOf(volume);
@@ -227,6 +227,22 @@ export class VmController {
       }
     }
     return {};
+  }
+
+  /**
+   * The VMI's launcher pod. The cache may not have seen a pod this controller just created; "no pod"
+   * under a started VMI is terminal, so it is confirmed with the apiserver before it counts.
+   */
+  private async launcherPod(vmi: VmiObject, namespace: string): Promise<V1Pod | undefined> {
+    const name = launcherPodName(vmi);
+    const cached = this.pods?.get(name, namespace);
+    if (cached || !['Scheduling', 'Scheduled', 'Running'].includes(vmi.status?.phase ?? '')) return cached;
+    try {
+      return await this.deps.kubeConfig.makeApiClient(CoreV1Api).readNamespacedPod({ namespace, name });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 404) return undefined;
+      throw err;
+    }
   }
 
   /** The launcher's termination message once the pod ended, else what it reported live. */

@@ -83,6 +83,8 @@ interface Decision {
   intent: Intent;
   /** Requests left after this reconcile acted on the first one. */
   requests: StateChangeRequest[];
+  /** A user asked for this (start request): no restart backoff applies. */
+  requested?: boolean;
 }
 
 function decide(strategy: RunStrategy, vmi: VirtualMachineInstance | undefined, requests: readonly StateChangeRequest[]): Decision {
@@ -93,12 +95,16 @@ function decide(strategy: RunStrategy, vmi: VirtualMachineInstance | undefined, 
     if (first.action === StateChangeAction.Stop) {
       // Done once the targeted VMI (or any, when no UID was named) is gone.
       const targeted = vmi !== undefined && (first.uid === undefined || first.uid === vmi.metadata.uid);
-      return targeted ? { intent: 'stop', requests: [...requests] } : { intent: 'leave', requests: rest };
+      if (targeted) return { intent: 'stop', requests: [...requests] };
+      // RerunOnFailure would start a VM without a VMI again: a lone Stop stays as the record that
+      // the user stopped it, until a Start replaces it.
+      if (strategy === RunStrategy.RerunOnFailure && rest.length === 0) return { intent: 'leave', requests: [...requests] };
+      return { intent: 'leave', requests: rest };
     }
     // Start: a finished VMI is removed first, then a new one is created.
-    if (vmi && isFinal(phase)) return { intent: 'stop', requests: [...requests] };
+    if (vmi && isFinal(phase)) return { intent: 'stop', requests: [...requests], requested: true };
     if (vmi) return { intent: 'leave', requests: rest };
-    return { intent: 'run', requests: rest };
+    return { intent: 'run', requests: rest, requested: true };
   }
   switch (strategy) {
     case RunStrategy.Halted:
@@ -162,7 +168,7 @@ export function planVm(observed: VmObserved, config: VmConfig): VmPlan {
     actions.push({ type: 'deleteVmi', name: vmi.metadata.name ?? '', uid: vmi.metadata.uid ?? '' });
     actions.push({ type: 'event', eventType: 'Normal', reason: 'SuccessfulDelete', message: `Stopped the virtual machine by deleting the virtual machine instance ${vmi.metadata.uid ?? ''}` });
   } else if (decision.intent === 'run' && !vmi) {
-    if (backingOff && retryAt !== undefined) {
+    if (backingOff && retryAt !== undefined && decision.requested !== true) {
       requeueAfterMs = retryAt - now;
     } else {
       actions.push({ type: 'createVmi', vmi: vmiFromVm(vm) });

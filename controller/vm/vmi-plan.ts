@@ -58,8 +58,10 @@ export interface VmiPlan {
 
 const StartedPhases: readonly string[] = [VmiPhase.Scheduling, VmiPhase.Scheduled, VmiPhase.Running];
 
+/** The pod's Ready condition (the launcher's readiness probe: the domain runs), else its container's. */
 function podReady(pod: V1Pod): boolean {
-  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? pod.status?.containerStatuses?.[0]?.ready === true;
+  const ready = pod.status?.conditions?.find((c) => c.type === 'Ready');
+  return ready ? ready.status === 'True' : pod.status?.containerStatuses?.[0]?.ready === true;
 }
 
 /** Why a VMI cannot start yet: a missing PVC, or one CDI is still importing into. */

@@ -13,6 +13,8 @@ export const DEFAULT_GRACE_SECONDS = 30;
 export const DEFAULT_NETWORK_NAME = 'default';
 /** KubeVirt's amd64 default bus for a disk that names none ("supported out of the box by guests"). */
 export const DEFAULT_DISK_BUS = DiskBus.Sata;
+/** Volume names the launcher pod uses itself (controller/vm/launcher-pod.ts). */
+export const RESERVED_POD_VOLUMES = ['private', 'ephemeral-disks', 'libvirt-runtime'] as const;
 
 /**
  * A stable firmware UUID for a VMI name, so a guest sees the same machine across restarts (as
@@ -151,15 +153,17 @@ export function validateVmiSpec(spec: VmiSpec): string[] {
       problems.push(`spec.domain.devices.disks[${i}].bootOrder must be a positive integer`);
     }
   });
-  let memory: number | undefined;
   try {
-    memory = guestMemoryBytes(spec);
+    if (guestMemoryBytes(spec) === undefined) problems.push('spec.domain.memory.guest or spec.domain.resources.requests.memory is required');
   } catch {
     problems.push('spec.domain.memory.guest is not a quantity');
   }
-  if (memory === undefined && !problems.some((p) => p.includes('memory'))) {
-    problems.push('spec.domain.memory.guest or spec.domain.resources.requests.memory is required');
-  }
+  // The launcher pod has volumes of its own and one per cloud-init secret: names must not clash.
+  const reserved = new Set<string>(RESERVED_POD_VOLUMES);
+  for (const v of volumes) if (v.cloudInitNoCloud) for (const suffix of ['-udata', '-ndata']) reserved.add(`${v.name}${suffix}`);
+  volumes.forEach((v, i) => {
+    if (reserved.has(v.name)) problems.push(`spec.volumes[${i}].name "${v.name}" is reserved for the launcher pod's own volumes`);
+  });
   const interfaces = spec.domain.devices?.interfaces ?? [];
   const networks = spec.networks ?? [];
   if (interfaces.length > 1) problems.push('spec.domain.devices.interfaces: Ferry supports one pod-network interface');

@@ -38,6 +38,8 @@ export interface ResolvedDisk {
   readonly name: string;
   readonly device: 'disk' | 'cdrom';
   readonly bus: DiskBus;
+  /** The guest device name: vd[a..] for virtio, sd[a..] for sata/scsi, in order of appearance. */
+  readonly target: string;
   readonly source: { readonly type: 'file' | 'block'; readonly path: string };
   readonly format: 'raw' | 'qcow2';
   readonly readOnly: boolean;
@@ -52,6 +54,7 @@ export interface ResolvedInterface {
   readonly name: string;
   readonly model: string;
   readonly mac?: string;
+  readonly bootOrder?: number;
   /** Pod-network masquerade: user-mode NAT in QEMU, declared ports forwarded from the pod's address. */
   readonly binding: 'masquerade';
   readonly ports: ReadonlyArray<{ readonly port: number; readonly protocol: 'TCP' | 'UDP' }>;
@@ -67,6 +70,7 @@ export interface DomainPlan {
   readonly emulator: string;
   readonly machine: string;
   readonly memoryBytes: number;
+  /** `model`: a libvirt CPU mode (host-model, host-passthrough, maximum) or a named model (mode custom). */
   readonly cpu: { readonly sockets: number; readonly cores: number; readonly threads: number; readonly model?: string };
   readonly firmware: { readonly kind: 'bios'; readonly useSerial: boolean } | { readonly kind: 'efi'; readonly secureBoot: boolean };
   readonly acpi: boolean;

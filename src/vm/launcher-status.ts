@@ -15,15 +15,20 @@ export interface LauncherStatus {
   readonly accel?: 'kvm' | 'tcg';
 }
 
-/** JSON that fits the limit: the message is shortened (on a character boundary) when needed. */
+/** JSON that fits the limit: the message is shortened (on a character boundary, with "…") when needed. */
 export function encodeLauncherStatus(status: LauncherStatus): string {
-  let message = status.message;
-  for (;;) {
-    const text = JSON.stringify({ phase: status.phase, reason: status.reason, message, ...(status.accel ? { accel: status.accel } : {}) });
-    if (Buffer.byteLength(text) <= LAUNCHER_STATUS_MAX_BYTES || message.length === 0) return text;
-    const over = Buffer.byteLength(text) - LAUNCHER_STATUS_MAX_BYTES;
-    message = Array.from(message).slice(0, Math.max(0, Array.from(message).length - Math.max(1, over))).join('');
+  const encode = (message: string) => JSON.stringify({ phase: status.phase, reason: status.reason, message, ...(status.accel ? { accel: status.accel } : {}) });
+  const full = encode(status.message);
+  if (Buffer.byteLength(full) <= LAUNCHER_STATUS_MAX_BYTES) return full;
+  // Each character costs its JSON-escaped UTF-8 bytes; keep the longest prefix that fits.
+  let budget = LAUNCHER_STATUS_MAX_BYTES - Buffer.byteLength(encode('…'));
+  let kept = '';
+  for (const char of status.message) {
+    budget -= Buffer.byteLength(JSON.stringify(char)) - 2;
+    if (budget < 0) break;
+    kept += char;
   }
+  return encode(`${kept}…`);
 }
 
 /** The status, or undefined for anything else (e.g. a log tail the kubelet used as fallback). */
@@ -43,4 +48,48 @@ export function decodeLauncherStatus(text: string): LauncherStatus | undefined {
     message: v.message,
     ...(v.accel === 'kvm' || v.accel === 'tcg' ? { accel: v.accel } : {}),
   };
+}
+
+/**
+ * The reasons the launcher ends with, its phase and process exit status for each. Succeeded exits 0;
+ * each failure has its own small status so a shell (or `kubectl get pod`) tells them apart.
+ */
+export const LauncherReason = {
+  /** The guest powered off: by itself, or after the ACPI shutdown a stop request sent. */
+  Shutdown: 'Shutdown',
+  /** A stop request destroyed the guest: no ACPI, a zero grace period, or a second request. */
+  Destroyed: 'Destroyed',
+  /** The stop request came before the guest was started. */
+  Stopped: 'Stopped',
+  /** The guest ignored the ACPI shutdown for the whole grace period and was destroyed (KubeVirt: Failed). */
+  GracePeriodExpired: 'GracePeriodExpired',
+  /** QEMU ended without the guest powering off (crash, kill, destroyed from outside). */
+  Crashed: 'Crashed',
+  InvalidSpec: 'InvalidSpec',
+  /** KVM is not usable and emulation is not allowed (or KVM was demanded). */
+  NoKvm: 'NoKVM',
+  VolumeFailed: 'VolumeFailed',
+  LibvirtFailed: 'LibvirtFailed',
+  /** libvirt refused the domain or QEMU did not start (its log tail is in the message). */
+  StartFailed: 'StartFailed',
+  LauncherError: 'LauncherError',
+} as const;
+export type LauncherReason = (typeof LauncherReason)[keyof typeof LauncherReason];
+
+export const LAUNCHER_REASONS: Readonly<Record<LauncherReason, { readonly phase: LauncherStatus['phase']; readonly exitCode: number }>> = Object.freeze({
+  Shutdown: { phase: 'Succeeded', exitCode: 0 },
+  Destroyed: { phase: 'Succeeded', exitCode: 0 },
+  Stopped: { phase: 'Succeeded', exitCode: 0 },
+  InvalidSpec: { phase: 'Failed', exitCode: 2 },
+  GracePeriodExpired: { phase: 'Failed', exitCode: 3 },
+  Crashed: { phase: 'Failed', exitCode: 4 },
+  NoKVM: { phase: 'Failed', exitCode: 5 },
+  VolumeFailed: { phase: 'Failed', exitCode: 6 },
+  LibvirtFailed: { phase: 'Failed', exitCode: 7 },
+  StartFailed: { phase: 'Failed', exitCode: 8 },
+  LauncherError: { phase: 'Failed', exitCode: 9 },
+});
+
+export function isLauncherReason(value: string): value is LauncherReason {
+  return Object.prototype.hasOwnProperty.call(LAUNCHER_REASONS, value);
 }

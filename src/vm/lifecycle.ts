@@ -32,9 +32,11 @@ function setStrategy(vm: VirtualMachine, to: RunStrategy): LifecycleChange {
   return { target: 'spec', patch: [{ op: 'test', path: '/spec/runStrategy', value: vm.spec.runStrategy }, { op: 'replace', path: '/spec/runStrategy', value: to }] };
 }
 
-function request(vm: VirtualMachine, add: StateChangeRequest[]): LifecycleChange {
-  const existing = vm.status?.stateChangeRequests;
-  if (existing && existing.length > 0) throw conflict(`VM ${vm.metadata.name} already has a pending request (${existing.map((r) => r.action).join(', ')})`);
+function request(vm: VirtualMachine, add: StateChangeRequest[], vmi?: VirtualMachineInstance): LifecycleChange {
+  const existing = vm.status?.stateChangeRequests ?? [];
+  // A Stop whose VMI is gone only records that the VM was stopped (RerunOnFailure): replaced.
+  const settled = existing.length === 1 && existing[0]?.action === StateChangeAction.Stop && !running(vmi);
+  if (existing.length > 0 && !settled) throw conflict(`VM ${vm.metadata.name} already has a pending request (${existing.map((r) => r.action).join(', ')})`);
   return {
     target: 'status',
     patch: [
@@ -58,10 +60,11 @@ export function startChange(vm: VirtualMachine, vmi?: VirtualMachineInstance): L
       return setStrategy(vm, RunStrategy.Always);
     case RunStrategy.Manual:
     case RunStrategy.RerunOnFailure:
-      return request(vm, [
-        ...(finished ? [{ action: StateChangeAction.Stop, uid: finished }] : []),
-        { action: StateChangeAction.Start },
-      ]);
+      return request(
+        vm,
+        [...(finished ? [{ action: StateChangeAction.Stop, uid: finished }] : []), { action: StateChangeAction.Start }],
+        vmi,
+      );
     default:
       throw conflict(`runStrategy ${strategy} does not support manual start requests`);
   }
@@ -77,7 +80,7 @@ export function stopChange(vm: VirtualMachine, vmi?: VirtualMachineInstance): Li
       return setStrategy(vm, RunStrategy.Halted);
     default:
       if (!vmi || !running(vmi)) throw conflict(`VM ${vm.metadata.name} is not running`);
-      return request(vm, [{ action: StateChangeAction.Stop, uid: vmi.metadata.uid ?? '' }]);
+      return request(vm, [{ action: StateChangeAction.Stop, uid: vmi.metadata.uid ?? '' }], vmi);
   }
 }
 
@@ -86,7 +89,7 @@ export function restartChange(vm: VirtualMachine, vmi?: VirtualMachineInstance):
   if (strategy === RunStrategy.Halted || strategy === RunStrategy.Once) throw conflict(`runStrategy ${strategy} does not support restart`);
   if (!vmi?.metadata.uid) throw conflict(`VM ${vm.metadata.name} is not running`);
   if (strategy === RunStrategy.Manual) {
-    return request(vm, [{ action: StateChangeAction.Stop, uid: vmi.metadata.uid }, { action: StateChangeAction.Start }]);
+    return request(vm, [{ action: StateChangeAction.Stop, uid: vmi.metadata.uid }, { action: StateChangeAction.Start }], vmi);
   }
   return { target: 'deleteVmi', uid: vmi.metadata.uid };
 }

@@ -108,3 +108,30 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
 }
+
+/**
+ * The kubelet's part in a graceful pod deletion: once a pod is marked for deletion, its containers
+ * stop and the pod object goes. Polls the namespace until stopped.
+ */
+export function startPodReaper(core: CoreV1Api, namespace: string, everyMs = 200): { stop(): void } {
+  let stopped = false;
+  const loop = async (): Promise<void> => {
+    while (!stopped) {
+      try {
+        const pods = await core.listNamespacedPod({ namespace });
+        for (const pod of pods.items.filter((p) => p.metadata?.deletionTimestamp)) {
+          await core.deleteNamespacedPod({ namespace, name: pod.metadata?.name ?? '', gracePeriodSeconds: 0 }).catch(() => undefined);
+        }
+      } catch {
+        // The apiserver going away at the end of a test run ends the loop below.
+      }
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  };
+  void loop();
+  return {
+    stop: () => {
+      stopped = true;
+    },
+  };
+}

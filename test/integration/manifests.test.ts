@@ -30,7 +30,7 @@ describe('manifests/', () => {
   test('every object is accepted by the apiserver (server-side dry run)', async () => {
     const all = objects();
     expect(all.map((o) => o.kind)).toEqual(
-      expect.arrayContaining(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ConfigMap', 'Deployment']),
+      expect.arrayContaining(['CustomResourceDefinition', 'Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ConfigMap', 'Deployment']),
     );
     // Namespaced objects need their namespace to exist for real; the rest is a dry run.
     const ns = all.find((o) => o.kind === 'Namespace');

@@ -7,12 +7,10 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { createServer, type Server } from 'node:http';
 import {
-  ApiextensionsV1Api,
   CoreV1Api,
   CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
-  type V1CustomResourceDefinition,
   type V1Pod,
 } from '@kubernetes/client-node';
 import { silentLogger } from '../../src/logging.js';
@@ -29,15 +27,15 @@ import {
   type VmiSpec,
   vmiId,
 } from '../../src/vm/api.js';
-import { VM_CRD, VMI_CRD } from '../../src/vm/crds.js';
 import { encodeLauncherStatus } from '../../src/vm/launcher-status.js';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { launcherPodName } from '../../controller/vm/launcher-pod.js';
 import { VmController } from '../../controller/vm/vm-controller.js';
 import { vmLifecycle } from '../../cli/vm-main.js';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
+import { installVmCrds } from '../helpers/crds.js';
 import { freePort } from '../helpers/ferry-process.js';
-import { setPodStatus, waitFor } from '../helpers/kubelet.js';
+import { setPodStatus, startPodReaper, waitFor } from '../helpers/kubelet.js';
 
 let cp: ControlPlane;
 let core: CoreV1Api;
@@ -45,6 +43,7 @@ let custom: CustomObjectsApi;
 let controller: VmController;
 let statusServer: Server;
 let namespace: string;
+let reaper: { stop(): void } | undefined;
 
 const at = (plural: string) => ({ group: GROUP, version: VERSION, namespace, plural });
 
@@ -52,12 +51,7 @@ beforeAll(async () => {
   cp = await startControlPlane();
   core = cp.kubeConfig.makeApiClient(CoreV1Api);
   custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
-  const ext = cp.kubeConfig.makeApiClient(ApiextensionsV1Api);
-  for (const crd of [VMI_CRD, VM_CRD]) await ext.createCustomResourceDefinition({ body: crd as unknown as V1CustomResourceDefinition });
-  await waitFor('CRDs established', async () => {
-    const all = await Promise.all([VMI_CRD, VM_CRD].map((c) => ext.readCustomResourceDefinition({ name: (c.metadata as { name: string }).name })));
-    return all.every((c) => c.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True')) ? true : undefined;
-  });
+  await installVmCrds(cp.kubeConfig);
   // Plays the running launcher's /status endpoint: the guest runs under TCG.
   const port = await freePort();
   statusServer = createServer((req, res) => {
@@ -72,9 +66,11 @@ beforeAll(async () => {
   });
   await controller.start();
   namespace = await cp.newNamespace('vm');
+  reaper = startPodReaper(core, namespace);
 }, 120_000);
 
 afterAll(async () => {
+  reaper?.stop();
   await controller?.stop();
   await new Promise((resolve) => statusServer?.close(resolve));
   await cp?.stop();

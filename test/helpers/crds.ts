@@ -1,0 +1,24 @@
+/**
+ * Installing Ferry's CRDs with client-node: through its YAML loader, whose typed models keep the
+ * schema extensions (a plain object's `x-kubernetes-…` keys would be dropped by the typed client).
+ */
+
+import { ApiextensionsV1Api, type KubeConfig, loadYaml, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { crdFiles } from '../../src/vm/crd-files.js';
+import { waitFor } from './kubelet.js';
+
+/** A CRD manifest as client-node's typed model (its loader names the schema extensions x_kubernetes_…). */
+export function typedCrd(text: string): V1CustomResourceDefinition {
+  return loadYaml<V1CustomResourceDefinition>(text);
+}
+
+/** Creates the kubevirt.io/v1 CRDs from manifests/crds and waits until both are Established. */
+export async function installVmCrds(kc: KubeConfig): Promise<void> {
+  const ext = kc.makeApiClient(ApiextensionsV1Api);
+  const crds = Object.values(crdFiles()).map(typedCrd);
+  for (const body of crds) await ext.createCustomResourceDefinition({ body });
+  await waitFor('kubevirt.io CRDs established', async () => {
+    const all = await Promise.all(crds.map((c) => ext.readCustomResourceDefinition({ name: c.metadata?.name ?? '' })));
+    return all.every((c) => c.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True')) ? true : undefined;
+  });
+}

@@ -1,0 +1,150 @@
+/** The kubevirt.io/v1 CRDs: generated files in step with src/vm/crds.ts, KubeVirt's names and columns, structural schemas. */
+
+import { describe, expect, test } from '@jest/globals';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DiskBus, RunStrategy } from '../../src/vm/api.js';
+import { crdFiles } from '../../src/vm/crd-files.js';
+import { VM_CRD, VMI_CRD } from '../../src/vm/crds.js';
+import { REPO_ROOT } from '../helpers/ferry-process.js';
+
+type Schema = Record<string, unknown>;
+
+interface Crd {
+  metadata: { name: string };
+  spec: {
+    group: string;
+    scope: string;
+    names: { kind: string; plural: string; singular: string; shortNames: string[]; categories: string[] };
+    versions: Array<{
+      name: string;
+      served: boolean;
+      storage: boolean;
+      subresources?: { status?: object };
+      additionalPrinterColumns: Array<{ name: string; type: string; jsonPath: string }>;
+      schema: { openAPIV3Schema: Schema };
+    }>;
+  };
+}
+
+const CRDS: Array<[string, Crd]> = [
+  ['VirtualMachineInstance', VMI_CRD as unknown as Crd],
+  ['VirtualMachine', VM_CRD as unknown as Crd],
+];
+const version = (crd: Crd) => crd.spec.versions[0]!;
+const root = (crd: Crd): Schema => version(crd).schema.openAPIV3Schema;
+const at = (schema: Schema, ...path: string[]): Schema =>
+  path.reduce<Schema>((s, key) => ((s.properties as Record<string, Schema> | undefined)?.[key] ?? (key === '[]' ? (s.items as Schema) : undefined)) as Schema, schema);
+
+describe('manifests/crds', () => {
+  const REGENERATE = 'run `npm run build && node dist/scripts/gen-crds.js` to regenerate manifests/crds/';
+
+  test.each(Object.entries(crdFiles()))('%s is up to date with src/vm/crds.ts', (path, text) => {
+    const onDisk = readFileSync(join(REPO_ROOT, path), 'utf8');
+    if (onDisk !== text) throw new Error(`${path} differs from crdFiles(): ${REGENERATE}`);
+    expect(onDisk).toBe(text);
+  });
+
+  test('holds exactly the generated files', () => {
+    const listed = readdirSync(join(REPO_ROOT, 'manifests', 'crds')).map((f) => `manifests/crds/${f}`).sort();
+    expect(listed).toEqual(Object.keys(crdFiles()).sort());
+  });
+
+  test('every file says it is generated', () => {
+    for (const text of Object.values(crdFiles())) expect(text.split('\n')[0]).toMatch(/^# Generated .* do not edit\.$/);
+  });
+});
+
+describe('CRD names and columns (as KubeVirt)', () => {
+  test.each<[string, string, string, string[]]>([
+    ['VirtualMachineInstance', 'virtualmachineinstances', 'virtualmachineinstance', ['vmi', 'vmis']],
+    ['VirtualMachine', 'virtualmachines', 'virtualmachine', ['vm', 'vms']],
+  ])('%s: kubevirt.io/v1, namespaced, plural %s, short names', (kind, plural, singular, shortNames) => {
+    const crd = CRDS.find(([k]) => k === kind)![1];
+    expect(crd.metadata.name).toBe(`${plural}.kubevirt.io`);
+    expect(crd.spec.group).toBe('kubevirt.io');
+    expect(crd.spec.scope).toBe('Namespaced');
+    expect(crd.spec.names).toEqual(expect.objectContaining({ kind, plural, singular, shortNames, categories: ['all'] }));
+    expect(crd.spec.versions.map((v) => [v.name, v.served, v.storage])).toEqual([['v1', true, true]]);
+  });
+
+  test.each(CRDS)('%s has a status subresource', (_, crd) => {
+    expect(version(crd).subresources).toEqual({ status: {} });
+  });
+
+  const READY = ".status.conditions[?(@.type=='Ready')].status";
+  test.each<[string, Crd, Array<[string, string, string]>]>([
+    [
+      'VirtualMachineInstance',
+      VMI_CRD as unknown as Crd,
+      [
+        ['Age', 'date', '.metadata.creationTimestamp'],
+        ['Phase', 'string', '.status.phase'],
+        ['IP', 'string', '.status.interfaces[0].ipAddress'],
+        ['NodeName', 'string', '.status.nodeName'],
+        ['Ready', 'string', READY],
+      ],
+    ],
+    [
+      'VirtualMachine',
+      VM_CRD as unknown as Crd,
+      [
+        ['Age', 'date', '.metadata.creationTimestamp'],
+        ['Status', 'string', '.status.printableStatus'],
+        ['Ready', 'string', READY],
+      ],
+    ],
+  ])('%s printer columns', (_, crd, columns) => {
+    expect(version(crd).additionalPrinterColumns.map((c) => [c.name, c.type, c.jsonPath])).toEqual(columns);
+  });
+
+  test('enums follow the API constants', () => {
+    expect(at(root(VM_CRD as unknown as Crd), 'spec', 'runStrategy').enum).toEqual(Object.values(RunStrategy));
+    const disk = at(root(VMI_CRD as unknown as Crd), 'spec', 'domain', 'devices', 'disks', '[]');
+    expect(at(disk, 'disk', 'bus').enum).toEqual(Object.values(DiskBus));
+    expect(at(disk, 'cdrom', 'bus').enum).toEqual(Object.values(DiskBus));
+  });
+
+  test('the VM template holds the same VMI spec schema', () => {
+    expect(at(root(VM_CRD as unknown as Crd), 'spec', 'template', 'spec')).toEqual(at(root(VMI_CRD as unknown as Crd), 'spec'));
+  });
+});
+
+describe('structural schemas', () => {
+  /** Every schema node with its path, descending into properties, items and additionalProperties. */
+  function nodes(schema: Schema, path = ''): Array<[string, Schema]> {
+    const out: Array<[string, Schema]> = [[path || '.', schema]];
+    for (const [key, child] of Object.entries((schema.properties as Record<string, Schema> | undefined) ?? {})) out.push(...nodes(child, `${path}.${key}`));
+    if (schema.items) out.push(...nodes(schema.items as Schema, `${path}[]`));
+    if (typeof schema.additionalProperties === 'object') out.push(...nodes(schema.additionalProperties as Schema, `${path}{}`));
+    return out;
+  }
+  const INT_OR_STRING = [{ type: 'integer' }, { type: 'string' }];
+
+  test.each(CRDS)('%s: every node has a type (or is int-or-string with the allowed anyOf)', (_, crd) => {
+    const bad = nodes(root(crd))
+      .filter(([, s]) => (s['x-kubernetes-int-or-string'] === true ? JSON.stringify(s.anyOf) !== JSON.stringify(INT_OR_STRING) || 'type' in s : typeof s.type !== 'string'))
+      .map(([p]) => p);
+    expect(bad).toEqual([]);
+  });
+
+  test.each(CRDS)('%s: every object without properties preserves unknown fields', (_, crd) => {
+    const bad = nodes(root(crd))
+      // The root metadata is the apiserver's: a CRD may only say `type: object` there.
+      .filter(([p]) => p !== '.metadata')
+      .filter(([, s]) => s.type === 'object' && Object.keys((s.properties as object | undefined) ?? {}).length === 0 && s.additionalProperties === undefined)
+      .filter(([, s]) => s['x-kubernetes-preserve-unknown-fields'] !== true)
+      .map(([p]) => p);
+    expect(bad).toEqual([]);
+  });
+
+  test.each(CRDS)('%s: spec and status keep KubeVirt fields Ferry does not know', (_, crd) => {
+    expect(at(root(crd), 'spec')['x-kubernetes-preserve-unknown-fields']).toBe(true);
+    expect(at(root(crd), 'status')['x-kubernetes-preserve-unknown-fields']).toBe(true);
+    expect(root(crd).required).toEqual(['spec']);
+  });
+
+  test('the root metadata is only `type: object`', () => {
+    for (const [, crd] of CRDS) expect(at(root(crd), 'metadata')).toEqual({ type: 'object' });
+  });
+});

@@ -1,0 +1,65 @@
+/** `ferry launcher` flags. */
+
+import { describe, expect, test } from '@jest/globals';
+import { ErrorCode } from '../../src/errors.js';
+import { PodPath } from '../../src/vm/launch-plan.js';
+import { DEFAULT_STATUS_PORT, parseLauncherArgs } from '../../launcher/main.js';
+import { codeOf } from './helpers.js';
+
+describe('parseLauncherArgs', () => {
+  test('pod defaults', () => {
+    const o = parseLauncherArgs([], { HOME: '/home/q' });
+    expect(o).toMatchObject({
+      volumesDir: PodPath.VmiDisks,
+      volumeSizes: {},
+      accel: 'auto',
+      allowEmulation: false,
+      statusPort: DEFAULT_STATUS_PORT,
+      statusAddress: '0.0.0.0',
+      qemuUser: 'libvirt-qemu',
+      emulator: '/usr/bin/qemu-system-x86_64',
+      cacheDir: '/home/q/.cache/ferry/libvirt',
+    });
+    expect(o.vmiFile).toBeUndefined();
+    expect(o.runtimeDir).toBeUndefined();
+  });
+
+  test('all flags', () => {
+    const o = parseLauncherArgs(
+      ['--vmi', 'v.yaml', '--volumes-dir', '/v', '--volume-size', 'a=1Gi', '--volume-size', 'b=512Mi', '--accel', 'tcg', '--allow-emulation', '--serial-log', '/s.log', '--runtime-dir', '/r', '--cache-dir', '/c', '--status-port', '0', '--status-address', '127.0.0.1', '--termination-log', '/t', '--qemu-user', 'qemu', '--emulator', '/q', '--log-level', 'debug'],
+      {},
+    );
+    expect(o).toEqual({
+      vmiFile: 'v.yaml',
+      volumesDir: '/v',
+      volumeSizes: { a: 1024 ** 3, b: 512 * 1024 ** 2 },
+      accel: 'tcg',
+      allowEmulation: true,
+      serialLog: '/s.log',
+      runtimeDir: '/r',
+      cacheDir: '/c',
+      statusPort: 0,
+      statusAddress: '127.0.0.1',
+      terminationLog: '/t',
+      qemuUser: 'qemu',
+      emulator: '/q',
+      logLevel: 'debug',
+    });
+  });
+
+  test('XDG_CACHE_HOME wins; no home, no cache', () => {
+    expect(parseLauncherArgs([], { XDG_CACHE_HOME: '/x', HOME: '/h' }).cacheDir).toBe('/x/ferry/libvirt');
+    expect(parseLauncherArgs([], { HOME: '/' }).cacheDir).toBeUndefined();
+  });
+
+  test.each([
+    [['--accel', 'hvf']],
+    [['--volume-size', 'rootdisk']],
+    [['--volume-size', 'rootdisk=lots']],
+    [['--status-port', '70000']],
+    [['--status-port', 'x']],
+    [['extra']],
+  ])('%j is invalid', (argv) => {
+    expect(codeOf(() => parseLauncherArgs(argv, {}))).toBe(ErrorCode.InvalidSpec);
+  });
+});
