@@ -11,7 +11,8 @@ Commands:
   vm         start, stop or restart a VirtualMachine (ferry vm --help)
   expose     create a Service that reaches a VM's guest (ferry expose --help)
   launcher   run one VirtualMachineInstance: libvirtd, the domain, its console (ferry launcher --help)
-  console    attach to a launcher's serial console socket (ferry console --socket PATH)
+  console    attach to a guest's serial console (ferry console <vmi>, or --socket PATH locally)
+  vnc        a local port for a VNC viewer to a guest's display (ferry vnc <vmi>)
 `;
 
 async function run() {
@@ -37,8 +38,17 @@ async function run() {
       return launcherCommand(args, process.env, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'console': {
-      const { consoleCommand } = await import('../dist/launcher/main.js');
-      return consoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      // With --socket: the launcher's local attach (also what runs inside the pod); else the cluster.
+      if (args.some((a) => a === '--socket' || a.startsWith('--socket=') || a === '-h' || a === '--help')) {
+        const { consoleCommand } = await import('../dist/launcher/main.js');
+        return consoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      }
+      const { clusterConsoleCommand } = await import('../dist/cli/console-main.js');
+      return clusterConsoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+    }
+    case 'vnc': {
+      const { vncCommand } = await import('../dist/cli/console-main.js');
+      return vncCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     }
     case 'importer': {
       const { main } = await import('../dist/importer/main.js');

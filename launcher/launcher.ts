@@ -179,7 +179,7 @@ export class Launcher {
       const xml = domainXml(plan);
 
       if (plan.serial) {
-        this.consoleSocket = join(vmiDir, 'console.sock');
+        this.consoleSocket = paths.consoleSocket;
         this.console = await GuestConsole.listen({
           guestSocket: plan.serial.socketPath,
           listenPath: this.consoleSocket,

@@ -59,9 +59,11 @@ export function podRuntimePaths(vmiUid: string, privateDir: string = PodPath.Pri
   serialSocket: string;
   serialLog: string;
   vncSocket: string;
+  /** The launcher's own console endpoint (replay + live output, many readers). */
+  consoleSocket: string;
 } {
   const dir = `${privateDir}/${vmiUid}`;
-  return { serialSocket: `${dir}/virt-serial0`, serialLog: `${dir}/virt-serial0-log`, vncSocket: `${dir}/virt-vnc` };
+  return { serialSocket: `${dir}/virt-serial0`, serialLog: `${dir}/virt-serial0-log`, vncSocket: `${dir}/virt-vnc`, consoleSocket: `${dir}/console.sock` };
 }
 
 /** Where KubeVirt puts a volume's disk in the pod, by what backs it. */

@@ -290,6 +290,7 @@ describe('pod paths (KubeVirt layout)', () => {
       serialSocket: '/var/run/kubevirt-private/u1/virt-serial0',
       serialLog: '/var/run/kubevirt-private/u1/virt-serial0-log',
       vncSocket: '/var/run/kubevirt-private/u1/virt-vnc',
+      consoleSocket: '/var/run/kubevirt-private/u1/console.sock',
     });
   });
 });
