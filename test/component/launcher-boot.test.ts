@@ -265,16 +265,35 @@ describe('ferry launcher boots a VMI under TCG', () => {
   }, BOOT_TIMEOUT);
 
   /** Boots a guest that holds (`ferry-hold: <hold>`), sends SIGTERM once it does. */
-  async function holdThenTerminate(name: string, hold: string, graceSeconds: number): Promise<{ run: Run; client: ConsoleClient }> {
+  async function holdThenTerminate(name: string, hold: string, graceSeconds: number, whileRunning?: (run: Run) => Promise<string>): Promise<{ run: Run; client: ConsoleClient; seen?: string }> {
     const run = await launch({ name, userData: `#cloud-config\nferry-hold: ${hold}`, graceSeconds }, ['--accel', 'tcg']);
     const client = await ConsoleClient.connect(await until('the console socket', () => consoleSocket(run)));
     await client.waitFor('FERRY-HOLD');
+    const seen = whileRunning ? await whileRunning(run) : undefined;
     run.proc.kill('SIGTERM');
-    return { run, client };
+    return { run, client, ...(seen !== undefined ? { seen } : {}) };
+  }
+
+  /**
+   * What `ferry vnc <vmi>` runs in the pod for each viewer: `ferry console --socket <virt-vnc>`, a raw
+   * pipe. A VNC server speaks first: its RFB version line.
+   */
+  async function vncGreeting(run: Run): Promise<string> {
+    const console = await until('the console socket', () => consoleSocket(run));
+    const vnc = join(console, '..', 'virt-vnc');
+    const pipe = spawn(process.execPath, [FERRY_BIN, 'console', '--socket', vnc], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let got = '';
+    pipe.stdout.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    try {
+      return await until('the RFB greeting', () => (got.length >= 12 ? got.slice(0, 12) : undefined), 15_000, 50);
+    } finally {
+      pipe.kill();
+    }
   }
 
   test('SIGTERM: the guest powers off on the ACPI shutdown, exit 0, Succeeded', async () => {
-    const { run, client } = await holdThenTerminate('acpi', 'yes', 60);
+    const { run, client, seen } = await holdThenTerminate('acpi', 'yes', 60, vncGreeting);
+    expect(seen).toBe('RFB 003.008\n');
     const result = await run.proc.done;
     expect(result.code).toBe(0);
     expect(client.text).toContain('FERRY-ACPI-POWER-BUTTON');
