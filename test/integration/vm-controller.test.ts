@@ -369,6 +369,21 @@ describe('VirtualMachine run strategies', () => {
     expect((await readVmi('rerun'))?.metadata.uid).toBe(second.metadata.uid);
   });
 
+  test('RerunOnFailure: `vm stop` keeps it stopped (no restart), `vm start` runs it again', async () => {
+    await createVm('rerun-stop', 'RerunOnFailure');
+    const first = await vmiWhen('rerun-stop', phaseIs('Scheduling'), 'Scheduling');
+    await runGuest(first);
+    await vmiWhen('rerun-stop', phaseIs('Running'), 'Running');
+    await vmLifecycle(cp.kubeConfig, namespace, 'rerun-stop', 'stop');
+    await waitFor('VMI rerun-stop gone', async () => ((await readVmi('rerun-stop')) === undefined ? true : undefined));
+    await vmWhen('rerun-stop', (v) => v.status?.printableStatus === 'Stopped', 'Stopped');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await readVmi('rerun-stop')).toBeUndefined();
+    await vmLifecycle(cp.kubeConfig, namespace, 'rerun-stop', 'start');
+    const second = await vmiWhen('rerun-stop', phaseIs('Scheduling'), 'Scheduling again');
+    expect(second.metadata.uid).not.toBe(first.metadata.uid);
+  });
+
   test('Once: one run to its end, no restart after a failure', async () => {
     await createVm('once', 'Once');
     const only = await endRun('once', 'Failed');
@@ -386,5 +401,40 @@ describe('VirtualMachine run strategies', () => {
     await core.createNamespacedService({ namespace, body: { metadata: { name: 'svc-ssh' }, spec: { selector, ports: [{ port: 22, targetPort: 22 }] } } });
     const matched = await core.listNamespacedPod({ namespace, labelSelector: 'kubevirt.io/vm=svc' });
     expect(matched.items.map((p) => p.metadata?.name)).toEqual([pod.metadata?.name]);
+  });
+});
+
+describe('the CRDs as clients see them', () => {
+  /** GET on the apiserver with the test kubeconfig's credentials. */
+  async function getJson(path: string): Promise<unknown> {
+    const { request } = await import('node:https');
+    const url = new URL(path, cp.kubeConfig.getCurrentCluster()?.server);
+    const options: import('node:https').RequestOptions = { hostname: url.hostname, port: url.port, path: url.pathname, method: 'GET', headers: {} };
+    await cp.kubeConfig.applyToHTTPSOptions(options);
+    return new Promise((resolve, reject) => {
+      const req = request(options, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(body)) : reject(new Error(`${path}: HTTP ${res.statusCode}`))));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  test('the published OpenAPI schema documents the subset (what kubectl explain reads)', async () => {
+    const doc = (await getJson('/openapi/v3/apis/kubevirt.io/v1')) as { components: { schemas: Record<string, { properties?: Record<string, { description?: string; properties?: Record<string, unknown> }> }> } };
+    // Named by reversed group: io.kubevirt.v1.VirtualMachineInstance.
+    const vmi = Object.entries(doc.components.schemas).find(([k]) => k.endsWith('.v1.VirtualMachineInstance'))?.[1];
+    expect(vmi?.properties?.spec?.description).toBe('Specification of the virtual machine instance.');
+    expect(Object.keys(vmi?.properties?.spec?.properties ?? {})).toEqual(expect.arrayContaining(['domain', 'volumes', 'networks', 'terminationGracePeriodSeconds']));
+  });
+
+  test('fields outside the subset are kept, so KubeVirt YAML round-trips', async () => {
+    const spec = { ...vmiSpec('keep-pvc'), evictionStrategy: 'LiveMigrate', domain: { ...vmiSpec('keep-pvc').domain, clock: { utc: {} } } } as VmiSpec;
+    await createVmi('keep', spec);
+    const stored = (await readVmi('keep')) as unknown as { spec: { evictionStrategy?: string; domain: { clock?: unknown } } };
+    expect(stored.spec.evictionStrategy).toBe('LiveMigrate');
+    expect(stored.spec.domain.clock).toEqual({ utc: {} });
   });
 });
