@@ -42,6 +42,11 @@ export interface ImportTuning {
   readonly directHttp: boolean;
   /** Connections for a parallel ranged download (1: one stream). */
   readonly connections: number;
+  /**
+   * Smallest remote raw image that qemu-img copies itself through nbdkit (C from socket to disk,
+   * zeros skipped) instead of the streamed JavaScript path; 0 turns it off.
+   */
+  readonly rawViaNbdMinBytes: number;
   /** Smallest download worth splitting, and the size of each ranged request. */
   readonly parallelMinBytes: number;
   readonly chunkBytes: number;
@@ -54,6 +59,7 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   maxBackoffMs: 30_000,
   resumeAttempts: 10,
   directHttp: true,
+  rawViaNbdMinBytes: 64 * 1024 * 1024,
   connections: 1,
   parallelMinBytes: 64 * 1024 * 1024,
   chunkBytes: 16 * 1024 * 1024,
@@ -207,6 +213,7 @@ async function importPeeled(spec: ImportSpec, target: PreparedTarget, peeled: Pe
     log.info(result, 'archive extracted');
     return success({ sourceFormat: describe(peeled) });
   }
+  if (peeled.format === Format.Raw && rawViaNbd(spec, peeled, opened, deps)) return importConverted(spec, target, peeled, opened, deps, log);
   if (peeled.format === Format.Raw) return importRaw(spec, target, peeled, opened, deps);
   if (needsConversion(peeled.format)) return importConverted(spec, target, peeled, opened, deps, log);
   if (peeled.format === Format.Tar) {
@@ -264,10 +271,7 @@ async function stageImage(spec: ImportSpec, peeled: Peeled, opened: OpenedSource
     }
     return { image: opened.localPath, how: 'in-place', release: none };
   }
-  const direct =
-    deps.tuning.directHttp && spec.source === ImportSource.Http && opened.remoteUrl !== undefined && opened.acceptsRanges &&
-    opened.size !== undefined && peeled.layers.length === 0 && spec.checksum === undefined;
-  if (direct && opened.remoteUrl !== undefined) {
+  if (readableInPlace(spec, peeled, opened, deps) && opened.remoteUrl !== undefined) {
     await stop();
     const proxy = proxyFor(opened.remoteUrl, spec.proxy);
     const nbd = await serveHttpOverNbd({
@@ -338,6 +342,27 @@ async function importConverted(
   } finally {
     await staged.release();
   }
+}
+
+/** A remote image qemu-img can read at random through nbdkit: http(s) with Range, plain, no checksum. */
+function readableInPlace(spec: ImportSpec, peeled: Peeled, opened: OpenedSource, deps: EngineDeps): boolean {
+  return (
+    deps.tuning.directHttp && spec.source === ImportSource.Http && opened.remoteUrl !== undefined && opened.acceptsRanges &&
+    opened.size !== undefined && peeled.layers.length === 0 && spec.checksum === undefined
+  );
+}
+
+/**
+ * A big remote raw image goes through nbdkit + qemu-img like a qcow2 does: measured 2 GiB random
+ * raw in 4.4–4.8 s against 6.9–7.6 s streamed through node (curl -o: 3.6–4.4 s). Only whole sectors
+ * (the NBD client rounds sizes) and not beside a parallel download the user asked for.
+ */
+function rawViaNbd(spec: ImportSpec, peeled: Peeled, opened: OpenedSource, deps: EngineDeps): boolean {
+  const size = opened.size;
+  return (
+    deps.tuning.rawViaNbdMinBytes > 0 && size !== undefined && size >= deps.tuning.rawViaNbdMinBytes && size % 512 === 0 &&
+    deps.tuning.connections <= 1 && readableInPlace(spec, peeled, opened, deps)
+  );
 }
 
 /** A plain (uncompressed) remote body big enough to be worth several connections. */

@@ -28,6 +28,7 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
     maxBackoffMs: DEFAULT_TUNING.maxBackoffMs,
     resumeAttempts: envInt(env, 'FERRY_HTTP_RESUME_ATTEMPTS', DEFAULT_TUNING.resumeAttempts),
     directHttp: env.FERRY_DIRECT_HTTP !== 'false',
+    rawViaNbdMinBytes: DEFAULT_TUNING.rawViaNbdMinBytes,
     connections: Math.max(1, envInt(env, 'FERRY_HTTP_CONNECTIONS', DEFAULT_TUNING.connections)),
     parallelMinBytes: DEFAULT_TUNING.parallelMinBytes,
     chunkBytes: DEFAULT_TUNING.chunkBytes,

@@ -1,7 +1,8 @@
 /** Every supported format and compression, served over real HTTP, through real qemu-img. */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { allocatedBytes, compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -36,6 +37,9 @@ beforeAll(async () => {
     server.route(`/${name}`, { file: f(name) });
   }
 });
+
+const truncateTo = (path: string, size: number): void => truncateSync(path, size);
+const sha256Of = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 afterAll(async () => {
   await server?.close();
@@ -111,6 +115,45 @@ describe('formats over http', () => {
     // qemu-img's reads arrive as ranged GETs from nbdkit.
     const ranged = server.requests.slice(before).filter((r) => r.path === '/disk.qcow2' && r.range !== undefined);
     expect(ranged.length).toBeGreaterThan(0);
+  });
+
+  describe('a big remote raw image is copied by qemu-img through nbdkit (threshold lowered to 1 MiB here)', () => {
+    const NBD = { rawViaNbdMinBytes: MiB };
+    const rangedGets = (before: number, path: string): number => server.requests.slice(before).filter((r) => r.path === path && r.range !== undefined).length;
+
+    test('same bytes, zero blocks left as holes, grown to the usable size, read with ranged GETs', async () => {
+      const out = join(dir, 'raw-nbd.img');
+      const before = server.requests.length;
+      const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out }, capacity: 16 * MiB }), NBD);
+      expect(error).toBeUndefined();
+      expect(result).toMatchObject({ scratchSpaceRequired: false, via: 'nbd', diskSize: 16 * MiB });
+      expect(expectSameDisk(out, raw, 16 * MiB)).toBe(true);
+      expect(allocatedBytes(out)).toBeLessThan(3 * MiB);
+      expect(rangedGets(before, '/disk.raw')).toBeGreaterThan(0);
+    });
+
+    test('larger than the target: TARGET_TOO_SMALL, nothing written', async () => {
+      const out = join(dir, 'raw-nbd-small.img');
+      const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out }, capacity: 4 * MiB, filesystemOverhead: 0 }), NBD);
+      expect(error?.code).toBe('TARGET_TOO_SMALL');
+      expect(existsSync(out)).toBe(false);
+    });
+
+    test('a checksum to verify, or a size that is not whole sectors, keeps the streamed path', async () => {
+      const odd = join(dir, 'odd.raw');
+      makeRawDisk(odd, SIZE);
+      truncateTo(odd, SIZE + 100);
+      server.route('/odd.raw', { file: odd });
+      const unaligned = await runEngine(spec({ endpoint: `${server.url}/odd.raw`, target: { kind: 'file', path: join(dir, 'odd.img') } }), NBD);
+      expect(unaligned.error).toBeUndefined();
+      expect(unaligned.result?.via).toBeUndefined();
+      expect(statSync(join(dir, 'odd.img')).size).toBe(SIZE + 100);
+      const sha = sha256Of(raw);
+      const verified = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: join(dir, 'sum.img') }, checksum: { algorithm: 'sha256', hex: sha } }), NBD);
+      expect(verified.error).toBeUndefined();
+      expect(verified.result?.via).toBeUndefined();
+      expect(expectSameDisk(join(dir, 'sum.img'), raw, SIZE)).toBe(true);
+    });
   });
 
   test('without Range support a non-raw image needs scratch; without scratch space it says so and writes nothing', async () => {

@@ -13,6 +13,8 @@ export const FAST_TUNING: ImportTuning = {
   maxBackoffMs: 50,
   resumeAttempts: 5,
   directHttp: true,
+  // Test images are small: they take the streamed raw path unless a test asks for nbd.
+  rawViaNbdMinBytes: 64 * 1024 * 1024,
   connections: 1,
   parallelMinBytes: 1024 * 1024,
   chunkBytes: 512 * 1024,
