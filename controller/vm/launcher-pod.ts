@@ -34,6 +34,8 @@ export interface LauncherConfig {
 /** What the controller knows about a volume's PVC from its cache. */
 export interface ClaimInfo {
   readonly block: boolean;
+  /** What disk.img may grow to: min(requested, provisioned), as KubeVirt sizes it. */
+  readonly capacityBytes?: number;
 }
 
 /**
@@ -156,6 +158,12 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
   const grace = spec.terminationGracePeriodSeconds ?? 30;
   const args = ['launcher', '--status-port', String(config.launcherStatusPort), '--accel', 'auto'];
   if (config.allowEmulation) args.push('--allow-emulation');
+  // A missing or smaller disk.img on a filesystem PVC is created/grown to the PVC's size.
+  for (const volume of spec.volumes ?? []) {
+    const claim = claimOf(volume);
+    const info = claim ? claims.get(claim.claimName) : undefined;
+    if (claim && info && !info.block && !claim.readOnly && info.capacityBytes !== undefined) args.push('--volume-size', `${volume.name}=${info.capacityBytes}`);
+  }
   const container: V1Container = {
     name: COMPUTE_CONTAINER,
     image: config.launcherImage,

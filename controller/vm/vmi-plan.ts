@@ -20,6 +20,7 @@ import {
   VmiPhase,
   type VmiStatus,
 } from '../../src/vm/api.js';
+import { parseQuantity } from '../../src/quantity.js';
 import { defaultVmiSpec, validateVmiSpec } from '../../src/vm/defaults.js';
 import { type ConditionInput, nextConditions, sameJson } from './conditions.js';
 import { buildLauncherPod, type ClaimInfo, type LauncherConfig, launcherPodName } from './launcher-pod.js';
@@ -83,9 +84,22 @@ function claimsBlocking(vmi: VirtualMachineInstance, claims: VmiObserved['claims
   return undefined;
 }
 
+function quantityOrUndefined(text: unknown): number | undefined {
+  if (text === undefined || text === null) return undefined;
+  try {
+    return parseQuantity(String(text));
+  } catch {
+    return undefined;
+  }
+}
+
 function claimInfo(claims: VmiObserved['claims']): Map<string, ClaimInfo> {
   const info = new Map<string, ClaimInfo>();
-  for (const [name, pvc] of claims) if (pvc) info.set(name, { block: pvc.spec?.volumeMode === 'Block' });
+  for (const [name, pvc] of claims) {
+    if (!pvc) continue;
+    const sizes = [quantityOrUndefined(pvc.spec?.resources?.requests?.storage), quantityOrUndefined(pvc.status?.capacity?.storage)].filter((n): n is number => n !== undefined);
+    info.set(name, { block: pvc.spec?.volumeMode === 'Block', ...(sizes.length > 0 ? { capacityBytes: Math.min(...sizes) } : {}) });
+  }
   return info;
 }
 

@@ -175,7 +175,7 @@ describe('VirtualMachineInstance → launcher pod', () => {
     expect(compute?.volumeMounts).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'rootdisk', mountPath: '/var/run/kubevirt-private/vmi-disks/rootdisk' })]));
     expect(pod.spec?.volumes).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'rootdisk', persistentVolumeClaim: expect.objectContaining({ claimName: 'rootdisk-pvc' }) })]));
     expect(compute?.ports).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'ssh', containerPort: 22 })]));
-    expect(compute?.args).toEqual(expect.arrayContaining(['launcher', '--allow-emulation']));
+    expect(compute?.args).toEqual(expect.arrayContaining(['launcher', '--allow-emulation', '--volume-size', `rootdisk=${64 * 1024 * 1024}`]));
     // Guest memory plus the launcher's overhead, never less than the guest's.
     const memory = String(compute?.resources?.requests?.memory ?? '0Mi');
     expect(Number(memory.replace('Mi', ''))).toBeGreaterThan(128);

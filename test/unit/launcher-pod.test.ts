@@ -349,3 +349,29 @@ describe('buildLauncherPod: forwarded ports below 1024', () => {
     expect(withPorts([8080]).spec?.securityContext?.sysctls).toBeUndefined();
   });
 });
+
+describe('buildLauncherPod: disk.img sizing handed to the launcher', () => {
+  const spec = (readOnly = false): VmiSpec =>
+    withDomain({ memory: { guest: '128Mi' }, devices: { disks: [{ name: 'root' }, { name: 'data' }] } }, {
+      volumes: [
+        { name: 'root', persistentVolumeClaim: { claimName: 'root-pvc', readOnly } },
+        { name: 'data', dataVolume: { name: 'data-dv' } },
+      ],
+    });
+
+  test('each writable filesystem PVC gets --volume-size <volume>=<bytes>; block and unknown sizes get none', () => {
+    const claims = new Map<string, ClaimInfo>([
+      ['root-pvc', { block: false, capacityBytes: 10 * 1024 * MiB }],
+      ['data-dv', { block: true, capacityBytes: 5 * 1024 * MiB }],
+    ]);
+    const args = compute(podOf({ spec: spec() }, claims)).args ?? [];
+    expect(args).toContain(`root=${10 * 1024 * MiB}`);
+    expect(args.filter((a) => a === '--volume-size')).toHaveLength(1);
+    expect(compute(podOf({ spec: spec() }, new Map([['root-pvc', { block: false }]]))).args).not.toContain('--volume-size');
+  });
+
+  test('a read-only PVC is never grown', () => {
+    const claims = new Map<string, ClaimInfo>([['root-pvc', { block: false, capacityBytes: MiB * 64 }]]);
+    expect(compute(podOf({ spec: spec(true) }, claims)).args).not.toContain('--volume-size');
+  });
+});

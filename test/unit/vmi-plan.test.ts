@@ -148,7 +148,7 @@ describe('planVmi: before the pod exists', () => {
     const vmi = vmiAt(undefined);
     const p = plan({ vmi });
     const pod = of(p, 'createPod')[0]?.pod;
-    expect(pod).toEqual(buildLauncherPod({ ...vmi, spec: defaultVmiSpec(vmi.spec, vmi.metadata) }, new Map([['disk', { block: false }]]), LAUNCHER_CONFIG));
+    expect(pod).toEqual(buildLauncherPod({ ...vmi, spec: defaultVmiSpec(vmi.spec, vmi.metadata) }, new Map([['disk', { block: false, capacityBytes: 1024 * 1024 * 1024 }]]), LAUNCHER_CONFIG));
     expect(pod?.metadata?.name).toBe(launcherPodName(vmi));
     expect(statusOf(p)).toEqual({
       phase: 'Scheduling',
