@@ -25,6 +25,7 @@ import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxy
 import { openS3, parseS3Location } from './sources/s3-source.js';
 import { openRegistry } from './sources/registry-source.js';
 import { serveHttpOverNbd } from './nbdkit.js';
+import { decodeToFile } from './decode-to-file.js';
 import { fetchParallelToFile } from './parallel-fetch.js';
 import type { OpenedSource, SourceOpener } from './sources/source.js';
 import { type ByteStream, capped, counted, exactLength, verified } from './streams.js';
@@ -232,7 +233,15 @@ async function importRaw(spec: ImportSpec, target: PreparedTarget, peeled: Peele
     });
   }
   let written: number;
-  if (parallelizable(peeled, opened, deps) && opened.size !== undefined && opened.openRange) {
+  const decoded = peeled.compressed !== undefined && target.kind === TargetKind.File;
+  if (peeled.compressed && decoded) {
+    written = await decodeToFile(peeled.compressed.format, peeled.compressed.stream, target.writePath);
+    if (limit !== undefined && written > limit) {
+      throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${limit}`, {
+        details: { size: written, usable: limit },
+      });
+    }
+  } else if (parallelizable(peeled, opened, deps) && opened.size !== undefined && opened.openRange) {
     await peeled.stream[Symbol.asyncIterator]().return?.();
     await fetchParallelToFile(target.writePath, target.kind === TargetKind.File, spec.checksum, parallelOptions(opened.size, opened.openRange, deps));
     written = opened.size;
@@ -242,7 +251,7 @@ async function importRaw(spec: ImportSpec, target: PreparedTarget, peeled: Peele
   }
   deps.progress.begin(Phase.Resize, 100, 100);
   const done = await finishDisk(target, { written, preallocate: spec.preallocation });
-  return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied });
+  return success({ sourceFormat: describe(peeled), diskSize: done.size, preallocationApplied: done.preallocationApplied, ...(decoded ? { via: 'decoder' as const } : {}) });
 }
 
 /** Where qemu-img reads a non-raw image from, and how to let go of it afterwards. */

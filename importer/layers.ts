@@ -3,6 +3,7 @@
 import { createGunzip } from 'node:zlib';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { detectFormat, Format, isCompression, SNIFF_BYTES } from './sniff.js';
+import { decodesToFile, PROBE_INPUT_BYTES, probeDecoded } from './decode-to-file.js';
 import { type ByteStream, peek, spawnFilter, throughDuplex } from './streams.js';
 
 /** How deep compression may nest (qcow2.gz.xz is silly, but bounded is what matters). */
@@ -15,6 +16,12 @@ export interface Peeled {
   /** The first bytes of the innermost layer, for header checks. */
   readonly head: Buffer;
   readonly stream: ByteStream;
+  /**
+   * Set when exactly one zstd or xz layer wraps a non-compressed format: the compressed bytes, for
+   * a decoder that writes the target itself. Iterate either this or `stream`, never both (`stream`
+   * starts its decoder only when first read).
+   */
+  readonly compressed?: { readonly format: Format; readonly stream: ByteStream };
 }
 
 function decompress(format: Format, source: ByteStream): ByteStream {
@@ -54,6 +61,19 @@ export async function peel(source: ByteStream): Promise<Peeled> {
     if (!isCompression(format)) return { format, layers, head, stream: replay };
     if (layers.length >= MAX_LAYERS) {
       throw new FerryError(ErrorCode.UnsupportedFormat, `more than ${MAX_LAYERS} nested compression layers (${[...layers, format].join(' > ')})`);
+    }
+    if (layers.length === 0 && decodesToFile(format)) {
+      // Learn the inner format from a probe decode of the first bytes, so the real decoder can
+      // still be chosen: into node, or straight into the target file.
+      const { head: compressedHead, stream: compressed } = await peek(replay, PROBE_INPUT_BYTES);
+      const inner = await probeDecoded(format, compressedHead, SNIFF_BYTES);
+      const complete = inner !== undefined && (inner.length >= SNIFF_BYTES || compressedHead.length < PROBE_INPUT_BYTES);
+      if (inner && complete && !isCompression(detectFormat(inner))) {
+        return { format: detectFormat(inner), layers: [format], head: inner, stream: decompress(format, compressed), compressed: { format, stream: compressed } };
+      }
+      layers.push(format);
+      stream = decompress(format, compressed);
+      continue;
     }
     layers.push(format);
     stream = decompress(format, replay);

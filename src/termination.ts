@@ -18,8 +18,8 @@ export interface ImportSuccess {
   readonly sourceFormat?: string;
   /** Size of the written disk in bytes (kubevirt content). */
   readonly diskSize?: number;
-  /** How a non-raw image was read: in place (local file), over nbdkit (remote), or from scratch. */
-  readonly via?: 'in-place' | 'nbd' | 'scratch';
+  /** How the image was read: in place (local file), over nbdkit (remote), from scratch, or decoded by zstd/xz straight into the target. */
+  readonly via?: 'in-place' | 'nbd' | 'scratch' | 'decoder';
 }
 
 export interface ImportFailure {
@@ -92,7 +92,7 @@ export function decodeTermination(text: string): TerminationMessage {
         preallocationApplied: o.preallocationApplied === true,
         ...(typeof o.sourceFormat === 'string' ? { sourceFormat: o.sourceFormat } : {}),
         ...(typeof o.diskSize === 'number' ? { diskSize: o.diskSize } : {}),
-        ...(o.via === 'in-place' || o.via === 'nbd' || o.via === 'scratch' ? { via: o.via } : {}),
+        ...(o.via === 'in-place' || o.via === 'nbd' || o.via === 'scratch' || o.via === 'decoder' ? { via: o.via } : {}),
       };
     }
   }

@@ -2,7 +2,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync, truncateSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { allocatedBytes, compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -153,6 +153,57 @@ describe('formats over http', () => {
       expect(verified.error).toBeUndefined();
       expect(verified.result?.via).toBeUndefined();
       expect(expectSameDisk(join(dir, 'sum.img'), raw, SIZE)).toBe(true);
+    });
+  });
+
+  describe('a raw image in one zstd or xz layer is decoded by zstd/xz straight into the target file', () => {
+    test.each([['disk.raw.zst'], ['disk.raw.xz']])('%s: same bytes, holes kept, via decoder', async (name) => {
+      const out = join(dir, `${name}.decoded.img`);
+      const { result, error } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out } }));
+      expect(error).toBeUndefined();
+      expect(result?.via).toBe('decoder');
+      expect(expectSameDisk(out, raw, SIZE)).toBe(true);
+      expect(allocatedBytes(out)).toBeLessThan(3 * MiB);
+    });
+
+    test('larger than the target: TARGET_TOO_SMALL, no disk left', async () => {
+      const out = join(dir, 'decoded-small.img');
+      const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.zst`, target: { kind: 'file', path: out }, capacity: 4 * MiB, filesystemOverhead: 0 }));
+      expect(error?.code).toBe('TARGET_TOO_SMALL');
+      expect(existsSync(out)).toBe(false);
+      expect(existsSync(`${out}.ferry-partial`)).toBe(false);
+    });
+
+    test('a checksum is still verified over the compressed bytes', async () => {
+      const out = join(dir, 'decoded-sum.img');
+      const good = await runEngine(spec({ endpoint: `${server.url}/disk.raw.zst`, target: { kind: 'file', path: out }, checksum: { algorithm: 'sha256', hex: sha256Of(join(dir, 'disk.raw.zst')) } }));
+      expect(good.error).toBeUndefined();
+      expect(good.result?.via).toBe('decoder');
+      const bad = await runEngine(spec({ endpoint: `${server.url}/disk.raw.zst`, target: { kind: 'file', path: join(dir, 'decoded-bad.img') }, checksum: { algorithm: 'sha256', hex: '0'.repeat(64) } }));
+      expect(bad.error?.code).toBe('CHECKSUM_MISMATCH');
+      expect(existsSync(join(dir, 'decoded-bad.img'))).toBe(false);
+    });
+
+    test('truncated zstd data fails as an invalid image, no disk left', async () => {
+      const whole = readFileSync(join(dir, 'disk.raw.zst'));
+      const cut = join(dir, 'cut.raw.zst');
+      writeFileSync(cut, whole.subarray(0, Math.floor(whole.length / 2)));
+      server.route('/cut.raw.zst', { file: cut });
+      const out = join(dir, 'decoded-cut.img');
+      const { error } = await runEngine(spec({ endpoint: `${server.url}/cut.raw.zst`, target: { kind: 'file', path: out } }));
+      expect(error?.code).toBe('INVALID_IMAGE');
+      expect(existsSync(out)).toBe(false);
+    });
+
+    test('zstd around another compression layer keeps the streamed path (raw.gz.zst)', async () => {
+      compress('zstd', join(dir, 'disk.raw.gz'), join(dir, 'disk.raw.gz.zst'));
+      server.route('/disk.raw.gz.zst', { file: join(dir, 'disk.raw.gz.zst') });
+      const out = join(dir, 'decoded-nested.img');
+      const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz.zst`, target: { kind: 'file', path: out } }));
+      expect(error).toBeUndefined();
+      expect(result?.via).toBeUndefined();
+      expect(result?.sourceFormat).toBe('raw+gzip+zstd');
+      expect(expectSameDisk(out, raw, SIZE)).toBe(true);
     });
   });
 
