@@ -12,7 +12,6 @@ import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } 
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
 import { DEFAULT_TUNING, runImport } from './engine.js';
-import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
 
@@ -189,6 +188,8 @@ export async function importCommand(io: CliIo): Promise<number> {
     if (!values.quiet) progress.subscribe(progressPrinter(io.stderr));
     const metricsPort = values['metrics-port'] as string | undefined;
     if (metricsPort !== undefined) {
+      // prom-client only when asked for: it is a tenth of a second of start-up.
+      const { createImporterMetrics, serveMetrics } = await import('./metrics.js');
       const metrics = createImporterMetrics(spec.ownerUid ?? 'local');
       progress.subscribe(metrics.listener);
       await serveMetrics(metrics.registry, positiveInt('--metrics-port', metricsPort, 0), '127.0.0.1');

@@ -22,8 +22,7 @@ import { writeRaw } from './raw-writer.js';
 import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor, type ResumePolicy } from './sources/http-source.js';
-import { openS3, parseS3Location } from './sources/s3-source.js';
-import { openRegistry } from './sources/registry-source.js';
+import { parseS3Location } from './sources/s3-location.js';
 import { serveHttpOverNbd } from './nbdkit.js';
 import { decodeToFile } from './decode-to-file.js';
 import { fetchParallelToFile } from './parallel-fetch.js';
@@ -103,8 +102,9 @@ export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: nu
         );
     case ImportSource.S3: {
       const location = parseS3Location(spec.endpoint, { ...(spec.s3Endpoint ? { endpoint: spec.s3Endpoint } : {}), ...(spec.s3Region ? { region: spec.s3Region } : {}) });
-      return () =>
-        openS3(
+      // The AWS SDK is loaded only when an S3 import runs.
+      return async () =>
+        (await import('./sources/s3-source.js')).openS3(
           {
             location,
             insecureTls: spec.insecureTls,
@@ -120,8 +120,8 @@ export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: nu
       if (spec.contentType !== ContentType.Kubevirt) {
         throw new FerryError(ErrorCode.InvalidSpec, `the registry source imports disk images only (content type kubevirt), not ${spec.contentType}`);
       }
-      return () =>
-        openRegistry({
+      return async () =>
+        (await import('./sources/registry-source.js')).openRegistry({
           endpoint: spec.endpoint,
           insecureTls: spec.insecureTls,
           proxy: spec.proxy,
