@@ -6,16 +6,15 @@
 
 import {
   CoreV1Api,
-  type Informer,
   type KubeConfig,
   type KubernetesObject,
   makeInformer,
-  type ObjectCache,
   type V1PersistentVolumeClaim,
   type V1Pod,
 } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { IMPORTER_POD_SELECTOR } from '../src/cdi.js';
+import { type Cached, watchRestarting } from './informers.js';
 import type { Logger } from '../src/logging.js';
 import type { ControllerConfig } from './config.js';
 import { ClusterWriter } from './kube.js';
@@ -23,7 +22,6 @@ import { reconcile } from './reconciler.js';
 import { scrapeProgress } from './progress-scrape.js';
 import { WorkQueue } from './work-queue.js';
 
-type Cached<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 
 export interface ControllerDeps {
   readonly kubeConfig: KubeConfig;
@@ -142,16 +140,7 @@ export class ImportController {
   }
 
   private watch<T extends KubernetesObject>(informer: Cached<T>, what: string, handler: (obj: T) => void): void {
-    informer.on('add', handler);
-    informer.on('update', handler);
-    informer.on('delete', handler);
-    informer.on('error', (err: unknown) => {
-      if (this.stopped) return;
-      this.deps.logger.warn({ informer: what, err: (err as Error | undefined)?.message }, 'watch failed; restarting');
-      setTimeout(() => {
-        if (!this.stopped) informer.start().catch(() => undefined);
-      }, 2000).unref();
-    });
+    watchRestarting(informer, what, handler, this.deps.logger, () => this.stopped);
   }
 
   private enqueuePvc(pvc: V1PersistentVolumeClaim): void {

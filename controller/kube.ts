@@ -21,7 +21,8 @@ function status(err: unknown): number | undefined {
   return undefined;
 }
 
-async function tolerate<T>(op: Promise<T>, ok: number): Promise<void> {
+/** Runs `op`; the HTTP status `ok` (409 on a create, 404 on a delete) counts as done. */
+export async function tolerate<T>(op: Promise<T>, ok: number): Promise<void> {
   try {
     await op;
   } catch (err) {
@@ -64,28 +65,39 @@ export class ClusterWriter {
   }
 
   async event(pvc: V1PersistentVolumeClaim, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const now = this.now();
-    const namespace = pvc.metadata?.namespace ?? '';
-    const body: CoreV1Event = {
-      metadata: { generateName: `${pvc.metadata?.name ?? 'pvc'}.`, namespace },
-      involvedObject: {
-        apiVersion: 'v1',
-        kind: 'PersistentVolumeClaim',
-        name: pvc.metadata?.name ?? '',
-        namespace,
-        uid: pvc.metadata?.uid ?? '',
-        resourceVersion: pvc.metadata?.resourceVersion ?? '',
-      },
-      reason,
-      message: message.slice(0, 1024),
-      type,
-      source: { component: COMPONENT },
-      reportingComponent: COMPONENT,
-      reportingInstance: COMPONENT,
-      firstTimestamp: now,
-      lastTimestamp: now,
-      count: 1,
-    };
-    await this.core.createNamespacedEvent({ namespace, body });
+    await recordEvent(this.core, { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: pvc.metadata ?? {} }, type, reason, message, this.now());
   }
+}
+
+/** The object an event is about. */
+export interface Involved {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: { name?: string; namespace?: string; uid?: string; resourceVersion?: string };
+}
+
+/** Records an event about `obj`, from the controller, its message capped at 1 KiB. */
+export async function recordEvent(core: CoreV1Api, obj: Involved, type: 'Normal' | 'Warning', reason: string, message: string, now: Date): Promise<void> {
+  const namespace = obj.metadata.namespace ?? '';
+  const body: CoreV1Event = {
+    metadata: { generateName: `${obj.metadata.name ?? obj.kind.toLowerCase()}.`, namespace },
+    involvedObject: {
+      apiVersion: obj.apiVersion,
+      kind: obj.kind,
+      name: obj.metadata.name ?? '',
+      namespace,
+      uid: obj.metadata.uid ?? '',
+      resourceVersion: obj.metadata.resourceVersion ?? '',
+    },
+    reason,
+    message: message.slice(0, 1024),
+    type,
+    source: { component: COMPONENT },
+    reportingComponent: COMPONENT,
+    reportingInstance: COMPONENT,
+    firstTimestamp: now,
+    lastTimestamp: now,
+    count: 1,
+  };
+  await core.createNamespacedEvent({ namespace, body });
 }

@@ -8,15 +8,14 @@
 import {
   CoreV1Api,
   CustomObjectsApi,
-  type Informer,
   type KubeConfig,
   type KubernetesListObject,
   type KubernetesObject,
   makeInformer,
-  type ObjectCache,
   type V1PersistentVolumeClaim,
   type V1Pod,
 } from '@kubernetes/client-node';
+import { type Cached, watchRestarting } from '../informers.js';
 import type { Logger } from '../../src/logging.js';
 import { claimOf, GROUP, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance, VmLabel } from '../../src/vm/api.js';
 import { decodeLauncherStatus } from '../../src/vm/launcher-status.js';
@@ -27,7 +26,6 @@ import { planVm, type VmConfig } from './vm-plan.js';
 import { VmWriter } from './vm-writer.js';
 import { type LauncherReport, planVmi } from './vmi-plan.js';
 
-type Cached<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 type VmObject = VirtualMachine & KubernetesObject;
 type VmiObject = VirtualMachineInstance & KubernetesObject;
 
@@ -169,16 +167,7 @@ export class VmController {
   }
 
   private watch<T extends KubernetesObject>(informer: Cached<T>, what: string, handler: (obj: T) => void): void {
-    informer.on('add', handler);
-    informer.on('update', handler);
-    informer.on('delete', handler);
-    informer.on('error', (err: unknown) => {
-      if (this.stopped) return;
-      this.deps.logger.warn({ informer: what, err: (err as Error | undefined)?.message }, 'watch failed; restarting');
-      setTimeout(() => {
-        if (!this.stopped) informer.start().catch(() => undefined);
-      }, 2000).unref();
-    });
+    watchRestarting(informer, what, handler, this.deps.logger, () => this.stopped);
   }
 
   private async reconcile(key: string): Promise<HandlerResult> {

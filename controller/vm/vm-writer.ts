@@ -7,36 +7,19 @@
 
 import {
   type CoreV1Api,
-  type CoreV1Event,
   type CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import { GROUP, Plural, VERSION, type ObjectMeta } from '../../src/vm/api.js';
-import { COMPONENT } from '../kube.js';
+import { GROUP, Plural, VERSION } from '../../src/vm/api.js';
+import { type Involved as KubeInvolved, recordEvent, tolerate } from '../kube.js';
 import type { VmAction } from './vm-plan.js';
 import type { VmiAction } from './vmi-plan.js';
-
-function httpStatus(err: unknown): number | undefined {
-  const e = err as { code?: unknown };
-  return typeof e.code === 'number' ? e.code : undefined;
-}
-
-async function tolerate<T>(op: Promise<T>, ok: number): Promise<void> {
-  try {
-    await op;
-  } catch (err) {
-    if (httpStatus(err) !== ok) throw err;
-  }
-}
 
 const jsonPatch = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
-interface Involved {
-  readonly kind: string;
-  readonly metadata: ObjectMeta;
-}
+type Involved = Omit<KubeInvolved, 'apiVersion'>;
 
 export class VmWriter {
   constructor(
@@ -116,28 +99,6 @@ export class VmWriter {
   }
 
   async event(obj: Involved, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const now = this.now();
-    const namespace = obj.metadata.namespace ?? '';
-    const body: CoreV1Event = {
-      metadata: { generateName: `${obj.metadata.name ?? 'vm'}.`, namespace },
-      involvedObject: {
-        apiVersion: `${GROUP}/${VERSION}`,
-        kind: obj.kind,
-        name: obj.metadata.name ?? '',
-        namespace,
-        uid: obj.metadata.uid ?? '',
-        resourceVersion: obj.metadata.resourceVersion ?? '',
-      },
-      reason,
-      message: message.slice(0, 1024),
-      type,
-      source: { component: COMPONENT },
-      reportingComponent: COMPONENT,
-      reportingInstance: COMPONENT,
-      firstTimestamp: now,
-      lastTimestamp: now,
-      count: 1,
-    };
-    await this.core.createNamespacedEvent({ namespace, body });
+    await recordEvent(this.core, { ...obj, apiVersion: `${GROUP}/${VERSION}` }, type, reason, message, this.now());
   }
 }
