@@ -61,6 +61,7 @@ export class VmController {
   private pvcs: Cached<V1PersistentVolumeClaim> | undefined;
   private readonly queue: WorkQueue;
   private readonly writer: VmWriter;
+  private readonly core: CoreV1Api;
   /** Accelerator each launcher pod reported, by pod UID (asked once per pod). */
   private readonly reports = new Map<string, LauncherReport>();
   private synced = false;
@@ -70,6 +71,7 @@ export class VmController {
 
   constructor(private readonly deps: VmControllerDeps) {
     const core = deps.kubeConfig.makeApiClient(CoreV1Api);
+    this.core = core;
     this.writer = new VmWriter(core, deps.kubeConfig.makeApiClient(CustomObjectsApi));
     this.queue = new WorkQueue((key) => this.reconcile(key), {
       concurrency: deps.config.concurrency,
@@ -227,7 +229,7 @@ export class VmController {
     const cached = this.pods?.get(name, namespace);
     if (cached || !['Scheduling', 'Scheduled', 'Running'].includes(vmi.status?.phase ?? '')) return cached;
     try {
-      return await this.deps.kubeConfig.makeApiClient(CoreV1Api).readNamespacedPod({ namespace, name });
+      return await this.core.readNamespacedPod({ namespace, name });
     } catch (err) {
       if ((err as { code?: unknown }).code === 404) return undefined;
       throw err;
