@@ -3,12 +3,13 @@
  * Run as root (it drops the page cache between runs): npm run build && node dist/bench/importer.js [runs]
  */
 
-import { execFileSync, spawn } from 'node:child_process';
-import { rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FERRY_BIN } from '../test/helpers/ferry-process.js';
 import { sh, tempDir } from '../test/helpers/fixtures.js';
 import { startServer, type TestServer } from '../test/helpers/http-server.js';
+import { measure, median, type Sample } from './timing.js';
 
 const MiB = 1024 * 1024;
 const runs = Number(process.argv[2] ?? 3);
@@ -17,44 +18,10 @@ const sections = process.argv[3] ?? '1234';
 const dir = tempDir('ferry-bench-');
 const f = (n: string): string => join(dir, n);
 
-interface Sample {
-  readonly seconds: number;
-  readonly peakRssMiB: number;
-}
-
-function dropCaches(): void {
-  execFileSync('sync');
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-  } catch {
-    // not root: caches stay warm, which favours every contender alike
-  }
-}
-
-/**
- * Runs a shell command under /usr/bin/time; returns wall seconds and the peak RSS of the largest
- * process. Asynchronous: the HTTP server lives in this process and must keep serving meanwhile.
- */
-async function timed(command: string, env: NodeJS.ProcessEnv = {}): Promise<Sample> {
-  dropCaches();
-  const child = spawn('/usr/bin/time', ['-f', '%e %M', 'sh', '-c', `${command} && sync`], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (status !== 0) throw new Error(`failed: ${command}\n${stderr}`);
-  const [seconds, kb] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
-  return { seconds: seconds ?? NaN, peakRssMiB: Math.round((kb ?? 0) / 1024) };
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
-}
-
 async function series(label: string, command: () => string, env: NodeJS.ProcessEnv = {}, cleanup: () => void = () => undefined): Promise<{ label: string; seconds: number; rss: number; all: string }> {
   const samples: Sample[] = [];
   for (let i = 0; i < runs; i += 1) {
-    samples.push(await timed(command(), env));
+    samples.push(await measure(command(), env));
     cleanup();
   }
   const row = { label, seconds: median(samples.map((s) => s.seconds)), rss: median(samples.map((s) => s.peakRssMiB)), all: samples.map((s) => s.seconds.toFixed(2)).join(', ') };

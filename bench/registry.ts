@@ -5,12 +5,12 @@
  * Run as root (it drops the page cache between runs): npm run build && node dist/bench/registry.js [runs]
  */
 
-import { spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { FERRY_BIN } from '../test/helpers/ferry-process.js';
 import { sh, tempDir } from '../test/helpers/fixtures.js';
 import { pushImage, startRegistry, writeOciLayout } from '../test/helpers/registry.js';
+import { measure, median as mid } from './timing.js';
 
 const runs = Number(process.argv[2] ?? 3);
 const dir = tempDir('ferry-bench-registry-');
@@ -21,25 +21,6 @@ interface Row {
   readonly seconds: number[];
   readonly rssMiB: number[];
 }
-
-/** Wall seconds and the peak RSS of the largest process, under /usr/bin/time, caches dropped first. */
-async function measure(command: string): Promise<{ seconds: number; rssMiB: number }> {
-  sh('sync', []);
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-  } catch {
-    // not root: warm caches for every contender alike
-  }
-  const child = spawn('/usr/bin/time', ['-f', '%e %M', 'sh', '-c', `${command} && sync`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (status !== 0) throw new Error(`failed: ${command}\n${stderr}`);
-  const [seconds, kb] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
-  return { seconds: seconds ?? NaN, rssMiB: Math.round((kb ?? 0) / 1024) };
-}
-
-const mid = (values: readonly number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
 
 async function main(): Promise<void> {
   console.error('fixtures: qcow2 (1 GiB virtual, 512 MiB random) in a gzip layer...');
@@ -75,8 +56,8 @@ async function main(): Promise<void> {
         const sample = await measure(c.command);
         if (run === 0) sh('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', f('out.img'), f('expected.img')]);
         rows[i]?.seconds.push(sample.seconds);
-        rows[i]?.rssMiB.push(sample.rssMiB);
-        console.error(`${c.label}: ${sample.seconds.toFixed(2)} s, peak RSS ${sample.rssMiB} MiB`);
+        rows[i]?.rssMiB.push(sample.peakRssMiB);
+        console.error(`${c.label}: ${sample.seconds.toFixed(2)} s, peak RSS ${sample.peakRssMiB} MiB`);
         clean();
       }
     }

@@ -35,20 +35,49 @@ export async function peek(source: ByteStream, n: number): Promise<Peeked> {
     length += next.value.length;
   }
   const buffered = Buffer.concat(chunks);
-  async function* replay(): ByteStream {
+  let closed = done;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await iterator.return?.();
+  };
+  async function* replay(): AsyncGenerator<Buffer, void, undefined> {
     try {
       if (buffered.length > 0) yield buffered;
       if (done) return;
       for (;;) {
         const next = await iterator.next();
-        if (next.done) return;
+        if (next.done) {
+          closed = true;
+          return;
+        }
         yield next.value;
       }
     } finally {
-      if (!done) await iterator.return?.();
+      await close();
     }
   }
-  return { head: buffered.subarray(0, n), stream: replay() };
+  return { head: buffered.subarray(0, n), stream: closingEarly(replay(), close) };
+}
+
+/**
+ * A generator whose `return()` also runs `close` when it comes before the first `next()`: a
+ * generator that never started skips its own `finally`, which would leave the source it wraps (an
+ * open HTTP response, a decompressor) running until the process ends.
+ */
+function closingEarly(generator: AsyncGenerator<Buffer, void, undefined>, close: () => Promise<void>): AsyncIterableIterator<Buffer> {
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    next: () => generator.next(),
+    return: async () => {
+      const result = await generator.return(undefined);
+      await close();
+      return result;
+    },
+    throw: (err?: unknown) => generator.throw(err),
+  };
 }
 
 /** Runs a Node duplex (zlib, ...) as a stage; errors on either side reach the consumer. */
