@@ -7,6 +7,7 @@
  *   npm run build && node dist/bench/network.js [runs] [scenario,...]
  */
 
+import { spawn } from 'node:child_process';
 import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FERRY_BIN } from '../test/helpers/ferry-process.js';
@@ -20,7 +21,8 @@ const MB = 1e6;
 const MiB = 1024 * 1024;
 
 const SCENARIOS: Record<string, { readonly title: string; readonly link: WanOptions }> = {
-  lan: { title: '1 Gbit/s LAN, 1 ms RTT', link: { rttMs: 1, windowBytes: 3 * MiB, linkBytesPerSec: 125 * MB } },
+  lan: { title: '1 Gbit/s LAN, no added delay', link: { rttMs: 0, windowBytes: 3 * MiB, linkBytesPerSec: 125 * MB } },
+  regional: { title: '1 Gbit/s, 10 ms RTT', link: { rttMs: 10, windowBytes: 3 * MiB, linkBytesPerSec: 125 * MB } },
   far: { title: '1 Gbit/s, 100 ms RTT, 3 MiB window (~31 MB/s per connection)', link: { rttMs: 100, windowBytes: 3 * MiB, linkBytesPerSec: 125 * MB } },
   store: {
     title: 'object store: 10 ms RTT, 50 MB/s per connection, 2 Gbit/s link',
@@ -39,6 +41,22 @@ interface Contender {
   readonly check: () => void;
 }
 
+/** Median request-to-first-byte time of small ranged GETs on one kept-alive connection (curl). */
+async function requestLatencyMs(url: string): Promise<number> {
+  const args = ['-r', '0-4095', '-w', '%{time_pretransfer} %{time_starttransfer}\\n', ...Array.from({ length: 9 }, () => ['-o', '/dev/null', url]).flat()];
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn('curl', ['-s', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+    child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`curl exited ${code}`))));
+  });
+  const samples = out.trim().split('\n').slice(1).map((line) => {
+    const [pre, first] = line.split(' ').map(Number);
+    return ((first ?? NaN) - (pre ?? NaN)) * 1000;
+  });
+  return median(samples);
+}
+
 async function main(): Promise<void> {
   console.error('fixtures: 512 MiB random raw; qcow2 1 GiB virtual with the same 512 MiB...');
   sh('dd', ['if=/dev/urandom', `of=${f('disk.raw')}`, 'bs=4M', 'count=128', 'status=none']);
@@ -52,11 +70,14 @@ async function main(): Promise<void> {
   const sameRaw = (): void => void sh('cmp', ['-s', f('out.img'), f('disk.raw')]);
   const sameQcow2 = (): void => void sh('qemu-img', ['compare', '-q', '-F', 'qcow2', '-f', 'raw', f('out.img'), f('disk.qcow2')]);
   const contenders: Contender[] = [
-    { label: 'raw: ferry import (default: nbdkit + qemu-img, one connection)', command: (b) => ferry(b, 'disk.raw'), check: sameRaw },
+    { label: 'raw: ferry import (default, `--connections auto`)', command: (b) => ferry(b, 'disk.raw'), check: sameRaw },
+    { label: 'raw: ferry import --connections 1 (nbdkit + qemu-img)', command: (b) => ferry(b, 'disk.raw', '--connections 1'), check: sameRaw },
     ...[2, 4, 8].map((n) => ({ label: `raw: ferry import --connections ${n}`, command: (b: string) => ferry(b, 'disk.raw', `--connections ${n}`), check: sameRaw })),
     { label: 'raw: `curl -o`', command: (b) => `curl -s -o ${f('out.img')} ${b}/disk.raw`, check: sameRaw },
-    { label: 'qcow2: ferry import (default: read in place through nbdkit)', command: (b) => ferry(b, 'disk.qcow2'), check: sameQcow2 },
-    { label: 'qcow2: ferry import --via-scratch', command: (b) => ferry(b, 'disk.qcow2', '--via-scratch'), check: sameQcow2 },
+    { label: 'qcow2: ferry import (default, `--connections auto`)', command: (b) => ferry(b, 'disk.qcow2'), check: sameQcow2 },
+    { label: 'qcow2: ferry import --connections 1 (read in place through nbdkit)', command: (b) => ferry(b, 'disk.qcow2', '--connections 1'), check: sameQcow2 },
+    { label: 'qcow2: ferry import --connections 1 --via-scratch (one stream to scratch)', command: (b) => ferry(b, 'disk.qcow2', '--connections 1 --via-scratch'), check: sameQcow2 },
+    { label: 'qcow2: ferry import --connections 4 (ranges to scratch)', command: (b) => ferry(b, 'disk.qcow2', '--connections 4'), check: sameQcow2 },
     { label: 'qcow2: `curl -o` + `qemu-img convert`', command: (b) => `curl -s -o ${f('dl.qcow2')} ${b}/disk.qcow2 && qemu-img convert -O raw ${f('dl.qcow2')} ${f('out.img')}`, check: sameQcow2 },
   ];
   const clean = (): void => ['out.img', 'dl.qcow2', 'scratch'].forEach((n) => rmSync(f(n), { recursive: true, force: true }));
@@ -68,6 +89,8 @@ async function main(): Promise<void> {
     if (!scenario) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
     const proxy = await startWanProxy(port, scenario.link);
     const base = `http://127.0.0.1:${proxy.port}`;
+    const latency = await requestLatencyMs(`${base}/disk.raw`);
+    console.error(`[${name}] request to first byte on a warm connection: ${latency.toFixed(1)} ms`);
     const rows = contenders.map((c) => ({ c, seconds: [] as number[], rss: [] as number[], connections: 0 }));
     try {
       // Interleaved, so drift on the shared machine hits every contender alike.
@@ -86,7 +109,7 @@ async function main(): Promise<void> {
     } finally {
       await proxy.close();
     }
-    console.log(`\n### ${scenario.title}\n`);
+    console.log(`\n### ${scenario.title} (measured: ${latency.toFixed(1)} ms from request to first byte)\n`);
     console.log('| contender | median s (runs) | MB/s of the 512 MiB of data | TCP connections | peak RSS MiB |');
     console.log('|---|---|---|---|---|');
     for (const r of rows) {

@@ -65,7 +65,7 @@ function channel(from: Socket, to: Socket, options: WanOptions, link: Bucket | u
   const own = options.perConnectionBytesPerSec ? new Bucket(options.perConnectionBytesPerSec, 256 * 1024) : undefined;
   const queue: Pending[] = [];
   let unacked = 0;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   let ended = false;
 
   const pump = (): void => {
@@ -81,15 +81,18 @@ function channel(from: Socket, to: Socket, options: WanOptions, link: Bucket | u
       queue.shift();
       if (!to.destroyed) to.write(head.data);
       // The acknowledgement reaches the sender half a round trip after delivery.
-      setTimeout(() => {
+      const acknowledge = (): void => {
         unacked -= head.data.length;
         if (unacked < options.windowBytes && from.isPaused()) from.resume();
-      }, half).unref();
+      };
+      if (half > 0) setTimeout(acknowledge, half).unref();
+      else acknowledge();
     }
     if (ended && !to.destroyed) to.end();
   };
+  // setTimeout cannot wait less than a millisecond; "now" goes through setImmediate.
   const schedule = (ms: number): void => {
-    if (!timer) timer = setTimeout(pump, ms);
+    if (!timer) timer = ms > 0 ? setTimeout(pump, ms) : setImmediate(pump);
   };
 
   to.on('drain', () => schedule(0));

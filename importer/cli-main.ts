@@ -11,7 +11,7 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } from '../src/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
-import { DEFAULT_TUNING, runImport } from './engine.js';
+import { DEFAULT_TUNING, parseConnections, runImport } from './engine.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
 
@@ -40,7 +40,9 @@ Options:
   --via-scratch            stage remote qcow2/vmdk/... in the scratch directory instead of reading
                            them in place over HTTP ranges (nbdkit)
   --retries <n>            attempts for network failures (default ${DEFAULT_TUNING.attempts})
-  --connections <n>        parallel ranged connections for big uncompressed downloads (default ${DEFAULT_TUNING.connections})
+  --connections <n|auto>   ranged connections for big uncompressed downloads (default auto: one for a
+                           server that answers within ${DEFAULT_TUNING.nearLatencyMs} ms, read in place by qemu-img through
+                           nbdkit; ${DEFAULT_TUNING.autoConnections} for one farther away)
   --idle-timeout <sec>     fail a transfer that receives nothing for this long (default ${DEFAULT_TUNING.http.idleMs / 1000})
   --metrics-port <port>    serve Prometheus metrics on this port while importing
   --log-level <level>      JSON logs on stderr at this level (default: warn)
@@ -181,7 +183,7 @@ export async function importCommand(io: CliIo): Promise<number> {
   try {
     const spec = buildSpec(values, io.env);
     const retries = positiveInt('--retries', values.retries as string | undefined, DEFAULT_TUNING.attempts);
-    const connections = positiveInt('--connections', values.connections as string | undefined, DEFAULT_TUNING.connections);
+    const connections = values.connections === undefined ? DEFAULT_TUNING.connections : parseConnections(String(values.connections), '--connections');
     const idle = positiveInt('--idle-timeout', values['idle-timeout'] as string | undefined, DEFAULT_TUNING.http.idleMs / 1000);
     const logger = createLogger({ level: (values['log-level'] as string | undefined) ?? 'warn', destination: process.stderr as never });
     const progress = new Progress();

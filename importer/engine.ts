@@ -40,8 +40,15 @@ export interface ImportTuning {
   readonly resumeAttempts: number;
   /** Let qemu-img read remote non-raw images in place through nbdkit (no scratch copy). */
   readonly directHttp: boolean;
-  /** Connections for a parallel ranged download (1: one stream). */
-  readonly connections: number;
+  /**
+   * Connections for a remote image with Range support: a number (1: one stream, or qemu-img
+   * reading in place through nbdkit), or 'auto': one when the server answers a request within
+   * `nearLatencyMs` (nbdkit's curl plugin sends one request at a time, so it only pays off close
+   * by), else `autoConnections` ranged connections. See bench/README.md, "Importer across a network".
+   */
+  readonly connections: number | 'auto';
+  readonly nearLatencyMs: number;
+  readonly autoConnections: number;
   /**
    * Smallest remote raw image that qemu-img copies itself through nbdkit (C from socket to disk,
    * zeros skipped) instead of the streamed JavaScript path; 0 turns it off.
@@ -60,7 +67,9 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   resumeAttempts: 10,
   directHttp: true,
   rawViaNbdMinBytes: 64 * 1024 * 1024,
-  connections: 1,
+  connections: 'auto',
+  nearLatencyMs: 5,
+  autoConnections: 4,
   parallelMinBytes: 64 * 1024 * 1024,
   chunkBytes: 16 * 1024 * 1024,
   http: DEFAULT_HTTP_TIMEOUTS,
@@ -193,7 +202,8 @@ async function importOnce(spec: ImportSpec, target: PreparedTarget, opener: Sour
   wire = counted(wire, counter, (n) => deps.progress.bytes(n));
   const peeled = await peel(wire);
   try {
-    return await importPeeled(spec, target, peeled, opened, deps, log);
+    const planned = peeled.layers.length === 0 ? await resolveConnections(opened, deps, log) : deps;
+    return await importPeeled(spec, target, peeled, opened, planned, log);
   } finally {
     // Whatever path ran, end the source: closes the connection and stops any decompressor child.
     await peeled.stream[Symbol.asyncIterator]().return?.().catch(() => undefined);
@@ -353,11 +363,47 @@ async function importConverted(
   }
 }
 
-/** A remote image qemu-img can read at random through nbdkit: http(s) with Range, plain, no checksum. */
+/** Parses a connections setting: "auto" or a positive integer. */
+export function parseConnections(text: string, what: string): number | 'auto' {
+  if (text.trim() === 'auto') return 'auto';
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new FerryError(ErrorCode.InvalidSpec, `${what} must be "auto" or a positive integer, got "${text}"`);
+  return n;
+}
+
+/** Pure: connections for a request latency under 'auto' (unknown latency: one). */
+export function autoConnectionsFor(latencyMs: number | undefined, tuning: Pick<ImportTuning, 'nearLatencyMs' | 'autoConnections'>): number {
+  return latencyMs !== undefined && latencyMs > tuning.nearLatencyMs ? Math.max(1, tuning.autoConnections) : 1;
+}
+
+/** The connections setting once 'auto' has been resolved (resolveConnections); 'auto' left over counts as one. */
+function connectionsFor(tuning: Pick<ImportTuning, 'connections'>): number {
+  return tuning.connections === 'auto' ? 1 : Math.max(1, tuning.connections);
+}
+
+/**
+ * Resolves 'auto' for this attempt: a remote image big enough to split, with Range support, gets
+ * its request latency measured (three one-byte requests) and one or `autoConnections` connections.
+ */
+async function resolveConnections(opened: OpenedSource, deps: EngineDeps, log: Logger): Promise<EngineDeps> {
+  if (deps.tuning.connections !== 'auto') return deps;
+  let latencyMs: number | undefined;
+  if (opened.measureLatency && opened.openRange && opened.size !== undefined && opened.size >= deps.tuning.parallelMinBytes) {
+    latencyMs = await opened.measureLatency().catch(() => undefined);
+  }
+  const connections = autoConnectionsFor(latencyMs, deps.tuning);
+  if (latencyMs !== undefined) log.info({ latencyMs: Math.round(latencyMs * 10) / 10, connections }, 'connections chosen from the request latency');
+  return { ...deps, tuning: { ...deps.tuning, connections } };
+}
+
+/**
+ * A remote image qemu-img can read at random through nbdkit: http(s) with Range, plain, no
+ * checksum, and one connection (a nearby server, or asked for).
+ */
 function readableInPlace(spec: ImportSpec, peeled: Peeled, opened: OpenedSource, deps: EngineDeps): boolean {
   return (
     deps.tuning.directHttp && spec.source === ImportSource.Http && opened.remoteUrl !== undefined && opened.acceptsRanges &&
-    opened.size !== undefined && peeled.layers.length === 0 && spec.checksum === undefined
+    opened.size !== undefined && peeled.layers.length === 0 && spec.checksum === undefined && connectionsFor(deps.tuning) <= 1
   );
 }
 
@@ -370,14 +416,14 @@ function rawViaNbd(spec: ImportSpec, peeled: Peeled, opened: OpenedSource, deps:
   const size = opened.size;
   return (
     deps.tuning.rawViaNbdMinBytes > 0 && size !== undefined && size >= deps.tuning.rawViaNbdMinBytes && size % 512 === 0 &&
-    deps.tuning.connections <= 1 && readableInPlace(spec, peeled, opened, deps)
+    readableInPlace(spec, peeled, opened, deps)
   );
 }
 
 /** A plain (uncompressed) remote body big enough to be worth several connections. */
 function parallelizable(peeled: Peeled, opened: OpenedSource, deps: EngineDeps): boolean {
   return (
-    deps.tuning.connections > 1 && peeled.layers.length === 0 && opened.openRange !== undefined &&
+    connectionsFor(deps.tuning) > 1 && peeled.layers.length === 0 && opened.openRange !== undefined &&
     opened.size !== undefined && opened.size >= deps.tuning.parallelMinBytes
   );
 }
@@ -385,7 +431,7 @@ function parallelizable(peeled: Peeled, opened: OpenedSource, deps: EngineDeps):
 function parallelOptions(size: number, openRange: NonNullable<OpenedSource['openRange']>, deps: EngineDeps) {
   return {
     size,
-    connections: deps.tuning.connections,
+    connections: connectionsFor(deps.tuning),
     chunkBytes: deps.tuning.chunkBytes,
     openRange,
     onBytes: (n: number) => deps.progress.bytes(n),

@@ -9,7 +9,7 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { decodeImportEnv, TargetKind } from '../src/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { encodeTermination, TERMINATION_MESSAGE_PATH, type TerminationMessage } from '../src/termination.js';
-import { DEFAULT_TUNING, type ImportTuning, runImport } from './engine.js';
+import { DEFAULT_TUNING, type ImportTuning, parseConnections, runImport } from './engine.js';
 import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Progress, throttled } from './progress.js';
 
@@ -29,7 +29,9 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
     resumeAttempts: envInt(env, 'FERRY_HTTP_RESUME_ATTEMPTS', DEFAULT_TUNING.resumeAttempts),
     directHttp: env.FERRY_DIRECT_HTTP !== 'false',
     rawViaNbdMinBytes: DEFAULT_TUNING.rawViaNbdMinBytes,
-    connections: Math.max(1, envInt(env, 'FERRY_HTTP_CONNECTIONS', DEFAULT_TUNING.connections)),
+    connections: env.FERRY_HTTP_CONNECTIONS ? parseConnections(env.FERRY_HTTP_CONNECTIONS, 'FERRY_HTTP_CONNECTIONS') : DEFAULT_TUNING.connections,
+    nearLatencyMs: DEFAULT_TUNING.nearLatencyMs,
+    autoConnections: DEFAULT_TUNING.autoConnections,
     parallelMinBytes: DEFAULT_TUNING.parallelMinBytes,
     chunkBytes: DEFAULT_TUNING.chunkBytes,
     http: {

@@ -15,7 +15,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { Credentials, ProxySettings } from '../../src/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import type { ByteStream } from '../streams.js';
-import type { OpenedSource } from './source.js';
+import { type OpenedSource, warmLatencyMs } from './source.js';
 
 export interface HttpTimeouts {
   /** TCP (and TLS) connection set-up. */
@@ -315,5 +315,14 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     acceptsRanges,
     description: redactUrl(first.response.url || options.url),
     remoteUrl: first.response.url || options.url,
+    ...(acceptsRanges ? { measureLatency } : {}),
   };
+
+  async function measureLatency(): Promise<number> {
+    return warmLatencyMs(async () => {
+      const probe = await send(options, ca, { range: 'bytes=0-0' });
+      // Read to the end, so the connection goes back to the pool for the next probe.
+      for await (const chunk of probe.request) void chunk;
+    });
+  }
 }

@@ -14,7 +14,7 @@ import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import type { Credentials } from '../../src/import-spec.js';
 import type { ByteStream } from '../streams.js';
 import { type BodyPart, classifyHttpError, contentRangeStart, type HttpTimeouts, loadCaBundle, type ResumePolicy, resumingBody } from './http-source.js';
-import type { OpenedSource } from './source.js';
+import { type OpenedSource, warmLatencyMs } from './source.js';
 
 export { DEFAULT_S3_REGION, describeS3Location, parseS3Location, type S3Location, type S3LocationOptions } from './s3-location.js';
 import { describeS3Location, type S3Location } from './s3-location.js';
@@ -129,5 +129,13 @@ export async function openS3(options: S3SourceOptions, resume?: ResumePolicy): P
     ...(ranged ? { openRange: async (start: number, end: number): Promise<ByteStream> => resumingBody(await range(start, end), classify) } : {}),
     acceptsRanges: ranged,
     description: where,
+    ...(ranged
+      ? {
+          measureLatency: () =>
+            warmLatencyMs(async () => {
+              for await (const chunk of (await range(0, 0)).body) void chunk;
+            }),
+        }
+      : {}),
   };
 }

@@ -19,7 +19,26 @@ export interface OpenedSource {
    * support and a strong validator): what a parallel download uses.
    */
   readonly openRange?: (start: number, end: number) => Promise<ByteStream>;
+  /**
+   * Measures what one more ranged request costs before its first byte arrives, on a warm
+   * connection (a round trip plus the server's own time): what reading in place pays per request.
+   */
+  readonly measureLatency?: () => Promise<number>;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */
 export type SourceOpener = () => Promise<OpenedSource>;
+
+/**
+ * The fastest of three runs of `probe` (one small request, read to its end), in milliseconds: the
+ * first may pay for a new connection, the others reuse it; the minimum ignores a busy moment.
+ */
+export async function warmLatencyMs(probe: () => Promise<void>): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < 3; i += 1) {
+    const started = performance.now();
+    await probe();
+    best = Math.min(best, performance.now() - started);
+  }
+  return best;
+}

@@ -91,3 +91,46 @@ describe('parallel ranged download', () => {
     expect(rangesOf('/norange.raw', since)).toEqual([]);
   });
 });
+
+describe('connections auto: chosen from the measured request latency', () => {
+  const AUTO = { connections: 'auto' as const, parallelMinBytes: MiB, chunkBytes: 512 * 1024, rawViaNbdMinBytes: MiB, autoConnections: 4 };
+  const probes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === 'bytes=0-0').length;
+
+  test('a nearby server (latency within nearLatencyMs): qemu-img reads in place through nbdkit, after three one-byte probes', async () => {
+    const since = server.requests.length;
+    const out = f('auto-near.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('nbd');
+    expect(probes('/disk.raw', since)).toBe(3);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a server farther away: a raw image arrives over several ranged connections', async () => {
+    const since = server.requests.length;
+    const out = f('auto-far.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: -1 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBeUndefined();
+    expect(probes('/disk.raw', since)).toBe(3);
+    expect(rangesOf('/disk.raw', since).filter((r) => r !== 'bytes=0-0')).toHaveLength(16);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a qcow2 farther away is fetched over ranged connections into scratch, not read in place', async () => {
+    const since = server.requests.length;
+    const out = f('auto-far-q.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: -1 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('scratch');
+    expect(rangesOf('/disk.qcow2', since).filter((r) => r !== 'bytes=0-0').length).toBeGreaterThan(1);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('compressed images are not probed: they stream on one connection whatever the latency', async () => {
+    const since = server.requests.length;
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('auto-gz.img') } }), { ...AUTO, nearLatencyMs: -1 });
+    expect(error).toBeUndefined();
+    expect(rangesOf('/disk.raw.gz', since)).toEqual([]);
+  });
+});

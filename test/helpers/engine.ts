@@ -16,6 +16,8 @@ export const FAST_TUNING: ImportTuning = {
   // Test images are small: they take the streamed raw path unless a test asks for nbd.
   rawViaNbdMinBytes: 64 * 1024 * 1024,
   connections: 1,
+  nearLatencyMs: 1,
+  autoConnections: 4,
   parallelMinBytes: 1024 * 1024,
   chunkBytes: 512 * 1024,
   http: { connectMs: 2000, firstByteMs: 2000, idleMs: 1000 },

@@ -16,7 +16,7 @@ import { ImportController } from '../../controller/controller.js';
 import { LeaderElector } from '../../controller/leader-election.js';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
-import { freePort } from '../helpers/ferry-process.js';
+import { annotationsWhen, importerPod, newImportController, pvcBody, testControllerConfig } from '../helpers/import-harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { runImporterLocally, setPodStatus, waitFor } from '../helpers/kubelet.js';
 
@@ -31,8 +31,7 @@ const SUCCESS = encodeTermination({ kind: 'success', message: 'Import Complete',
 const failure = (code: string, retryable: boolean): string => encodeTermination({ kind: 'failure', code: code as never, message: `${code} from the test`, retryable });
 
 function startController(): ImportController {
-  const c = new ImportController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), registry: new Registry() });
-  return c;
+  return newImportController(cp.kubeConfig, config);
 }
 
 beforeAll(async () => {
@@ -45,15 +44,7 @@ beforeAll(async () => {
   server.route('/disk.qcow2', { file: join(dir, 'disk.qcow2') });
   server.route('/norange.qcow2', { file: join(dir, 'disk.qcow2'), ranges: false });
   server.route('/slow.raw', { file: join(dir, 'disk.raw'), slow: { chunk: 512 * 1024, delayMs: 150 } });
-  config = Object.freeze({
-    ...DEFAULT_CONFIG,
-    importerImage: 'localhost/ferry:test',
-    maxRetries: 2,
-    retryBackoffMs: 300,
-    retryBackoffMaxMs: 1000,
-    progressIntervalMs: 200,
-    importerMetricsPort: await freePort(),
-  });
+  config = await testControllerConfig();
   controller = startController();
   await controller.start();
 }, 120_000);
@@ -65,35 +56,12 @@ afterAll(async () => {
   if (dir) removeDir(dir);
 });
 
-function pvcBody(name: string, annotations: Record<string, string>, extra: Partial<V1PersistentVolumeClaim['spec']> = {}): V1PersistentVolumeClaim {
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: { name, annotations },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } }, ...extra },
-  };
-}
-
 async function createPvc(namespace: string, body: V1PersistentVolumeClaim): Promise<V1PersistentVolumeClaim> {
   return core.createNamespacedPersistentVolumeClaim({ namespace, body });
 }
 
 async function readPvc(namespace: string, name: string): Promise<V1PersistentVolumeClaim> {
   return core.readNamespacedPersistentVolumeClaim({ namespace, name });
-}
-
-async function annotationsWhen(namespace: string, name: string, predicate: (a: Record<string, string>) => boolean, timeoutMs = 20_000): Promise<Record<string, string>> {
-  return waitFor(`annotations of ${namespace}/${name}`, async () => {
-    const a = (await readPvc(namespace, name)).metadata?.annotations ?? {};
-    return predicate(a) ? a : undefined;
-  }, timeoutMs);
-}
-
-async function importerPod(namespace: string, pvc: string, notUid?: string): Promise<V1Pod> {
-  return waitFor(`importer pod for ${pvc}`, async () => {
-    const pod = await core.readNamespacedPod({ namespace, name: `importer-${pvc}` }).catch(() => undefined);
-    return pod && pod.metadata?.uid !== notUid && !pod.metadata?.deletionTimestamp ? pod : undefined;
-  });
 }
 
 async function podGone(namespace: string, name: string): Promise<true> {
@@ -109,7 +77,7 @@ describe('import controller on a real apiserver', () => {
   test('the seed demo: a PVC with the older kubevirt.io endpoint annotation is imported', async () => {
     const ns = await cp.newNamespace();
     const pvc = await createPvc(ns, pvcBody('fedora', { 'kubevirt.io/storage.import.endpoint': 'https://images.example/Fedora-Cloud-Base.qcow2' }));
-    const pod = await importerPod(ns, 'fedora');
+    const pod = await importerPod(core, ns, 'fedora');
 
     // The pod the kubelet would run.
     expect(pod.metadata?.labels).toMatchObject({ app: 'containerized-data-importer', 'cdi.kubevirt.io': 'importer' });
@@ -130,15 +98,15 @@ describe('import controller on a real apiserver', () => {
     expect(pod.spec?.volumes?.[0]).toMatchObject({ persistentVolumeClaim: { claimName: 'fedora' } });
     expect(container?.securityContext).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     expect(pod.spec?.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
-    let a = await annotationsWhen(ns, 'fedora', (x) => x[Annotation.PodPhase] === 'Pending');
+    let a = await annotationsWhen(core, ns, 'fedora', (x) => x[Annotation.PodPhase] === 'Pending');
     expect(a[Annotation.ImportPodName]).toBe('importer-fedora');
 
     await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
-    a = await annotationsWhen(ns, 'fedora', (x) => x[Annotation.PodPhase] === 'Running');
+    a = await annotationsWhen(core, ns, 'fedora', (x) => x[Annotation.PodPhase] === 'Running');
     expect(a[Annotation.RunningCondition]).toBe('true');
 
     await setPodStatus(core, pod, 'Succeeded', { terminated: { exitCode: 0, message: SUCCESS } });
-    a = await annotationsWhen(ns, 'fedora', (x) => x[Annotation.PodPhase] === 'Succeeded');
+    a = await annotationsWhen(core, ns, 'fedora', (x) => x[Annotation.PodPhase] === 'Succeeded');
     expect(a[Annotation.RunningReason]).toBe('Completed');
     expect(a[Annotation.Progress]).toBe('100.0%');
     await podGone(ns, 'importer-fedora');
@@ -149,16 +117,16 @@ describe('import controller on a real apiserver', () => {
   test('the real importer runs with the pod environment; progress is scraped; its termination message completes the import', async () => {
     const ns = await cp.newNamespace();
     await createPvc(ns, pvcBody('golden', { [Annotation.Endpoint]: `${server.url}/slow.raw`, [Annotation.Source]: 'http' }));
-    const pod = await importerPod(ns, 'golden');
+    const pod = await importerPod(core, ns, 'golden');
     await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
     const volumes = join(dir, 'golden-volumes');
     const run = runImporterLocally(pod, volumes, { FERRY_METRICS_PORT: String(config.importerMetricsPort) });
-    const during = await annotationsWhen(ns, 'golden', (x) => Number.parseFloat(x[Annotation.Progress] ?? '0') > 0, 30_000);
+    const during = await annotationsWhen(core, ns, 'golden', (x) => Number.parseFloat(x[Annotation.Progress] ?? '0') > 0, 30_000);
     expect(Number.parseFloat(during[Annotation.Progress] ?? '')).toBeLessThanOrEqual(100);
     const result = await run.done;
     expect(result.exitCode).toBe(0);
     await setPodStatus(core, pod, 'Succeeded', { terminated: { exitCode: 0, message: result.terminationMessage } });
-    await annotationsWhen(ns, 'golden', (x) => x[Annotation.PodPhase] === 'Succeeded');
+    await annotationsWhen(core, ns, 'golden', (x) => x[Annotation.PodPhase] === 'Succeeded');
     // The disk the importer wrote: the image, grown to the PVC's usable size (6 % overhead).
     const usable = Math.floor(Math.ceil(0.94 * 64 * MiB) / MiB) * MiB;
     expect(expectSameDisk(join(volumes, 'data', 'disk.img'), join(dir, 'disk.raw'), usable)).toBe(true);
@@ -168,9 +136,9 @@ describe('import controller on a real apiserver', () => {
     const ns = await cp.newNamespace();
     const name = `perm-${code.toLowerCase().replace(/_/g, '-')}`;
     await createPvc(ns, pvcBody(name, { [Annotation.Endpoint]: 'http://127.0.0.1:9/x.img' }));
-    const pod = await importerPod(ns, name);
+    const pod = await importerPod(core, ns, name);
     await setPodStatus(core, pod, 'Failed', { terminated: { exitCode: 10, message: failure(code, false) } });
-    const a = await annotationsWhen(ns, name, (x) => x[Annotation.PodPhase] === 'Failed');
+    const a = await annotationsWhen(core, ns, name, (x) => x[Annotation.PodPhase] === 'Failed');
     expect(a[Annotation.FatalError]).toBe('true');
     expect(a[Annotation.ErrorCode]).toBe(code);
     expect(a[Annotation.RunningReason]).toBe(code);
@@ -187,15 +155,15 @@ describe('import controller on a real apiserver', () => {
   test('a transient failure is retried after a backoff, then succeeds', async () => {
     const ns = await cp.newNamespace();
     await createPvc(ns, pvcBody('flaky', { [Annotation.Endpoint]: 'http://127.0.0.1:9/x.img' }));
-    const first = await importerPod(ns, 'flaky');
+    const first = await importerPod(core, ns, 'flaky');
     await setPodStatus(core, first, 'Failed', { terminated: { exitCode: 13, message: failure('SOURCE_UNAVAILABLE', true) } });
-    const a = await annotationsWhen(ns, 'flaky', (x) => x[Annotation.PodRestarts] === '1');
+    const a = await annotationsWhen(core, ns, 'flaky', (x) => x[Annotation.PodRestarts] === '1');
     expect(a[Annotation.ErrorCode]).toBe('SOURCE_UNAVAILABLE');
     expect(a[Annotation.PodPhase]).toBe('Pending');
-    const second = await importerPod(ns, 'flaky', first.metadata?.uid);
+    const second = await importerPod(core, ns, 'flaky', first.metadata?.uid);
     expect(second.metadata?.uid).not.toBe(first.metadata?.uid);
     await setPodStatus(core, second, 'Succeeded', { terminated: { exitCode: 0, message: SUCCESS } });
-    const done = await annotationsWhen(ns, 'flaky', (x) => x[Annotation.PodPhase] === 'Succeeded');
+    const done = await annotationsWhen(core, ns, 'flaky', (x) => x[Annotation.PodPhase] === 'Succeeded');
     expect(done[Annotation.PodRestarts]).toBe('1');
     expect(done[Annotation.ErrorCode]).toBeUndefined();
     // The event follows the status annotation.
@@ -211,11 +179,11 @@ describe('import controller on a real apiserver', () => {
     await createPvc(ns, pvcBody('doomed', { [Annotation.Endpoint]: 'http://127.0.0.1:9/x.img' }));
     let uid: string | undefined;
     for (let attempt = 0; attempt <= config.maxRetries; attempt += 1) {
-      const pod = await importerPod(ns, 'doomed', uid);
+      const pod = await importerPod(core, ns, 'doomed', uid);
       uid = pod.metadata?.uid;
       await setPodStatus(core, pod, 'Failed', { terminated: { exitCode: 14, message: failure('TRUNCATED', true) } });
     }
-    const a = await annotationsWhen(ns, 'doomed', (x) => x[Annotation.PodPhase] === 'Failed');
+    const a = await annotationsWhen(core, ns, 'doomed', (x) => x[Annotation.PodPhase] === 'Failed');
     expect(a[Annotation.ErrorCode]).toBe('TRUNCATED');
     expect(a[Annotation.PodRestarts]).toBe(String(config.maxRetries));
     expect(a[Annotation.RunningMessage]).toContain('gave up');
@@ -224,20 +192,20 @@ describe('import controller on a real apiserver', () => {
   test('scratch: the importer asks for it, gets a scratch PVC, and the scratch PVC goes after success', async () => {
     const ns = await cp.newNamespace();
     await createPvc(ns, pvcBody('needs-scratch', { [Annotation.Endpoint]: `${server.url}/norange.qcow2` }, { storageClassName: 'fast' }));
-    const first = await importerPod(ns, 'needs-scratch');
+    const first = await importerPod(core, ns, 'needs-scratch');
     const scratchMsg = encodeTermination({ kind: 'success', message: 'scratch space required and none found', scratchSpaceRequired: true, preallocationApplied: false });
     await setPodStatus(core, first, 'Succeeded', { terminated: { exitCode: 0, message: scratchMsg } });
-    await annotationsWhen(ns, 'needs-scratch', (x) => x[Annotation.RequiresScratch] === 'true');
+    await annotationsWhen(core, ns, 'needs-scratch', (x) => x[Annotation.RequiresScratch] === 'true');
     const scratch = await waitFor('scratch PVC', () => core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'needs-scratch-scratch' }).catch(() => undefined));
     expect(scratch.spec).toMatchObject({ storageClassName: 'fast', volumeMode: 'Filesystem', resources: { requests: { storage: '64Mi' } } });
-    const second = await importerPod(ns, 'needs-scratch', first.metadata?.uid);
+    const second = await importerPod(core, ns, 'needs-scratch', first.metadata?.uid);
     expect(second.spec?.volumes?.find((v) => v.name === 'scratch')).toMatchObject({ persistentVolumeClaim: { claimName: 'needs-scratch-scratch' } });
     expect(second.spec?.containers?.[0]?.env?.find((e) => e.name === 'IMPORTER_SCRATCH_DIR')?.value).toBe('/scratch');
     // Run the real importer with scratch this time.
     const run = await runImporterLocally(second, join(dir, 'scratch-volumes'), { FERRY_METRICS_PORT: '0' }).done;
     expect(run.exitCode).toBe(0);
     await setPodStatus(core, second, 'Succeeded', { terminated: { exitCode: 0, message: run.terminationMessage } });
-    await annotationsWhen(ns, 'needs-scratch', (x) => x[Annotation.PodPhase] === 'Succeeded');
+    await annotationsWhen(core, ns, 'needs-scratch', (x) => x[Annotation.PodPhase] === 'Succeeded');
     await waitFor('scratch PVC deleted', async () => {
       const left = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'needs-scratch-scratch' }).catch(() => undefined);
       return !left || left.metadata?.deletionTimestamp ? true : undefined;
@@ -247,7 +215,7 @@ describe('import controller on a real apiserver', () => {
   test('block volumes get the device, not a mount', async () => {
     const ns = await cp.newNamespace();
     await createPvc(ns, pvcBody('raw-block', { [Annotation.Endpoint]: `${server.url}/disk.qcow2` }, { volumeMode: 'Block' }));
-    const pod = await importerPod(ns, 'raw-block');
+    const pod = await importerPod(core, ns, 'raw-block');
     const container = pod.spec?.containers?.[0];
     expect(container?.volumeDevices).toEqual([{ name: 'data', devicePath: '/dev/cdi-block-volume' }]);
     expect(container?.volumeMounts ?? []).toEqual([]);
@@ -263,7 +231,7 @@ describe('import controller on a real apiserver', () => {
       [Annotation.SecretName]: 'creds',
       [Annotation.CertConfigMap]: 'corp-ca',
     }));
-    const pod = await importerPod(ns, 'private');
+    const pod = await importerPod(core, ns, 'private');
     const env = pod.spec?.containers?.[0]?.env ?? [];
     expect(env.find((e) => e.name === 'IMPORTER_ACCESS_KEY_ID')?.valueFrom?.secretKeyRef).toMatchObject({ name: 'creds', key: 'accessKeyId' });
     expect(env.find((e) => e.name === 'IMPORTER_SECRET_KEY')?.valueFrom?.secretKeyRef).toMatchObject({ name: 'creds', key: 'secretKey' });
@@ -276,7 +244,7 @@ describe('import controller on a real apiserver', () => {
   test('an invalid request is reported on the PVC and starts no pod', async () => {
     const ns = await cp.newNamespace();
     await createPvc(ns, pvcBody('bad', { [Annotation.Endpoint]: 'http://x/y', [Annotation.ContentType]: 'floppy' }));
-    const a = await annotationsWhen(ns, 'bad', (x) => x[Annotation.PodPhase] === 'Failed');
+    const a = await annotationsWhen(core, ns, 'bad', (x) => x[Annotation.PodPhase] === 'Failed');
     expect(a[Annotation.ErrorCode]).toBe('INVALID_SPEC');
     expect((await core.listNamespacedPod({ namespace: ns })).items).toHaveLength(0);
   });
@@ -284,9 +252,9 @@ describe('import controller on a real apiserver', () => {
   test('a controller restarted mid-import creates no second pod and finishes the import', async () => {
     const ns = await cp.newNamespace();
     await createPvc(ns, pvcBody('survivor', { [Annotation.Endpoint]: 'http://127.0.0.1:9/x.img' }));
-    const pod = await importerPod(ns, 'survivor');
+    const pod = await importerPod(core, ns, 'survivor');
     await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
-    await annotationsWhen(ns, 'survivor', (x) => x[Annotation.PodPhase] === 'Running');
+    await annotationsWhen(core, ns, 'survivor', (x) => x[Annotation.PodPhase] === 'Running');
     await controller.stop();
     controller = startController();
     await controller.start();
@@ -295,7 +263,7 @@ describe('import controller on a real apiserver', () => {
     expect(pods).toHaveLength(1);
     expect(pods[0]?.metadata?.uid).toBe(pod.metadata?.uid);
     await setPodStatus(core, pod, 'Succeeded', { terminated: { exitCode: 0, message: SUCCESS } });
-    await annotationsWhen(ns, 'survivor', (x) => x[Annotation.PodPhase] === 'Succeeded');
+    await annotationsWhen(core, ns, 'survivor', (x) => x[Annotation.PodPhase] === 'Succeeded');
   });
 });
 

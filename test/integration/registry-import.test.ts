@@ -7,19 +7,16 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
-import { Registry } from 'prom-client';
+import { CoreV1Api } from '@kubernetes/client-node';
 import { Annotation, PodPath } from '../../src/cdi.js';
-import { silentLogger } from '../../src/logging.js';
 import { decodeTermination } from '../../src/termination.js';
-import { type ControllerConfig, DEFAULT_CONFIG } from '../../controller/config.js';
-import { ImportController } from '../../controller/controller.js';
+import type { ImportController } from '../../controller/controller.js';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
-import { freePort } from '../helpers/ferry-process.js';
-import { runImporterLocally, setPodStatus, waitFor } from '../helpers/kubelet.js';
+import { annotationsWhen, importerPod, newImportController, pvcBody, runPod, testControllerConfig } from '../helpers/import-harness.js';
+import { waitFor } from '../helpers/kubelet.js';
 import { pushImage, startRegistry, type TestRegistry, writeOciLayout } from '../helpers/registry.js';
 
 const USER = 'puller';
@@ -28,7 +25,6 @@ const PASSWORD = 'registry-pw';
 let cp: ControlPlane;
 let core: CoreV1Api;
 let controller: ImportController;
-let config: ControllerConfig;
 let dir: string;
 let registry: TestRegistry;
 
@@ -45,16 +41,7 @@ beforeAll(async () => {
     await writeOciLayout(layout, 'v1', { layers: [{ entries: [{ name: 'disk/', type: 'directory' }, { name: `disk/${file}`, file: source }] }] });
     await pushImage(layout, 'v1', registry, `containerdisks/${name}`, { creds: `${USER}:${PASSWORD}` });
   }
-  config = Object.freeze({
-    ...DEFAULT_CONFIG,
-    importerImage: 'localhost/ferry:test',
-    maxRetries: 2,
-    retryBackoffMs: 300,
-    retryBackoffMaxMs: 1000,
-    progressIntervalMs: 200,
-    importerMetricsPort: await freePort(),
-  });
-  controller = new ImportController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), registry: new Registry() });
+  controller = newImportController(cp.kubeConfig, await testControllerConfig());
   await controller.start();
 }, 180_000);
 
@@ -64,61 +51,6 @@ afterAll(async () => {
   await cp?.stop();
   if (dir) removeDir(dir);
 });
-
-function pvcBody(name: string, annotations: Record<string, string>): V1PersistentVolumeClaim {
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: { name, annotations },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } }, storageClassName: 'local' },
-  };
-}
-
-async function annotationsWhen(namespace: string, name: string, predicate: (a: Record<string, string>) => boolean, timeoutMs = 20_000): Promise<Record<string, string>> {
-  return waitFor(`annotations of ${namespace}/${name}`, async () => {
-    const a = (await core.readNamespacedPersistentVolumeClaim({ namespace, name })).metadata?.annotations ?? {};
-    return predicate(a) ? a : undefined;
-  }, timeoutMs);
-}
-
-async function importerPod(namespace: string, pvc: string, notUid?: string): Promise<V1Pod> {
-  return waitFor(`importer pod for ${pvc}`, async () => {
-    const pod = await core.readNamespacedPod({ namespace, name: `importer-${pvc}` }).catch(() => undefined);
-    return pod && pod.metadata?.uid !== notUid && !pod.metadata?.deletionTimestamp ? pod : undefined;
-  });
-}
-
-/**
- * What the kubelet does that runImporterLocally does not: resolves secretKeyRef variables from the
- * Secret, and mounts the ConfigMap volume (here a directory under `volumes`).
- */
-async function kubeletEnv(pod: V1Pod, volumes: string): Promise<Record<string, string>> {
-  const namespace = pod.metadata?.namespace ?? '';
-  const env: Record<string, string> = { FERRY_METRICS_PORT: '0' };
-  for (const e of pod.spec?.containers?.[0]?.env ?? []) {
-    const ref = e.valueFrom?.secretKeyRef;
-    if (!ref) continue;
-    const secret = await core.readNamespacedSecret({ namespace, name: ref.name ?? '' });
-    const value = secret.data?.[ref.key];
-    if (value !== undefined) env[e.name] = Buffer.from(value, 'base64').toString('utf8');
-  }
-  const certs = pod.spec?.volumes?.find((v) => v.name === 'certs')?.configMap?.name;
-  if (certs) {
-    const cm = await core.readNamespacedConfigMap({ namespace, name: certs });
-    const mount = join(volumes, 'certs');
-    mkdirSync(mount, { recursive: true });
-    for (const [key, text] of Object.entries(cm.data ?? {})) writeFileSync(join(mount, key), text);
-    env.IMPORTER_CERT_DIR = mount;
-  }
-  return env;
-}
-
-async function runPod(pod: V1Pod, volumes: string): Promise<{ exitCode: number; terminationMessage: string }> {
-  await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
-  const run = await runImporterLocally(pod, volumes, await kubeletEnv(pod, volumes)).done;
-  await setPodStatus(core, pod, run.exitCode === 0 ? 'Succeeded' : 'Failed', { terminated: { exitCode: run.exitCode, message: run.terminationMessage } });
-  return run;
-}
 
 async function withCredentials(namespace: string, password: string): Promise<void> {
   await core.createNamespacedSecret({ namespace, body: { metadata: { name: 'registry-creds' }, stringData: { accessKeyId: USER, secretKey: password } } });
@@ -141,27 +73,27 @@ describe('registry imports through the controller', () => {
   test('a qcow2 containerDisk with a secret and a CA: the first pod asks for scratch, the second completes', async () => {
     const ns = await cp.newNamespace();
     await withCredentials(ns, PASSWORD);
-    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('vm-disk', registryAnnotations('containerdisks/qcow2')) });
-    const first = await importerPod(ns, 'vm-disk');
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('vm-disk', registryAnnotations('containerdisks/qcow2'), { storageClassName: 'local' }) });
+    const first = await importerPod(core, ns, 'vm-disk');
     const container = first.spec?.containers?.[0];
     const plainEnv = Object.fromEntries((container?.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
     expect(plainEnv).toMatchObject({ IMPORTER_SOURCE: 'registry', IMPORTER_ENDPOINT: `docker://${registry.host}/containerdisks/qcow2:v1`, IMPORTER_CERT_DIR: PodPath.Certs });
     expect(container?.env?.find((e) => e.name === 'IMPORTER_SECRET_KEY')?.valueFrom?.secretKeyRef).toMatchObject({ name: 'registry-creds', key: 'secretKey' });
     expect(JSON.stringify(first)).not.toContain(PASSWORD);
 
-    const firstRun = await runPod(first, join(dir, 'vm-disk-1'));
+    const firstRun = await runPod(core, first, join(dir, 'vm-disk-1'));
     expect(firstRun.exitCode).toBe(0);
     expect(decodeTermination(firstRun.terminationMessage)).toMatchObject({ kind: 'success', scratchSpaceRequired: true });
-    await annotationsWhen(ns, 'vm-disk', (a) => a[Annotation.RequiresScratch] === 'true');
+    await annotationsWhen(core, ns, 'vm-disk', (a) => a[Annotation.RequiresScratch] === 'true');
 
-    const second = await importerPod(ns, 'vm-disk', first.metadata?.uid);
+    const second = await importerPod(core, ns, 'vm-disk', first.metadata?.uid);
     expect(second.spec?.volumes?.find((v) => v.name === 'scratch')).toMatchObject({ persistentVolumeClaim: { claimName: 'vm-disk-scratch' } });
     const volumes = join(dir, 'vm-disk-2');
-    const secondRun = await runPod(second, volumes);
+    const secondRun = await runPod(core, second, volumes);
     expect(secondRun.exitCode).toBe(0);
     expect(decodeTermination(secondRun.terminationMessage)).toMatchObject({ kind: 'success', scratchSpaceRequired: false, sourceFormat: 'qcow2' });
 
-    const done = await annotationsWhen(ns, 'vm-disk', (a) => a[Annotation.PodPhase] === 'Succeeded');
+    const done = await annotationsWhen(core, ns, 'vm-disk', (a) => a[Annotation.PodPhase] === 'Succeeded');
     expect(done).toMatchObject({
       [Annotation.RunningCondition]: 'false',
       [Annotation.RunningReason]: 'Completed',
@@ -185,12 +117,12 @@ describe('registry imports through the controller', () => {
   test('a raw containerDisk completes in the first pod, without scratch', async () => {
     const ns = await cp.newNamespace();
     await withCredentials(ns, PASSWORD);
-    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('raw-disk', registryAnnotations('containerdisks/raw')) });
-    const pod = await importerPod(ns, 'raw-disk');
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('raw-disk', registryAnnotations('containerdisks/raw'), { storageClassName: 'local' }) });
+    const pod = await importerPod(core, ns, 'raw-disk');
     const volumes = join(dir, 'raw-disk');
-    const run = await runPod(pod, volumes);
+    const run = await runPod(core, pod, volumes);
     expect(run.exitCode).toBe(0);
-    const done = await annotationsWhen(ns, 'raw-disk', (a) => a[Annotation.PodPhase] === 'Succeeded');
+    const done = await annotationsWhen(core, ns, 'raw-disk', (a) => a[Annotation.PodPhase] === 'Succeeded');
     expect(done[Annotation.RequiresScratch]).toBeUndefined();
     expect(expectSameDisk(join(volumes, 'data', 'disk.img'), join(dir, 'disk.raw'), USABLE)).toBe(true);
   });
@@ -198,11 +130,11 @@ describe('registry imports through the controller', () => {
   test('a wrong password in the secret fails at once with UNAUTHORIZED on the PVC', async () => {
     const ns = await cp.newNamespace();
     await withCredentials(ns, 'not-the-password');
-    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('denied', registryAnnotations('containerdisks/raw')) });
-    const pod = await importerPod(ns, 'denied');
-    const run = await runPod(pod, join(dir, 'denied'));
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('denied', registryAnnotations('containerdisks/raw'), { storageClassName: 'local' }) });
+    const pod = await importerPod(core, ns, 'denied');
+    const run = await runPod(core, pod, join(dir, 'denied'));
     expect(run.exitCode).toBe(11);
-    const failed = await annotationsWhen(ns, 'denied', (a) => a[Annotation.PodPhase] === 'Failed');
+    const failed = await annotationsWhen(core, ns, 'denied', (a) => a[Annotation.PodPhase] === 'Failed');
     expect(failed).toMatchObject({ [Annotation.FatalError]: 'true', [Annotation.ErrorCode]: 'UNAUTHORIZED', [Annotation.PodRestarts]: '0' });
   });
 });

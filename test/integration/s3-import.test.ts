@@ -6,16 +6,12 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { join } from 'node:path';
-import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
-import { Registry } from 'prom-client';
+import { CoreV1Api, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { Annotation } from '../../src/cdi.js';
-import { silentLogger } from '../../src/logging.js';
-import { type ControllerConfig, DEFAULT_CONFIG } from '../../controller/config.js';
-import { ImportController } from '../../controller/controller.js';
+import type { ImportController } from '../../controller/controller.js';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
-import { freePort } from '../helpers/ferry-process.js';
-import { runImporterLocally, setPodStatus, waitFor } from '../helpers/kubelet.js';
+import { annotationsWhen, importerPod, newImportController, pvcBody, runPod, testControllerConfig } from '../helpers/import-harness.js';
 import { startRgw, type Rgw } from '../helpers/rgw.js';
 
 let cp: ControlPlane;
@@ -32,16 +28,7 @@ beforeAll(async () => {
   await rgw.createBucket('images');
   await rgw.putFile('images', 'fedora/disk.qcow2', join(dir, 'disk.qcow2'));
   core = cp.kubeConfig.makeApiClient(CoreV1Api);
-  const config: ControllerConfig = Object.freeze({
-    ...DEFAULT_CONFIG,
-    importerImage: 'localhost/ferry:test',
-    maxRetries: 0,
-    retryBackoffMs: 300,
-    retryBackoffMaxMs: 1000,
-    progressIntervalMs: 200,
-    importerMetricsPort: await freePort(),
-  });
-  controller = new ImportController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), registry: new Registry() });
+  controller = newImportController(cp.kubeConfig, await testControllerConfig({ maxRetries: 0 }));
   await controller.start();
 }, 180_000);
 
@@ -53,54 +40,7 @@ afterAll(async () => {
 });
 
 function s3Pvc(name: string, secretName: string): V1PersistentVolumeClaim {
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: {
-      name,
-      annotations: {
-        [Annotation.Endpoint]: `${rgw.url}/images/fedora/disk.qcow2`,
-        [Annotation.Source]: 's3',
-        [Annotation.SecretName]: secretName,
-      },
-    },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } } },
-  };
-}
-
-async function importerPod(namespace: string, pvc: string, notUid?: string): Promise<V1Pod> {
-  return waitFor(`importer pod for ${pvc}`, async () => {
-    const pod = await core.readNamespacedPod({ namespace, name: `importer-${pvc}` }).catch(() => undefined);
-    return pod && pod.metadata?.uid !== notUid && !pod.metadata?.deletionTimestamp ? pod : undefined;
-  });
-}
-
-async function annotationsWhen(namespace: string, name: string, predicate: (a: Record<string, string>) => boolean): Promise<Record<string, string>> {
-  return waitFor(`annotations of ${namespace}/${name}`, async () => {
-    const a = (await core.readNamespacedPersistentVolumeClaim({ namespace, name })).metadata?.annotations ?? {};
-    return predicate(a) ? a : undefined;
-  });
-}
-
-/** What the kubelet does with `valueFrom.secretKeyRef`: the secret's values, by the pod's keys. */
-async function secretEnv(namespace: string, pod: V1Pod): Promise<Record<string, string>> {
-  const env: Record<string, string> = {};
-  for (const e of pod.spec?.containers?.[0]?.env ?? []) {
-    const ref = e.valueFrom?.secretKeyRef;
-    if (!ref) continue;
-    const secret = await core.readNamespacedSecret({ namespace, name: ref.name ?? '' });
-    const value = secret.data?.[ref.key];
-    if (value !== undefined) env[e.name] = Buffer.from(value, 'base64').toString('utf8');
-  }
-  return env;
-}
-
-/** Plays the kubelet for one pod: runs the importer locally, then reports how it ended. */
-async function runPod(namespace: string, pod: V1Pod, volumes: string): Promise<{ exitCode: number; terminationMessage: string }> {
-  await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
-  const run = await runImporterLocally(pod, volumes, { FERRY_METRICS_PORT: '0', ...(await secretEnv(namespace, pod)) }).done;
-  await setPodStatus(core, pod, run.exitCode === 0 ? 'Succeeded' : 'Failed', { terminated: { exitCode: run.exitCode, message: run.terminationMessage } });
-  return run;
+  return pvcBody(name, { [Annotation.Endpoint]: `${rgw.url}/images/fedora/disk.qcow2`, [Annotation.Source]: 's3', [Annotation.SecretName]: secretName });
 }
 
 describe('s3 import through the controller', () => {
@@ -109,7 +49,7 @@ describe('s3 import through the controller', () => {
     await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 's3-keys' }, stringData: { accessKeyId: rgw.accessKeyId, secretKey: rgw.secretKey } } });
     await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: s3Pvc('from-s3', 's3-keys') });
 
-    const first = await importerPod(ns, 'from-s3');
+    const first = await importerPod(core, ns, 'from-s3');
     const env = first.spec?.containers?.[0]?.env ?? [];
     expect(env.find((e) => e.name === 'IMPORTER_SOURCE')?.value).toBe('s3');
     expect(env.find((e) => e.name === 'IMPORTER_ENDPOINT')?.value).toBe(`${rgw.url}/images/fedora/disk.qcow2`);
@@ -119,15 +59,15 @@ describe('s3 import through the controller', () => {
 
     // The first run finds a qcow2 and no scratch volume, and says so.
     const volumes = join(dir, 'from-s3-volumes');
-    const asked = await runPod(ns, first, volumes);
+    const asked = await runPod(core, first, volumes);
     expect(asked.exitCode).toBe(0);
-    await annotationsWhen(ns, 'from-s3', (a) => a[Annotation.RequiresScratch] === 'true');
+    await annotationsWhen(core, ns, 'from-s3', (a) => a[Annotation.RequiresScratch] === 'true');
 
     // The second pod has scratch space; the import completes.
-    const second = await importerPod(ns, 'from-s3', first.metadata?.uid);
-    const done = await runPod(ns, second, volumes);
+    const second = await importerPod(core, ns, 'from-s3', first.metadata?.uid);
+    const done = await runPod(core, second, volumes);
     expect(done.exitCode).toBe(0);
-    const a = await annotationsWhen(ns, 'from-s3', (x) => x[Annotation.PodPhase] === 'Succeeded');
+    const a = await annotationsWhen(core, ns, 'from-s3', (x) => x[Annotation.PodPhase] === 'Succeeded');
     expect(a[Annotation.RunningReason]).toBe('Completed');
     expect(a[Annotation.ErrorCode]).toBeUndefined();
     const usable = Math.floor(Math.ceil(0.94 * 64 * MiB) / MiB) * MiB;
@@ -138,10 +78,10 @@ describe('s3 import through the controller', () => {
     const ns = await cp.newNamespace();
     await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'bad-keys' }, stringData: { accessKeyId: rgw.accessKeyId, secretKey: 'not-the-secret' } } });
     await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: s3Pvc('denied', 'bad-keys') });
-    const pod = await importerPod(ns, 'denied');
-    const run = await runPod(ns, pod, join(dir, 'denied-volumes'));
+    const pod = await importerPod(core, ns, 'denied');
+    const run = await runPod(core, pod, join(dir, 'denied-volumes'));
     expect(run.exitCode).toBe(11);
-    const a = await annotationsWhen(ns, 'denied', (x) => x[Annotation.PodPhase] === 'Failed');
+    const a = await annotationsWhen(core, ns, 'denied', (x) => x[Annotation.PodPhase] === 'Failed');
     expect(a[Annotation.ErrorCode]).toBe('UNAUTHORIZED');
     expect(a[Annotation.FatalError]).toBe('true');
     expect(a[Annotation.RunningMessage]).toContain('SignatureDoesNotMatch');
