@@ -80,6 +80,14 @@ async function compressedSection(server: TestServer, add: Add, clean: Clean): Pr
     await add(`raw.${ext} → raw`, series('ferry import', () => ferry(u, f('out.img')), {}, clean('out.img')));
     await add(`raw.${ext} → raw`, series(`curl | ${tool} -dc > f`, () => `curl -s ${u} | ${tool} -dc > ${f('out.img')}`, {}, clean('out.img')));
   }
+  // The same kind of payload, four times bigger: what is fixed cost (start-up) and what is per byte.
+  console.error('fixtures: 2 GiB of /usr, zst...');
+  execFileSync('sh', ['-c', `(head -c ${MiB} /dev/urandom; tar cf - /usr 2>/dev/null | head -c ${2047 * MiB}) | zstd -q -3 -T2 -c > ${f('real2g.raw.zst')}`]);
+  server.route('/real2g.raw.zst', { file: f('real2g.raw.zst') });
+  const big = `${server.url}/real2g.raw.zst`;
+  await add('2 GiB raw.zst → raw', series('ferry import', () => ferry(big, f('out.img')), {}, clean('out.img')));
+  await add('2 GiB raw.zst → raw', series('curl | zstd -dc > f', () => `curl -s ${big} | zstd -dc > ${f('out.img')}`, {}, clean('out.img')));
+  rmSync(f('real2g.raw.zst'));
 }
 
 async function bigSection(server: TestServer, add: Add, clean: Clean): Promise<void> {
