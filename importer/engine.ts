@@ -21,7 +21,7 @@ import { checkInfo, qemuCheck, qemuConvert, qemuInfo, supportsDirectIo } from '.
 import { writeRaw } from './raw-writer.js';
 import { Format, needsConversion, qemuFormatName } from './sniff.js';
 import { openFile } from './sources/file-source.js';
-import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor, type ResumePolicy } from './sources/http-source.js';
+import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxyFor, type ResumePolicy, sameOrigin } from './sources/http-source.js';
 import { parseS3Location } from './sources/s3-location.js';
 import { serveHttpOverNbd } from './nbdkit.js';
 import { decodeToFile } from './decode-to-file.js';
@@ -297,7 +297,8 @@ async function stageImage(spec: ImportSpec, peeled: Peeled, opened: OpenedSource
       url: opened.remoteUrl,
       insecureTls: spec.insecureTls,
       timeoutSeconds: Math.max(1, Math.ceil(deps.tuning.http.idleMs / 1000)),
-      ...(spec.credentials ? { credentials: spec.credentials } : {}),
+      // Credentials only for the origin they were given for, not for where a redirect led.
+      ...(spec.credentials && sameOrigin(opened.remoteUrl, spec.endpoint) ? { credentials: spec.credentials } : {}),
       ...(spec.caPath !== undefined ? { caPems: await loadCaBundle(spec.caPath) } : {}),
       ...(proxy ? { proxy } : {}),
     });

@@ -186,6 +186,27 @@ async function send(options: HttpSourceOptions, ca: string[] | undefined, extraH
   return { request, response };
 }
 
+/** Pure: whether two URLs share scheme, host and port. */
+export function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Pure: the options for requests sent straight to `url` (where a redirect led). Credentials and
+ * authorization or cookie headers go only to the origin they were given for, as got does itself
+ * when it follows a redirect to another origin.
+ */
+export function optionsFor(options: HttpSourceOptions, url: string): HttpSourceOptions {
+  if (sameOrigin(url, options.url)) return { ...options, url };
+  const headers = Object.fromEntries(Object.entries(options.headers ?? {}).filter(([name]) => !/^(authorization|cookie)$/i.test(name)));
+  const { credentials: _dropped, ...rest } = options;
+  return { ...rest, url, headers };
+}
+
 /** What identifies one version of the resource: a resumed transfer must see the same. */
 function validatorOf(response: Response): string | undefined {
   const etag = response.headers.etag;
@@ -278,6 +299,9 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
   const ca = options.caPath !== undefined ? [...rootCertificates, ...(await loadCaBundle(options.caPath))] : undefined;
   const first = await send(options, ca, {});
   const url = options.url;
+  // Later requests (resume, ranges, probes) go straight to where the first one ended up: a
+  // redirector could send each of them to a different mirror.
+  const direct = optionsFor(options, first.response.url || options.url);
   const length = parseLength(first.response);
   const acceptsRanges = /bytes/i.test(String(first.response.headers['accept-ranges'] ?? ''));
   const validator = validatorOf(first.response);
@@ -288,7 +312,7 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
 
   async function reopen(offset: number): Promise<Opened> {
     const ifRange = first.response.headers.etag ?? first.response.headers['last-modified'] ?? '';
-    const next = await send(options, ca, { range: `bytes=${offset}-`, 'if-range': ifRange });
+    const next = await send(direct, ca, { range: `bytes=${offset}-`, 'if-range': ifRange });
     const start = contentRangeStart(next.response.headers['content-range'] as string | undefined);
     if (next.response.statusCode !== 206 || start !== offset || validatorOf(next.response) !== validator) {
       next.request.destroy();
@@ -300,7 +324,7 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
 
   async function openRange(start: number, end: number): Promise<ByteStream> {
     const ifRange = first.response.headers.etag ?? first.response.headers['last-modified'] ?? '';
-    const part = await send(options, ca, { range: `bytes=${start}-${end}`, 'if-range': ifRange });
+    const part = await send(direct, ca, { range: `bytes=${start}-${end}`, 'if-range': ifRange });
     if (part.response.statusCode !== 206 || contentRangeStart(part.response.headers['content-range'] as string | undefined) !== start || validatorOf(part.response) !== validator) {
       part.request.destroy();
       throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(url)} did not serve bytes ${start}-${end} of the same image (status ${part.response.statusCode})`);
@@ -320,7 +344,7 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
 
   async function measureLatency(): Promise<number> {
     return warmLatencyMs(async () => {
-      const probe = await send(options, ca, { range: 'bytes=0-0' });
+      const probe = await send(direct, ca, { range: 'bytes=0-0' });
       // Read to the end, so the connection goes back to the pool for the next probe.
       for await (const chunk of probe.request) void chunk;
     });

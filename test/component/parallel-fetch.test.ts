@@ -127,6 +127,18 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
+  test('after a redirect, probes and ranges go straight to where it led, not through the redirector again', async () => {
+    server.route('/moved.raw', { redirect: '/disk.raw' });
+    const since = server.requests.length;
+    const out = f('auto-moved.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/moved.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: -1 });
+    expect(error).toBeUndefined();
+    expect(server.requests.slice(since).filter((r) => r.path === '/moved.raw')).toHaveLength(1);
+    expect(probes('/disk.raw', since)).toBe(3);
+    expect(rangesOf('/disk.raw', since).filter((r) => r !== 'bytes=0-0')).toHaveLength(16);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
   test('compressed images are not probed: they stream on one connection whatever the latency', async () => {
     const since = server.requests.length;
     const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('auto-gz.img') } }), { ...AUTO, nearLatencyMs: -1 });

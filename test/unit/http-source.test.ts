@@ -1,7 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import type { ProxySettings } from '../../src/import-spec.js';
 import { FerryError } from '../../src/errors.js';
-import { classifyHttpError, proxyFor, redactUrl } from '../../importer/sources/http-source.js';
+import { classifyHttpError, type HttpSourceOptions, optionsFor, proxyFor, redactUrl, sameOrigin } from '../../importer/sources/http-source.js';
 
 const HTTP = 'http://proxy.corp:3128';
 const HTTPS = 'http://secure-proxy.corp:3129';
@@ -91,5 +91,38 @@ describe('classifyHttpError', () => {
   test('a FerryError passes through unchanged', () => {
     const err = new FerryError('CHECKSUM_MISMATCH', 'bad sum');
     expect(classifyHttpError(err, 'http://x.test/')).toBe(err);
+  });
+});
+
+describe('requests after a redirect', () => {
+  const base: HttpSourceOptions = {
+    url: 'https://images.example/fedora.qcow2',
+    credentials: { username: 'u', password: 'p' },
+    insecureTls: false,
+    proxy: {},
+    timeouts: { connectMs: 1000, firstByteMs: 1000, idleMs: 1000 },
+    headers: { Authorization: 'Bearer t', Cookie: 'c=1', 'X-Mirror': 'eu' },
+  };
+
+  test.each<[string, string, boolean]>([
+    ['https://images.example/a', 'https://images.example/b', true],
+    ['https://images.example/a', 'https://images.example:443/b', true],
+    ['https://images.example/a', 'http://images.example/a', false],
+    ['https://images.example/a', 'https://mirror.example/a', false],
+    ['https://images.example:8443/a', 'https://images.example/a', false],
+    ['not a url', 'https://images.example/a', false],
+  ])('sameOrigin(%s, %s) is %s', (a, b, expected) => {
+    expect(sameOrigin(a, b)).toBe(expected);
+  });
+
+  test('the same origin keeps credentials and headers', () => {
+    expect(optionsFor(base, 'https://images.example/pub/fedora.qcow2')).toEqual({ ...base, url: 'https://images.example/pub/fedora.qcow2' });
+  });
+
+  test('another origin gets neither the credentials nor authorization/cookie headers', () => {
+    const moved = optionsFor(base, 'https://mirror.example/fedora.qcow2');
+    expect(moved.url).toBe('https://mirror.example/fedora.qcow2');
+    expect(moved.credentials).toBeUndefined();
+    expect(moved.headers).toEqual({ 'X-Mirror': 'eu' });
   });
 });
