@@ -4,7 +4,7 @@
  * qcow2 in place over HTTP ranges still beats download-then-convert when every request costs a
  * round trip. The links are emulated by bench/wan-proxy.ts (this kernel has no netem).
  * Run as root (it drops the page cache between runs):
- *   npm run build && node dist/bench/network.js [runs] [scenario,...]
+ *   npm run build && node dist/bench/network.js [runs] [scenario,...] [contender filter]
  */
 
 import { spawn } from 'node:child_process';
@@ -58,13 +58,15 @@ async function requestLatencyMs(url: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  console.error('fixtures: 512 MiB random raw; qcow2 1 GiB virtual with the same 512 MiB...');
+  console.error('fixtures: 512 MiB random raw, its zstd -1, qcow2 1 GiB virtual with the same 512 MiB...');
   sh('dd', ['if=/dev/urandom', `of=${f('disk.raw')}`, 'bs=4M', 'count=128', 'status=none']);
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', f('disk.qcow2'), '1G']);
   sh('qemu-io', ['-c', `write -s ${f('disk.raw')} 256M 512M`, f('disk.qcow2')]);
+  sh('zstd', ['-q', '-1', '-T2', f('disk.raw'), '-o', f('disk.raw.zst')]);
   const server = await startServer();
   server.route('/disk.raw', { file: f('disk.raw') });
   server.route('/disk.qcow2', { file: f('disk.qcow2') });
+  server.route('/disk.raw.zst', { file: f('disk.raw.zst') });
   const ferry = (base: string, name: string, extra = ''): string =>
     `node ${FERRY_BIN} import --quiet --url ${base}/${name} --dest ${f('out.img')} --scratch-dir ${f('scratch')} ${extra}`;
   const sameRaw = (): void => void sh('cmp', ['-s', f('out.img'), f('disk.raw')]);
@@ -74,12 +76,17 @@ async function main(): Promise<void> {
     { label: 'raw: ferry import --connections 1 (nbdkit + qemu-img)', command: (b) => ferry(b, 'disk.raw', '--connections 1'), check: sameRaw },
     ...[2, 4, 8].map((n) => ({ label: `raw: ferry import --connections ${n}`, command: (b: string) => ferry(b, 'disk.raw', `--connections ${n}`), check: sameRaw })),
     { label: 'raw: `curl -o`', command: (b) => `curl -s -o ${f('out.img')} ${b}/disk.raw`, check: sameRaw },
+    { label: 'raw.zst: ferry import (default, `--connections auto`)', command: (b) => ferry(b, 'disk.raw.zst'), check: sameRaw },
+    { label: 'raw.zst: ferry import --connections 1', command: (b) => ferry(b, 'disk.raw.zst', '--connections 1'), check: sameRaw },
+    { label: 'raw.zst: `curl | zstd -dc > f`', command: (b) => `curl -s ${b}/disk.raw.zst | zstd -dcq > ${f('out.img')}`, check: sameRaw },
     { label: 'qcow2: ferry import (default, `--connections auto`)', command: (b) => ferry(b, 'disk.qcow2'), check: sameQcow2 },
     { label: 'qcow2: ferry import --connections 1 (read in place through nbdkit)', command: (b) => ferry(b, 'disk.qcow2', '--connections 1'), check: sameQcow2 },
     { label: 'qcow2: ferry import --connections 1 --via-scratch (one stream to scratch)', command: (b) => ferry(b, 'disk.qcow2', '--connections 1 --via-scratch'), check: sameQcow2 },
     { label: 'qcow2: ferry import --connections 4 (ranges to scratch)', command: (b) => ferry(b, 'disk.qcow2', '--connections 4'), check: sameQcow2 },
     { label: 'qcow2: `curl -o` + `qemu-img convert`', command: (b) => `curl -s -o ${f('dl.qcow2')} ${b}/disk.qcow2 && qemu-img convert -O raw ${f('dl.qcow2')} ${f('out.img')}`, check: sameQcow2 },
   ];
+  const only = process.argv[4];
+  if (only !== undefined) contenders.splice(0, contenders.length, ...contenders.filter((c) => c.label.startsWith(only)));
   const clean = (): void => ['out.img', 'dl.qcow2', 'scratch'].forEach((n) => rmSync(f(n), { recursive: true, force: true }));
   const port = Number(new URL(server.url).port);
   const rawMB = statSync(f('disk.raw')).size / MB;

@@ -25,9 +25,9 @@ import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, loadCaBundle, openHttp, proxy
 import { parseS3Location } from './sources/s3-location.js';
 import { serveHttpOverNbd } from './nbdkit.js';
 import { decodeToFile } from './decode-to-file.js';
-import { fetchParallelToFile } from './parallel-fetch.js';
+import { fetchParallelToFile, orderedRanges } from './parallel-fetch.js';
 import type { OpenedSource, SourceOpener } from './sources/source.js';
-import { type ByteStream, capped, counted, exactLength, verified } from './streams.js';
+import { type ByteStream, capped, counted, exactLength, handover, verified } from './streams.js';
 import { createBlank, discardPartial, finishDisk, type PreparedTarget, prepareTarget } from './target.js';
 
 export interface ImportTuning {
@@ -57,6 +57,11 @@ export interface ImportTuning {
   /** Smallest download worth splitting, and the size of each ranged request. */
   readonly parallelMinBytes: number;
   readonly chunkBytes: number;
+  /**
+   * Ranged request size when a compressed image is fetched over several connections and read in
+   * order (each connection holds one whole chunk in memory).
+   */
+  readonly streamChunkBytes: number;
   readonly http: HttpTimeouts;
 }
 
@@ -72,6 +77,7 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   autoConnections: 4,
   parallelMinBytes: 64 * 1024 * 1024,
   chunkBytes: 16 * 1024 * 1024,
+  streamChunkBytes: 4 * 1024 * 1024,
   http: DEFAULT_HTTP_TIMEOUTS,
 });
 
@@ -197,12 +203,21 @@ async function importOnce(spec: ImportSpec, target: PreparedTarget, opener: Sour
   const opened = await opener();
   log.info({ from: opened.description, size: opened.size, ranges: opened.acceptsRanges }, 'source opened');
   const counter = { bytes: 0 };
-  let wire: ByteStream = exactLength(opened.stream, opened.size);
+  const source = handover(opened.stream);
+  let wire: ByteStream = exactLength(source.stream, opened.size);
   if (spec.checksum) wire = verified(wire, spec.checksum);
   wire = counted(wire, counter, (n) => deps.progress.bytes(n));
   const peeled = await peel(wire);
   try {
-    const planned = peeled.layers.length === 0 ? await resolveConnections(opened, deps, log) : deps;
+    const planned = await resolveConnections(opened, deps, log);
+    const connections = connectionsFor(planned.tuning);
+    if (peeled.layers.length > 0 && connections > 1 && opened.openRange && opened.size !== undefined && opened.size >= deps.tuning.parallelMinBytes) {
+      // A compressed image cannot be written at offsets as it arrives; its bytes still can be
+      // fetched over several connections and handed on in order.
+      const { openRange, size } = opened;
+      source.takeOver((offset) => orderedRanges({ ...parallelOptions(size, openRange, planned), start: offset, chunkBytes: deps.tuning.streamChunkBytes }));
+      log.info({ connections, chunkBytes: deps.tuning.streamChunkBytes }, 'compressed image: ranged connections, read in order');
+    }
     return await importPeeled(spec, target, peeled, opened, planned, log);
   } finally {
     // Whatever path ran, end the source: closes the connection and stops any decompressor child.
@@ -387,6 +402,7 @@ function connectionsFor(tuning: Pick<ImportTuning, 'connections'>): number {
  * its request latency measured (three one-byte requests) and one or `autoConnections` connections.
  */
 async function resolveConnections(opened: OpenedSource, deps: EngineDeps, log: Logger): Promise<EngineDeps> {
+  // (Whatever the format: plain images go to nbdkit or ranges at offsets, compressed ones to ranges read in order.)
   if (deps.tuning.connections !== 'auto') return deps;
   let latencyMs: number | undefined;
   if (opened.measureLatency && opened.openRange && opened.size !== undefined && opened.size >= deps.tuning.parallelMinBytes) {

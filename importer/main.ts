@@ -34,6 +34,7 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
     autoConnections: DEFAULT_TUNING.autoConnections,
     parallelMinBytes: DEFAULT_TUNING.parallelMinBytes,
     chunkBytes: DEFAULT_TUNING.chunkBytes,
+    streamChunkBytes: DEFAULT_TUNING.streamChunkBytes,
     http: {
       connectMs: envInt(env, 'FERRY_HTTP_CONNECT_TIMEOUT_MS', DEFAULT_TUNING.http.connectMs),
       firstByteMs: envInt(env, 'FERRY_HTTP_FIRST_BYTE_TIMEOUT_MS', DEFAULT_TUNING.http.firstByteMs),

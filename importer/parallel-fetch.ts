@@ -32,33 +32,44 @@ export function planChunks(size: number, chunkBytes: number): Array<readonly [nu
   return chunks;
 }
 
+type RangeOptions = Pick<ParallelFetchOptions, 'openRange' | 'attempts' | 'sleep' | 'backoffMs'>;
+
+/**
+ * Fetches bytes [start, end] into `write`, continuing from the last byte after a retryable break;
+ * `stopped` ends it early (another chunk failed, or the reader went away).
+ */
+async function fetchRange(start: number, end: number, options: RangeOptions, write: (data: Buffer, position: number) => Promise<void> | void, stopped: () => boolean): Promise<void> {
+  let position = start;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      for await (const data of await options.openRange(position, end)) {
+        if (stopped()) return;
+        if (position + data.length > end + 1) throw new FerryError(ErrorCode.SourceUnavailable, `the server sent more than the range ${start}-${end}`);
+        await write(data, position);
+        position += data.length;
+      }
+      if (position <= end) throw new FerryError(ErrorCode.Truncated, `range ${start}-${end} ended at ${position}`);
+      return;
+    } catch (err) {
+      const error = toFerryError(err);
+      if (!error.retryable || attempt >= options.attempts || stopped()) throw error;
+      await options.sleep(Math.min(30_000, options.backoffMs * 2 ** (attempt - 1)));
+    }
+  }
+}
+
 export async function fetchParallel(options: ParallelFetchOptions): Promise<void> {
   const chunks = planChunks(options.size, options.chunkBytes);
   let next = 0;
   let total = 0;
   let failure: FerryError | undefined;
 
-  const fetchChunk = async (start: number, end: number): Promise<void> => {
-    let position = start;
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        for await (const data of await options.openRange(position, end)) {
-          if (failure) return;
-          if (position + data.length > end + 1) throw new FerryError(ErrorCode.SourceUnavailable, `the server sent more than the range ${start}-${end}`);
-          await options.write(data, position);
-          position += data.length;
-          total += data.length;
-          options.onBytes?.(total);
-        }
-        if (position <= end) throw new FerryError(ErrorCode.Truncated, `range ${start}-${end} ended at ${position}`);
-        return;
-      } catch (err) {
-        const error = toFerryError(err);
-        if (!error.retryable || attempt >= options.attempts || failure) throw error;
-        await options.sleep(Math.min(30_000, options.backoffMs * 2 ** (attempt - 1)));
-      }
-    }
-  };
+  const fetchChunk = (start: number, end: number): Promise<void> =>
+    fetchRange(start, end, options, async (data, position) => {
+      await options.write(data, position);
+      total += data.length;
+      options.onBytes?.(total);
+    }, () => failure !== undefined);
 
   const worker = async (): Promise<void> => {
     while (!failure && next < chunks.length) {
@@ -72,6 +83,46 @@ export async function fetchParallel(options: ParallelFetchOptions): Promise<void
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(options.connections, chunks.length)) }, worker));
   if (failure) throw failure;
+}
+
+export interface OrderedRangesOptions extends RangeOptions {
+  /** First byte wanted, and the source's length. */
+  readonly start: number;
+  readonly size: number;
+  readonly connections: number;
+  readonly chunkBytes: number;
+}
+
+/**
+ * Bytes [start, size) of a ranged source fetched over several connections but handed on in order,
+ * for readers that cannot seek (a decompressor). Each connection fills one whole chunk in memory;
+ * at most `connections` chunks are in flight or waiting ahead of the reader, so memory stays at
+ * connections × chunkBytes. A chunk whose connection breaks continues from its last byte.
+ */
+export async function* orderedRanges(options: OrderedRangesOptions): ByteStream {
+  const chunks = planChunks(options.size - options.start, options.chunkBytes).map(([a, b]) => [a + options.start, b + options.start] as const);
+  let stopped = false;
+  const pending = new Map<number, Promise<Buffer>>();
+  const launch = (i: number): void => {
+    const chunk = chunks[i];
+    if (!chunk || pending.has(i)) return;
+    const [start, end] = chunk;
+    const buffer = Buffer.allocUnsafe(end - start + 1);
+    const done = fetchRange(start, end, options, (data, position) => void data.copy(buffer, position - start), () => stopped).then(() => buffer);
+    done.catch(() => undefined); // awaited in order below; this only keeps an early failure from being unhandled
+    pending.set(i, done);
+  };
+  try {
+    for (let i = 0; i < chunks.length; i += 1) {
+      for (let j = i; j < Math.min(chunks.length, i + Math.max(1, options.connections)); j += 1) launch(j);
+      const buffer = await (pending.get(i) as Promise<Buffer>);
+      pending.delete(i);
+      yield buffer;
+    }
+  } finally {
+    stopped = true;
+    await Promise.allSettled(pending.values());
+  }
 }
 
 /**

@@ -80,6 +80,48 @@ function closingEarly(generator: AsyncGenerator<Buffer, void, undefined>, close:
   };
 }
 
+export interface Handover {
+  readonly stream: ByteStream;
+  /**
+   * From the next byte on, the stream continues with `next(offset)`, `offset` being the count of
+   * bytes handed on so far; the first source is closed. Call it between reads.
+   */
+  takeOver(next: (offset: number) => ByteStream): void;
+}
+
+/** A stream that starts as `first` and can be switched to another source of the same bytes. */
+export function handover(first: ByteStream): Handover {
+  let replacement: ((offset: number) => ByteStream) | undefined;
+  async function* run(): AsyncGenerator<Buffer, void, undefined> {
+    let offset = 0;
+    const iterator = first[Symbol.asyncIterator]();
+    let ended = false;
+    try {
+      while (replacement === undefined) {
+        const next = await iterator.next();
+        if (next.done) {
+          ended = true;
+          return;
+        }
+        offset += next.value.length;
+        yield next.value;
+      }
+    } finally {
+      if (!ended) await iterator.return?.();
+    }
+    yield* replacement(offset);
+  }
+  const stream = run();
+  return {
+    stream: closingEarly(stream, async () => {
+      await first[Symbol.asyncIterator]().return?.();
+    }),
+    takeOver: (next) => {
+      replacement = next;
+    },
+  };
+}
+
 /** Runs a Node duplex (zlib, ...) as a stage; errors on either side reach the consumer. */
 export async function* throughDuplex(source: ByteStream, duplex: Duplex): ByteStream {
   const feeding = pipeline(Readable.from(source, { objectMode: false }), duplex).catch((err: unknown) => err);

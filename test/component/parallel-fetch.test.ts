@@ -2,7 +2,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -20,10 +20,12 @@ beforeAll(async () => {
   makeRawDisk(raw, 8 * MiB);
   convertImage(raw, 'qcow2', f('disk.qcow2'));
   compress('gzip', raw, f('disk.raw.gz'));
+  compress('zstd', raw, f('disk.raw.zst'));
   server = await startServer();
   server.route('/disk.raw', { file: raw });
   server.route('/disk.qcow2', { file: f('disk.qcow2') });
   server.route('/disk.raw.gz', { file: f('disk.raw.gz') });
+  server.route('/disk.raw.zst', { file: f('disk.raw.zst') });
   server.route('/norange.raw', { file: raw, ranges: false });
   server.route('/cutting.raw', { file: raw, closeAfter: 200 * 1024 });
 });
@@ -80,11 +82,8 @@ describe('parallel ranged download', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
-  test('compressed bodies and servers without Range use one stream', async () => {
+  test('servers without Range use one stream', async () => {
     const since = server.requests.length;
-    const a = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('gz.img') } }), PARALLEL);
-    expect(a.error).toBeUndefined();
-    expect(rangesOf('/disk.raw.gz', since)).toEqual([]);
     const b = await runEngine(spec({ endpoint: `${server.url}/norange.raw`, target: { kind: 'file', path: f('nr.img') } }), PARALLEL);
     expect(b.error).toBeUndefined();
     expect(expectSameDisk(f('nr.img'), raw, 8 * MiB)).toBe(true);
@@ -139,10 +138,49 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
-  test('compressed images are not probed: they stream on one connection whatever the latency', async () => {
-    const since = server.requests.length;
-    const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('auto-gz.img') } }), { ...AUTO, nearLatencyMs: -1 });
-    expect(error).toBeUndefined();
-    expect(rangesOf('/disk.raw.gz', since)).toEqual([]);
+  describe('a compressed image farther away: ranged connections, read in order by the decompressor', () => {
+    const COMPRESSED = { ...AUTO, nearLatencyMs: -1, parallelMinBytes: 256 * 1024, streamChunkBytes: 256 * 1024 };
+    const ranged = (path: string, since: number): string[] => rangesOf(path, since).filter((r) => r !== 'bytes=0-0');
+
+    test.each([['disk.raw.gz'], ['disk.raw.zst']])('%s arrives in 256 KiB ranges after the first bytes, byte for byte', async (name) => {
+      const since = server.requests.length;
+      const out = f(`auto-${name}.img`);
+      const { result, error } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out } }), COMPRESSED);
+      expect(error).toBeUndefined();
+      expect(result?.sourceFormat).toMatch(/^raw\+(gzip|zstd)$/);
+      expect(probes(`/${name}`, since)).toBe(3);
+      const ranges = ranged(`/${name}`, since);
+      expect(ranges.length).toBeGreaterThanOrEqual(3);
+      for (const r of ranges) {
+        const [a, b] = r.replace('bytes=', '').split('-').map(Number);
+        expect((b ?? 0) - (a ?? 0) + 1).toBeLessThanOrEqual(256 * 1024);
+      }
+      expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+    });
+
+    test('the checksum is still verified over the whole compressed source', async () => {
+      const good = createHash('sha256').update(readFileSync(f('disk.raw.gz'))).digest('hex');
+      const ok = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('gz-sum.img') }, checksum: { algorithm: 'sha256', hex: good } }), COMPRESSED);
+      expect(ok.error).toBeUndefined();
+      const bad = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('gz-badsum.img') }, checksum: { algorithm: 'sha256', hex: '0'.repeat(64) } }), COMPRESSED);
+      expect(bad.error?.code).toBe('CHECKSUM_MISMATCH');
+      expect(() => readFileSync(f('gz-badsum.img'))).toThrow();
+    });
+
+    test('ranges whose connection breaks continue where they stopped', async () => {
+      server.route('/cutting.raw.gz', { file: f('disk.raw.gz'), closeAfter: 100 * 1024 });
+      const out = f('gz-cut.img');
+      const { error } = await runEngine(spec({ endpoint: `${server.url}/cutting.raw.gz`, target: { kind: 'file', path: out } }), COMPRESSED);
+      expect(error).toBeUndefined();
+      expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+      expect(server.sent.get('/cutting.raw.gz')).toBeLessThanOrEqual(1.5 * statSync(f('disk.raw.gz')).size);
+    });
+
+    test('a nearby server keeps the one stream', async () => {
+      const since = server.requests.length;
+      const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'file', path: f('gz-near.img') } }), { ...COMPRESSED, nearLatencyMs: 60_000 });
+      expect(error).toBeUndefined();
+      expect(ranged('/disk.raw.gz', since)).toEqual([]);
+    });
   });
 });

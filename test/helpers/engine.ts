@@ -20,6 +20,7 @@ export const FAST_TUNING: ImportTuning = {
   autoConnections: 4,
   parallelMinBytes: 1024 * 1024,
   chunkBytes: 512 * 1024,
+  streamChunkBytes: 256 * 1024,
   http: { connectMs: 2000, firstByteMs: 2000, idleMs: 1000 },
 };
 

@@ -1,21 +1,28 @@
 import { describe, expect, test } from '@jest/globals';
-import { peek } from '../../importer/streams.js';
+import { handover, peek } from '../../importer/streams.js';
 import { peel } from '../../importer/layers.js';
 
-/** A source of `chunks` buffers that records whether it was closed before its end. */
+/**
+ * A source of `chunks` buffers that records whether it was closed before its end (as an HTTP body
+ * is: `return()` closes it whether or not reading began).
+ */
 function source(chunks: number, size = 4096): { stream: AsyncIterable<Buffer>; state: { read: number; closed: boolean } } {
   const state = { read: 0, closed: false };
-  async function* gen(): AsyncGenerator<Buffer> {
-    try {
-      for (let i = 0; i < chunks; i += 1) {
-        state.read += 1;
-        yield Buffer.alloc(size, i % 251);
-      }
-    } finally {
+  const iterator: AsyncIterableIterator<Buffer> = {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next() {
+      if (state.closed || state.read >= chunks) return { done: true, value: undefined };
+      state.read += 1;
+      return { done: false, value: Buffer.alloc(size, (state.read - 1) % 251) };
+    },
+    async return() {
       state.closed = true;
-    }
-  }
-  return { stream: gen(), state };
+      return { done: true, value: undefined };
+    },
+  };
+  return { stream: iterator, state };
 }
 
 async function collect(stream: AsyncIterable<Buffer>): Promise<Buffer> {
@@ -61,5 +68,38 @@ describe('peek', () => {
     await peeled.stream[Symbol.asyncIterator]().return?.(undefined);
     expect(state.closed).toBe(true);
     expect(state.read).toBeLessThan(10);
+  });
+});
+
+describe('handover', () => {
+  test('continues from the exact byte reached with the new source and closes the first', async () => {
+    const { stream, state } = source(100, 1000);
+    const h = handover(stream);
+    const it = h.stream[Symbol.asyncIterator]();
+    await it.next();
+    await it.next();
+    const offsets: number[] = [];
+    h.takeOver((offset) => {
+      offsets.push(offset);
+      return (async function* () {
+        yield Buffer.from('rest');
+      })();
+    });
+    const rest = await collect({ [Symbol.asyncIterator]: () => it });
+    expect(offsets).toEqual([2000]);
+    expect(rest.toString()).toBe('rest');
+    expect(state.closed).toBe(true);
+    expect(state.read).toBeLessThanOrEqual(3);
+  });
+
+  test('without a takeover it is the first source, byte for byte', async () => {
+    const { stream } = source(3, 10);
+    expect((await collect(handover(stream).stream)).length).toBe(30);
+  });
+
+  test('closing it before reading closes the first source', async () => {
+    const { stream, state } = source(100);
+    await handover(stream).stream[Symbol.asyncIterator]().return?.(undefined);
+    expect(state.closed).toBe(true);
   });
 });
