@@ -121,7 +121,7 @@ async function main(): Promise<void> {
     console.log('|---|---|---|---|---|');
     for (const r of rows) {
       const s = median(r.seconds);
-      console.log(`| ${r.c.label} | ${s.toFixed(2)} (${r.seconds.map((x) => x.toFixed(2)).join(', ')}) | ${(rawMB / s).toFixed(0)} | ${r.connections} | ${median(r.rss)} |`);
+      console.log(`| ${r.c.label.replaceAll('|', '\\|')} | ${s.toFixed(2)} (${r.seconds.map((x) => x.toFixed(2)).join(', ')}) | ${(rawMB / s).toFixed(0)} | ${r.connections} | ${median(r.rss)} |`);
     }
   }
   await server.close();

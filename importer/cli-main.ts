@@ -40,7 +40,7 @@ Options:
   --via-scratch            stage remote qcow2/vmdk/... in the scratch directory instead of reading
                            them in place over HTTP ranges (nbdkit)
   --retries <n>            attempts for network failures (default ${DEFAULT_TUNING.attempts})
-  --connections <n|auto>   ranged connections for big uncompressed downloads (default auto: one for a
+  --connections <n|auto>   ranged connections for big downloads (default auto: one for a
                            server that answers within ${DEFAULT_TUNING.nearLatencyMs} ms, read in place by qemu-img through
                            nbdkit; ${DEFAULT_TUNING.autoConnections} for one farther away)
   --idle-timeout <sec>     fail a transfer that receives nothing for this long (default ${DEFAULT_TUNING.http.idleMs / 1000})
