@@ -204,6 +204,23 @@ describe('a body broken mid-object', () => {
     await proxy?.close();
   });
 
+  test('a far store under connections auto: latency probed, a compressed object read in order over ranged connections', async () => {
+    proxy.reset();
+    const { result, error } = await runEngine(spec({ source: 's3', endpoint: cdiUrl('disk.raw.gz', proxy.url), credentials: keys, target: target('gz-auto.img') }), {
+      connections: 'auto',
+      nearLatencyMs: -1,
+      parallelMinBytes: 256 * 1024,
+      streamChunkBytes: 256 * 1024,
+    });
+    expect(error).toBeUndefined();
+    expect(result?.sourceFormat).toMatch(/^raw\+gz/);
+    expect(expectSameDisk(f('gz-auto.img'), f('disk.raw'), SIZE)).toBe(true);
+    const ranges = proxy.heads.join('').match(/^range: bytes=\d+-\d+\r$/gim) ?? [];
+    expect(ranges.filter((r) => /bytes=0-0\r$/.test(r))).toHaveLength(3);
+    expect(ranges.filter((r) => !/bytes=0-0\r$/.test(r)).length).toBeGreaterThanOrEqual(3);
+    expect(proxy.heads.length).toBeGreaterThan(2);
+  });
+
   test('resumes with a ranged GET pinned to the ETag and completes byte for byte', async () => {
     proxy.reset();
     proxy.cutNext(MiB);
