@@ -399,10 +399,11 @@ function connectionsFor(tuning: Pick<ImportTuning, 'connections'>): number {
 
 /**
  * Resolves 'auto' for this attempt: a remote image big enough to split, with Range support, gets
- * its request latency measured (three one-byte requests) and one or `autoConnections` connections.
+ * its request latency measured (three one-byte requests) and one or `autoConnections` connections,
+ * whatever its format (plain images go to nbdkit or to ranges written at offsets, compressed ones
+ * to ranges read in order).
  */
 async function resolveConnections(opened: OpenedSource, deps: EngineDeps, log: Logger): Promise<EngineDeps> {
-  // (Whatever the format: plain images go to nbdkit or ranges at offsets, compressed ones to ranges read in order.)
   if (deps.tuning.connections !== 'auto') return deps;
   let latencyMs: number | undefined;
   if (opened.measureLatency && opened.openRange && opened.size !== undefined && opened.size >= deps.tuning.parallelMinBytes) {
