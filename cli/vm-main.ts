@@ -1,14 +1,14 @@
 /**
  * `ferry vm start|stop|restart <name>` and `ferry expose vmi|vm <name>`: the cluster-facing VM
  * commands (virtctl's). Composition root: flags, the kubeconfig, and the exit status. What start/stop
- * mean per run strategy lives in src/vm/lifecycle.ts.
+ * mean per run strategy lives in src/api/kubevirt-lifecycle.ts.
  */
 
 import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, type V1Service } from '@kubernetes/client-node';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { API_VERSION, GROUP, Kind, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance, vmiId, VmLabel } from '../src/vm/api.js';
-import { type LifecycleChange, restartChange, startChange, stopChange } from '../src/vm/lifecycle.js';
+import { API_VERSION, GROUP, Kind, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance, vmiId, VmLabel } from '../src/api/kubevirt.js';
+import { type LifecycleChange, restartChange, startChange, stopChange } from '../src/api/kubevirt-lifecycle.js';
 
 export const VM_USAGE = `Usage: ferry vm start|stop|restart <name> [-n NAMESPACE] [--kubeconfig FILE]
 

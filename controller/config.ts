@@ -1,7 +1,7 @@
 /** The controller's configuration: parsed once at start-up into a frozen object. */
 
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
-import { DEFAULT_FILESYSTEM_OVERHEAD } from '../src/import-spec.js';
+import { DEFAULT_FILESYSTEM_OVERHEAD } from '../src/contract/import-spec.js';
 
 export interface ControllerConfig {
   /** Image that runs `ferry importer`. */

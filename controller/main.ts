@@ -11,8 +11,8 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
-import { ImportController } from './controller.js';
-import { LeaderElector } from './leader-election.js';
+import { ImportController } from './import/import-controller.js';
+import { LeaderElector } from './runtime/leader-election.js';
 import { VmController } from './vm/vm-controller.js';
 
 export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [options]

@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parseChecksum } from '../src/checksum.js';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } from '../src/import-spec.js';
+import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
 import { DEFAULT_TUNING, parseConnections, runImport } from './engine.js';

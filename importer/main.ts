@@ -6,9 +6,9 @@
 import { writeFileSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { decodeImportEnv, TargetKind } from '../src/import-spec.js';
+import { decodeImportEnv, TargetKind } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
-import { encodeTermination, TERMINATION_MESSAGE_PATH, type TerminationMessage } from '../src/termination.js';
+import { encodeTermination, TERMINATION_MESSAGE_PATH, type TerminationMessage } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, type ImportTuning, parseConnections, runImport } from './engine.js';
 import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Progress, throttled } from './progress.js';

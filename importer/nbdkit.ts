@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { ErrorCode, FerryError } from '../src/errors.js';
-import type { Credentials } from '../src/import-spec.js';
+import type { Credentials } from '../src/contract/import-spec.js';
 
 export interface NbdHttpOptions {
   readonly url: string;

@@ -9,7 +9,7 @@ import { mkdir, open, rename, rm, stat, truncate } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { type ImportSpec, TargetKind } from '../src/import-spec.js';
+import { type ImportSpec, TargetKind } from '../src/contract/import-spec.js';
 import { usableSpace } from '../src/quantity.js';
 
 const run = promisify(execFile);

@@ -10,7 +10,7 @@ import { constants as fsConstants } from 'node:fs';
 import { access, chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Accel } from '../src/vm/launch-plan.js';
+import type { Accel } from '../src/contract/launch-plan.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 export const KVM_PROBE_TIMEOUT_MS = 3000;

@@ -8,12 +8,12 @@
 import { chown, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../src/logging.js';
-import { domainName, type VirtualMachineInstance } from '../src/vm/api.js';
-import { DEFAULT_GRACE_SECONDS, defaultVmiSpec, validateVmiSpec } from '../src/vm/defaults.js';
-import { planDomain, podRuntimePaths } from '../src/vm/domain-plan.js';
-import { domainXml } from '../src/vm/domain-xml.js';
-import type { Accel, DomainPlan } from '../src/vm/launch-plan.js';
-import { LauncherReason } from '../src/vm/launcher-status.js';
+import { domainName, type VirtualMachineInstance } from '../src/api/kubevirt.js';
+import { DEFAULT_GRACE_SECONDS, defaultVmiSpec, validateVmiSpec } from '../src/api/kubevirt-defaults.js';
+import { planDomain, podRuntimePaths } from './domain/domain-plan.js';
+import { domainXml } from './domain/domain-xml.js';
+import type { Accel, DomainPlan } from '../src/contract/launch-plan.js';
+import { LauncherReason } from '../src/contract/launcher-status.js';
 import { GuestConsole } from './console.js';
 import { type AccelRequest, decideAccel, probeKvm } from './kvm-probe.js';
 import { fileTail, Libvirtd, qemuLogPath, qemuPidPath, type RunAs } from './libvirtd.js';

@@ -4,8 +4,8 @@
  */
 
 import { ErrorCode, FerryError, isFerryError } from '../src/errors.js';
-import type { Accel } from '../src/vm/launch-plan.js';
-import { isLauncherReason, LAUNCHER_REASONS, LauncherReason, type LauncherStatus } from '../src/vm/launcher-status.js';
+import type { Accel } from '../src/contract/launch-plan.js';
+import { isLauncherReason, LAUNCHER_REASONS, LauncherReason, type LauncherStatus } from '../src/contract/launcher-status.js';
 import type { DomainStateReason } from './virsh.js';
 
 export interface Outcome {

@@ -12,10 +12,10 @@ import { basename, dirname, join } from 'node:path';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import type { Logger } from '../src/logging.js';
 import { formatBytes, parseQuantity } from '../src/quantity.js';
-import { claimOf, type VirtualMachineInstance, type Volume } from '../src/vm/api.js';
-import { buildNoCloudIso, noCloudFiles, type NoCloudSecrets } from '../src/vm/cloud-init.js';
-import type { VolumeOnPod } from '../src/vm/domain-plan.js';
-import { cloudInitSecretDir, PodPath } from '../src/vm/launch-plan.js';
+import { claimOf, type VirtualMachineInstance, type Volume } from '../src/api/kubevirt.js';
+import { buildNoCloudIso, noCloudFiles, type NoCloudSecrets } from './domain/cloud-init.js';
+import type { VolumeOnPod } from './domain/domain-plan.js';
+import { cloudInitSecretDir, PodPath } from '../src/contract/launch-plan.js';
 import type { RunAs } from './libvirtd.js';
 
 /**

@@ -1,11 +1,11 @@
 /**
- * Writes the kubevirt.io/v1 CRDs (src/vm/crds.ts) to manifests/crds/. Run after changing the schema:
+ * Writes the kubevirt.io/v1 CRDs (src/api/crds.ts) to manifests/crds/. Run after changing the schema:
  * `npm run build && node dist/scripts/gen-crds.js`; test/unit/crds.test.ts fails while they differ.
  */
 
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { crdFiles } from '../src/vm/crd-files.js';
+import { crdFiles } from '../src/api/crd-files.js';
 
 const root = process.argv[2] ?? process.cwd();
 mkdirSync(join(root, 'manifests', 'crds'), { recursive: true });

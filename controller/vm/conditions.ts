@@ -1,6 +1,6 @@
 /** Condition lists as KubeVirt keeps them: one entry per type, transition time kept while unchanged. */
 
-import type { Condition } from '../../src/vm/api.js';
+import type { Condition } from '../../src/api/kubevirt.js';
 
 export type ConditionInput = Omit<Condition, 'lastTransitionTime' | 'lastProbeTime'>;
 

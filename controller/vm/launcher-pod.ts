@@ -7,10 +7,10 @@
 import { createHash } from 'node:crypto';
 import type { V1Container, V1Pod, V1PodSpec, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
 import { MiB, parseQuantity } from '../../src/quantity.js';
-import { API_VERSION, claimOf, Kind, VmAnnotation, type VirtualMachineInstance, vmiId, VmLabel } from '../../src/vm/api.js';
-import { guestMemoryBytes, vcpuCount } from '../../src/vm/defaults.js';
-import { cloudInitSecretDir, PodPath } from '../../src/vm/launch-plan.js';
-import { memoryOverheadBytes } from '../../src/vm/overhead.js';
+import { API_VERSION, claimOf, Kind, VmAnnotation, type VirtualMachineInstance, vmiId, VmLabel } from '../../src/api/kubevirt.js';
+import { guestMemoryBytes, vcpuCount } from '../../src/api/kubevirt-defaults.js';
+import { cloudInitSecretDir, PodPath } from '../../src/contract/launch-plan.js';
+import { memoryOverheadBytes } from '../../src/api/vm-overhead.js';
 
 /** The UID KubeVirt's launcher and QEMU run as (the `qemu` user); PVC files are group-owned by it. */
 export const LAUNCHER_UID = 107;

@@ -15,12 +15,12 @@ import {
   type V1PersistentVolumeClaim,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { type Cached, watchRestarting } from '../informers.js';
+import { type Cached, watchRestarting } from '../runtime/informers.js';
 import type { Logger } from '../../src/logging.js';
-import { claimOf, GROUP, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance, VmLabel } from '../../src/vm/api.js';
-import { decodeLauncherStatus } from '../../src/vm/launcher-status.js';
-import { splitKey } from '../reconciler.js';
-import { type HandlerResult, WorkQueue } from '../work-queue.js';
+import { claimOf, GROUP, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance, VmLabel } from '../../src/api/kubevirt.js';
+import { decodeLauncherStatus } from '../../src/contract/launcher-status.js';
+import { splitKey } from '../import/reconcile.js';
+import { type HandlerResult, WorkQueue } from '../runtime/work-queue.js';
 import { type LauncherConfig, launcherPodName } from './launcher-pod.js';
 import { planVm, type VmConfig } from './vm-plan.js';
 import { VmWriter } from './vm-writer.js';

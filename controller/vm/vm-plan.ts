@@ -21,8 +21,8 @@ import {
   type VirtualMachineInstance,
   VmiPhase,
   type VmStatus,
-} from '../../src/vm/api.js';
-import { firmwareUuid } from '../../src/vm/defaults.js';
+} from '../../src/api/kubevirt.js';
+import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
 import { conditionStatus, nextConditions, sameJson } from './conditions.js';
 
 export interface VmConfig {

@@ -11,8 +11,8 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import { GROUP, Plural, VERSION } from '../../src/vm/api.js';
-import { type Involved as KubeInvolved, recordEvent, tolerate } from '../kube.js';
+import { GROUP, Plural, VERSION } from '../../src/api/kubevirt.js';
+import { type Involved as KubeInvolved, recordEvent, tolerate } from '../runtime/kube.js';
 import type { VmAction } from './vm-plan.js';
 import type { VmiAction } from './vmi-plan.js';
 

@@ -8,7 +8,7 @@
  */
 
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { Annotation, PodPhase } from '../../src/cdi.js';
+import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import {
   claimOf,
   type Condition,
@@ -19,9 +19,9 @@ import {
   type VirtualMachineInstance,
   VmiPhase,
   type VmiStatus,
-} from '../../src/vm/api.js';
+} from '../../src/api/kubevirt.js';
 import { parseQuantity } from '../../src/quantity.js';
-import { defaultVmiSpec, validateVmiSpec } from '../../src/vm/defaults.js';
+import { defaultVmiSpec, validateVmiSpec } from '../../src/api/kubevirt-defaults.js';
 import { type ConditionInput, nextConditions, sameJson } from './conditions.js';
 import { buildLauncherPod, type ClaimInfo, type LauncherConfig, launcherPodName } from './launcher-pod.js';
 

@@ -12,7 +12,7 @@ import type { Agent as HttpsAgent } from 'node:https';
 import got, { type Response } from 'got';
 import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
-import type { Credentials, ProxySettings } from '../../src/import-spec.js';
+import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import type { ByteStream } from '../streams.js';
 import { type OpenedSource, warmLatencyMs } from './source.js';

@@ -18,7 +18,7 @@ import got, { type Response } from 'got';
 import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
-import type { Credentials, ProxySettings } from '../../src/import-spec.js';
+import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
 import type { ByteStream } from '../streams.js';
 import { classifyHttpError, type HttpTimeouts, loadCaBundle, openHttp, proxyFor, type ResumePolicy } from './http-source.js';
 import { type BlobDescriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, type Manifest, parseManifest } from './oci-manifest.js';

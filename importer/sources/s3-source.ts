@@ -11,7 +11,7 @@ import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { GetObjectCommand, type GetObjectCommandOutput, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
-import type { Credentials } from '../../src/import-spec.js';
+import type { Credentials } from '../../src/contract/import-spec.js';
 import type { ByteStream } from '../streams.js';
 import { type BodyPart, classifyHttpError, contentRangeStart, type HttpTimeouts, loadCaBundle, type ResumePolicy, resumingBody } from './http-source.js';
 import { type OpenedSource, warmLatencyMs } from './source.js';

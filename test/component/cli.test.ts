@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { decodeTermination } from '../../src/termination.js';
+import { decodeTermination } from '../../src/contract/termination.js';
 import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { freePort, runFerry, startFerry } from '../helpers/ferry-process.js';

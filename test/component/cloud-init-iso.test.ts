@@ -7,9 +7,9 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { isFerryError } from '../../src/errors.js';
-import { API_VERSION, Kind, type VirtualMachineInstance } from '../../src/vm/api.js';
-import { buildNoCloudIso, NOCLOUD_VOLUME_ID, type NoCloudFiles, noCloudFiles } from '../../src/vm/cloud-init.js';
-import { defaultVmiSpec } from '../../src/vm/defaults.js';
+import { API_VERSION, Kind, type VirtualMachineInstance } from '../../src/api/kubevirt.js';
+import { buildNoCloudIso, NOCLOUD_VOLUME_ID, type NoCloudFiles, noCloudFiles } from '../../launcher/domain/cloud-init.js';
+import { defaultVmiSpec } from '../../src/api/kubevirt-defaults.js';
 import { removeDir, sh, tempDir } from '../helpers/fixtures.js';
 
 const SECTOR = 2048;

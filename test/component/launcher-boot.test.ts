@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { decodeLauncherStatus } from '../../src/vm/launcher-status.js';
+import { decodeLauncherStatus } from '../../src/contract/launcher-status.js';
 import { PROBE_EXIT_STATUS, probeKvm, runProbeGuest } from '../../launcher/kvm-probe.js';
 import { FERRY_BIN, freePort, type ProcessResult, REPO_ROOT, type RunningProcess, startFerry } from '../helpers/ferry-process.js';
 import { removeDir, tempDir } from '../helpers/fixtures.js';

@@ -23,7 +23,7 @@ import {
   type WrittenImage,
   writeOciLayout,
 } from '../helpers/registry.js';
-import type { ImportSpec } from '../../src/import-spec.js';
+import type { ImportSpec } from '../../src/contract/import-spec.js';
 import { classifyEntry, Shadows } from '../../importer/sources/oci-disk.js';
 import { parseChallenge } from '../../importer/sources/oci-client.js';
 import { selectPlatform } from '../../importer/sources/oci-manifest.js';

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import type { Credentials } from '../../src/import-spec.js';
+import type { Credentials } from '../../src/contract/import-spec.js';
 import { compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { runEngine, spec } from '../helpers/engine.js';
 import { runFerry } from '../helpers/ferry-process.js';

@@ -4,7 +4,7 @@
  */
 
 import { ApiextensionsV1Api, type KubeConfig, loadYaml, type V1CustomResourceDefinition } from '@kubernetes/client-node';
-import { crdFiles } from '../../src/vm/crd-files.js';
+import { crdFiles } from '../../src/api/crd-files.js';
 import { waitFor } from './kubelet.js';
 
 /** A CRD manifest as client-node's typed model (its loader names the schema extensions x_kubernetes_…). */

@@ -1,9 +1,9 @@
 /** Runs the real engine with test-sized tuning and records progress. */
 
 import { ErrorCode, FerryError } from '../../src/errors.js';
-import { type ImportSpec, validateSpec } from '../../src/import-spec.js';
+import { type ImportSpec, validateSpec } from '../../src/contract/import-spec.js';
 import { silentLogger } from '../../src/logging.js';
-import type { ImportSuccess } from '../../src/termination.js';
+import type { ImportSuccess } from '../../src/contract/termination.js';
 import { DEFAULT_TUNING, type ImportTuning, runImport } from '../../importer/engine.js';
 import { Progress, type ProgressSnapshot } from '../../importer/progress.js';
 

@@ -11,7 +11,7 @@ import type { CoreV1Api, KubeConfig, V1PersistentVolumeClaim, V1Pod } from '@kub
 import { Registry } from 'prom-client';
 import { silentLogger } from '../../src/logging.js';
 import { type ControllerConfig, DEFAULT_CONFIG } from '../../controller/config.js';
-import { ImportController } from '../../controller/controller.js';
+import { ImportController } from '../../controller/import/import-controller.js';
 import { freePort } from './ferry-process.js';
 import { runImporterLocally, setPodStatus, waitFor } from './kubelet.js';
 

@@ -7,8 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { join } from 'node:path';
 import { CoreV1Api, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { Annotation } from '../../src/cdi.js';
-import type { ImportController } from '../../controller/controller.js';
+import { Annotation } from '../../src/api/cdi.js';
+import type { ImportController } from '../../controller/import/import-controller.js';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { annotationsWhen, importerPod, newImportController, pvcBody, runPod, testControllerConfig } from '../helpers/import-harness.js';

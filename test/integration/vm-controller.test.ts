@@ -26,8 +26,8 @@ import {
   type VirtualMachineInstance,
   type VmiSpec,
   vmiId,
-} from '../../src/vm/api.js';
-import { encodeLauncherStatus } from '../../src/vm/launcher-status.js';
+} from '../../src/api/kubevirt.js';
+import { encodeLauncherStatus } from '../../src/contract/launcher-status.js';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { launcherPodName } from '../../controller/vm/launcher-pod.js';
 import { VmController } from '../../controller/vm/vm-controller.js';

@@ -1,7 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
-import { API_VERSION, type CloudInitNoCloud, Kind, type VirtualMachineInstance } from '../../src/vm/api.js';
-import { guestHostname, type NoCloudSecrets, noCloudFiles } from '../../src/vm/cloud-init.js';
-import { defaultVmiSpec, firmwareUuid } from '../../src/vm/defaults.js';
+import { API_VERSION, type CloudInitNoCloud, Kind, type VirtualMachineInstance } from '../../src/api/kubevirt.js';
+import { guestHostname, type NoCloudSecrets, noCloudFiles } from '../../launcher/domain/cloud-init.js';
+import { defaultVmiSpec, firmwareUuid } from '../../src/api/kubevirt-defaults.js';
 import { codeOf } from './helpers.js';
 
 function vmi(source: CloudInitNoCloud | undefined, extra: { name?: string; hostname?: string; defaulted?: boolean } = {}): VirtualMachineInstance {

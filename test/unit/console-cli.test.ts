@@ -3,7 +3,7 @@
 import { describe, expect, test } from '@jest/globals';
 import type { V1Pod } from '@kubernetes/client-node';
 import { ErrorCode, FerryError } from '../../src/errors.js';
-import type { VirtualMachineInstance } from '../../src/vm/api.js';
+import type { VirtualMachineInstance } from '../../src/api/kubevirt.js';
 import { pickLauncherPod, socketPipeCommand } from '../../cli/console-main.js';
 
 const vmi = (phase?: string): VirtualMachineInstance => ({

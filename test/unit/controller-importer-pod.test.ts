@@ -1,8 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import type { V1Container, V1EnvVar, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
-import { boundedName, buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from '../../controller/importer-pod.js';
-import type { ImportRequest } from '../../src/import-request.js';
+import { boundedName, buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from '../../controller/import/importer-pod.js';
+import type { ImportRequest } from '../../src/api/import-request.js';
 
 const GiB = 2 ** 30;
 const PVC_UID = '11111111-2222-4333-8444-555555555555';

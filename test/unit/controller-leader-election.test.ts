@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import type { V1Lease } from '@kubernetes/client-node';
-import { canAcquire } from '../../controller/leader-election.js';
+import { canAcquire } from '../../controller/runtime/leader-election.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');
 const ME = 'ferry-controller-0';

@@ -1,8 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { type ControllerConfig, DEFAULT_CONFIG } from '../../controller/config.js';
-import { type Action, type Plan, planImport, retryDelay } from '../../controller/plan.js';
-import { Annotation } from '../../src/cdi.js';
+import { type Action, type Plan, planImport, retryDelay } from '../../controller/import/plan.js';
+import { Annotation } from '../../src/api/cdi.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');
 const PVC_UID = 'pvc-uid-1';

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { type HandlerResult, type QueueOptions, type Timers, WorkQueue } from '../../controller/work-queue.js';
+import { type HandlerResult, type QueueOptions, type Timers, WorkQueue } from '../../controller/runtime/work-queue.js';
 
 /** Timers that only fire when the test says so. */
 class FakeTimers implements Timers {

@@ -1,11 +1,11 @@
-/** The kubevirt.io/v1 CRDs: generated files in step with src/vm/crds.ts, KubeVirt's names and columns, structural schemas. */
+/** The kubevirt.io/v1 CRDs: generated files in step with src/api/crds.ts, KubeVirt's names and columns, structural schemas. */
 
 import { describe, expect, test } from '@jest/globals';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DiskBus, RunStrategy } from '../../src/vm/api.js';
-import { crdFiles } from '../../src/vm/crd-files.js';
-import { VM_CRD, VMI_CRD } from '../../src/vm/crds.js';
+import { DiskBus, RunStrategy } from '../../src/api/kubevirt.js';
+import { crdFiles } from '../../src/api/crd-files.js';
+import { VM_CRD, VMI_CRD } from '../../src/api/crds.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 
 type Schema = Record<string, unknown>;
@@ -39,7 +39,7 @@ const at = (schema: Schema, ...path: string[]): Schema =>
 describe('manifests/crds', () => {
   const REGENERATE = 'run `npm run build && node dist/scripts/gen-crds.js` to regenerate manifests/crds/';
 
-  test.each(Object.entries(crdFiles()))('%s is up to date with src/vm/crds.ts', (path, text) => {
+  test.each(Object.entries(crdFiles()))('%s is up to date with src/api/crds.ts', (path, text) => {
     const onDisk = readFileSync(join(REPO_ROOT, path), 'utf8');
     if (onDisk !== text) throw new Error(`${path} differs from crdFiles(): ${REGENERATE}`);
     expect(onDisk).toBe(text);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { API_VERSION, type Disk, Kind, type VirtualMachineInstance, type VmiSpec } from '../../src/vm/api.js';
-import { defaultVmiSpec } from '../../src/vm/defaults.js';
+import { API_VERSION, type Disk, Kind, type VirtualMachineInstance, type VmiSpec } from '../../src/api/kubevirt.js';
+import { defaultVmiSpec } from '../../src/api/kubevirt-defaults.js';
 import {
   deviceName,
   type LauncherEnv,
@@ -10,7 +10,7 @@ import {
   podVolumePath,
   stableMac,
   type VolumeOnPod,
-} from '../../src/vm/domain-plan.js';
+} from '../../launcher/domain/domain-plan.js';
 import { codeOf, ferryErrorOf } from './helpers.js';
 
 /** A defaulted VMI; 128Mi of guest memory unless the domain says otherwise. */

@@ -3,7 +3,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { exposeService } from '../../cli/vm-main.js';
 import { ErrorCode } from '../../src/errors.js';
-import { type InterfacePort, type VirtualMachine, type VirtualMachineInstance, vmiId } from '../../src/vm/api.js';
+import { type InterfacePort, type VirtualMachine, type VirtualMachineInstance, vmiId } from '../../src/api/kubevirt.js';
 import { ferryErrorOf, makeVm, makeVmi, VM_NAME, VM_NS, VM_UID, VMI_UID, vmiSpec } from './helpers.js';
 
 type Options = Parameters<typeof exposeService>[1];

@@ -3,7 +3,7 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import type { LauncherConfig } from '../../controller/vm/launcher-pod.js';
 import { type ErrorCode, FerryError } from '../../src/errors.js';
-import { API_VERSION, Kind, type RunStrategy, type VirtualMachine, type VirtualMachineInstance, type VmiPhase, type VmiSpec, type VmiStatus, type VmStatus } from '../../src/vm/api.js';
+import { API_VERSION, Kind, type RunStrategy, type VirtualMachine, type VirtualMachineInstance, type VmiPhase, type VmiSpec, type VmiStatus, type VmStatus } from '../../src/api/kubevirt.js';
 
 /** Runs `fn`, which must throw a FerryError, and returns that error. */
 export function ferryErrorOf(fn: () => unknown): FerryError {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import type { ProxySettings } from '../../src/import-spec.js';
+import type { ProxySettings } from '../../src/contract/import-spec.js';
 import { FerryError } from '../../src/errors.js';
 import { classifyHttpError, type HttpSourceOptions, optionsFor, proxyFor, redactUrl, sameOrigin } from '../../importer/sources/http-source.js';
 

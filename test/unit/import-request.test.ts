@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { Annotation } from '../../src/cdi.js';
-import { type ImportRequest, importRequestFromAnnotations } from '../../src/import-request.js';
+import { Annotation } from '../../src/api/cdi.js';
+import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
 import { codeOf } from './helpers.js';
 
 const URL = 'https://images.example.com/disk.qcow2';

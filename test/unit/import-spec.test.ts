@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { decodeImportEnv, encodeImportEnv, type ImportSpec, normalizeSource } from '../../src/import-spec.js';
+import { decodeImportEnv, encodeImportEnv, type ImportSpec, normalizeSource } from '../../src/contract/import-spec.js';
 import { codeOf } from './helpers.js';
 
 const GiB = 2 ** 30;

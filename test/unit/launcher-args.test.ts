@@ -2,7 +2,7 @@
 
 import { describe, expect, test } from '@jest/globals';
 import { ErrorCode } from '../../src/errors.js';
-import { PodPath } from '../../src/vm/launch-plan.js';
+import { PodPath } from '../../src/contract/launch-plan.js';
 import { DEFAULT_STATUS_PORT, parseLauncherArgs } from '../../launcher/main.js';
 import { codeOf } from './helpers.js';
 

@@ -9,7 +9,7 @@ import {
   LAUNCHER_STATUS_MAX_BYTES,
   LauncherReason,
   type LauncherStatus,
-} from '../../src/vm/launcher-status.js';
+} from '../../src/contract/launcher-status.js';
 import { failureOutcome, launchError, outcomeOf, stoppedBeforeStart } from '../../launcher/outcome.js';
 
 describe('launcher status codec', () => {

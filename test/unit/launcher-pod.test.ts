@@ -10,10 +10,10 @@ import {
   launcherResources,
   launcherVmi,
 } from '../../controller/vm/launcher-pod.js';
-import type { VirtualMachineInstance, VmiSpec } from '../../src/vm/api.js';
-import { defaultVmiSpec, validateVmiSpec } from '../../src/vm/defaults.js';
-import { cloudInitSecretDir } from '../../src/vm/launch-plan.js';
-import { memoryOverheadBytes } from '../../src/vm/overhead.js';
+import type { VirtualMachineInstance, VmiSpec } from '../../src/api/kubevirt.js';
+import { defaultVmiSpec, validateVmiSpec } from '../../src/api/kubevirt-defaults.js';
+import { cloudInitSecretDir } from '../../src/contract/launch-plan.js';
+import { memoryOverheadBytes } from '../../src/api/vm-overhead.js';
 import { LAUNCHER_CONFIG, makeVmi, type VmiOptions, VM_NAME, VM_NS, VMI_UID, vmiSpec } from './helpers.js';
 
 const MiB = 2 ** 20;

@@ -1,7 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
-import type { VmiSpec } from '../../src/vm/api.js';
-import { defaultVmiSpec } from '../../src/vm/defaults.js';
-import { memoryOverheadBytes, OverheadPart, TCG_TB_CACHE_BYTES } from '../../src/vm/overhead.js';
+import type { VmiSpec } from '../../src/api/kubevirt.js';
+import { defaultVmiSpec } from '../../src/api/kubevirt-defaults.js';
+import { memoryOverheadBytes, OverheadPart, TCG_TB_CACHE_BYTES } from '../../src/api/vm-overhead.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;

@@ -4,7 +4,7 @@ import { describe, expect, test } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERROR_TABLE, type ErrorCode } from '../../src/errors.js';
-import { ImportEnv } from '../../src/import-spec.js';
+import { ImportEnv } from '../../src/contract/import-spec.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 
 const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');

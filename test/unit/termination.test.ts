@@ -5,7 +5,7 @@ import {
   type ImportFailure,
   TERMINATION_MESSAGE_LIMIT,
   type TerminationMessage,
-} from '../../src/termination.js';
+} from '../../src/contract/termination.js';
 
 const failure = (message: string): ImportFailure => ({ kind: 'failure', code: 'SOURCE_UNAVAILABLE', message, retryable: true });
 

@@ -1,8 +1,8 @@
 /** VMI create-time defaults and validation (KubeVirt's mutating/validating webhooks, reference §1.3). */
 
 import { describe, expect, test } from '@jest/globals';
-import type { Disk, DomainSpec, VmiSpec, Volume } from '../../src/vm/api.js';
-import { DEFAULT_DISK_BUS, defaultVmiSpec, firmwareUuid, guestMemoryBytes, validateVmiSpec, vcpuCount } from '../../src/vm/defaults.js';
+import type { Disk, DomainSpec, VmiSpec, Volume } from '../../src/api/kubevirt.js';
+import { DEFAULT_DISK_BUS, defaultVmiSpec, firmwareUuid, guestMemoryBytes, validateVmiSpec, vcpuCount } from '../../src/api/kubevirt-defaults.js';
 import { VM_NAME, VM_NS, vmiSpec } from './helpers.js';
 
 const META = { namespace: VM_NS, name: VM_NAME };

@@ -2,8 +2,8 @@
 
 import { describe, expect, test } from '@jest/globals';
 import { ErrorCode } from '../../src/errors.js';
-import { RunStrategy, type VirtualMachine, type VirtualMachineInstance, VmiPhase } from '../../src/vm/api.js';
-import { type JsonPatchOp, type LifecycleChange, restartChange, startChange, stopChange } from '../../src/vm/lifecycle.js';
+import { RunStrategy, type VirtualMachine, type VirtualMachineInstance, VmiPhase } from '../../src/api/kubevirt.js';
+import { type JsonPatchOp, type LifecycleChange, restartChange, startChange, stopChange } from '../../src/api/kubevirt-lifecycle.js';
 import { ferryErrorOf, makeVm, VMI_UID, vmiIn } from './helpers.js';
 
 type Verb = (vm: VirtualMachine, vmi?: VirtualMachineInstance) => LifecycleChange;

@@ -9,8 +9,8 @@ import {
   type VirtualMachineInstance,
   VmiPhase,
   type VmStatus,
-} from '../../src/vm/api.js';
-import { firmwareUuid } from '../../src/vm/defaults.js';
+} from '../../src/api/kubevirt.js';
+import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
 import { DEFAULT_VM_CONFIG, planVm, startBackoffMs, type VmAction, type VmConfig, type VmPlan, vmiFromVm } from '../../controller/vm/vm-plan.js';
 import { makeVm, type VmOptions, VM_NAME, VM_NS, VM_UID, VMI_UID, vmiIn, vmiSpec } from './helpers.js';
 

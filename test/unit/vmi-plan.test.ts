@@ -4,9 +4,9 @@ import { describe, expect, test } from '@jest/globals';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { buildLauncherPod, launcherPodName } from '../../controller/vm/launcher-pod.js';
 import { type LauncherReport, planVmi, type VmiAction, type VmiPlan } from '../../controller/vm/vmi-plan.js';
-import { Annotation } from '../../src/cdi.js';
-import { FOREGROUND_FINALIZER, type VirtualMachineInstance, VmiPhase, type VmiStatus } from '../../src/vm/api.js';
-import { defaultVmiSpec } from '../../src/vm/defaults.js';
+import { Annotation } from '../../src/api/cdi.js';
+import { FOREGROUND_FINALIZER, type VirtualMachineInstance, VmiPhase, type VmiStatus } from '../../src/api/kubevirt.js';
+import { defaultVmiSpec } from '../../src/api/kubevirt-defaults.js';
 import { LAUNCHER_CONFIG, makeVmi, makeVmPvc, VM_NS, vmiIn, type VmiOptions, vmiSpec } from './helpers.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');

@@ -4,10 +4,10 @@
  * what differs is the NIC, see `networkArgs`.
  */
 
-import { ErrorCode, FerryError } from '../errors.js';
+import { ErrorCode, FerryError } from '../../src/errors.js';
 import { NIC_DEVICES, masqueradeAddresses } from './domain-plan.js';
-import type { DomainPlan, ResolvedDisk, ResolvedInterface } from './launch-plan.js';
-import { TCG_TB_CACHE_BYTES } from './overhead.js';
+import type { DomainPlan, ResolvedDisk, ResolvedInterface } from '../../src/contract/launch-plan.js';
+import { TCG_TB_CACHE_BYTES } from '../../src/api/vm-overhead.js';
 
 export const QEMU_XMLNS = 'http://libvirt.org/schemas/domain/qemu/1.0';
 export const KUBEVIRT_XMLNS = 'http://kubevirt.io';

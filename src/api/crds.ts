@@ -5,7 +5,7 @@
  * subresources. `scripts/gen-crds.ts` writes them to manifests/crds/; a test keeps the files in step.
  */
 
-import { GROUP, Kind, Plural, VERSION } from './api.js';
+import { GROUP, Kind, Plural, VERSION } from './kubevirt.js';
 
 type Schema = Record<string, unknown>;
 

@@ -13,14 +13,14 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { IMPORTER_POD_SELECTOR } from '../src/cdi.js';
-import { type Cached, watchRestarting } from './informers.js';
-import type { Logger } from '../src/logging.js';
-import type { ControllerConfig } from './config.js';
-import { ClusterWriter } from './kube.js';
-import { reconcile } from './reconciler.js';
+import { IMPORTER_POD_SELECTOR } from '../../src/api/cdi.js';
+import { type Cached, watchRestarting } from '../runtime/informers.js';
+import type { Logger } from '../../src/logging.js';
+import type { ControllerConfig } from '../config.js';
+import { ClusterWriter } from '../runtime/kube.js';
+import { reconcile } from './reconcile.js';
 import { scrapeProgress } from './progress-scrape.js';
-import { WorkQueue } from './work-queue.js';
+import { WorkQueue } from '../runtime/work-queue.js';
 
 
 export interface ControllerDeps {

@@ -3,7 +3,7 @@
 import { dumpYaml } from '@kubernetes/client-node';
 import { VM_CRD, VMI_CRD } from './crds.js';
 
-const HEADER = '# Generated from src/vm/crds.ts by scripts/gen-crds.ts; do not edit.\n';
+const HEADER = '# Generated from src/api/crds.ts by scripts/gen-crds.ts; do not edit.\n';
 
 /**
  * client-node's YAML writer goes through its typed models, which name the schema extensions

@@ -4,11 +4,11 @@
  */
 
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { Annotation, EventReason, PodPhase } from '../src/cdi.js';
-import { ErrorCode, isFerryError } from '../src/errors.js';
-import { type ImportRequest, importRequestFromAnnotations } from '../src/import-request.js';
-import { decodeTermination, type TerminationMessage } from '../src/termination.js';
-import type { ControllerConfig } from './config.js';
+import { Annotation, EventReason, PodPhase } from '../../src/api/cdi.js';
+import { ErrorCode, isFerryError } from '../../src/errors.js';
+import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
+import { decodeTermination, type TerminationMessage } from '../../src/contract/termination.js';
+import type { ControllerConfig } from '../config.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
 
 export interface Observed {

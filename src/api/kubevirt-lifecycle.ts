@@ -6,7 +6,7 @@
  */
 
 import { ErrorCode, FerryError } from '../errors.js';
-import { isFinal, RunStrategy, runStrategyOf, type StateChangeRequest, StateChangeAction, type VirtualMachine, type VirtualMachineInstance } from './api.js';
+import { isFinal, RunStrategy, runStrategyOf, type StateChangeRequest, StateChangeAction, type VirtualMachine, type VirtualMachineInstance } from './kubevirt.js';
 
 export type JsonPatchOp = { op: 'add' | 'replace' | 'test' | 'remove'; path: string; value?: unknown };
 

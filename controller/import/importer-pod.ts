@@ -6,12 +6,12 @@
 
 import { createHash } from 'node:crypto';
 import type { V1EnvVar, V1PersistentVolumeClaim, V1Pod, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
-import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../src/cdi.js';
-import { encodeImportEnv, ImportEnv, type ImportSpec, TargetKind } from '../src/import-spec.js';
-import type { ImportRequest } from '../src/import-request.js';
-import { parseChecksum } from '../src/checksum.js';
-import { parseQuantity } from '../src/quantity.js';
-import type { ControllerConfig } from './config.js';
+import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../../src/api/cdi.js';
+import { encodeImportEnv, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
+import type { ImportRequest } from '../../src/api/import-request.js';
+import { parseChecksum } from '../../src/checksum.js';
+import { parseQuantity } from '../../src/quantity.js';
+import type { ControllerConfig } from '../config.js';
 
 const MAX_NAME = 63;
 

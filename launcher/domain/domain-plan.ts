@@ -5,10 +5,10 @@
  * comment says otherwise; `domainXml` (domain-xml.ts) renders the result.
  */
 
-import { ErrorCode, FerryError } from '../errors.js';
-import { type Disk, DiskBus, type Interface, type VirtualMachineInstance, domainName } from './api.js';
-import { guestMemoryBytes } from './defaults.js';
-import { type Accel, type DomainPlan, PodPath, type ResolvedDisk, type ResolvedInterface } from './launch-plan.js';
+import { ErrorCode, FerryError } from '../../src/errors.js';
+import { type Disk, DiskBus, type Interface, type VirtualMachineInstance, domainName } from '../../src/api/kubevirt.js';
+import { guestMemoryBytes } from '../../src/api/kubevirt-defaults.js';
+import { type Accel, type DomainPlan, PodPath, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
 
 /** What one volume is on this pod, as the launcher found it. */
 export interface VolumeOnPod {

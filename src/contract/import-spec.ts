@@ -5,9 +5,9 @@
  * few Ferry additions (target kind and path, scratch dir) are named in the same style.
  */
 
-import { type Checksum, formatChecksum, parseChecksum } from './checksum.js';
-import { ErrorCode, FerryError } from './errors.js';
-import { parseQuantity } from './quantity.js';
+import { type Checksum, formatChecksum, parseChecksum } from '../checksum.js';
+import { ErrorCode, FerryError } from '../errors.js';
+import { parseQuantity } from '../quantity.js';
 
 export const ImportSource = {
   Http: 'http',

@@ -10,7 +10,7 @@ import {
   setHeaderOptions,
   type V1PersistentVolumeClaim,
 } from '@kubernetes/client-node';
-import type { Action } from './plan.js';
+import type { Action } from '../import/plan.js';
 
 export const COMPONENT = 'ferry-controller';
 

@@ -4,7 +4,7 @@
  * scratchSpaceRequired, preallocationApplied, message); failure carries a stable code.
  */
 
-import { type ErrorCode, ERROR_TABLE, isErrorCode } from './errors.js';
+import { type ErrorCode, ERROR_TABLE, isErrorCode } from '../errors.js';
 
 export const TERMINATION_MESSAGE_LIMIT = 4096;
 export const TERMINATION_MESSAGE_PATH = '/dev/termination-log';

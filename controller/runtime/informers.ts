@@ -1,7 +1,7 @@
 /** Informer plumbing both controllers share. */
 
 import type { Informer, KubernetesObject, ObjectCache } from '@kubernetes/client-node';
-import type { Logger } from '../src/logging.js';
+import type { Logger } from '../../src/logging.js';
 
 export type Cached<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 

@@ -4,14 +4,14 @@
  */
 
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { Annotation } from '../src/cdi.js';
-import type { Logger } from '../src/logging.js';
-import type { ControllerConfig } from './config.js';
+import { Annotation } from '../../src/api/cdi.js';
+import type { Logger } from '../../src/logging.js';
+import type { ControllerConfig } from '../config.js';
 import { importerPodName, ownerUid, scratchPvcName } from './importer-pod.js';
-import type { ClusterWriter } from './kube.js';
+import type { ClusterWriter } from '../runtime/kube.js';
 import { planImport } from './plan.js';
 import { formatProgress } from './progress-scrape.js';
-import type { HandlerResult } from './work-queue.js';
+import type { HandlerResult } from '../runtime/work-queue.js';
 
 export interface Caches {
   getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;

@@ -6,9 +6,9 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { ErrorCode, FerryError } from '../errors.js';
-import type { CloudInitNoCloud, VirtualMachineInstance } from './api.js';
-import { firmwareUuid } from './defaults.js';
+import { ErrorCode, FerryError } from '../../src/errors.js';
+import type { CloudInitNoCloud, VirtualMachineInstance } from '../../src/api/kubevirt.js';
+import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
 
 export interface NoCloudFiles {
   readonly 'user-data': Buffer;

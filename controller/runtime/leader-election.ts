@@ -5,7 +5,7 @@
  */
 
 import { type CoordinationV1Api, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
-import type { Logger } from '../src/logging.js';
+import type { Logger } from '../../src/logging.js';
 
 export interface LeaderElectionOptions {
   readonly namespace: string;

@@ -4,9 +4,9 @@
  */
 
 import { Annotation } from './cdi.js';
-import { parseChecksum } from './checksum.js';
-import { ErrorCode, FerryError } from './errors.js';
-import { ContentType, ImportSource, normalizeSource } from './import-spec.js';
+import { parseChecksum } from '../checksum.js';
+import { ErrorCode, FerryError } from '../errors.js';
+import { ContentType, ImportSource, normalizeSource } from '../contract/import-spec.js';
 
 export interface ImportRequest {
   readonly source: ImportSource;

@@ -1,11 +1,11 @@
 /**
  * What the launcher decides before it talks to libvirt: the VMI resolved against the pod (paths,
- * what each volume supports, which accelerator works). `planDomain` (src/vm/domain-plan.ts) derives it
- * from a defaulted VMI and probe results as a pure function; `domainXml` (src/vm/domain-xml.ts) renders
+ * what each volume supports, which accelerator works). `planDomain` (launcher/domain/domain-plan.ts) derives it
+ * from a defaulted VMI and probe results as a pure function; `domainXml` (launcher/domain/domain-xml.ts) renders
  * it. Paths follow KubeVirt's pod layout so PVC contents and habits carry over.
  */
 
-import type { DiskBus } from './api.js';
+import type { DiskBus } from '../api/kubevirt.js';
 
 /** KubeVirt's paths inside the launcher pod. */
 export const PodPath = {

@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto';
 import { parseQuantity } from '../quantity.js';
-import { type Disk, DiskBus, type Interface, type Network, type VmiSpec, type Volume } from './api.js';
+import { type Disk, DiskBus, type Interface, type Network, type VmiSpec, type Volume } from './kubevirt.js';
 
 export const DEFAULT_MACHINE = 'q35';
 export const DEFAULT_GRACE_SECONDS = 30;

@@ -16,8 +16,8 @@
  *   Node with the launcher's modules and pino: 51 MiB.
  */
 
-import type { VmiSpec } from './api.js';
-import { guestMemoryBytes, vcpuCount } from './defaults.js';
+import type { VmiSpec } from './kubevirt.js';
+import { guestMemoryBytes, vcpuCount } from './kubevirt-defaults.js';
 
 const MiB = 1024 * 1024;
 
