@@ -8,13 +8,13 @@
  * Two stages, because the engine peeks only SNIFF_BYTES (512) of the stream:
  * - `checkHeader(format, head)`: the fields inside the first 512 bytes (qcow/qcow2, QED, VHD's
  *   footer copy, VDI, the VMDK sparse header), run on every import before anything is staged;
- * - `checkLayout(format, read)`: the structures that lie further in, read at random once the
- *   image is staged (the VMDK embedded descriptor at sector 1, the VHDX metadata region, usually
- *   at 2-3 MiB); qemuInfo runs it before `qemu-img info`.
+ * - `checkLayout(format, read)`: the head once more, from the staged image, and the structures
+ *   that lie further in, read at random (the VMDK embedded descriptor at sector 1, the VHDX
+ *   metadata region, usually at 2-3 MiB); qemuInfo runs it before `qemu-img info`.
  */
 
 import { ErrorCode, FerryError } from '../src/errors.js';
-import { Format } from './sniff.js';
+import { detectFormat, Format, SNIFF_BYTES } from './sniff.js';
 
 /** Reads up to `length` bytes at `offset` of the staged image (short only at its end). */
 export type ReadAt = (offset: number, length: number) => Promise<Buffer>;
@@ -56,7 +56,7 @@ export function checkHeader(format: Format, head: Buffer): void {
     case Format.Qed:
       return checkQed(head);
     case Format.Vhd:
-      return checkVhd(head);
+      return checkVhdFooter(head);
     case Format.Vdi:
       return checkVdi(head);
     case Format.Vmdk:
@@ -94,11 +94,12 @@ function checkQed(head: Buffer): void {
 }
 
 /**
- * A dynamic or differencing VHD starts with a copy of its footer, and qemu reads that copy first.
- * (A fixed VHD has its footer only at the end: it sniffs as raw and qemu treats any footer-only
- * image as fixed, so no parent is involved.)
+ * A VHD footer (512 bytes, big endian): a differencing disk is refused, an unknown disk type is
+ * invalid. A dynamic or differencing VHD starts with a copy of its footer, which qemu reads first
+ * and which is the head here; a fixed VHD has its footer only at the end (qemu then takes any
+ * type as fixed), so a check of the end footer can use this too.
  */
-function checkVhd(head: Buffer): void {
+export function checkVhdFooter(head: Buffer): void {
   if (head.length < 64) throw invalid('VHD footer is truncated');
   const type = head.readUInt32BE(60);
   if (type === VhdDiskType.Differencing) {
@@ -132,8 +133,15 @@ function checkVmdkHeader(head: Buffer): void {
   }
 }
 
-/** The checks that need more than the head; a no-op for the formats whose markers fit in it. */
+/**
+ * The checks on the staged image, through `read`: the head again (a server can answer nbdkit's
+ * ranged reads with other bytes than the stream it sent first), then what lies beyond it.
+ */
 export async function checkLayout(format: Format, read: ReadAt): Promise<void> {
+  const head = await read(0, SNIFF_BYTES);
+  const now = detectFormat(head);
+  if (now !== format) throw invalid(`the image read as ${format} from its stream but as ${now} in place`);
+  checkHeader(format, head);
   if (format === Format.Vmdk) return checkVmdkDescriptors(read);
   if (format === Format.Vhdx) return checkVhdxMetadata(read);
 }
@@ -160,13 +168,21 @@ function descriptorText(bytes: Buffer): string {
   return bytes.subarray(0, end === -1 ? bytes.length : end).toString('latin1');
 }
 
-/** Pure: refuses a VMDK descriptor that names a parent (parentCID other than ffffffff, a file name hint). */
+/**
+ * Pure: refuses a VMDK descriptor that names a parent. Matched as qemu's vmdk driver matches them
+ * (strstr anywhere in the text, not per line): "parentFileNameHint" makes it the backing file, and
+ * "parentCID" is read as hex after its "=" (ffffffff: no parent). qemu reads the first parentCID;
+ * here every one must say ffffffff, and a comment mentioning the hint is refused too: stricter
+ * than qemu, never looser.
+ */
 export function checkVmdkParent(text: string): void {
-  const cid = /^\s*parentCID\s*=\s*"?([0-9a-fA-F]+)"?\s*$/m.exec(text)?.[1];
-  if (cid !== undefined && cid.toLowerCase() !== 'ffffffff') {
-    throw backing(`the VMDK is a child disk (parentCID=${cid.slice(0, 16)}): its parent's data is not in this file`);
+  if (text.includes('parentFileNameHint')) throw backing('the VMDK names a parent disk (parentFileNameHint)');
+  for (let at = text.indexOf('parentCID'); at !== -1; at = text.indexOf('parentCID', at + 1)) {
+    const value = /^\s*=\s*"?\s*([^\s"]*)/.exec(text.slice(at + 'parentCID'.length, at + 64))?.[1] ?? '';
+    if (value.toLowerCase() !== 'ffffffff') {
+      throw backing(`the VMDK is a child disk (parentCID=${value.slice(0, 16)}): its parent's data is not in this file`);
+    }
   }
-  if (/^\s*parentFileNameHint\s*=/m.test(text)) throw backing('the VMDK names a parent disk (parentFileNameHint)');
 }
 
 /**

@@ -6,7 +6,9 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { closeSync, constants, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, sh, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -178,6 +180,28 @@ afterAll(async () => {
   removeDir(dir);
 });
 
+/**
+ * A server that sends `first` to a plain GET (the stream Ferry sniffs) and `later` to ranged
+ * requests (nbdkit's, for qemu-img reading in place): same size, same validator.
+ */
+async function switchingServer(first: Buffer, later: Buffer): Promise<{ url: string; close: () => Promise<void> }> {
+  const srv: Server = createServer((req, res) => {
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    const headers = { 'accept-ranges': 'bytes', etag: '"same"', 'last-modified': 'Tue, 01 Dec 2026 09:00:00 GMT' };
+    if (!m) {
+      res.writeHead(200, { ...headers, 'content-length': first.length });
+      res.end(req.method === 'HEAD' ? undefined : first);
+      return;
+    }
+    const start = Number(m[1]);
+    const end = m[2] === '' ? later.length - 1 : Math.min(Number(m[2]), later.length - 1);
+    res.writeHead(206, { ...headers, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${later.length}` });
+    res.end(req.method === 'HEAD' ? undefined : later.subarray(start, end + 1));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, close: () => new Promise((r) => srv.close(() => r())) };
+}
+
 /** Imports `name` over http (a remote image is read in place through nbdkit) or from a local path. */
 async function importImage(name: string, via: 'http' | 'file'): Promise<{ code?: string; out: string }> {
   const out = f(`out-${via}-${name}.img`);
@@ -229,6 +253,38 @@ describe('a VMDK naming a local file: refused before qemu-img opens that file', 
       watch.stop();
     }
   }, 30_000);
+});
+
+describe('a server that answers the ranged reads (qemu-img reading in place) with other bytes than the stream', () => {
+  beforeAll(() => {
+    qemuImg('create', '-f', 'qcow2', '-o', `data_file=${f('data-fifo')}`, f('evil-data.qcow2'), '8M');
+    rmSync(f('data-fifo'));
+    sh('mkfifo', [f('data-fifo')]);
+    const clean = readFileSync(f('evil-data.qcow2'));
+    clean[79] = (clean[79] ?? 0) & ~4; // incompatible feature bit 2 (external data file) cleared
+    writeFileSync(f('clean-data.qcow2'), clean);
+  });
+
+  test.each([
+    ['dynamic.vhd', 'diff.vhd', undefined],
+    ['normal.vdi', 'diff.vdi', undefined],
+    ['base.vmdk', 'capacity0.vmdk', 'fifo'],
+    ['clean-data.qcow2', 'evil-data.qcow2', 'data-fifo'],
+  ])('%s, then %s: BACKING_FILE, and no file it names is opened', async (first, later, fifo) => {
+    const switching = await switchingServer(readFileSync(f(first)), readFileSync(f(later)));
+    const watch = fifo === undefined ? undefined : watchFifo(f(fifo));
+    try {
+      const out = f(`out-switching-${later}.img`);
+      const { error } = await runEngine(spec({ endpoint: `${switching.url}/${first}`, target: { kind: 'file', path: out } }));
+      expect(error?.code).toBe('BACKING_FILE');
+      expect(existsSync(out)).toBe(false);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(watch?.opened() ?? false).toBe(false);
+    } finally {
+      watch?.stop();
+      await switching.close();
+    }
+  }, 45_000);
 });
 
 describe('formats Ferry does not convert are refused, never imported as raw', () => {

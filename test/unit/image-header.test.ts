@@ -147,10 +147,6 @@ function reader(image: Buffer): ReadAt {
   return async (offset, length) => image.subarray(offset, offset + length);
 }
 
-const noReads: ReadAt = async () => {
-  throw new Error('this format needs nothing beyond its head');
-};
-
 async function layoutCode(format: Format, image: Buffer): Promise<string> {
   try {
     await checkLayout(format, reader(image));
@@ -246,8 +242,28 @@ describe('checkLayout: what lies beyond the 512-byte head', () => {
     expect(await layoutCode(format, image)).toBe(code);
   });
 
-  test.each<[Format]>([['qcow2'], ['vhd'], ['vdi'], ['raw']])('%s: nothing to read', async (format) => {
-    await expect(checkLayout(format, noReads)).resolves.toBeUndefined();
+  test.each<[string, Format, Buffer]>([
+    ['qcow2', 'qcow2', qcow2()],
+    ['vhd', 'vhd', vhd(3)],
+    ['vdi', 'vdi', vdi(1)],
+    ['raw', 'raw', Buffer.alloc(4096)],
+  ])('%s: only the head is read again', async (_name, format, head) => {
+    const reads: Array<[number, number]> = [];
+    await checkLayout(format, async (offset, length) => {
+      reads.push([offset, length]);
+      return head.subarray(offset, offset + length);
+    });
+    expect(reads).toEqual([[0, 512]]);
+  });
+
+  test.each<[string, Format, Buffer, string]>([
+    ['a qcow2 that has a backing file when read in place', 'qcow2', qcow2({ backingOffset: 0x200n, backingSize: 9 }), 'BACKING_FILE'],
+    ['a qcow2 with a data file when read in place', 'qcow2', qcow2({ incompatible: 4n }), 'BACKING_FILE'],
+    ['a VHD that is differencing when read in place', 'vhd', vhd(4), 'BACKING_FILE'],
+    ['raw in the stream, qcow2 in place', 'raw', qcow2({ backingOffset: 0x200n, backingSize: 9 }), 'INVALID_IMAGE'],
+    ['vmdk in the stream, a descriptor in place', 'vmdk', Buffer.from(SELF), 'INVALID_IMAGE'],
+  ])('the head is checked again on the staged image: %s -> %s', async (_name, format, image, code) => {
+    expect(await layoutCode(format, image)).toBe(code);
   });
 });
 
@@ -258,7 +274,12 @@ describe('VMDK descriptor text', () => {
     ['parentCID=0\n', 'BACKING_FILE'],
     ['  parentCID=deadbeef\r\n', 'BACKING_FILE'],
     ['parentFileNameHint="x"\n', 'BACKING_FILE'],
-    ['# parentFileNameHint is a comment here\n', 'passes'],
+    ['# parentFileNameHint is only mentioned in a comment\n', 'BACKING_FILE'],
+    ['ddb.note = "xparentFileNameHint=\\"/dev/sda\\""\n', 'BACKING_FILE'],
+    ['parentCID=ffffffff0\n', 'BACKING_FILE'],
+    ['parentCID=\n', 'BACKING_FILE'],
+    ['parentCID=ffffffff\nparentCID=1234\n (qemu reads the first; both must say none)', 'BACKING_FILE'],
+    ['no parent fields at all\n', 'passes'],
   ])('parent: %j -> %s', (text, expected) => {
     expect(expected === 'passes' ? (checkVmdkParent(text), 'passes') : codeOf(() => checkVmdkParent(text))).toBe(expected);
   });
