@@ -1,6 +1,8 @@
 /**
- * qemu-img as a child process: argument arrays only, a timeout on `info`, progress parsed from
- * `-p`, and the tail of stderr kept for the error message.
+ * qemu-img as a child process: argument arrays only, the format always given (`-f`, never probed),
+ * a timeout on `info`, progress parsed from `-p`, and the tail of stderr kept for the error message.
+ * Before `qemu-img info` opens an image with its format driver, the structures that can name other
+ * files are read as plain bytes and checked (image-header.ts `checkLayout`).
  */
 
 import { spawn } from 'node:child_process';
@@ -8,6 +10,8 @@ import { constants as fsConstants } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { ErrorCode, FerryError } from '../src/errors.js';
+import { checkLayout, type ReadAt } from './image-header.js';
+import { formatOfQemuName, QEMU_INPUT_FORMATS } from './sniff.js';
 
 export interface ImageInfo {
   readonly format: string;
@@ -16,6 +20,8 @@ export interface ImageInfo {
   readonly dataFile?: string;
   /** Files a VMDK reads its extents from. */
   readonly extentFiles: readonly string[];
+  /** A VMDK's parent CID; 0xffffffff (or absent) means it has no parent. */
+  readonly parentCid?: number;
   readonly filename: string;
 }
 
@@ -34,9 +40,9 @@ interface RunOptions {
 
 const STDERR_TAIL = 4096;
 
-function run(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+function run(args: readonly string[], options: RunOptions = {}, program: 'qemu-img' | 'qemu-io' = 'qemu-img'): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'], ...(options.signal ? { signal: options.signal } : {}) });
+    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(options.signal ? { signal: options.signal } : {}) });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -55,7 +61,7 @@ function run(args: readonly string[], options: RunOptions = {}): Promise<RunResu
     }, options.timeoutMs);
     child.once('error', (err) => {
       if (timer) clearTimeout(timer);
-      reject(new FerryError(ErrorCode.Internal, `cannot run qemu-img: ${err.message}`, { cause: err }));
+      reject(new FerryError(ErrorCode.Internal, `cannot run ${program}: ${err.message}`, { cause: err }));
     });
     child.once('close', (code) => {
       if (timer) clearTimeout(timer);
@@ -74,9 +80,22 @@ function safePath(path: string): string {
   throw new FerryError(ErrorCode.Internal, `qemu-img path must be absolute: ${path}`);
 }
 
-/** `qemu-img info` on an untrusted image, with the format forced (no probing) and a time limit. */
+/** The `-f` argument: only a format Ferry reads, so qemu-img never probes and never sees another driver. */
+function formatArg(format: string): string {
+  if (!QEMU_INPUT_FORMATS.has(format)) throw new FerryError(ErrorCode.Internal, `qemu-img is not given format "${format}"`);
+  return format;
+}
+
+/**
+ * `qemu-img info` on an untrusted image, with the format forced (no probing) and a time limit.
+ * First the parts of the image that can name other files beyond the sniffed head are read as
+ * plain bytes and checked, so a refused image is never opened by qemu's format driver.
+ */
 export async function qemuInfo(path: string, format: string, timeoutMs = 30_000): Promise<ImageInfo> {
-  const result = await run(['info', '--output=json', '-f', format, safePath(path)], { timeoutMs });
+  const known = formatOfQemuName(formatArg(format));
+  const image = safePath(path);
+  if (known !== undefined) await withReader(image, timeoutMs, (read) => checkLayout(known, read));
+  const result = await run(['info', '--output=json', '-f', format, image], { timeoutMs });
   if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `qemu-img info did not finish within ${timeoutMs} ms`);
   if (result.code !== 0) {
     throw new FerryError(ErrorCode.InvalidImage, `not a valid ${format} image: ${result.stderr || `qemu-img exit ${result.code}`}`);
@@ -89,7 +108,7 @@ export async function qemuInfo(path: string, format: string, timeoutMs = 30_000)
  * "successfully" into zeros. Leaked clusters (exit 3) are harmless; exit 63 means no check exists.
  */
 export async function qemuCheck(path: string, format: string, timeoutMs = 120_000): Promise<void> {
-  const result = await run(['check', '--output=json', '-f', format, safePath(path)], { timeoutMs });
+  const result = await run(['check', '--output=json', '-f', formatArg(format), safePath(path)], { timeoutMs });
   if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `qemu-img check did not finish within ${timeoutMs} ms`);
   if (result.code === 0 || result.code === 3 || result.code === 63) return;
   let corruptions = 'unknown';
@@ -105,6 +124,50 @@ function lastLine(text: string): string {
   return text.split('\n').filter((l) => l.trim() !== '').at(-1) ?? 'no detail';
 }
 
+/**
+ * Runs `fn` with random access to the staged image as plain bytes: a local file through node, the
+ * NBD export Ferry started through `qemu-io -f raw` (the raw driver reads bytes and opens nothing
+ * else). A read past the end of an NBD export fails, and the image is then INVALID_IMAGE.
+ */
+async function withReader<T>(image: string, timeoutMs: number, fn: (read: ReadAt) => Promise<T>): Promise<T> {
+  if (isAbsolute(image)) {
+    const handle = await open(image, 'r');
+    try {
+      return await fn(async (offset, length) => {
+        const buffer = Buffer.alloc(length);
+        const { bytesRead } = await handle.read(buffer, 0, length, offset);
+        return buffer.subarray(0, bytesRead);
+      });
+    } finally {
+      await handle.close();
+    }
+  }
+  return fn(async (offset, length) => {
+    const result = await run(['-r', '-f', 'raw', '-c', `read -v ${offset} ${length}`, image], { timeoutMs }, 'qemu-io');
+    if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `reading the image header did not finish within ${timeoutMs} ms`);
+    if (result.code !== 0 || /^read failed/m.test(`${result.stderr}\n${result.stdout}`)) {
+      throw new FerryError(ErrorCode.InvalidImage, `cannot read ${length} bytes at ${offset} of the image (truncated?): ${lastLine(result.stderr || result.stdout)}`);
+    }
+    return parseHexDump(result.stdout, offset, length);
+  });
+}
+
+/**
+ * Pure: the bytes of a `qemu-io -c 'read -v OFFSET LENGTH'` dump ("0000c000:  4b 44 … 00  KD…"),
+ * checked to start at `offset`, run on without gaps and hold exactly `length` bytes.
+ */
+export function parseHexDump(text: string, offset: number, length: number): Buffer {
+  const bytes: number[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]{8,16}):  ((?:[0-9a-f]{2} ){1,16}) /.exec(line);
+    if (!m) continue;
+    if (parseInt(m[1] ?? '', 16) !== offset + bytes.length) throw new FerryError(ErrorCode.Internal, 'qemu-io dump is out of order');
+    for (const pair of (m[2] ?? '').trim().split(' ')) bytes.push(parseInt(pair, 16));
+  }
+  if (bytes.length !== length) throw new FerryError(ErrorCode.Internal, `qemu-io dumped ${bytes.length} bytes, not ${length}`);
+  return Buffer.from(bytes);
+}
+
 /** Pure: qemu-img's JSON to the fields Ferry checks. */
 export function parseInfo(json: string): ImageInfo {
   const o = JSON.parse(json) as Record<string, unknown>;
@@ -112,6 +175,7 @@ export function parseInfo(json: string): ImageInfo {
   const extents = Array.isArray(specific.extents) ? (specific.extents as Array<{ filename?: unknown }>) : [];
   const backing = o['backing-filename'] ?? o['full-backing-filename'];
   const dataFile = specific['data-file'];
+  const parentCid = specific['parent-cid'];
   return {
     format: String(o.format ?? ''),
     virtualSize: Number(o['virtual-size'] ?? 0),
@@ -119,8 +183,12 @@ export function parseInfo(json: string): ImageInfo {
     extentFiles: extents.map((e) => String(e.filename ?? '')),
     ...(typeof backing === 'string' ? { backingFilename: backing } : {}),
     ...(typeof dataFile === 'string' ? { dataFile } : {}),
+    ...(typeof parentCid === 'number' ? { parentCid } : {}),
   };
 }
+
+/** A VMDK parent CID meaning "no parent". */
+const NO_PARENT_CID = 0xffffffff;
 
 /**
  * Pure: refuses images that refer to other files or do not fit. `usable` undefined means the
@@ -135,6 +203,9 @@ export function checkInfo(info: ImageInfo, expectedFormat: string, usable: numbe
   }
   if (info.dataFile !== undefined) {
     throw new FerryError(ErrorCode.BackingFile, `the image keeps its data in an external file (${truncate(info.dataFile)})`);
+  }
+  if (info.parentCid !== undefined && info.parentCid !== NO_PARENT_CID) {
+    throw new FerryError(ErrorCode.BackingFile, `the VMDK is a child disk (parent CID ${info.parentCid.toString(16)}); only self-contained images are imported`);
   }
   const foreign = info.extentFiles.find((f) => f !== info.filename);
   if (foreign !== undefined) {
@@ -195,7 +266,7 @@ export interface ConvertOptions {
 }
 
 export async function qemuConvert(options: ConvertOptions): Promise<void> {
-  const args = ['convert', '-p', '-t', options.cacheMode ?? 'writeback', '-f', options.sourceFormat, '-O', 'raw'];
+  const args = ['convert', '-p', '-t', options.cacheMode ?? 'writeback', '-f', formatArg(options.sourceFormat), '-O', 'raw'];
   if (options.targetExists) args.push('-n');
   args.push(safePath(options.source), safePath(options.target));
   let pending = '';

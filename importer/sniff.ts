@@ -15,7 +15,14 @@ export const Format = {
   Vhdx: 'vhdx',
   Tar: 'tar',
   Raw: 'raw',
-  /** A recognised format Ferry refuses (qcow v1, QED, LUKS). */
+  /** qcow version 1: refused, after its backing file field is checked (same place as qcow2's). */
+  Qcow: 'qcow',
+  /** QED: refused, after its backing file fields are checked. */
+  Qed: 'qed',
+  /**
+   * A recognised format Ferry refuses (LUKS, Parallels, Bochs, cloop, VMDK3/COWD, qcow of an
+   * unknown version): never handed to qemu-img, and never mistaken for raw.
+   */
   Unsupported: 'unsupported',
   /** A VMDK text descriptor: it names other files as extents, so it is never imported. */
   VmdkDescriptor: 'vmdk-descriptor',
@@ -42,6 +49,28 @@ export function qemuFormatName(format: Format): string {
   return format === Format.Vhd ? 'vpc' : format;
 }
 
+/** The only names Ferry ever passes to qemu-img's `-f`: the formats it converts, and raw. */
+export const QEMU_INPUT_FORMATS: ReadonlySet<string> = new Set([...CONVERTIBLE, Format.Raw].map(qemuFormatName));
+
+/** The Format behind a qemu-img `-f` name (the inverse of qemuFormatName), if Ferry reads it. */
+export function formatOfQemuName(name: string): Format | undefined {
+  return [...CONVERTIBLE, Format.Raw].find((format) => qemuFormatName(format) === name);
+}
+
+/**
+ * Leading magic of the other formats qemu-img reads (`qemu-img --help`): refused by name rather
+ * than copied as raw. dmg keeps its magic at the end and vvfat is a directory; those stay raw,
+ * which is safe, since a raw image is only ever opened with `-f raw`.
+ */
+const UNSUPPORTED_MAGIC: readonly string[] = [
+  'LUKS\xba\xbe',
+  'WithoutFreeSpace', // Parallels
+  'WithouFreSpacExt', // Parallels with format extensions
+  'Bochs Virtual HD Image',
+  '#!/bin/sh\n#V2.0 Format\n', // cloop
+  'COWD', // VMDK3 / ESX sparse (it has a parent file name field of its own)
+];
+
 function has(head: Buffer, offset: number, magic: Buffer | string): boolean {
   const bytes = typeof magic === 'string' ? Buffer.from(magic, 'latin1') : magic;
   return head.length >= offset + bytes.length && head.subarray(offset, offset + bytes.length).equals(bytes);
@@ -55,14 +84,16 @@ export function detectFormat(head: Buffer): Format {
   if (/^BZh[1-9]1AY&SY/.test(head.subarray(0, 10).toString('latin1'))) return Format.Bzip2;
   if (has(head, 0, 'QFI\xfb')) {
     const version = head.length >= 8 ? head.readUInt32BE(4) : 0;
-    return version === 2 || version === 3 ? Format.Qcow2 : Format.Unsupported;
+    if (version === 2 || version === 3) return Format.Qcow2;
+    return version === 1 ? Format.Qcow : Format.Unsupported;
   }
   if (has(head, 0, 'KDMV')) return Format.Vmdk;
   if (has(head, 0, '# Disk DescriptorFile')) return Format.VmdkDescriptor;
   if (has(head, 0x40, Buffer.from([0x7f, 0x10, 0xda, 0xbe]))) return Format.Vdi;
   if (has(head, 0, 'conectix')) return Format.Vhd;
   if (has(head, 0, 'vhdxfile')) return Format.Vhdx;
-  if (has(head, 0, 'QED\0') || has(head, 0, 'LUKS\xba\xbe')) return Format.Unsupported;
+  if (has(head, 0, 'QED\0')) return Format.Qed;
+  if (UNSUPPORTED_MAGIC.some((magic) => has(head, 0, magic))) return Format.Unsupported;
   if (has(head, 257, 'ustar')) return Format.Tar;
   return Format.Raw;
 }

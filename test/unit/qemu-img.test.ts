@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { checkInfo, type ImageInfo, parseConvertProgress, parseInfo } from '../../importer/qemu-img.js';
+import { checkInfo, type ImageInfo, parseConvertProgress, parseHexDump, parseInfo, qemuCheck, qemuConvert, qemuInfo } from '../../importer/qemu-img.js';
 import { codeOf } from './helpers.js';
 
 const GiB = 2 ** 30;
@@ -45,7 +45,7 @@ const QCOW2_DATA_FILE = JSON.stringify({
   'format-specific': { type: 'qcow2', data: { compat: '1.1', 'data-file': 'x', 'data-file-raw': false } },
 });
 
-const vmdk = (extentFile: string): string =>
+const vmdk = (extentFile: string, parentCid = 4294967295): string =>
   JSON.stringify({
     'virtual-size': 2 * GiB,
     filename: '/scratch/disk.vmdk',
@@ -55,7 +55,7 @@ const vmdk = (extentFile: string): string =>
       type: 'vmdk',
       data: {
         cid: 1869479512,
-        'parent-cid': 4294967295,
+        'parent-cid': parentCid,
         'create-type': 'monolithicSparse',
         extents: [{ 'virtual-size': 2 * GiB, filename: extentFile, 'cluster-size': 65536, format: '' }],
       },
@@ -72,7 +72,12 @@ describe('parseInfo', () => {
       { format: 'qcow2', virtualSize: GiB, filename: '/scratch/overlay.qcow2', extentFiles: [], backingFilename: '/etc/shadow' },
     ],
     ['qcow2 with a data file', QCOW2_DATA_FILE, { format: 'qcow2', virtualSize: GiB, filename: '/scratch/disk.qcow2', extentFiles: [], dataFile: 'x' }],
-    ['monolithic vmdk', vmdk('/scratch/disk.vmdk'), { format: 'vmdk', virtualSize: 2 * GiB, filename: '/scratch/disk.vmdk', extentFiles: ['/scratch/disk.vmdk'] }],
+    ['monolithic vmdk', vmdk('/scratch/disk.vmdk'), { format: 'vmdk', virtualSize: 2 * GiB, filename: '/scratch/disk.vmdk', extentFiles: ['/scratch/disk.vmdk'], parentCid: 0xffffffff }],
+    [
+      'vmdk child without a file name hint',
+      vmdk('/scratch/disk.vmdk', 0x1846_2f46),
+      { format: 'vmdk', virtualSize: 2 * GiB, filename: '/scratch/disk.vmdk', extentFiles: ['/scratch/disk.vmdk'], parentCid: 0x1846_2f46 },
+    ],
     ['empty object', '{}', { format: '', virtualSize: 0, filename: '', extentFiles: [] }],
   ])('%s', (_name, json, expected) => {
     expect(parseInfo(json)).toEqual(expected);
@@ -102,6 +107,8 @@ describe('checkInfo', () => {
     ['backing file from full-backing-filename', parseInfo(QCOW2_FULL_BACKING_ONLY), 'qcow2', undefined, 'BACKING_FILE'],
     ['external data file', parseInfo(QCOW2_DATA_FILE), 'qcow2', undefined, 'BACKING_FILE'],
     ['vmdk with a foreign extent', parseInfo(vmdk('/etc/shadow')), 'vmdk', undefined, 'BACKING_FILE'],
+    ['vmdk child (parent CID set, no backing file name)', parseInfo(vmdk('/scratch/disk.vmdk', 0x1846_2f46)), 'vmdk', undefined, 'BACKING_FILE'],
+    ['vmdk child with parent CID 0', parseInfo(vmdk('/scratch/disk.vmdk', 0)), 'vmdk', undefined, 'BACKING_FILE'],
     ['virtual size one byte over usable', clean, 'qcow2', 10 * GiB - 1, 'TARGET_TOO_SMALL'],
     ['virtual size zero', { ...clean, virtualSize: 0 }, 'qcow2', undefined, 'INVALID_IMAGE'],
     ['virtual size negative', { ...clean, virtualSize: -1 }, 'qcow2', undefined, 'INVALID_IMAGE'],
@@ -130,5 +137,44 @@ describe('parseConvertProgress', () => {
     ['(45.50/99%)', undefined],
   ])('%j -> %p', (text, percent) => {
     expect(parseConvertProgress(text)).toBe(percent);
+  });
+});
+
+describe('parseHexDump (qemu-io read -v)', () => {
+  const dump = [
+    '00030000:  72 65 67 69 83 ce 6f 2c 02 00 00 00 00 00 00 00  regi..o.........',
+    '00030010:  66 77 c2 2d 23 f6 00 42  ',
+    'read 24/24 bytes at offset 196608',
+    '24 bytes, 1 ops; 00.00 sec (99.910 KiB/sec and 2131.4236 ops/sec)',
+  ].join('\n');
+
+  test('a full and a partial line', () => {
+    expect(parseHexDump(dump, 0x30000, 24).toString('hex')).toBe('7265676983ce6f2c02000000000000006677c22d23f60042');
+  });
+
+  test('an ascii column that looks like hex is not read as bytes', () => {
+    const line = `00000000:  ${'61 62 '.repeat(8)} ab ab ab ab ab ab ab ab`;
+    expect(parseHexDump(line, 0, 16)).toEqual(Buffer.from('ab'.repeat(8), 'latin1'));
+  });
+
+  test('offsets past 4 GiB', () => {
+    expect(parseHexDump('100000000:  ff 00  ..', 2 ** 32, 2)).toEqual(Buffer.from([0xff, 0]));
+  });
+
+  test.each([
+    ['another offset', dump, 0, 24],
+    ['fewer bytes than asked for', dump, 0x30000, 32],
+    ['a gap between lines', dump.replace('00030010', '00030020'), 0x30000, 24],
+    ['no dump at all', 'read failed: Input/output error', 0, 16],
+  ])('%s -> INTERNAL', (_name, text, offset, length) => {
+    expect(codeOf(() => parseHexDump(text, offset, length))).toBe('INTERNAL');
+  });
+});
+
+describe('qemu-img is given only the formats Ferry converts (no process is started for others)', () => {
+  test.each([['qed'], ['qcow'], ['parallels'], ['vvfat'], ['luks'], ['']])('-f %j -> INTERNAL', async (format) => {
+    await expect(qemuInfo('/nonexistent/disk', format)).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(qemuCheck('/nonexistent/disk', format)).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(qemuConvert({ source: '/nonexistent/disk', sourceFormat: format, target: '/nonexistent/out', targetExists: false })).rejects.toMatchObject({ code: 'INTERNAL' });
   });
 });

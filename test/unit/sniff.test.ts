@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { detectFormat, Format, isCompression, needsConversion, qemuFormatName, SNIFF_BYTES } from '../../importer/sniff.js';
+import { detectFormat, Format, formatOfQemuName, isCompression, needsConversion, QEMU_INPUT_FORMATS, qemuFormatName, SNIFF_BYTES } from '../../importer/sniff.js';
 
 /** A SNIFF_BYTES-long buffer of `fill` with `magic` written at `offset`. */
 function head(magic: Buffer | string, offset = 0, fill = 0x00): Buffer {
@@ -23,7 +23,7 @@ describe('detectFormat', () => {
     ['bzip2 (level 1)', head('BZh11AY&SY'), 'bzip2'],
     ['qcow2 v2', qcow(2), 'qcow2'],
     ['qcow2 v3', qcow(3), 'qcow2'],
-    ['qcow v1', qcow(1), 'unsupported'],
+    ['qcow v1 (checked for a backing file, then refused)', qcow(1), 'qcow'],
     ['qcow with an unknown version', qcow(4), 'unsupported'],
     ['qcow magic without a version', Buffer.from('QFI\xfb', 'latin1'), 'unsupported'],
     ['vmdk (sparse extent)', head('KDMV'), 'vmdk'],
@@ -31,8 +31,14 @@ describe('detectFormat', () => {
     ['vdi', head(Buffer.from([0x7f, 0x10, 0xda, 0xbe]), 0x40, 0x20), 'vdi'],
     ['vhd (dynamic, header copy of footer)', head('conectix'), 'vhd'],
     ['vhdx', head('vhdxfile'), 'vhdx'],
-    ['QED', head('QED\0'), 'unsupported'],
+    ['QED (checked for a backing file, then refused)', head('QED\0'), 'qed'],
     ['LUKS', head('LUKS\xba\xbe'), 'unsupported'],
+    ['Parallels', head('WithoutFreeSpace'), 'unsupported'],
+    ['Parallels with format extensions', head('WithouFreSpacExt'), 'unsupported'],
+    ['Bochs', head('Bochs Virtual HD Image'), 'unsupported'],
+    ['cloop', head('#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n'), 'unsupported'],
+    ['VMDK3 / ESX sparse (COWD)', head('COWD'), 'unsupported'],
+    ['a shell script that is not cloop', head('#!/bin/sh\necho hi\n'), 'raw'],
     ['tar (POSIX ustar)', head('ustar\x0000', 257, 0x00), 'tar'],
     ['tar (GNU)', head('ustar  \0', 257, 0x00), 'tar'],
     ['all zeros', Buffer.alloc(SNIFF_BYTES), 'raw'],
@@ -69,5 +75,11 @@ describe('format properties', () => {
     ['raw', 'raw'],
   ])('qemuFormatName(%s) === %s', (format, name) => {
     expect(qemuFormatName(format)).toBe(name);
+    expect(formatOfQemuName(name)).toBe(format);
+  });
+
+  test('qemu-img is only ever given the formats Ferry converts, and raw', () => {
+    expect([...QEMU_INPUT_FORMATS].sort()).toEqual(['qcow2', 'raw', 'vdi', 'vhdx', 'vmdk', 'vpc']);
+    for (const name of ['qed', 'qcow', 'vhd', 'parallels', 'luks', 'vvfat', '']) expect(formatOfQemuName(name)).toBeUndefined();
   });
 });
