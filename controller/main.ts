@@ -12,6 +12,7 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
 import { ImportController } from './import/import-controller.js';
+import { InformerFactory } from './runtime/informers.js';
 import { LeaderElector } from './runtime/leader-election.js';
 import { VmController } from './vm/vm-controller.js';
 
@@ -147,10 +148,15 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     else kc.loadFromDefault();
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
-    const controller = combine([
-      ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry })] : []),
-      ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }) })] : []),
-    ]);
+    // One set of caches for every controller: one PVC list+watch, not one per controller.
+    const informers = new InformerFactory(kc, config.namespaces, logger);
+    const controller = combine(
+      [
+        ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
+        ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
+      ],
+      () => informers.stop(),
+    );
     const elect = values['leader-elect'] !== 'false';
     const elector = elect
       ? new LeaderElector(
@@ -182,14 +188,17 @@ interface Runnable {
   stop(): Promise<void>;
 }
 
-/** Several controllers started, stopped and judged ready as one. */
-function combine(parts: readonly Runnable[]): Runnable {
+/** Several controllers started, stopped and judged ready as one; `after` runs once they stopped. */
+function combine(parts: readonly Runnable[], after: () => Promise<void>): Runnable {
   return {
     get ready() {
       return parts.every((p) => p.ready);
     },
     start: async () => void (await Promise.all(parts.map((p) => p.start()))),
-    stop: async () => void (await Promise.all(parts.map((p) => p.stop()))),
+    stop: async () => {
+      await Promise.all(parts.map((p) => p.stop()));
+      await after();
+    },
   };
 }
 
