@@ -12,6 +12,7 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
 import { ImportController } from './import/import-controller.js';
+import { errorLine } from './runtime/errors.js';
 import { InformerFactory } from './runtime/informers.js';
 import { LeaderElector } from './runtime/leader-election.js';
 import { VmController } from './vm/vm-controller.js';
@@ -112,10 +113,19 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
   return { config, values };
 }
 
-function serveHealth(port: number, registry: Registry, ready: () => boolean): Promise<Server> {
+interface Readiness {
+  readonly ready: boolean;
+  /** Why not, in one line (the body of a 503). */
+  readonly why?: string;
+}
+
+function serveHealth(port: number, registry: Registry, readiness: () => Readiness): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url === '/healthz') return void res.writeHead(200).end('ok');
-    if (req.url === '/readyz') return void (ready() ? res.writeHead(200).end('ok') : res.writeHead(503).end('not ready'));
+    if (req.url === '/readyz') {
+      const r = readiness();
+      return void (r.ready ? res.writeHead(200).end('ok') : res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${r.why ?? 'starting'}\n`));
+    }
     if (req.url === '/metrics') {
       registry.metrics().then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text), () => res.writeHead(500).end());
       return;
@@ -126,6 +136,16 @@ function serveHealth(port: number, registry: Registry, ready: () => boolean): Pr
     server.once('error', reject);
     server.listen(port, () => resolve(server));
   });
+}
+
+/**
+ * Pure: is this replica ready? A standby is (it serves health though it does not act), unless the
+ * Lease itself cannot be used — then no replica will ever act, and readiness says why.
+ */
+export function readiness(elector: { readonly isLeader: boolean; readonly problem: string | undefined } | undefined, controllerReady: boolean): Readiness {
+  if (elector?.problem) return { ready: false, why: elector.problem };
+  if (elector && !elector.isLeader) return { ready: true };
+  return controllerReady ? { ready: true } : { ready: false, why: 'the caches are not filled yet' };
 }
 
 export async function controllerCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -172,12 +192,11 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
         )
       : undefined;
     const healthPort = int('health-port', values['health-port'] as string | undefined, 8080, 0, 65535);
-    // A standby replica is ready (it serves health) even though it does not act.
-    const health = healthPort > 0 ? await serveHealth(healthPort, registry, () => (elector ? !elector.isLeader || controller.ready : controller.ready)) : undefined;
+    const health = healthPort > 0 ? await serveHealth(healthPort, registry, () => readiness(elector, controller.ready)) : undefined;
     return await runUntilSignal(controller, elector, health, logger, config);
   } catch (err) {
     const error = toFerryError(err);
-    logger.error({ code: error.code }, error.message);
+    logger.error({ code: error.code }, errorLine(err));
     return error.exitCode;
   }
 }
@@ -220,7 +239,7 @@ function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined
       logger.info({ namespaces: config.namespaces.length > 0 ? config.namespaces : 'all', image: config.importerImage }, 'controller starting');
       controller.start().then(
         () => logger.info('caches synced; reconciling'),
-        (err: unknown) => void shutdown(1, `start failed: ${(err as Error).message}`),
+        (err: unknown) => void shutdown(1, `start failed: ${errorLine(err)}`),
       );
     };
     // Losing the lease ends the process: the replacement starts from a clean slate.

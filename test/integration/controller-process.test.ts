@@ -1,12 +1,14 @@
 /**
  * `ferry controller` as a real process against the real apiserver: health endpoints, leader
- * election between two replicas, work, and a graceful exit that hands the Lease over.
+ * election between two replicas, work, and a graceful exit that hands the Lease over; a missing
+ * Lease namespace said in one line and shown by readiness.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
-import { freePort, startFerry, type RunningProcess } from '../helpers/ferry-process.js';
+import { freePort, startFerry, type ProcessResult, type RunningProcess } from '../helpers/ferry-process.js';
 import { waitFor } from '../helpers/kubelet.js';
 
 let cp: ControlPlane;
@@ -21,6 +23,27 @@ afterAll(async () => {
 
 async function status(url: string): Promise<number | undefined> {
   return fetch(url).then((r) => r.status, () => undefined);
+}
+
+async function readyz(port: number): Promise<{ status: number; body: string } | undefined> {
+  return fetch(`http://127.0.0.1:${port}/readyz`).then(async (r) => ({ status: r.status, body: await r.text() }), () => undefined);
+}
+
+/** The process's pino lines, parsed. */
+function logLines(result: ProcessResult): Array<Record<string, unknown> & { raw: string }> {
+  return result.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((raw) => ({ ...(JSON.parse(raw) as Record<string, unknown>), raw }));
+}
+
+/** Stops a process started here: SIGTERM, then SIGKILL after 5 s. */
+async function stop(p: RunningProcess): Promise<ProcessResult> {
+  p.kill('SIGTERM');
+  const timer = setTimeout(() => p.kill('SIGKILL'), 5000);
+  const result = await p.done;
+  clearTimeout(timer);
+  return result;
 }
 
 describe('ferry controller process', () => {
@@ -68,4 +91,38 @@ describe('ferry controller process', () => {
     b.kill('SIGTERM');
     expect((await b.done).code).toBe(0);
   }, 90_000);
+
+  test('a missing Lease namespace: one line naming it and the fixes, readiness 503 with it; it leads once the namespace exists', async () => {
+    const ns = await cp.newNamespace();
+    const leaseNs = `ferry-missing-${process.pid}`;
+    const port = await freePort();
+    const p = startFerry(['controller', '--kubeconfig', cp.kubeconfigPath, '--namespace', ns, '--lease-namespace', leaseNs, '--id', 'lonely', '--health-port', String(port), '--importer-image', 'localhost/ferry:test']);
+    let result: ProcessResult | undefined;
+    try {
+      await waitFor('readyz answers', async () => ((await readyz(port)) ? true : undefined));
+      // Two attempts at least (they are 5 s apart).
+      await sleep(6000);
+      const ready = await readyz(port);
+      expect(ready?.status).toBe(503);
+      expect(ready?.body).toContain(leaseNs);
+      expect(ready?.body).toContain('--leader-elect false');
+      await cp.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: leaseNs } } });
+      await waitFor('leader once the namespace exists', async () => ((await readyz(port))?.status === 200 ? true : undefined), 20_000);
+    } finally {
+      result = await stop(p);
+    }
+    const lines = logLines(result);
+    const told = lines.filter((l) => String(l.msg).includes(leaseNs));
+    expect(told).toHaveLength(1);
+    expect(told[0]?.msg).toMatch(/does not exist/);
+    expect(told[0]?.msg).toContain('kubectl apply -k manifests/');
+    expect(told[0]?.msg).toContain('--lease-namespace');
+    expect(told[0]?.msg).toContain('--leader-elect false');
+    // No raw client-node dump anywhere.
+    for (const l of lines) {
+      expect(l.raw).not.toContain('HTTP-Code');
+      expect(l.raw).not.toContain('Headers:');
+    }
+    expect(result.code).toBe(0);
+  }, 60_000);
 });
