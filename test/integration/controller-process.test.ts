@@ -1,13 +1,16 @@
 /**
  * `ferry controller` as a real process against the real apiserver: health endpoints, leader
  * election between two replicas, work, and a graceful exit that hands the Lease over; a missing
- * Lease namespace said in one line and shown by readiness.
+ * Lease namespace said in one line and shown by readiness; the watched namespaces honoured by the
+ * VM controller.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { API_VERSION, GROUP, Kind, Plural, VERSION, type VirtualMachineInstance } from '../../src/api/kubevirt.js';
 import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
+import { installVmCrds } from '../helpers/crds.js';
 import { freePort, startFerry, type ProcessResult, type RunningProcess } from '../helpers/ferry-process.js';
 import { waitFor } from '../helpers/kubelet.js';
 
@@ -15,6 +18,7 @@ let cp: ControlPlane;
 
 beforeAll(async () => {
   cp = await startControlPlane();
+  await installVmCrds(cp.kubeConfig);
 }, 120_000);
 
 afterAll(async () => {
@@ -124,5 +128,38 @@ describe('ferry controller process', () => {
       expect(l.raw).not.toContain('Headers:');
     }
     expect(result.code).toBe(0);
+  }, 60_000);
+
+  test('two --namespace flags: the VM controller reconciles VMIs in both and leaves a third namespace alone', async () => {
+    const [a, b, c] = [await cp.newNamespace('vm-a'), await cp.newNamespace('vm-b'), await cp.newNamespace('vm-c')];
+    const custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
+    const core = cp.kubeConfig.makeApiClient(CoreV1Api);
+    const vmi = (namespace: string) =>
+      custom.createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: Plural.VMI,
+        body: {
+          apiVersion: API_VERSION,
+          kind: Kind.VMI,
+          metadata: { name: 'guest' },
+          spec: { domain: { memory: { guest: '128Mi' }, devices: {} } },
+        } satisfies VirtualMachineInstance,
+      });
+    for (const ns of [a, b, c]) await vmi(ns);
+    const p = startFerry(['controller', '--kubeconfig', cp.kubeconfigPath, '--controllers', 'vm', '--namespace', a, '--namespace', b, '--leader-elect', 'false', '--health-port', '0', '--launcher-image', 'localhost/ferry-launcher:test', '--log-level', 'warn']);
+    try {
+      const read = async (namespace: string) => (await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: Plural.VMI, name: 'guest' })) as VirtualMachineInstance;
+      for (const ns of [a, b]) await waitFor(`the VMI in ${ns} has a phase`, async () => ((await read(ns)).status?.phase ? true : undefined));
+      // The watched namespaces were reconciled; give the unwatched one the same time and more.
+      await sleep(2000);
+      expect((await core.listNamespacedPod({ namespace: c })).items.map((pod) => pod.metadata?.name)).toEqual([]);
+      const untouched = await read(c);
+      expect(untouched.status).toBeUndefined();
+      expect(untouched.metadata.finalizers ?? []).toEqual([]);
+    } finally {
+      await stop(p);
+    }
   }, 60_000);
 });
