@@ -113,6 +113,9 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
   return { config, values };
 }
 
+/** Shutdown takes at most this long, whatever the apiserver does (the kubelet's grace is 30 s). */
+export const SHUTDOWN_GRACE_MS = 5000;
+
 interface Readiness {
   readonly ready: boolean;
   /** Why not, in one line (the body of a 503). */
@@ -228,8 +231,14 @@ function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined
       if (exiting) return;
       exiting = true;
       logger.info({ why }, 'shutting down');
-      await elector?.stop();
-      await controller.stop();
+      // Reconciles in flight finish first (the Lease is still held meanwhile), then the Lease is
+      // handed over; each wait is bounded, so a hung apiserver cannot hold the exit.
+      const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+      const drained = await within(controller.stop(), (SHUTDOWN_GRACE_MS * 3) / 5);
+      const released = elector ? await within(elector.stop(), deadline - Date.now()) : true;
+      if (!drained || !released) {
+        logger.warn({ graceMs: SHUTDOWN_GRACE_MS, drained, leaseReleased: released }, 'the apiserver did not answer in time; exiting anyway');
+      }
       health?.close();
       resolve(code);
     };
@@ -246,4 +255,11 @@ function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined
     if (elector) void elector.run(begin, () => void shutdown(1, 'lost leadership'));
     else begin();
   });
+}
+
+/** Waits for `op` at most `ms`; true when it settled in time (its failure is the caller's to log). */
+function within(op: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms))));
+  return Promise.race([op.then(() => true, () => true), late]).finally(() => clearTimeout(timer));
 }

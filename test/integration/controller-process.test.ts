@@ -2,10 +2,12 @@
  * `ferry controller` as a real process against the real apiserver: health endpoints, leader
  * election between two replicas, work, and a graceful exit that hands the Lease over; a missing
  * Lease namespace said in one line and shown by readiness; the watched namespaces honoured by the
- * VM controller.
+ * VM controller; a bounded exit when the apiserver stops answering.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { API_VERSION, GROUP, Kind, Plural, VERSION, type VirtualMachineInstance } from '../../src/api/kubevirt.js';
@@ -13,6 +15,7 @@ import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { installVmCrds } from '../helpers/crds.js';
 import { freePort, startFerry, type ProcessResult, type RunningProcess } from '../helpers/ferry-process.js';
 import { waitFor } from '../helpers/kubelet.js';
+import { startTcpRelay } from '../helpers/tcp-relay.js';
 
 let cp: ControlPlane;
 
@@ -160,6 +163,41 @@ describe('ferry controller process', () => {
       expect(untouched.metadata.finalizers ?? []).toEqual([]);
     } finally {
       await stop(p);
+    }
+  }, 60_000);
+
+  test('SIGTERM while the apiserver does not answer: the process exits within seconds', async () => {
+    const ns = await cp.newNamespace();
+    const leaseNs = await cp.newNamespace('lease');
+    const server = new URL(cp.server);
+    const relay = await startTcpRelay(server.hostname, Number(server.port));
+    const kubeconfig = join(cp.runDir, 'relay.kubeconfig');
+    writeFileSync(kubeconfig, readFileSync(cp.kubeconfigPath, 'utf8').split(cp.server).join(`https://127.0.0.1:${relay.port}`));
+    const port = await freePort();
+    const leases = cp.kubeConfig.makeApiClient(CoordinationV1Api);
+    const p = startFerry(['controller', '--kubeconfig', kubeconfig, '--namespace', ns, '--lease-namespace', leaseNs, '--id', 'hung', '--health-port', String(port), '--importer-image', 'localhost/ferry:test', '--log-level', 'warn']);
+    try {
+      await waitFor('the lease is held', async () => {
+        const lease = await leases.readNamespacedLease({ namespace: leaseNs, name: 'ferry-controller' }).catch(() => undefined);
+        return lease?.spec?.holderIdentity === 'hung' ? true : undefined;
+      });
+      await waitFor('ready', async () => ((await readyz(port))?.status === 200 ? true : undefined));
+      relay.freeze();
+      const began = Date.now();
+      p.kill('SIGTERM');
+      const giveUp = new AbortController();
+      const outcome = await Promise.race([
+        p.done.then((r) => ({ exited: true as const, r })),
+        sleep(10_000, undefined, { signal: giveUp.signal }).then(() => ({ exited: false as const }), () => ({ exited: false as const })),
+      ]);
+      giveUp.abort();
+      expect(outcome.exited).toBe(true);
+      expect(Date.now() - began).toBeLessThan(10_000);
+      if (outcome.exited) expect(outcome.r.code).toBe(0);
+    } finally {
+      p.kill('SIGKILL');
+      await p.done;
+      await relay.close();
     }
   }, 60_000);
 });
