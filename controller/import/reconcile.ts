@@ -21,7 +21,7 @@ export interface Caches {
 
 export interface ReconcilerDeps {
   readonly caches: Caches;
-  readonly writer: ImportWriter;
+  readonly writer: Pick<ImportWriter, 'apply' | 'annotate'>;
   readonly config: ControllerConfig;
   readonly logger: Logger;
   readonly now: () => number;

@@ -17,7 +17,7 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
-import { errorLine } from './errors.js';
+import { errorLine, kubeCall } from './errors.js';
 
 /** Read-only view of a cache: what reconcilers use. */
 export interface Cache<T> {
@@ -67,7 +67,7 @@ class Shared<T extends KubernetesObject> implements SharedInformer<T> {
           kubeConfig,
           path(ns),
           async () => {
-            const result = await list(ns);
+            const result = await kubeCall({ verb: 'list', resource: what, ...(ns ? { namespace: ns } : {}) }, () => list(ns));
             watched.listed = true;
             listed();
             return result;

@@ -30,7 +30,7 @@ export interface VmCaches {
 
 export interface VmReconcileDeps {
   readonly caches: VmCaches;
-  readonly writer: VmWriter;
+  readonly writer: Pick<VmWriter, 'applyVm' | 'applyVmi'>;
   readonly config: LauncherConfig & VmConfig;
   readonly logger: Logger;
   readonly now: () => number;
