@@ -210,17 +210,14 @@ interface Runnable {
   stop(): Promise<void>;
 }
 
-/** Several controllers started, stopped and judged ready as one; `after` runs once they stopped. */
-function combine(parts: readonly Runnable[], after: () => Promise<void>): Runnable {
+/** Several controllers started, stopped and judged ready as one; `alsoStop` (their shared informers) stops with them. */
+function combine(parts: readonly Runnable[], alsoStop: () => Promise<void>): Runnable {
   return {
     get ready() {
       return parts.every((p) => p.ready);
     },
     start: async () => void (await Promise.all(parts.map((p) => p.start()))),
-    stop: async () => {
-      await Promise.all(parts.map((p) => p.stop()));
-      await after();
-    },
+    stop: async () => void (await Promise.all([...parts.map((p) => p.stop()), alsoStop()])),
   };
 }
 

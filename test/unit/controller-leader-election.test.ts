@@ -1,7 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import { ApiException, type CoordinationV1Api, type V1Lease } from '@kubernetes/client-node';
 import { createLogger, type Logger } from '../../src/logging.js';
-import { canAcquire, LeaderElector } from '../../controller/runtime/leader-election.js';
+import { KubeApiError } from '../../controller/runtime/errors.js';
+import { canAcquire, LeaderElector, leaseProblem } from '../../controller/runtime/leader-election.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');
 const ME = 'ferry-controller-0';
@@ -121,5 +122,19 @@ describe('LeaderElector when the Lease cannot be used', () => {
     expect(told).toHaveLength(1);
     expect(told[0]?.msg).toMatch(/^not allowed to get Leases in namespace "ferry-gone" \(leases\.coordination\.k8s\.io "ferry-controller" is forbidden: .*\): apply the manifests' RBAC \(kubectl apply -k manifests\/\), or run with --leader-elect false$/);
     for (const l of lines()) expect(l.raw).not.toContain('HTTP-Code');
+  });
+});
+
+describe('leaseProblem', () => {
+  const status = (code: number, reason: string, message: string) =>
+    new ApiException(code, 'Unknown API Status Code!', JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }), {});
+  const on = (verb: string, err: unknown) => new KubeApiError(err, { verb, resource: 'leases', namespace: 'ns', name: 'ferry-controller' });
+  test.each<[string, unknown, string]>([
+    ['create: the namespace is missing', on('create', status(404, 'NotFound', 'namespaces "ns" not found')), 'the Lease namespace "ns" does not exist: apply the manifests (kubectl apply -k manifests/), pass --lease-namespace with a namespace that exists, or run with --leader-elect false'],
+    ['update forbidden', on('update', status(403, 'Forbidden', 'no')), 'not allowed to update Leases in namespace "ns" (no): apply the manifests\' RBAC (kubectl apply -k manifests/), or run with --leader-elect false'],
+    ['no answer', on('get', Object.assign(new Error('request to https://127.0.0.1:1/x failed, reason: connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })), 'leader election failed: get leases ns/ferry-controller: no response: request to https://127.0.0.1:1/x failed, reason: connect ECONNREFUSED 127.0.0.1:1'],
+    ['a server error', on('update', status(500, 'InternalError', 'etcd timeout')), 'leader election failed: update leases ns/ferry-controller: 500 InternalError: etcd timeout'],
+  ])('%s', (_name, err, line) => {
+    expect(leaseProblem(err, 'ns')).toBe(line);
   });
 });
