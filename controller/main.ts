@@ -12,6 +12,8 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
 import { ImportController } from './import/import-controller.js';
+import { errorLine } from './runtime/errors.js';
+import { InformerFactory } from './runtime/informers.js';
 import { LeaderElector } from './runtime/leader-election.js';
 import { VmController } from './vm/vm-controller.js';
 
@@ -111,10 +113,22 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
   return { config, values };
 }
 
-function serveHealth(port: number, registry: Registry, ready: () => boolean): Promise<Server> {
+/** Shutdown takes at most this long, whatever the apiserver does (the kubelet's grace is 30 s). */
+export const SHUTDOWN_GRACE_MS = 5000;
+
+interface Readiness {
+  readonly ready: boolean;
+  /** Why not, in one line (the body of a 503). */
+  readonly why?: string;
+}
+
+function serveHealth(port: number, registry: Registry, readiness: () => Readiness): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url === '/healthz') return void res.writeHead(200).end('ok');
-    if (req.url === '/readyz') return void (ready() ? res.writeHead(200).end('ok') : res.writeHead(503).end('not ready'));
+    if (req.url === '/readyz') {
+      const r = readiness();
+      return void (r.ready ? res.writeHead(200).end('ok') : res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${r.why ?? 'starting'}\n`));
+    }
     if (req.url === '/metrics') {
       registry.metrics().then((text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text), () => res.writeHead(500).end());
       return;
@@ -125,6 +139,16 @@ function serveHealth(port: number, registry: Registry, ready: () => boolean): Pr
     server.once('error', reject);
     server.listen(port, () => resolve(server));
   });
+}
+
+/**
+ * Pure: is this replica ready? A standby is (it serves health though it does not act), unless the
+ * Lease itself cannot be used — then no replica will ever act, and readiness says why.
+ */
+export function readiness(elector: { readonly isLeader: boolean; readonly problem: string | undefined } | undefined, controllerReady: boolean): Readiness {
+  if (elector?.problem) return { ready: false, why: elector.problem };
+  if (elector && !elector.isLeader) return { ready: true };
+  return controllerReady ? { ready: true } : { ready: false, why: 'the caches are not filled yet' };
 }
 
 export async function controllerCommand(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -147,10 +171,15 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     else kc.loadFromDefault();
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
-    const controller = combine([
-      ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry })] : []),
-      ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }) })] : []),
-    ]);
+    // One set of caches for every controller: one PVC list+watch, not one per controller.
+    const informers = new InformerFactory(kc, config.namespaces, logger);
+    const controller = combine(
+      [
+        ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
+        ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
+      ],
+      () => informers.stop(),
+    );
     const elect = values['leader-elect'] !== 'false';
     const elector = elect
       ? new LeaderElector(
@@ -166,12 +195,11 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
         )
       : undefined;
     const healthPort = int('health-port', values['health-port'] as string | undefined, 8080, 0, 65535);
-    // A standby replica is ready (it serves health) even though it does not act.
-    const health = healthPort > 0 ? await serveHealth(healthPort, registry, () => (elector ? !elector.isLeader || controller.ready : controller.ready)) : undefined;
+    const health = healthPort > 0 ? await serveHealth(healthPort, registry, () => readiness(elector, controller.ready)) : undefined;
     return await runUntilSignal(controller, elector, health, logger, config);
   } catch (err) {
     const error = toFerryError(err);
-    logger.error({ code: error.code }, error.message);
+    logger.error({ code: error.code }, errorLine(err));
     return error.exitCode;
   }
 }
@@ -182,14 +210,14 @@ interface Runnable {
   stop(): Promise<void>;
 }
 
-/** Several controllers started, stopped and judged ready as one. */
-function combine(parts: readonly Runnable[]): Runnable {
+/** Several controllers started, stopped and judged ready as one; `alsoStop` (their shared informers) stops with them. */
+function combine(parts: readonly Runnable[], alsoStop: () => Promise<void>): Runnable {
   return {
     get ready() {
       return parts.every((p) => p.ready);
     },
     start: async () => void (await Promise.all(parts.map((p) => p.start()))),
-    stop: async () => void (await Promise.all(parts.map((p) => p.stop()))),
+    stop: async () => void (await Promise.all([...parts.map((p) => p.stop()), alsoStop()])),
   };
 }
 
@@ -200,8 +228,14 @@ function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined
       if (exiting) return;
       exiting = true;
       logger.info({ why }, 'shutting down');
-      await elector?.stop();
-      await controller.stop();
+      // Reconciles in flight finish first (the Lease is still held meanwhile), then the Lease is
+      // handed over; each wait is bounded, so a hung apiserver cannot hold the exit.
+      const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+      const drained = await within(controller.stop(), (SHUTDOWN_GRACE_MS * 3) / 5);
+      const released = elector ? await within(elector.stop(), deadline - Date.now()) : true;
+      if (!drained || !released) {
+        logger.warn({ graceMs: SHUTDOWN_GRACE_MS, drained, leaseReleased: released }, 'the apiserver did not answer in time; exiting anyway');
+      }
       health?.close();
       resolve(code);
     };
@@ -211,11 +245,18 @@ function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined
       logger.info({ namespaces: config.namespaces.length > 0 ? config.namespaces : 'all', image: config.importerImage }, 'controller starting');
       controller.start().then(
         () => logger.info('caches synced; reconciling'),
-        (err: unknown) => void shutdown(1, `start failed: ${(err as Error).message}`),
+        (err: unknown) => void shutdown(1, `start failed: ${errorLine(err)}`),
       );
     };
     // Losing the lease ends the process: the replacement starts from a clean slate.
     if (elector) void elector.run(begin, () => void shutdown(1, 'lost leadership'));
     else begin();
   });
+}
+
+/** Waits for `op` at most `ms`; true when it settled in time (its failure is the caller's to log). */
+function within(op: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms))));
+  return Promise.race([op.then(() => true, () => true), late]).finally(() => clearTimeout(timer));
 }

@@ -1,49 +1,48 @@
 /**
- * Wires informers on PVCs and importer pods to the work queue and the reconciler. Informers
- * restart themselves on error and the whole cache is re-queued on a timer, so a missed event only
- * delays work.
+ * Wires the shared PVC cache and the importer-pod cache to the work queue and the reconciler.
+ * Handlers only enqueue keys; informers restart themselves on error and the whole cache is
+ * re-queued on a timer, so a missed event only delays work.
  */
 
-import {
-  CoreV1Api,
-  type KubeConfig,
-  type KubernetesObject,
-  makeInformer,
-  type V1PersistentVolumeClaim,
-  type V1Pod,
-} from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { IMPORTER_POD_SELECTOR } from '../../src/api/cdi.js';
-import { type Cached, watchRestarting } from '../runtime/informers.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
-import { ClusterWriter } from '../runtime/kube.js';
-import { reconcile } from './reconcile.js';
-import { scrapeProgress } from './progress-scrape.js';
+import { errorLine } from '../runtime/errors.js';
+import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
 import { WorkQueue } from '../runtime/work-queue.js';
-
+import { ImportWriter } from './apply.js';
+import { scrapeProgress } from './progress-scrape.js';
+import { reconcile } from './reconcile.js';
 
 export interface ControllerDeps {
   readonly kubeConfig: KubeConfig;
   readonly config: ControllerConfig;
   readonly logger: Logger;
   readonly registry: Registry;
+  /** The process's shared informers; without it the controller makes (and stops) its own. */
+  readonly informers?: InformerFactory;
   readonly now?: () => number;
   /** How often every cached PVC is queued again. */
   readonly resyncMs?: number;
 }
 
 export class ImportController {
-  private readonly pvcInformers = new Map<string, Cached<V1PersistentVolumeClaim>>();
-  private readonly podInformers = new Map<string, Cached<V1Pod>>();
+  private readonly informers: InformerFactory;
+  private readonly ownsInformers: boolean;
+  private readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
+  private readonly pods: SharedInformer<V1Pod>;
   private readonly queue: WorkQueue;
   private resync: NodeJS.Timeout | undefined;
   private synced = false;
-  private stopped = false;
 
   constructor(private readonly deps: ControllerDeps) {
-    const core = deps.kubeConfig.makeApiClient(CoreV1Api);
-    const writer = new ClusterWriter(core);
+    this.ownsInformers = deps.informers === undefined;
+    this.informers = deps.informers ?? new InformerFactory(deps.kubeConfig, deps.config.namespaces, deps.logger);
+    this.pvcs = this.informers.pvcs();
+    this.pods = this.informers.pods(IMPORTER_POD_SELECTOR);
+    const writer = new ImportWriter(deps.kubeConfig.makeApiClient(CoreV1Api));
     const now = deps.now ?? Date.now;
     const reconciles = new Counter({ name: 'ferry_controller_reconcile_total', help: 'Reconciles by result', labelNames: ['result'], registers: [deps.registry] });
     const duration = new Histogram({
@@ -58,7 +57,7 @@ export class ImportController {
         const end = duration.startTimer();
         try {
           const result = await reconcile(key, {
-            caches: { getPvc: (ns, name) => this.pvcCache(ns)?.get(name, ns), getPod: (ns, name) => this.podCache(ns)?.get(name, ns) },
+            caches: { getPvc: (ns, name) => this.pvcs.get(name, ns), getPod: (ns, name) => this.pods.get(name, ns) },
             writer,
             config: deps.config,
             logger: deps.logger,
@@ -79,7 +78,7 @@ export class ImportController {
         concurrency: deps.config.concurrency,
         baseBackoffMs: 500,
         maxBackoffMs: 60_000,
-        onError: (key, err, retryInMs) => deps.logger.warn({ pvc: key, retryInMs, err: (err as Error).message }, 'reconcile failed'),
+        onError: (key, err, retryInMs) => deps.logger.warn({ pvc: key, retryInMs, err: errorLine(err) }, 'reconcile failed'),
       },
       now,
     );
@@ -91,56 +90,28 @@ export class ImportController {
 
   /** Starts the informers; resolves once every cache has its first list. */
   async start(): Promise<void> {
-    const core = this.deps.kubeConfig.makeApiClient(CoreV1Api);
-    const scopes = this.deps.config.namespaces.length > 0 ? this.deps.config.namespaces : [''];
-    for (const ns of scopes) {
-      const pvcPath = ns ? `/api/v1/namespaces/${ns}/persistentvolumeclaims` : '/api/v1/persistentvolumeclaims';
-      const podPath = ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods';
-      const pvcs = makeInformer<V1PersistentVolumeClaim>(this.deps.kubeConfig, pvcPath, () =>
-        ns ? core.listNamespacedPersistentVolumeClaim({ namespace: ns }) : core.listPersistentVolumeClaimForAllNamespaces(),
-      );
-      const pods = makeInformer<V1Pod>(
-        this.deps.kubeConfig,
-        podPath,
-        () => (ns ? core.listNamespacedPod({ namespace: ns, labelSelector: IMPORTER_POD_SELECTOR }) : core.listPodForAllNamespaces({ labelSelector: IMPORTER_POD_SELECTOR })),
-        IMPORTER_POD_SELECTOR,
-      );
-      this.watch(pvcs, 'pvcs', (pvc) => this.enqueuePvc(pvc));
-      this.watch(pods, 'pods', (pod) => this.enqueueOwner(pod));
-      this.pvcInformers.set(ns, pvcs);
-      this.podInformers.set(ns, pods);
-    }
-    await Promise.all([...this.pvcInformers.values(), ...this.podInformers.values()].map((i) => i.start()));
+    this.pvcs.onChange((pvc) => this.enqueuePvc(pvc));
+    this.pods.onChange((pod) => this.enqueueOwner(pod));
+    await Promise.all([this.pvcs.start(), this.pods.start()]);
     this.synced = true;
-    for (const informer of this.pvcInformers.values()) for (const pvc of informer.list()) this.enqueuePvc(pvc);
-    this.resync = setInterval(() => {
-      for (const informer of this.pvcInformers.values()) for (const pvc of informer.list()) this.enqueuePvc(pvc);
-    }, this.deps.resyncMs ?? 300_000);
+    const all = (): void => {
+      for (const pvc of this.pvcs.list()) this.enqueuePvc(pvc);
+    };
+    all();
+    this.resync = setInterval(all, this.deps.resyncMs ?? 300_000);
     this.resync.unref();
   }
 
+  /** Stops taking work and waits for reconciles in flight (the caller bounds the wait). */
   async stop(): Promise<void> {
-    this.stopped = true;
     if (this.resync) clearInterval(this.resync);
-    await Promise.all([...this.pvcInformers.values(), ...this.podInformers.values()].map((i) => i.stop()));
+    if (this.ownsInformers) await this.informers.stop();
     await this.queue.shutdown();
   }
 
   /** Waits until nothing is queued or running (for tests and benchmarks). */
   idle(): Promise<void> {
     return this.queue.idle();
-  }
-
-  private pvcCache(ns: string): Cached<V1PersistentVolumeClaim> | undefined {
-    return this.pvcInformers.get(ns) ?? this.pvcInformers.get('');
-  }
-
-  private podCache(ns: string): Cached<V1Pod> | undefined {
-    return this.podInformers.get(ns) ?? this.podInformers.get('');
-  }
-
-  private watch<T extends KubernetesObject>(informer: Cached<T>, what: string, handler: (obj: T) => void): void {
-    watchRestarting(informer, what, handler, this.deps.logger, () => this.stopped);
   }
 
   private enqueuePvc(pvc: V1PersistentVolumeClaim): void {

@@ -7,11 +7,12 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { Annotation } from '../../src/api/cdi.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
+import { splitKey } from '../runtime/keys.js';
+import type { HandlerResult } from '../runtime/work-queue.js';
+import type { ImportWriter } from './apply.js';
 import { importerPodName, ownerUid, scratchPvcName } from './importer-pod.js';
-import type { ClusterWriter } from '../runtime/kube.js';
 import { planImport } from './plan.js';
 import { formatProgress } from './progress-scrape.js';
-import type { HandlerResult } from '../runtime/work-queue.js';
 
 export interface Caches {
   getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;
@@ -20,16 +21,11 @@ export interface Caches {
 
 export interface ReconcilerDeps {
   readonly caches: Caches;
-  readonly writer: ClusterWriter;
+  readonly writer: Pick<ImportWriter, 'apply' | 'annotate'>;
   readonly config: ControllerConfig;
   readonly logger: Logger;
   readonly now: () => number;
   readonly scrape: (podIP: string, port: number, ownerUid: string) => Promise<number | undefined>;
-}
-
-export function splitKey(key: string): [string, string] {
-  const slash = key.indexOf('/');
-  return [key.slice(0, slash), key.slice(slash + 1)];
 }
 
 export async function reconcile(key: string, deps: ReconcilerDeps): Promise<HandlerResult> {

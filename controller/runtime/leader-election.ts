@@ -6,6 +6,7 @@
 
 import { type CoordinationV1Api, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
+import { describeApiError, isKube, KubeError, kubeCall, kubeErrorOf, type KubeOp } from './errors.js';
 
 export interface LeaderElectionOptions {
   readonly namespace: string;
@@ -24,15 +25,28 @@ export function canAcquire(lease: V1Lease | undefined, identity: string, now: nu
   return now > renewed + duration;
 }
 
-function statusOf(err: unknown): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
+const FIXES = 'apply the manifests (kubectl apply -k manifests/), pass --lease-namespace with a namespace that exists, or run with --leader-elect false';
+
+/**
+ * Pure: what is wrong, in one line a user can act on, when a Lease call failed (`err` is a
+ * `KubeApiError` naming the operation). A create that finds no namespace is the missing Lease
+ * namespace; Forbidden is missing RBAC; anything else is the API error's own line.
+ */
+export function leaseProblem(err: unknown, namespace: string): string {
+  const info = kubeErrorOf(err);
+  const op = (err as { op?: KubeOp }).op;
+  if (info.kind === KubeError.NotFound && op?.verb === 'create') return `the Lease namespace "${namespace}" does not exist: ${FIXES}`;
+  if (info.kind === KubeError.Forbidden) {
+    return `not allowed to ${op?.verb ?? 'use'} Leases in namespace "${namespace}" (${info.message}): apply the manifests' RBAC (kubectl apply -k manifests/), or run with --leader-elect false`;
+  }
+  return `leader election failed: ${describeApiError(err)}`;
 }
 
 export class LeaderElector {
   private leading = false;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private trouble: string | undefined;
 
   constructor(
     private readonly api: CoordinationV1Api,
@@ -43,6 +57,11 @@ export class LeaderElector {
 
   get isLeader(): boolean {
     return this.leading;
+  }
+
+  /** Why the last attempt on the Lease failed (one line with the fix), until one succeeds. */
+  get problem(): string | undefined {
+    return this.trouble;
   }
 
   /** Tries until leadership is won (or `stop()`); then keeps renewing and calls `onLost` once on loss. */
@@ -73,15 +92,16 @@ export class LeaderElector {
     if (this.timer) clearTimeout(this.timer);
     if (!this.leading) return;
     this.leading = false;
+    const { namespace, name } = this.options;
     try {
-      const lease = await this.api.readNamespacedLease({ namespace: this.options.namespace, name: this.options.name });
+      const lease = await kubeCall({ verb: 'get', resource: 'leases', namespace, name }, () => this.api.readNamespacedLease({ namespace, name }));
       if (lease.spec?.holderIdentity === this.options.identity) {
         lease.spec.holderIdentity = undefined;
         lease.spec.renewTime = undefined;
-        await this.api.replaceNamespacedLease({ namespace: this.options.namespace, name: this.options.name, body: lease });
+        await kubeCall({ verb: 'update', resource: 'leases', namespace, name }, () => this.api.replaceNamespacedLease({ namespace, name, body: lease }));
       }
     } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, 'could not release the lease');
+      this.logger.warn({ err: describeApiError(err) }, 'could not release the lease');
     }
   }
 
@@ -90,24 +110,29 @@ export class LeaderElector {
     // Lease times are MicroTime: the apiserver rejects a plain Date's millisecond form.
     const nowDate = new V1MicroTime(this.now());
     try {
+      const op = (verb: string): KubeOp => ({ verb, resource: 'leases', namespace, name });
       let lease: V1Lease | undefined;
       try {
-        lease = await this.api.readNamespacedLease({ namespace, name });
+        lease = await kubeCall(op('get'), () => this.api.readNamespacedLease({ namespace, name }));
       } catch (err) {
-        if (statusOf(err) !== 404) throw err;
+        if (!isKube(err, KubeError.NotFound)) throw err;
       }
       if (!lease) {
-        await this.api.createNamespacedLease({
-          namespace,
-          body: {
-            metadata: { name, namespace },
-            spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: nowDate, renewTime: nowDate, leaseTransitions: 0 },
-          },
-        });
+        await kubeCall(op('create'), () =>
+          this.api.createNamespacedLease({
+            namespace,
+            body: {
+              metadata: { name, namespace },
+              spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: nowDate, renewTime: nowDate, leaseTransitions: 0 },
+            },
+          }),
+        );
+        this.healthy();
         this.leading = true;
         return true;
       }
       if (!canAcquire(lease, identity, this.now())) {
+        this.healthy();
         this.leading = false;
         return false;
       }
@@ -120,14 +145,27 @@ export class LeaderElector {
         renewTime: nowDate,
         ...(takingOver ? { acquireTime: nowDate, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 } : {}),
       };
-      await this.api.replaceNamespacedLease({ namespace, name, body: lease });
+      await kubeCall(op('update'), () => this.api.replaceNamespacedLease({ namespace, name, body: lease }));
+      this.healthy();
       this.leading = true;
       return true;
     } catch (err) {
-      const code = statusOf(err);
-      if (code !== 409) this.logger.warn({ err: (err as Error).message, code }, 'lease update failed');
+      // A conflict is another candidate's write winning the race: no problem.
+      if (isKube(err, KubeError.Conflict) || isKube(err, KubeError.AlreadyExists)) this.healthy();
+      else this.failed(leaseProblem(err, namespace));
       this.leading = false;
       return false;
     }
+  }
+
+  /** Says a problem once (not on every retry), and again only when it changes. */
+  private failed(problem: string): void {
+    if (problem !== this.trouble) this.logger.error({ lease: `${this.options.namespace}/${this.options.name}` }, problem);
+    this.trouble = problem;
+  }
+
+  private healthy(): void {
+    if (this.trouble !== undefined) this.logger.info({ lease: `${this.options.namespace}/${this.options.name}` }, 'the Lease is usable again');
+    this.trouble = undefined;
   }
 }

@@ -1,6 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
-import type { V1Lease } from '@kubernetes/client-node';
-import { canAcquire } from '../../controller/runtime/leader-election.js';
+import { ApiException, type CoordinationV1Api, type V1Lease } from '@kubernetes/client-node';
+import { createLogger, type Logger } from '../../src/logging.js';
+import { KubeApiError } from '../../controller/runtime/errors.js';
+import { canAcquire, LeaderElector, leaseProblem } from '../../controller/runtime/leader-election.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');
 const ME = 'ferry-controller-0';
@@ -41,5 +43,98 @@ describe('canAcquire', () => {
 
   test('a renew time in the future (clock skew) keeps the other holder', () => {
     expect(canAcquire(lease(OTHER, -5000), ME, NOW)).toBe(false);
+  });
+});
+
+/** A Lease API that fails the way kube-apiserver does; `create` succeeds once `namespaceExists`. */
+function leaseApi(failure: 'namespace' | 'forbidden', onCreate: (n: number) => void) {
+  const notFound = (what: string) => new ApiException(404, 'Unknown API Status Code!', JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: what, reason: 'NotFound', code: 404 }), { 'audit-id': 'x' });
+  const forbidden = new ApiException(
+    403,
+    'Unknown API Status Code!',
+    JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'leases.coordination.k8s.io "ferry-controller" is forbidden: User "system:serviceaccount:ferry-system:ferry" cannot get resource "leases"', reason: 'Forbidden', code: 403 }),
+    { 'audit-id': 'x' },
+  );
+  const state = { namespaceExists: false, creates: 0 };
+  const api = {
+    readNamespacedLease: async () => {
+      throw failure === 'forbidden' && !state.namespaceExists ? forbidden : notFound('leases.coordination.k8s.io "ferry-controller" not found');
+    },
+    createNamespacedLease: async ({ body }: { body: V1Lease }) => {
+      state.creates += 1;
+      onCreate(state.creates);
+      if (!state.namespaceExists) throw notFound('namespaces "ferry-gone" not found');
+      return body;
+    },
+  };
+  return { api: api as unknown as CoordinationV1Api, state };
+}
+
+function recordingLogger(): { logger: Logger; lines: () => Array<Record<string, unknown> & { raw: string }> } {
+  const raw: string[] = [];
+  const logger = createLogger({ level: 'info', destination: { write: (s: string) => void raw.push(s) } });
+  return { logger, lines: () => raw.map((r) => ({ ...(JSON.parse(r) as Record<string, unknown>), raw: r })) };
+}
+
+const OPTIONS = { namespace: 'ferry-gone', name: 'ferry-controller', identity: ME, leaseDurationSeconds: 15, renewIntervalMs: 0 };
+
+describe('LeaderElector when the Lease cannot be used', () => {
+  test('a missing namespace: one line naming it and the fixes, said once over many attempts; it leads once the namespace exists', async () => {
+    const { logger, lines } = recordingLogger();
+    let elector: LeaderElector | undefined;
+    let problemWhileFailing: string | undefined;
+    const { api, state } = leaseApi('namespace', (n) => {
+      if (n === 3) problemWhileFailing = elector?.problem;
+      if (n === 4) state.namespaceExists = true;
+    });
+    elector = new LeaderElector(api, OPTIONS, logger, () => NOW);
+    const led = new Promise<void>((resolve) => void elector?.run(resolve, () => undefined));
+    await led;
+    await elector.stop();
+    expect(state.creates).toBe(4);
+    const told = lines().filter((l) => String(l.msg).includes('ferry-gone'));
+    expect(told).toHaveLength(1);
+    expect(told[0]?.level).toBe(50);
+    expect(told[0]?.msg).toBe('the Lease namespace "ferry-gone" does not exist: apply the manifests (kubectl apply -k manifests/), pass --lease-namespace with a namespace that exists, or run with --leader-elect false');
+    expect(problemWhileFailing).toBe(told[0]?.msg);
+    expect(elector.problem).toBeUndefined();
+    for (const l of lines()) {
+      expect(l.raw).not.toContain('HTTP-Code');
+      expect(l.raw).not.toContain('audit-id');
+    }
+  });
+
+  test('Forbidden: one line about the RBAC', async () => {
+    const { logger, lines } = recordingLogger();
+    let elector: LeaderElector | undefined;
+    const { api, state } = leaseApi('forbidden', () => undefined);
+    const origRead = api.readNamespacedLease.bind(api);
+    let reads = 0;
+    (api as unknown as { readNamespacedLease: () => Promise<V1Lease> }).readNamespacedLease = async () => {
+      reads += 1;
+      if (reads === 3) state.namespaceExists = true;
+      return origRead({ namespace: 'ferry-gone', name: 'ferry-controller' });
+    };
+    elector = new LeaderElector(api, OPTIONS, logger, () => NOW);
+    await new Promise<void>((resolve) => void elector?.run(resolve, () => undefined));
+    await elector.stop();
+    const told = lines().filter((l) => l.level === 50);
+    expect(told).toHaveLength(1);
+    expect(told[0]?.msg).toMatch(/^not allowed to get Leases in namespace "ferry-gone" \(leases\.coordination\.k8s\.io "ferry-controller" is forbidden: .*\): apply the manifests' RBAC \(kubectl apply -k manifests\/\), or run with --leader-elect false$/);
+    for (const l of lines()) expect(l.raw).not.toContain('HTTP-Code');
+  });
+});
+
+describe('leaseProblem', () => {
+  const status = (code: number, reason: string, message: string) =>
+    new ApiException(code, 'Unknown API Status Code!', JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }), {});
+  const on = (verb: string, err: unknown) => new KubeApiError(err, { verb, resource: 'leases', namespace: 'ns', name: 'ferry-controller' });
+  test.each<[string, unknown, string]>([
+    ['create: the namespace is missing', on('create', status(404, 'NotFound', 'namespaces "ns" not found')), 'the Lease namespace "ns" does not exist: apply the manifests (kubectl apply -k manifests/), pass --lease-namespace with a namespace that exists, or run with --leader-elect false'],
+    ['update forbidden', on('update', status(403, 'Forbidden', 'no')), 'not allowed to update Leases in namespace "ns" (no): apply the manifests\' RBAC (kubectl apply -k manifests/), or run with --leader-elect false'],
+    ['no answer', on('get', Object.assign(new Error('request to https://127.0.0.1:1/x failed, reason: connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })), 'leader election failed: get leases ns/ferry-controller: no response: request to https://127.0.0.1:1/x failed, reason: connect ECONNREFUSED 127.0.0.1:1'],
+    ['a server error', on('update', status(500, 'InternalError', 'etcd timeout')), 'leader election failed: update leases ns/ferry-controller: 500 InternalError: etcd timeout'],
+  ])('%s', (_name, err, line) => {
+    expect(leaseProblem(err, 'ns')).toBe(line);
   });
 });

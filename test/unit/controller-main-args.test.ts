@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
-import { parseControllerArgs } from '../../controller/main.js';
+import { parseControllerArgs, readiness } from '../../controller/main.js';
 import { codeOf } from './helpers.js';
 
 describe('parseControllerArgs', () => {
@@ -135,5 +135,19 @@ describe('parseControllerArgs: strict validation', () => {
       image = undefined; // rejected: fine
     }
     expect(image === undefined || image === DEFAULT_CONFIG.importerImage).toBe(true);
+  });
+});
+
+describe('readiness', () => {
+  const problem = 'the Lease namespace "x" does not exist: …';
+  test.each<[string, Parameters<typeof readiness>[0], boolean, ReturnType<typeof readiness>]>([
+    ['no election, caches filled', undefined, true, { ready: true }],
+    ['no election, caches not filled', undefined, false, { ready: false, why: 'the caches are not filled yet' }],
+    ['standby (another replica leads)', { isLeader: false, problem: undefined }, false, { ready: true }],
+    ['leader, caches filled', { isLeader: true, problem: undefined }, true, { ready: true }],
+    ['leader, caches not filled', { isLeader: true, problem: undefined }, false, { ready: false, why: 'the caches are not filled yet' }],
+    ['the Lease cannot be used', { isLeader: false, problem }, true, { ready: false, why: problem }],
+  ])('%s', (_name, elector, controllerReady, expected) => {
+    expect(readiness(elector, controllerReady)).toEqual(expected);
   });
 });

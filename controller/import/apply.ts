@@ -1,0 +1,53 @@
+/**
+ * The import controller's writes: the importer pod and scratch PVC by deterministic name
+ * (AlreadyExists and NotFound count as done), merge-patches of the PVC's annotations, and events.
+ */
+
+import type { CoreV1Api, V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import { KubeError, kubeCall } from '../runtime/errors.js';
+import { mergePatch, recordEvent, tolerate } from '../runtime/writer.js';
+import type { Action } from './plan.js';
+
+export class ImportWriter {
+  constructor(
+    private readonly core: CoreV1Api,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  async apply(pvc: V1PersistentVolumeClaim, action: Action): Promise<void> {
+    const namespace = pvc.metadata?.namespace ?? '';
+    const name = pvc.metadata?.name ?? '';
+    switch (action.type) {
+      case 'createPod': {
+        const op = { verb: 'create', resource: 'pods', namespace, name: action.pod.metadata?.name ?? '' };
+        return tolerate(kubeCall(op, () => this.core.createNamespacedPod({ namespace, body: action.pod })), KubeError.AlreadyExists);
+      }
+      case 'deletePod': {
+        const op = { verb: 'delete', resource: 'pods', namespace, name: action.name };
+        return tolerate(kubeCall(op, () => this.core.deleteNamespacedPod({ namespace, name: action.name, gracePeriodSeconds: 0 })), KubeError.NotFound);
+      }
+      case 'createScratchPvc': {
+        const op = { verb: 'create', resource: 'persistentvolumeclaims', namespace, name: action.pvc.metadata?.name ?? '' };
+        return tolerate(kubeCall(op, () => this.core.createNamespacedPersistentVolumeClaim({ namespace, body: action.pvc })), KubeError.AlreadyExists);
+      }
+      case 'deleteScratchPvc': {
+        const op = { verb: 'delete', resource: 'persistentvolumeclaims', namespace, name: action.name };
+        return tolerate(kubeCall(op, () => this.core.deleteNamespacedPersistentVolumeClaim({ namespace, name: action.name })), KubeError.NotFound);
+      }
+      case 'annotate':
+        return this.annotate(namespace, name, action.annotations);
+      case 'event':
+        return this.event(pvc, action.eventType, action.reason, action.message);
+    }
+  }
+
+  async annotate(namespace: string, name: string, annotations: Readonly<Record<string, string | null>>): Promise<void> {
+    await kubeCall({ verb: 'patch', resource: 'persistentvolumeclaims', namespace, name }, () =>
+      this.core.patchNamespacedPersistentVolumeClaim({ namespace, name, body: { metadata: { annotations } } }, mergePatch),
+    );
+  }
+
+  async event(pvc: V1PersistentVolumeClaim, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    await recordEvent(this.core, { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: pvc.metadata ?? {} }, type, reason, message, this.now());
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * One VM or VMI reconcile: read the caches, call the pure plan (planVm / planVmi), apply its
+ * actions through the writer. Level-triggered: whatever woke it, it looks at the whole current
+ * state of one object. Keys are `vm:<ns>/<name>` and `vmi:<ns>/<name>`.
+ */
+
+import type { KubernetesObject, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import { claimOf, type VirtualMachine, type VirtualMachineInstance, VmiPhase } from '../../src/api/kubevirt.js';
+import type { Logger } from '../../src/logging.js';
+import { splitKindKey } from '../runtime/keys.js';
+import type { HandlerResult } from '../runtime/work-queue.js';
+import type { VmWriter } from './apply.js';
+import { type LauncherConfig, launcherPodName } from './launcher-pod.js';
+import { launcherReport } from './launcher-scrape.js';
+import { planVm, type VmConfig } from './vm-plan.js';
+import { type LauncherReport, planVmi } from './vmi-plan.js';
+
+export type VmObject = VirtualMachine & KubernetesObject;
+export type VmiObject = VirtualMachineInstance & KubernetesObject;
+
+export const VmKey = { Vm: 'vm', Vmi: 'vmi' } as const;
+export type VmKey = (typeof VmKey)[keyof typeof VmKey];
+
+export interface VmCaches {
+  getVm(namespace: string, name: string): VmObject | undefined;
+  getVmi(namespace: string, name: string): VmiObject | undefined;
+  getPod(namespace: string, name: string): V1Pod | undefined;
+  getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;
+}
+
+export interface VmReconcileDeps {
+  readonly caches: VmCaches;
+  readonly writer: Pick<VmWriter, 'applyVm' | 'applyVmi'>;
+  readonly config: LauncherConfig & VmConfig;
+  readonly logger: Logger;
+  readonly now: () => number;
+  /** Reads a pod from the apiserver (undefined when it does not exist). */
+  readonly readPod: (namespace: string, name: string) => Promise<V1Pod | undefined>;
+  /** Asks a running launcher for its live status; undefined when it does not answer. */
+  readonly scrape: (podIP: string, port: number) => Promise<LauncherReport | undefined>;
+  /** What each launcher pod reported live, by pod UID (asked once per pod). */
+  readonly reports: Map<string, LauncherReport>;
+}
+
+const StartedPhases: readonly string[] = [VmiPhase.Scheduling, VmiPhase.Scheduled, VmiPhase.Running];
+
+export function reconcileVmKey(key: string, deps: VmReconcileDeps): Promise<HandlerResult> {
+  const { kind, namespace, name } = splitKindKey(key);
+  return kind === VmKey.Vm ? reconcileVm(namespace, name, deps) : reconcileVmi(namespace, name, deps);
+}
+
+export async function reconcileVm(namespace: string, name: string, deps: VmReconcileDeps): Promise<HandlerResult> {
+  const vm = deps.caches.getVm(namespace, name);
+  if (!vm) return {};
+  const vmi = deps.caches.getVmi(namespace, name);
+  const ownVmi = vmi?.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid) ? vmi : undefined;
+  const plan = planVm({ vm, ...(ownVmi ? { vmi: ownVmi } : {}), now: deps.now() }, deps.config);
+  const log = deps.logger.child({ vm: `${namespace}/${name}` });
+  for (const action of plan.actions) {
+    if (action.type !== 'patchVmStatus') log.info({ action: action.type, ...(action.type === 'event' ? { reason: action.reason } : {}) }, 'applying');
+    await deps.writer.applyVm({ kind: 'VirtualMachine', metadata: vm.metadata }, action);
+  }
+  return plan.requeueAfterMs !== undefined ? { requeueAfterMs: plan.requeueAfterMs } : {};
+}
+
+export async function reconcileVmi(namespace: string, name: string, deps: VmReconcileDeps): Promise<HandlerResult> {
+  const vmi = deps.caches.getVmi(namespace, name);
+  if (!vmi) return {};
+  const pod = await launcherPod(vmi, namespace, deps);
+  const claims = new Map<string, V1PersistentVolumeClaim | undefined>();
+  for (const volume of vmi.spec.volumes ?? []) {
+    const claim = claimOf(volume);
+    if (claim) claims.set(claim.claimName, deps.caches.getPvc(namespace, claim.claimName));
+  }
+  const uid = pod?.metadata?.uid;
+  const report = launcherReport(pod, uid ? deps.reports.get(uid) : undefined);
+  const plan = planVmi({ vmi, ...(pod ? { pod } : {}), claims, ...(report ? { report } : {}), now: deps.now() }, deps.config);
+  const log = deps.logger.child({ vmi: `${namespace}/${name}` });
+  for (const action of plan.actions) {
+    if (action.type !== 'patchStatus') log.info({ action: action.type, ...(action.type === 'event' ? { reason: action.reason } : {}) }, 'applying');
+    await deps.writer.applyVmi({ kind: 'VirtualMachineInstance', metadata: vmi.metadata }, action);
+  }
+  if (plan.scrape && uid) {
+    const live = await deps.scrape(plan.scrape.podIP, deps.config.launcherStatusPort);
+    if (live) {
+      deps.reports.set(uid, live);
+      return { requeueAfterMs: 0 };
+    }
+  }
+  return {};
+}
+
+/**
+ * The VMI's launcher pod. The cache may not have seen a pod this controller just created; "no pod"
+ * under a started VMI is terminal, so it is confirmed with the apiserver before it counts.
+ */
+async function launcherPod(vmi: VmiObject, namespace: string, deps: VmReconcileDeps): Promise<V1Pod | undefined> {
+  const name = launcherPodName(vmi);
+  const cached = deps.caches.getPod(namespace, name);
+  if (cached || !StartedPhases.includes(vmi.status?.phase ?? '')) return cached;
+  return deps.readPod(namespace, name);
+}
