@@ -6,7 +6,7 @@
 
 import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -207,18 +207,34 @@ interface Layout {
   readonly temporary?: string;
 }
 
+/** `<TMPDIR>/ferry-XXXXXX`: short, since libvirt's sockets below it must fit 107 bytes. */
+export const TEMPORARY_ROOT_PREFIX = 'ferry-';
+
+/**
+ * The mode of the launcher's own temporary run-time directory. mkdtemp makes it 0700; when QEMU runs
+ * as another user (the launcher runs as root) it must traverse it to open the cloud-init ISO, the
+ * empty disks and the serial socket below: the directory stays root's and opens to QEMU's group only,
+ * to search, never to list or write (a user that could write it could plant links root follows).
+ */
+export function temporaryRootAccess(runAs: RunAs | undefined): { readonly mode: number; readonly gid?: number } {
+  return runAs ? { mode: 0o710, gid: runAs.gid } : { mode: 0o700 };
+}
+
 /**
  * Everything under --runtime-dir; else, when the VM controller started us (the VMI in $FERRY_VMI),
  * the pod's paths; else (a local run) a temporary directory, removed at the end.
  */
-async function layout(options: LauncherOptions, inPod: boolean): Promise<Layout> {
+async function layout(options: LauncherOptions, inPod: boolean, runAs: RunAs | undefined): Promise<Layout> {
   let root = options.runtimeDir;
   let temporary: string | undefined;
   if (root === undefined) {
     if (inPod && (await writableDir(POD_LIBVIRT_DIR))) {
       return { libvirtDir: POD_LIBVIRT_DIR, privateDir: PodPath.Private, cloudInitDir: PodPath.CloudInitDir, secretsDir: PodPath.SecretSources };
     }
-    root = temporary = await mkdtemp(join(tmpdir(), 'ferry-launcher-'));
+    root = temporary = await mkdtemp(join(tmpdir(), TEMPORARY_ROOT_PREFIX));
+    const access = temporaryRootAccess(runAs);
+    if (access.gid !== undefined) await chown(root, process.getuid?.() ?? 0, access.gid);
+    await chmod(root, access.mode);
   }
   await mkdir(root, { recursive: true, mode: 0o755 });
   return {
@@ -272,7 +288,7 @@ export async function launcherCommand(argv: readonly string[], env: NodeJS.Proce
     try {
       const vmi = await loadVmi(options, env);
       const runAs = process.getuid?.() === 0 ? kvmGroup(await lookupUser(options.qemuUser)) : undefined;
-      dirs = await layout(options, options.vmiFile === undefined);
+      dirs = await layout(options, options.vmiFile === undefined, runAs);
       const cache = await writableDir(options.cacheDir);
       config = {
         vmi,

@@ -3,7 +3,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { ErrorCode } from '../../src/errors.js';
 import { PodPath } from '../../src/contract/launch-plan.js';
-import { DEFAULT_STATUS_PORT, parseLauncherArgs } from '../../launcher/main.js';
+import { DEFAULT_STATUS_PORT, parseLauncherArgs, temporaryRootAccess } from '../../launcher/main.js';
 import { codeOf } from './helpers.js';
 
 describe('parseLauncherArgs', () => {
@@ -61,5 +61,15 @@ describe('parseLauncherArgs', () => {
     [['extra']],
   ])('%j is invalid', (argv) => {
     expect(codeOf(() => parseLauncherArgs(argv, {}))).toBe(ErrorCode.InvalidSpec);
+  });
+});
+
+describe('temporaryRootAccess (no --runtime-dir)', () => {
+  test('QEMU as another user: its group may search the folder, nobody else may, nobody but root writes it', () => {
+    expect(temporaryRootAccess({ uid: 999, gid: 995 })).toEqual({ mode: 0o710, gid: 995 });
+  });
+
+  test('QEMU as the launcher itself: private', () => {
+    expect(temporaryRootAccess(undefined)).toEqual({ mode: 0o700 });
   });
 });
