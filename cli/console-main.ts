@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, Exec, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { GROUP, Plural, VERSION, type VirtualMachineInstance, VmiPhase, VmLabel } from '../src/api/kubevirt.js';
-import { podRuntimePaths } from '../launcher/domain/domain-plan.js';
+import { podRuntimePaths } from '../src/contract/launch-plan.js';
 
 export const CONSOLE_CLUSTER_USAGE = `Usage: ferry console <vmi> [-n NAMESPACE] [--kubeconfig FILE]
        ferry console --socket PATH            (inside the launcher pod, or next to a local launcher)
