@@ -3,7 +3,8 @@
 import { describe, expect, test } from '@jest/globals';
 import { ErrorCode } from '../../src/errors.js';
 import { PodPath } from '../../src/contract/launch-plan.js';
-import { DEFAULT_STATUS_PORT, parseLauncherArgs, temporaryRootAccess } from '../../launcher/main.js';
+import { DEFAULT_LAUNCHER_STATUS_PORT, LAUNCHER_FLAGS } from '../../src/contract/launcher-pod.js';
+import { LAUNCHER_USAGE, parseLauncherArgs, temporaryRootAccess } from '../../launcher/main.js';
 import { codeOf } from './helpers.js';
 
 describe('parseLauncherArgs', () => {
@@ -14,7 +15,7 @@ describe('parseLauncherArgs', () => {
       volumeSizes: {},
       accel: 'auto',
       allowEmulation: false,
-      statusPort: DEFAULT_STATUS_PORT,
+      statusPort: DEFAULT_LAUNCHER_STATUS_PORT,
       statusAddress: '0.0.0.0',
       qemuUser: 'libvirt-qemu',
       emulator: '/usr/bin/qemu-system-x86_64',
@@ -50,6 +51,10 @@ describe('parseLauncherArgs', () => {
   test('XDG_CACHE_HOME wins; no home, no cache', () => {
     expect(parseLauncherArgs([], { XDG_CACHE_HOME: '/x', HOME: '/h' }).cacheDir).toBe('/x/ferry/libvirt');
     expect(parseLauncherArgs([], { HOME: '/' }).cacheDir).toBeUndefined();
+  });
+
+  test.each(LAUNCHER_FLAGS)('the usage documents --%s', (flag) => {
+    expect(LAUNCHER_USAGE).toMatch(new RegExp(`^  --${flag}\\b`, 'm'));
   });
 
   test.each([
