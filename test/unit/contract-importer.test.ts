@@ -78,6 +78,10 @@ describe('the importer pod as the importer reads it', () => {
   const container = pod.spec!.containers[0]!;
   const env = Object.fromEntries((container.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
 
+  test("the controller's default metrics port is the importer's", () => {
+    expect(DEFAULT_CONFIG.importerMetricsPort).toBe(DEFAULT_IMPORTER_METRICS_PORT);
+  });
+
   test('the importer serves progress on the port the controller opened and scrapes', () => {
     expect(decodeMetricsPort(env)).toBe(9100);
     expect(container.ports).toContainEqual(expect.objectContaining({ containerPort: 9100 }));

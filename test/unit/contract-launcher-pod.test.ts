@@ -5,6 +5,7 @@
 
 import { describe, expect, test } from '@jest/globals';
 import type { V1Container } from '@kubernetes/client-node';
+import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { buildLauncherPod, type ClaimInfo, launcherVmi } from '../../controller/vm/launcher-pod.js';
 import { socketPipeCommand } from '../../cli/console-main.js';
 import { parseLauncherArgs } from '../../launcher/main.js';
@@ -17,6 +18,7 @@ import {
   decodeConsoleArgs,
   decodeLauncherArgs,
   decodeLauncherVmi,
+  DEFAULT_LAUNCHER_STATUS_PORT,
   encodeConsoleArgs,
   encodeLauncherArgs,
   encodeLauncherVmi,
@@ -123,6 +125,10 @@ describe('the launcher pod as the launcher reads it', () => {
     expect(decoded).toEqual(launcherVmi(vmi));
     expect(decoded.metadata).toEqual({ name: vmi.metadata.name, namespace: vmi.metadata.namespace, uid: VMI_UID, labels: { app: 'web' } });
     expect(decoded.spec).toEqual(vmi.spec);
+  });
+
+  test("the controller's default status port is the launcher's", () => {
+    expect(DEFAULT_CONFIG.launcherStatusPort).toBe(DEFAULT_LAUNCHER_STATUS_PORT);
   });
 
   test('the container name, the probe path and port, the termination message path', () => {
