@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, Exec, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { GROUP, Plural, VERSION, type VirtualMachineInstance, VmiPhase, VmLabel } from '../src/api/kubevirt.js';
-import { podRuntimePaths } from '../launcher/domain/domain-plan.js';
+import { podRuntimePaths } from '../src/contract/launch-plan.js';
+import { consoleCommandLine, LAUNCHER_CONTAINER } from '../src/contract/launcher-pod.js';
 
 export const CONSOLE_CLUSTER_USAGE = `Usage: ferry console <vmi> [-n NAMESPACE] [--kubeconfig FILE]
        ferry console --socket PATH            (inside the launcher pod, or next to a local launcher)
@@ -24,12 +25,10 @@ export const VNC_USAGE = `Usage: ferry vnc <vmi> [--port PORT] [-n NAMESPACE] [-
 Listens on 127.0.0.1:PORT (default: a free port, printed) and carries each VNC viewer connection to
 the guest's display through the launcher pod.`;
 
-const COMPUTE = 'compute';
-
 /** The command run in the launcher pod to reach one of its sockets. */
 export function socketPipeCommand(vmi: VirtualMachineInstance, which: 'console' | 'vnc'): string[] {
   const paths = podRuntimePaths(vmi.metadata.uid ?? '');
-  return ['ferry', 'console', '--socket', which === 'console' ? paths.consoleSocket : paths.vncSocket];
+  return consoleCommandLine(which === 'console' ? paths.consoleSocket : paths.vncSocket);
 }
 
 /** The VMI's running launcher pod among the pods it created; a clear error when there is none. */
@@ -86,7 +85,7 @@ export async function clusterConsoleCommand(argv: readonly string[], io: Io): Pr
     if (tty) io.stdin.setRawMode(true);
     return await new Promise<number>((resolve, reject) => {
       new Exec(kc)
-        .exec(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '', COMPUTE, socketPipeCommand(vmi, 'console'), io.stdout, io.stderr, io.stdin, tty, (status) => {
+        .exec(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '', LAUNCHER_CONTAINER, socketPipeCommand(vmi, 'console'), io.stdout, io.stderr, io.stdin, tty, (status) => {
           if (tty) io.stdin.setRawMode(false);
           resolve(status.status === 'Success' ? 0 : 1);
         })
@@ -104,7 +103,7 @@ export async function vncCommand(argv: readonly string[], io: Io): Promise<numbe
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FerryError(ErrorCode.InvalidSpec, `--port must be a port number, got "${String(values.port)}"`);
     const server = createServer((client: Socket) => {
       new Exec(kc)
-        .exec(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '', COMPUTE, socketPipeCommand(vmi, 'vnc'), client, null, client, false, () => client.end())
+        .exec(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '', LAUNCHER_CONTAINER, socketPipeCommand(vmi, 'vnc'), client, null, client, false, () => client.end())
         .catch((err: unknown) => {
           io.stderr.write(`error SOURCE_UNAVAILABLE: ${(err as Error).message}\n`);
           client.destroy();

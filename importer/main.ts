@@ -6,9 +6,9 @@
 import { writeFileSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { decodeImportEnv, TargetKind } from '../src/contract/import-spec.js';
+import { decodeImportEnv, decodeMetricsPort, decodeTerminationLog, TargetKind } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
-import { encodeTermination, TERMINATION_MESSAGE_PATH, type TerminationMessage } from '../src/contract/termination.js';
+import { encodeTermination, type TerminationMessage } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, type ImportTuning, parseConnections, runImport } from './engine.js';
 import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Progress, throttled } from './progress.js';
@@ -47,7 +47,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   const logger = createLogger({ name: 'ferry-importer', level: env.FERRY_LOG_LEVEL ?? 'info' });
   // The AWS SDK's "needs Node 22 from 2027" notice is not for pod logs (the SDK reads this itself).
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const terminationPath = env.FERRY_TERMINATION_LOG ?? TERMINATION_MESSAGE_PATH;
+  const terminationPath = decodeTerminationLog(env);
   // Stopped mid-import (pod deleted, node drained): say so, retryably. The disk was never renamed
   // into place, so nothing half-written looks complete.
   process.once('SIGTERM', () => {
@@ -70,7 +70,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     progress.subscribe(
       throttled((s) => logger.info({ phase: s.phase, bytes: s.bytes, total: s.total, percent: Number(s.percent.toFixed(2)) }, 'progress'), 5000, Date.now),
     );
-    const metricsPort = envInt(env, 'FERRY_METRICS_PORT', 8443);
+    const metricsPort = decodeMetricsPort(env);
     if (metricsPort > 0) await serveMetrics(metrics.registry, metricsPort);
     logger.info({ source: spec.source, contentType: spec.contentType, target: spec.target, capacity: spec.capacity }, 'import starting');
     const result = await runImport(spec, { logger, progress, tuning, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) });

@@ -1,10 +1,12 @@
 /**
  * The importer's Prometheus metrics. `kubevirt_cdi_import_progress_total{ownerUID}` keeps CDI's name
- * and meaning (a counter of percent) so existing dashboards and scrapers work unchanged.
+ * and meaning (a counter of percent) so existing dashboards and scrapers work unchanged; the name,
+ * label and path are the contract the import controller scrapes (src/contract/import-progress.ts).
  */
 
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { IMPORTER_METRICS_PATH, ProgressMetric } from '../src/contract/import-progress.js';
 import type { ProgressListener } from './progress.js';
 
 export interface ImporterMetrics {
@@ -15,9 +17,9 @@ export interface ImporterMetrics {
 export function createImporterMetrics(ownerUid: string): ImporterMetrics {
   const registry = new Registry();
   const progress = new Counter({
-    name: 'kubevirt_cdi_import_progress_total',
-    help: 'The import progress in percentage',
-    labelNames: ['ownerUID'],
+    name: ProgressMetric.name,
+    help: ProgressMetric.help,
+    labelNames: [ProgressMetric.ownerLabel],
     registers: [registry],
   });
   const bytes = new Gauge({
@@ -29,7 +31,7 @@ export function createImporterMetrics(ownerUid: string): ImporterMetrics {
   let reported = 0;
   const listener: ProgressListener = (s) => {
     if (s.percent > reported) {
-      progress.inc({ ownerUID: ownerUid }, s.percent - reported);
+      progress.inc({ [ProgressMetric.ownerLabel]: ownerUid }, s.percent - reported);
       reported = s.percent;
     }
     bytes.set({ ownerUID: ownerUid, phase: s.phase }, s.bytes);
@@ -40,7 +42,7 @@ export function createImporterMetrics(ownerUid: string): ImporterMetrics {
 /** Serves GET /metrics; resolves once listening. */
 export async function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<Server> {
   const server = createServer((req, res) => {
-    if (req.method === 'GET' && req.url === '/metrics') {
+    if (req.method === 'GET' && req.url === IMPORTER_METRICS_PATH) {
       registry.metrics().then(
         (text) => {
           res.writeHead(200, { 'content-type': registry.contentType });

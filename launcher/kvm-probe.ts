@@ -11,12 +11,11 @@ import { access, chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Accel } from '../src/contract/launch-plan.js';
+import type { AccelRequest } from '../src/contract/launcher-pod.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 export const KVM_PROBE_TIMEOUT_MS = 3000;
 
-export type AccelRequest = 'auto' | 'kvm' | 'tcg';
-export const ACCEL_REQUESTS: readonly AccelRequest[] = ['auto', 'kvm', 'tcg'];
 
 export type KvmProbeResult = { readonly usable: true } | { readonly usable: false; readonly reason: string };
 

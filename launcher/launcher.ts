@@ -10,12 +10,13 @@ import { dirname, join } from 'node:path';
 import type { Logger } from '../src/logging.js';
 import { domainName, type VirtualMachineInstance } from '../src/api/kubevirt.js';
 import { DEFAULT_GRACE_SECONDS, defaultVmiSpec, validateVmiSpec } from '../src/api/kubevirt-defaults.js';
-import { planDomain, podRuntimePaths } from './domain/domain-plan.js';
+import { planDomain } from './domain/domain-plan.js';
 import { domainXml } from './domain/domain-xml.js';
-import type { Accel, DomainPlan } from '../src/contract/launch-plan.js';
-import { LauncherReason } from '../src/contract/launcher-status.js';
+import { type Accel, type DomainPlan, podRuntimePaths } from '../src/contract/launch-plan.js';
+import type { AccelRequest } from '../src/contract/launcher-pod.js';
+import { type LauncherPhase, LauncherReason, type LauncherStatusBody } from '../src/contract/launcher-status.js';
 import { GuestConsole } from './console.js';
-import { type AccelRequest, decideAccel, probeKvm } from './kvm-probe.js';
+import { decideAccel, probeKvm } from './kvm-probe.js';
 import { fileTail, Libvirtd, qemuLogPath, qemuPidPath, type RunAs } from './libvirtd.js';
 import { failureOutcome, launchError, type Outcome, outcomeOf, type StopAction, stoppedBeforeStart } from './outcome.js';
 import { assertReachable, prepareVolumes, type VolumeDirs } from './volumes.js';
@@ -40,23 +41,6 @@ export interface LauncherConfig {
   /** libvirtd and QEMU run as this user (the launcher runs as root). */
   readonly runAs?: RunAs;
   readonly pollIntervalMs?: number;
-}
-
-export type LauncherPhase = 'Starting' | 'Running' | 'Stopping' | 'Succeeded' | 'Failed';
-
-/** `GET /status`. */
-export interface LauncherStatusBody {
-  readonly phase: LauncherPhase;
-  readonly domain?: string;
-  readonly domainState?: string;
-  readonly domainReason?: string;
-  readonly accel?: Accel;
-  readonly emulation?: boolean;
-  readonly consoleSocket?: string;
-  readonly reason?: string;
-  readonly message?: string;
-  /** Milliseconds from the launcher's start to each step. */
-  readonly timings: Readonly<Record<string, number>>;
 }
 
 export interface LauncherDeps {

@@ -6,31 +6,27 @@
 
 import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { createLogger } from '../src/logging.js';
-import { parseQuantity } from '../src/quantity.js';
 import type { VirtualMachineInstance } from '../src/api/kubevirt.js';
 import { PodPath } from '../src/contract/launch-plan.js';
+import { type AccelRequest, decodeConsoleArgs, decodeLauncherArgs, decodeLauncherVmi, DEFAULT_LAUNCHER_STATUS_PORT, LauncherPodEnv } from '../src/contract/launcher-pod.js';
 import { encodeLauncherStatus, type LauncherStatus } from '../src/contract/launcher-status.js';
+import { TERMINATION_MESSAGE_PATH } from '../src/contract/termination.js';
 import { attachConsole } from './console.js';
-import { ACCEL_REQUESTS, type AccelRequest, KVM_DEVICE } from './kvm-probe.js';
+import { KVM_DEVICE } from './kvm-probe.js';
 import { Launcher, type LauncherConfig } from './launcher.js';
 import type { RunAs } from './libvirtd.js';
 import { failureOutcome } from './outcome.js';
 import { startStatusServer, type StatusServer } from './status-server.js';
 
-/** The environment variable the VM controller passes the VMI in (JSON). */
-export const VMI_ENV = 'FERRY_VMI';
-export const DEFAULT_STATUS_PORT = 8181;
+const VMI_ENV = LauncherPodEnv.Vmi;
+const TERMINATION_LOG = TERMINATION_MESSAGE_PATH;
 export const DEFAULT_QEMU_USER = 'libvirt-qemu';
 export const DEFAULT_EMULATOR = '/usr/bin/qemu-system-x86_64';
-/** libvirt's runtime directory in the launcher pod (an emptyDir). */
-export const POD_LIBVIRT_DIR = '/var/run/libvirt';
-const TERMINATION_LOG = '/dev/termination-log';
 
 export const LAUNCHER_USAGE = `Usage: ferry launcher [--vmi FILE] [options]
 
@@ -47,7 +43,7 @@ Options:
   --serial-log FILE       append everything the guest prints on its serial console to FILE
   --runtime-dir DIR       keep all run-time state under DIR (default: the pod's /var/run paths)
   --cache-dir DIR         libvirt's QEMU capability cache, shared by runs (default ~/.cache/ferry/libvirt)
-  --status-port PORT      HTTP /readyz, /healthz, /status (default ${DEFAULT_STATUS_PORT}; 0: any free port)
+  --status-port PORT      HTTP /readyz, /healthz, /status (default ${DEFAULT_LAUNCHER_STATUS_PORT}; 0: any free port)
   --status-address ADDR   address of that endpoint (default 0.0.0.0)
   --termination-log FILE  where the JSON termination message goes (default ${TERMINATION_LOG} if it exists)
   --qemu-user NAME        when run as root: the user libvirtd and QEMU run as (default ${DEFAULT_QEMU_USER})
@@ -84,71 +80,38 @@ function invalid(message: string): FerryError {
   return new FerryError(ErrorCode.InvalidSpec, message, { details: { reason: 'InvalidSpec' } });
 }
 
-/** Pure: flags (and the two environment variables that give defaults) → options. */
+/** Pure: flags (decoded by the launcher pod contract) and the two environment variables that give defaults → options. */
 export function parseLauncherArgs(argv: readonly string[], env: NodeJS.ProcessEnv): LauncherOptions {
-  const { values, positionals } = parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    options: {
-      vmi: { type: 'string' },
-      'volumes-dir': { type: 'string' },
-      'volume-size': { type: 'string', multiple: true },
-      accel: { type: 'string' },
-      'allow-emulation': { type: 'boolean' },
-      'serial-log': { type: 'string' },
-      'runtime-dir': { type: 'string' },
-      'cache-dir': { type: 'string' },
-      'status-port': { type: 'string' },
-      'status-address': { type: 'string' },
-      'termination-log': { type: 'string' },
-      'qemu-user': { type: 'string' },
-      emulator: { type: 'string' },
-      'log-level': { type: 'string' },
-    },
-  });
-  if (positionals.length > 0) throw invalid(`unexpected argument "${positionals[0]}"`);
-  const accel = values.accel ?? 'auto';
-  if (!(ACCEL_REQUESTS as readonly string[]).includes(accel)) throw invalid(`--accel must be one of ${ACCEL_REQUESTS.join(', ')}, got "${accel}"`);
-  const volumeSizes: Record<string, number> = {};
-  for (const item of values['volume-size'] ?? []) {
-    const eq = item.indexOf('=');
-    if (eq <= 0) throw invalid(`--volume-size wants VOLUME=SIZE (e.g. rootdisk=10Gi), got "${item}"`);
-    volumeSizes[item.slice(0, eq)] = parseQuantity(item.slice(eq + 1));
-  }
-  const portText = values['status-port'];
-  const statusPort = portText === undefined ? DEFAULT_STATUS_PORT : /^\d+$/.test(portText) ? Number(portText) : Number.NaN;
-  if (!Number.isInteger(statusPort) || statusPort > 65535) throw invalid(`--status-port must be 0..65535, got "${portText}"`);
+  const args = decodeLauncherArgs(argv);
   const cacheBase = env.XDG_CACHE_HOME || (env.HOME && env.HOME !== '/' ? join(env.HOME, '.cache') : undefined);
   const abs = (p: string | undefined) => (p === undefined ? undefined : resolve(p));
   return {
-    ...(values.vmi !== undefined ? { vmiFile: values.vmi } : {}),
-    volumesDir: abs(values['volumes-dir']) ?? PodPath.VmiDisks,
-    volumeSizes,
-    accel: accel as AccelRequest,
-    allowEmulation: values['allow-emulation'] === true,
-    ...(values['serial-log'] !== undefined ? { serialLog: abs(values['serial-log']) } : {}),
-    ...(values['runtime-dir'] !== undefined ? { runtimeDir: abs(values['runtime-dir']) } : {}),
-    ...(values['cache-dir'] !== undefined ? { cacheDir: abs(values['cache-dir']) } : cacheBase ? { cacheDir: join(cacheBase, 'ferry', 'libvirt') } : {}),
-    statusPort,
-    statusAddress: values['status-address'] ?? '0.0.0.0',
-    ...(values['termination-log'] !== undefined ? { terminationLog: abs(values['termination-log']) } : existsSync(TERMINATION_LOG) ? { terminationLog: TERMINATION_LOG } : {}),
-    qemuUser: values['qemu-user'] ?? DEFAULT_QEMU_USER,
-    emulator: values.emulator ?? DEFAULT_EMULATOR,
-    logLevel: values['log-level'] ?? 'info',
+    ...(args.vmiFile !== undefined ? { vmiFile: args.vmiFile } : {}),
+    volumesDir: abs(args.volumesDir) ?? PodPath.VmiDisks,
+    volumeSizes: args.volumeSizes,
+    accel: args.accel ?? 'auto',
+    allowEmulation: args.allowEmulation,
+    ...(args.serialLog !== undefined ? { serialLog: abs(args.serialLog) } : {}),
+    ...(args.runtimeDir !== undefined ? { runtimeDir: abs(args.runtimeDir) } : {}),
+    ...(args.cacheDir !== undefined ? { cacheDir: abs(args.cacheDir) } : cacheBase ? { cacheDir: join(cacheBase, 'ferry', 'libvirt') } : {}),
+    statusPort: args.statusPort ?? DEFAULT_LAUNCHER_STATUS_PORT,
+    statusAddress: args.statusAddress ?? '0.0.0.0',
+    ...(args.terminationLog !== undefined ? { terminationLog: abs(args.terminationLog) } : existsSync(TERMINATION_LOG) ? { terminationLog: TERMINATION_LOG } : {}),
+    qemuUser: args.qemuUser ?? DEFAULT_QEMU_USER,
+    emulator: args.emulator ?? DEFAULT_EMULATOR,
+    logLevel: args.logLevel ?? 'info',
   };
 }
 
 async function loadVmi(options: LauncherOptions, env: NodeJS.ProcessEnv): Promise<VirtualMachineInstance> {
-  let text: string;
-  if (options.vmiFile !== undefined) {
-    text = await readFile(options.vmiFile, 'utf8').catch((err: Error) => {
-      throw invalid(`cannot read --vmi ${options.vmiFile}: ${err.message}`);
-    });
-  } else if (env[VMI_ENV]) {
-    text = env[VMI_ENV]!;
-  } else {
-    throw invalid(`no VMI: pass --vmi FILE or set ${VMI_ENV}`);
+  if (options.vmiFile === undefined) {
+    const json = env[VMI_ENV];
+    if (!json) throw invalid(`no VMI: pass --vmi FILE or set ${VMI_ENV}`);
+    return decodeLauncherVmi(json);
   }
+  const text = await readFile(options.vmiFile, 'utf8').catch((err: Error) => {
+    throw invalid(`cannot read --vmi ${options.vmiFile}: ${err.message}`);
+  });
   // Loaded here, not at start-up: client-node takes ~0.7 s to import, and the signal handlers
   // must be in place before that.
   const { loadYaml } = await import('@kubernetes/client-node');
@@ -207,18 +170,34 @@ interface Layout {
   readonly temporary?: string;
 }
 
+/** `<TMPDIR>/ferry-XXXXXX`: short, since libvirt's sockets below it must fit 107 bytes. */
+export const TEMPORARY_ROOT_PREFIX = 'ferry-';
+
+/**
+ * The mode of the launcher's own temporary run-time directory. mkdtemp makes it 0700; when QEMU runs
+ * as another user (the launcher runs as root) it must traverse it to open the cloud-init ISO, the
+ * empty disks and the serial socket below: the directory stays root's and opens to QEMU's group only,
+ * to search, never to list or write (a user that could write it could plant links root follows).
+ */
+export function temporaryRootAccess(runAs: RunAs | undefined): { readonly mode: number; readonly gid?: number } {
+  return runAs ? { mode: 0o710, gid: runAs.gid } : { mode: 0o700 };
+}
+
 /**
  * Everything under --runtime-dir; else, when the VM controller started us (the VMI in $FERRY_VMI),
  * the pod's paths; else (a local run) a temporary directory, removed at the end.
  */
-async function layout(options: LauncherOptions, inPod: boolean): Promise<Layout> {
+async function layout(options: LauncherOptions, inPod: boolean, runAs: RunAs | undefined): Promise<Layout> {
   let root = options.runtimeDir;
   let temporary: string | undefined;
   if (root === undefined) {
-    if (inPod && (await writableDir(POD_LIBVIRT_DIR))) {
-      return { libvirtDir: POD_LIBVIRT_DIR, privateDir: PodPath.Private, cloudInitDir: PodPath.CloudInitDir, secretsDir: PodPath.SecretSources };
+    if (inPod && (await writableDir(PodPath.LibvirtRuntime))) {
+      return { libvirtDir: PodPath.LibvirtRuntime, privateDir: PodPath.Private, cloudInitDir: PodPath.CloudInitDir, secretsDir: PodPath.SecretSources };
     }
-    root = temporary = await mkdtemp(join(tmpdir(), 'ferry-launcher-'));
+    root = temporary = await mkdtemp(join(tmpdir(), TEMPORARY_ROOT_PREFIX));
+    const access = temporaryRootAccess(runAs);
+    if (access.gid !== undefined) await chown(root, process.getuid?.() ?? 0, access.gid);
+    await chmod(root, access.mode);
   }
   await mkdir(root, { recursive: true, mode: 0o755 });
   return {
@@ -272,7 +251,7 @@ export async function launcherCommand(argv: readonly string[], env: NodeJS.Proce
     try {
       const vmi = await loadVmi(options, env);
       const runAs = process.getuid?.() === 0 ? kvmGroup(await lookupUser(options.qemuUser)) : undefined;
-      dirs = await layout(options, options.vmiFile === undefined);
+      dirs = await layout(options, options.vmiFile === undefined, runAs);
       const cache = await writableDir(options.cacheDir);
       config = {
         vmi,
@@ -318,12 +297,12 @@ export async function launcherCommand(argv: readonly string[], env: NodeJS.Proce
 export async function consoleCommand(argv: readonly string[], io: { stdin: NodeJS.ReadStream; stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<number> {
   let socket: string | undefined;
   try {
-    const { values } = parseArgs({ args: [...argv], options: { socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-    if (values.help) {
+    const args = decodeConsoleArgs(argv);
+    if (args.help) {
       io.stderr.write(`${CONSOLE_USAGE}\n`);
       return 0;
     }
-    socket = values.socket;
+    socket = args.socket;
   } catch (err) {
     io.stderr.write(`error INVALID_SPEC: ${(err as Error).message}\n\n${CONSOLE_USAGE}\n`);
     return 2;

@@ -1,15 +1,17 @@
 /**
  * The launcher's HTTP endpoint: `GET /readyz` is 200 while the domain runs (the pod's readiness
  * probe), `GET /healthz` 200 while the process serves, `GET /status` the launcher's status as JSON
- * (the VM controller reads `accel` from it).
+ * (the VM controller reads `accel` from it). Paths and body: src/contract/launcher-{pod,status}.ts.
  */
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { LauncherHttpPath } from '../src/contract/launcher-pod.js';
+import { encodeLauncherStatusBody, type LauncherStatusBody } from '../src/contract/launcher-status.js';
 
 export interface StatusSource {
   ready(): boolean;
-  status(): unknown;
+  status(): LauncherStatusBody;
 }
 
 export interface StatusServer {
@@ -22,13 +24,13 @@ export async function startStatusServer(source: StatusSource, port: number, host
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
-    } else if (path === '/readyz') {
+    } else if (path === LauncherHttpPath.Ready) {
       const ready = source.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ok\n' : 'the domain is not running\n');
-    } else if (path === '/healthz') {
+    } else if (path === LauncherHttpPath.Health) {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    } else if (path === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(source.status())}\n`);
+    } else if (path === LauncherHttpPath.Status) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(encodeLauncherStatusBody(source.status()));
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }

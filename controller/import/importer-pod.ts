@@ -7,7 +7,8 @@
 import { createHash } from 'node:crypto';
 import type { V1EnvVar, V1PersistentVolumeClaim, V1Pod, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
 import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../../src/api/cdi.js';
-import { encodeImportEnv, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
+import { encodeImportEnv, encodeImporterSettings, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
+import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
 import { parseChecksum } from '../../src/checksum.js';
 import { parseQuantity } from '../../src/quantity.js';
@@ -81,14 +82,13 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
   const name = pvc.metadata?.name ?? '';
   const namespace = pvc.metadata?.namespace ?? '';
   const spec = importSpecFor(pvc, request, config, options);
-  const env: V1EnvVar[] = Object.entries(encodeImportEnv(spec)).map(([k, v]) => ({ name: k, value: v }));
+  const env: V1EnvVar[] = Object.entries({ ...encodeImportEnv(spec), ...encodeImporterSettings({ metricsPort: config.importerMetricsPort }) }).map(([k, v]) => ({ name: k, value: v }));
   if (request.secretName) {
     env.push(
       { name: ImportEnv.AccessKeyId, valueFrom: { secretKeyRef: { name: request.secretName, key: 'accessKeyId', optional: true } } },
       { name: ImportEnv.SecretKey, valueFrom: { secretKeyRef: { name: request.secretName, key: 'secretKey', optional: true } } },
     );
   }
-  env.push({ name: 'FERRY_METRICS_PORT', value: String(config.importerMetricsPort) });
 
   const volumes: V1Volume[] = [{ name: 'data', persistentVolumeClaim: { claimName: name } }];
   const mounts: V1VolumeMount[] = [];
@@ -138,7 +138,7 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
           resources: config.importerResources,
           volumeMounts: mounts,
           ...(devices.length > 0 ? { volumeDevices: devices } : {}),
-          terminationMessagePath: '/dev/termination-log',
+          terminationMessagePath: TERMINATION_MESSAGE_PATH,
           terminationMessagePolicy: 'FallbackToLogsOnError',
           securityContext: {
             allowPrivilegeEscalation: false,

@@ -10,13 +10,12 @@ import { MiB, parseQuantity } from '../../src/quantity.js';
 import { API_VERSION, claimOf, Kind, VmAnnotation, type VirtualMachineInstance, vmiId, VmLabel } from '../../src/api/kubevirt.js';
 import { guestMemoryBytes, vcpuCount } from '../../src/api/kubevirt-defaults.js';
 import { cloudInitSecretDir, PodPath } from '../../src/contract/launch-plan.js';
+import { decodeLauncherVmi, encodeLauncherVmi, LAUNCHER_CONTAINER, launcherCommandLine, LauncherHttpPath, LauncherPodEnv } from '../../src/contract/launcher-pod.js';
+import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { memoryOverheadBytes } from '../../src/api/vm-overhead.js';
 
 /** The UID KubeVirt's launcher and QEMU run as (the `qemu` user); PVC files are group-owned by it. */
 export const LAUNCHER_UID = 107;
-export const COMPUTE_CONTAINER = 'compute';
-/** Environment variable carrying the VMI (JSON) into the launcher. */
-export const VMI_ENV = 'FERRY_VMI';
 /** KubeVirt pads the pod's grace period so the launcher can still destroy a guest that ignored ACPI. */
 export const GRACE_PADDING_SECONDS = 30;
 /** Requested CPU per vCPU: KubeVirt's default cpuAllocationRatio of 10. */
@@ -86,24 +85,14 @@ function podAnnotations(vmi: VirtualMachineInstance, overhead: number): Record<s
   return {
     ...copied,
     [VmAnnotation.Domain]: vmi.metadata.name ?? '',
-    [VmAnnotation.DefaultContainer]: COMPUTE_CONTAINER,
+    [VmAnnotation.DefaultContainer]: LAUNCHER_CONTAINER,
     [VmAnnotation.MemoryOverhead]: String(overhead),
   };
 }
 
-/** The VMI as the launcher receives it: identity and spec, nothing the controller owns. */
+/** The VMI as the launcher receives it (`$FERRY_VMI`): identity and spec, nothing the controller owns. */
 export function launcherVmi(vmi: VirtualMachineInstance): VirtualMachineInstance {
-  return {
-    apiVersion: API_VERSION,
-    kind: Kind.VMI,
-    metadata: {
-      name: vmi.metadata.name ?? '',
-      namespace: vmi.metadata.namespace ?? 'default',
-      uid: vmi.metadata.uid ?? '',
-      ...(vmi.metadata.labels ? { labels: vmi.metadata.labels } : {}),
-    },
-    spec: vmi.spec,
-  };
+  return decodeLauncherVmi(encodeLauncherVmi(vmi));
 }
 
 interface Storage {
@@ -140,7 +129,7 @@ function storageFor(vmi: VirtualMachineInstance, claims: ReadonlyMap<string, Cla
   for (const [name, mountPath] of [
     ['private', PodPath.Private],
     ['ephemeral-disks', PodPath.EphemeralDisks],
-    ['libvirt-runtime', '/var/run/libvirt'],
+    ['libvirt-runtime', PodPath.LibvirtRuntime],
   ] as const) {
     volumes.push({ name, emptyDir: {} });
     mounts.push({ name, mountPath });
@@ -156,30 +145,30 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     (iface.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), containerPort: p.port, protocol: p.protocol ?? 'TCP' })),
   );
   const grace = spec.terminationGracePeriodSeconds ?? 30;
-  const args = ['launcher', '--status-port', String(config.launcherStatusPort), '--accel', 'auto'];
-  if (config.allowEmulation) args.push('--allow-emulation');
   // A missing or smaller disk.img on a filesystem PVC is created/grown to the PVC's size.
+  const volumeSizes: Record<string, number> = {};
   for (const volume of spec.volumes ?? []) {
     const claim = claimOf(volume);
     const info = claim ? claims.get(claim.claimName) : undefined;
-    if (claim && info && !info.block && !claim.readOnly && info.capacityBytes !== undefined) args.push('--volume-size', `${volume.name}=${info.capacityBytes}`);
+    if (claim && info && !info.block && !claim.readOnly && info.capacityBytes !== undefined) volumeSizes[volume.name] = info.capacityBytes;
   }
+  const commandLine = launcherCommandLine({ statusPort: config.launcherStatusPort, accel: 'auto', allowEmulation: config.allowEmulation, volumeSizes });
   const container: V1Container = {
-    name: COMPUTE_CONTAINER,
+    name: LAUNCHER_CONTAINER,
     image: config.launcherImage,
     imagePullPolicy: config.launcherPullPolicy,
-    command: ['ferry'],
-    args,
+    command: commandLine.command,
+    args: commandLine.args,
     env: [
-      { name: VMI_ENV, value: JSON.stringify(launcherVmi(vmi)) },
-      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: LauncherPodEnv.Vmi, value: encodeLauncherVmi(vmi) },
+      { name: LauncherPodEnv.PodName, valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     ],
     resources: { requests, ...(Object.keys(limits).length > 0 ? { limits } : {}) },
     ports: [...ports, { name: 'launcher-status', containerPort: config.launcherStatusPort, protocol: 'TCP' }],
-    readinessProbe: { httpGet: { path: '/readyz', port: config.launcherStatusPort }, periodSeconds: 2, failureThreshold: 2 },
+    readinessProbe: { httpGet: { path: LauncherHttpPath.Ready, port: config.launcherStatusPort }, periodSeconds: 2, failureThreshold: 2 },
     volumeMounts: storage.mounts,
     ...(storage.devices.length > 0 ? { volumeDevices: storage.devices } : {}),
-    terminationMessagePath: '/dev/termination-log',
+    terminationMessagePath: TERMINATION_MESSAGE_PATH,
     terminationMessagePolicy: 'FallbackToLogsOnError',
     securityContext: {
       allowPrivilegeEscalation: false,

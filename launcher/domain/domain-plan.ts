@@ -8,7 +8,7 @@
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { type Disk, DiskBus, type Interface, type VirtualMachineInstance, domainName } from '../../src/api/kubevirt.js';
 import { guestMemoryBytes } from '../../src/api/kubevirt-defaults.js';
-import { type Accel, type DomainPlan, PodPath, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
+import type { Accel, DomainPlan, ResolvedDisk, ResolvedInterface } from '../../src/contract/launch-plan.js';
 
 /** What one volume is on this pod, as the launcher found it. */
 export interface VolumeOnPod {
@@ -53,30 +53,6 @@ export const NIC_DEVICES: Readonly<Record<string, string>> = Object.freeze({
   e1000e: 'e1000e',
   rtl8139: 'rtl8139',
 });
-
-/** KubeVirt's per-VMI socket paths inside the pod: `<Private>/<vmi uid>/virt-serial0` etc. */
-export function podRuntimePaths(vmiUid: string, privateDir: string = PodPath.Private): {
-  serialSocket: string;
-  serialLog: string;
-  vncSocket: string;
-  /** The launcher's own console endpoint (replay + live output, many readers). */
-  consoleSocket: string;
-} {
-  const dir = `${privateDir}/${vmiUid}`;
-  return { serialSocket: `${dir}/virt-serial0`, serialLog: `${dir}/virt-serial0-log`, vncSocket: `${dir}/virt-vnc`, consoleSocket: `${dir}/console.sock` };
-}
-
-/** Where KubeVirt puts a volume's disk in the pod, by what backs it. */
-export function podVolumePath(
-  volume: { name: string; emptyDisk?: unknown; cloudInitNoCloud?: unknown },
-  vmi: Pick<VirtualMachineInstance, 'metadata'>,
-  mode: 'filesystem' | 'block' = 'filesystem',
-): string {
-  if (volume.cloudInitNoCloud) return `${PodPath.CloudInitDir}/${vmi.metadata.namespace ?? 'default'}/${vmi.metadata.name ?? ''}/noCloud.iso`;
-  if (volume.emptyDisk) return `${PodPath.EmptyDisks}/${volume.name}.qcow2`;
-  if (mode === 'block') return `${PodPath.BlockDir}/${volume.name}`;
-  return `${PodPath.VmiDisks}/${volume.name}/${PodPath.DiskFile}`;
-}
 
 /** The masquerade addresses of a guest network: gateway the 2nd address, guest the 3rd (KubeVirt). */
 export function masqueradeAddresses(cidr: string): { network: string; prefix: number; gateway: string; guest: string } {

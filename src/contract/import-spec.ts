@@ -8,6 +8,8 @@
 import { type Checksum, formatChecksum, parseChecksum } from '../checksum.js';
 import { ErrorCode, FerryError } from '../errors.js';
 import { parseQuantity } from '../quantity.js';
+import { DEFAULT_IMPORTER_METRICS_PORT } from './import-progress.js';
+import { TERMINATION_MESSAGE_PATH } from './termination.js';
 
 export const ImportSource = {
   Http: 'http',
@@ -92,6 +94,10 @@ export const ImportEnv = {
   HttpProxy: 'http_proxy',
   HttpsProxy: 'https_proxy',
   NoProxy: 'no_proxy',
+  /** Where the importer serves its progress metric (import-progress.ts); 0: not at all. */
+  MetricsPort: 'FERRY_METRICS_PORT',
+  /** Where the importer writes its termination message; only a harness outside a pod sets it. */
+  TerminationLog: 'FERRY_TERMINATION_LOG',
 } as const;
 
 export const DEFAULT_FILESYSTEM_OVERHEAD = 0.06;
@@ -220,5 +226,44 @@ export function encodeImportEnv(spec: ImportSpec): Record<string, string> {
   if (spec.proxy.httpProxy !== undefined) env[ImportEnv.HttpProxy] = spec.proxy.httpProxy;
   if (spec.proxy.httpsProxy !== undefined) env[ImportEnv.HttpsProxy] = spec.proxy.httpsProxy;
   if (spec.proxy.noProxy !== undefined) env[ImportEnv.NoProxy] = spec.proxy.noProxy;
+  return env;
+}
+
+/**
+ * How the importer process runs, beside the spec: where it serves progress and writes its
+ * termination message. Also read from the pod's environment; the controller sets the port.
+ */
+export interface ImporterSettings {
+  readonly metricsPort: number;
+  readonly terminationLog: string;
+}
+
+/** `$FERRY_METRICS_PORT`, default 8443; 0 turns the endpoint off. Throws INVALID_SPEC naming it. */
+export function decodeMetricsPort(env: Env): number {
+  const text = env[ImportEnv.MetricsPort];
+  if (text === undefined || text === '') return DEFAULT_IMPORTER_METRICS_PORT;
+  const port = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!(port >= 0 && port <= 65535)) throw new FerryError(ErrorCode.InvalidSpec, `${ImportEnv.MetricsPort} must be a port number (0..65535), got "${text}"`);
+  return port;
+}
+
+/** `$FERRY_TERMINATION_LOG`, default the kubelet's /dev/termination-log. Never throws: it is where errors go. */
+export function decodeTerminationLog(env: Env): string {
+  return env[ImportEnv.TerminationLog] || TERMINATION_MESSAGE_PATH;
+}
+
+/**
+ * The settings as environment variables (those given). Decoded by two functions, since the importer
+ * needs the termination log before anything can fail and the port only once it is running.
+ */
+export function encodeImporterSettings(settings: Partial<ImporterSettings>): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (settings.metricsPort !== undefined) {
+    if (!Number.isInteger(settings.metricsPort) || settings.metricsPort < 0 || settings.metricsPort > 65535) {
+      throw new FerryError(ErrorCode.InvalidSpec, `the metrics port must be 0..65535, got ${settings.metricsPort}`);
+    }
+    env[ImportEnv.MetricsPort] = String(settings.metricsPort);
+  }
+  if (settings.terminationLog !== undefined) env[ImportEnv.TerminationLog] = settings.terminationLog;
   return env;
 }

@@ -5,7 +5,7 @@
  * it. Paths follow KubeVirt's pod layout so PVC contents and habits carry over.
  */
 
-import type { DiskBus } from '../api/kubevirt.js';
+import type { DiskBus, VirtualMachineInstance } from '../api/kubevirt.js';
 
 /** KubeVirt's paths inside the launcher pod. */
 export const PodPath = {
@@ -20,8 +20,34 @@ export const PodPath = {
   Private: '/var/run/kubevirt-private',
   EphemeralDisks: '/var/run/kubevirt-ephemeral-disks',
   CloudInitDir: '/var/run/kubevirt-ephemeral-disks/cloud-init-data',
+  /** libvirt's runtime directory (an emptyDir): the daemon's state, QEMU's logs, the empty disks. */
+  LibvirtRuntime: '/var/run/libvirt',
   EmptyDisks: '/var/run/libvirt/empty-disks',
 } as const;
+
+/** KubeVirt's per-VMI socket paths inside the pod: `<Private>/<vmi uid>/virt-serial0` etc. */
+export function podRuntimePaths(vmiUid: string, privateDir: string = PodPath.Private): {
+  serialSocket: string;
+  serialLog: string;
+  vncSocket: string;
+  /** The launcher's own console endpoint (replay + live output, many readers). */
+  consoleSocket: string;
+} {
+  const dir = `${privateDir}/${vmiUid}`;
+  return { serialSocket: `${dir}/virt-serial0`, serialLog: `${dir}/virt-serial0-log`, vncSocket: `${dir}/virt-vnc`, consoleSocket: `${dir}/console.sock` };
+}
+
+/** Where KubeVirt puts a volume's disk in the pod, by what backs it. */
+export function podVolumePath(
+  volume: { name: string; emptyDisk?: unknown; cloudInitNoCloud?: unknown },
+  vmi: Pick<VirtualMachineInstance, 'metadata'>,
+  mode: 'filesystem' | 'block' = 'filesystem',
+): string {
+  if (volume.cloudInitNoCloud) return `${PodPath.CloudInitDir}/${vmi.metadata.namespace ?? 'default'}/${vmi.metadata.name ?? ''}/noCloud.iso`;
+  if (volume.emptyDisk) return `${PodPath.EmptyDisks}/${volume.name}.qcow2`;
+  if (mode === 'block') return `${PodPath.BlockDir}/${volume.name}`;
+  return `${PodPath.VmiDisks}/${volume.name}/${PodPath.DiskFile}`;
+}
 
 /**
  * Where the launcher pod has a cloud-init secret: `<SecretSources>/<volume>` for user data and

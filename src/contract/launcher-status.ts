@@ -1,7 +1,9 @@
 /**
- * The launcher's termination message: how the guest ended, written by the launcher to
- * /dev/termination-log and read by the VM controller from the pod's container status. One JSON
- * object of at most 4096 bytes (the kubelet's limit): `{"phase","reason","message","accel"}`.
+ * What the launcher tells the VM controller, two ways. The termination message: how the guest
+ * ended, written by the launcher to /dev/termination-log and read by the VM controller from the
+ * pod's container status; one JSON object of at most 4096 bytes (the kubelet's limit):
+ * `{"phase","reason","message","accel"}`. And the live `GET /status` body (launcher-pod.ts has the
+ * port and path) while it runs: its phase, the domain's state, the accelerator.
  */
 
 export const LAUNCHER_STATUS_MAX_BYTES = 4096;
@@ -92,4 +94,61 @@ export const LAUNCHER_REASONS: Readonly<Record<LauncherReason, { readonly phase:
 
 export function isLauncherReason(value: string): value is LauncherReason {
   return Object.prototype.hasOwnProperty.call(LAUNCHER_REASONS, value);
+}
+
+/** The launcher's phase in `GET /status`: the termination phases and the ones before. */
+export type LauncherPhase = 'Starting' | 'Running' | 'Stopping' | LauncherStatus['phase'];
+const LAUNCHER_PHASES: readonly string[] = ['Starting', 'Running', 'Stopping', 'Succeeded', 'Failed'];
+
+/** The `GET /status` body. */
+export interface LauncherStatusBody {
+  readonly phase: LauncherPhase;
+  /** libvirt's domain name, `<namespace>_<name>`. */
+  readonly domain?: string;
+  /** `virsh domstate --reason`: state and reason. */
+  readonly domainState?: string;
+  readonly domainReason?: string;
+  readonly accel?: 'kvm' | 'tcg';
+  /** The guest runs under TCG (software emulation): the controller reports it as a condition. */
+  readonly emulation?: boolean;
+  readonly consoleSocket?: string;
+  /** Once the run ended: its reason and message, as in the termination message. */
+  readonly reason?: string;
+  readonly message?: string;
+  /** Milliseconds from the launcher's start to each step. */
+  readonly timings: Readonly<Record<string, number>>;
+}
+
+export function encodeLauncherStatusBody(body: LauncherStatusBody): string {
+  return `${JSON.stringify(body)}\n`;
+}
+
+/** The body, or undefined for anything that is not one (an older launcher, a proxy's error page). */
+export function decodeLauncherStatusBody(text: string): LauncherStatusBody | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const v = value as Record<string, unknown>;
+  if (typeof v.phase !== 'string' || !LAUNCHER_PHASES.includes(v.phase)) return undefined;
+  const str = (key: string) => (typeof v[key] === 'string' ? { [key]: v[key] as string } : {});
+  const timings: Record<string, number> = {};
+  if (v.timings !== null && typeof v.timings === 'object') {
+    for (const [step, ms] of Object.entries(v.timings as Record<string, unknown>)) if (typeof ms === 'number') timings[step] = ms;
+  }
+  return {
+    phase: v.phase as LauncherPhase,
+    ...str('domain'),
+    ...str('domainState'),
+    ...str('domainReason'),
+    ...(v.accel === 'kvm' || v.accel === 'tcg' ? { accel: v.accel } : {}),
+    ...(typeof v.emulation === 'boolean' ? { emulation: v.emulation } : {}),
+    ...str('consoleSocket'),
+    ...str('reason'),
+    ...str('message'),
+    timings,
+  };
 }

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, type Stats, statSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { decodeLauncherStatus } from '../../src/contract/launcher-status.js';
@@ -107,8 +107,16 @@ function chownTree(path: string, user: { uid: number; gid: number }): void {
   if (statSync(path).isDirectory()) for (const entry of readdirSync(path)) chownTree(join(path, entry), user);
 }
 
+interface LaunchOptions {
+  /** Run as this user instead of the test's own. */
+  readonly user?: { uid: number; gid: number };
+  /** Leave --runtime-dir out: the launcher makes its own temporary one (TMPDIR: the test's directory, short for libvirt's sockets). */
+  readonly ownRuntimeDir?: boolean;
+}
+
 /** A VMI directory like the pod's (volumes/rootdisk/disk.img) and a running `ferry launcher`. */
-async function launch(v: Vmi, extraArgs: readonly string[], user?: { uid: number; gid: number }): Promise<Run> {
+async function launch(v: Vmi, extraArgs: readonly string[], options: LaunchOptions = {}): Promise<Run> {
+  const { user } = options;
   const root = join(dir, v.name);
   mkdirSync(join(root, 'volumes', 'rootdisk'), { recursive: true });
   copyFileSync(bootDisk, join(root, 'volumes', 'rootdisk', 'disk.img'));
@@ -125,7 +133,7 @@ async function launch(v: Vmi, extraArgs: readonly string[], user?: { uid: number
       'launcher',
       '--vmi', join(root, 'vmi.yaml'),
       '--volumes-dir', join(root, 'volumes'),
-      '--runtime-dir', run.runtimeDir,
+      ...(options.ownRuntimeDir ? [] : ['--runtime-dir', run.runtimeDir]),
       '--serial-log', run.serialLog,
       '--termination-log', run.terminationLog,
       '--status-port', String(statusPort),
@@ -136,7 +144,8 @@ async function launch(v: Vmi, extraArgs: readonly string[], user?: { uid: number
     mkdirSync(join(root, 'home'));
     chownTree(root, user);
   }
-  const proc = user ? startAs(user, join(root, 'home'), args) : startFerry(args, {}, BOOT_TIMEOUT);
+  const env = options.ownRuntimeDir ? { TMPDIR: dir } : {};
+  const proc = user ? startAs(user, join(root, 'home'), args) : startFerry(args, env, BOOT_TIMEOUT);
   return { ...run, proc };
 }
 
@@ -317,13 +326,36 @@ describe('ferry launcher as an unprivileged user (the restricted pod)', () => {
     const passwd = process.getuid?.() === 0 ? execFileSync('getent', ['passwd', 'libvirt-qemu'], { encoding: 'utf8' }).split(':') : undefined;
     const user = passwd ? { uid: Number(passwd[2]), gid: Number(passwd[3]) } : undefined;
     const marker = randomBytes(6).toString('hex');
-    const run = await launch({ name: 'nonroot', userData: `#cloud-config\nferry-marker: ${marker}` }, ['--allow-emulation'], user);
+    const run = await launch({ name: 'nonroot', userData: `#cloud-config\nferry-marker: ${marker}` }, ['--allow-emulation'], user ? { user } : {});
     const result = await run.proc.done;
     expect(result.code).toBe(0);
     expect(readFileSync(run.serialLog, 'latin1')).toContain(`FERRY-CLOUDINIT ${marker}`);
     expect(termination(run)).toMatchObject({ phase: 'Succeeded', reason: 'Shutdown', accel: 'tcg' });
     // The capability cache landed in that user's home.
     expect(readdirSync(join(run.root, 'home', '.cache', 'ferry', 'libvirt')).some((f) => f.endsWith('.xml'))).toBe(true);
+  }, BOOT_TIMEOUT);
+});
+
+describe('ferry launcher as root without --runtime-dir (the README\'s local command)', () => {
+  test('its own temporary run-time folder is reachable by QEMU: the cloud-init ISO is read, exit 0', async () => {
+    if (process.getuid?.() !== 0) return; // only root drops QEMU to another user
+    const marker = randomBytes(6).toString('hex');
+    const run = await launch({ name: 'readme', userData: `#cloud-config\nferry-marker: ${marker}` }, ['--allow-emulation'], { ownRuntimeDir: true });
+    // While the guest runs: the temporary folder is root's, open to QEMU's group only, to search, not to list or write.
+    let st: Stats | undefined;
+    const watch = setInterval(() => {
+      const own = readdirSync(dir).find((n) => n.startsWith('ferry-'));
+      st = (own !== undefined ? statSync(join(dir, own), { throwIfNoEntry: false }) : undefined) ?? st;
+    }, 100);
+    const result = await run.proc.done.finally(() => clearInterval(watch));
+    expect({ code: result.code, termination: termination(run) }).toMatchObject({ code: 0, termination: { phase: 'Succeeded', reason: 'Shutdown', accel: 'tcg' } });
+    expect(readFileSync(run.serialLog, 'latin1')).toContain(`FERRY-CLOUDINIT ${marker}`);
+    // QEMU's group: libvirt-qemu's own, or /dev/kvm's where that device is open to its group.
+    const qemuGroups = [Number(execFileSync('getent', ['passwd', 'libvirt-qemu'], { encoding: 'utf8' }).split(':')[3]), statSync('/dev/kvm', { throwIfNoEntry: false })?.gid];
+    expect(st && { mode: (st.mode & 0o777).toString(8), uid: st.uid }).toEqual({ mode: '710', uid: 0 });
+    expect(qemuGroups).toContain(st?.gid);
+    // Removed at the end.
+    expect(readdirSync(dir).filter((n) => n.startsWith('ferry-'))).toEqual([]);
   }, BOOT_TIMEOUT);
 });
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { formatProgress, parseProgress } from '../../controller/import/progress-scrape.js';
+import { formatProgress } from '../../controller/import/progress-scrape.js';
+import { decodeProgress as parseProgress } from '../../src/contract/import-progress.js';
 
 const UID = '6f1c1f5e-0000-4000-8000-000000000001';
 const OTHER = '6f1c1f5e-0000-4000-8000-000000000002';

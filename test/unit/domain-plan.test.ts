@@ -6,11 +6,10 @@ import {
   type LauncherEnv,
   masqueradeAddresses,
   planDomain,
-  podRuntimePaths,
-  podVolumePath,
   stableMac,
   type VolumeOnPod,
 } from '../../launcher/domain/domain-plan.js';
+import { podRuntimePaths, podVolumePath } from '../../src/contract/launch-plan.js';
 import { codeOf, ferryErrorOf } from './helpers.js';
 
 /** A defaulted VMI; 128Mi of guest memory unless the domain says otherwise. */

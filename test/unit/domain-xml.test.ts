@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { describe, expect, test } from '@jest/globals';
 import { API_VERSION, Kind, type VirtualMachineInstance, type VmiSpec } from '../../src/api/kubevirt.js';
 import { defaultVmiSpec } from '../../src/api/kubevirt-defaults.js';
-import { type LauncherEnv, planDomain, podRuntimePaths, podVolumePath } from '../../launcher/domain/domain-plan.js';
+import { type LauncherEnv, planDomain } from '../../launcher/domain/domain-plan.js';
 import { domainXml, networkArgs, xmlEscape } from '../../launcher/domain/domain-xml.js';
-import type { DomainPlan } from '../../src/contract/launch-plan.js';
+import { type DomainPlan, podRuntimePaths, podVolumePath } from '../../src/contract/launch-plan.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 import { codeOf } from './helpers.js';
 

@@ -3,7 +3,8 @@
 import { describe, expect, test } from '@jest/globals';
 import { ErrorCode } from '../../src/errors.js';
 import { PodPath } from '../../src/contract/launch-plan.js';
-import { DEFAULT_STATUS_PORT, parseLauncherArgs } from '../../launcher/main.js';
+import { DEFAULT_LAUNCHER_STATUS_PORT, LAUNCHER_FLAGS } from '../../src/contract/launcher-pod.js';
+import { LAUNCHER_USAGE, parseLauncherArgs, temporaryRootAccess } from '../../launcher/main.js';
 import { codeOf } from './helpers.js';
 
 describe('parseLauncherArgs', () => {
@@ -14,7 +15,7 @@ describe('parseLauncherArgs', () => {
       volumeSizes: {},
       accel: 'auto',
       allowEmulation: false,
-      statusPort: DEFAULT_STATUS_PORT,
+      statusPort: DEFAULT_LAUNCHER_STATUS_PORT,
       statusAddress: '0.0.0.0',
       qemuUser: 'libvirt-qemu',
       emulator: '/usr/bin/qemu-system-x86_64',
@@ -52,6 +53,10 @@ describe('parseLauncherArgs', () => {
     expect(parseLauncherArgs([], { HOME: '/' }).cacheDir).toBeUndefined();
   });
 
+  test.each(LAUNCHER_FLAGS)('the usage documents --%s', (flag) => {
+    expect(LAUNCHER_USAGE).toMatch(new RegExp(`^  --${flag}\\b`, 'm'));
+  });
+
   test.each([
     [['--accel', 'hvf']],
     [['--volume-size', 'rootdisk']],
@@ -61,5 +66,15 @@ describe('parseLauncherArgs', () => {
     [['extra']],
   ])('%j is invalid', (argv) => {
     expect(codeOf(() => parseLauncherArgs(argv, {}))).toBe(ErrorCode.InvalidSpec);
+  });
+});
+
+describe('temporaryRootAccess (no --runtime-dir)', () => {
+  test('QEMU as another user: its group may search the folder, nobody else may, nobody but root writes it', () => {
+    expect(temporaryRootAccess({ uid: 999, gid: 995 })).toEqual({ mode: 0o710, gid: 995 });
+  });
+
+  test('QEMU as the launcher itself: private', () => {
+    expect(temporaryRootAccess(undefined)).toEqual({ mode: 0o700 });
   });
 });
