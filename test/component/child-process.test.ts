@@ -1,6 +1,6 @@
 /** runTool against real tools: output, exit status with stderr tail, missing binary, time limit. */
 import { ErrorCode, FerryError } from '../../src/errors.js';
-import { runTool, stderrTail } from '../../src/child-process.js';
+import { runTool, stderrTail } from '../../src/io/child-process.js';
 
 async function failure(p: Promise<unknown>): Promise<FerryError> {
   try {

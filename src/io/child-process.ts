@@ -7,7 +7,7 @@
  */
 
 import { execFile } from 'node:child_process';
-import { ErrorCode, FerryError } from './errors.js';
+import { ErrorCode, FerryError } from '../errors.js';
 
 export interface RunToolOptions {
   readonly timeoutMs: number;
