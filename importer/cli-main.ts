@@ -8,12 +8,13 @@ import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parseChecksum } from '../src/checksum.js';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } from '../src/contract/import-spec.js';
+import { ContentType, type ImportSpec, ImportSource, validateSpec } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
 import { DEFAULT_TUNING, parseConnections, runImport } from './engine.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
+import { destTargetKind, type PathFacts, pathFacts } from './target.js';
 
 export const IMPORT_USAGE = `Usage: ferry import --url <URL|path> --dest <file|block device|directory> [options]
 
@@ -23,7 +24,9 @@ raw disk file or block device, or extracts a tar archive into a directory.
 Options:
   --url <URL|path>         http(s) URL, s3://bucket/key or local file (required unless --blank);
                            docker://host[:port]/repo:tag (or @sha256:digest): a containerDisk image's disk/
-  --dest <path>            raw disk file or block device to write; a directory for --content-type archive
+  --dest <path>            raw disk file (written as <path>.ferry-partial, renamed when complete) or
+                           block device (written in place); a directory for --content-type archive;
+                           character devices, FIFOs and sockets are refused
   --size <bytes|Ki|Mi|Gi>  target capacity (default: the image's virtual size)
   --blank                  create an empty raw disk of --size instead of importing
   --checksum <algo>:<hex>  verify the source bytes (md5, sha1, sha256, sha512)
@@ -81,7 +84,13 @@ function s3Fields(str: (k: string) => string | undefined, s3: boolean, env: Node
   };
 }
 
-export function buildSpec(values: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv = {}): ImportSpec {
+const NOTHING_THERE: PathFacts = Object.freeze({ self: 'missing', resolved: 'missing' });
+
+/**
+ * Pure: the spec the flags describe. `destNow` is what is at --dest now (pathFacts): a block
+ * device is written in place, a character device, FIFO or socket refused (destTargetKind).
+ */
+export function buildSpec(values: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv = {}, destNow: PathFacts = NOTHING_THERE): ImportSpec {
   const str = (k: string): string | undefined => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
   const dest = str('dest');
   if (dest === undefined) throw new FerryError(ErrorCode.InvalidSpec, '--dest is required');
@@ -101,6 +110,7 @@ export function buildSpec(values: Record<string, string | boolean | undefined>, 
         : /^docker:\/\//i.test(url ?? '')
           ? ImportSource.Registry
           : ImportSource.File;
+  const kind = destTargetKind(contentType, destNow, resolve(dest));
   const username = str('username');
   const password = str('password');
   if ((username === undefined) !== (password === undefined)) {
@@ -113,7 +123,7 @@ export function buildSpec(values: Record<string, string | boolean | undefined>, 
     source,
     endpoint: blank ? '' : (url ?? ''),
     contentType,
-    target: { kind: contentType === ContentType.Archive ? TargetKind.Directory : TargetKind.File, path: resolve(dest) },
+    target: { kind, path: resolve(dest) },
     ...(username !== undefined && password !== undefined ? { credentials: { username, password } } : {}),
     ...(ca !== undefined ? { caPath: resolve(ca) } : {}),
     insecureTls: values.insecure === true,
@@ -181,7 +191,8 @@ export async function importCommand(io: CliIo): Promise<number> {
     return 0;
   }
   try {
-    const spec = buildSpec(values, io.env);
+    const dest = typeof values.dest === 'string' ? resolve(values.dest) : undefined;
+    const spec = buildSpec(values, io.env, dest !== undefined ? await pathFacts(dest) : undefined);
     const retries = positiveInt('--retries', values.retries as string | undefined, DEFAULT_TUNING.attempts);
     const connections = values.connections === undefined ? DEFAULT_TUNING.connections : parseConnections(String(values.connections), '--connections');
     const idle = positiveInt('--idle-timeout', values['idle-timeout'] as string | undefined, DEFAULT_TUNING.http.idleMs / 1000);

@@ -15,7 +15,7 @@ import { type FileHandle, lstat, mkdir, open, rename, rm, stat, unlink } from 'n
 import { dirname, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { type ImportSpec, TargetKind } from '../src/contract/import-spec.js';
+import { ContentType, type ImportSpec, TargetKind } from '../src/contract/import-spec.js';
 import { usableSpace } from '../src/quantity.js';
 
 const run = promisify(execFile);
@@ -73,6 +73,22 @@ export function partialPathOf(path: string): string {
 
 const SPECIAL: readonly NodeKind[] = ['character device', 'fifo', 'socket'];
 const DEST_TAKES = '--dest takes a disk file (created or replaced), a block device, or a directory for --content-type archive';
+
+/**
+ * Pure: the target kind the CLI's `--dest` stands for. A block device (or a link to one, as
+ * /dev/disk/by-id/... are) is written in place; a character device, FIFO or socket is refused
+ * (INVALID_SPEC: the request names something that is not a disk, and replacing it by a file —
+ * /dev/null as root — is never what was meant); anything else is a file, created under its name
+ * when complete. Directories are left to prepareTarget, which says what is wrong.
+ */
+export function destTargetKind(contentType: ContentType, facts: PathFacts, path: string): TargetKind {
+  refuseSpecial(facts, path);
+  if (contentType === ContentType.Archive) {
+    if (facts.resolved === 'block device') throw new FerryError(ErrorCode.InvalidSpec, `${path} is a block device; an archive is extracted into a directory`);
+    return TargetKind.Directory;
+  }
+  return facts.resolved === 'block device' ? TargetKind.Block : TargetKind.File;
+}
 
 function refuseSpecial(facts: PathFacts, path: string): void {
   const special = SPECIAL.find((k) => k === facts.resolved || k === facts.self);
