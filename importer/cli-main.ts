@@ -11,10 +11,31 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { ContentType, type ImportSpec, ImportSource, validateSpec } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
-import { DEFAULT_TUNING, parseConnections, runImport } from './engine.js';
+import { DEFAULT_TUNING, runImport } from './engine.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
+import { localPathOf } from './sources/file-source.js';
 import { destTargetKind, type PathFacts, pathFacts } from './target.js';
+
+/**
+ * Bounds of the numeric flags, each a range beyond which a value is a typo rather than a choice:
+ * - connections 1..64: gains stop at 2–8 even across 100 ms of round trip (bench/README.md) and
+ *   a compressed body holds one 4 MiB chunk per connection in memory (64: 256 MiB), so more is a
+ *   flood of sockets for nothing;
+ * - retries 1..100: backoff is capped at 30 s, so 100 attempts already keep retrying ~50 min;
+ * - idle timeout 1..3600 s: an hour without a byte is a dead connection, and larger values near
+ *   2^31 ms overflow Node's timers, which then fire at once;
+ * - metrics port 1..65535: TCP's range (0, "any free port", would be unknowable to a scraper).
+ */
+export const LIMITS = Object.freeze({
+  connections: { min: 1, max: 64 },
+  retries: { min: 1, max: 100 },
+  idleSeconds: { min: 1, max: 3600 },
+  port: { min: 1, max: 65535 },
+});
+
+/** pino's levels, the only values --log-level can take. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const IMPORT_USAGE = `Usage: ferry import --url <URL|path> --dest <file|block device|directory> [options]
 
@@ -22,7 +43,7 @@ Imports a disk image (raw, qcow2, vmdk, vdi, vhd, vhdx; optionally gz/xz/zst/bz2
 raw disk file or block device, or extracts a tar archive into a directory.
 
 Options:
-  --url <URL|path>         http(s) URL, s3://bucket/key or local file (required unless --blank);
+  --url <URL|path>         http(s) URL, s3://bucket/key, file:///path or local file (required unless --blank);
                            docker://host[:port]/repo:tag (or @sha256:digest): a containerDisk image's disk/
   --dest <path>            raw disk file (written as <path>.ferry-partial, renamed when complete) or
                            block device (written in place); a directory for --content-type archive;
@@ -42,13 +63,13 @@ Options:
   --preallocate            allocate the whole disk after writing
   --via-scratch            stage remote qcow2/vmdk/... in the scratch directory instead of reading
                            them in place over HTTP ranges (nbdkit)
-  --retries <n>            attempts for network failures (default ${DEFAULT_TUNING.attempts})
-  --connections <n|auto>   ranged connections for big downloads (default auto: one for a
+  --retries <n>            attempts for network failures, ${LIMITS.retries.min}..${LIMITS.retries.max} (default ${DEFAULT_TUNING.attempts})
+  --connections <n|auto>   ranged connections for big downloads, ${LIMITS.connections.min}..${LIMITS.connections.max} (default auto: one for a
                            server that answers within ${DEFAULT_TUNING.nearLatencyMs} ms, read in place by qemu-img through
                            nbdkit; ${DEFAULT_TUNING.autoConnections} for one farther away)
-  --idle-timeout <sec>     fail a transfer that receives nothing for this long (default ${DEFAULT_TUNING.http.idleMs / 1000})
-  --metrics-port <port>    serve Prometheus metrics on this port while importing
-  --log-level <level>      JSON logs on stderr at this level (default: warn)
+  --idle-timeout <sec>     fail a transfer that receives nothing for this long, ${LIMITS.idleSeconds.min}..${LIMITS.idleSeconds.max} (default ${DEFAULT_TUNING.http.idleMs / 1000})
+  --metrics-port <port>    serve Prometheus metrics on this port (127.0.0.1) while importing
+  --log-level <level>      JSON logs on stderr at this level: ${LOG_LEVELS.join(', ')} (default: warn)
   --quiet                  no progress output
 
 Exit status: 0 on success; on failure one line "error <CODE>: <message>" on stderr and the code's
@@ -84,6 +105,71 @@ function s3Fields(str: (k: string) => string | undefined, s3: boolean, env: Node
   };
 }
 
+const URL_FORMS = '--url takes http(s)://host/path, s3://bucket/key, docker://host[:port]/repo[:tag|@sha256:digest], file:///path or a local path';
+const SCHEMES: Readonly<Record<string, ImportSource>> = { http: ImportSource.Http, https: ImportSource.Http, s3: ImportSource.S3, docker: ImportSource.Registry, file: ImportSource.File };
+
+/**
+ * Pure: the source a `--url` names. Anything shaped `scheme://` is a URL and its scheme must be one
+ * Ferry reads (an `ftp://` URL is refused, not looked for as a file named "ftp:"); a known scheme
+ * without its `//` (`https:/host`) is a typo, refused too. http(s) URLs must parse and name a host
+ * and a port in 1..65535; s3:// and docker:// are checked by their own parsers when opened.
+ */
+export function sourceOf(url: string): { readonly source: ImportSource; readonly endpoint: string } {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  const slashes = /^[a-z][a-z0-9+.-]*:\/\//i.test(url);
+  const fail = (why: string): never => {
+    throw new FerryError(ErrorCode.InvalidSpec, `${why}; ${URL_FORMS}`, { details: { url } });
+  };
+  if (scheme === undefined || (!slashes && SCHEMES[scheme] === undefined)) return { source: ImportSource.File, endpoint: url };
+  const source = SCHEMES[scheme];
+  if (source === undefined) return fail(`--url scheme "${scheme}:" is not supported`);
+  if (!slashes) return fail(`--url "${url}" lacks the "//" after "${scheme}:" (a local file of that name: write ./${url})`);
+  if (source === ImportSource.File) return { source, endpoint: localPathOf(url) };
+  if (source === ImportSource.Http) {
+    // WHATWG parsing: no host, a bad IPv6 literal, spaces or a port above 65535 all throw.
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      return fail(`--url "${url}" is not a valid URL`);
+    }
+    if (parsed.port === '0') fail(`--url "${url}": port 0 is not a port (1..65535)`);
+  }
+  return { source, endpoint: url };
+}
+
+/**
+ * Pure: an integer flag within its bounds (or the fallback when absent); INVALID_SPEC naming the
+ * range, after `alternative` ('"auto" or ') when the flag takes a word too.
+ */
+export function boundedInt(name: string, text: string | undefined, limits: { readonly min: number; readonly max: number }, fallback: number, alternative = ''): number {
+  if (text === undefined) return fallback;
+  // Decimal digits only: Number() would also take "0x10", "1e3" and "".
+  const n = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < limits.min || n > limits.max) {
+    throw new FerryError(ErrorCode.InvalidSpec, `${name} must be ${alternative}an integer in ${limits.min}..${limits.max}, got "${text}"`);
+  }
+  return n;
+}
+
+/** Pure: a positive integer flag without an upper bound of its own. */
+export function positiveInt(name: string, text: string | undefined, fallback: number): number {
+  return boundedInt(name, text, { min: 1, max: Number.MAX_SAFE_INTEGER }, fallback);
+}
+
+/** Pure: --connections, "auto" or an integer in LIMITS.connections. */
+export function connectionsFlag(text: string | undefined): number | 'auto' {
+  if (text === undefined) return DEFAULT_TUNING.connections;
+  if (text.trim() === 'auto') return 'auto';
+  return boundedInt('--connections', text, LIMITS.connections, 1, '"auto" or ');
+}
+
+function logLevelFlag(text: string | undefined): string {
+  if (text === undefined) return 'warn';
+  if (!(LOG_LEVELS as readonly string[]).includes(text)) throw new FerryError(ErrorCode.InvalidSpec, `--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${text}"`);
+  return text;
+}
+
 const NOTHING_THERE: PathFacts = Object.freeze({ self: 'missing', resolved: 'missing' });
 
 /**
@@ -101,15 +187,7 @@ export function buildSpec(values: Record<string, string | boolean | undefined>, 
   if (!Object.values(ContentType).includes(contentType)) {
     throw new FerryError(ErrorCode.InvalidSpec, `--content-type must be kubevirt or archive, got "${contentType}"`);
   }
-  const source = blank
-    ? ImportSource.Blank
-    : /^https?:\/\//i.test(url ?? '')
-      ? ImportSource.Http
-      : /^s3:\/\//i.test(url ?? '')
-        ? ImportSource.S3
-        : /^docker:\/\//i.test(url ?? '')
-          ? ImportSource.Registry
-          : ImportSource.File;
+  const { source, endpoint } = blank ? { source: ImportSource.Blank, endpoint: '' } : sourceOf(url ?? '');
   const kind = destTargetKind(contentType, destNow, resolve(dest));
   const username = str('username');
   const password = str('password');
@@ -117,18 +195,20 @@ export function buildSpec(values: Record<string, string | boolean | undefined>, 
     throw new FerryError(ErrorCode.InvalidSpec, '--username and --password go together');
   }
   const size = str('size');
+  const capacity = size !== undefined ? parseQuantity(size) : undefined;
+  if (capacity === 0) throw new FerryError(ErrorCode.InvalidSpec, '--size must be more than 0 bytes (e.g. 1048576, 512Mi, 10Gi)');
   const checksum = str('checksum');
   const ca = str('ca-file');
   return validateSpec({
     source,
-    endpoint: blank ? '' : (url ?? ''),
+    endpoint,
     contentType,
     target: { kind, path: resolve(dest) },
     ...(username !== undefined && password !== undefined ? { credentials: { username, password } } : {}),
     ...(ca !== undefined ? { caPath: resolve(ca) } : {}),
     insecureTls: values.insecure === true,
     ...(checksum !== undefined ? { checksum: parseChecksum(checksum) } : {}),
-    ...(size !== undefined ? { capacity: parseQuantity(size) } : {}),
+    ...(capacity !== undefined ? { capacity } : {}),
     // --size is the disk's capacity: a local file has no filesystem overhead to leave.
     filesystemOverhead: 0,
     preallocation: values.preallocate === true,
@@ -138,12 +218,6 @@ export function buildSpec(values: Record<string, string | boolean | undefined>, 
   });
 }
 
-function positiveInt(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) throw new FerryError(ErrorCode.InvalidSpec, `${name} must be a positive integer, got "${text}"`);
-  return n;
-}
 
 export async function importCommand(io: CliIo): Promise<number> {
   // The AWS SDK warns on stderr that its 2027 releases will need Node 22: not for our users, and
@@ -193,19 +267,21 @@ export async function importCommand(io: CliIo): Promise<number> {
   try {
     const dest = typeof values.dest === 'string' ? resolve(values.dest) : undefined;
     const spec = buildSpec(values, io.env, dest !== undefined ? await pathFacts(dest) : undefined);
-    const retries = positiveInt('--retries', values.retries as string | undefined, DEFAULT_TUNING.attempts);
-    const connections = values.connections === undefined ? DEFAULT_TUNING.connections : parseConnections(String(values.connections), '--connections');
-    const idle = positiveInt('--idle-timeout', values['idle-timeout'] as string | undefined, DEFAULT_TUNING.http.idleMs / 1000);
-    const logger = createLogger({ level: (values['log-level'] as string | undefined) ?? 'warn', destination: process.stderr as never });
+    const retries = boundedInt('--retries', values.retries as string | undefined, LIMITS.retries, DEFAULT_TUNING.attempts);
+    const connections = connectionsFlag(values.connections as string | undefined);
+    const idle = boundedInt('--idle-timeout', values['idle-timeout'] as string | undefined, LIMITS.idleSeconds, DEFAULT_TUNING.http.idleMs / 1000);
+    const level = logLevelFlag(values['log-level'] as string | undefined);
+    const metricsPort = values['metrics-port'] as string | undefined;
+    const port = metricsPort !== undefined ? boundedInt('--metrics-port', metricsPort, LIMITS.port, 0) : undefined;
+    const logger = createLogger({ level, destination: process.stderr as never });
     const progress = new Progress();
     if (!values.quiet) progress.subscribe(progressPrinter(io.stderr));
-    const metricsPort = values['metrics-port'] as string | undefined;
-    if (metricsPort !== undefined) {
+    if (port !== undefined) {
       // prom-client only when asked for: it is a tenth of a second of start-up.
       const { createImporterMetrics, serveMetrics } = await import('./metrics.js');
       const metrics = createImporterMetrics(spec.ownerUid ?? 'local');
       progress.subscribe(metrics.listener);
-      await serveMetrics(metrics.registry, positiveInt('--metrics-port', metricsPort, 0), '127.0.0.1');
+      await serveMetrics(metrics.registry, port, '127.0.0.1');
     }
     const result = await runImport(spec, {
       logger,
