@@ -3,19 +3,21 @@
  * the spec, draws progress on stderr, and turns the outcome into an exit code.
  */
 
+import { lstat, unlink } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parseChecksum } from '../src/checksum.js';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { ContentType, type ImportSpec, ImportSource, validateSpec } from '../src/contract/import-spec.js';
+import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
+import type { ImportSuccess } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, runImport } from './engine.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
 import { localPathOf } from './sources/file-source.js';
-import { destTargetKind, type PathFacts, pathFacts } from './target.js';
+import { destTargetKind, partialPathOf, type PathFacts, pathFacts } from './target.js';
 
 /**
  * Bounds of the numeric flags, each a range beyond which a value is a typo rather than a choice:
@@ -36,6 +38,13 @@ export const LIMITS = Object.freeze({
 
 /** pino's levels, the only values --log-level can take. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/**
+ * How long the first SIGINT/SIGTERM waits for the engine to stop its children and remove its
+ * files: nbdkit is given 2 s before SIGKILL, qemu-img stops at once on SIGTERM; and well under the
+ * 10 s `docker stop` and 30 s pod grace periods that end in SIGKILL.
+ */
+export const INTERRUPT_GRACE_MS = 5000;
 
 export const IMPORT_USAGE = `Usage: ferry import --url <URL|path> --dest <file|block device|directory> [options]
 
@@ -73,7 +82,8 @@ Options:
   --quiet                  no progress output
 
 Exit status: 0 on success; on failure one line "error <CODE>: <message>" on stderr and the code's
-exit status (see README, "Error codes").`;
+exit status (see README, "Error codes"). SIGINT (Ctrl-C) or SIGTERM stops the import, removes what
+it wrote and exits with INTERRUPTED's status (33); a second signal exits at once.`;
 
 interface CliIo {
   readonly argv: readonly string[];
@@ -218,7 +228,6 @@ export function buildSpec(values: Record<string, string | boolean | undefined>, 
   });
 }
 
-
 export async function importCommand(io: CliIo): Promise<number> {
   // The AWS SDK warns on stderr that its 2027 releases will need Node 22: not for our users, and
   // stderr carries the one "error CODE: message" line. The SDK reads this variable itself.
@@ -264,49 +273,150 @@ export async function importCommand(io: CliIo): Promise<number> {
     io.stderr.write(`${IMPORT_USAGE}\n`);
     return 0;
   }
-  try {
-    const dest = typeof values.dest === 'string' ? resolve(values.dest) : undefined;
-    const spec = buildSpec(values, io.env, dest !== undefined ? await pathFacts(dest) : undefined);
-    const retries = boundedInt('--retries', values.retries as string | undefined, LIMITS.retries, DEFAULT_TUNING.attempts);
-    const connections = connectionsFlag(values.connections as string | undefined);
-    const idle = boundedInt('--idle-timeout', values['idle-timeout'] as string | undefined, LIMITS.idleSeconds, DEFAULT_TUNING.http.idleMs / 1000);
-    const level = logLevelFlag(values['log-level'] as string | undefined);
-    const metricsPort = values['metrics-port'] as string | undefined;
-    const port = metricsPort !== undefined ? boundedInt('--metrics-port', metricsPort, LIMITS.port, 0) : undefined;
-    const logger = createLogger({ level, destination: process.stderr as never });
-    const progress = new Progress();
-    if (!values.quiet) progress.subscribe(progressPrinter(io.stderr));
-    if (port !== undefined) {
-      // prom-client only when asked for: it is a tenth of a second of start-up.
-      const { createImporterMetrics, serveMetrics } = await import('./metrics.js');
-      const metrics = createImporterMetrics(spec.ownerUid ?? 'local');
-      progress.subscribe(metrics.listener);
-      await serveMetrics(metrics.registry, port, '127.0.0.1');
-    }
-    const result = await runImport(spec, {
-      logger,
-      progress,
-      tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000 } },
-      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
-    });
-    io.stderr.write(`${result.message}: ${spec.target.path}${result.diskSize !== undefined ? ` (${result.diskSize} bytes, from ${result.sourceFormat})` : ''}\n`);
-    return 0;
-  } catch (err) {
-    const error = toFerryError(err);
+  const interrupt = interruptible(INTERRUPT_GRACE_MS);
+  let spec: ImportSpec | undefined;
+  let printer: ProgressPrinter | undefined;
+  const fail = (error: FerryError): number => {
+    printer?.close();
     io.stderr.write(`error ${error.code}: ${error.message.replace(/\s*\n\s*/g, ' ')}\n`);
     return error.exitCode;
+  };
+  // No progress lines once stopping: the next line on stderr is the outcome.
+  interrupt.signal.addEventListener('abort', () => printer?.close(), { once: true });
+  try {
+    const work = async (): Promise<ImportSuccess> => {
+      const dest = typeof values.dest === 'string' ? resolve(values.dest) : undefined;
+      spec = buildSpec(values, io.env, dest !== undefined ? await pathFacts(dest) : undefined);
+      const retries = boundedInt('--retries', values.retries as string | undefined, LIMITS.retries, DEFAULT_TUNING.attempts);
+      const connections = connectionsFlag(values.connections as string | undefined);
+      const idle = boundedInt('--idle-timeout', values['idle-timeout'] as string | undefined, LIMITS.idleSeconds, DEFAULT_TUNING.http.idleMs / 1000);
+      const level = logLevelFlag(values['log-level'] as string | undefined);
+      const metricsPort = values['metrics-port'] as string | undefined;
+      const port = metricsPort !== undefined ? boundedInt('--metrics-port', metricsPort, LIMITS.port, 0) : undefined;
+      const logger = createLogger({ level, destination: process.stderr as never });
+      const progress = new Progress();
+      if (!values.quiet) {
+        printer = progressPrinter(io.stderr);
+        progress.subscribe(printer.listener);
+      }
+      if (port !== undefined) {
+        // prom-client only when asked for: it is a tenth of a second of start-up.
+        const { createImporterMetrics, serveMetrics } = await import('./metrics.js');
+        const metrics = createImporterMetrics(spec.ownerUid ?? 'local');
+        progress.subscribe(metrics.listener);
+        await serveMetrics(metrics.registry, port, '127.0.0.1');
+      }
+      if (interrupt.signal.aborted) throw interrupt.signal.reason;
+      return runImport(spec, {
+        logger,
+        progress,
+        tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000 } },
+        sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+        signal: interrupt.signal,
+      });
+    };
+    // The import, or (after a first signal) the end of the grace period or a second signal.
+    const outcome = await Promise.race([
+      work().then(
+        (result) => ({ result }),
+        (error: unknown) => ({ error }),
+      ),
+      interrupt.stopped.then((how) => ({ stopped: how })),
+    ]);
+    if ('result' in outcome) {
+      // Finished, even if a signal came too late to stop it: the disk is complete and in place.
+      printer?.close();
+      const { result } = outcome;
+      io.stderr.write(`${result.message}: ${spec?.target.path}${result.diskSize !== undefined ? ` (${result.diskSize} bytes, from ${result.sourceFormat})` : ''}\n`);
+      return 0;
+    }
+    if (!interrupt.signal.aborted) return fail(toFerryError('error' in outcome ? outcome.error : undefined));
+    // Stopped: whatever the engine managed, the partial disk goes (never a link's target).
+    if (spec !== undefined) await removePartial(spec);
+    const reason = interrupt.signal.reason as FerryError;
+    const late = 'stopped' in outcome && outcome.stopped === 'grace' ? ` (the import did not stop within ${INTERRUPT_GRACE_MS / 1000} s)` : '';
+    return fail(new FerryError(ErrorCode.Interrupted, `${reason.message}${late}`));
+  } finally {
+    interrupt.dispose();
   }
 }
 
+interface Interrupt {
+  /** Aborted, with an INTERRUPTED FerryError as its reason, at the first SIGINT or SIGTERM. */
+  readonly signal: AbortSignal;
+  /** Settles `graceMs` after the first signal ('grace') or at a second one ('again'). */
+  readonly stopped: Promise<'grace' | 'again'>;
+  dispose(): void;
+}
+
+/**
+ * The first SIGINT/SIGTERM asks the engine to stop (it stops its children and removes its files,
+ * then rejects); the CLI waits a bounded time for that. A second signal does not wait.
+ */
+function interruptible(graceMs: number): Interrupt {
+  const controller = new AbortController();
+  let settle: (how: 'grace' | 'again') => void = () => undefined;
+  const stopped = new Promise<'grace' | 'again'>((resolve) => (settle = resolve));
+  let timer: NodeJS.Timeout | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) {
+      settle('again');
+      return;
+    }
+    controller.abort(new FerryError(ErrorCode.Interrupted, `ferry import was stopped by ${signal} before it finished`));
+    timer = setTimeout(() => settle('grace'), graceMs);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    stopped,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (timer) clearTimeout(timer);
+    },
+  };
+}
+
+/** Removes `<dest>.ferry-partial` if it is a regular file (lstat: a link there is left alone). */
+async function removePartial(spec: ImportSpec): Promise<void> {
+  if (spec.target.kind !== TargetKind.File) return;
+  const partial = partialPathOf(spec.target.path);
+  const info = await lstat(partial).catch(() => undefined);
+  if (info?.isFile()) await unlink(partial).catch(() => undefined);
+}
+
+interface ProgressPrinter {
+  readonly listener: (s: import('./progress.js').ProgressSnapshot) => void;
+  /** Stops drawing and, on a terminal, clears the bar so the last line is the outcome. */
+  close(): void;
+}
+
 /** A redrawn bar on a terminal; on a pipe, a line every two seconds and at each phase change. */
-function progressPrinter(out: NodeJS.WriteStream): (s: import('./progress.js').ProgressSnapshot) => void {
+function progressPrinter(out: NodeJS.WriteStream): ProgressPrinter {
   const meter = new RateMeter();
   const tty = out.isTTY === true;
+  let closed = false;
+  // A bar drawn on the terminal and not ended by a newline.
+  let openLine = false;
   const draw = (s: import('./progress.js').ProgressSnapshot): void => {
+    if (closed) return;
     const { rate, etaSeconds } = meter.sample(Date.now(), s);
     const line = renderProgressLine(s, rate, etaSeconds, tty ? 24 : 0);
-    if (tty) out.write(`\r\x1b[2K${line}${s.phase === Phase.Complete ? '\n' : ''}`);
-    else out.write(`${line}\n`);
+    if (tty) {
+      out.write(`\r\x1b[2K${line}${s.phase === Phase.Complete ? '\n' : ''}`);
+      openLine = s.phase !== Phase.Complete;
+    } else {
+      out.write(`${line}\n`);
+    }
   };
-  return throttled(draw, tty ? 200 : 2000, Date.now);
+  return {
+    listener: throttled(draw, tty ? 200 : 2000, Date.now),
+    close: () => {
+      closed = true;
+      if (openLine) out.write('\r\x1b[2K');
+      openLine = false;
+    },
+  };
 }
