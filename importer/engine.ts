@@ -86,6 +86,7 @@ export interface EngineDeps {
   readonly progress: Progress;
   readonly tuning: ImportTuning;
   readonly sleep: (ms: number) => Promise<void>;
+  readonly signal?: AbortSignal;
 }
 
 /** Share of overall progress the transfer takes when a conversion follows it. */

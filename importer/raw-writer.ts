@@ -7,6 +7,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { toFerryError } from '../src/errors.js';
 import type { ByteStream } from './streams.js';
+import { createExclusive } from './target.js';
 
 /** Zero detection granularity: the filesystem block size on every filesystem that matters. */
 const BLOCK = 4096;
@@ -16,7 +17,10 @@ const STAGING_BYTES = 4 * 1024 * 1024;
 
 export interface RawWriteOptions {
   readonly path: string;
-  /** true: create/truncate a file and keep zero blocks as holes; false: overwrite a device in place. */
+  /**
+   * true: create a new file (the name must not exist: a planted link or stale file there is
+   * refused, never followed) and keep zero blocks as holes; false: overwrite a device in place.
+   */
   readonly sparse: boolean;
   /**
    * Flush written data to disk after this many bytes, so dirty page cache stays bounded and a pod
@@ -35,7 +39,7 @@ export const DEFAULT_SYNC_EVERY_BYTES = 64 * 1024 * 1024;
  * (with a single buffer the producer — a socket, a decompressor's pipe — stalls during each write).
  */
 export async function writeRaw(source: ByteStream, options: RawWriteOptions): Promise<number> {
-  const handle = await open(options.path, options.sparse ? 'w' : 'r+').catch((err: unknown) => {
+  const handle = await (options.sparse ? createExclusive(options.path) : open(options.path, 'r+')).catch((err: unknown) => {
     throw toFerryError(err, 'TARGET_ERROR');
   });
   // A write or flush in flight; awaited before the next one starts (and before returning).

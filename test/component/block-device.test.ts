@@ -5,11 +5,12 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compress, convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { runEngine, spec } from '../helpers/engine.js';
+import { runFerry } from '../helpers/ferry-process.js';
 
 let dir: string;
 let server: TestServer;
@@ -87,5 +88,48 @@ describe('block device target', () => {
     const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.gz`, target: { kind: 'block', path: device }, capacity: 4 * MiB }));
     expect(error?.code).toBe('TARGET_TOO_SMALL');
     expect(readDevice(device, MiB).every((b) => b === 0)).toBe(true);
+  });
+});
+
+// The usage line says `--dest <file|block device|directory>`: the CLI writes a device in place, as
+// the pod does for a block volume (#12).
+describe('ferry import --dest <block device>', () => {
+  const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
+
+  test('a qcow2 is converted onto the device; the disk size is the device size', async () => {
+    if (!device) return;
+    fillDevice(0x66);
+    const r = await runFerry(['import', '--url', f('disk.qcow2'), '--dest', device, '--quiet']);
+    expect(r.code).toBe(0);
+    expect(lastLine(r.stderr)).toBe(`Import Complete: ${device} (${16 * MiB} bytes, from qcow2)`);
+    expect(readDevice(device, 8 * MiB).equals(expected())).toBe(true);
+    expect(lstatSync(device).isBlockDevice()).toBe(true);
+  });
+
+  test('a gzip raw image over http through a symlink to the device (as /dev/disk/by-id/...): written in place, zeros included', async () => {
+    if (!device) return;
+    fillDevice(0x5a);
+    const link = f('by-id-link');
+    symlinkSync(device, link);
+    const r = await runFerry(['import', '--url', `${server.url}/disk.raw.gz`, '--dest', link, '--quiet']);
+    expect(r.code).toBe(0);
+    expect(readDevice(device, 8 * MiB).equals(expected())).toBe(true);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+  });
+
+  test('a failed import to the device exits with its code and wipes the first MiB', async () => {
+    if (!device) return;
+    fillDevice(0x33);
+    const r = await runFerry(['import', '--url', f('disk.raw.gz'), '--dest', device, '--size', '4Mi', '--quiet']);
+    expect(r.code).toBe(23);
+    expect(lastLine(r.stderr)).toMatch(/^error TARGET_TOO_SMALL: /);
+    expect(readDevice(device, MiB).every((b) => b === 0)).toBe(true);
+  });
+
+  test('an archive cannot go to a block device: INVALID_SPEC', async () => {
+    if (!device) return;
+    const r = await runFerry(['import', '--url', f('disk.raw.gz'), '--dest', device, '--content-type', 'archive', '--quiet']);
+    expect(r.code).toBe(2);
+    expect(lastLine(r.stderr)).toMatch(/^error INVALID_SPEC: /);
   });
 });

@@ -68,6 +68,43 @@ describe('ferry import', () => {
     expect(existsSync(f('never.img'))).toBe(false);
   });
 
+  // Usage errors (#12): each is INVALID_SPEC, exit 2, and the message says what is accepted.
+  test.each([
+    [['--url', 'ftp://host/disk.img'], /--url .*http\(s\):\/\/.*s3:\/\/.*docker:\/\/.*file:\/\//],
+    [['--url', 'gopher://host/disk.img'], /scheme "gopher:"/],
+    [['--url', 'http://[bad/x'], /not a valid URL/],
+    [['--url', 'http://'], /not a valid URL/],
+    [['--url', 'https://exa mple.com/x'], /not a valid URL/],
+    [['--url', 'http://127.0.0.1:0/x'], /port/],
+    [['--url', 'https:/host/disk.img'], /\/\//],
+    [['--url', 'file://host/disk.img'], /file:/],
+    [['--url', 'DISK', '--connections', '10000'], /--connections .*auto.*1\.\.64/],
+    [['--url', 'DISK', '--connections', '0'], /1\.\.64/],
+    [['--url', 'DISK', '--retries', '0'], /--retries .*1\.\.100/],
+    [['--url', 'DISK', '--retries', '1000'], /1\.\.100/],
+    [['--url', 'DISK', '--idle-timeout', '0'], /--idle-timeout .*1\.\.3600/],
+    [['--url', 'DISK', '--idle-timeout', '99999999999'], /1\.\.3600/],
+    [['--url', 'DISK', '--metrics-port', '70000'], /--metrics-port .*1\.\.65535/],
+    [['--url', 'DISK', '--log-level', 'loud'], /--log-level .*warn/],
+    [['--url', 'DISK', '--size', '0'], /size/],
+    [['--url', 'DISK', '--size', '100Ei'], /byte quantity/],
+  ])('%j is INVALID_SPEC (exit 2) saying what is accepted', async (args, message) => {
+    const argv = args.map((a) => (a === 'DISK' ? f('disk.qcow2') : a));
+    const r = await runFerry(['import', ...argv, '--dest', f('never.img')]);
+    expect(r.code).toBe(2);
+    expect(lastLine(r.stderr)).toMatch(/^error INVALID_SPEC: \S/);
+    expect(lastLine(r.stderr)).toMatch(message);
+    expect(existsSync(f('never.img'))).toBe(false);
+  });
+
+  test('the accepted forms still work: file:// URL, upper-case scheme, 64 connections', async () => {
+    const local = await runFerry(['import', '--url', `file://${f('disk.qcow2')}`, '--dest', f('file-url.img'), '--connections', '64', '--quiet']);
+    expect(local.code).toBe(0);
+    expect(expectSameDisk(f('file-url.img'), raw, 8 * MiB)).toBe(true);
+    const upper = await runFerry(['import', '--url', `${server.url.replace('http:', 'HTTP:')}/disk.qcow2`, '--dest', f('upper.img'), '--quiet']);
+    expect(upper.code).toBe(0);
+  });
+
   test('--help prints usage and exits 0', async () => {
     const r = await runFerry(['import', '--help']);
     expect(r.code).toBe(0);
