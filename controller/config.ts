@@ -2,6 +2,8 @@
 
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
 import { DEFAULT_FILESYSTEM_OVERHEAD } from '../src/contract/import-spec.js';
+import { DEFAULT_IMPORTER_METRICS_PORT } from '../src/contract/import-progress.js';
+import { DEFAULT_LAUNCHER_STATUS_PORT } from '../src/contract/launcher-pod.js';
 
 export interface ControllerConfig {
   /** Image that runs `ferry importer`. */
@@ -41,7 +43,7 @@ export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
     requests: { cpu: '100m', memory: '64Mi' },
     limits: { cpu: '1', memory: '512Mi' },
   }),
-  importerMetricsPort: 8443,
+  importerMetricsPort: DEFAULT_IMPORTER_METRICS_PORT,
   namespaces: [],
   maxRetries: 5,
   retryBackoffMs: 10_000,
@@ -53,7 +55,7 @@ export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
   launcherImage: 'ghcr.io/ferry-dev/ferry-launcher:latest',
   launcherPullPolicy: 'IfNotPresent',
   allowEmulation: false,
-  launcherStatusPort: 8181,
+  launcherStatusPort: DEFAULT_LAUNCHER_STATUS_PORT,
   startBackoffMs: 10_000,
   maxStartBackoffMs: 300_000,
 }) as ControllerConfig;

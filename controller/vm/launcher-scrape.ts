@@ -5,18 +5,18 @@
  */
 
 import type { V1Pod } from '@kubernetes/client-node';
-import { decodeLauncherStatus } from '../../src/contract/launcher-status.js';
+import { LauncherHttpPath } from '../../src/contract/launcher-pod.js';
+import { decodeLauncherStatus, decodeLauncherStatusBody } from '../../src/contract/launcher-status.js';
 import type { LauncherReport } from './vmi-plan.js';
 
 /**
- * Pure: the live report in a `/status` body. The body is the launcher's running status (phase
- * Starting/Running/…), not the termination message `decodeLauncherStatus` reads, so only `accel`
- * is taken from it; anything else is no report.
+ * Pure: the live report in a `/status` body (the contract's codec, the one the launcher's status
+ * server encodes with). Only the accelerator is used while the pod runs; a body that is not the
+ * launcher's (no phase, a proxy's error page) is no report.
  */
-export function liveReportFromStatus(body: unknown): LauncherReport | undefined {
-  if (body === null || typeof body !== 'object') return undefined;
-  const accel = (body as { accel?: unknown }).accel;
-  return accel === 'kvm' || accel === 'tcg' ? { accel } : undefined;
+export function liveReportFromStatus(text: string): LauncherReport | undefined {
+  const body = decodeLauncherStatusBody(text);
+  return body?.accel ? { accel: body.accel } : undefined;
 }
 
 /** Pure: the launcher's termination message once the pod ended, over what it reported live. */
@@ -31,9 +31,9 @@ export function launcherReport(pod: V1Pod | undefined, live: LauncherReport | un
 export async function scrapeLauncher(podIP: string, port: number, timeoutMs = 2000): Promise<LauncherReport | undefined> {
   const host = podIP.includes(':') ? `[${podIP}]` : podIP;
   try {
-    const response = await fetch(`http://${host}:${port}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    const response = await fetch(`http://${host}:${port}${LauncherHttpPath.Status}`, { signal: AbortSignal.timeout(timeoutMs) });
     if (!response.ok) return undefined;
-    return liveReportFromStatus(await response.json());
+    return liveReportFromStatus(await response.text());
   } catch {
     return undefined;
   }

@@ -27,7 +27,7 @@ import {
   type VmiSpec,
   vmiId,
 } from '../../src/api/kubevirt.js';
-import { encodeLauncherStatus } from '../../src/contract/launcher-status.js';
+import { encodeLauncherStatus, encodeLauncherStatusBody } from '../../src/contract/launcher-status.js';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { launcherPodName } from '../../controller/vm/launcher-pod.js';
 import { VmController } from '../../controller/vm/vm-controller.js';
@@ -55,7 +55,7 @@ beforeAll(async () => {
   // Plays the running launcher's /status endpoint: the guest runs under TCG.
   const port = await freePort();
   statusServer = createServer((req, res) => {
-    if (req.url === '/status') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ domainState: 'running', accel: 'tcg' }));
+    if (req.url === '/status') res.writeHead(200, { 'content-type': 'application/json' }).end(encodeLauncherStatusBody({ phase: 'Running', domainState: 'running', accel: 'tcg', timings: {} }));
     else res.writeHead(404).end();
   });
   await new Promise<void>((resolve) => statusServer.listen(port, '127.0.0.1', resolve));

@@ -14,7 +14,7 @@ import type { LauncherReport, VmiAction } from '../../controller/vm/vmi-plan.js'
 import { kindKey, objectKey, splitKey, splitKindKey } from '../../controller/runtime/keys.js';
 import { silentLogger } from '../../src/logging.js';
 import { FOREGROUND_FINALIZER, VmiPhase } from '../../src/api/kubevirt.js';
-import { encodeLauncherStatus } from '../../src/contract/launcher-status.js';
+import { encodeLauncherStatus, encodeLauncherStatusBody } from '../../src/contract/launcher-status.js';
 import { LAUNCHER_CONFIG, makeVm, makeVmi, makeVmPvc, VM_NAME, VM_NS, vmiIn } from './helpers.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');
@@ -136,14 +136,15 @@ describe('reconcileVmKey', () => {
   });
 });
 
-describe('liveReportFromStatus (the launcher’s GET /status body)', () => {
-  test.each<[string, unknown, LauncherReport | undefined]>([
-    ['running under TCG', { phase: 'Running', domainState: 'running', accel: 'tcg', timings: {} }, { accel: 'tcg' }],
-    ['running under KVM', { phase: 'Running', accel: 'kvm', timings: {} }, { accel: 'kvm' }],
-    ['starting, no accelerator yet', { phase: 'Starting', timings: {} }, undefined],
-    ['an unknown accelerator', { accel: 'hvf' }, undefined],
-    ['not an object', 'running', undefined],
-    ['null', null, undefined],
+describe('liveReportFromStatus (the launcher’s GET /status body, through the contract codec)', () => {
+  test.each<[string, string, LauncherReport | undefined]>([
+    ['running under TCG', encodeLauncherStatusBody({ phase: 'Running', domainState: 'running', accel: 'tcg', timings: {} }), { accel: 'tcg' }],
+    ['running under KVM', encodeLauncherStatusBody({ phase: 'Running', accel: 'kvm', timings: {} }), { accel: 'kvm' }],
+    ['starting, no accelerator yet', encodeLauncherStatusBody({ phase: 'Starting', timings: {} }), undefined],
+    ['no phase: not the launcher’s body', JSON.stringify({ accel: 'tcg' }), undefined],
+    ['an unknown accelerator', JSON.stringify({ phase: 'Running', accel: 'hvf' }), undefined],
+    ['not JSON (a proxy’s error page)', '<html>bad gateway</html>', undefined],
+    ['null', 'null', undefined],
   ])('%s', (_name, body, expected) => {
     expect(liveReportFromStatus(body)).toEqual(expected);
   });
