@@ -4,9 +4,10 @@
  * `virsh event --loop` process for prompt notice of state changes.
  */
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { ErrorCode, FerryError } from '../src/errors.js';
+import { runTool } from '../src/io/child-process.js';
 
 export const VIRSH_BINARY = 'virsh';
 export const VIRSH_TIMEOUT_MS = 60_000;
@@ -50,14 +51,6 @@ export function parseLifecycleEvent(line: string): LifecycleEvent | undefined {
   return m ? { domain: m[1]!, event: m[2]!, detail: (m[3] ?? '').trim() } : undefined;
 }
 
-function tail(text: string): string {
-  return text
-    .split('\n')
-    .map((l) => l.replace(/^error: /, '').trim())
-    .filter(Boolean)
-    .slice(-4)
-    .join('; ');
-}
 
 export class Virsh {
   constructor(
@@ -66,15 +59,9 @@ export class Virsh {
   ) {}
 
   /** Runs `virsh -c URI ...args`; a failure is a FerryError INTERNAL carrying virsh's stderr. */
-  run(args: readonly string[], timeoutMs = VIRSH_TIMEOUT_MS): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile(this.binary, ['-q', '-c', this.uri, ...args], { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as NodeJS.ErrnoException & { killed?: boolean };
-        const why = e.code === 'ENOENT' ? `${this.binary} is not installed` : e.killed ? `no answer within ${timeoutMs} ms` : tail(String(stderr)) || e.message;
-        reject(new FerryError(ErrorCode.Internal, `virsh ${args[0] ?? ''}: ${why}`, { cause: err, details: { command: args[0] ?? '' } }));
-      });
-    });
+  async run(args: readonly string[], timeoutMs = VIRSH_TIMEOUT_MS): Promise<string> {
+    const { stdout } = await runTool(this.binary, ['-q', '-c', this.uri, ...args], { timeoutMs, what: `virsh ${args[0] ?? ''}` });
+    return stdout;
   }
 
   async define(xmlPath: string): Promise<void> {

@@ -5,7 +5,6 @@
  * emptyDisks are new qcow2 files and the cloudInitNoCloud volume becomes a `cidata` ISO.
  */
 
-import { execFile } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { chown, mkdir, open, readdir, readFile, stat, statfs, truncate } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -17,6 +16,7 @@ import { buildNoCloudIso, noCloudFiles, type NoCloudSecrets } from './domain/clo
 import type { VolumeOnPod } from './domain/domain-plan.js';
 import { cloudInitSecretDir, PodPath } from '../src/contract/launch-plan.js';
 import type { RunAs } from './libvirtd.js';
+import { runTool } from '../src/io/child-process.js';
 
 /**
  * Kept free beside a disk.img created or grown to fill its volume, so that filesystem metadata
@@ -219,14 +219,8 @@ async function preparePvc(name: string, readOnly: boolean, options: PrepareOptio
   };
 }
 
-function run(file: string, args: readonly string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: 60_000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
-      if (!err) return resolve();
-      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${file} is not installed` : String(stderr).trim().split('\n').slice(-2).join('; ') || err.message;
-      reject(new FerryError(ErrorCode.Internal, `${file} ${args[0] ?? ''}: ${why}`, { cause: err }));
-    });
-  });
+async function run(file: string, args: readonly string[]): Promise<void> {
+  await runTool(file, args, { timeoutMs: 60_000 });
 }
 
 async function prepareEmptyDisk(name: string, capacity: number, options: PrepareOptions): Promise<VolumeOnPod> {

@@ -10,6 +10,7 @@ import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/
 import { decodeTermination, type TerminationMessage } from '../../src/contract/termination.js';
 import type { ControllerConfig } from '../config.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
+import { backoffMs } from '../../src/backoff.js';
 
 export interface Observed {
   readonly pvc: V1PersistentVolumeClaim;
@@ -40,7 +41,7 @@ const NOTHING: Plan = Object.freeze({ actions: [] });
 
 /** Backoff before attempt `restarts + 1`: base·2^(restarts−1), capped. */
 export function retryDelay(restarts: number, config: ControllerConfig): number {
-  return Math.min(config.retryBackoffMaxMs, config.retryBackoffMs * 2 ** Math.max(0, restarts - 1));
+  return backoffMs(restarts, config.retryBackoffMs, config.retryBackoffMaxMs);
 }
 
 function annotate(current: Readonly<Record<string, string>>, desired: Readonly<Record<string, string | null>>): Action[] {

@@ -4,6 +4,8 @@
  * on failure, delayed re-adds, and bounded global concurrency.
  */
 
+import { backoffMs, jittered } from '../../src/backoff.js';
+
 export interface HandlerResult {
   readonly requeueAfterMs?: number;
 }
@@ -131,8 +133,7 @@ export class WorkQueue {
     } catch (err) {
       const n = (this.failures.get(key) ?? 0) + 1;
       this.failures.set(key, n);
-      const backoff = Math.min(this.options.maxBackoffMs, this.options.baseBackoffMs * 2 ** (n - 1));
-      const delay = Math.round(backoff * (0.8 + 0.4 * this.random()));
+      const delay = jittered(backoffMs(n, this.options.baseBackoffMs, this.options.maxBackoffMs), 0.2, this.random);
       this.options.onError?.(key, err, delay);
       this.addAfter(key, delay);
     } finally {

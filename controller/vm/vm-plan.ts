@@ -24,6 +24,7 @@ import {
 } from '../../src/api/kubevirt.js';
 import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
 import { conditionStatus, nextConditions, sameJson } from './conditions.js';
+import { backoffMs } from '../../src/backoff.js';
 
 export interface VmConfig {
   /** Delay before restarting after the first failed run; doubled per consecutive failure. */
@@ -51,7 +52,7 @@ export interface VmPlan {
 }
 
 export function startBackoffMs(failures: number, config: VmConfig): number {
-  return Math.min(config.maxStartBackoffMs, config.startBackoffMs * 2 ** Math.max(0, failures - 1));
+  return backoffMs(failures, config.startBackoffMs, config.maxStartBackoffMs);
 }
 
 /** The VMI a VM runs: its template, named as the VM, owned by it, with a stable firmware UUID. */

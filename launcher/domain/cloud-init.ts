@@ -3,12 +3,12 @@
  * `meta-data` (JSON) and `network-config` on an ISO9660 volume labelled `cidata`.
  */
 
-import { execFile } from 'node:child_process';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import type { CloudInitNoCloud, VirtualMachineInstance } from '../../src/api/kubevirt.js';
 import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
+import { runTool } from '../../src/io/child-process.js';
 
 export interface NoCloudFiles {
   readonly 'user-data': Buffer;
@@ -96,23 +96,8 @@ export function noCloudFiles(vmi: VirtualMachineInstance, secrets: NoCloudSecret
   };
 }
 
-function stderrTail(text: string): string {
-  const lines = text.split('\n').filter((l) => l.trim() !== '');
-  return lines.slice(-5).join('\n').slice(-1000) || 'no detail';
-}
-
 function run(file: string, args: readonly string[], timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1024 * 1024 }, (err, _stdout, stderr) => {
-      if (!err) return resolve();
-      const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string };
-      const detail = e.code === 'ENOENT' ? `${file} is not installed` : e.killed ? `${file} did not finish within ${timeoutMs} ms` : stderrTail(String(stderr));
-      reject(new FerryError(ErrorCode.Internal, `cannot build the cloud-init ISO: ${detail}`, {
-        cause: err,
-        details: typeof e.code === 'number' ? { tool: file, exitCode: e.code, stderr: stderrTail(String(stderr)) } : { tool: file, stderr: stderrTail(String(stderr)) },
-      }));
-    });
-  });
+  return runTool(file, args, { timeoutMs, maxBuffer: 1024 * 1024, what: 'cannot build the cloud-init ISO' }).then(() => undefined);
 }
 
 /**
