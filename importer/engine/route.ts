@@ -161,7 +161,10 @@ export function route(facts: RouteFacts): Route {
   if (facts.format === Format.Raw) {
     const footer = facts.tail === 'fixed-vhd';
     const disk = plain && facts.size !== undefined ? facts.size - (footer ? VHD_FOOTER_BYTES : 0) : undefined;
-    if (facts.usable !== undefined && disk !== undefined && disk > facts.usable) {
+    // Where the last bytes cannot be read ahead, an image up to a footer too large still streams:
+    // the streamed path finds a footer at the end, and its bound fails the image if there is none.
+    const slack = facts.tail === undefined && !facts.localFile && !facts.ranged ? VHD_FOOTER_BYTES : 0;
+    if (facts.usable !== undefined && disk !== undefined && disk - slack > facts.usable) {
       // Known too large before a byte is written.
       return {
         path: 'refused',
@@ -172,9 +175,9 @@ export function route(facts: RouteFacts): Route {
     }
     // A big remote raw image is copied by qemu-img through nbdkit like a qcow2 is: measured 2 GiB
     // random raw in 4.4–4.8 s against 6.9–7.6 s streamed through node. Only whole sectors (the NBD
-    // client rounds sizes) and without a footer to leave out.
+    // client rounds sizes), and only where the last bytes can be read first: a footer is left out.
     const size = facts.size ?? 0;
-    if (inPlaceRemote && !footer && facts.tuning.rawViaNbdMinBytes > 0 && size >= facts.tuning.rawViaNbdMinBytes && size % 512 === 0) {
+    if (inPlaceRemote && facts.ranged && !footer && facts.tuning.rawViaNbdMinBytes > 0 && size >= facts.tuning.rawViaNbdMinBytes && size % 512 === 0) {
       return { path: 'nbd', qemuFormat: 'raw' };
     }
     if (facts.fileDecoder !== undefined && facts.targetKind === TargetKind.File) {

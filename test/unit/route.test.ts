@@ -71,6 +71,16 @@ describe('route: raw images', () => {
     expect(route(facts(over))).toMatchObject({ path: 'refused', code: 'TARGET_TOO_SMALL', details: { size: disk, usable: 1024 * MiB } });
   });
 
+  test('without Range an image up to 512 bytes too large streams: a footer is looked for at the end, the bound fails it otherwise', () => {
+    const far = { ranged: false, nbdReadable: false };
+    expect(route(facts({ ...far, size: 1024 * MiB + 512 }))).toEqual({ path: 'streamed', transport: SINGLE, bound: 1024 * MiB });
+    expect(route(facts({ ...far, size: 1024 * MiB + 513 }))).toMatchObject({ path: 'refused', code: 'TARGET_TOO_SMALL' });
+  });
+
+  test('nbd for raw needs ranged reads (to look at the last bytes first)', () => {
+    expect(route(facts({ size: BIG, ranged: false }))).toEqual({ path: 'streamed', transport: SINGLE, bound: 1024 * MiB });
+  });
+
   test('a fixed VHD footer makes an image that is 512 bytes too large fit', () => {
     expect(route(facts({ size: 1024 * MiB + 512, tail: 'fixed-vhd' }))).toEqual({ path: 'streamed', transport: SINGLE, bound: 1024 * MiB });
   });
