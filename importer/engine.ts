@@ -1,6 +1,7 @@
 /**
- * The import engine's public face; the engine itself lives in ./engine/: `route.ts` (the pure
- * decision), `engine.ts` (gathers facts, executes the route), `tuning.ts`, `opener.ts`.
+ * The import engine's public face; the engine itself lives in ./engine/: route.ts (the pure
+ * decision), engine.ts (gathers the facts, executes the route), raw.ts and convert.ts (the paths),
+ * context.ts, abort.ts, declared-size.ts, tuning.ts, opener.ts. See docs/adr/0004-import-route.md.
  */
 
 export { type EngineDeps, runImport } from './engine/engine.js';
