@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { compress, convertImage, MiB, removeDir, sh, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -44,8 +44,13 @@ beforeAll(async () => {
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', f('huge.qcow2'), String(HUGE)]);
   compress('gzip', f('huge.qcow2'), f('huge.qcow2.gz'));
 
+  // Exactly 16 MiB of data: fits a 16 MiB target to the byte.
+  writeFileSync(f('exact.raw'), randomBytes(16 * MiB));
+  compress('zstd', f('exact.raw'), f('exact.raw.zst'));
+  compress('xz', f('exact.raw'), f('exact.raw.xz'));
+
   server = await startServer();
-  for (const name of ['bomb.xz', 'bomb.zst', 'big.qcow2.gz', 'padded.qcow2.gz', 'huge.qcow2', 'huge.qcow2.gz']) server.route(`/${name}`, { file: f(name) });
+  for (const name of ['exact.raw.zst', 'exact.raw.xz', 'bomb.xz', 'bomb.zst', 'big.qcow2.gz', 'padded.qcow2.gz', 'huge.qcow2', 'huge.qcow2.gz']) server.route(`/${name}`, { file: f(name) });
 });
 
 afterAll(async () => {
@@ -85,6 +90,14 @@ describe('decoder into the target (zstd, xz)', () => {
     expect(largest).toBeLessThanOrEqual(16 * MiB + 512);
     expect(existsSync(out)).toBe(false);
     expect(existsSync(`${out}.ferry-partial`)).toBe(false);
+  });
+
+  test.each(['exact.raw.zst', 'exact.raw.xz'])('%s, exactly the target size: imported by the decoder, the bound does not get in the way', async (name) => {
+    const out = f(`out-${name}.img`);
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out }, capacity: 16 * MiB }));
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('decoder');
+    expect(readFileSync(out).equals(readFileSync(f('exact.raw')))).toBe(true);
   });
 });
 
