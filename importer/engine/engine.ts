@@ -132,8 +132,9 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     ...withDeclaredSize(peeled),
     tuning: deps.tuning,
   };
-  if (opened.measureLatency && wantsLatency({ ...facts, canMeasure: true })) {
-    const latencyMs = await raceAbort(signal, opened.measureLatency().catch(() => undefined));
+  const { measureLatency } = opened;
+  if (measureLatency && wantsLatency({ ...facts, canMeasure: true })) {
+    const latencyMs = await raceAbort(signal, measureLatency().catch(() => undefined));
     if (latencyMs !== undefined) {
       facts = { ...facts, latencyMs };
       log.info({ latencyMs: Math.round(latencyMs * 10) / 10 }, 'request latency measured');
