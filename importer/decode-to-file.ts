@@ -55,13 +55,28 @@ export async function probeDecoded(format: Format, compressedHead: Buffer, want:
   });
 }
 
+export interface DecodeOptions {
+  /**
+   * Most bytes the decoder may write: enforced by the kernel (RLIMIT_FSIZE through prlimit), so
+   * the file never grows past it; more output fails TARGET_TOO_SMALL.
+   */
+  readonly limit?: number;
+  /** Kills the decoder. */
+  readonly signal?: AbortSignal;
+  readonly syncEveryBytes?: number;
+}
+
 /**
  * Feeds `source` (compressed) to the decoder, whose output is `path`. Dirty pages are flushed every
  * 64 MiB written, as the streamed writer does, so a cgroup memory limit is not filled with page cache.
  * Returns the decoded size.
  */
-export async function decodeToFile(format: Format, source: ByteStream, path: string, syncEveryBytes = DEFAULT_SYNC_EVERY_BYTES): Promise<number> {
-  const [command, args] = decoder(format, 'all');
+export async function decodeToFile(format: Format, source: ByteStream, path: string, options: DecodeOptions = {}): Promise<number> {
+  const [decoderCommand, decoderArgs] = decoder(format, 'all');
+  const { limit, signal } = options;
+  const syncEveryBytes = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
+  // prlimit sets the limit on itself and execs the decoder: the same process, so an abort's kill reaches it.
+  const [command, args] = limit === undefined ? [decoderCommand, decoderArgs] : ['prlimit', [`--fsize=${limit}`, '--', decoderCommand, ...decoderArgs]];
   const out = await open(path, 'w');
   let stderr = '';
   let synced = 0;
@@ -82,16 +97,16 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
       });
   }, 100);
   try {
-    const child = spawn(command, args, { stdio: ['pipe', out.fd, 'pipe'] });
+    const child = spawn(command, args, { stdio: ['pipe', out.fd, 'pipe'], ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
     const { stdin, stderr: errors } = child;
-    if (!stdin || !errors) throw new FerryError(ErrorCode.Internal, `cannot talk to ${command}`);
+    if (!stdin || !errors) throw new FerryError(ErrorCode.Internal, `cannot talk to ${decoderCommand}`);
     errors.setEncoding('utf8');
     errors.on('data', (d: string) => {
       stderr = (stderr + d).slice(-2048);
     });
-    const exited = new Promise<{ code: number | null; error?: Error }>((resolve) => {
-      child.once('error', (error) => resolve({ code: null, error }));
-      child.once('close', (code) => resolve({ code }));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+      child.once('error', (error) => resolve({ code: null, signal: null, error }));
+      child.once('close', (code, killedBy) => resolve({ code, signal: killedBy }));
     });
     let feedError: unknown;
     try {
@@ -100,12 +115,15 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
       feedError = err;
       child.kill('SIGKILL');
     }
-    const { code, error } = await exited;
+    const { code, signal: killedBy, error } = await exited;
     if (feedError && (feedError as NodeJS.ErrnoException).code !== 'EPIPE') throw feedError;
-    if (error) throw new FerryError(ErrorCode.Internal, `cannot run ${command}: ${error.message}`, { cause: error });
+    if (error) throw new FerryError(ErrorCode.Internal, `cannot run ${decoderCommand}: ${error.message}`, { cause: error });
+    if (limit !== undefined && (killedBy === 'SIGXFSZ' || /file too large/i.test(stderr))) {
+      throw new FerryError(ErrorCode.TargetTooSmall, `the decompressed image is larger than ${limit} bytes, the most the target can take`, { details: { limit } });
+    }
     if (code !== 0) {
-      if (/no space left/i.test(stderr)) throw new FerryError(ErrorCode.NoSpace, `the target ran out of space while ${command} decoded the image`);
-      throw new FerryError(ErrorCode.InvalidImage, `${command} could not decompress the data: ${stderr.trim() || `exit ${code}`}`);
+      if (/no space left/i.test(stderr)) throw new FerryError(ErrorCode.NoSpace, `the target ran out of space while ${decoderCommand} decoded the image`);
+      throw new FerryError(ErrorCode.InvalidImage, `${decoderCommand} could not decompress the data: ${stderr.trim() || (killedBy ?? `exit ${code}`)}`);
     }
     if (feedError) throw feedError;
     await flushing;

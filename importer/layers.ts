@@ -24,17 +24,17 @@ export interface Peeled {
   readonly compressed?: { readonly format: Format; readonly stream: ByteStream };
 }
 
-function decompress(format: Format, source: ByteStream): ByteStream {
+function decompress(format: Format, source: ByteStream, signal?: AbortSignal): ByteStream {
   switch (format) {
     case Format.Gzip:
       // Node's zlib decodes gzip as fast as pigz here; xz, zstd and bzip2 need their programs.
       return gunzip(source);
     case Format.Xz:
-      return spawnFilter(source, 'xz', ['-dc', '-T0']);
+      return spawnFilter(source, 'xz', ['-dc', '-T0'], signal);
     case Format.Zstd:
-      return spawnFilter(source, 'zstd', ['-dc', '-q']);
+      return spawnFilter(source, 'zstd', ['-dc', '-q'], signal);
     case Format.Bzip2:
-      return spawnFilter(source, 'bzip2', ['-dc']);
+      return spawnFilter(source, 'bzip2', ['-dc'], signal);
     default:
       throw new FerryError(ErrorCode.Internal, `no decompressor for ${format}`);
   }
@@ -52,7 +52,13 @@ async function* gunzip(source: ByteStream): ByteStream {
   }
 }
 
-export async function peel(source: ByteStream): Promise<Peeled> {
+export interface PeelOptions {
+  /** Stops the decompressors it starts. */
+  readonly signal?: AbortSignal;
+}
+
+export async function peel(source: ByteStream, options: PeelOptions = {}): Promise<Peeled> {
+  const { signal } = options;
   const layers: Format[] = [];
   let stream = source;
   for (;;) {
@@ -69,13 +75,13 @@ export async function peel(source: ByteStream): Promise<Peeled> {
       const inner = await probeDecoded(format, compressedHead, SNIFF_BYTES);
       const complete = inner !== undefined && (inner.length >= SNIFF_BYTES || compressedHead.length < PROBE_INPUT_BYTES);
       if (inner && complete && !isCompression(detectFormat(inner))) {
-        return { format: detectFormat(inner), layers: [format], head: inner, stream: decompress(format, compressed), compressed: { format, stream: compressed } };
+        return { format: detectFormat(inner), layers: [format], head: inner, stream: decompress(format, compressed, signal), compressed: { format, stream: compressed } };
       }
       layers.push(format);
-      stream = decompress(format, compressed);
+      stream = decompress(format, compressed, signal);
       continue;
     }
     layers.push(format);
-    stream = decompress(format, replay);
+    stream = decompress(format, replay, signal);
   }
 }

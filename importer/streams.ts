@@ -138,8 +138,9 @@ export async function* throughDuplex(source: ByteStream, duplex: Duplex): ByteSt
  * Runs a filter program (`xz -dc`, ...) as a stage. An error of the source wins over the
  * program's complaint about its truncated input, because it names the real cause.
  */
-export async function* spawnFilter(source: ByteStream, command: string, args: readonly string[]): ByteStream {
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+export async function* spawnFilter(source: ByteStream, command: string, args: readonly string[], signal?: AbortSignal): ByteStream {
+  // An abort kills the program at once; the consumer then sees the error of whatever stopped.
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
   let stderr = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (d: string) => {
@@ -214,6 +215,34 @@ export async function* capped(source: ByteStream, limit: number, what: string): 
     }
     yield chunk;
   }
+}
+
+/**
+ * Holds the last `n` bytes back until the end, then hands them on unless `drop(tail, before)` says
+ * they are not data (a fixed VHD's footer after `before` bytes of disk). A stream shorter than `n`
+ * bytes passes whole.
+ */
+export async function* heldBackTail(source: ByteStream, n: number, drop: (tail: Buffer, before: number) => boolean): ByteStream {
+  let held: Buffer = Buffer.alloc(0);
+  let passed = 0;
+  for await (const chunk of source) {
+    // Big chunks are passed on as views; only the small held tail is ever copied.
+    const all = chunk.length >= n ? chunk : Buffer.concat([held, chunk]);
+    if (chunk.length >= n && held.length > 0) {
+      passed += held.length;
+      yield held;
+    }
+    if (all.length <= n) {
+      held = all === chunk ? Buffer.from(chunk) : all;
+      continue;
+    }
+    const out = all.subarray(0, all.length - n);
+    // A copy: the producer may reuse its buffer after the yield.
+    held = Buffer.from(all.subarray(all.length - n));
+    passed += out.length;
+    yield out;
+  }
+  if (held.length > 0 && !(held.length === n && drop(held, passed))) yield held;
 }
 
 /** Fails if a source that announced its length ends short of it. */

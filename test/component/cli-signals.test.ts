@@ -148,7 +148,7 @@ describe('ferry import, interrupted (the CLI\'s part)', () => {
 // scratch file left). When the engine change lands Jest reports them as passing unexpectedly:
 // turn `test.failing` back into `test` then.
 describe('ferry import, interrupted (needs the engine to honour EngineDeps.signal)', () => {
-  test.failing.each(['SIGTERM', 'SIGINT'] as const)('%s while qemu-img reads a qcow2 in place through nbdkit: children stopped, nbd folder removed', async (signal) => {
+  test.each(['SIGTERM', 'SIGINT'] as const)('%s while qemu-img reads a qcow2 in place through nbdkit: children stopped, nbd folder removed', async (signal) => {
     const dest = f(`nbd-${signal}.img`);
     const cli = startCli(`nbd-${signal}`, ['--url', `${server.url}/slow.qcow2`, '--dest', dest, '--connections', '1']);
     await until('nbdkit and qemu-img', () => {
@@ -166,7 +166,7 @@ describe('ferry import, interrupted (needs the engine to honour EngineDeps.signa
     expect(nbdFolders(cli.tmp)).toEqual([]);
   });
 
-  test.failing('SIGTERM while a qcow2 is staged in the scratch directory: the scratch file is removed', async () => {
+  test('SIGTERM while a qcow2 is staged in the scratch directory: the scratch file is removed', async () => {
     const dest = f('scratch.img');
     const scratch = f('scratch-dir');
     const cli = startCli('scratch', ['--url', `${server.url}/slow.qcow2`, '--dest', dest, '--via-scratch', '--scratch-dir', scratch, '--connections', '1']);

@@ -42,12 +42,28 @@ export interface RunOutcome {
   readonly snapshots: ProgressSnapshot[];
 }
 
-export async function runEngine(s: ImportSpec, tuning: Partial<ImportTuning> = {}): Promise<RunOutcome> {
+export interface RunOptions {
+  /** Aborts the import (EngineDeps.signal). */
+  readonly signal?: AbortSignal;
+}
+
+/** A backoff that ends early on abort, so an aborted test leaves no timer behind. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
+
+export async function runEngine(s: ImportSpec, tuning: Partial<ImportTuning> = {}, options: RunOptions = {}): Promise<RunOutcome> {
   const progress = new Progress();
   const snapshots: ProgressSnapshot[] = [];
   progress.subscribe((x) => snapshots.push(x));
   try {
-    const result = await runImport(s, { logger: silentLogger(), progress, tuning: { ...DEFAULT_TUNING, ...FAST_TUNING, ...tuning }, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) });
+    const result = await runImport(s, { logger: silentLogger(), progress, tuning: { ...DEFAULT_TUNING, ...FAST_TUNING, ...tuning }, sleep: (ms) => sleep(ms, options.signal), ...(options.signal ? { signal: options.signal } : {}) });
     return { result, snapshots };
   } catch (err) {
     if (err instanceof FerryError) return { error: err, snapshots };

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { handover, peek } from '../../importer/streams.js';
+import { handover, heldBackTail, peek } from '../../importer/streams.js';
 import { peel } from '../../importer/layers.js';
 
 /**
@@ -101,5 +101,36 @@ describe('handover', () => {
     const { stream, state } = source(100);
     await handover(stream).stream[Symbol.asyncIterator]().return?.(undefined);
     expect(state.closed).toBe(true);
+  });
+});
+
+describe('heldBackTail', () => {
+  const chunked = async function* (data: Buffer, sizes: readonly number[]): AsyncGenerator<Buffer> {
+    let at = 0;
+    for (let i = 0; at < data.length; i += 1) {
+      const n = sizes[i % sizes.length] as number;
+      yield data.subarray(at, at + n);
+      at += n;
+    }
+  };
+  const data = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 251));
+
+  test.each<[string, readonly number[]]>([
+    ['big chunks', [4096]],
+    ['tiny chunks', [7]],
+    ['chunks of exactly the tail', [512]],
+    ['mixed', [1, 600, 3, 512, 2000]],
+  ])('%s: everything passes when the tail is data, and the tail is judged with the bytes before it', async (_name, sizes) => {
+    const seen: Array<[number, number]> = [];
+    const kept = await collect(heldBackTail(chunked(data, sizes), 512, (tail, before) => (seen.push([tail.length, before]), false)));
+    expect(kept.equals(data)).toBe(true);
+    expect(seen).toEqual([[512, 5000 - 512]]);
+    const dropped = await collect(heldBackTail(chunked(data, sizes), 512, () => true));
+    expect(dropped.equals(data.subarray(0, 5000 - 512))).toBe(true);
+  });
+
+  test('a stream shorter than the tail passes whole, never judged', async () => {
+    const kept = await collect(heldBackTail(chunked(data.subarray(0, 300), [100]), 512, () => true));
+    expect(kept.length).toBe(300);
   });
 });

@@ -1,0 +1,83 @@
+/** What the steps of one import share: the context they are given, and small helpers. */
+
+import { ErrorCode, FerryError } from '../../src/errors.js';
+import type { ImportSpec } from '../../src/contract/import-spec.js';
+import type { Logger } from '../../src/logging.js';
+import type { ImportSuccess } from '../../src/contract/termination.js';
+import type { Peeled } from '../layers.js';
+import { fetchParallelToFile } from '../parallel-fetch.js';
+import type { Progress } from '../progress.js';
+import type { OpenedSource } from '../sources/source.js';
+import type { ByteStream } from '../streams.js';
+import type { PreparedTarget } from '../target.js';
+import type { RangedFetch } from './route.js';
+import type { ImportTuning } from './tuning.js';
+
+export interface EngineDeps {
+  readonly logger: Logger;
+  readonly progress: Progress;
+  readonly tuning: ImportTuning;
+  readonly sleep: (ms: number) => Promise<void>;
+  /**
+   * Stops the import: children are killed, requests closed, every file the import made removed,
+   * and runImport rejects with INTERRUPTED.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** What every step of one import needs: passed as one value instead of six parameters. */
+export interface Run {
+  readonly spec: ImportSpec;
+  readonly target: PreparedTarget;
+  readonly deps: EngineDeps;
+  readonly log: Logger;
+  readonly signal: AbortSignal;
+}
+
+/** One attempt, once the source is open and its format known. */
+export interface Attempt extends Run {
+  readonly opened: OpenedSource;
+  readonly peeled: Peeled;
+  /** Ranged reads of the source, each failing INTERRUPTED on abort. */
+  readonly openRange?: (start: number, end: number) => Promise<ByteStream>;
+}
+
+export function success(fields: Partial<Omit<ImportSuccess, 'kind'>>): ImportSuccess {
+  return {
+    kind: 'success',
+    message: 'Import Complete',
+    scratchSpaceRequired: false,
+    preallocationApplied: false,
+    ...fields,
+  };
+}
+
+export function describe(peeled: Peeled): string {
+  return [peeled.format, ...peeled.layers.slice().reverse()].join('+');
+}
+
+export const closeStream = async (stream: ByteStream): Promise<void> => {
+  await stream[Symbol.asyncIterator]().return?.();
+};
+
+export function retryOptions(deps: EngineDeps) {
+  return {
+    attempts: deps.tuning.resumeAttempts + 1,
+    backoffMs: Math.min(deps.tuning.backoffMs, 1000),
+    sleep: deps.sleep,
+  };
+}
+
+/** Fills `path` from several ranged connections (the plain stream is closed first). */
+export async function fetchRanged({ spec, deps, peeled, openRange }: Attempt, path: string, sparse: boolean, fetch: RangedFetch): Promise<void> {
+  if (!openRange) throw new FerryError(ErrorCode.Internal, 'a ranged route needs a source that serves ranges');
+  await closeStream(peeled.stream);
+  await fetchParallelToFile(path, sparse, spec.checksum, {
+    ...retryOptions(deps),
+    size: fetch.length,
+    connections: fetch.connections,
+    chunkBytes: fetch.chunkBytes,
+    openRange,
+    onBytes: (n: number) => deps.progress.bytes(n),
+  });
+}

@@ -1,0 +1,203 @@
+/**
+ * The import engine: open the source → (checksum, count) → peel compression → gather the facts →
+ * `route` (pure, ./route.ts) → execute that route → a completed disk only under its final name.
+ * Retryable failures start the attempt again; an abort stops everything and leaves nothing behind.
+ */
+
+import { open } from 'node:fs/promises';
+import { ErrorCode, FerryError, toFerryError } from '../../src/errors.js';
+import { type ImportSpec, ImportSource } from '../../src/contract/import-spec.js';
+import type { ImportSuccess } from '../../src/contract/termination.js';
+import { extractArchive } from '../archive.js';
+import { checkHeader } from '../image-header.js';
+import { peel, type Peeled } from '../layers.js';
+import { orderedRanges } from '../parallel-fetch.js';
+import { Phase } from '../progress.js';
+import type { SourceOpener } from '../sources/source.js';
+import { type ByteStream, counted, exactLength, handover, verified } from '../streams.js';
+import { createBlank, discardPartial, finishDisk, prepareTarget } from '../target.js';
+import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
+import { guarded, linkedSignal, raceAbort } from './abort.js';
+import { type Attempt, closeStream, describe, type EngineDeps, retryOptions, type Run, success } from './context.js';
+import { importConverted } from './convert.js';
+import { declaredSize } from './declared-size.js';
+import { openerFor } from './opener.js';
+import { importDecoded, importRanged, importStreamed } from './raw.js';
+import { type Route, route, type RouteFacts, tailMatters, wantsLatency } from './route.js';
+
+export type { EngineDeps } from './context.js';
+
+export async function runImport(spec: ImportSpec, deps: EngineDeps): Promise<ImportSuccess> {
+  if (deps.signal?.aborted) throw interrupted();
+  const linked = linkedSignal(deps.signal);
+  try {
+    return await importWith(spec, deps, linked.signal);
+  } finally {
+    linked.dispose();
+  }
+}
+
+async function importWith(spec: ImportSpec, deps: EngineDeps, signal: AbortSignal): Promise<ImportSuccess> {
+  const target = await prepareTarget(spec);
+  const run: Run = { spec, target, deps, signal, log: deps.logger.child({ source: spec.source, target: target.path }) };
+  if (spec.source === ImportSource.Blank) return importBlank(run);
+  const opener = openerFor(spec, deps.tuning, deps.sleep, run.log);
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const result = await importOnce(run, opener);
+      deps.progress.complete();
+      return result;
+    } catch (err) {
+      const error = signal.aborted ? interrupted() : toFerryError(err);
+      await discardPartial(target).catch(() => undefined);
+      if (signal.aborted || !error.retryable || attempt >= deps.tuning.attempts) throw error;
+      const delay = Math.min(deps.tuning.maxBackoffMs, deps.tuning.backoffMs * 2 ** (attempt - 1));
+      run.log.warn({ code: error.code, attempt, retryInMs: delay }, `attempt failed, retrying: ${error.message}`);
+      await raceAbort(signal, deps.sleep(delay)).catch(() => {
+        throw interrupted();
+      });
+    }
+  }
+}
+
+/** What runImport reports after an abort: the table's INTERRUPTED (retryable for the controller). */
+function interrupted(): FerryError {
+  return new FerryError(ErrorCode.Interrupted, 'the import was interrupted before it finished');
+}
+
+async function importBlank({ spec, target, deps }: Run): Promise<ImportSuccess> {
+  try {
+    await createBlank(target);
+    const done = await finishDisk(target, { written: 0, preallocate: spec.preallocation });
+    deps.progress.complete();
+    return success({ preallocationApplied: done.preallocationApplied, diskSize: done.size, sourceFormat: 'blank' });
+  } catch (err) {
+    await discardPartial(target).catch(() => undefined);
+    throw toFerryError(err);
+  }
+}
+
+async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess> {
+  const { spec, deps, log, signal } = run;
+  const opened = await raceAbort(signal, opener(), (late) => void closeStream(late.stream).catch(() => undefined));
+  log.info({ from: opened.description, size: opened.size, ranges: opened.acceptsRanges }, 'source opened');
+  const openRange = opened.openRange;
+  const guardedRange = openRange ? async (start: number, end: number) => guarded(await raceAbort(signal, openRange(start, end), (s) => void closeStream(s).catch(() => undefined)), signal) : undefined;
+  const counter = { bytes: 0 };
+  const source = handover(guarded(opened.stream, signal));
+  let wire: ByteStream = exactLength(source.stream, opened.size);
+  if (spec.checksum) wire = verified(wire, spec.checksum);
+  wire = counted(wire, counter, (n) => deps.progress.bytes(n));
+  const peeled = await peel(wire, { signal });
+  try {
+    const attempt: Attempt = { ...run, opened, peeled, ...(guardedRange ? { openRange: guardedRange } : {}) };
+    if (peeled.head.length === 0) throw new FerryError(ErrorCode.InvalidImage, 'the source is empty');
+    log.info({ format: describe(peeled) }, 'format detected');
+    checkHeader(peeled.format, peeled.head);
+    const chosen = await chooseRoute(attempt);
+    log.info({ route: chosen.path }, 'route chosen');
+    const transport = 'transport' in chosen ? chosen.transport : chosen.path === 'scratch' && 'kind' in chosen.fill ? chosen.fill : undefined;
+    if (transport?.kind === 'ordered-ranges' && attempt.openRange && opened.size !== undefined) {
+      // The head was read on the first connection; the rest continues over ranges from there.
+      const { size } = opened;
+      const ranges = attempt.openRange;
+      source.takeOver((offset) => orderedRanges({ ...retryOptions(deps), openRange: ranges, size, start: offset, connections: transport.connections, chunkBytes: transport.chunkBytes }));
+      log.info({ connections: transport.connections, chunkBytes: transport.chunkBytes }, 'compressed image: ranged connections, read in order');
+    }
+    return await execute(attempt, chosen);
+  } finally {
+    // Whatever path ran, end the source: closes the connection and stops any decompressor child.
+    await closeStream(peeled.stream).catch(() => undefined);
+  }
+}
+
+/** Gathers the facts (measuring latency, reading a raw image's last bytes only where they matter) and routes. */
+async function chooseRoute(attempt: Attempt): Promise<Route> {
+  const { spec, target, deps, log, signal, opened, peeled } = attempt;
+  const compressed = peeled.compressed;
+  let facts: RouteFacts = {
+    contentType: spec.contentType,
+    source: spec.source,
+    format: peeled.format,
+    layers: peeled.layers,
+    ...(compressed ? { fileDecoder: compressed.format } : {}),
+    ...(opened.size !== undefined ? { size: opened.size } : {}),
+    ranged: attempt.openRange !== undefined,
+    nbdReadable: opened.remoteUrl !== undefined && opened.acceptsRanges,
+    localFile: opened.localPath !== undefined,
+    checksum: spec.checksum !== undefined,
+    targetKind: target.kind,
+    ...(target.usable !== undefined ? { usable: target.usable } : {}),
+    scratch: spec.scratchDir !== undefined,
+    ...withDeclaredSize(peeled),
+    tuning: deps.tuning,
+  };
+  const { measureLatency } = opened;
+  if (measureLatency && wantsLatency({ ...facts, canMeasure: true })) {
+    const latencyMs = await raceAbort(signal, measureLatency().catch(() => undefined));
+    if (latencyMs !== undefined) {
+      facts = { ...facts, latencyMs };
+      log.info({ latencyMs: Math.round(latencyMs * 10) / 10 }, 'request latency measured');
+    }
+  }
+  let chosen = route(facts);
+  if (tailMatters(facts, chosen) && opened.size !== undefined) {
+    const tail = await readTail(attempt, opened.size);
+    facts = { ...facts, tail: tail !== undefined && isFixedVhdFooter(tail, opened.size - VHD_FOOTER_BYTES) ? 'fixed-vhd' : 'data' };
+    if (facts.tail === 'fixed-vhd') log.info({ disk: opened.size - VHD_FOOTER_BYTES }, 'a fixed VHD: its footer is left out');
+    chosen = route(facts);
+  }
+  return chosen;
+}
+
+function withDeclaredSize(peeled: Peeled): { declaredSize?: bigint } {
+  const size = declaredSize(peeled.format, peeled.head);
+  return size !== undefined ? { declaredSize: size } : {};
+}
+
+/** The last 512 bytes of a plain source of known size: read in place, or with one ranged request. */
+async function readTail({ opened, openRange }: Attempt, size: number): Promise<Buffer | undefined> {
+  const start = size - VHD_FOOTER_BYTES;
+  if (opened.localPath !== undefined) {
+    const handle = await open(opened.localPath, 'r');
+    try {
+      const buffer = Buffer.alloc(VHD_FOOTER_BYTES);
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, start);
+      return bytesRead === buffer.length ? buffer : undefined;
+    } finally {
+      await handle.close();
+    }
+  }
+  if (!openRange) return undefined;
+  const chunks: Buffer[] = [];
+  for await (const chunk of await openRange(start, size - 1)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+function execute(attempt: Attempt, chosen: Route): Promise<ImportSuccess> {
+  switch (chosen.path) {
+    case 'refused':
+      throw new FerryError(chosen.code, chosen.message, chosen.details ? { details: chosen.details } : {});
+    case 'archive':
+      return importArchive(attempt);
+    case 'streamed':
+      return importStreamed(attempt, chosen.bound);
+    case 'decoder':
+      return importDecoded(attempt, chosen.bound, chosen.usable);
+    case 'ranged':
+      return importRanged(attempt, chosen.fetch);
+    case 'nbd':
+    case 'in-place':
+    case 'scratch':
+    case 'scratch-required':
+      return importConverted(attempt, chosen);
+  }
+}
+
+async function importArchive({ target, deps, log, opened, peeled }: Attempt): Promise<ImportSuccess> {
+  deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
+  const result = await extractArchive(peeled.stream, target.path, target.usable);
+  log.info(result, 'archive extracted');
+  return success({ sourceFormat: describe(peeled) });
+}
+

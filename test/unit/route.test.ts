@@ -1,0 +1,184 @@
+import { describe, expect, test } from '@jest/globals';
+import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, scratchBound, tailMatters, wantsLatency } from '../../importer/engine/route.js';
+
+const MiB = 1024 * 1024;
+
+const TUNING: RouteTuning = {
+  directHttp: true,
+  connections: 1,
+  nearLatencyMs: 5,
+  autoConnections: 4,
+  rawViaNbdMinBytes: 64 * MiB,
+  parallelMinBytes: 64 * MiB,
+  chunkBytes: 16 * MiB,
+  streamChunkBytes: 4 * MiB,
+};
+
+/** A small raw image over http with Range support, into a 1 GiB file target with scratch space. */
+const BASE: RouteFacts = {
+  contentType: 'kubevirt',
+  source: 'http',
+  format: 'raw',
+  layers: [],
+  size: 8 * MiB,
+  ranged: true,
+  nbdReadable: true,
+  localFile: false,
+  checksum: false,
+  targetKind: 'file',
+  usable: 1024 * MiB,
+  scratch: true,
+  tuning: TUNING,
+};
+
+const BIG = 256 * MiB;
+const SINGLE = { kind: 'single' } as const;
+type Over = Omit<Partial<RouteFacts>, 'tuning'> & { readonly tuning?: Partial<RouteTuning> };
+const facts = (over: Over = {}): RouteFacts => ({ ...BASE, ...over, tuning: { ...TUNING, ...over.tuning } });
+
+describe('route: raw images', () => {
+  test.each<[string, Over, Route]>([
+    ['small, one connection: streamed, bounded by the target', {}, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['no capacity given: streamed, unbounded', { usable: undefined }, { path: 'streamed', transport: SINGLE }],
+    ['big, Range, whole sectors: qemu-img through nbdkit', { size: BIG }, { path: 'nbd', qemuFormat: 'raw' }],
+    ['big but not whole sectors: streamed', { size: BIG + 1 }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big with a checksum: streamed (every byte read in order)', { size: BIG, checksum: true }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big, nbd turned off: streamed', { size: BIG, tuning: { rawViaNbdMinBytes: 0 } }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big, directHttp off: streamed', { size: BIG, tuning: { directHttp: false } }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big from s3: not nbd', { size: BIG, source: 's3' }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big, without Range: streamed', { size: BIG, ranged: false, nbdReadable: false }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big, a fixed VHD footer at the end: not nbd (qemu-img would copy it)', { size: BIG, tail: 'fixed-vhd' }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['big, 4 connections: ranges at offsets', { size: BIG, tuning: { connections: 4 } }, { path: 'ranged', fetch: { connections: 4, chunkBytes: 16 * MiB, length: BIG } }],
+    ['big, auto, far away: ranges', { size: BIG, latencyMs: 20, tuning: { connections: 'auto' } }, { path: 'ranged', fetch: { connections: 4, chunkBytes: 16 * MiB, length: BIG } }],
+    ['big, auto, close by: nbd', { size: BIG, latencyMs: 1, tuning: { connections: 'auto' } }, { path: 'nbd', qemuFormat: 'raw' }],
+    ['big, ranges, footer known: the footer is not fetched', { size: BIG, tail: 'fixed-vhd', tuning: { connections: 4 } }, { path: 'ranged', fetch: { connections: 4, chunkBytes: 16 * MiB, length: BIG - 512 } }],
+    ['big, ranges, footer known, checksum: all fetched (cut after)', { size: BIG, tail: 'fixed-vhd', checksum: true, tuning: { connections: 4 } }, { path: 'ranged', fetch: { connections: 4, chunkBytes: 16 * MiB, length: BIG } }],
+    ['small, 4 connections: below parallelMinBytes, streamed', { tuning: { connections: 4 } }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['one zstd layer into a file: the decoder writes it, bound +512 for a footer', { layers: ['zstd'], fileDecoder: 'zstd' }, { path: 'decoder', decoder: 'zstd', transport: SINGLE, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['one xz layer, no capacity: decoder, unbounded', { layers: ['xz'], fileDecoder: 'xz', usable: undefined }, { path: 'decoder', decoder: 'xz', transport: SINGLE }],
+    ['one zstd layer into a block device: streamed', { layers: ['zstd'], fileDecoder: 'zstd', targetKind: 'block' }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['gzip, big, 4 connections: streamed from ordered ranges', { layers: ['gzip'], size: BIG, tuning: { connections: 4 } }, { path: 'streamed', transport: { kind: 'ordered-ranges', connections: 4, chunkBytes: 4 * MiB }, bound: 1024 * MiB }],
+    ['zstd, big, 4 connections: the decoder reads ordered ranges', { layers: ['zstd'], fileDecoder: 'zstd', size: BIG, tuning: { connections: 4 } }, { path: 'decoder', decoder: 'zstd', transport: { kind: 'ordered-ranges', connections: 4, chunkBytes: 4 * MiB }, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['a compressed image is never compared with the target by its compressed size', { layers: ['gzip'], size: 2048 * MiB }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+  ])('%s', (_name, over, expected) => {
+    expect(route(facts(over))).toEqual(expected);
+  });
+
+  test.each<[string, Over, number]>([
+    ['larger than the target', { size: 1024 * MiB + 1 }, 1024 * MiB + 1],
+    ['larger than the target even without its fixed VHD footer', { size: 1024 * MiB + 1024, tail: 'fixed-vhd' }, 1024 * MiB + 512],
+  ])('%s: TARGET_TOO_SMALL before a byte is written, with the sizes', (_name, over, disk) => {
+    expect(route(facts(over))).toMatchObject({ path: 'refused', code: 'TARGET_TOO_SMALL', details: { size: disk, usable: 1024 * MiB } });
+  });
+
+  test('without Range an image up to 512 bytes too large streams: a footer is looked for at the end, the bound fails it otherwise', () => {
+    const far = { ranged: false, nbdReadable: false };
+    expect(route(facts({ ...far, size: 1024 * MiB + 512 }))).toEqual({ path: 'streamed', transport: SINGLE, bound: 1024 * MiB });
+    expect(route(facts({ ...far, size: 1024 * MiB + 513 }))).toMatchObject({ path: 'refused', code: 'TARGET_TOO_SMALL' });
+  });
+
+  test('nbd for raw needs ranged reads (to look at the last bytes first)', () => {
+    expect(route(facts({ size: BIG, ranged: false }))).toEqual({ path: 'streamed', transport: SINGLE, bound: 1024 * MiB });
+  });
+
+  test('a fixed VHD footer makes an image that is 512 bytes too large fit', () => {
+    expect(route(facts({ size: 1024 * MiB + 512, tail: 'fixed-vhd' }))).toEqual({ path: 'streamed', transport: SINGLE, bound: 1024 * MiB });
+  });
+});
+
+describe('route: images qemu-img converts', () => {
+  const qcow2 = (over: Over = {}): RouteFacts => facts({ format: 'qcow2', declaredSize: 512n * BigInt(MiB), ...over });
+  test.each<[string, RouteFacts, Route]>([
+    ['remote with Range: read in place through nbdkit', qcow2(), { path: 'nbd', qemuFormat: 'qcow2' }],
+    ['vhd: qemu calls it vpc', facts({ format: 'vhd' }), { path: 'nbd', qemuFormat: 'vpc' }],
+    ['a local file: in place', qcow2({ localFile: true, nbdReadable: false, ranged: false }), { path: 'in-place', qemuFormat: 'qcow2', verifyFirst: false }],
+    ['a local file with a checksum: in place, read once first', qcow2({ localFile: true, checksum: true }), { path: 'in-place', qemuFormat: 'qcow2', verifyFirst: true }],
+    ['a checksum: scratch, streamed in, bounded', qcow2({ checksum: true }), { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
+    ['compressed: scratch', qcow2({ layers: ['gzip'] }), { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
+    ['a compressed local file: scratch', qcow2({ layers: ['xz'], localFile: true }), { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
+    ['no Range: scratch', qcow2({ ranged: false, nbdReadable: false }), { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
+    ['no Range, no scratch: reported, nothing written', qcow2({ ranged: false, nbdReadable: false, scratch: false }), { path: 'scratch-required', qemuFormat: 'qcow2' }],
+    ['no size in the header, no capacity: scratch, unbounded', facts({ format: 'vhdx', ranged: false, nbdReadable: false, usable: undefined }), { path: 'scratch', qemuFormat: 'vhdx', fill: SINGLE }],
+    ['no size in the header: bounded by the target', facts({ format: 'vhdx', checksum: true }), { path: 'scratch', qemuFormat: 'vhdx', fill: SINGLE, bound: scratchBound(1024 * MiB) }],
+    [
+      'big, 4 connections: ranges into scratch',
+      qcow2({ size: BIG, tuning: { connections: 4 } }),
+      { path: 'scratch', qemuFormat: 'qcow2', fill: { connections: 4, chunkBytes: 16 * MiB, length: BIG }, bound: scratchBound(512 * MiB) },
+    ],
+    [
+      'compressed, big, 4 connections: ordered ranges into scratch',
+      qcow2({ size: BIG, layers: ['xz'], tuning: { connections: 4 } }),
+      { path: 'scratch', qemuFormat: 'qcow2', fill: { kind: 'ordered-ranges', connections: 4, chunkBytes: 4 * MiB }, bound: scratchBound(512 * MiB) },
+    ],
+  ])('%s', (_name, f, expected) => {
+    expect(route(f)).toEqual(expected);
+  });
+
+  test.each<[string, bigint, number | string]>([
+    ['a header size larger than the target', 2048n * BigInt(MiB), 2048 * MiB],
+    ['a header size past 2^53 (qemu-img would call it invalid)', 2n ** 60n, (2n ** 60n).toString()],
+  ])('%s: TARGET_TOO_SMALL with the size, before any copy', (_name, declared, detail) => {
+    for (const over of [{}, { layers: ['gzip'] as const }, { localFile: true }, { scratch: false, ranged: false }]) {
+      expect(route(qcow2({ declaredSize: declared, ...over }))).toMatchObject({ path: 'refused', code: 'TARGET_TOO_SMALL', details: { virtualSize: detail, usable: 1024 * MiB } });
+    }
+  });
+
+  test('a header size is not judged without a capacity (qemu-img has the last word)', () => {
+    expect(route(qcow2({ declaredSize: 2n ** 60n, usable: undefined }))).toEqual({ path: 'nbd', qemuFormat: 'qcow2' });
+  });
+
+  test('a plain image file bigger than its scratch bound is refused before it is copied', () => {
+    expect(route(qcow2({ checksum: true, size: scratchBound(512 * MiB) + 1 }))).toMatchObject({ path: 'refused', code: 'TARGET_TOO_SMALL' });
+  });
+});
+
+describe('route: archives and refusals', () => {
+  test.each<[string, RouteFacts, Partial<Route>]>([
+    ['an archive of a tar stream', facts({ contentType: 'archive', format: 'tar', targetKind: 'directory' }), { path: 'archive', transport: SINGLE }],
+    ['an archive of a gzip tar, big, 4 connections: ordered ranges', facts({ contentType: 'archive', format: 'tar', layers: ['gzip'], size: BIG, tuning: { ...TUNING, connections: 4 } }), { path: 'archive', transport: { kind: 'ordered-ranges', connections: 4, chunkBytes: 4 * MiB } }],
+    ['an archive that is not tar', facts({ contentType: 'archive', format: 'qcow2' }), { path: 'refused', code: 'UNSUPPORTED_FORMAT' }],
+    ['a tar as a disk', facts({ format: 'tar' }), { path: 'refused', code: 'UNSUPPORTED_FORMAT' }],
+    ['an unsupported format', facts({ format: 'unsupported' }), { path: 'refused', code: 'UNSUPPORTED_FORMAT' }],
+  ])('%s', (_name, f, expected) => {
+    expect(route(f)).toMatchObject(expected);
+  });
+});
+
+describe('what the engine gathers before routing', () => {
+  test.each<[string, Parameters<typeof wantsLatency>[0], boolean]>([
+    ['auto, big, ranged', { ...facts({ size: BIG, tuning: { connections: 'auto' } }), canMeasure: true }, true],
+    ['a number of connections', { ...facts({ size: BIG, tuning: { connections: 4 } }), canMeasure: true }, false],
+    ['small', { ...facts({ tuning: { connections: 'auto' } }), canMeasure: true }, false],
+    ['no ranges', { ...facts({ size: BIG, ranged: false, tuning: { connections: 'auto' } }), canMeasure: true }, false],
+    ['nothing to measure with', { ...facts({ size: BIG, tuning: { connections: 'auto' } }), canMeasure: false }, false],
+  ])('latency: %s → %s', (_name, f, expected) => {
+    expect(wantsLatency(f)).toBe(expected);
+  });
+
+  test.each<[number | 'auto', number | undefined, number]>([
+    [1, undefined, 1],
+    [3, 100, 3],
+    ['auto', undefined, 1],
+    ['auto', 1, 1],
+    ['auto', 6, 4],
+  ])('connections %s at latency %s: %i', (setting, latencyMs, expected) => {
+    expect(connectionsFor({ ...(latencyMs !== undefined ? { latencyMs } : {}), tuning: { ...TUNING, connections: setting } })).toBe(expected);
+  });
+
+  test.each<[string, RouteFacts, boolean]>([
+    ['a raw image too large by up to its footer', facts({ size: 1024 * MiB + 512 }), true],
+    ['a big raw image going to nbd', facts({ size: BIG }), true],
+    ['a raw image streamed (the stream finds the footer itself)', facts(), false],
+    ['a local raw image too large', facts({ size: 1024 * MiB + 512, localFile: true, ranged: false, nbdReadable: false }), true],
+    ['too large, no Range, not local: nothing to read ahead with', facts({ size: 1024 * MiB + 512, ranged: false, nbdReadable: false }), false],
+    ['compressed', facts({ layers: ['gzip'], size: BIG }), false],
+    ['already read', facts({ size: BIG, tail: 'data' }), false],
+  ])('the last 512 bytes: %s → %s', (_name, f, expected) => {
+    expect(tailMatters(f, route(f))).toBe(expected);
+  });
+
+  test('the scratch bound: the disk plus at least 16 MiB, or 1/32 of it for big disks', () => {
+    expect(scratchBound(8 * MiB)).toBe(24 * MiB);
+    expect(scratchBound(32 * 1024 * MiB)).toBe(33 * 1024 * MiB);
+  });
+});
