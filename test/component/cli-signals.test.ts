@@ -143,11 +143,9 @@ describe('ferry import, interrupted (the CLI\'s part)', () => {
   });
 });
 
-// These pass once the engine stops its work on EngineDeps.signal (the engine half of #12). Until
-// then they are marked `failing` (and fail for the reasons they should: nbdkit still running, the
-// scratch file left). When the engine change lands Jest reports them as passing unexpectedly:
-// turn `test.failing` back into `test` then.
-describe('ferry import, interrupted (needs the engine to honour EngineDeps.signal)', () => {
+// The engine's half: children stopped and the files it made removed when EngineDeps.signal aborts
+// (before the engine honoured it, nbdkit kept running and the scratch file stayed).
+describe('ferry import, interrupted (the engine stops its children and removes its files)', () => {
   test.each(['SIGTERM', 'SIGINT'] as const)('%s while qemu-img reads a qcow2 in place through nbdkit: children stopped, nbd folder removed', async (signal) => {
     const dest = f(`nbd-${signal}.img`);
     const cli = startCli(`nbd-${signal}`, ['--url', `${server.url}/slow.qcow2`, '--dest', dest, '--connections', '1']);
