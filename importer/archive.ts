@@ -142,6 +142,10 @@ async function extractInto(source: ByteStream, root: string, limit: number | und
   const tree = diskTree(await realpath(root));
   const extract = tar.extract();
   const feeding = pipeline(Readable.from(source, { objectMode: false }), extract).catch((err: unknown) => err);
+  // An archive cut short inside a file fails the feed but leaves that file's entry stream open:
+  // without this, writing the entry would wait for bytes that never come.
+  const fed = new AbortController();
+  void feeding.then((err) => err && fed.abort(err));
   let files = 0;
   let bytes = 0;
   try {
@@ -172,7 +176,7 @@ async function extractInto(source: ByteStream, root: string, limit: number | und
           const file = await open(leaf.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
           try {
             await file.chmod(mode); // fchmod: the archive's mode without the umask, on the file just made
-            await pipeline(entry, file.createWriteStream()); // closes the file when done
+            await pipeline(entry, file.createWriteStream(), { signal: fed.signal }); // closes the file when done
           } finally {
             await file.close(); // no-op once the stream closed it; closes it if chmod failed
           }
@@ -208,7 +212,10 @@ async function extractInto(source: ByteStream, root: string, limit: number | und
     // A source failure (network, checksum) is the real cause of a half-read archive.
     if (feedError instanceof FerryError) throw feedError;
     if (err instanceof FerryError) throw err;
-    if (feedError) throw new FerryError(ErrorCode.InvalidImage, `not a valid tar archive: ${(feedError as Error).message}`, { cause: feedError });
+    // Destroying the parser ends the feed with "premature close": that is our doing, not the archive's,
+    // and the error that made us stop (a full volume: NO_SPACE) is the one to report.
+    const ours = (feedError as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE';
+    if (feedError && !ours) throw new FerryError(ErrorCode.InvalidImage, `not a valid tar archive: ${(feedError as Error).message}`, { cause: feedError });
     throw toFerryError(err, ErrorCode.TargetError);
   }
   return { files, bytes };

@@ -255,3 +255,24 @@ describe('archives whose links redirect later entries (issue #12)', () => {
     expect(readlinkSync(join(dest, 'self'))).toBe('.');
   });
 });
+
+describe('how a failed extraction is reported', () => {
+  test('a truncated tar is INVALID_IMAGE', async () => {
+    const whole = f('whole.tar');
+    await makeTar(whole, [{ name: 'big', content: 'z'.repeat(20000) }, { name: 'after', content: 'x' }]);
+    writeFileSync(f('truncated.tar'), readFileSync(whole).subarray(0, 8192));
+    server.route('/truncated.tar', { file: f('truncated.tar') });
+    const out = f('x-truncated');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/truncated.tar`, contentType: 'archive', target: { kind: 'directory', path: out } }));
+    expect(error?.code).toBe('INVALID_IMAGE');
+    expect(readdirSync(out)).toEqual([]);
+  });
+
+  test('a filesystem error while writing is TARGET_ERROR, not blamed on the archive', async () => {
+    // A name longer than NAME_MAX: the archive is valid, the filesystem refuses it.
+    const { dest, run } = await sandboxed('name-too-long', [{ name: 'ok', content: 'x' }, { name: 'n'.repeat(300), content: 'x' }]);
+    const { error } = await run();
+    expect(error?.code).toBe('TARGET_ERROR');
+    expect(readdirSync(dest)).toEqual([]);
+  });
+});
