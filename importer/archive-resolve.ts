@@ -46,6 +46,12 @@ export type Missing = (typeof Missing)[keyof typeof Missing];
 /** As Linux's MAXSYMLINKS: more links than this on one walk is a loop or an attack. */
 export const MAX_LINKS = 40;
 
+/**
+ * Names walked on one resolution, links' targets included: a bound on the work a hostile archive
+ * can ask for per entry (40 links of long targets), far above any honest path.
+ */
+export const MAX_STEPS = 4096;
+
 export interface Resolved {
   /** The names of the place reached, from the root. */
   readonly at: readonly string[];
@@ -74,9 +80,12 @@ export async function resolveBeneath(tree: TreeView, start: readonly string[], p
   const at = [...start];
   const todo = splitRelative(path, `path "${path}"`);
   let links = 0;
+  let steps = 0;
   let dangling = false;
   let kind: Resolved['kind'] = 'directory';
   for (let name = todo.shift(); name !== undefined; name = todo.shift()) {
+    steps += 1;
+    if (steps > MAX_STEPS) throw unsafe(`"${path}" takes more than ${MAX_STEPS} steps to resolve`);
     if (name === '..') {
       if (dangling) throw unsafe(`"${path}" climbs out of a path that does not exist ("${at.join('/')}")`);
       if (at.length === 0) throw unsafe(`"${path}" resolves outside the directory`);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { checkLinkTarget, entryKind, safeEntryPath } from '../../importer/archive.js';
-import { EntryKind, LeafAction, leafAction, Missing, type Node, type NodeKind, resolveBeneath, type TreeView } from '../../importer/archive-resolve.js';
+import { EntryKind, LeafAction, leafAction, MAX_STEPS, Missing, type Node, type NodeKind, resolveBeneath, type TreeView } from '../../importer/archive-resolve.js';
 import { FerryError } from '../../src/errors.js';
 import { codeOf } from './helpers.js';
 
@@ -101,6 +101,7 @@ describe('resolveBeneath', () => {
     ['a file in the middle makes the path dangle', { f: 'file' }, [], 'f/x', Missing.Check, ['f', 'x'], 'missing'],
     ['40 links are followed', chain(40), [], 'l0', Missing.Refuse, ['end'], 'directory'],
     ['"." names are dropped', { a: 'dir' }, [], './a/.', Missing.Refuse, ['a'], 'directory'],
+    ['MAX_STEPS names are walked', { a: 'dir' }, [], Array.from({ length: MAX_STEPS / 2 }, () => 'a/..').join('/'), Missing.Refuse, [], 'directory'],
   ])('%s', async (_, entries, start, path, mode, at, kind) => {
     const resolved = await resolveBeneath(memoryTree(entries), start, path, mode);
     expect(resolved).toEqual({ at, kind });
@@ -123,6 +124,7 @@ describe('resolveBeneath', () => {
     ['a file as a directory', { f: 'file' }, [], 'f/x', Missing.Create],
     ['a fifo as a directory', { p: 'fifo' }, [], 'p', Missing.Refuse],
     ['an absolute path', {}, [], '/etc', Missing.Check],
+    ['more steps than MAX_STEPS', { a: 'dir' }, [], Array.from({ length: MAX_STEPS + 1 }, () => 'a/..').join('/'), Missing.Check],
   ])('%s is UNSAFE_ARCHIVE', async (_, entries, start, path, mode) => {
     expect(await codeOfAsync(resolveBeneath(memoryTree(entries), start, path, mode))).toBe('UNSAFE_ARCHIVE');
   });
