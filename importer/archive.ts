@@ -240,9 +240,10 @@ async function hardLinkSource(tree: DiskTree, linkname: string, entry: string): 
 async function checkAllLinks(tree: DiskTree): Promise<void> {
   const pending: string[][] = [[]];
   for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
-    for (const dirent of await readdir(tree.path(dir), { withFileTypes: true })) {
-      if (dirent.isDirectory()) pending.push([...dir, dirent.name]);
-      else if (dirent.isSymbolicLink()) await resolveBeneath(tree, dir, await readlink(tree.path([...dir, dirent.name])), Missing.Check);
+    for (const name of await readdir(tree.path(dir))) {
+      const node = await tree.look(dir, name); // lstat, not d_type, which some filesystems leave unknown
+      if (node.kind === 'directory') pending.push([...dir, name]);
+      else if (node.kind === 'symlink') await resolveBeneath(tree, dir, node.target, Missing.Check);
     }
   }
 }
