@@ -1,8 +1,8 @@
 /** Content type archive: tar (optionally compressed) into a directory, and the archives that must be refused. */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { compress, makeRawDisk, makeTar, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { runEngine, spec } from '../helpers/engine.js';
@@ -110,5 +110,169 @@ describe('archive content', () => {
     expect(error?.code).toBe('UNSUPPORTED_FORMAT');
     expect(existsSync(out)).toBe(false);
     expect(lstatSync(dir).isDirectory()).toBe(true);
+  });
+});
+
+type TarEntry = Parameters<typeof makeTar>[1][number];
+
+/**
+ * From the staging root R = dest/.ferry-staging-*: `d/b` → R, `c` → `d/b/..` = dest, `g` → `c/..` =
+ * the sandbox. Read as text, each target stays inside; only the tree as extracted shows otherwise.
+ */
+const LAUNDER: TarEntry[] = [
+  { name: 'd/', type: 'directory' },
+  { name: 'd/b', type: 'symlink', linkname: '..' },
+  { name: 'c', type: 'symlink', linkname: 'd/b/..' },
+  { name: 'g', type: 'symlink', linkname: 'c/..' },
+];
+
+/** Every name under `root` but `skip`, with what lstat says of it: any change outside shows here. */
+function snapshot(root: string, skip: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      if (p === skip) continue;
+      const st = lstatSync(p);
+      const what = st.isSymbolicLink() ? `-> ${readlinkSync(p)}` : st.isFile() ? `file ${readFileSync(p, 'hex')}` : st.isDirectory() ? 'dir' : 'other';
+      out.push(`${relative(root, p)} ${what} ${st.mode} ${st.nlink} ${st.mtimeMs} ${st.ino}`);
+      if (st.isDirectory()) walk(p);
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** The links under `dest` whose target, as the kernel resolves it now, is outside `dest`. */
+function escapingLinks(dest: string): string[] {
+  const real = realpathSync(dest);
+  const bad: string[] = [];
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      const st = lstatSync(p);
+      if (st.isDirectory()) walk(p);
+      else if (st.isSymbolicLink()) {
+        let to: string | undefined;
+        try {
+          to = realpathSync(p);
+        } catch {
+          continue; // dangling: resolves nowhere
+        }
+        const rel = relative(real, to);
+        if (rel === '..' || rel.startsWith('../') || rel.startsWith('/')) bad.push(`${relative(dest, p)} -> ${to}`);
+      }
+    }
+  };
+  walk(dest);
+  return bad;
+}
+
+/** A sandbox with bait in it and an empty destination inside; the archive is served from `dir`. */
+async function sandboxed(name: string, entries: readonly TarEntry[]): Promise<{ sandbox: string; dest: string; before: string[]; run: () => ReturnType<typeof runEngine> }> {
+  const sandbox = f(`sb-${name}`);
+  const dest = join(sandbox, 'dest');
+  mkdirSync(join(sandbox, 'bait-dir'), { recursive: true });
+  writeFileSync(join(sandbox, 'bait.txt'), 'bait');
+  mkdirSync(dest);
+  const tarFile = f(`sb-${name}.tar`);
+  await makeTar(tarFile, entries);
+  server.route(`/sb-${name}.tar`, { file: tarFile });
+  const before = snapshot(sandbox, dest);
+  const run = () => runEngine(spec({ endpoint: `${server.url}/sb-${name}.tar`, contentType: 'archive', target: { kind: 'directory', path: dest } }));
+  return { sandbox, dest, before, run };
+}
+
+describe('archives whose links redirect later entries (issue #12)', () => {
+  test.each<[string, TarEntry[]]>([
+    // symlink, then a file through it
+    ['file-through-link-new-dir', [...LAUNDER, { name: 'g/planted/evil.txt', content: 'pwned' }]],
+    ['file-through-link', [...LAUNDER, { name: 'g/bait.txt', content: 'pwned' }]],
+    ['file-through-link-to-dest', [...LAUNDER, { name: 'c/evil.txt', content: 'pwned' }]],
+    // chains of links: link to link to outside, each harmless as text
+    ['chain-only', LAUNDER],
+    ['chain-link-to-link', [{ name: 'a/', type: 'directory' }, { name: 'a/up', type: 'symlink', linkname: '..' }, { name: 'x', type: 'symlink', linkname: 'a/up' }, { name: 'y', type: 'symlink', linkname: 'x/..' }]],
+    // symlink to a directory, then directories through it
+    ['dir-through-link', [...LAUNDER, { name: 'g/made/', type: 'directory' }, { name: 'g/made/deeper/', type: 'directory' }]],
+    ['dir-through-dest-link', [...LAUNDER, { name: 'c/made/', type: 'directory' }]],
+    // hard links
+    ['hardlink-to-symlink', [{ name: 'd/e/', type: 'directory' }, { name: 'd/e/s', type: 'symlink', linkname: '../..' }, { name: 'h', type: 'link', linkname: 'd/e/s' }, { name: 'h/evil/', type: 'directory' }]],
+    ['hardlink-placed-outside', [{ name: 'f', content: 'x' }, ...LAUNDER, { name: 'g/planted/h', type: 'link', linkname: 'f' }]],
+    ['hardlink-to-outside-file', [...LAUNDER, { name: 'h', type: 'link', linkname: 'g/bait.txt' }]],
+    ['hardlink-to-directory', [{ name: 'd/', type: 'directory' }, { name: 'h', type: 'link', linkname: 'd' }]],
+    ['hardlink-to-missing', [{ name: 'h', type: 'link', linkname: 'nothing' }]],
+    // links replacing what later entries were checked against
+    ['symlink-replaces-dir', [{ name: 'd/', type: 'directory' }, { name: 'd/f', content: 'x' }, { name: 'd', type: 'symlink', linkname: '.' }]],
+    ['hardlink-replaces-dir', [{ name: 'f', content: 'x' }, { name: 'd/', type: 'directory' }, { name: 'd', type: 'link', linkname: 'f' }]],
+    [
+      'link-replaces-link-to-dir',
+      [
+        { name: 'd/e/f/', type: 'directory' },
+        { name: 'd/b', type: 'symlink', linkname: 'e/f' },
+        { name: 'd/s', type: 'symlink', linkname: 'b/../..' }, // d/e/f/../.. = d, while d/b is e/f
+        { name: 'd/b', type: 'symlink', linkname: '..' }, // now d/s is R/../.. = the sandbox
+        { name: 'd/s/planted/', type: 'directory' },
+      ],
+    ],
+    // a parent directory created outside before the entry is refused
+    ['parent-outside-deep', [...LAUNDER, { name: 'g/x/y/z/file', content: 'pwned' }]],
+    ['parent-outside-symlink', [...LAUNDER, { name: 'g/x/l', type: 'symlink', linkname: '.' }]],
+  ])('%s is UNSAFE_ARCHIVE and nothing outside the destination changes', async (name, entries) => {
+    const { sandbox, dest, before, run } = await sandboxed(name, entries);
+    const { error } = await run();
+    expect(snapshot(sandbox, dest)).toEqual(before);
+    expect(escapingLinks(dest)).toEqual([]);
+    expect(error?.code).toBe('UNSAFE_ARCHIVE');
+    expect(readdirSync(dest)).toEqual([]);
+  });
+
+  test('honest uses of links still extract, and no link in the result leads outside', async () => {
+    const { sandbox, dest, before, run } = await sandboxed('honest', [
+      { name: 'lib', type: 'symlink', linkname: 'usr/lib' }, // before its target exists
+      { name: 'lib/libx.so', content: 'elf' }, // written through it
+      { name: 'usr/bin/', type: 'directory' },
+      { name: 'usr/bin/sh', type: 'symlink', linkname: '../../bin/busybox' },
+      { name: 'bin/busybox', content: 'bb' },
+      { name: 'etc/ld', type: 'link', linkname: 'lib/libx.so' }, // a hard link named through a link
+      { name: 'old', content: 'old' },
+      { name: 'alias', type: 'symlink', linkname: 'old' },
+      { name: 'alias', content: 'new' }, // replaces the link, does not write through it
+      { name: 'was-link', type: 'symlink', linkname: 'usr' },
+      { name: 'was-link/', type: 'directory' }, // a directory replaces a link
+      { name: 'self', type: 'symlink', linkname: '.' },
+    ]);
+    const { error } = await run();
+    expect(error).toBeUndefined();
+    expect(snapshot(sandbox, dest)).toEqual(before);
+    expect(escapingLinks(dest)).toEqual([]);
+    expect(readFileSync(join(dest, 'usr/lib/libx.so'), 'utf8')).toBe('elf');
+    expect(readFileSync(join(dest, 'usr/bin/sh'), 'utf8')).toBe('bb');
+    expect(statSync(join(dest, 'etc/ld')).ino).toBe(statSync(join(dest, 'usr/lib/libx.so')).ino);
+    expect(readFileSync(join(dest, 'old'), 'utf8')).toBe('old');
+    expect(lstatSync(join(dest, 'alias')).isFile()).toBe(true);
+    expect(readFileSync(join(dest, 'alias'), 'utf8')).toBe('new');
+    expect(lstatSync(join(dest, 'was-link')).isDirectory()).toBe(true);
+    expect(readlinkSync(join(dest, 'self'))).toBe('.');
+  });
+});
+
+describe('how a failed extraction is reported', () => {
+  test('a truncated tar is INVALID_IMAGE', async () => {
+    const whole = f('whole.tar');
+    await makeTar(whole, [{ name: 'big', content: 'z'.repeat(20000) }, { name: 'after', content: 'x' }]);
+    writeFileSync(f('truncated.tar'), readFileSync(whole).subarray(0, 8192));
+    server.route('/truncated.tar', { file: f('truncated.tar') });
+    const out = f('x-truncated');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/truncated.tar`, contentType: 'archive', target: { kind: 'directory', path: out } }));
+    expect(error?.code).toBe('INVALID_IMAGE');
+    expect(readdirSync(out)).toEqual([]);
+  });
+
+  test('a filesystem error while writing is TARGET_ERROR, not blamed on the archive', async () => {
+    // A name longer than NAME_MAX: the archive is valid, the filesystem refuses it.
+    const { dest, run } = await sandboxed('name-too-long', [{ name: 'ok', content: 'x' }, { name: 'n'.repeat(300), content: 'x' }]);
+    const { error } = await run();
+    expect(error?.code).toBe('TARGET_ERROR');
+    expect(readdirSync(dest)).toEqual([]);
   });
 });
