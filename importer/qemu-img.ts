@@ -80,6 +80,20 @@ function safePath(path: string): string {
   throw new FerryError(ErrorCode.Internal, `qemu-img path must be absolute: ${path}`);
 }
 
+/**
+ * The image argument for the commands that read guest data (check, convert). A qcow2 is opened as
+ * `json:{"driver":"qcow2","backing":null,…}`: qemu then never opens a backing file, whatever the
+ * header it reads says. The header was checked before, but through nbdkit every read is a new HTTP
+ * request, and a server can answer qemu-img's reads with other bytes than Ferry's own check saw.
+ */
+export function dataImageArg(path: string, format: string): { readonly args: readonly string[] } {
+  const image = safePath(path);
+  if (formatArg(format) !== 'qcow2') return { args: ['-f', format, image] };
+  const socket = /^nbd\+unix:\/\/\/\?socket=(.+)$/.exec(image)?.[1];
+  const file = socket !== undefined ? { driver: 'nbd', server: { type: 'unix', path: socket } } : { driver: 'file', filename: image };
+  return { args: [`json:${JSON.stringify({ driver: 'qcow2', backing: null, file })}`] };
+}
+
 /** The `-f` argument: only a format Ferry reads, so qemu-img never probes and never sees another driver. */
 function formatArg(format: string): string {
   if (!QEMU_INPUT_FORMATS.has(format)) throw new FerryError(ErrorCode.Internal, `qemu-img is not given format "${format}"`);
@@ -91,11 +105,11 @@ function formatArg(format: string): string {
  * First the parts of the image that can name other files beyond the sniffed head are read as
  * plain bytes and checked, so a refused image is never opened by qemu's format driver.
  */
-export async function qemuInfo(path: string, format: string, timeoutMs = 30_000): Promise<ImageInfo> {
+export async function qemuInfo(path: string, format: string, timeoutMs = 30_000, signal?: AbortSignal): Promise<ImageInfo> {
   const known = formatOfQemuName(formatArg(format));
   const image = safePath(path);
   if (known !== undefined) await withReader(image, timeoutMs, (read) => checkLayout(known, read));
-  const result = await run(['info', '--output=json', '-f', format, image], { timeoutMs });
+  const result = await run(['info', '--output=json', '-f', format, image], { timeoutMs, ...(signal ? { signal } : {}) });
   if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `qemu-img info did not finish within ${timeoutMs} ms`);
   if (result.code !== 0) {
     throw new FerryError(ErrorCode.InvalidImage, `not a valid ${format} image: ${result.stderr || `qemu-img exit ${result.code}`}`);
@@ -107,8 +121,8 @@ export async function qemuInfo(path: string, format: string, timeoutMs = 30_000)
  * `qemu-img check` for the formats that have one: a truncated or damaged qcow2 otherwise converts
  * "successfully" into zeros. Leaked clusters (exit 3) are harmless; exit 63 means no check exists.
  */
-export async function qemuCheck(path: string, format: string, timeoutMs = 120_000): Promise<void> {
-  const result = await run(['check', '--output=json', '-f', formatArg(format), safePath(path)], { timeoutMs });
+export async function qemuCheck(path: string, format: string, timeoutMs = 120_000, signal?: AbortSignal): Promise<void> {
+  const result = await run(['check', '--output=json', ...dataImageArg(path, format).args], { timeoutMs, ...(signal ? { signal } : {}) });
   if (result.timedOut) throw new FerryError(ErrorCode.InvalidImage, `qemu-img check did not finish within ${timeoutMs} ms`);
   if (result.code === 0 || result.code === 3 || result.code === 63) return;
   let corruptions = 'unknown';
@@ -242,7 +256,8 @@ export function parseConvertProgress(text: string): number | undefined {
 export async function supportsDirectIo(target: string, isDevice: boolean): Promise<boolean> {
   const probe = isDevice ? target : join(dirname(target), `.ferry-odirect-${process.pid}`);
   try {
-    const flags = fsConstants.O_DIRECT | (isDevice ? fsConstants.O_RDONLY : fsConstants.O_CREAT | fsConstants.O_WRONLY);
+    // O_EXCL|O_NOFOLLOW: a link planted at the probe's name is never followed.
+    const flags = fsConstants.O_DIRECT | (isDevice ? fsConstants.O_RDONLY : fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW | fsConstants.O_WRONLY);
     const handle = await open(probe, flags, 0o600);
     await handle.close();
     return true;
@@ -266,9 +281,9 @@ export interface ConvertOptions {
 }
 
 export async function qemuConvert(options: ConvertOptions): Promise<void> {
-  const args = ['convert', '-p', '-t', options.cacheMode ?? 'writeback', '-f', formatArg(options.sourceFormat), '-O', 'raw'];
+  const args = ['convert', '-p', '-t', options.cacheMode ?? 'writeback', '-O', 'raw'];
   if (options.targetExists) args.push('-n');
-  args.push(safePath(options.source), safePath(options.target));
+  args.push(...dataImageArg(options.source, options.sourceFormat).args, safePath(options.target));
   let pending = '';
   const result = await run(args, {
     ...(options.signal ? { signal: options.signal } : {}),

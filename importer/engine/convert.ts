@@ -102,9 +102,9 @@ export async function importConverted(attempt: Attempt, chosen: ConvertRoute): P
   }
   const staged = await stageImage(attempt, chosen);
   try {
-    const info = await qemuInfo(staged.image, format);
+    const info = await qemuInfo(staged.image, format, undefined, signal);
     checkInfo(info, format, target.usable);
-    await qemuCheck(staged.image, format);
+    await qemuCheck(staged.image, format, undefined, signal);
     if (signal.aborted) throw interruption();
     log.info({ format, virtualSize: info.virtualSize, via: staged.how }, 'image checked, converting');
     deps.progress.begin(Phase.Convert, staged.how === 'scratch' ? TRANSFER_SHARE_WITH_CONVERT : 0, 100, info.virtualSize);

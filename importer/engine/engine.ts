@@ -24,6 +24,7 @@ import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
 import { importDecoded, importRanged, importStreamed } from './raw.js';
 import { type Route, route, type RouteFacts, tailMatters, wantsLatency } from './route.js';
+import { backoffMs } from '../../src/backoff.js';
 
 export type { EngineDeps } from './context.js';
 
@@ -51,7 +52,7 @@ async function importWith(spec: ImportSpec, deps: EngineDeps, signal: AbortSigna
       const error = signal.aborted ? interrupted() : toFerryError(err);
       await discardPartial(target).catch(() => undefined);
       if (signal.aborted || !error.retryable || attempt >= deps.tuning.attempts) throw error;
-      const delay = Math.min(deps.tuning.maxBackoffMs, deps.tuning.backoffMs * 2 ** (attempt - 1));
+      const delay = backoffMs(attempt, deps.tuning.backoffMs, deps.tuning.maxBackoffMs);
       run.log.warn({ code: error.code, attempt, retryInMs: delay }, `attempt failed, retrying: ${error.message}`);
       await raceAbort(signal, deps.sleep(delay)).catch(() => {
         throw interrupted();

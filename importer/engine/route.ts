@@ -203,7 +203,11 @@ export function route(facts: RouteFacts): Route {
       };
     }
     if (facts.localFile && plain) return { path: 'in-place', qemuFormat, verifyFirst: facts.checksum };
-    if (inPlaceRemote) return { path: 'nbd', qemuFormat };
+    // Read in place only where qemu's driver opens nothing but the image: a qcow2 with its backing
+    // switched off (qemu-img.ts). Through nbdkit each read is a new request, so a server could show
+    // qemu-img other bytes than Ferry checked; a vmdk, vhdx, vdi or vhd is staged first, and qemu
+    // then reads the very bytes that were checked.
+    if (inPlaceRemote && facts.format === Format.Qcow2) return { path: 'nbd', qemuFormat };
     if (!facts.scratch) return { path: 'scratch-required', qemuFormat };
     const disk = facts.declaredSize !== undefined ? Math.min(Number(facts.declaredSize), facts.usable ?? Infinity) : facts.usable;
     const bound = disk === undefined ? undefined : scratchBound(disk);

@@ -14,6 +14,7 @@ import { compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, sh
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { runEngine, spec } from '../helpers/engine.js';
 import { runFerry } from '../helpers/ferry-process.js';
+import { qemuConvert } from '../../importer/qemu-img.js';
 
 let dir: string;
 let server: TestServer;
@@ -265,19 +266,41 @@ describe('a server that answers the ranged reads (qemu-img reading in place) wit
     writeFileSync(f('clean-data.qcow2'), clean);
   });
 
+  // A qcow2 is read in place through nbdkit (its backing switched off): the bytes qemu-img reads
+  // are checked again there, so the later image is refused.
+  test('clean-data.qcow2, then evil-data.qcow2: BACKING_FILE, and the data file it names is never opened', async () => {
+    const switching = await switchingServer(readFileSync(f('clean-data.qcow2')), readFileSync(f('evil-data.qcow2')));
+    const watch = watchFifo(f('data-fifo'));
+    try {
+      const out = f('out-switching-evil-data.qcow2.img');
+      const { error } = await runEngine(spec({ endpoint: `${switching.url}/clean-data.qcow2`, target: { kind: 'file', path: out } }));
+      expect(error?.code).toBe('BACKING_FILE');
+      expect(existsSync(out)).toBe(false);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(watch.opened()).toBe(false);
+    } finally {
+      watch.stop();
+      await switching.close();
+    }
+  }, 45_000);
+
+  // Every other format is never read in place: it is staged from the one stream Ferry checked, so
+  // what the server sends to later requests never reaches qemu-img.
   test.each([
     ['dynamic.vhd', 'diff.vhd', undefined],
     ['normal.vdi', 'diff.vdi', undefined],
     ['base.vmdk', 'capacity0.vmdk', 'fifo'],
-    ['clean-data.qcow2', 'evil-data.qcow2', 'data-fifo'],
-  ])('%s, then %s: BACKING_FILE, and no file it names is opened', async (first, later, fifo) => {
+  ])('%s, then %s: staged from the checked stream; the later bytes and any file they name are never opened', async (first, later, fifo) => {
     const switching = await switchingServer(readFileSync(f(first)), readFileSync(f(later)));
     const watch = fifo === undefined ? undefined : watchFifo(f(fifo));
     try {
       const out = f(`out-switching-${later}.img`);
-      const { error } = await runEngine(spec({ endpoint: `${switching.url}/${first}`, target: { kind: 'file', path: out } }));
-      expect(error?.code).toBe('BACKING_FILE');
-      expect(existsSync(out)).toBe(false);
+      const none = await runEngine(spec({ endpoint: `${switching.url}/${first}`, target: { kind: 'file', path: `${out}.none` } }));
+      expect(none.error).toBeUndefined();
+      expect(none.result?.scratchSpaceRequired).toBe(true);
+      const staged = await runEngine(spec({ endpoint: `${switching.url}/${first}`, target: { kind: 'file', path: out }, scratchDir: f(`scratch-${later}`) }));
+      expect(staged.error).toBeUndefined();
+      expect(staged.result?.via).toBe('scratch');
       await new Promise((r) => setTimeout(r, 50));
       expect(watch?.opened() ?? false).toBe(false);
     } finally {
@@ -310,4 +333,21 @@ test('ferry import of a differencing VHD exits 22 with "error BACKING_FILE: ..."
   expect(r.code).toBe(22);
   expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^error BACKING_FILE: \S/);
   expect(existsSync(f('cli.img'))).toBe(false);
+});
+
+describe('qemu-img as Ferry runs it never opens a backing file, whatever the header says by then', () => {
+  // The header check runs first; this is the line behind it for a qcow2 read in place, where a
+  // server could send qemu-img another header than Ferry saw.
+  test('converting a child qcow2 yields its own clusters only, not its backing file\'s', async () => {
+    const base = f('bk-base.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '1M');
+    sh('qemu-io', ['-c', 'write -P 0x55 0 64k', base]);
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', f('bk-child.qcow2'));
+    const out = f('bk-out.raw');
+    await qemuConvert({ source: f('bk-child.qcow2'), sourceFormat: 'qcow2', target: out, targetExists: false });
+    expect(readFileSync(out).subarray(0, 65536).every((b) => b === 0)).toBe(true);
+    // Plain qemu-img reads through to the backing file: the fixture does what the test says.
+    sh('qemu-img', ['convert', '-O', 'raw', '-f', 'qcow2', f('bk-child.qcow2'), f('bk-plain.raw')]);
+    expect(readFileSync(f('bk-plain.raw'))[0]).toBe(0x55);
+  });
 });

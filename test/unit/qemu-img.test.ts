@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { checkInfo, type ImageInfo, parseConvertProgress, parseHexDump, parseInfo, qemuCheck, qemuConvert, qemuInfo } from '../../importer/qemu-img.js';
+import { checkInfo, dataImageArg, type ImageInfo, parseConvertProgress, parseHexDump, parseInfo, qemuCheck, qemuConvert, qemuInfo } from '../../importer/qemu-img.js';
 import { codeOf } from './helpers.js';
 
 const GiB = 2 ** 30;
@@ -176,5 +176,21 @@ describe('qemu-img is given only the formats Ferry converts (no process is start
     await expect(qemuInfo('/nonexistent/disk', format)).rejects.toMatchObject({ code: 'INTERNAL' });
     await expect(qemuCheck('/nonexistent/disk', format)).rejects.toMatchObject({ code: 'INTERNAL' });
     await expect(qemuConvert({ source: '/nonexistent/disk', sourceFormat: format, target: '/nonexistent/out', targetExists: false })).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+});
+
+describe('dataImageArg: how check and convert name the image', () => {
+  test.each<[string, string, readonly string[]]>([
+    ['/scratch/tmpimage-1', 'qcow2', ['json:{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"/scratch/tmpimage-1"}}']],
+    ['nbd+unix:///?socket=/tmp/ferry-nbd-x/nbd.sock', 'qcow2', ['json:{"driver":"qcow2","backing":null,"file":{"driver":"nbd","server":{"type":"unix","path":"/tmp/ferry-nbd-x/nbd.sock"}}}']],
+    ['/scratch/tmpimage-2', 'vmdk', ['-f', 'vmdk', '/scratch/tmpimage-2']],
+    ['/scratch/tmpimage-3', 'raw', ['-f', 'raw', '/scratch/tmpimage-3']],
+  ])('%s as %s', (path, format, args) => {
+    expect(dataImageArg(path, format).args).toEqual(args);
+  });
+
+  test('a relative path or an unknown format is refused before any process starts', () => {
+    expect(codeOf(() => dataImageArg('disk.qcow2', 'qcow2'))).toBe('INTERNAL');
+    expect(codeOf(() => dataImageArg('/d', 'qed'))).toBe('INTERNAL');
   });
 });

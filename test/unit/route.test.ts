@@ -90,7 +90,8 @@ describe('route: images qemu-img converts', () => {
   const qcow2 = (over: Over = {}): RouteFacts => facts({ format: 'qcow2', declaredSize: 512n * BigInt(MiB), ...over });
   test.each<[string, RouteFacts, Route]>([
     ['remote with Range: read in place through nbdkit', qcow2(), { path: 'nbd', qemuFormat: 'qcow2' }],
-    ['vhd: qemu calls it vpc', facts({ format: 'vhd' }), { path: 'nbd', qemuFormat: 'vpc' }],
+    ['vhd: qemu calls it vpc; staged, never read in place', facts({ format: 'vhd' }), { path: 'scratch', qemuFormat: 'vpc', fill: SINGLE, bound: scratchBound(1024 * MiB) }],
+    ['vmdk with Range, near: staged (only a qcow2 is read in place)', facts({ format: 'vmdk' }), { path: 'scratch', qemuFormat: 'vmdk', fill: SINGLE, bound: scratchBound(1024 * MiB) }],
     ['a local file: in place', qcow2({ localFile: true, nbdReadable: false, ranged: false }), { path: 'in-place', qemuFormat: 'qcow2', verifyFirst: false }],
     ['a local file with a checksum: in place, read once first', qcow2({ localFile: true, checksum: true }), { path: 'in-place', qemuFormat: 'qcow2', verifyFirst: true }],
     ['a checksum: scratch, streamed in, bounded', qcow2({ checksum: true }), { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
