@@ -10,12 +10,12 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import tar from 'tar-stream';
 import { extractArchive } from '../../importer/archive.js';
 import { FerryError } from '../../src/errors.js';
-import { removeDir, tempDir } from '../helpers/fixtures.js';
+import { removeDir, tempDir, treeSnapshot } from '../helpers/fixtures.js';
 
 const ARCHIVES = 200;
 const SEED = 0x12c0ffee;
@@ -123,22 +123,6 @@ async function pack(entries: readonly Entry[]): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Every name under `root` but `skip`, with what lstat says of it. */
-function snapshot(root: string, skip: string): string[] {
-  const out: string[] = [];
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir).sort()) {
-      const p = join(dir, name);
-      if (p === skip) continue;
-      const st = lstatSync(p);
-      const what = st.isSymbolicLink() ? `-> ${readlinkSync(p)}` : st.isFile() ? `file ${readFileSync(p, 'hex')}` : st.isDirectory() ? 'dir' : 'other';
-      out.push(`${relative(root, p)} ${what} ${st.mode} ${st.nlink} ${st.mtimeMs} ${st.ino}`);
-      if (st.isDirectory()) walk(p);
-    }
-  };
-  walk(root);
-  return out;
-}
 
 function inside(root: string, path: string): boolean {
   const rel = relative(root, path);
@@ -217,7 +201,7 @@ describe('archive extraction under generated adversarial trees', () => {
       mkdirSync(dest);
       const entries = generate(random, jail);
       const archive = await pack(entries);
-      const before = snapshot(jail, dest);
+      const before = treeSnapshot(jail, dest);
       let error: unknown;
       try {
         await extractArchive((async function* () { yield archive; })(), dest);
@@ -227,7 +211,7 @@ describe('archive extraction under generated adversarial trees', () => {
       const report = (what: string): void => {
         problems.push(`case ${i}: ${what}\n  ${entries.map((e) => `${e.type} ${e.name}${e.linkname !== undefined ? ` -> ${e.linkname}` : ''}`).join('\n  ')}`);
       };
-      if (JSON.stringify(snapshot(jail, dest)) !== JSON.stringify(before)) report('something outside the destination changed');
+      if (JSON.stringify(treeSnapshot(jail, dest)) !== JSON.stringify(before)) report('something outside the destination changed');
       if (error === undefined) {
         extracted += 1;
         for (const bad of linksOutside(dest)) report(`link ${bad}`);

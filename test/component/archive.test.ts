@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { compress, makeRawDisk, makeTar, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { compress, makeRawDisk, makeTar, MiB, removeDir, tempDir, treeSnapshot } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { runEngine, spec } from '../helpers/engine.js';
 
@@ -126,22 +126,6 @@ const LAUNDER: TarEntry[] = [
   { name: 'g', type: 'symlink', linkname: 'c/..' },
 ];
 
-/** Every name under `root` but `skip`, with what lstat says of it: any change outside shows here. */
-function snapshot(root: string, skip: string): string[] {
-  const out: string[] = [];
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir).sort()) {
-      const p = join(dir, name);
-      if (p === skip) continue;
-      const st = lstatSync(p);
-      const what = st.isSymbolicLink() ? `-> ${readlinkSync(p)}` : st.isFile() ? `file ${readFileSync(p, 'hex')}` : st.isDirectory() ? 'dir' : 'other';
-      out.push(`${relative(root, p)} ${what} ${st.mode} ${st.nlink} ${st.mtimeMs} ${st.ino}`);
-      if (st.isDirectory()) walk(p);
-    }
-  };
-  walk(root);
-  return out;
-}
 
 /** The links under `dest` whose target, as the kernel resolves it now, is outside `dest`. */
 function escapingLinks(dest: string): string[] {
@@ -178,7 +162,7 @@ async function sandboxed(name: string, entries: readonly TarEntry[]): Promise<{ 
   const tarFile = f(`sb-${name}.tar`);
   await makeTar(tarFile, entries);
   server.route(`/sb-${name}.tar`, { file: tarFile });
-  const before = snapshot(sandbox, dest);
+  const before = treeSnapshot(sandbox, dest);
   const run = () => runEngine(spec({ endpoint: `${server.url}/sb-${name}.tar`, contentType: 'archive', target: { kind: 'directory', path: dest } }));
   return { sandbox, dest, before, run };
 }
@@ -220,7 +204,7 @@ describe('archives whose links redirect later entries (issue #12)', () => {
   ])('%s is UNSAFE_ARCHIVE and nothing outside the destination changes', async (name, entries) => {
     const { sandbox, dest, before, run } = await sandboxed(name, entries);
     const { error } = await run();
-    expect(snapshot(sandbox, dest)).toEqual(before);
+    expect(treeSnapshot(sandbox, dest)).toEqual(before);
     expect(escapingLinks(dest)).toEqual([]);
     expect(error?.code).toBe('UNSAFE_ARCHIVE');
     expect(readdirSync(dest)).toEqual([]);
@@ -243,7 +227,7 @@ describe('archives whose links redirect later entries (issue #12)', () => {
     ]);
     const { error } = await run();
     expect(error).toBeUndefined();
-    expect(snapshot(sandbox, dest)).toEqual(before);
+    expect(treeSnapshot(sandbox, dest)).toEqual(before);
     expect(escapingLinks(dest)).toEqual([]);
     expect(readFileSync(join(dest, 'usr/lib/libx.so'), 'utf8')).toBe('elf');
     expect(readFileSync(join(dest, 'usr/bin/sh'), 'utf8')).toBe('bb');

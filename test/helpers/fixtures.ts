@@ -5,9 +5,9 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import tar from 'tar-stream';
 
 export const MiB = 1024 * 1024;
@@ -97,4 +97,21 @@ export function expectSameDisk(actualPath: string, expectedRaw: string, size?: n
   if (actual.length < expected.length) return false;
   if (!actual.subarray(0, expected.length).equals(expected)) return false;
   return actual.subarray(expected.length).every((b) => b === 0);
+}
+
+/** Every name under `root` but `skip`, with what lstat says of it (and a file's bytes): any change outside `skip` shows here. */
+export function treeSnapshot(root: string, skip: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      if (p === skip) continue;
+      const st = lstatSync(p);
+      const what = st.isSymbolicLink() ? `-> ${readlinkSync(p)}` : st.isFile() ? `file ${readFileSync(p, 'hex')}` : st.isDirectory() ? 'dir' : 'other';
+      out.push(`${relative(root, p)} ${what} ${st.mode} ${st.nlink} ${st.mtimeMs} ${st.ino}`);
+      if (st.isDirectory()) walk(p);
+    }
+  };
+  walk(root);
+  return out;
 }
