@@ -10,7 +10,6 @@ import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../../src/api/c
 import { encodeImportEnv, encodeImporterSettings, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
-import { parseChecksum } from '../../src/checksum.js';
 import { parseQuantity } from '../../src/quantity.js';
 import type { ControllerConfig } from '../config.js';
 
@@ -68,7 +67,7 @@ export function importSpecFor(pvc: V1PersistentVolumeClaim, request: ImportReque
     target,
     ...(request.certConfigMap ? { caPath: PodPath.Certs } : {}),
     insecureTls: request.insecureTls,
-    ...(request.checksum ? { checksum: parseChecksum(request.checksum) } : {}),
+    ...(request.checksum ? { checksum: request.checksum } : {}),
     ...(capacity !== undefined ? { capacity } : {}),
     filesystemOverhead: block ? 0 : config.filesystemOverhead,
     preallocation: request.preallocation,

@@ -4,7 +4,7 @@
  */
 
 import { Annotation } from './cdi.js';
-import { parseChecksum } from '../checksum.js';
+import { type Checksum, parseChecksum } from '../checksum.js';
 import { ErrorCode, FerryError } from '../errors.js';
 import { ContentType, ImportSource, normalizeSource } from '../contract/import-spec.js';
 
@@ -17,7 +17,8 @@ export interface ImportRequest {
   /** ConfigMap of CA certificates, mounted into the importer. */
   readonly certConfigMap?: string;
   readonly insecureTls: boolean;
-  readonly checksum?: string;
+  /** Parsed once here; the importer pod's environment carries it on (import-spec.ts). */
+  readonly checksum?: Checksum;
   readonly retainPod: boolean;
   readonly preallocation: boolean;
 }
@@ -48,8 +49,8 @@ export function importRequestFromAnnotations(annotations: Annotations | undefine
   if (!Object.values(ContentType).includes(contentType)) {
     throw new FerryError(ErrorCode.InvalidSpec, `${Annotation.ContentType} must be kubevirt or archive, got "${contentType}"`);
   }
-  const checksum = a[Annotation.Checksum]?.trim();
-  if (checksum) parseChecksum(checksum);
+  const checksumText = a[Annotation.Checksum]?.trim();
+  const checksum = checksumText ? parseChecksum(checksumText) : undefined;
   const secretName = a[Annotation.SecretName]?.trim();
   const certConfigMap = a[Annotation.CertConfigMap]?.trim();
   return Object.freeze({

@@ -3,6 +3,7 @@ import type { V1Container, V1EnvVar, V1PersistentVolumeClaim, V1Pod } from '@kub
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { boundedName, buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from '../../controller/import/importer-pod.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
+import { parseChecksum } from '../../src/checksum.js';
 
 const GiB = 2 ** 30;
 const PVC_UID = '11111111-2222-4333-8444-555555555555';
@@ -170,7 +171,7 @@ describe('buildImporterPod', () => {
       'everything on block',
       {
         pvc: makePvc({ block: true, owners: [DV_UID], name: 'z'.repeat(200) }),
-        request: makeRequest({ secretName: 's', certConfigMap: 'c', checksum: `sha256:${'ab'.repeat(32)}`, preallocation: true, insecureTls: true }),
+        request: makeRequest({ secretName: 's', certConfigMap: 'c', checksum: parseChecksum(`sha256:${'ab'.repeat(32)}`), preallocation: true, insecureTls: true }),
         withScratch: true,
       },
     ],
@@ -304,7 +305,7 @@ describe('buildImporterPod', () => {
 
   test('checksum, preallocation and insecure TLS reach the environment', () => {
     const checksum = `sha256:${'AB'.repeat(32)}`;
-    const pod = buildImporterPod(makePvc(), makeRequest({ checksum, preallocation: true, insecureTls: true }), DEFAULT_CONFIG, { withScratch: false });
+    const pod = buildImporterPod(makePvc(), makeRequest({ checksum: parseChecksum(checksum), preallocation: true, insecureTls: true }), DEFAULT_CONFIG, { withScratch: false });
     expect(env(pod, 'IMPORTER_CHECKSUM')).toBe(checksum.toLowerCase());
     expect(env(pod, 'PREALLOCATION')).toBe('true');
     expect(env(pod, 'INSECURE_TLS')).toBe('true');

@@ -1,6 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { Annotation } from '../../src/api/cdi.js';
 import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
+import { parseChecksum } from '../../src/checksum.js';
 import { codeOf } from './helpers.js';
 
 const URL = 'https://images.example.com/disk.qcow2';
@@ -68,7 +69,7 @@ describe('importRequestFromAnnotations: valid requests', () => {
       secretName: 'creds',
       certConfigMap: 'ca-bundle',
       insecureTls: true,
-      checksum: SHA256,
+      checksum: parseChecksum(SHA256),
       retainPod: true,
       preallocation: true,
     });
@@ -99,7 +100,7 @@ describe('importRequestFromAnnotations: valid requests', () => {
   });
 
   test.each(['md5:' + 'a'.repeat(32), 'sha1:' + 'B'.repeat(40), SHA256, 'sha512:' + 'c'.repeat(128)])('checksum %s is accepted', (checksum) => {
-    expect(importRequestFromAnnotations({ [Annotation.Endpoint]: URL, [Annotation.Checksum]: checksum })?.checksum).toBe(checksum);
+    expect(importRequestFromAnnotations({ [Annotation.Endpoint]: URL, [Annotation.Checksum]: checksum })?.checksum).toEqual(parseChecksum(checksum));
   });
 });
 
