@@ -9,16 +9,14 @@
  * final rename(2) replaces a link at the destination rather than writing through it.
  */
 
-import { execFile } from 'node:child_process';
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { type FileHandle, lstat, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { ContentType, type ImportSpec, TargetKind } from '../src/contract/import-spec.js';
 import { usableSpace } from '../src/quantity.js';
+import { runTool } from '../src/io/child-process.js';
 
-const run = promisify(execFile);
 
 export interface PreparedTarget {
   readonly kind: TargetKind;
@@ -31,12 +29,8 @@ export interface PreparedTarget {
 }
 
 async function blockDeviceSize(path: string): Promise<number> {
-  try {
-    const { stdout } = await run('blockdev', ['--getsize64', path]);
-    return Number(stdout.trim());
-  } catch (err) {
-    throw new FerryError(ErrorCode.TargetError, `cannot read the size of block device ${path}: ${(err as Error).message}`, { cause: err });
-  }
+  const { stdout } = await runTool('blockdev', ['--getsize64', path], { timeoutMs: 30_000, code: ErrorCode.TargetError, what: `cannot read the size of block device ${path}` });
+  return Number(stdout.trim());
 }
 
 /** What a path names, as lstat (the name itself) or stat (where links lead) sees it. */
@@ -179,7 +173,7 @@ export async function finishDisk(target: PreparedTarget, options: FinishOptions)
       if (size > options.written) await handle.truncate(size);
       if (options.preallocate) {
         // fallocate(1) without flags allocates blocks and keeps data, like qemu-img's falloc mode.
-        preallocationApplied = await run('fallocate', ['-l', String(size), target.writePath]).then(
+        preallocationApplied = await runTool('fallocate', ['-l', String(size), target.writePath], { timeoutMs: 10 * 60_000 }).then(
           () => true,
           () => false,
         );
