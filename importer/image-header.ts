@@ -15,6 +15,7 @@
 
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { detectFormat, Format, SNIFF_BYTES } from './sniff.js';
+import { VhdDiskType, vhdDiskType } from './vhd-footer.js';
 
 /** Reads up to `length` bytes at `offset` of the staged image (short only at its end). */
 export type ReadAt = (offset: number, length: number) => Promise<Buffer>;
@@ -22,8 +23,6 @@ export type ReadAt = (offset: number, length: number) => Promise<Buffer>;
 /** qcow2 header v3, incompatible feature bit 2: the guest data lives in an external file. */
 const QCOW2_INCOMPAT_DATA_FILE = 4n;
 
-/** VHD footer `disk type` (at byte 60): 2 fixed, 3 dynamic, 4 differencing. */
-const VhdDiskType = { Fixed: 2, Dynamic: 3, Differencing: 4 } as const;
 
 /** VDI 1.1 header `image type` (at 0x4c): 1 normal (dynamic), 2 fixed, 3 undo, 4 differencing. */
 const VdiImageType = { Normal: 1, Fixed: 2, Undo: 3, Diff: 4 } as const;
@@ -101,7 +100,7 @@ function checkQed(head: Buffer): void {
  */
 export function checkVhdFooter(head: Buffer): void {
   if (head.length < 64) throw invalid('VHD footer is truncated');
-  const type = head.readUInt32BE(60);
+  const type = vhdDiskType(head);
   if (type === VhdDiskType.Differencing) {
     throw backing("the VHD is a differencing disk: its parent's data is not in this file");
   }

@@ -8,7 +8,14 @@ export const VHD_FOOTER_BYTES = 512;
 const COOKIE = Buffer.from('conectix', 'latin1');
 const CHECKSUM_OFFSET = 64;
 
+/** The footer's `disk type` (u32 big endian at byte 60). */
 export const VhdDiskType = { Fixed: 2, Dynamic: 3, Differencing: 4 } as const;
+const DISK_TYPE_OFFSET = 60;
+
+/** The disk type of a footer (or of the footer copy a dynamic VHD starts with); 64 bytes suffice. */
+export function vhdDiskType(footer: Buffer): number {
+  return footer.readUInt32BE(DISK_TYPE_OFFSET);
+}
 
 export interface VhdFooter {
   /** 2 fixed, 3 dynamic, 4 differencing. */
@@ -27,7 +34,7 @@ export function parseVhdFooter(bytes: Buffer): VhdFooter | undefined {
     if (i < CHECKSUM_OFFSET || i >= CHECKSUM_OFFSET + 4) sum += bytes[i] as number;
   }
   return {
-    diskType: bytes.readUInt32BE(60),
+    diskType: vhdDiskType(bytes),
     currentSize: bytes.readBigUInt64BE(48),
     checksumValid: (~sum >>> 0) === bytes.readUInt32BE(CHECKSUM_OFFSET),
   };
