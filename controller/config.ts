@@ -3,6 +3,10 @@
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
 import { DEFAULT_FILESYSTEM_OVERHEAD } from '../src/contract/import-spec.js';
 
+/** The controllers `ferry controller` can run (`--controllers`). */
+export const CONTROLLER_NAMES = ['import', 'vm', 'datavolume'] as const;
+export type ControllerName = (typeof CONTROLLER_NAMES)[number];
+
 export interface ControllerConfig {
   /** Image that runs `ferry importer`. */
   readonly importerImage: string;
@@ -22,7 +26,7 @@ export interface ControllerConfig {
   /** How often a running import's progress is scraped. */
   readonly progressIntervalMs: number;
   /** Which controllers run in this process. */
-  readonly controllers: ReadonlyArray<'import' | 'vm'>;
+  readonly controllers: readonly ControllerName[];
   /** Image that runs `ferry launcher` in VM launcher pods. */
   readonly launcherImage: string;
   readonly launcherPullPolicy: 'Always' | 'IfNotPresent' | 'Never';
@@ -49,7 +53,7 @@ export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
   concurrency: 8,
   filesystemOverhead: DEFAULT_FILESYSTEM_OVERHEAD,
   progressIntervalMs: 2_000,
-  controllers: Object.freeze(['import', 'vm'] as const),
+  controllers: Object.freeze([...CONTROLLER_NAMES]),
   launcherImage: 'ghcr.io/ferry-dev/ferry-launcher:latest',
   launcherPullPolicy: 'IfNotPresent',
   allowEmulation: false,
