@@ -45,7 +45,7 @@ export const DvEventReason = {
   ImportScheduled: 'ImportScheduled',
   ImportInProgress: 'ImportInProgress',
   ImportSucceeded: 'ImportSucceeded',
-  ImportFailed: 'Error',
+  ImportFailed: 'ErrImportFailed',
   ClaimExists: 'ErrClaimNotValid',
   ClaimDeleted: 'ErrClaimLost',
   InvalidSpec: 'ErrInvalidSpec',

@@ -154,7 +154,7 @@ describe('DataVolumes over the import controller', () => {
     expect(condition(failed, 'Running')).toMatchObject({ status: 'False', reason: 'SOURCE_NOT_FOUND' });
     expect(condition(failed, 'Running')?.message).toMatch(/^SOURCE_NOT_FOUND: /);
     expect(condition(failed, 'Ready')).toMatchObject({ status: 'False' });
-    await waitFor('the Error event', async () => ((await dvEvents(ns, 'gone')).includes('Error') ? true : undefined));
+    await waitFor('the ErrImportFailed event', async () => ((await dvEvents(ns, 'gone')).includes('ErrImportFailed') ? true : undefined));
   });
 
   test('a retryable failure is counted in restartCount; the next attempt succeeds', async () => {

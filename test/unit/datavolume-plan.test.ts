@@ -177,7 +177,7 @@ describe('the PVC read back into the status', () => {
       undefined,
       { phase: 'Failed' },
       { Ready: ['False', '', ''], Running: ['False', 'SOURCE_NOT_FOUND', 'SOURCE_NOT_FOUND: HTTP 404 from https://images.example/fedora.qcow2'] },
-      ['Warning', 'Error', 'SOURCE_NOT_FOUND: HTTP 404 from https://images.example/fedora.qcow2'],
+      ['Warning', 'ErrImportFailed', 'SOURCE_NOT_FOUND: HTTP 404 from https://images.example/fedora.qcow2'],
     ],
   ])('%s', (_, annotations, pvcPhase, status, conditions, event) => {
     const p = plan(makeDv(undefined, { status: { phase: 'Pending', claimName: 'fedora' } }), ownPvc(annotations, pvcPhase));
