@@ -84,6 +84,15 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
     expect(message).toContain(expected);
   });
 
+  test('CDI fields Ferry does not read are kept, not pruned', async () => {
+    const ns = await cp.newNamespace();
+    await create(ns, dv('cdi-yaml', { source: { http: { url: 'https://x/y.img', futureOption: 'a' } }, storage: { resources: { requests: { storage: '1Gi' } }, futureField: 1 }, checkpoints: [{ previous: '', current: 'c1' }] }));
+    const back = (await custom.getNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace: ns, plural: DV_PLURAL, name: 'cdi-yaml' })) as { spec: Record<string, Record<string, unknown>> };
+    expect(back.spec.source?.http).toMatchObject({ futureOption: 'a' });
+    expect(back.spec.storage).toMatchObject({ futureField: 1 });
+    expect(back.spec.checkpoints).toEqual([{ previous: '', current: 'c1' }]);
+  });
+
   test('the spec is immutable; the status is the controller\'s', async () => {
     const ns = await cp.newNamespace();
     await create(ns, dv('fixed', { source: { blank: {} }, ...storage }));

@@ -7,6 +7,8 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
@@ -18,7 +20,7 @@ import type { ControllerConfig } from '../../controller/config.js';
 import { DataVolumeController } from '../../controller/datavolume/datavolume-controller.js';
 import { ImportController } from '../../controller/import/import-controller.js';
 import { InformerFactory } from '../../controller/runtime/informers.js';
-import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
+import { controlPlaneBinDir, startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
 import { makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -131,6 +133,27 @@ describe('DataVolumes over the import controller', () => {
       return r.includes('ImportSucceeded') ? r : undefined;
     });
     expect(reasons).toEqual(expect.arrayContaining(['ImportScheduled', 'ImportInProgress', 'ImportSucceeded']));
+    const kubectl = join(controlPlaneBinDir(), 'kubectl');
+    if (existsSync(kubectl)) {
+      const rows = execFileSync(kubectl, ['--kubeconfig', cp.kubeconfigPath, 'get', 'dv', '-n', ns], { encoding: 'utf8' }).trimEnd().split('\n');
+      expect(rows.map((r) => r.split(/\s+/).slice(0, 4))).toEqual([
+        ['NAME', 'PHASE', 'PROGRESS', 'RESTARTS'],
+        ['fedora', 'Succeeded', '100.0%', '0'],
+      ]);
+    }
+  });
+
+  test.each<[string, object, Record<string, string>, string]>([
+    ['s3', { s3: { url: 'https://s3.example/images/disk.qcow2', secretRef: 'keys' } }, { [Annotation.Source]: 's3', [Annotation.SecretName]: 'keys' }, 's3'],
+    ['registry', { registry: { url: 'docker://registry.example/disks/fedora:40', pullMethod: 'pod', certConfigMap: 'ca' } }, { [Annotation.Source]: 'registry', [Annotation.CertConfigMap]: 'ca' }, 'registry'],
+  ])('%s: the PVC carries CDI\'s annotations and the importer pod gets the source', async (name, source, annotations, importerSource) => {
+    const ns = await cp.newNamespace();
+    await createDv(ns, name, { source, ...storage('64Mi') });
+    const pod = await importerPod(core, ns, name);
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name });
+    expect(pvc.metadata?.annotations).toMatchObject(annotations);
+    expect(pod.spec?.containers?.[0]?.env?.find((e) => e.name === 'IMPORTER_SOURCE')?.value).toBe(importerSource);
+    await statusWhen(ns, name, (s) => s.phase === 'ImportScheduled');
   });
 
   test('blank: the importer makes an empty disk, Succeeded', async () => {
