@@ -7,6 +7,7 @@
  */
 
 import { AGE_COLUMN, arr, bool, crd, empty, open, quantities, type Rule, refused, type Schema, str, validated } from './crd-schema.js';
+import { ChecksumAlgorithm } from '../checksum.js';
 import { DV_GROUP, DV_KIND, DV_PLURAL, DV_VERSION, DvPhase, REFUSED_SOURCES } from './datavolume.js';
 
 const NOT_YET = 'not supported by Ferry yet';
@@ -28,7 +29,9 @@ const http = validated(
       url: url('URL of the image (http:// or https://).'),
       secretRef: str('Name of a Secret with keys accessKeyId and secretKey, sent as HTTP basic authentication (user, password).'),
       certConfigMap,
-      checksum: str('Expected digest of the downloaded bytes, algorithm:hex (sha256, sha512, sha1 or md5); a mismatch fails the import permanently.'),
+      checksum: str('Expected digest of the downloaded bytes, algorithm:hex (sha256, sha512, sha1 or md5); a mismatch fails the import permanently.', {
+        pattern: `^(${Object.entries(ChecksumAlgorithm).map(([algo, digits]) => `${algo}:[0-9a-fA-F]{${digits}}`).join('|')})$`,
+      }),
       insecureSkipVerify: bool('Skip TLS certificate verification (explicit opt-in).'),
       extraHeaders: arr(`Extra HTTP headers ("Name: value"). Refused: ${NOT_YET}.`, { type: 'string' }),
       secretExtraHeaders: arr(`Secrets holding extra HTTP headers. Refused: ${NOT_YET}.`, { type: 'string' }),

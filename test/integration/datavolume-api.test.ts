@@ -52,7 +52,7 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
   test('accepts each source Ferry imports', async () => {
     const ns = await cp.newNamespace();
     for (const [name, source] of [
-      ['http', { http: { url: 'https://images.example/disk.qcow2', checksum: 'sha256:00', insecureSkipVerify: true, secretRef: 's', certConfigMap: 'c' } }],
+      ['http', { http: { url: 'https://images.example/disk.qcow2', checksum: `sha256:${'ab'.repeat(32)}`, insecureSkipVerify: true, secretRef: 's', certConfigMap: 'c' } }],
       ['s3', { s3: { url: 'https://s3.example/bucket/disk.img', secretRef: 's' } }],
       ['registry', { registry: { url: 'docker://quay.io/containerdisks/fedora:40', pullMethod: 'pod' } }],
       ['blank', { blank: {} }],
@@ -72,6 +72,7 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
     ['clone', { source: { pvc: { namespace: 'x', name: 'y' } }, ...storage }, 'spec.source.pvc: Forbidden: cloning (source pvc) is not supported by Ferry yet'],
     ['sourceref', { sourceRef: { kind: 'DataSource', name: 'fedora' }, ...storage }, 'spec.sourceRef: Forbidden: sourceRef (DataSource) is not supported by Ferry yet'],
     ['headers', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A: 1'] } }, ...storage }, 'spec.source.http.extraHeaders: Forbidden: extraHeaders are not supported by Ferry yet'],
+    ['checksum', { source: { http: { url: 'https://x/y', checksum: 'sha256:abc' } }, ...storage }, 'spec.source.http.checksum: Invalid value: "sha256:abc": spec.source.http.checksum in body should match'],
     ['two-sources', { source: { http: { url: 'https://x/y' }, blank: {} }, ...storage }, 'spec.source: Invalid value: exactly one source is required'],
     ['no-target', { source: { blank: {} } }, 'spec: Invalid value: exactly one of spec.pvc or spec.storage is required'],
     ['no-size', { source: { blank: {} }, storage: {} }, 'spec.storage.resources: Required value: spec.storage.resources.requests.storage is required'],
