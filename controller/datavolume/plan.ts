@@ -12,7 +12,7 @@
  */
 
 import type { V1OwnerReference, V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase } from '../../src/api/datavolume.js';
+import { type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
 import { isFerryError } from '../../src/errors.js';
 import { buildClaim, isOwnedBy, ownerReference, routeOf, type SourceRoute } from './claim.js';
 import { cond, type ConditionWanted, statusFromClaim, withTimes } from './status.js';
@@ -130,12 +130,12 @@ function phaseEvent(dv: DataVolume, status: DataVolumeStatus): DvAction | undefi
       return { type: 'event', eventType: 'Normal', reason: DvEventReason.ImportSucceeded, message: `Successfully imported into PVC ${claim}` };
     case DvPhase.Failed: {
       const ready = status.conditions?.find((c) => c.type === DvConditionType.Ready);
-      const reason = ready?.reason === 'InvalidSpec' ? DvEventReason.InvalidSpec : bound?.reason === 'NotFound' ? DvEventReason.ClaimDeleted : DvEventReason.ImportFailed;
+      const reason = ready?.reason === DvReason.InvalidSpec ? DvEventReason.InvalidSpec : bound?.reason === DvReason.NotFound ? DvEventReason.ClaimDeleted : DvEventReason.ImportFailed;
       const message = reason === DvEventReason.ImportFailed ? (running?.message ?? 'import failed') : ((reason === DvEventReason.ClaimDeleted ? bound?.message : ready?.message) ?? '');
       return { type: 'event', eventType: 'Warning', reason, message };
     }
     case DvPhase.Pending:
-      return bound?.reason === 'ClaimExists' ? { type: 'event', eventType: 'Warning', reason: DvEventReason.ClaimExists, message: bound.message ?? '' } : undefined;
+      return bound?.reason === DvReason.ClaimExists ? { type: 'event', eventType: 'Warning', reason: DvEventReason.ClaimExists, message: bound.message ?? '' } : undefined;
     default:
       return undefined;
   }
@@ -144,7 +144,7 @@ function phaseEvent(dv: DataVolume, status: DataVolumeStatus): DvAction | undefi
 const notRunning = cond(DvConditionType.Running, 'False');
 
 function failedSpec(message: string): Wanted {
-  return { phase: DvPhase.Failed, progress: 'N/A', restartCount: 0, conditions: [cond(DvConditionType.Ready, 'False', 'InvalidSpec', message), cond(DvConditionType.Bound, 'False', 'NotFound', 'No PVC found'), notRunning] };
+  return { phase: DvPhase.Failed, progress: 'N/A', restartCount: 0, conditions: [cond(DvConditionType.Ready, 'False', DvReason.InvalidSpec, message), cond(DvConditionType.Bound, 'False', DvReason.NotFound, 'No PVC found'), notRunning] };
 }
 
 function lostClaim(name: string): Wanted {
@@ -155,7 +155,7 @@ function lostClaim(name: string): Wanted {
     claimName: name,
     conditions: [
       cond(DvConditionType.Ready, 'False'),
-      cond(DvConditionType.Bound, 'False', 'NotFound', `PVC ${name} was deleted; delete and re-create the DataVolume to import again`),
+      cond(DvConditionType.Bound, 'False', DvReason.NotFound, `PVC ${name} was deleted; delete and re-create the DataVolume to import again`),
       notRunning,
     ],
   };
@@ -171,7 +171,7 @@ function claimConflict(name: string): Wanted {
       cond(
         DvConditionType.Bound,
         'False',
-        'ClaimExists',
+        DvReason.ClaimExists,
         `PVC ${name} exists and is not owned by this DataVolume; delete it, or annotate the DataVolume ${DvAnnotation.AllowClaimAdoption}: "true" to adopt it`,
       ),
       notRunning,

@@ -13,6 +13,7 @@ import {
   type DataVolumeStatus,
   DvConditionType,
   DvPhase,
+  DvReason,
 } from '../../src/api/datavolume.js';
 import type { SourceRoute } from './claim.js';
 
@@ -50,11 +51,11 @@ export function boundCondition(pvc: V1PersistentVolumeClaim): ConditionWanted {
   const name = pvc.metadata?.name ?? '';
   switch (pvc.status?.phase) {
     case 'Bound':
-      return cond(DvConditionType.Bound, 'True', 'Bound', `PVC ${name} Bound`);
+      return cond(DvConditionType.Bound, 'True', DvReason.Bound, `PVC ${name} Bound`);
     case 'Lost':
-      return cond(DvConditionType.Bound, 'False', 'ClaimLost', 'Claim Lost');
+      return cond(DvConditionType.Bound, 'False', DvReason.ClaimLost, 'Claim Lost');
     default:
-      return cond(DvConditionType.Bound, 'False', 'Pending', `PVC ${name} Pending`);
+      return cond(DvConditionType.Bound, 'False', DvReason.Pending, `PVC ${name} Pending`);
   }
 }
 
@@ -77,12 +78,12 @@ export function statusFromClaim(pvc: V1PersistentVolumeClaim, route: SourceRoute
   const requested = a[Annotation.Endpoint] !== undefined || a[Annotation.Source] !== undefined;
   const worker = requested ? route?.phase(a) : DvPhase.Succeeded;
   const phase = worker ?? (pvc.status?.phase === 'Bound' ? DvPhase.PVCBound : DvPhase.Pending);
-  const running = requested ? runningCondition(a, phase === DvPhase.Failed) : cond(DvConditionType.Running, 'False', 'Completed', 'the PVC was populated before the DataVolume adopted it');
+  const running = requested ? runningCondition(a, phase === DvPhase.Failed) : cond(DvConditionType.Running, 'False', DvReason.Completed, 'the PVC was populated before the DataVolume adopted it');
   const ready =
     phase === DvPhase.Succeeded
       ? cond(DvConditionType.Ready, 'True')
       : running.status === 'True'
-        ? cond(DvConditionType.Ready, 'False', 'TransferRunning')
+        ? cond(DvConditionType.Ready, 'False', DvReason.TransferRunning)
         : cond(DvConditionType.Ready, 'False');
   return {
     phase,

@@ -101,6 +101,21 @@ export type DvConditionType = (typeof DvConditionType)[keyof typeof DvConditionT
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
+/** The condition reasons the DataVolume controller writes (CDI's, plus Ferry's ClaimExists and InvalidSpec). */
+export const DvReason = {
+  Bound: 'Bound',
+  Pending: 'Pending',
+  ClaimLost: 'ClaimLost',
+  NotFound: 'NotFound',
+  TransferRunning: 'TransferRunning',
+  Completed: 'Completed',
+  /** A PVC of the DataVolume's name that it may not adopt. */
+  ClaimExists: 'ClaimExists',
+  /** A spec the controller cannot render (the CRD's rules let it through). */
+  InvalidSpec: 'InvalidSpec',
+} as const;
+export type DvReason = (typeof DvReason)[keyof typeof DvReason];
+
 export interface DataVolumeCondition {
   readonly type: DvConditionType;
   readonly status: ConditionStatus;
