@@ -5,6 +5,10 @@ import { DEFAULT_FILESYSTEM_OVERHEAD } from '../src/contract/import-spec.js';
 import { DEFAULT_IMPORTER_METRICS_PORT } from '../src/contract/import-progress.js';
 import { DEFAULT_LAUNCHER_STATUS_PORT } from '../src/contract/launcher-pod.js';
 
+/** The controllers `ferry controller` can run (`--controllers`). */
+export const CONTROLLER_NAMES = ['import', 'vm', 'datavolume'] as const;
+export type ControllerName = (typeof CONTROLLER_NAMES)[number];
+
 export interface ControllerConfig {
   /** Image that runs `ferry importer`. */
   readonly importerImage: string;
@@ -24,7 +28,7 @@ export interface ControllerConfig {
   /** How often a running import's progress is scraped. */
   readonly progressIntervalMs: number;
   /** Which controllers run in this process. */
-  readonly controllers: ReadonlyArray<'import' | 'vm'>;
+  readonly controllers: readonly ControllerName[];
   /** Image that runs `ferry launcher` in VM launcher pods. */
   readonly launcherImage: string;
   readonly launcherPullPolicy: 'Always' | 'IfNotPresent' | 'Never';
@@ -51,7 +55,7 @@ export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
   concurrency: 8,
   filesystemOverhead: DEFAULT_FILESYSTEM_OVERHEAD,
   progressIntervalMs: 2_000,
-  controllers: Object.freeze(['import', 'vm'] as const),
+  controllers: Object.freeze([...CONTROLLER_NAMES]),
   launcherImage: 'ghcr.io/ferry-dev/ferry-launcher:latest',
   launcherPullPolicy: 'IfNotPresent',
   allowEmulation: false,

@@ -1,5 +1,5 @@
 /**
- * `ferry controller`: the PVC-annotation import controller. Composition root: flags and
+ * `ferry controller`: the PVC-annotation import, DataVolume and VM controllers. Composition root: flags and
  * environment, Kubernetes clients, the health/metrics server, leader election and signals.
  */
 
@@ -10,7 +10,8 @@ import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
-import { type ControllerConfig, DEFAULT_CONFIG } from './config.js';
+import { CONTROLLER_NAMES, type ControllerConfig, type ControllerName, DEFAULT_CONFIG } from './config.js';
+import { DataVolumeController } from './datavolume/datavolume-controller.js';
 import { ImportController } from './import/import-controller.js';
 import { errorLine } from './runtime/errors.js';
 import { InformerFactory } from './runtime/informers.js';
@@ -20,7 +21,8 @@ import { VmController } from './vm/vm-controller.js';
 export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [options]
 
 Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.import.*) and runs
-importer pods for them; runs kubevirt.io/v1 VirtualMachines and VirtualMachineInstances in launcher pods.
+importer pods for them; creates the PVCs of cdi.kubevirt.io/v1beta1 DataVolumes; runs kubevirt.io/v1
+VirtualMachines and VirtualMachineInstances in launcher pods.
 
 Options:
   --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
@@ -32,7 +34,7 @@ Options:
   --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
   --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
   --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
-  --controllers LIST        import,vm (default both)
+  --controllers LIST        any of import,vm,datavolume (default all)
   --launcher-image IMAGE    image that runs "ferry launcher" (default ${DEFAULT_CONFIG.launcherImage})
   --allow-emulation         let guests run under QEMU TCG where the node has no working KVM
   --start-backoff-ms MS     first delay before restarting a failed VM, doubled per failure (default ${DEFAULT_CONFIG.startBackoffMs})
@@ -89,8 +91,10 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
   const overhead = overheadText === undefined ? DEFAULT_CONFIG.filesystemOverhead : /^\d*\.?\d+$/.test(overheadText) ? Number(overheadText) : Number.NaN;
   if (!(overhead >= 0 && overhead < 1)) throw new FerryError(ErrorCode.InvalidSpec, `--filesystem-overhead must be a fraction in [0, 1), got "${overheadText}"`);
   const backoff = int('retry-backoff-ms', values['retry-backoff-ms'], DEFAULT_CONFIG.retryBackoffMs);
-  const controllers = (values.controllers ?? 'import,vm').split(',').map((c) => c.trim()).filter((c) => c !== '');
-  for (const c of controllers) if (c !== 'import' && c !== 'vm') throw new FerryError(ErrorCode.InvalidSpec, `--controllers takes import and/or vm, got "${c}"`);
+  const controllers = (values.controllers ?? CONTROLLER_NAMES.join(',')).split(',').map((c) => c.trim()).filter((c) => c !== '');
+  for (const c of controllers) {
+    if (!(CONTROLLER_NAMES as readonly string[]).includes(c)) throw new FerryError(ErrorCode.InvalidSpec, `--controllers takes ${CONTROLLER_NAMES.join(', ')}, got "${c}"`);
+  }
   if (controllers.length === 0) throw new FerryError(ErrorCode.InvalidSpec, '--controllers must name at least one controller');
   const startBackoff = int('start-backoff-ms', values['start-backoff-ms'], DEFAULT_CONFIG.startBackoffMs);
   const config: ControllerConfig = Object.freeze({
@@ -104,7 +108,7 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
     concurrency: int('concurrency', values.concurrency, DEFAULT_CONFIG.concurrency, 1),
     importerMetricsPort: int('importer-metrics-port', values['importer-metrics-port'], DEFAULT_CONFIG.importerMetricsPort, 1, 65535),
     filesystemOverhead: overhead,
-    controllers: Object.freeze(controllers as Array<'import' | 'vm'>),
+    controllers: Object.freeze(controllers as ControllerName[]),
     launcherImage: nonEmpty('launcher-image', values['launcher-image'], DEFAULT_CONFIG.launcherImage),
     allowEmulation: values['allow-emulation'] === true,
     startBackoffMs: startBackoff,
@@ -177,6 +181,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
       [
         ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
         ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
+        ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers })] : []),
       ],
       () => informers.stop(),
     );

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane used by the integration tests (test/integration/):
-# kube-apiserver and etcd, from the Go module proxy, at the versions in
+# kube-apiserver, etcd and kubectl, from the Go module proxy, at the versions in
 # tools/control-plane/versions.env, through the wrapper modules in tools/control-plane/.
 #
 # Output: ${FERRY_CACHE_DIR:-$HOME/.cache/ferry}/control-plane/k8s-<ver>_etcd-<ver>/bin/, outside the
@@ -51,9 +51,13 @@ build() { # build NAME MODULE_DIR PACKAGE LDFLAGS
 minor="${K8S#v1.}"; minor="${minor%%.*}"
 vpkg=k8s.io/component-base/version
 build etcd "$TOOLS/etcd" go.etcd.io/etcd/server/v3 "-s -w"
-build kube-apiserver "$TOOLS/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
-  "-s -w -X $vpkg.gitVersion=$K8S -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+k8s_ldflags="-s -w -X $vpkg.gitVersion=$K8S -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+build kube-apiserver "$TOOLS/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+# kubectl: same wrapper module (its staging modules are pinned there), for the tests that check what
+# `kubectl get` prints and what `kubectl explain` reads from the CRDs' schemas.
+build kubectl "$TOOLS/kube-apiserver" k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
 
 "$BIN/etcd" --version | sed -n 1p
 "$BIN/kube-apiserver" --version
+"$BIN/kubectl" version --client | sed -n 1p
 echo "build-control-plane: ${#built[@]} binaries built in $(( $(date +%s) - start )) s; bin dir: $BIN"

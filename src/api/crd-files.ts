@@ -2,8 +2,22 @@
 
 import { dumpYaml } from '@kubernetes/client-node';
 import { VM_CRD, VMI_CRD } from './crds.js';
+import { DATAVOLUME_CRD } from './datavolume-crd.js';
 
-const HEADER = '# Generated from src/api/crds.ts by scripts/gen-crds.ts; do not edit.\n';
+const header = (source: string): string => `# Generated from ${source} by scripts/gen-crds.ts; do not edit.\n`;
+
+/** Every CRD Ferry installs, with the file that describes it. */
+export const CRDS: ReadonlyArray<{ readonly crd: Record<string, unknown>; readonly source: string }> = [
+  { crd: VMI_CRD, source: 'src/api/crds.ts' },
+  { crd: VM_CRD, source: 'src/api/crds.ts' },
+  { crd: DATAVOLUME_CRD, source: 'src/api/datavolume-crd.ts' },
+];
+
+/** manifests/crds/<group>_<plural>.yaml, as controller-gen names them. */
+export function crdPath(crd: Record<string, unknown>): string {
+  const spec = crd.spec as { group: string; names: { plural: string } };
+  return `manifests/crds/${spec.group}_${spec.names.plural}.yaml`;
+}
 
 /**
  * client-node's YAML writer goes through its typed models, which name the schema extensions
@@ -23,8 +37,5 @@ function modelNames(value: unknown): unknown {
 }
 
 export function crdFiles(): Record<string, string> {
-  return {
-    'manifests/crds/kubevirt.io_virtualmachineinstances.yaml': HEADER + dumpYaml(modelNames(VMI_CRD)),
-    'manifests/crds/kubevirt.io_virtualmachines.yaml': HEADER + dumpYaml(modelNames(VM_CRD)),
-  };
+  return Object.fromEntries(CRDS.map(({ crd, source }) => [crdPath(crd), header(source) + dumpYaml(modelNames(crd))]));
 }

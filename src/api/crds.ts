@@ -2,22 +2,12 @@
  * The CustomResourceDefinitions for Ferry's `kubevirt.io/v1` subset, as data: structural schemas for
  * the fields Ferry reads (so `kubectl explain` documents them), unknown KubeVirt fields preserved
  * (so KubeVirt YAML applies unchanged), KubeVirt's printer columns and short names, and status
- * subresources. `scripts/gen-crds.ts` writes them to manifests/crds/; a test keeps the files in step.
+ * subresources, through the generator in ./crd-schema.ts. `scripts/gen-crds.ts` writes them to
+ * manifests/crds/ (./crd-files.ts); a test keeps the files in step.
  */
 
 import { GROUP, Kind, Plural, VERSION } from './kubevirt.js';
-
-type Schema = Record<string, unknown>;
-
-const str = (description: string, extra: Schema = {}): Schema => ({ type: 'string', description, ...extra });
-const int = (description: string, extra: Schema = {}): Schema => ({ type: 'integer', description, ...extra });
-const bool = (description: string): Schema => ({ type: 'boolean', description });
-const obj = (description: string, properties: Schema = {}, extra: Schema = {}): Schema => ({ type: 'object', description, properties, ...extra });
-const open = (description: string, properties: Schema = {}): Schema => obj(description, properties, { 'x-kubernetes-preserve-unknown-fields': true });
-const arr = (description: string, items: Schema): Schema => ({ type: 'array', description, items });
-const quantity = (description: string): Schema => ({ 'x-kubernetes-int-or-string': true, description, anyOf: [{ type: 'integer' }, { type: 'string' }] });
-const quantities = (description: string): Schema => ({ type: 'object', description, additionalProperties: quantity('a quantity') });
-const empty = (description: string): Schema => open(description);
+import { AGE_COLUMN, arr, bool, crd, empty, int, obj, open, quantities, quantity, type Schema, str } from './crd-schema.js';
 
 const diskTarget = (what: string): Schema =>
   open(`Attach the volume as a ${what}.`, {
@@ -143,49 +133,30 @@ const vmStatus: Schema = open('Observed state.', {
   observedGeneration: int('Generation last acted on.'),
 });
 
-function crd(kind: string, plural: string, shortNames: string[], spec: Schema, status: Schema, columns: Schema[]): Record<string, unknown> {
-  return {
-    apiVersion: 'apiextensions.k8s.io/v1',
-    kind: 'CustomResourceDefinition',
-    metadata: { name: `${plural}.${GROUP}`, labels: { 'app.kubernetes.io/part-of': 'ferry' } },
-    spec: {
-      group: GROUP,
-      names: { kind, listKind: `${kind}List`, plural, singular: kind.toLowerCase(), shortNames, categories: ['all'] },
-      scope: 'Namespaced',
-      versions: [
-        {
-          name: VERSION,
-          served: true,
-          storage: true,
-          subresources: { status: {} },
-          additionalPrinterColumns: columns,
-          schema: { openAPIV3Schema: obj(`${kind} (the kubevirt.io/v1 subset Ferry serves).`, { apiVersion: str('API version.'), kind: str('Kind.'), metadata: { type: 'object' }, spec, status }, { required: ['spec'] }) },
-        },
-      ],
-    },
-  };
-}
+const age = AGE_COLUMN;
+const ready = { name: 'Ready', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" } as const;
+const kubevirt = (kind: string, plural: string, shortNames: string[]) => ({ group: GROUP, version: VERSION, kind, plural, shortNames, description: `${kind} (the kubevirt.io/v1 subset Ferry serves).` });
 
-const age = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
-const ready = { name: 'Ready', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" };
+export const VMI_CRD = crd({
+  ...kubevirt(Kind.VMI, Plural.VMI, ['vmi', 'vmis']),
+  spec: vmiSpec,
+  status: vmiStatus,
+  columns: [
+    age,
+    { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+    { name: 'IP', type: 'string', jsonPath: '.status.interfaces[0].ipAddress' },
+    { name: 'NodeName', type: 'string', jsonPath: '.status.nodeName' },
+    ready,
+  ],
+});
 
-export const VMI_CRD = crd(Kind.VMI, Plural.VMI, ['vmi', 'vmis'], vmiSpec, vmiStatus, [
-  age,
-  { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
-  { name: 'IP', type: 'string', jsonPath: '.status.interfaces[0].ipAddress' },
-  { name: 'NodeName', type: 'string', jsonPath: '.status.nodeName' },
-  ready,
-]);
-
-export const VM_CRD = crd(
-  Kind.VM,
-  Plural.VM,
-  ['vm', 'vms'],
-  open('Specification of the virtual machine.', {
+export const VM_CRD = crd({
+  ...kubevirt(Kind.VM, Plural.VM, ['vm', 'vms']),
+  spec: open('Specification of the virtual machine.', {
     running: bool('Deprecated: true means runStrategy Always, false Halted.'),
     runStrategy: str('Always, Halted, Manual, RerunOnFailure or Once.', { enum: ['Always', 'Halted', 'Manual', 'RerunOnFailure', 'Once'] }),
     template: open('The VMI to run.', { metadata: open('Labels and annotations for the VMI.'), spec: vmiSpec }),
   }),
-  vmStatus,
-  [age, { name: 'Status', type: 'string', jsonPath: '.status.printableStatus' }, ready],
-);
+  status: vmStatus,
+  columns: [age, { name: 'Status', type: 'string', jsonPath: '.status.printableStatus' }, ready],
+});

@@ -12,13 +12,16 @@ export function typedCrd(text: string): V1CustomResourceDefinition {
   return loadYaml<V1CustomResourceDefinition>(text);
 }
 
-/** Creates the kubevirt.io/v1 CRDs from manifests/crds and waits until both are Established. */
-export async function installVmCrds(kc: KubeConfig): Promise<void> {
+/** Creates every CRD in manifests/crds (kubevirt.io/v1 and cdi.kubevirt.io/v1beta1) and waits until all are Established. */
+export async function installCrds(kc: KubeConfig): Promise<void> {
   const ext = kc.makeApiClient(ApiextensionsV1Api);
   const crds = Object.values(crdFiles()).map(typedCrd);
   for (const body of crds) await ext.createCustomResourceDefinition({ body });
-  await waitFor('kubevirt.io CRDs established', async () => {
+  await waitFor('CRDs established', async () => {
     const all = await Promise.all(crds.map((c) => ext.readCustomResourceDefinition({ name: c.metadata?.name ?? '' })));
     return all.every((c) => c.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True')) ? true : undefined;
   });
 }
+
+/** The VM tests' name for installCrds. */
+export const installVmCrds = installCrds;

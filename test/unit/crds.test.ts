@@ -1,4 +1,4 @@
-/** The kubevirt.io/v1 CRDs: generated files in step with src/api/crds.ts, KubeVirt's names and columns, structural schemas. */
+/** Ferry's CRDs: generated files in step with src/api/, KubeVirt's and CDI's names and columns, structural schemas, CEL admission rules. */
 
 import { describe, expect, test } from '@jest/globals';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { DiskBus, RunStrategy } from '../../src/api/kubevirt.js';
 import { crdFiles } from '../../src/api/crd-files.js';
 import { VM_CRD, VMI_CRD } from '../../src/api/crds.js';
+import { DATAVOLUME_CRD } from '../../src/api/datavolume-crd.js';
+import { REFUSED_SOURCES } from '../../src/api/datavolume.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 
 type Schema = Record<string, unknown>;
@@ -30,6 +32,7 @@ interface Crd {
 const CRDS: Array<[string, Crd]> = [
   ['VirtualMachineInstance', VMI_CRD as unknown as Crd],
   ['VirtualMachine', VM_CRD as unknown as Crd],
+  ['DataVolume', DATAVOLUME_CRD as unknown as Crd],
 ];
 const version = (crd: Crd) => crd.spec.versions[0]!;
 const root = (crd: Crd): Schema => version(crd).schema.openAPIV3Schema;
@@ -66,6 +69,20 @@ describe('CRD names and columns (as KubeVirt)', () => {
     expect(crd.spec.scope).toBe('Namespaced');
     expect(crd.spec.names).toEqual(expect.objectContaining({ kind, plural, singular, shortNames, categories: ['all'] }));
     expect(crd.spec.versions.map((v) => [v.name, v.served, v.storage])).toEqual([['v1', true, true]]);
+  });
+
+  test('DataVolume: cdi.kubevirt.io/v1beta1, namespaced, short names dv and dvs, CDI\'s columns', () => {
+    const crd = DATAVOLUME_CRD as unknown as Crd;
+    expect(crd.metadata.name).toBe('datavolumes.cdi.kubevirt.io');
+    expect(crd.spec.scope).toBe('Namespaced');
+    expect(crd.spec.names).toEqual(expect.objectContaining({ kind: 'DataVolume', plural: 'datavolumes', singular: 'datavolume', shortNames: ['dv', 'dvs'] }));
+    expect(crd.spec.versions.map((v) => [v.name, v.served, v.storage])).toEqual([['v1beta1', true, true]]);
+    expect(version(crd).additionalPrinterColumns.map((c) => [c.name, c.type, c.jsonPath])).toEqual([
+      ['Phase', 'string', '.status.phase'],
+      ['Progress', 'string', '.status.progress'],
+      ['Restarts', 'integer', '.status.restartCount'],
+      ['Age', 'date', '.metadata.creationTimestamp'],
+    ]);
   });
 
   test.each(CRDS)('%s has a status subresource', (_, crd) => {
@@ -146,5 +163,33 @@ describe('structural schemas', () => {
 
   test('the root metadata is only `type: object`', () => {
     for (const [, crd] of CRDS) expect(at(root(crd), 'metadata')).toEqual({ type: 'object' });
+  });
+});
+
+describe('DataVolume admission rules', () => {
+  const dv = root(DATAVOLUME_CRD as unknown as Crd);
+  const rules = (schema: Schema): Array<{ rule: string; message: string }> => (schema['x-kubernetes-validations'] as Array<{ rule: string; message: string }> | undefined) ?? [];
+
+  test.each([...REFUSED_SOURCES, 'upload', 'pvc'])('spec.source.%s is declared and refused by a rule on itself (the error names the field)', (key) => {
+    const node = at(dv, 'spec', 'source', key);
+    expect(node.description).toContain('Refused by Ferry');
+    expect(rules(node)).toEqual([expect.objectContaining({ rule: 'false' })]);
+  });
+
+  test('spec.sourceRef is refused until DataSources land', () => {
+    expect(rules(at(dv, 'spec', 'sourceRef'))).toEqual([expect.objectContaining({ rule: 'false' })]);
+  });
+
+  test('exactly one source counts every declared source key', () => {
+    const source = at(dv, 'spec', 'source');
+    const declared = Object.keys(source.properties as object).sort();
+    const counted = [...(rules(source)[0]?.rule.matchAll(/has\(self\.(\w+)\)/g) ?? [])].map((m) => m[1]).sort();
+    expect(counted).toEqual(declared);
+  });
+
+  test('the spec is immutable and needs one source and one target', () => {
+    expect(rules(at(dv, 'spec')).map((r) => r.rule)).toEqual(
+      expect.arrayContaining(['self == oldSelf', 'has(self.source) != has(self.sourceRef)', 'has(self.pvc) != has(self.storage)']),
+    );
   });
 });

@@ -37,7 +37,8 @@ dir="$CP_TOOLS_DIR/kube-apiserver"
   echo ")"
 } > "$dir/go.mod"
 rm -f "$dir/go.sum"
-(cd "$dir" && "$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S" && "$GO" mod tidy)
+(cd "$dir" && "$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S" &&
+  "$GO" get -tool "k8s.io/kubernetes/cmd/kubectl@$K8S" && "$GO" mod tidy)
 
 dir="$CP_TOOLS_DIR/etcd"
 etcd_gomod="$("$GO" mod download -json "go.etcd.io/etcd/server/v3@$ETCD_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"

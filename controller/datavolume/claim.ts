@@ -1,0 +1,134 @@
+/**
+ * What a DataVolume asks of the PVC-level controllers, as pure functions: the PVC to create (same
+ * name, owned by the DataVolume, the DataVolume's labels and annotations, CDI's annotations for its
+ * source) and, per source, how the PVC's annotations read back as a DataVolume phase. A new source
+ * (upload, clone) is one more entry in ROUTES.
+ */
+
+import type { V1OwnerReference, V1PersistentVolumeClaim, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
+import { Annotation, LabelValue, PodPhase } from '../../src/api/cdi.js';
+import {
+  type DataVolume,
+  type DataVolumeSpec,
+  DV_API_VERSION,
+  DV_KIND,
+  DvAnnotation,
+  DvPhase,
+  NOT_PASSED_TO_PVC,
+  SourceKind,
+  sourceKindOf,
+  storageClaimSpec,
+} from '../../src/api/datavolume.js';
+import { ErrorCode, FerryError } from '../../src/errors.js';
+
+/** How one kind of source is asked for on the PVC and read back from it. */
+export interface SourceRoute {
+  /** CDI's annotations that hand this source to the PVC-level controller. */
+  readonly annotations: (spec: DataVolumeSpec) => Record<string, string>;
+  /** The DataVolume phase while the PVC-level controller works, from the PVC's annotations. */
+  readonly phase: (annotations: Readonly<Record<string, string>>) => DvPhase | undefined;
+}
+
+const defined = (entries: Record<string, string | undefined>): Record<string, string> =>
+  Object.fromEntries(Object.entries(entries).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
+
+/** The import controller's pod phase on the PVC → the DataVolume's import phase (CDI's mapping). */
+function importPhase(a: Readonly<Record<string, string>>): DvPhase | undefined {
+  switch (a[Annotation.PodPhase]) {
+    case PodPhase.Pending:
+      return DvPhase.ImportScheduled;
+    case PodPhase.Running:
+      return DvPhase.ImportInProgress;
+    case PodPhase.Succeeded:
+      return DvPhase.Succeeded;
+    // Ferry's import controller writes Failed only when it will not try again (ADR 0001).
+    case PodPhase.Failed:
+      return DvPhase.Failed;
+    default:
+      return undefined;
+  }
+}
+
+const importRoute = (source: (spec: DataVolumeSpec) => Record<string, string | undefined>): SourceRoute => ({
+  annotations: (spec) => defined(source(spec)),
+  phase: importPhase,
+});
+
+export const ROUTES: Readonly<Partial<Record<SourceKind, SourceRoute>>> = Object.freeze({
+  [SourceKind.Http]: importRoute(({ source }) => ({
+    [Annotation.Source]: 'http',
+    [Annotation.Endpoint]: source?.http?.url,
+    [Annotation.SecretName]: source?.http?.secretRef,
+    [Annotation.CertConfigMap]: source?.http?.certConfigMap,
+    [Annotation.Checksum]: source?.http?.checksum,
+    [Annotation.InsecureSkipVerify]: source?.http?.insecureSkipVerify ? 'true' : undefined,
+  })),
+  [SourceKind.S3]: importRoute(({ source }) => ({
+    [Annotation.Source]: 's3',
+    [Annotation.Endpoint]: source?.s3?.url,
+    [Annotation.SecretName]: source?.s3?.secretRef,
+    [Annotation.CertConfigMap]: source?.s3?.certConfigMap,
+  })),
+  [SourceKind.Registry]: importRoute(({ source }) => ({
+    [Annotation.Source]: 'registry',
+    [Annotation.Endpoint]: source?.registry?.url,
+    [Annotation.SecretName]: source?.registry?.secretRef,
+    [Annotation.CertConfigMap]: source?.registry?.certConfigMap,
+    [DvAnnotation.RegistryImportMethod]: source?.registry?.pullMethod,
+  })),
+  // CDI writes `none` for a blank disk; the import controller creates it.
+  [SourceKind.Blank]: importRoute(() => ({ [Annotation.Source]: 'none' })),
+});
+
+/** The route for a DataVolume's source; throws INVALID_SPEC for one Ferry does not run. */
+export function routeOf(spec: DataVolumeSpec): SourceRoute {
+  const kind = sourceKindOf(spec);
+  const route = kind === undefined ? undefined : ROUTES[kind as SourceKind];
+  if (!route) {
+    const field = kind === undefined ? 'spec.source' : kind === SourceKind.SourceRef ? 'spec.sourceRef' : `spec.source.${kind}`;
+    throw new FerryError(ErrorCode.InvalidSpec, kind === undefined ? `${field} must name exactly one source` : `${field} is not supported by Ferry`);
+  }
+  return route;
+}
+
+/** The owner reference a DataVolume's PVC carries (deleting the DataVolume deletes the PVC). */
+export function ownerReference(dv: DataVolume): V1OwnerReference {
+  return { apiVersion: DV_API_VERSION, kind: DV_KIND, name: dv.metadata.name ?? '', uid: dv.metadata.uid ?? '', controller: true, blockOwnerDeletion: true };
+}
+
+export function isOwnedBy(pvc: V1PersistentVolumeClaim, dv: DataVolume): boolean {
+  return pvc.metadata?.ownerReferences?.some((o) => o.controller === true && o.uid === dv.metadata.uid) === true;
+}
+
+/** The claim spec: spec.pvc as given, or spec.storage with Ferry's defaults and the size grown. */
+export function claimSpec(spec: DataVolumeSpec, filesystemOverhead: number): V1PersistentVolumeClaimSpec {
+  if (spec.pvc) return { ...spec.pvc };
+  if (spec.storage) return storageClaimSpec(spec.storage, filesystemOverhead);
+  throw new FerryError(ErrorCode.InvalidSpec, 'exactly one of spec.pvc or spec.storage is required');
+}
+
+/** The PVC a DataVolume creates. Throws INVALID_SPEC when the spec cannot be rendered. */
+export function buildClaim(dv: DataVolume, filesystemOverhead: number): V1PersistentVolumeClaim {
+  const { spec, metadata } = dv;
+  const passed = Object.fromEntries(Object.entries(metadata.annotations ?? {}).filter(([k]) => !NOT_PASSED_TO_PVC.includes(k)));
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: {
+      name: metadata.name ?? '',
+      namespace: metadata.namespace ?? '',
+      labels: { ...(metadata.labels ?? {}), app: LabelValue.App },
+      annotations: {
+        ...passed,
+        ...routeOf(spec).annotations(spec),
+        [Annotation.ContentType]: spec.contentType ?? 'kubevirt',
+        [Annotation.PreallocationRequested]: String(spec.preallocation === true),
+        [Annotation.PodRestarts]: '0',
+        [DvAnnotation.CreatedForDataVolume]: metadata.uid ?? '',
+        ...(spec.priorityClassName ? { [DvAnnotation.PodPriorityClassName]: spec.priorityClassName } : {}),
+      },
+      ownerReferences: [ownerReference(dv)],
+    },
+    spec: claimSpec(spec, filesystemOverhead),
+  };
+}
