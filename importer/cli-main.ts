@@ -12,6 +12,7 @@ import { ContentType, type ImportSpec, ImportSource, TargetKind, validateSpec } 
 import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
 import { DEFAULT_TUNING, parseConnections, runImport } from './engine.js';
+import { DEFAULT_HTTP_TIMEOUTS, minSpeedFromFlags } from './sources/http-source.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
 
@@ -44,6 +45,9 @@ Options:
                            server that answers within ${DEFAULT_TUNING.nearLatencyMs} ms, read in place by qemu-img through
                            nbdkit; ${DEFAULT_TUNING.autoConnections} for one farther away)
   --idle-timeout <sec>     fail a transfer that receives nothing for this long (default ${DEFAULT_TUNING.http.idleMs / 1000})
+  --speed-limit <bytes>    with --speed-time: fail (or resume) a transfer slower than this many
+                           bytes/s (default ${DEFAULT_HTTP_TIMEOUTS.minSpeedBytes}; 0: off)
+  --speed-time <sec>       how long a transfer may stay below --speed-limit (default ${DEFAULT_HTTP_TIMEOUTS.minSpeedWindowMs / 1000})
   --metrics-port <port>    serve Prometheus metrics on this port while importing
   --log-level <level>      JSON logs on stderr at this level (default: warn)
   --quiet                  no progress output
@@ -164,6 +168,8 @@ export async function importCommand(io: CliIo): Promise<number> {
         retries: { type: 'string' },
         connections: { type: 'string' },
         'idle-timeout': { type: 'string' },
+        'speed-limit': { type: 'string' },
+        'speed-time': { type: 'string' },
         'metrics-port': { type: 'string' },
         'log-level': { type: 'string' },
         quiet: { type: 'boolean' },
@@ -199,7 +205,7 @@ export async function importCommand(io: CliIo): Promise<number> {
     const result = await runImport(spec, {
       logger,
       progress,
-      tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000 } },
+      tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000, ...minSpeedFromFlags(values['speed-limit'], values['speed-time']) } },
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     });
     io.stderr.write(`${result.message}: ${spec.target.path}${result.diskSize !== undefined ? ` (${result.diskSize} bytes, from ${result.sourceFormat})` : ''}\n`);
