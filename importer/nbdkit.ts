@@ -6,8 +6,9 @@
  *
  * Bounded time: nbdkit 1.32's curl plugin has a per-request `timeout=` but no low-speed limit, and
  * its retry filter retries a failing request for minutes. The log filter (outermost, so it sees
- * what qemu-img sees) writes every read and its result to a FIFO Ferry reads: a watchdog kills
- * nbdkit when reads are outstanding and the minimum speed is not met over the window, and `stop()`
+ * what qemu-img sees) writes every read and its result to a FIFO Ferry reads; a watchdog counts
+ * the bytes nbdkit reads off the network (/proc/<pid>/io) while a read is outstanding, and kills
+ * nbdkit when the minimum speed is not met over the window (qemu-img then fails at once). `stop()`
  * reports a read the source failed as SOURCE_UNAVAILABLE (retryable).
  *
  * Secrets: no password on nbdkit's argv or in its environment. The HTTP and proxy passwords go
@@ -16,7 +17,7 @@
  */
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -132,11 +133,15 @@ export class NbdReadLedger {
     }
   }
 
-  /** `elapsedMs` since the last tick: the verdict on the speed so far. */
-  tick(elapsedMs: number): SpeedVerdict {
-    const bytes = this.delivered;
+  /**
+   * `elapsedMs` since the last tick: the verdict on the speed so far. `arrived` is what came off
+   * the network meanwhile (nbdkit's read counter), so a read still in progress counts; without
+   * it, the bytes of reads that completed.
+   */
+  tick(elapsedMs: number, arrived?: number): SpeedVerdict {
+    const bytes = arrived ?? this.delivered;
+    const waiting = this.pending.size > 0 || this.delivered > 0;
     this.delivered = 0;
-    const waiting = this.pending.size > 0 || bytes > 0;
     return this.window.add(waiting ? elapsedMs : 0, bytes);
   }
 }
@@ -238,10 +243,13 @@ export async function serveHttpOverNbd(options: NbdHttpOptions): Promise<NbdExpo
     if (!stopping) failure ??= new FerryError(ErrorCode.SourceUnavailable, `nbdkit serving ${where} exited: ${stderr.trim() || 'no message'}`);
   });
   let last = performance.now();
+  let lastRead = bytesRead(child.pid);
   const watchdog = setInterval(() => {
     const now = performance.now();
-    const verdict = ledger.tick(now - last);
+    const read = bytesRead(child.pid);
+    const verdict = ledger.tick(now - last, read !== undefined && lastRead !== undefined ? Math.max(0, read - lastRead) : undefined);
     last = now;
+    lastRead = read;
     if (verdict === SpeedVerdict.Slow && !exited) {
       failure ??= tooSlowError(where, limit);
       stopping = true;
@@ -295,6 +303,21 @@ export async function serveHttpOverNbd(options: NbdHttpOptions): Promise<NbdExpo
     await new Promise((r) => setTimeout(r, 25));
   }
   return { uri: `nbd+unix:///?socket=${socket}`, stop };
+}
+
+/**
+ * Bytes the process has read (`rchar` of /proc/<pid>/io: its sockets to the source, TLS
+ * included), so a read in progress shows its bytes as they arrive, as curl's own low-speed check
+ * would. Undefined where /proc does not tell.
+ */
+function bytesRead(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /^rchar:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function lastLine(text: string): string {
