@@ -6,14 +6,32 @@ import { connect, type AddressInfo, type Socket } from 'node:net';
 export interface TestProxy {
   readonly url: string;
   readonly seen: string[];
+  /** Proxy-Authorization headers received, in order. */
+  readonly authorizations: string[];
   close(): Promise<void>;
 }
 
-export async function startProxy(): Promise<TestProxy> {
+export interface ProxyOptions {
+  /** Basic credentials every request must carry in Proxy-Authorization (else 407). */
+  readonly auth?: { readonly user: string; readonly pass: string };
+}
+
+export async function startProxy(options: ProxyOptions = {}): Promise<TestProxy> {
   const seen: string[] = [];
+  const authorizations: string[] = [];
   const sockets = new Set<Socket>();
+  const expected = options.auth ? `Basic ${Buffer.from(`${options.auth.user}:${options.auth.pass}`).toString('base64')}` : undefined;
+  const allowed = (header: string | undefined): boolean => {
+    if (header !== undefined) authorizations.push(header);
+    return expected === undefined || header === expected;
+  };
   const server: Server = createServer((req, res) => {
     seen.push(`${req.method} ${req.url}`);
+    if (!allowed(req.headers['proxy-authorization'])) {
+      res.writeHead(407, { 'proxy-authenticate': 'Basic realm="ferry-proxy"', 'content-length': 0 });
+      res.end();
+      return;
+    }
     const target = new URL(req.url ?? '');
     const upstream = request(
       { host: target.hostname, port: target.port, path: target.pathname + target.search, method: req.method, headers: req.headers },
@@ -27,6 +45,10 @@ export async function startProxy(): Promise<TestProxy> {
   });
   server.on('connect', (req, client: Socket, head: Buffer) => {
     seen.push(`CONNECT ${req.url}`);
+    if (!allowed(req.headers['proxy-authorization'])) {
+      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="ferry-proxy"\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     const [host, port] = (req.url ?? '').split(':');
     const upstream = connect(Number(port), host ?? '127.0.0.1', () => {
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -45,6 +67,7 @@ export async function startProxy(): Promise<TestProxy> {
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     seen,
+    authorizations,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
