@@ -13,6 +13,8 @@ import { serveHttpOverNbd } from '../../importer/nbdkit.js';
 import { qemuConvert, qemuInfo } from '../../importer/qemu-img.js';
 import { compress, convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
+import { startProxy } from '../helpers/proxy.js';
+import { pushImage, startRegistry, writeOciLayout } from '../helpers/registry.js';
 import { runEngine, spec } from '../helpers/engine.js';
 
 let dir: string;
@@ -128,6 +130,46 @@ describe('ranged connections', () => {
     expect(value.error?.code).toBe('SOURCE_UNAVAILABLE');
     expect(server.requests.some((r) => r.path === '/ranged-trickle.raw.gz' && r.range !== undefined)).toBe(true);
     expect(seconds).toBeLessThan(8);
+  });
+});
+
+describe('object store and registry', () => {
+  test('S3: a GetObject body that trickles fails SOURCE_UNAVAILABLE (retryable) in bounded time', async () => {
+    // A plain HTTP server answers a path-style, unsigned GetObject as S3 would.
+    server.route('/bucket/trickle.raw', { file: raw, trickle: { after: 0, bytes: 1, everyMs: 200 } });
+    const { value, seconds } = await timed(() =>
+      runEngine(spec({ source: 's3', endpoint: 's3://bucket/trickle.raw', s3Endpoint: server.url, target: { kind: 'file', path: f('s3-trickle.img') } }), { attempts: 1, resumeAttempts: 1, http: SLOW_HTTP }),
+    );
+    expect(value.error?.code).toBe('SOURCE_UNAVAILABLE');
+    expect(value.error?.retryable).toBe(true);
+    // The first GetObject and one ranged resumption, both cut.
+    const gets = server.requests.filter((r) => r.path === '/bucket/trickle.raw');
+    expect(gets.length).toBe(2);
+    expect(gets[1]?.range).toMatch(/^bytes=\d+-$/);
+    expect(seconds).toBeLessThan(6);
+  });
+
+  test('registry: a blob that trickles through a slow link fails SOURCE_UNAVAILABLE (retryable) in bounded time', async () => {
+    const registry = await startRegistry(f('registry'));
+    const proxy = await startProxy({ trickle: { match: /\/blobs\/sha256:/, after: 0, bytes: 1, everyMs: 200 } });
+    try {
+      const layout = f('layout');
+      await writeOciLayout(layout, 'v1', { layers: [{ compression: 'none', entries: [{ name: 'disk/', type: 'directory' }, { name: 'disk/disk.img', file: raw }] }] });
+      await pushImage(layout, 'v1', registry, 'slow/disk', {});
+      const { value, seconds } = await timed(() =>
+        runEngine(
+          spec({ source: 'registry', endpoint: `docker://${registry.host}/slow/disk:v1`, insecureTls: true, proxy: { httpProxy: proxy.url }, scratchDir: f('scratch'), target: { kind: 'file', path: f('registry-trickle.img') } }),
+          { attempts: 1, resumeAttempts: 1, http: SLOW_HTTP },
+        ),
+      );
+      expect(value.error?.code).toBe('SOURCE_UNAVAILABLE');
+      expect(value.error?.retryable).toBe(true);
+      expect(proxy.seen.some((r) => r.includes('/blobs/sha256:'))).toBe(true);
+      expect(seconds).toBeLessThan(8);
+    } finally {
+      await proxy.close();
+      await registry.stop();
+    }
   });
 });
 

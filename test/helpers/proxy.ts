@@ -14,6 +14,27 @@ export interface TestProxy {
 export interface ProxyOptions {
   /** Basic credentials every request must carry in Proxy-Authorization (else 407). */
   readonly auth?: { readonly user: string; readonly pass: string };
+  /**
+   * Plain-HTTP responses to URLs matching `match` go slow: `after` bytes at full speed, then
+   * `bytes` every `everyMs` (a far, congested or hostile link between importer and source).
+   */
+  readonly trickle?: { readonly match: RegExp; readonly after: number; readonly bytes: number; readonly everyMs: number };
+}
+
+async function trickled(up: AsyncIterable<Buffer>, res: import('node:http').ServerResponse, how: NonNullable<ProxyOptions['trickle']>): Promise<void> {
+  let sent = 0;
+  for await (const chunk of up) {
+    for (let i = 0; i < chunk.length; ) {
+      if (res.destroyed) return;
+      const n = sent < how.after ? Math.min(chunk.length - i, how.after - sent) : Math.min(chunk.length - i, how.bytes);
+      if (sent >= how.after) await new Promise((r) => setTimeout(r, how.everyMs));
+      if (res.destroyed) return;
+      res.write(chunk.subarray(i, i + n));
+      i += n;
+      sent += n;
+    }
+  }
+  res.end();
 }
 
 export async function startProxy(options: ProxyOptions = {}): Promise<TestProxy> {
@@ -37,7 +58,12 @@ export async function startProxy(options: ProxyOptions = {}): Promise<TestProxy>
       { host: target.hostname, port: target.port, path: target.pathname + target.search, method: req.method, headers: req.headers },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
+        if (options.trickle && options.trickle.match.test(req.url ?? '')) {
+          res.on('close', () => up.destroy());
+          trickled(up, res, options.trickle).catch(() => res.destroy());
+        } else {
+          up.pipe(res);
+        }
       },
     );
     upstream.on('error', () => res.destroy());
