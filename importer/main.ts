@@ -28,14 +28,15 @@ function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number 
  * A proxy variable with user:password goes too (the spec keeps its own copy; nothing here reads
  * proxies from the environment).
  */
-function scrubSecrets(env: NodeJS.ProcessEnv): void {
+export function scrubSecrets(env: NodeJS.ProcessEnv): void {
   delete env[ImportEnv.SecretKey];
   for (const name of [ImportEnv.HttpProxy, ImportEnv.HttpsProxy, 'HTTP_PROXY', 'HTTPS_PROXY']) {
     if (/\/\/[^/]*@/.test(env[name] ?? '')) delete env[name];
   }
 }
 
-function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
+/** The engine's tuning from the pod's environment (FERRY_* variables); defaults where unset. */
+export function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
   return Object.freeze({
     attempts: Math.max(1, envInt(env, 'FERRY_IMPORT_ATTEMPTS', DEFAULT_TUNING.attempts)),
     backoffMs: envInt(env, 'FERRY_IMPORT_BACKOFF_MS', DEFAULT_TUNING.backoffMs),

@@ -3,6 +3,7 @@ import type { ProxySettings } from '../../src/contract/import-spec.js';
 import { FerryError } from '../../src/errors.js';
 import { classifyHttpError, DEFAULT_HTTP_TIMEOUTS, type HttpSourceOptions, minSpeedFromFlags, minSpeedOf, optionsFor, proxyFor, redactUrl, sameOrigin } from '../../importer/sources/http-source.js';
 import { isTooSlow, minimumBytes, SpeedVerdict, SpeedWindow, tooSlowError } from '../../importer/min-speed.js';
+import { scrubSecrets, tuningFromEnv } from '../../importer/main.js';
 import { childEnvironment, NbdReadLedger, parseNbdLogLine, splitUserinfo } from '../../importer/nbdkit.js';
 
 const HTTP = 'http://proxy.corp:3128';
@@ -238,5 +239,20 @@ describe('what nbdkit is given', () => {
   test('the environment is an allowlist: the import secret and proxies are not inherited', () => {
     const env = childEnvironment({ PATH: '/usr/bin', IMPORTER_SECRET_KEY: 's', http_proxy: 'http://u:p@x', HOME: '/root', AWS_SECRET_ACCESS_KEY: 'k' });
     expect(env).toEqual({ PATH: '/usr/bin', HOME: '/root' });
+  });
+});
+
+describe("the importer pod's environment", () => {
+  test('FERRY_HTTP_MIN_SPEED_BYTES and FERRY_HTTP_MIN_SPEED_WINDOW_MS reach the HTTP timeouts; unset, the defaults', () => {
+    expect(tuningFromEnv({ FERRY_HTTP_MIN_SPEED_BYTES: '2048', FERRY_HTTP_MIN_SPEED_WINDOW_MS: '30000' }).http).toMatchObject({ minSpeedBytes: 2048, minSpeedWindowMs: 30_000 });
+    expect(tuningFromEnv({}).http).toMatchObject({ minSpeedBytes: DEFAULT_HTTP_TIMEOUTS.minSpeedBytes, minSpeedWindowMs: DEFAULT_HTTP_TIMEOUTS.minSpeedWindowMs });
+    expect(tuningFromEnv({ FERRY_HTTP_MIN_SPEED_BYTES: '0' }).http.minSpeedBytes).toBe(0);
+    expect(() => tuningFromEnv({ FERRY_HTTP_MIN_SPEED_WINDOW_MS: 'soon' })).toThrow(expect.objectContaining({ code: 'INVALID_SPEC' }));
+  });
+
+  test('once decoded, the secret and proxies with a password leave the environment children inherit', () => {
+    const env: NodeJS.ProcessEnv = { IMPORTER_SECRET_KEY: 's', IMPORTER_ACCESS_KEY_ID: 'id', http_proxy: 'http://u:p@proxy:3128', https_proxy: 'http://proxy:3129', PATH: '/bin' };
+    scrubSecrets(env);
+    expect(env).toEqual({ IMPORTER_ACCESS_KEY_ID: 'id', https_proxy: 'http://proxy:3129', PATH: '/bin' });
   });
 });
