@@ -14,6 +14,7 @@ import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
 import type { ImportSuccess } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, runImport } from './engine.js';
+import { DEFAULT_HTTP_TIMEOUTS, minSpeedFromFlags } from './sources/http-source.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
 import { localPathOf } from './sources/file-source.js';
@@ -77,6 +78,9 @@ Options:
                            server that answers within ${DEFAULT_TUNING.nearLatencyMs} ms, read in place by qemu-img through
                            nbdkit; ${DEFAULT_TUNING.autoConnections} for one farther away)
   --idle-timeout <sec>     fail a transfer that receives nothing for this long, ${LIMITS.idleSeconds.min}..${LIMITS.idleSeconds.max} (default ${DEFAULT_TUNING.http.idleMs / 1000})
+  --speed-limit <bytes>    with --speed-time: fail (or resume) a transfer slower than this many
+                           bytes/s (default ${DEFAULT_HTTP_TIMEOUTS.minSpeedBytes}; 0: off)
+  --speed-time <sec>       how long a transfer may stay below --speed-limit (default ${DEFAULT_HTTP_TIMEOUTS.minSpeedWindowMs / 1000})
   --metrics-port <port>    serve Prometheus metrics on this port (127.0.0.1) while importing
   --log-level <level>      JSON logs on stderr at this level: ${LOG_LEVELS.join(', ')} (default: warn)
   --quiet                  no progress output
@@ -257,6 +261,8 @@ export async function importCommand(io: CliIo): Promise<number> {
         retries: { type: 'string' },
         connections: { type: 'string' },
         'idle-timeout': { type: 'string' },
+        'speed-limit': { type: 'string' },
+        'speed-time': { type: 'string' },
         'metrics-port': { type: 'string' },
         'log-level': { type: 'string' },
         quiet: { type: 'boolean' },
@@ -290,6 +296,7 @@ export async function importCommand(io: CliIo): Promise<number> {
       const retries = boundedInt('--retries', values.retries as string | undefined, LIMITS.retries, DEFAULT_TUNING.attempts);
       const connections = connectionsFlag(values.connections as string | undefined);
       const idle = boundedInt('--idle-timeout', values['idle-timeout'] as string | undefined, LIMITS.idleSeconds, DEFAULT_TUNING.http.idleMs / 1000);
+      const speed = minSpeedFromFlags(values['speed-limit'], values['speed-time']);
       const level = logLevelFlag(values['log-level'] as string | undefined);
       const metricsPort = values['metrics-port'] as string | undefined;
       const port = metricsPort !== undefined ? boundedInt('--metrics-port', metricsPort, LIMITS.port, 0) : undefined;
@@ -310,7 +317,7 @@ export async function importCommand(io: CliIo): Promise<number> {
       return runImport(spec, {
         logger,
         progress,
-        tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000 } },
+        tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000, ...speed } },
         sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
         signal: interrupt.signal,
       });

@@ -6,12 +6,13 @@
 import { writeFileSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { decodeImportEnv, decodeMetricsPort, decodeTerminationLog, TargetKind } from '../src/contract/import-spec.js';
+import { decodeImportEnv, decodeMetricsPort, decodeTerminationLog, ImportEnv, TargetKind } from '../src/contract/import-spec.js';
 import { createLogger } from '../src/logging.js';
 import { encodeTermination, type TerminationMessage } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, type ImportTuning, parseConnections, runImport } from './engine.js';
 import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Progress, throttled } from './progress.js';
+import { DEFAULT_HTTP_TIMEOUTS } from './sources/http-source.js';
 
 function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const text = env[name];
@@ -21,7 +22,21 @@ function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number 
   return n;
 }
 
-function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
+/**
+ * Removes the import secret from this process's environment once the spec holds it, so no child
+ * (nbdkit, qemu-img, xz, ...) inherits it: /proc/<child>/environ shows what a child was given.
+ * A proxy variable with user:password goes too (the spec keeps its own copy; nothing here reads
+ * proxies from the environment).
+ */
+export function scrubSecrets(env: NodeJS.ProcessEnv): void {
+  delete env[ImportEnv.SecretKey];
+  for (const name of [ImportEnv.HttpProxy, ImportEnv.HttpsProxy, 'HTTP_PROXY', 'HTTPS_PROXY']) {
+    if (/\/\/[^/]*@/.test(env[name] ?? '')) delete env[name];
+  }
+}
+
+/** The engine's tuning from the pod's environment (FERRY_* variables); defaults where unset. */
+export function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
   return Object.freeze({
     attempts: Math.max(1, envInt(env, 'FERRY_IMPORT_ATTEMPTS', DEFAULT_TUNING.attempts)),
     backoffMs: envInt(env, 'FERRY_IMPORT_BACKOFF_MS', DEFAULT_TUNING.backoffMs),
@@ -39,6 +54,9 @@ function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
       connectMs: envInt(env, 'FERRY_HTTP_CONNECT_TIMEOUT_MS', DEFAULT_TUNING.http.connectMs),
       firstByteMs: envInt(env, 'FERRY_HTTP_FIRST_BYTE_TIMEOUT_MS', DEFAULT_TUNING.http.firstByteMs),
       idleMs: envInt(env, 'FERRY_HTTP_IDLE_TIMEOUT_MS', DEFAULT_TUNING.http.idleMs),
+      // curl's --speed-limit (bytes/s) and --speed-time; 0 turns the check off.
+      minSpeedBytes: envInt(env, 'FERRY_HTTP_MIN_SPEED_BYTES', DEFAULT_HTTP_TIMEOUTS.minSpeedBytes),
+      minSpeedWindowMs: envInt(env, 'FERRY_HTTP_MIN_SPEED_WINDOW_MS', DEFAULT_HTTP_TIMEOUTS.minSpeedWindowMs),
     },
   });
 }
@@ -63,6 +81,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   let status: number;
   try {
     const spec = decodeImportEnv(env);
+    scrubSecrets(process.env);
     const tuning = tuningFromEnv(env);
     const progress = new Progress();
     const metrics = createImporterMetrics(spec.ownerUid ?? '');

@@ -2,6 +2,10 @@
  * A parallel ranged download: the body is cut into chunks that several connections fetch at once,
  * each written at its own offset as it arrives (memory stays at a few buffers per connection). A
  * chunk whose connection breaks continues from its last byte. Any permanent failure stops all.
+ *
+ * Bounded time: the sources' `openRange` streams hold each range to the minimum speed (a trickling
+ * or stalled range fails SOURCE_UNAVAILABLE, retryable, after one window of waiting), and such a
+ * failure is retried here like a break, at most `attempts` times per chunk.
  */
 
 import { createHash } from 'node:crypto';

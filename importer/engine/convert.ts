@@ -54,13 +54,13 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
         serveHttpOverNbd({
           url: opened.remoteUrl,
           insecureTls: spec.insecureTls,
-          timeoutSeconds: Math.max(1, Math.ceil(deps.tuning.http.idleMs / 1000)),
+          timeouts: deps.tuning.http,
           // Credentials only for the origin they were given for, not for where a redirect led.
           ...(spec.credentials && sameOrigin(opened.remoteUrl, spec.endpoint) ? { credentials: spec.credentials } : {}),
           ...(caPems ? { caPems } : {}),
           ...(proxy ? { proxy } : {}),
         }),
-        (late) => void late.stop(),
+        (late) => void late.stop().catch(() => undefined),
       );
       log.info({ via: 'nbdkit' }, 'reading the remote image in place, no scratch copy');
       return { image: nbd.uri, how: 'nbd', release: () => nbd.stop() };

@@ -14,6 +14,7 @@ import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
+import { guardSpeed, isTooSlow, type MinSpeed, minimumBytes } from '../min-speed.js';
 import type { ByteStream } from '../streams.js';
 import { type OpenedSource, warmLatencyMs } from './source.js';
 
@@ -24,9 +25,37 @@ export interface HttpTimeouts {
   readonly firstByteMs: number;
   /** Longest silence while the body streams. */
   readonly idleMs: number;
+  /**
+   * The slowest body that still counts as progress (curl's --speed-limit), in bytes per second;
+   * 0 turns the check off; absent, the default. A trickle never trips `idleMs`; this bounds it.
+   */
+  readonly minSpeedBytes?: number;
+  /** How long a body may stay below `minSpeedBytes` (curl's --speed-time), waiting on the source. */
+  readonly minSpeedWindowMs?: number;
 }
 
-export const DEFAULT_HTTP_TIMEOUTS: HttpTimeouts = Object.freeze({ connectMs: 30_000, firstByteMs: 60_000, idleMs: 120_000 });
+/**
+ * The minimum speed defaults to 16 KiB/s over 60 s: a body that delivers under ~1 MiB in a minute
+ * of waiting is held, not transferring (a 10 GiB image would take a week). Far enough below any
+ * real link (1 Mbit/s is 122 KiB/s) that a slow but live mirror is never cut, and short enough
+ * that a trickling server costs a minute, not a pod forever. A cut transfer resumes (Range) or
+ * the attempt is retried, so a false alarm costs a reconnect.
+ */
+export const DEFAULT_HTTP_TIMEOUTS: Required<HttpTimeouts> = Object.freeze({
+  connectMs: 30_000,
+  firstByteMs: 60_000,
+  idleMs: 120_000,
+  minSpeedBytes: 16 * 1024,
+  minSpeedWindowMs: 60_000,
+});
+
+/** Pure: the minimum-speed part of the timeouts, defaults filled in. */
+export function minSpeedOf(timeouts: HttpTimeouts): MinSpeed {
+  return {
+    bytesPerSecond: timeouts.minSpeedBytes ?? DEFAULT_HTTP_TIMEOUTS.minSpeedBytes,
+    windowMs: timeouts.minSpeedWindowMs ?? DEFAULT_HTTP_TIMEOUTS.minSpeedWindowMs,
+  };
+}
 
 export interface HttpSourceOptions {
   readonly url: string;
@@ -51,6 +80,27 @@ const TLS_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
   'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
+
+/**
+ * Pure: `--speed-limit BYTES` and `--speed-time SEC` (curl's flags) as timeouts; absent flags
+ * keep the defaults. Throws INVALID_SPEC naming the flag.
+ */
+export function minSpeedFromFlags(limit: unknown, time: unknown): Pick<HttpTimeouts, 'minSpeedBytes' | 'minSpeedWindowMs'> {
+  const count = (flag: string, text: unknown): number | undefined => {
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (typeof text !== 'string' || text.trim() === '' || !Number.isInteger(n) || n < 0) {
+      throw new FerryError(ErrorCode.InvalidSpec, `${flag} must be a non-negative integer, got "${String(text)}"`);
+    }
+    return n;
+  };
+  const bytes = count('--speed-limit', limit);
+  const seconds = count('--speed-time', time);
+  return {
+    ...(bytes !== undefined ? { minSpeedBytes: bytes } : {}),
+    ...(seconds !== undefined ? { minSpeedWindowMs: seconds * 1000 } : {}),
+  };
+}
 
 /** Maps a got/Node error to a FerryError; `url` is only used in the message. */
 export function classifyHttpError(err: unknown, url: string): FerryError {
@@ -245,12 +295,27 @@ export interface Resumption {
   reopen(offset: number): Promise<BodyPart>;
 }
 
+/** How one body is read: errors classified, resumed when it breaks, held to a minimum speed. */
+export interface BodyReading {
+  readonly classify: (err: unknown) => FerryError;
+  readonly resume?: Resumption;
+  /** Fails a part that delivers too little while the reader waits (see min-speed.ts). */
+  readonly minSpeed?: MinSpeed;
+  /** For the too-slow message: the source, credentials removed. */
+  readonly where?: string;
+}
+
 /**
  * Hands on `first`'s bytes, errors classified, and lets go of the body however the reading ends.
- * When the body breaks with a retryable error (reset, early close, idle timeout) and `resume` is
- * given, continues from the bytes already handed on: the consumer sees one uninterrupted stream.
+ * When the body breaks with a retryable error (reset, early close, idle timeout, too slow) and
+ * `resume` is given, continues from the bytes already handed on: the consumer sees one
+ * uninterrupted stream.
  */
-export async function* resumingBody(first: BodyPart, classify: (err: unknown) => FerryError, resume?: Resumption): ByteStream {
+export async function* resumingBody(first: BodyPart, reading: BodyReading): ByteStream {
+  const { classify, resume } = reading;
+  const minSpeed = reading.minSpeed ?? { bytesPerSecond: 0, windowMs: 0 };
+  // A part cut for being too slow shows progress only if it delivered a window's worth.
+  const slowProgress = Math.max(1, minimumBytes(minSpeed));
   let current = first;
   let received = 0;
   // Attempts count breaks in a row without progress: a server that drops the connection every
@@ -261,7 +326,7 @@ export async function* resumingBody(first: BodyPart, classify: (err: unknown) =>
   try {
     for (;;) {
       try {
-        for await (const chunk of current.body) {
+        for await (const chunk of guardSpeed(current.body, minSpeed, reading.where ?? 'the source')) {
           received += chunk.length;
           yield chunk;
         }
@@ -269,7 +334,10 @@ export async function* resumingBody(first: BodyPart, classify: (err: unknown) =>
       } catch (err) {
         const error = classify(err);
         current.close();
-        stalled = received > receivedAtLastBreak ? 1 : stalled + 1;
+        // A trickle always brings a few new bytes: it must not count as progress, or it would
+        // be resumed without end.
+        const progressed = isTooSlow(error) ? received - Math.max(0, receivedAtLastBreak) >= slowProgress : received > receivedAtLastBreak;
+        stalled = progressed ? 1 : stalled + 1;
         receivedAtLastBreak = received;
         resumes += 1;
         if (resume === undefined || !error.retryable || stalled > resume.policy.attempts || resumes > MAX_RESUMES) throw error;
@@ -308,6 +376,7 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
   const resumable = resume !== undefined && resume.attempts > 0 && acceptsRanges && length !== undefined && validator !== undefined;
 
   const classify = (err: unknown): FerryError => classifyHttpError(err, url);
+  const reading: BodyReading = { classify, minSpeed: minSpeedOf(options.timeouts), where: redactUrl(url) };
   const bodyOf = (opened: Opened): BodyPart => ({ body: opened.request, close: () => opened.request.destroy() });
 
   async function reopen(offset: number): Promise<Opened> {
@@ -329,11 +398,11 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
       part.request.destroy();
       throw new FerryError(ErrorCode.SourceUnavailable, `${redactUrl(url)} did not serve bytes ${start}-${end} of the same image (status ${part.response.statusCode})`);
     }
-    return resumingBody(bodyOf(part), classify);
+    return resumingBody(bodyOf(part), reading);
   }
 
   return {
-    stream: resumingBody(bodyOf(first), classify, resumable ? { policy: resume, reopen: async (offset) => bodyOf(await reopen(offset)) } : undefined),
+    stream: resumingBody(bodyOf(first), resumable ? { ...reading, resume: { policy: resume, reopen: async (offset) => bodyOf(await reopen(offset)) } } : reading),
     ...(length !== undefined ? { size: length } : {}),
     ...(acceptsRanges && length !== undefined && validator !== undefined ? { openRange } : {}),
     acceptsRanges,

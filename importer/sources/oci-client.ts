@@ -20,7 +20,8 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
 import type { ByteStream } from '../streams.js';
-import { classifyHttpError, type HttpTimeouts, loadCaBundle, openHttp, proxyFor, type ResumePolicy } from './http-source.js';
+import { guardSpeed } from '../min-speed.js';
+import { classifyHttpError, type HttpTimeouts, loadCaBundle, minSpeedOf, openHttp, proxyFor, redactUrl, type ResumePolicy } from './http-source.js';
 import { type BlobDescriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, type Manifest, parseManifest } from './oci-manifest.js';
 import { formatImageReference, type ImageReference } from './oci-reference.js';
 
@@ -223,7 +224,8 @@ export class RegistryClient {
       });
       const chunks: Buffer[] = [];
       let length = 0;
-      for await (const chunk of request) {
+      // A manifest or token trickled a byte at a time would never trip the idle timeout.
+      for await (const chunk of guardSpeed(request, minSpeedOf(t), redactUrl(url))) {
         length += (chunk as Buffer).length;
         if (length > limit) throw new FerryError(ErrorCode.InvalidImage, `${url} sent more than ${limit} bytes where a small JSON document was expected`);
         chunks.push(chunk as Buffer);

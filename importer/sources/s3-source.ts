@@ -13,7 +13,7 @@ import { GetObjectCommand, type GetObjectCommandOutput, S3Client, type S3ClientC
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import type { Credentials } from '../../src/contract/import-spec.js';
 import type { ByteStream } from '../streams.js';
-import { type BodyPart, classifyHttpError, contentRangeStart, type HttpTimeouts, loadCaBundle, type ResumePolicy, resumingBody } from './http-source.js';
+import { type BodyPart, type BodyReading, classifyHttpError, contentRangeStart, type HttpTimeouts, loadCaBundle, minSpeedOf, type ResumePolicy, resumingBody } from './http-source.js';
 import { type OpenedSource, warmLatencyMs } from './source.js';
 
 export { DEFAULT_S3_REGION, describeS3Location, parseS3Location, type S3Location, type S3LocationOptions } from './s3-location.js';
@@ -97,6 +97,7 @@ export async function openS3(options: S3SourceOptions, resume?: ResumePolicy): P
   const { bucket, key } = options.location;
   const where = describeS3Location(options.location);
   const classify = (err: unknown): FerryError => classifyS3Error(err, where);
+  const reading: BodyReading = { classify, minSpeed: minSpeedOf(options.timeouts), where };
   const client = await createClient(options);
   const get = async (extra: { Range?: string; IfMatch?: string; VersionId?: string } = {}): Promise<GetObjectCommandOutput> => {
     try {
@@ -124,9 +125,9 @@ export async function openS3(options: S3SourceOptions, resume?: ResumePolicy): P
 
   const resumable = resume !== undefined && resume.attempts > 0 && ranged;
   return {
-    stream: resumingBody(bodyOf(first), classify, resumable ? { policy: resume, reopen: (offset) => range(offset, undefined) } : undefined),
+    stream: resumingBody(bodyOf(first), resumable ? { ...reading, resume: { policy: resume, reopen: (offset) => range(offset, undefined) } } : reading),
     ...(size !== undefined ? { size } : {}),
-    ...(ranged ? { openRange: async (start: number, end: number): Promise<ByteStream> => resumingBody(await range(start, end), classify) } : {}),
+    ...(ranged ? { openRange: async (start: number, end: number): Promise<ByteStream> => resumingBody(await range(start, end), reading) } : {}),
     acceptsRanges: ranged,
     description: where,
     ...(ranged

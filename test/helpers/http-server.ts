@@ -18,7 +18,21 @@ export type Route =
   | { readonly file: string; readonly lieExtra: number }
   | { readonly file: string; readonly stallAfter: number }
   | { readonly redirect: string }
-  | { readonly file: string; readonly slow: { readonly chunk: number; readonly delayMs: number } };
+  | { readonly file: string; readonly slow: { readonly chunk: number; readonly delayMs: number } }
+  | { readonly file: string; readonly trickle: Trickle; readonly auth?: { user: string; pass: string } };
+
+/**
+ * A body that goes slow: `after` bytes at full speed, then `bytes` every `everyMs` (one byte per
+ * 200 ms never trips an idle timeout), or nothing more at all (`stall`). `ranged` limits it to
+ * requests with a Range header (what nbdkit sends), so a first plain GET is served normally.
+ */
+export interface Trickle {
+  readonly after?: number;
+  readonly bytes?: number;
+  readonly everyMs?: number;
+  readonly stall?: boolean;
+  readonly ranged?: boolean;
+}
 
 export interface RecordedRequest {
   readonly method: string;
@@ -132,6 +146,9 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
   if ('closeAfter' in route && hit <= (route.times ?? Infinity)) {
     return streamThen(route.file, start, Math.min(last, start + route.closeAfter - 1), res, () => res.destroy());
   }
+  if ('trickle' in route && (!route.trickle.ranged || range !== undefined)) {
+    return trickle(route.file, start, last, res, route.trickle);
+  }
   if ('stallAfter' in route) {
     // Send part of the body, then keep the connection open and silent.
     return streamThen(route.file, start, Math.min(last, start + route.stallAfter - 1), res, () => undefined);
@@ -156,6 +173,27 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
     return streamThen(route.file, start, last, res, () => res.destroy());
   }
   await streamThen(route.file, start, last, res, () => res.end());
+}
+
+async function trickle(file: string, start: number, last: number, res: ServerResponse, how: Trickle): Promise<void> {
+  const fast = Math.min(last, start + (how.after ?? 0) - 1);
+  await streamThen(file, start, fast, res, () => undefined);
+  // Stalled: the connection stays open and silent until the client goes (or the server closes).
+  if (how.stall) return;
+  const { open } = await import('node:fs/promises');
+  const handle = await open(file, 'r');
+  try {
+    const step = Math.max(1, how.bytes ?? 1);
+    for (let pos = fast + 1; pos <= last && !res.destroyed; pos += step) {
+      await new Promise((r) => setTimeout(r, how.everyMs ?? 200));
+      const buf = Buffer.alloc(Math.min(step, last - pos + 1));
+      await handle.read(buf, 0, buf.length, pos);
+      if (!res.destroyed) res.write(buf);
+    }
+  } finally {
+    await handle.close();
+  }
+  res.end();
 }
 
 function streamThen(file: string, start: number, end: number, res: ServerResponse, then: () => void): Promise<void> {
