@@ -16,15 +16,15 @@
  * environment is an allowlist, so the pod's IMPORTER_SECRET_KEY is not inherited.
  */
 
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
-import { promisify } from 'node:util';
 import { ErrorCode, FerryError } from '../src/errors.js';
+import { runTool } from '../src/io/child-process.js';
 import type { Credentials } from '../src/contract/import-spec.js';
 import { type MinSpeed, SpeedVerdict, SpeedWindow, tooSlowError } from './min-speed.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, minSpeedOf, redactUrl } from './sources/http-source.js';
@@ -146,11 +146,9 @@ export class NbdReadLedger {
   }
 }
 
-const run = promisify(execFile);
-
 /** A FIFO nbdkit writes its log to, read as a stream; held open for writing until `release`. */
 async function openLogFifo(path: string): Promise<{ readonly socket: Socket; release(): void }> {
-  await run('mkfifo', ['-m', '600', path]);
+  await runTool('mkfifo', ['-m', '600', path], { timeoutMs: 10_000, code: ErrorCode.Internal, what: 'cannot make the nbdkit log FIFO' });
   // Reader first (a non-blocking open of a FIFO for reading never waits), then a writer of our
   // own so the reader sees no end before nbdkit opens it, and sees the end once both are closed.
   const readFd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);

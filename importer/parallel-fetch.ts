@@ -14,6 +14,10 @@ import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import type { Checksum } from '../src/checksum.js';
 import { writeAll, writeSparse } from './raw-writer.js';
 import type { ByteStream } from './streams.js';
+import { backoffMs } from '../src/backoff.js';
+
+/** Longest wait before a ranged chunk is tried again. */
+const MAX_RETRY_BACKOFF_MS = 30_000;
 
 export interface ParallelFetchOptions {
   readonly size: number;
@@ -57,7 +61,7 @@ async function fetchRange(start: number, end: number, options: RangeOptions, wri
     } catch (err) {
       const error = toFerryError(err);
       if (!error.retryable || attempt >= options.attempts || stopped()) throw error;
-      await options.sleep(Math.min(30_000, options.backoffMs * 2 ** (attempt - 1)));
+      await options.sleep(backoffMs(attempt, options.backoffMs, MAX_RETRY_BACKOFF_MS));
     }
   }
 }

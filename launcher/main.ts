@@ -4,12 +4,12 @@
  * writes the termination message.
  */
 
-import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { access, chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ErrorCode, FerryError } from '../src/errors.js';
+import { runTool } from '../src/io/child-process.js';
 import { createLogger } from '../src/logging.js';
 import type { VirtualMachineInstance } from '../src/api/kubevirt.js';
 import { PodPath } from '../src/contract/launch-plan.js';
@@ -123,18 +123,16 @@ async function loadVmi(options: LauncherOptions, env: NodeJS.ProcessEnv): Promis
 }
 
 /** uid and primary gid of a user, from the system's user database. */
-function lookupUser(name: string): Promise<RunAs> {
-  return new Promise((resolvePromise, reject) => {
-    execFile('getent', ['passwd', name], (err, stdout) => {
-      const fields = String(stdout).trim().split(':');
-      if (err || fields.length < 4) {
-        return reject(
-          invalid(`the launcher runs as root and starts libvirtd and QEMU as user "${name}", which does not exist; create it (useradd -r ${name}) or pass --qemu-user`),
-        );
-      }
-      resolvePromise({ uid: Number(fields[2]), gid: Number(fields[3]) });
-    });
-  });
+async function lookupUser(name: string): Promise<RunAs> {
+  const stdout = await runTool('getent', ['passwd', name], { timeoutMs: 10_000 }).then(
+    (out) => out.stdout,
+    () => '',
+  );
+  const fields = stdout.trim().split(':');
+  if (fields.length < 4) {
+    throw invalid(`the launcher runs as root and starts libvirtd and QEMU as user "${name}", which does not exist; create it (useradd -r ${name}) or pass --qemu-user`);
+  }
+  return { uid: Number(fields[2]), gid: Number(fields[3]) };
 }
 
 /**

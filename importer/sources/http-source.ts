@@ -17,6 +17,7 @@ import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import { guardSpeed, isTooSlow, type MinSpeed, minimumBytes } from '../min-speed.js';
 import type { ByteStream } from '../streams.js';
 import { type OpenedSource, warmLatencyMs } from './source.js';
+import { backoffMs } from '../../src/backoff.js';
 
 export interface HttpTimeouts {
   /** TCP (and TLS) connection set-up. */
@@ -273,6 +274,8 @@ export function contentRangeStart(header: string | undefined): number | undefine
 
 /** A hard ceiling on resumptions of one transfer, progress or not. */
 const MAX_RESUMES = 10_000;
+/** Longest wait between two resumes that made no progress. */
+const MAX_RESUME_BACKOFF_MS = 30_000;
 
 export interface ResumePolicy {
   /** Breaks in a row without new bytes that are resumed (0: a broken transfer fails, and the engine starts over). */
@@ -344,7 +347,7 @@ export async function* resumingBody(first: BodyPart, reading: BodyReading): Byte
         const { policy } = resume;
         policy.onResume?.(received, resumes, error);
         // Reconnect at once after a break that followed progress; back off while nothing arrives.
-        if (stalled > 1) await policy.sleep(Math.min(30_000, policy.backoffMs * 2 ** (stalled - 2)));
+        if (stalled > 1) await policy.sleep(backoffMs(stalled - 1, policy.backoffMs, MAX_RESUME_BACKOFF_MS));
         try {
           current = await resume.reopen(received);
         } catch (reopenError) {
