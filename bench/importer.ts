@@ -1,6 +1,9 @@
 /**
  * Importer benchmarks against the physical limit, side by side in one run (see bench/README.md).
  * Run as root (it drops the page cache between runs): npm run build && node dist/bench/importer.js [runs]
+ * FERRY_BENCH_BASELINE=<other checkout>/bin/ferry.js adds, after each `ferry import` row, the same
+ * import by that build, its runs interleaved with this build's (A, B, A, B, …), so a change is
+ * compared with what it changed under the same load.
  */
 
 import { execFileSync } from 'node:child_process';
@@ -15,6 +18,7 @@ const MiB = 1024 * 1024;
 const runs = Number(process.argv[2] ?? 3);
 /** Which parts to run, e.g. "1234" (all) or "24". */
 const sections = process.argv[3] ?? '1234';
+const baseline = process.env.FERRY_BENCH_BASELINE;
 const dir = tempDir('ferry-bench-');
 const f = (n: string): string => join(dir, n);
 
@@ -29,7 +33,26 @@ async function series(label: string, command: () => string, env: NodeJS.ProcessE
   return row;
 }
 
-const ferry = (url: string, dest: string, extra = ''): string => `node ${FERRY_BIN} import --quiet --url ${url} --dest ${dest} --scratch-dir ${f('scratch')} ${extra}`;
+const ferryWith = (bin: string, url: string, dest: string, extra = ''): string => `node ${bin} import --quiet --url ${url} --dest ${dest} --scratch-dir ${f('scratch')} ${extra}`;
+const ferry = (url: string, dest: string, extra = ''): string => ferryWith(FERRY_BIN, url, dest, extra);
+
+/** A `ferry import` row, and with FERRY_BENCH_BASELINE the same import by the baseline build, interleaved. */
+async function ferrySeries(add: Add, group: string, label: string, url: string, dest: string, extra: string, cleanup: () => void): Promise<void> {
+  if (!baseline) return add(group, series(label, () => ferry(url, dest, extra), {}, cleanup));
+  const mine: Sample[] = [];
+  const theirs: Sample[] = [];
+  for (let i = 0; i < runs; i += 1) {
+    mine.push(await measure(ferry(url, dest, extra), {}));
+    cleanup();
+    theirs.push(await measure(ferryWith(baseline, url, dest, extra), {}));
+    cleanup();
+  }
+  for (const [l, samples] of [[label, mine], [`${label} (baseline)`, theirs]] as const) {
+    const row = { label: l, seconds: median(samples.map((x) => x.seconds)), rss: median(samples.map((x) => x.peakRssMiB)), all: samples.map((x) => x.seconds.toFixed(2)).join(', ') };
+    console.error(`${l}: ${row.seconds.toFixed(2)} s (runs ${row.all}), peak RSS ${row.rss} MiB`);
+    await add(group, Promise.resolve(row));
+  }
+}
 
 async function main(): Promise<void> {
   const server: TestServer = await startServer();
@@ -58,8 +81,8 @@ async function qcow2Section(server: TestServer, add: Add, clean: Clean): Promise
   sh('qemu-io', ['-c', `write -s ${f('rand512')} 256M 512M`, f('disk.qcow2')]);
   server.route('/disk.qcow2', { file: f('disk.qcow2') });
   const q = `${server.url}/disk.qcow2`;
-  await add('qcow2 → raw', series('ferry import (nbdkit, no scratch)', () => ferry(q, f('out.img')), {}, clean('out.img')));
-  await add('qcow2 → raw', series('ferry import --via-scratch (download, then convert)', () => ferry(q, f('out.img'), '--via-scratch'), {}, clean('out.img')));
+  await ferrySeries(add, 'qcow2 → raw', 'ferry import (nbdkit, no scratch)', q, f('out.img'), '', clean('out.img'));
+  await ferrySeries(add, 'qcow2 → raw', 'ferry import --via-scratch (download, then convert)', q, f('out.img'), '--via-scratch', clean('out.img'));
   await add('qcow2 → raw', series('curl -o + qemu-img convert -O raw', () => `curl -s -o ${f('dl.qcow2')} ${q} && qemu-img convert -O raw ${f('dl.qcow2')} ${f('out.img')}`, {}, clean('dl.qcow2', 'out.img')));
   sh('qemu-img', ['convert', '-O', 'raw', f('disk.qcow2'), f('ref.img')]);
   await add('qcow2 → raw', series('cp of the raw result (disk limit)', () => `cp ${f('ref.img')} ${f('out.img')}`, {}, clean('out.img')));
@@ -77,7 +100,7 @@ async function compressedSection(server: TestServer, add: Add, clean: Clean): Pr
   for (const [ext, tool] of [['gz', 'gzip'], ['xz', 'xz'], ['zst', 'zstd']] as const) {
     server.route(`/real.raw.${ext}`, { file: f(`real.raw.${ext}`) });
     const u = `${server.url}/real.raw.${ext}`;
-    await add(`raw.${ext} → raw`, series('ferry import', () => ferry(u, f('out.img')), {}, clean('out.img')));
+    await ferrySeries(add, `raw.${ext} → raw`, 'ferry import', u, f('out.img'), '', clean('out.img'));
     await add(`raw.${ext} → raw`, series(`curl | ${tool} -dc > f`, () => `curl -s ${u} | ${tool} -dc > ${f('out.img')}`, {}, clean('out.img')));
   }
   // The same kind of payload, four times bigger: what is fixed cost (start-up) and what is per byte.
@@ -85,7 +108,7 @@ async function compressedSection(server: TestServer, add: Add, clean: Clean): Pr
   execFileSync('sh', ['-c', `(head -c ${MiB} /dev/urandom; tar cf - /usr 2>/dev/null | head -c ${2047 * MiB}) | zstd -q -3 -T2 -c > ${f('real2g.raw.zst')}`]);
   server.route('/real2g.raw.zst', { file: f('real2g.raw.zst') });
   const big = `${server.url}/real2g.raw.zst`;
-  await add('2 GiB raw.zst → raw', series('ferry import', () => ferry(big, f('out.img')), {}, clean('out.img')));
+  await ferrySeries(add, '2 GiB raw.zst → raw', 'ferry import', big, f('out.img'), '', clean('out.img'));
   await add('2 GiB raw.zst → raw', series('curl | zstd -dc > f', () => `curl -s ${big} | zstd -dc > ${f('out.img')}`, {}, clean('out.img')));
   rmSync(f('real2g.raw.zst'));
 }
@@ -98,9 +121,9 @@ async function bigSection(server: TestServer, add: Add, clean: Clean): Promise<v
   server.route('/big.qcow2', { file: f('big.qcow2') });
   execFileSync('sh', ['-c', `cat ${f('rand512')} ${f('rand512')} ${f('rand512')} ${f('rand512')} > ${f('rand2g.raw')}`]);
   server.route('/rand2g.raw', { file: f('rand2g.raw') });
-  await add('peak RSS', series('ferry import 10 GiB-virtual qcow2 (nbdkit)', () => ferry(`${server.url}/big.qcow2`, f('out.img')), {}, clean('out.img')));
-  await add('peak RSS', series('ferry import 2 GiB random raw', () => ferry(`${server.url}/rand2g.raw`, f('out.img')), {}, clean('out.img')));
-  await add('peak RSS', series('ferry import 2 GiB random raw --connections 4', () => ferry(`${server.url}/rand2g.raw`, f('out.img'), '--connections 4'), {}, clean('out.img')));
+  await ferrySeries(add, 'peak RSS', 'ferry import 10 GiB-virtual qcow2 (nbdkit)', `${server.url}/big.qcow2`, f('out.img'), '', clean('out.img'));
+  await ferrySeries(add, 'peak RSS', 'ferry import 2 GiB random raw', `${server.url}/rand2g.raw`, f('out.img'), '', clean('out.img'));
+  await ferrySeries(add, 'peak RSS', 'ferry import 2 GiB random raw --connections 4', `${server.url}/rand2g.raw`, f('out.img'), '--connections 4', clean('out.img'));
   await add('peak RSS', series('curl -o (same server, same file)', () => `curl -s -o ${f('out.img')} ${server.url}/rand2g.raw`, {}, clean('out.img')));
 
   // 4. A server that drops the connection every 256 MiB.
