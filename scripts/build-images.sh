@@ -39,6 +39,10 @@ done
 cd "$FERRY_ROOT"
 FERRY_REVISION=$(git rev-parse HEAD)
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+# The Debian and Node layers change only with images/ (or the mirror): their files carry the time
+# of the last commit there, so their bytes, and a registry's copy, stay the same across commits.
+FERRY_BASE_EPOCH=$(git log -1 --format=%ct -- images scripts/build-images.sh)
+: "${FERRY_BASE_EPOCH:=$SOURCE_DATE_EPOCH}"
 FERRY_VERSION=$(jq -r .version package.json)
 dirty=$(git diff --quiet HEAD -- && echo "" || echo "-dirty")
 : "${FERRY_IMAGE_TAG:=$(git rev-parse --short=12 HEAD)$dirty}"
@@ -64,7 +68,7 @@ fetch_node "$WORK/node"
 mkdir -p "$WORK/node/usr/share/ferry"
 echo "$NODE_PACKAGE=$NODE_VERSION $NODE_INTEGRITY" > "$WORK/node/usr/share/ferry/node.txt"
 chmod -R u=rwX,go=rX "$WORK/node"
-det_tar "$WORK/node" "$WORK/node.tar"
+SOURCE_DATE_EPOCH=$FERRY_BASE_EPOCH det_tar "$WORK/node" "$WORK/node.tar"
 stage_app "$WORK/app"
 det_tar "$WORK/app" "$WORK/app.tar"
 echo "   $(took "$t0")"
@@ -74,7 +78,7 @@ for name in "${images[@]}"; do
   t=$(now)
   case $name in ferry) user=65532:65532 ;; ferry-launcher) user=107:107 ;; esac
   echo "== $name: Debian $FERRY_DEBIAN_SUITE rootfs (images/$name.packages)"
-  if ! build_rootfs "$name" "images/$name.packages" "$WORK/$name-debian.tar" > "$WORK/$name-mmdebstrap.log" 2>&1; then
+  if ! SOURCE_DATE_EPOCH=$FERRY_BASE_EPOCH build_rootfs "$name" "images/$name.packages" "$WORK/$name-debian.tar" > "$WORK/$name-mmdebstrap.log" 2>&1; then
     tail -40 "$WORK/$name-mmdebstrap.log" >&2
     echo "error: mmdebstrap failed for $name (log above)" >&2
     exit 1
