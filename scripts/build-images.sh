@@ -39,9 +39,10 @@ done
 cd "$FERRY_ROOT"
 FERRY_REVISION=$(git rev-parse HEAD)
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
-# The Debian and Node layers change only with images/ (or the mirror): their files carry the time
-# of the last commit there, so their bytes, and a registry's copy, stay the same across commits.
-FERRY_BASE_EPOCH=$(git log -1 --format=%ct -- images scripts/build-images.sh)
+# The Debian and Node layers change only with their recipe (or the mirror): their files carry the
+# time of the last commit to it, so their bytes, and a registry's copy, stay the same across commits.
+FERRY_BASE_EPOCH=$(git log -1 --format=%ct -- images/lib.sh images/node.env images/users.sh \
+  images/record-packages.sh 'images/*.packages' scripts/build-images.sh)
 : "${FERRY_BASE_EPOCH:=$SOURCE_DATE_EPOCH}"
 FERRY_VERSION=$(jq -r .version package.json)
 dirty=$(git diff --quiet HEAD -- && echo "" || echo "-dirty")
