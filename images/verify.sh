@@ -99,6 +99,36 @@ if [ -f "$DIR/ferry-launcher.oci.tar" ]; then
     check "program: $prog" "${P[@]}" "${RUN[@]}" --entrypoint "$1" "$I" "${@:2}"
   done
   check "ferry launcher --help (by name, as the launcher pod runs it)" contains "Usage: ferry launcher" "${P[@]}" "${RUN[@]}" --entrypoint ferry "$I" launcher --help
+  # A real VMI: libvirtd (session mode) and QEMU under TCG as 107, booting the project's test disk
+  # (scripts/make-boot-disk.sh, cached) with a cloud-init ISO made by xorrisofs; the guest prints
+  # its markers on the serial console and powers off, so the launcher exits 0.
+  disk=$(bash "$ROOT/scripts/make-boot-disk.sh")
+  mkdir -p "$T/vm/volumes/rootdisk" "$T/vm/run"
+  cp "$disk" "$T/vm/volumes/rootdisk/disk.img"
+  cat > "$T/vm/vmi.yaml" <<'VMI'
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: verify, namespace: images, uid: 5e1f0000-0000-4000-8000-000000000001}
+spec:
+  domain:
+    memory: {guest: 256Mi}
+    devices:
+      disks:
+      - {name: rootdisk, bootOrder: 1, disk: {bus: virtio}}
+      - {name: cloudinit, disk: {bus: sata}}
+  volumes:
+  - {name: rootdisk, persistentVolumeClaim: {claimName: rootdisk}}
+  - name: cloudinit
+    cloudInitNoCloud:
+      userData: |
+        #cloud-config
+        ferry-marker: from-the-launcher-image
+VMI
+  chown -R 107:107 "$T/vm"
+  check "ferry launcher boots a VMI under TCG as 107 (libvirtd, QEMU, xorrisofs)" "${P[@]}" "${RUN[@]}" -v "$T/vm:/vm" "$I" launcher \
+    --vmi /vm/vmi.yaml --volumes-dir /vm/volumes --runtime-dir /vm/run --serial-log /vm/serial.log \
+    --termination-log /vm/termination-log --status-port 0 --status-address 127.0.0.1 --accel tcg
+  check "  … the guest booted and read its cloud-init data" grep -a -m1 "FERRY-CLOUDINIT from-the-launcher-image" "$T/vm/serial.log"
 fi
 
 echo "== $failures failure(s)"
