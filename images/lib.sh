@@ -95,6 +95,9 @@ stage_app() { # OUT_DIR
 
 # An OCI archive (oci-layout + index.json + blobs, as `skopeo copy … oci-archive:` writes it) from
 # layer tarballs. umoci writes the layout; the index gets the names containerd and podman read.
+# The entrypoint is tini, then node with the bin script: a process whose parent exits (QEMU, which
+# libvirtd daemonizes) is re-parented to PID 1, and node as PID 1 never reaps it; libvirt then
+# waits ~30 s on every such zombie it kills, long enough for the launcher's virsh calls to time out.
 assemble_oci() { # NAME USER OUT_ARCHIVE LAYER_TAR...
   local name=$1 user=$2 out=$3; shift 3
   local layout="$WORK/$name-layout" created ref
@@ -109,6 +112,7 @@ assemble_oci() { # NAME USER OUT_ARCHIVE LAYER_TAR...
   done
   umoci config --image "$layout:$name" --no-history --created "$created" \
     --config.user "$user" \
+    --config.entrypoint /usr/bin/tini --config.entrypoint -- \
     --config.entrypoint /usr/local/bin/node --config.entrypoint /opt/ferry/bin/ferry.js \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --config.env NODE_ENV=production \

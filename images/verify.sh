@@ -41,7 +41,7 @@ check() { # NAME COMMAND... : runs COMMAND, prints PASS/FAIL with its time and o
 }
 expect_config() { # ARCHIVE USER
   local cfg; cfg=$(skopeo inspect --config "oci-archive:$1" | jq -c '.config')
-  echo "$cfg" | jq -e --arg u "$2" '.User == $u and .Entrypoint == ["/usr/local/bin/node", "/opt/ferry/bin/ferry.js"]' > /dev/null
+  echo "$cfg" | jq -e --arg u "$2" '.User == $u and .Entrypoint == ["/usr/bin/tini", "--", "/usr/local/bin/node", "/opt/ferry/bin/ferry.js"]' > /dev/null
   echo "$cfg"
 }
 fails() { # COMMAND... : succeeds when COMMAND fails
