@@ -157,7 +157,6 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     name: LAUNCHER_CONTAINER,
     image: config.launcherImage,
     imagePullPolicy: config.launcherPullPolicy,
-    command: commandLine.command,
     args: commandLine.args,
     env: [
       { name: LauncherPodEnv.Vmi, value: encodeLauncherVmi(vmi) },

@@ -175,9 +175,13 @@ function parseLaunch(argv: readonly string[]) {
   });
 }
 
-/** The container's command line that runs the launcher with these flags. */
-export function launcherCommandLine(args: LauncherArgs): { command: string[]; args: string[] } {
-  return { command: [FERRY_COMMAND], args: [LauncherCommand.Launcher, ...encodeLauncherArgs(args)] };
+/**
+ * The container's arguments that run the launcher with these flags. No `command`: the image's
+ * entrypoint (tini, then `ferry`) runs them, so PID 1 reaps the QEMU processes libvirtd daemonizes
+ * (with node as PID 1 libvirt waited ~30 s on each zombie: docs/adr/0007-images.md).
+ */
+export function launcherCommandLine(args: LauncherArgs): { args: string[] } {
+  return { args: [LauncherCommand.Launcher, ...encodeLauncherArgs(args)] };
 }
 
 /**

@@ -94,8 +94,8 @@ describe('the launcher argv', () => {
     expect(codeOf(() => encodeLauncherArgs(args))).toBe(ErrorCode.InvalidSpec);
   });
 
-  test('the command line is `ferry launcher <flags>`', () => {
-    expect(launcherCommandLine({ allowEmulation: true, volumeSizes: {} })).toEqual({ command: [FERRY_COMMAND], args: [LauncherCommand.Launcher, '--allow-emulation'] });
+  test('the arguments are `launcher <flags>`, run by the image entrypoint (no command: tini stays PID 1)', () => {
+    expect(launcherCommandLine({ allowEmulation: true, volumeSizes: {} })).toEqual({ args: [LauncherCommand.Launcher, '--allow-emulation'] });
   });
 });
 
@@ -109,7 +109,7 @@ describe('the launcher pod as the launcher reads it', () => {
   const container = pod.spec!.containers[0]! as V1Container;
 
   test('the controller writes `ferry launcher …`, and the launcher parses it into what the controller meant', () => {
-    expect(container.command).toEqual([FERRY_COMMAND]);
+    expect(container.command).toBeUndefined();
     expect(container.args?.[0]).toBe(LauncherCommand.Launcher);
     const options = parseLauncherArgs(container.args!.slice(1), {});
     expect(options).toMatchObject({ statusPort: 9090, accel: 'auto', allowEmulation: LAUNCHER_CONFIG.allowEmulation, volumesDir: PodPath.VmiDisks });
