@@ -5,12 +5,14 @@
  * creates the DataVolume, the DataVolume controller its PVC, the real importer (run locally with
  * the importer pod's environment, as the kubelet would) fetches the image from a loopback HTTP
  * server, and once the DataVolume Succeeded the VMI starts and its launcher pod mounts the PVC.
- * There is no kubelet: the tests play the pods' part through the API.
+ * There is no kubelet: the tests play the pods' part through the API. Where libvirtd and QEMU are
+ * installed, the last test boots the imported disk with the real launcher under TCG, started with
+ * the launcher pod's own command line and VMI, the importer's volume as the pod's PVC mount.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, loadYaml, type V1Pod } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
@@ -25,7 +27,9 @@ import { launcherPodName } from '../../controller/vm/launcher-pod.js';
 import { VmController } from '../../controller/vm/vm-controller.js';
 import { controlPlaneBinDir, startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
-import { freePort } from '../helpers/ferry-process.js';
+import { freePort, REPO_ROOT, startFerry } from '../helpers/ferry-process.js';
+import { decodeLauncherStatus } from '../../src/contract/launcher-status.js';
+import { LAUNCHER_CONTAINER, LauncherPodEnv } from '../../src/contract/launcher-pod.js';
 import { expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { importerPod, runPod, testControllerConfig } from '../helpers/import-harness.js';
@@ -75,7 +79,7 @@ afterAll(async () => {
 });
 
 /** The one manifest: a VM that imports its root disk over HTTP and runs it. */
-function manifest(name: string, url: string): string {
+function manifest(name: string, url: string, memory = '128Mi'): string {
   return `apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata:
@@ -100,7 +104,7 @@ spec:
     spec:
       domain:
         memory:
-          guest: 128Mi
+          guest: ${memory}
         devices:
           disks:
             - name: rootdisk
@@ -276,6 +280,79 @@ describe('VirtualMachine spec.dataVolumeTemplates', () => {
     const text = execFileSync(bin, ['--kubeconfig', cp.kubeconfigPath, 'explain', 'vm.spec.dataVolumeTemplates.spec.source.http'], { encoding: 'utf8' });
     expect(text).toContain('Import from an HTTP(S) URL');
   });
+});
+
+/** libvirtd and QEMU are on this machine: the launcher can really boot. */
+const canBoot = existsSync('/usr/sbin/libvirtd') && existsSync('/usr/bin/qemu-system-x86_64');
+const BOOT_TIMEOUT = 240_000;
+
+(canBoot ? describe : describe.skip)('the imported disk boots (the real launcher under TCG)', () => {
+  test('the one manifest with the tiny boot disk: imported by the importer, booted from the PVC by `ferry launcher` with the launcher pod\'s command line and VMI', async () => {
+    const bootDisk = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'make-boot-disk.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+    server.route('/boot.raw', { file: bootDisk });
+    const ns = await cp.newNamespace('vm-boot');
+    await apply(ns, manifest('tiny', `${server.url}/boot.raw`, '256Mi'));
+
+    // Short: libvirt's unix sockets live below it (108 bytes). QEMU runs unprivileged when we are root.
+    const root = tempDir('fb-');
+    chmodSync(root, 0o755);
+    try {
+      const importer = await importerPod(core, ns, 'tiny-root');
+      const imported = join(root, 'importer');
+      expect((await runPod(core, importer, imported)).exitCode).toBe(0);
+      expect(expectSameDisk(join(imported, 'data', 'disk.img'), bootDisk)).toBe(true);
+      await dvWhen(ns, 'tiny-root', (s) => s.phase === 'Succeeded', 'Succeeded');
+
+      const vmi = await vmiWhen(ns, 'tiny', (v) => v.status?.phase === 'Scheduling', 'Scheduling');
+      const pod = await waitFor('the launcher pod', () => core.readNamespacedPod({ namespace: ns, name: launcherPodName(vmi) }).catch(() => undefined));
+      const compute = pod.spec?.containers.find((c) => c.name === LAUNCHER_CONTAINER);
+      const vmiJson = compute?.env?.find((e) => e.name === LauncherPodEnv.Vmi)?.value ?? '';
+      expect(compute?.args?.[0]).toBe('launcher');
+      // The kubelet's part: the PVC (the importer's /data) mounted as the pod's rootdisk volume.
+      mkdirSync(join(root, 'volumes'));
+      renameSync(join(imported, 'data'), join(root, 'volumes', 'rootdisk'));
+      chmodSync(join(root, 'volumes', 'rootdisk'), 0o777);
+      const statusPort = await freePort();
+      const launcher = startFerry(
+        [
+          ...(compute?.args ?? []),
+          '--volumes-dir', join(root, 'volumes'),
+          '--runtime-dir', join(root, 'run'),
+          '--serial-log', join(root, 'serial.log'),
+          '--termination-log', join(root, 'termination-log'),
+          '--status-port', String(statusPort),
+          '--status-address', '127.0.0.1',
+        ],
+        { [LauncherPodEnv.Vmi]: vmiJson },
+        BOOT_TIMEOUT,
+      );
+      // The launcher's /readyz turns 200 while the domain runs; the kubelet would report that as the
+      // pod's readiness. The tiny guest may power off before a poll sees it: the serial log and the
+      // termination message below are the proof that it booted.
+      await waitFor('the domain running', async () => ((await fetch(`http://127.0.0.1:${statusPort}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined), 120_000, 200).catch(() => undefined);
+      await runGuest(ns, pod);
+      await vmiWhen(ns, 'tiny', (v) => v.status?.phase === 'Running' || v.status?.phase === 'Succeeded', 'Running');
+
+      // The guest's init announces itself and powers off: the launcher exits 0, Succeeded.
+      const result = await launcher.done;
+      const serial = readFileSync(join(root, 'serial.log'), 'latin1');
+      if (result.code !== 0) throw new Error(`launcher exited ${result.code}: ${result.stderr.slice(-2000)}`);
+      expect(serial).toContain('FERRY-BOOT-OK');
+      expect(serial).toContain('FERRY-POWEROFF');
+      const message = readFileSync(join(root, 'termination-log'), 'utf8');
+      expect(decodeLauncherStatus(message)).toMatchObject({ phase: 'Succeeded', reason: 'Shutdown', accel: 'tcg' });
+      await setPodStatus(core, pod, 'Succeeded', { terminated: { exitCode: 0, message } });
+      // Succeeded, then (runStrategy Always) replaced by a new VMI: the old one's events tell its end.
+      const ended = await waitFor('the VMI Stopped event', async () => {
+        const list = await core.listNamespacedEvent({ namespace: ns, fieldSelector: `involvedObject.kind=VirtualMachineInstance,involvedObject.uid=${vmi.metadata.uid}` });
+        const reasons = list.items.map((e) => `${e.reason}: ${e.message}`);
+        return reasons.some((r) => r.startsWith('Stopped: The virtual machine was shut down')) ? reasons : undefined;
+      });
+      expect(ended).toEqual(expect.arrayContaining(['Started: VirtualMachineInstance started.']));
+    } finally {
+      removeDir(root);
+    }
+  }, BOOT_TIMEOUT + 60_000);
 });
 
 async function runGuest(namespace: string, pod: V1Pod): Promise<void> {
