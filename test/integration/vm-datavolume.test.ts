@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, renameSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CoreV1Api, CustomObjectsApi, loadYaml, type V1Pod } from '@kubernetes/client-node';
+import { AuthorizationV1Api, CoreV1Api, CustomObjectsApi, type KubernetesObject, KubernetesObjectApi, loadAllYaml, loadYaml, type V1Pod } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { type DataVolume, type DataVolumeStatus, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { API_VERSION, GROUP, Kind, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance } from '../../src/api/kubevirt.js';
@@ -279,6 +279,34 @@ describe('VirtualMachine spec.dataVolumeTemplates', () => {
     if (!bin) return;
     const text = execFileSync(bin, ['--kubeconfig', cp.kubeconfigPath, 'explain', 'vm.spec.dataVolumeTemplates.spec.source.http'], { encoding: 'utf8' });
     expect(text).toContain('Import from an HTTP(S) URL');
+  });
+});
+
+describe('RBAC (manifests/rbac*.yaml)', () => {
+  test('the controller\'s ServiceAccount may do what the VM controller does with DataVolumes', async () => {
+    const api = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
+    for (const file of ['rbac.yaml', 'rbac-datavolume.yaml']) {
+      const objects = loadAllYaml(readFileSync(join(REPO_ROOT, 'manifests', file), 'utf8')) as KubernetesObject[];
+      for (const o of objects.filter((x) => x.kind === 'ClusterRole' || x.kind === 'ClusterRoleBinding')) await api.create(o);
+    }
+    const authz = cp.kubeConfig.makeApiClient(AuthorizationV1Api);
+    const allowed = async (group: string, resource: string, verb: string, subresource?: string): Promise<boolean> => {
+      const review = await authz.createSubjectAccessReview({
+        body: {
+          spec: {
+            user: 'system:serviceaccount:ferry-system:ferry-controller',
+            groups: ['system:serviceaccounts', 'system:serviceaccounts:ferry-system', 'system:authenticated'],
+            resourceAttributes: { group, resource, verb, namespace: 'default', ...(subresource ? { subresource } : {}) },
+          },
+        },
+      });
+      return review.status?.allowed === true;
+    };
+    for (const verb of ['get', 'list', 'watch', 'create', 'patch']) expect([verb, await allowed(DV_GROUP, DV_PLURAL, verb)]).toEqual([verb, true]);
+    // blockOwnerDeletion on a DataVolume owned by a VM (OwnerReferencesPermissionEnforcement).
+    expect(await allowed(GROUP, Plural.VM, 'update', 'finalizers')).toBe(true);
+    // Nothing more than needed: DataVolumes are never deleted by the controllers (the garbage collector does).
+    expect(await allowed(DV_GROUP, DV_PLURAL, 'delete')).toBe(false);
   });
 });
 
