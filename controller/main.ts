@@ -22,7 +22,8 @@ export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [op
 
 Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.import.*) and runs
 importer pods for them; creates the PVCs of cdi.kubevirt.io/v1beta1 DataVolumes; runs kubevirt.io/v1
-VirtualMachines and VirtualMachineInstances in launcher pods.
+VirtualMachines (creating the DataVolumes of their dataVolumeTemplates) and VirtualMachineInstances
+in launcher pods.
 
 Options:
   --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
@@ -175,7 +176,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     else kc.loadFromDefault();
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
-    // One set of caches for every controller: one PVC list+watch, not one per controller.
+    // One set of caches for every controller: one PVC and one DataVolume list+watch, not one per controller.
     const informers = new InformerFactory(kc, config.namespaces, logger);
     const controller = combine(
       [

@@ -1,11 +1,12 @@
 /**
- * The VM controller's writes: VMIs and launcher pods by deterministic name (AlreadyExists and
+ * The VM controller's writes: DataVolumes, VMIs and launcher pods by deterministic name (AlreadyExists and
  * NotFound count as done), whole-status replacement through the status subresource, finalizers and
  * events. A VM's status is replaced only at the resourceVersion it was read at, so a start/stop
  * request a user adds meanwhile is never overwritten.
  */
 
 import type { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { GROUP, Plural, VERSION } from '../../src/api/kubevirt.js';
 import { KubeError, kubeCall, type KubeOp } from '../runtime/errors.js';
 import { type Involved as KubeInvolved, jsonPatch, mergePatch, recordEvent, tolerate } from '../runtime/writer.js';
@@ -60,6 +61,28 @@ export class VmWriter {
     const name = vm.metadata.name ?? '';
     const on = (verb: string, resource: string, object = name): KubeOp => ({ verb, resource, namespace, name: object });
     switch (action.type) {
+      case 'createDataVolume':
+        return tolerate(
+          kubeCall(on('create', DV_PLURAL, action.dataVolume.metadata.name), () =>
+            this.custom.createNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, body: action.dataVolume }),
+          ),
+          KubeError.AlreadyExists,
+        );
+      case 'adoptDataVolume':
+        // A stale resourceVersion fails with a Conflict: retried after the cache caught up.
+        return kubeCall(on('patch', DV_PLURAL, action.name), () =>
+          this.custom.patchNamespacedCustomObject(
+            {
+              group: DV_GROUP,
+              version: DV_VERSION,
+              namespace,
+              plural: DV_PLURAL,
+              name: action.name,
+              body: { metadata: { ownerReferences: action.ownerReferences, resourceVersion: action.resourceVersion } },
+            },
+            mergePatch,
+          ),
+        ).then(() => undefined);
       case 'createVmi':
         return tolerate(
           kubeCall(on('create', Plural.VMI, action.vmi.metadata?.name), () =>

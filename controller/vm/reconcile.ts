@@ -5,7 +5,8 @@
  */
 
 import type { KubernetesObject, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { claimOf, type VirtualMachine, type VirtualMachineInstance, VmiPhase } from '../../src/api/kubevirt.js';
+import type { DataVolume } from '../../src/api/datavolume.js';
+import { claimOf, dataVolumeNames, type VirtualMachine, type VirtualMachineInstance, VmiPhase } from '../../src/api/kubevirt.js';
 import type { Logger } from '../../src/logging.js';
 import { splitKindKey } from '../runtime/keys.js';
 import type { HandlerResult } from '../runtime/work-queue.js';
@@ -26,6 +27,8 @@ export interface VmCaches {
   getVmi(namespace: string, name: string): VmiObject | undefined;
   getPod(namespace: string, name: string): V1Pod | undefined;
   getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;
+  /** Undefined when there is no DataVolume cache at all (the cdi.kubevirt.io CRD is not installed). */
+  getDataVolume?(namespace: string, name: string): DataVolume | undefined;
 }
 
 export interface VmReconcileDeps {
@@ -36,6 +39,8 @@ export interface VmReconcileDeps {
   readonly now: () => number;
   /** Reads a pod from the apiserver (undefined when it does not exist). */
   readonly readPod: (namespace: string, name: string) => Promise<V1Pod | undefined>;
+  /** Reads a DataVolume from the apiserver (undefined when it does not exist). */
+  readonly readDataVolume: (namespace: string, name: string) => Promise<DataVolume | undefined>;
   /** Asks a running launcher for its live status; undefined when it does not answer. */
   readonly scrape: (podIP: string, port: number) => Promise<LauncherReport | undefined>;
   /** What each launcher pod reported live, by pod UID (asked once per pod). */
@@ -54,7 +59,8 @@ export async function reconcileVm(namespace: string, name: string, deps: VmRecon
   if (!vm) return {};
   const vmi = deps.caches.getVmi(namespace, name);
   const ownVmi = vmi?.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid) ? vmi : undefined;
-  const plan = planVm({ vm, ...(ownVmi ? { vmi: ownVmi } : {}), now: deps.now() }, deps.config);
+  const dataVolumes = await vmDataVolumes(vm, namespace, deps);
+  const plan = planVm({ vm, ...(ownVmi ? { vmi: ownVmi } : {}), dataVolumes, now: deps.now() }, deps.config);
   const log = deps.logger.child({ vm: `${namespace}/${name}` });
   for (const action of plan.actions) {
     if (action.type !== 'patchVmStatus') log.info({ action: action.type, ...(action.type === 'event' ? { reason: action.reason } : {}) }, 'applying');
@@ -72,9 +78,12 @@ export async function reconcileVmi(namespace: string, name: string, deps: VmReco
     const claim = claimOf(volume);
     if (claim) claims.set(claim.claimName, deps.caches.getPvc(namespace, claim.claimName));
   }
+  const dataVolumes = new Map<string, DataVolume | undefined>();
+  const getDv = deps.caches.getDataVolume?.bind(deps.caches);
+  if (getDv) for (const dv of dataVolumeNames(vmi.spec)) dataVolumes.set(dv, getDv(namespace, dv));
   const uid = pod?.metadata?.uid;
   const report = launcherReport(pod, uid ? deps.reports.get(uid) : undefined);
-  const plan = planVmi({ vmi, ...(pod ? { pod } : {}), claims, ...(report ? { report } : {}), now: deps.now() }, deps.config);
+  const plan = planVmi({ vmi, ...(pod ? { pod } : {}), claims, dataVolumes, ...(report ? { report } : {}), now: deps.now() }, deps.config);
   const log = deps.logger.child({ vmi: `${namespace}/${name}` });
   for (const action of plan.actions) {
     if (action.type !== 'patchStatus') log.info({ action: action.type, ...(action.type === 'event' ? { reason: action.reason } : {}) }, 'applying');
@@ -88,6 +97,24 @@ export async function reconcileVmi(namespace: string, name: string, deps: VmReco
     }
   }
   return {};
+}
+
+/**
+ * The DataVolumes a VM names: its templates' and its template volumes'. A template's DataVolume the
+ * cache does not hold is asked of the apiserver, so a cache that lags behind a create never makes
+ * the plan create it again (or announce it twice).
+ */
+async function vmDataVolumes(vm: VmObject, namespace: string, deps: VmReconcileDeps): Promise<Map<string, DataVolume | undefined>> {
+  const found = new Map<string, DataVolume | undefined>();
+  const getDv = deps.caches.getDataVolume?.bind(deps.caches);
+  if (!getDv) return found;
+  for (const template of vm.spec.dataVolumeTemplates ?? []) {
+    const name = template.metadata?.name;
+    if (!name || found.has(name)) continue;
+    found.set(name, getDv(namespace, name) ?? (vm.metadata.deletionTimestamp ? undefined : await deps.readDataVolume(namespace, name)));
+  }
+  for (const name of dataVolumeNames(vm.spec.template.spec)) if (!found.has(name)) found.set(name, getDv(namespace, name));
+  return found;
 }
 
 /**

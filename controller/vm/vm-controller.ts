@@ -1,12 +1,15 @@
 /**
- * Wires the VirtualMachine, VirtualMachineInstance and launcher-pod caches, and the shared PVC
- * cache, to one work queue (keys `vm:<ns>/<name>` and `vmi:<ns>/<name>`) and the thin reconcile in
+ * Wires the VirtualMachine, VirtualMachineInstance and launcher-pod caches, and the shared PVC and
+ * DataVolume caches (the DataVolume controller reads the same ones), to one work queue (keys `vm:<ns>/<name>` and `vmi:<ns>/<name>`) and the thin reconcile in
  * ./reconcile.ts. Event handlers only enqueue keys. Without the kubevirt.io CRDs installed the
- * controller waits and looks again, so the import controller beside it is not held up.
+ * controller waits and looks again, so the import controller beside it is not held up; without the
+ * cdi.kubevirt.io DataVolume CRD it runs without a DataVolume cache (a VM with dataVolumeTemplates
+ * then fails to create them, with the apiserver's error).
  */
 
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
-import { claimOf, GROUP, Plural, VERSION, VmLabel } from '../../src/api/kubevirt.js';
+import { type DataVolume, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
+import { claimOf, dataVolumeNames, GROUP, Plural, VERSION, VmLabel } from '../../src/api/kubevirt.js';
 import type { Logger } from '../../src/logging.js';
 import { errorLine, isKube, KubeError, kubeCall } from '../runtime/errors.js';
 import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
@@ -38,6 +41,8 @@ interface Caches {
   readonly vmis: SharedInformer<VmiObject>;
   readonly pods: SharedInformer<V1Pod>;
   readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
+  /** Absent while the DataVolume CRD is not installed. */
+  readonly dvs?: SharedInformer<DataVolume>;
 }
 
 export class VmController {
@@ -63,6 +68,7 @@ export class VmController {
         getVmi: (ns, name) => this.caches?.vmis.get(name, ns),
         getPod: (ns, name) => this.caches?.pods.get(name, ns),
         getPvc: (ns, name) => this.caches?.pvcs.get(name, ns),
+        getDataVolume: (ns, name) => this.caches?.dvs?.get(name, ns),
       },
       writer: new VmWriter(core, this.custom),
       config: deps.config,
@@ -71,6 +77,17 @@ export class VmController {
       readPod: async (namespace, name) => {
         try {
           return await kubeCall({ verb: 'get', resource: 'pods', namespace, name }, () => core.readNamespacedPod({ namespace, name }));
+        } catch (err) {
+          if (isKube(err, KubeError.NotFound)) return undefined;
+          throw err;
+        }
+      },
+      readDataVolume: async (namespace, name) => {
+        if (!this.caches?.dvs) return undefined;
+        try {
+          return (await kubeCall({ verb: 'get', resource: DV_PLURAL, namespace, name }, () =>
+            this.custom.getNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, name }),
+          )) as DataVolume;
         } catch (err) {
           if (isKube(err, KubeError.NotFound)) return undefined;
           throw err;
@@ -106,8 +123,8 @@ export class VmController {
       this.retry.unref();
       return;
     }
-    const caches = this.watch();
-    await Promise.all([caches.vms.start(), caches.vmis.start(), caches.pods.start(), caches.pvcs.start()]);
+    const caches = this.watch(await this.dataVolumesServed());
+    await Promise.all([caches.vms.start(), caches.vmis.start(), caches.pods.start(), caches.pvcs.start(), caches.dvs?.start()]);
     this.synced = true;
     const all = (): void => {
       for (const vm of caches.vms.list()) this.enqueue(VmKey.Vm, vm);
@@ -131,14 +148,27 @@ export class VmController {
     return this.queue.idle();
   }
 
+  /** Whether the apiserver serves DataVolumes (CRD installed). */
+  private async dataVolumesServed(): Promise<boolean> {
+    try {
+      await kubeCall({ verb: 'list', resource: `${DV_PLURAL}.${DV_GROUP}` }, () => this.custom.listClusterCustomObject({ group: DV_GROUP, version: DV_VERSION, plural: DV_PLURAL, limit: 1 }));
+      return true;
+    } catch (err) {
+      if (!isKube(err, KubeError.NotFound)) throw err;
+      this.deps.logger.warn('the cdi.kubevirt.io DataVolume CRD is not installed (manifests/crds); VMs with dataVolumeTemplates cannot start');
+      return false;
+    }
+  }
+
   /** The caches and their handlers, made once. */
-  private watch(): Caches {
+  private watch(withDataVolumes: boolean): Caches {
     if (this.caches) return this.caches;
     const caches: Caches = {
       vms: this.informers.custom<VmObject>(GROUP, VERSION, Plural.VM),
       vmis: this.informers.custom<VmiObject>(GROUP, VERSION, Plural.VMI),
       pods: this.informers.pods(LAUNCHER_POD_SELECTOR),
       pvcs: this.informers.pvcs(),
+      ...(withDataVolumes ? { dvs: this.informers.custom<DataVolume>(DV_GROUP, DV_VERSION, DV_PLURAL) } : {}),
     };
     caches.vms.onChange((vm) => this.enqueue(VmKey.Vm, vm));
     caches.vmis.onChange((vmi) => {
@@ -154,6 +184,10 @@ export class VmController {
       if (pod.metadata?.uid) this.reconcileDeps.reports.delete(pod.metadata.uid);
     });
     caches.pvcs.onChange((pvc) => this.wakeVmisUsing(pvc));
+    caches.dvs?.onChange((dv) => {
+      this.wakeVmisUsing(dv);
+      this.wakeVmsNaming(dv);
+    });
     this.caches = caches;
     return caches;
   }
@@ -162,11 +196,23 @@ export class VmController {
     if (obj.metadata?.namespace && obj.metadata.name) this.queue.add(kindKey(kind, obj.metadata.namespace, obj.metadata.name));
   }
 
-  private wakeVmisUsing(pvc: V1PersistentVolumeClaim): void {
-    const namespace = pvc.metadata?.namespace;
+  /** A PVC or DataVolume (same name as its PVC) wakes the VMIs whose volumes name it. */
+  private wakeVmisUsing(obj: KubernetesObject): void {
+    const namespace = obj.metadata?.namespace;
     if (!namespace) return;
     for (const vmi of this.caches?.vmis.list(namespace) ?? []) {
-      if ((vmi.spec.volumes ?? []).some((v) => claimOf(v)?.claimName === pvc.metadata?.name)) this.enqueue(VmKey.Vmi, vmi);
+      if ((vmi.spec.volumes ?? []).some((v) => claimOf(v)?.claimName === obj.metadata?.name)) this.enqueue(VmKey.Vmi, vmi);
+    }
+  }
+
+  /** A DataVolume wakes the VMs that name it: in a template (owner or not) or in a volume. */
+  private wakeVmsNaming(dv: DataVolume): void {
+    const namespace = dv.metadata?.namespace;
+    const name = dv.metadata?.name;
+    if (!namespace || !name) return;
+    for (const vm of this.caches?.vms.list(namespace) ?? []) {
+      const named = (vm.spec.dataVolumeTemplates ?? []).some((t) => t.metadata?.name === name) || dataVolumeNames(vm.spec.template.spec).includes(name);
+      if (named) this.enqueue(VmKey.Vm, vm);
     }
   }
 }

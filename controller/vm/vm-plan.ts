@@ -4,6 +4,13 @@
  * Always (restart whenever the VMI ends), RerunOnFailure (restart after Failed only), Once (run one
  * VMI to its end), Manual (only start/stop requests), Halted (no VMI); `running: true|false` maps to
  * Always|Halted. Failed starts back off exponentially, shown as CrashLoopBackOff.
+ *
+ * DataVolumes (KubeVirt's handleDataVolumes): every `spec.dataVolumeTemplates` entry becomes a
+ * DataVolume of its name, created whatever the run strategy (as KubeVirt does without the
+ * `kubevirt.io/immediate-data-volume-creation: "false"` annotation, which Ferry does not read); the
+ * VMI is created only once each has Succeeded. Meanwhile the VM is Provisioning; a failed one makes
+ * it DataVolumeError with the DataVolume's error in the DataVolumesReady condition. Deleting a failed
+ * DataVolume makes the VM create it again.
  */
 
 import {
@@ -22,8 +29,12 @@ import {
   VmiPhase,
   type VmStatus,
 } from '../../src/api/kubevirt.js';
+import type { V1OwnerReference } from '@kubernetes/client-node';
+import type { DataVolume } from '../../src/api/datavolume.js';
+import { ConditionReason, DataVolumeEventReason, dataVolumeNames } from '../../src/api/kubevirt.js';
 import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
-import { conditionStatus, nextConditions, sameJson } from './conditions.js';
+import { type ConditionInput, conditionStatus, nextConditions, sameJson } from './conditions.js';
+import { dataVolumeFromTemplate, dataVolumesReady, type DvState, isBroken, isReady, type ObservedDataVolumes, phaseState, templateState, vmOwnerReference } from './datavolumes.js';
 import { backoffMs } from '../../src/backoff.js';
 
 export interface VmConfig {
@@ -37,10 +48,15 @@ export const DEFAULT_VM_CONFIG: VmConfig = Object.freeze({ startBackoffMs: 10_00
 export interface VmObserved {
   readonly vm: VirtualMachine;
   readonly vmi?: VirtualMachineInstance;
+  /** Each DataVolume the VM names (templates and `dataVolume` volumes) → the cached one, if any. */
+  readonly dataVolumes?: ObservedDataVolumes;
   readonly now: number;
 }
 
 export type VmAction =
+  | { readonly type: 'createDataVolume'; readonly dataVolume: DataVolume }
+  /** Makes the VM the controller owner of an orphaned DataVolume, at the resourceVersion it was seen at. */
+  | { readonly type: 'adoptDataVolume'; readonly name: string; readonly resourceVersion: string; readonly ownerReferences: readonly V1OwnerReference[] }
   | { readonly type: 'createVmi'; readonly vmi: VirtualMachineInstance }
   | { readonly type: 'deleteVmi'; readonly name: string; readonly uid: string }
   | { readonly type: 'patchVmStatus'; readonly status: VmStatus }
@@ -122,17 +138,71 @@ function decide(strategy: RunStrategy, vmi: VirtualMachineInstance | undefined, 
   }
 }
 
-function printable(vm: VirtualMachine, vmi: VirtualMachineInstance | undefined, backingOff: boolean): PrintableStatus {
+/**
+ * KubeVirt's setPrintableStatus, first match wins: Terminating, Stopping, Running, ErrorPvcNotFound,
+ * DataVolumeError, Provisioning, WaitingForVolumeBinding, then Starting / CrashLoopBackOff / Stopped.
+ */
+function printable(vm: VirtualMachine, vmi: VirtualMachineInstance | undefined, backingOff: boolean, volumes: readonly DvState[], toStart: boolean): PrintableStatus {
   if (vm.metadata.deletionTimestamp) return PrintableStatus.Terminating;
-  if (!vmi) return backingOff ? PrintableStatus.CrashLoopBackOff : PrintableStatus.Stopped;
-  if (vmi.metadata.deletionTimestamp) return PrintableStatus.Stopping;
-  const phase = vmi.status?.phase;
-  if (isFinal(phase)) return backingOff ? PrintableStatus.CrashLoopBackOff : PrintableStatus.Stopped;
+  const phase = vmi?.status?.phase;
+  if (vmi?.metadata.deletionTimestamp && !isFinal(phase)) return PrintableStatus.Stopping;
   if (phase === VmiPhase.Running) return PrintableStatus.Running;
-  const scheduled = vmi.status?.conditions?.find((c) => c.type === ConditionType.PodScheduled);
-  if (scheduled?.reason === 'PVCNotFound') return PrintableStatus.ErrorPvcNotFound;
-  if (scheduled?.reason === 'DataVolumeNotReady') return PrintableStatus.Provisioning;
+  const live = vmi !== undefined && !isFinal(phase);
+  const scheduled = live ? vmi.status?.conditions?.find((c) => c.type === ConditionType.PodScheduled) : undefined;
+  if (scheduled?.reason === ConditionReason.PvcNotFound) return PrintableStatus.ErrorPvcNotFound;
+  if (volumes.some(isBroken)) return PrintableStatus.DataVolumeError;
+  if (volumes.some((s) => s.kind === 'importing' || s.kind === 'orphan' || s.kind === 'deleting' || (s.kind === 'missing' && toStart)) || scheduled?.reason === ConditionReason.DataVolumeNotReady) {
+    return PrintableStatus.Provisioning;
+  }
+  if (toStart && volumes.some((s) => s.kind === 'waitingForConsumer')) return PrintableStatus.WaitingForVolumeBinding;
+  if (!vmi || isFinal(phase)) return backingOff ? PrintableStatus.CrashLoopBackOff : PrintableStatus.Stopped;
   return PrintableStatus.Starting;
+}
+
+interface DataVolumePlan {
+  readonly actions: VmAction[];
+  /** Every template's DataVolume has Succeeded (and is the VM's): the VMI may be created. */
+  readonly ready: boolean;
+  /** The state of each DataVolume the VM names, templates first. */
+  readonly states: DvState[];
+  readonly condition?: ConditionInput;
+}
+
+/** Creates missing template DataVolumes, adopts orphans, and sums up where the VM's DataVolumes stand. */
+function planDataVolumes(vm: VirtualMachine, observed: ObservedDataVolumes, previous: readonly Condition[] | undefined): DataVolumePlan {
+  const actions: VmAction[] = [];
+  const states: DvState[] = [];
+  const templates = vm.spec.dataVolumeTemplates ?? [];
+  for (const template of templates) {
+    const name = template.metadata?.name ?? '';
+    if (name === '' || states.some((s) => s.name === name)) continue;
+    const state = templateState(vm, name, observed.get(name));
+    states.push(state);
+    if (state.kind === 'missing') {
+      actions.push({ type: 'createDataVolume', dataVolume: dataVolumeFromTemplate(vm, template) });
+      actions.push({ type: 'event', eventType: 'Normal', reason: DataVolumeEventReason.Created, message: `Created DataVolume ${name}` });
+    } else if (state.kind === 'orphan') {
+      actions.push({
+        type: 'adoptDataVolume',
+        name,
+        resourceVersion: state.dv.metadata.resourceVersion ?? '',
+        ownerReferences: [...(state.dv.metadata.ownerReferences ?? []), vmOwnerReference(vm)],
+      });
+    }
+  }
+  const ready = states.every(isReady);
+  // DataVolumes the template's volumes name that no template creates: their phase, whoever owns them.
+  for (const name of dataVolumeNames(vm.spec.template.spec)) {
+    if (!states.some((s) => s.name === name) && observed.has(name)) states.push(phaseState(name, observed.get(name)));
+  }
+  const summary = dataVolumesReady(states);
+  const condition: ConditionInput | undefined = summary && { type: ConditionType.DataVolumesReady, ...summary };
+  const before = previous?.find((c) => c.type === ConditionType.DataVolumesReady);
+  if (condition && condition.status === 'False' && (before?.reason !== condition.reason || before?.message !== condition.message)) {
+    if (condition.reason === ConditionReason.FailedDataVolumeImport) actions.push({ type: 'event', eventType: 'Warning', reason: DataVolumeEventReason.ImportFailed, message: condition.message ?? '' });
+    if (condition.reason === ConditionReason.DataVolumeNotOwned) actions.push({ type: 'event', eventType: 'Warning', reason: DataVolumeEventReason.CreateFailed, message: condition.message ?? '' });
+  }
+  return { actions, ready, states, ...(condition ? { condition } : {}) };
 }
 
 export function planVm(observed: VmObserved, config: VmConfig): VmPlan {
@@ -164,12 +234,16 @@ export function planVm(observed: VmObserved, config: VmConfig): VmPlan {
   const backingOff = retryAt !== undefined && retryAt > now;
 
   const decision = decide(strategy, vmi, vm.status?.stateChangeRequests ?? []);
+  const volumes = planDataVolumes(vm, observed.dataVolumes ?? new Map(), vm.status?.conditions);
+  actions.push(...volumes.actions);
   let requeueAfterMs: number | undefined;
   if (decision.intent === 'stop' && vmi && !vmi.metadata.deletionTimestamp) {
     actions.push({ type: 'deleteVmi', name: vmi.metadata.name ?? '', uid: vmi.metadata.uid ?? '' });
     actions.push({ type: 'event', eventType: 'Normal', reason: 'SuccessfulDelete', message: `Stopped the virtual machine by deleting the virtual machine instance ${vmi.metadata.uid ?? ''}` });
   } else if (decision.intent === 'run' && !vmi) {
-    if (backingOff && retryAt !== undefined && decision.requested !== true) {
+    if (!volumes.ready) {
+      // Waits for the DataVolumes: their informer wakes the VM when they change.
+    } else if (backingOff && retryAt !== undefined && decision.requested !== true) {
       requeueAfterMs = retryAt - now;
     } else {
       actions.push({ type: 'createVmi', vmi: vmiFromVm(vm) });
@@ -184,9 +258,13 @@ export function planVm(observed: VmObserved, config: VmConfig): VmPlan {
     ...(vm.status ?? {}),
     created,
     ready,
-    printableStatus: printable(vm, vmi, backingOff && decision.intent === 'run'),
+    printableStatus: printable(vm, vmi, backingOff && decision.intent === 'run', volumes.states, decision.intent === 'run' || (decision.intent === 'leave' && vmi !== undefined && !isFinal(vmiPhase))),
     runStrategy: strategy,
-    conditions: nextConditions(vm.status?.conditions, [{ type: ConditionType.Ready, status: readyCondition, ...(ready ? {} : { reason: vmi ? 'VMINotReady' : 'VMINotExists' }) }], nowIso),
+    conditions: nextConditions(
+      vm.status?.conditions,
+      [{ type: ConditionType.Ready, status: readyCondition, ...(ready ? {} : { reason: vmi ? 'VMINotReady' : 'VMINotExists' }) }, ...(volumes.condition ? [volumes.condition] : [])],
+      nowIso,
+    ),
     ...(vm.metadata.generation !== undefined ? { observedGeneration: vm.metadata.generation } : {}),
   };
   if (decision.requests.length > 0) status.stateChangeRequests = decision.requests;
@@ -194,7 +272,7 @@ export function planVm(observed: VmObserved, config: VmConfig): VmPlan {
   if (startFailure) status.startFailure = startFailure;
   else delete status.startFailure;
 
-  const strip = (s: VmStatus): unknown => ({ ...s, conditions: (s.conditions ?? []).map((c) => ({ type: c.type, status: c.status, reason: c.reason })) });
+  const strip = (s: VmStatus): unknown => ({ ...s, conditions: (s.conditions ?? []).map((c) => ({ type: c.type, status: c.status, reason: c.reason, message: c.message })) });
   // Status last: a Start request is only cleared after its VMI was created.
   if (!sameJson(strip(vm.status ?? {}), strip(status))) actions.push({ type: 'patchVmStatus', status });
   return { actions, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };

@@ -5,12 +5,19 @@
  * the launcher pod's own status carries the guest's: Ready means the domain runs, Succeeded means
  * the guest powered off, Failed carries the launcher's termination message. A pod that disappears
  * under a started VMI makes it Failed: terminal, never stuck.
+ *
+ * A `dataVolume: {name}` volume mounts the PVC of that name; while its DataVolume has not Succeeded
+ * the VMI stays Pending (no pod; PodScheduled False, reason DataVolumeNotReady; DataVolumesReady
+ * False, reason NotAllDVsReady) and a DataVolume that Failed makes a VMI that has not started
+ * Failed, reason FailedDataVolumeImport, with the DataVolume's error (KubeVirt's updateStatus).
+ * A volume whose DataVolume does not exist uses the PVC of its name, as KubeVirt does.
  */
 
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import {
   claimOf,
+  dataVolumeNames,
   type Condition,
   ConditionReason,
   ConditionType,
@@ -24,6 +31,7 @@ import { parseQuantity } from '../../src/quantity.js';
 import { defaultVmiSpec, validateVmiSpec } from '../../src/api/kubevirt-defaults.js';
 import { type ConditionInput, nextConditions, sameJson } from './conditions.js';
 import { buildLauncherPod, type ClaimInfo, type LauncherConfig, launcherPodName } from './launcher-pod.js';
+import { dataVolumesReady, describeDvState, type DvState, type ObservedDataVolumes, phaseState } from './datavolumes.js';
 
 /** What the launcher said about the guest: its termination message, or its live /status. */
 export interface LauncherReport {
@@ -40,6 +48,8 @@ export interface VmiObserved {
   readonly pod?: V1Pod;
   /** Each claim the VMI's volumes name → the PVC, or undefined when it does not exist. */
   readonly claims: ReadonlyMap<string, V1PersistentVolumeClaim | undefined>;
+  /** Each DataVolume the VMI's volumes name → the cached one (undefined: none of that name). */
+  readonly dataVolumes?: ObservedDataVolumes;
   readonly report?: LauncherReport;
   readonly now: number;
 }
@@ -65,20 +75,30 @@ function podReady(pod: V1Pod): boolean {
   return ready ? ready.status === 'True' : pod.status?.containerStatuses?.[0]?.ready === true;
 }
 
-/** Why a VMI cannot start yet: a missing PVC, or one CDI is still importing into. */
-function claimsBlocking(vmi: VirtualMachineInstance, claims: VmiObserved['claims']): ConditionInput | undefined {
+/** The state of each DataVolume the VMI's volumes name that exists. */
+function dataVolumeStates(vmi: VirtualMachineInstance, dataVolumes: ObservedDataVolumes | undefined): DvState[] {
+  return dataVolumeNames(vmi.spec).flatMap((name) => {
+    const dv = dataVolumes?.get(name);
+    return dv ? [phaseState(name, dv)] : [];
+  });
+}
+
+/** Why a VMI cannot start yet: a DataVolume not done, a missing PVC, or one CDI is still importing into. */
+function claimsBlocking(vmi: VirtualMachineInstance, claims: VmiObserved['claims'], states: readonly DvState[]): ConditionInput | undefined {
+  const pending = states.find((s) => s.kind !== 'succeeded');
+  if (pending) return { type: ConditionType.PodScheduled, status: 'False', reason: ConditionReason.DataVolumeNotReady, message: describeDvState(pending) };
   for (const volume of vmi.spec.volumes ?? []) {
     const claim = claimOf(volume);
     if (!claim) continue;
     const pvc = claims.get(claim.claimName);
     if (!pvc) {
-      return { type: ConditionType.PodScheduled, status: 'False', reason: 'PVCNotFound', message: `PVC ${vmi.metadata.namespace}/${claim.claimName} does not exist` };
+      return { type: ConditionType.PodScheduled, status: 'False', reason: ConditionReason.PvcNotFound, message: `PVC ${vmi.metadata.namespace}/${claim.claimName} does not exist` };
     }
     const annotations = pvc.metadata?.annotations ?? {};
     const importing = (annotations[Annotation.Endpoint] !== undefined || annotations[Annotation.LegacyEndpoint] !== undefined || annotations[Annotation.Source] !== undefined) &&
       annotations[Annotation.PodPhase] !== PodPhase.Succeeded;
     if (importing) {
-      return { type: ConditionType.PodScheduled, status: 'False', reason: 'DataVolumeNotReady', message: `PVC ${claim.claimName} is still being imported` };
+      return { type: ConditionType.PodScheduled, status: 'False', reason: ConditionReason.DataVolumeNotReady, message: `PVC ${claim.claimName} is still being imported` };
     }
   }
   return undefined;
@@ -111,6 +131,12 @@ interface Desired {
   podIP?: string;
 }
 
+/** KubeVirt's aggregateDataVolumesConditions: DataVolumesReady whenever the VMI has DataVolumes. */
+function withDataVolumesReady(conditions: readonly ConditionInput[], states: readonly DvState[]): ConditionInput[] {
+  const summary = dataVolumesReady(states);
+  return summary ? [...conditions, { type: ConditionType.DataVolumesReady, ...summary }] : [...conditions];
+}
+
 function statusFrom(observed: VmiObserved, desired: Desired, spec: VirtualMachineInstance['spec']): VmiStatus {
   const now = new Date(observed.now).toISOString();
   const current = observed.vmi.status ?? {};
@@ -120,7 +146,7 @@ function statusFrom(observed: VmiObserved, desired: Desired, spec: VirtualMachin
   const status: VmiStatus = {
     ...current,
     phase: desired.phase,
-    conditions: nextConditions(current.conditions, desired.conditions, now),
+    conditions: nextConditions(current.conditions, withDataVolumesReady(desired.conditions, dataVolumeStates(observed.vmi, observed.dataVolumes)), now),
     phaseTransitionTimestamps: transitions,
     machine: { type: spec.domain.machine?.type ?? 'q35' },
   };
@@ -191,7 +217,15 @@ export function planVmi(observed: VmiObserved, config: LauncherConfig): VmiPlan 
       const status = statusFrom(observed, { phase: VmiPhase.Failed, reason: ConditionReason.PodNotExists, conditions: [notReady(ConditionReason.PodNotExists, message)] }, spec);
       return { actions: [...actions, ...patchIfChanged(observed, status), { type: 'event', eventType: 'Warning', reason: 'Stopped', message }] };
     }
-    const blocking = claimsBlocking(vmi, observed.claims);
+    const states = dataVolumeStates(vmi, observed.dataVolumes);
+    const failed = states.find((s) => s.kind === 'failed');
+    if (failed) {
+      const message = describeDvState(failed);
+      const reason = ConditionReason.FailedDataVolumeImport;
+      const status = statusFrom(observed, { phase: VmiPhase.Failed, reason, conditions: [notReady(reason, message.slice(0, 1024))] }, spec);
+      return { actions: [...actions, ...patchIfChanged(observed, status), { type: 'event', eventType: 'Warning', reason, message: message.slice(0, 512) }] };
+    }
+    const blocking = claimsBlocking(vmi, observed.claims, states);
     if (blocking) {
       const status = statusFrom(observed, { phase: VmiPhase.Pending, conditions: [notReady(ConditionReason.PodNotExists), blocking] }, spec);
       return { actions: [...actions, ...patchIfChanged(observed, status)] };

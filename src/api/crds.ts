@@ -7,7 +7,8 @@
  */
 
 import { GROUP, Kind, Plural, VERSION } from './kubevirt.js';
-import { AGE_COLUMN, arr, bool, crd, empty, int, obj, open, quantities, quantity, type Schema, str } from './crd-schema.js';
+import { AGE_COLUMN, arr, bool, crd, empty, int, obj, open, quantities, quantity, type Schema, str, strings } from './crd-schema.js';
+import { DATAVOLUME_SPEC_SCHEMA } from './datavolume-crd.js';
 
 const diskTarget = (what: string): Schema =>
   open(`Attach the volume as a ${what}.`, {
@@ -121,7 +122,7 @@ const vmiStatus: Schema = open('Observed state.', {
 const vmStatus: Schema = open('Observed state.', {
   created: bool('A VMI exists.'),
   ready: bool('The VMI is ready.'),
-  printableStatus: str('Stopped, Provisioning, Starting, Running, Stopping, Terminating, CrashLoopBackOff, ErrorPvcNotFound, Unknown.'),
+  printableStatus: str('Stopped, Provisioning, WaitingForVolumeBinding, Starting, Running, Stopping, Terminating, CrashLoopBackOff, ErrorPvcNotFound, DataVolumeError, Unknown.'),
   runStrategy: str('The run strategy in effect.'),
   conditions,
   stateChangeRequests: arr('Pending start/stop requests (Manual, RerunOnFailure).', open('A request.', { action: str('Start or Stop.'), uid: str('UID of the VMI a Stop targets.') })),
@@ -132,6 +133,44 @@ const vmStatus: Schema = open('Observed state.', {
   }),
   observedGeneration: int('Generation last acted on.'),
 });
+
+/**
+ * A DataVolume template takes the DataVolume's own spec schema and its CEL rules, except the one that
+ * makes the spec immutable: `oldSelf` cannot be used inside a list whose items the apiserver cannot
+ * correlate across updates, and KubeVirt lets a VM's templates change anyway (only a DataVolume
+ * created from one is immutable, by its own CRD).
+ */
+function withoutTransitionRules(schema: Schema): Schema {
+  const rules = (schema['x-kubernetes-validations'] as Array<{ rule: string }> | undefined)?.filter((r) => !r.rule.includes('oldSelf')) ?? [];
+  const rest: Schema = { ...schema };
+  delete rest['x-kubernetes-validations'];
+  return rules.length > 0 ? { ...rest, 'x-kubernetes-validations': rules } : rest;
+}
+
+/** Most templates a VM may carry: bounds the CEL cost estimate of the rules inside each item. */
+export const MAX_DATAVOLUME_TEMPLATES = 32;
+
+const dataVolumeTemplates: Schema = {
+  ...arr(
+    `DataVolumes the VM needs: each is created (named metadata.name, in the VM's namespace, owned by the VM) before the VMI starts, and the VMI starts once every one has Succeeded. A volume \`dataVolume: {name}\` mounts its PVC. At most ${MAX_DATAVOLUME_TEMPLATES}.`,
+    obj(
+      'A DataVolume to create for the VM.',
+      {
+        apiVersion: str('Ignored (cdi.kubevirt.io/v1beta1).'),
+        kind: str('Ignored (DataVolume).'),
+        metadata: open('Name, labels and annotations of the DataVolume.', {
+          name: str('Name of the DataVolume and of its PVC.', { minLength: 1, maxLength: 253 }),
+          labels: strings('Labels of the DataVolume.'),
+          annotations: strings('Annotations of the DataVolume (they pass to the PVC, as in CDI).'),
+        }, { required: ['name'] }),
+        spec: withoutTransitionRules(DATAVOLUME_SPEC_SCHEMA),
+        status: open('Ignored.'),
+      },
+      { required: ['metadata', 'spec'] },
+    ),
+  ),
+  maxItems: MAX_DATAVOLUME_TEMPLATES,
+};
 
 const age = AGE_COLUMN;
 const ready = { name: 'Ready', type: 'string', jsonPath: ".status.conditions[?(@.type=='Ready')].status" } as const;
@@ -156,6 +195,7 @@ export const VM_CRD = crd({
     running: bool('Deprecated: true means runStrategy Always, false Halted.'),
     runStrategy: str('Always, Halted, Manual, RerunOnFailure or Once.', { enum: ['Always', 'Halted', 'Manual', 'RerunOnFailure', 'Once'] }),
     template: open('The VMI to run.', { metadata: open('Labels and annotations for the VMI.'), spec: vmiSpec }),
+    dataVolumeTemplates,
   }),
   status: vmStatus,
   columns: [age, { name: 'Status', type: 'string', jsonPath: '.status.printableStatus' }, ready],

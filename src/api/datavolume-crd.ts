@@ -182,3 +182,6 @@ export const DATAVOLUME_CRD = crd({
     AGE_COLUMN,
   ],
 });
+
+/** The DataVolume spec schema, for the VM's `spec.dataVolumeTemplates[].spec` (src/api/crds.ts). */
+export const DATAVOLUME_SPEC_SCHEMA: Schema = spec;

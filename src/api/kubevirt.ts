@@ -6,6 +6,7 @@
  */
 
 import { createHash } from 'node:crypto';
+import type { DataVolumeSpec } from './datavolume.js';
 
 export const GROUP = 'kubevirt.io';
 export const VERSION = 'v1';
@@ -37,6 +38,8 @@ export const ConditionType = {
   SoftwareEmulation: 'SoftwareEmulation',
   PodScheduled: 'PodScheduled',
   Failure: 'Failure',
+  /** Whether every DataVolume the VMI (or the VM's template) names has its data (KubeVirt's). */
+  DataVolumesReady: 'DataVolumesReady',
 } as const;
 
 export const ConditionReason = {
@@ -45,6 +48,16 @@ export const ConditionReason = {
   GuestNotRunning: 'GuestNotRunning',
   PodConditionMissing: 'PodConditionMissing',
   NoKvm: 'NoKVM',
+  /** DataVolumesReady True / False (KubeVirt's VirtualMachineInstanceReasonAllDVsReady / NotAllDVsReady). */
+  AllDVsReady: 'AllDVsReady',
+  NotAllDVsReady: 'NotAllDVsReady',
+  /** A DataVolume failed permanently (KubeVirt's FailedDataVolumeImport event reason). */
+  FailedDataVolumeImport: 'FailedDataVolumeImport',
+  /** Ferry: a DataVolume of a template's name that another controller owns; it is not used or adopted. */
+  DataVolumeNotOwned: 'DataVolumeNotOwned',
+  /** Ferry: the launcher pod waits while a volume's data is still being imported. */
+  DataVolumeNotReady: 'DataVolumeNotReady',
+  PvcNotFound: 'PVCNotFound',
 } as const;
 
 export const RunStrategy = {
@@ -66,6 +79,8 @@ export const PrintableStatus = {
   CrashLoopBackOff: 'CrashLoopBackOff',
   Unknown: 'Unknown',
   ErrorPvcNotFound: 'ErrorPvcNotFound',
+  DataVolumeError: 'DataVolumeError',
+  WaitingForVolumeBinding: 'WaitingForVolumeBinding',
 } as const;
 export type PrintableStatus = (typeof PrintableStatus)[keyof typeof PrintableStatus];
 
@@ -80,6 +95,13 @@ export const VmLabel = {
   VmiId: 'vmi.kubevirt.io/id',
   VmName: 'vm.kubevirt.io/name',
   NodeName: 'kubevirt.io/nodeName',
+} as const;
+
+/** Event reasons the VM controller gives for its DataVolumes (KubeVirt's). */
+export const DataVolumeEventReason = {
+  Created: 'SuccessfulDataVolumeCreate',
+  CreateFailed: 'FailedDataVolumeCreate',
+  ImportFailed: 'FailedDataVolumeImport',
 } as const;
 
 export const VmAnnotation = {
@@ -284,6 +306,15 @@ export interface VmStatus {
   observedGeneration?: number;
 }
 
+/**
+ * One entry of `spec.dataVolumeTemplates`: the DataVolume the VM controller creates, named
+ * `metadata.name` in the VM's namespace and owned by the VM (KubeVirt's DataVolumeTemplateSpec).
+ */
+export interface DataVolumeTemplateSpec {
+  metadata?: { name?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec: DataVolumeSpec;
+}
+
 export interface VirtualMachine {
   apiVersion: typeof API_VERSION;
   kind: typeof Kind.VM;
@@ -292,6 +323,7 @@ export interface VirtualMachine {
     running?: boolean;
     runStrategy?: RunStrategy;
     template: { metadata?: ObjectMeta; spec: VmiSpec };
+    dataVolumeTemplates?: DataVolumeTemplateSpec[];
   };
   status?: VmStatus;
 }
@@ -326,4 +358,9 @@ export function claimOf(volume: Volume): { claimName: string; readOnly: boolean 
   }
   if (volume.dataVolume) return { claimName: volume.dataVolume.name, readOnly: false };
   return undefined;
+}
+
+/** The DataVolume names a VMI spec's volumes refer to (`dataVolume: {name}`), in order, once each. */
+export function dataVolumeNames(spec: Pick<VmiSpec, 'volumes'>): string[] {
+  return [...new Set((spec.volumes ?? []).flatMap((v) => (v.dataVolume?.name ? [v.dataVolume.name] : [])))];
 }

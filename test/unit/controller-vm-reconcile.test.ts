@@ -15,7 +15,9 @@ import { kindKey, objectKey, splitKey, splitKindKey } from '../../controller/run
 import { silentLogger } from '../../src/logging.js';
 import { FOREGROUND_FINALIZER, VmiPhase } from '../../src/api/kubevirt.js';
 import { encodeLauncherStatus, encodeLauncherStatusBody } from '../../src/contract/launcher-status.js';
-import { LAUNCHER_CONFIG, makeVm, makeVmi, makeVmPvc, VM_NAME, VM_NS, vmiIn } from './helpers.js';
+import type { DataVolume } from '../../src/api/datavolume.js';
+import type { VirtualMachine } from '../../src/api/kubevirt.js';
+import { LAUNCHER_CONFIG, makeVm, makeVmi, makeVmPvc, VM_NAME, VM_NS, VM_UID, vmiIn } from './helpers.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00.000Z');
 const POD_IP = '10.244.1.7';
@@ -45,6 +47,8 @@ interface World {
   apiPods?: V1Pod[];
   scrape?: LauncherReport;
   reports?: Map<string, LauncherReport>;
+  dvs?: DataVolume[];
+  apiDvs?: DataVolume[];
 }
 
 function harness(world: World) {
@@ -55,6 +59,7 @@ function harness(world: World) {
     getVmi: (ns, name) => find(world.vmis, ns, name),
     getPod: (ns, name) => find(world.pods, ns, name),
     getPvc: (ns, name) => (ns === VM_NS ? makeVmPvc(name) : undefined),
+    getDataVolume: (ns, name) => find(world.dvs, ns, name),
   };
   const applied: Array<{ on: string; action: VmAction | VmiAction }> = [];
   const reads: string[] = [];
@@ -72,6 +77,10 @@ function harness(world: World) {
     readPod: async (ns, name) => {
       reads.push(`${ns}/${name}`);
       return find(world.apiPods, ns, name);
+    },
+    readDataVolume: async (ns, name) => {
+      reads.push(`dv ${ns}/${name}`);
+      return find(world.apiDvs, ns, name);
     },
     scrape: async (ip, port) => {
       scrapes.push(`${ip}:${port}`);
@@ -105,6 +114,40 @@ describe('reconcileVmKey', () => {
     await reconcileVmKey(kindKey('vm', VM_NS, VM_NAME), h.deps);
     expect(types(h.applied)).toContain('createVmi');
     expect(h.applied.every((a) => a.on === `vm:${VM_NAME}`)).toBe(true);
+  });
+
+  describe('a VM with a dataVolumeTemplates entry', () => {
+    const base = makeVm({ runStrategy: 'Always' });
+    const vm = { ...base, spec: { ...base.spec, dataVolumeTemplates: [{ metadata: { name: 'root' }, spec: { source: { blank: {} }, storage: { resources: { requests: { storage: '1Gi' } } } } }] } } as VirtualMachine as VmObject;
+    const dv = (phase: string): DataVolume => ({
+      apiVersion: 'cdi.kubevirt.io/v1beta1',
+      kind: 'DataVolume',
+      metadata: { name: 'root', namespace: VM_NS, ownerReferences: [{ apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachine', name: VM_NAME, uid: VM_UID, controller: true }] },
+      spec: {},
+      status: { phase: phase as 'Succeeded' },
+    });
+
+    test('not in the cache: the apiserver is asked first; absent there too, it is created and the VMI waits', async () => {
+      const h = harness({ vms: [vm] });
+      await reconcileVmKey(kindKey('vm', VM_NS, VM_NAME), h.deps);
+      expect(h.reads).toEqual([`dv ${VM_NS}/root`]);
+      expect(types(h.applied)).toContain('createDataVolume');
+      expect(types(h.applied)).not.toContain('createVmi');
+    });
+
+    test('created but not cached yet: the apiserver\'s copy counts, nothing is created twice', async () => {
+      const h = harness({ vms: [vm], apiDvs: [dv('ImportInProgress')] });
+      await reconcileVmKey(kindKey('vm', VM_NS, VM_NAME), h.deps);
+      expect(types(h.applied)).not.toContain('createDataVolume');
+      expect(types(h.applied)).not.toContain('createVmi');
+    });
+
+    test('cached and Succeeded: no apiserver read, the VMI is created', async () => {
+      const h = harness({ vms: [vm], dvs: [dv('Succeeded')] });
+      await reconcileVmKey(kindKey('vm', VM_NS, VM_NAME), h.deps);
+      expect(h.reads).toEqual([]);
+      expect(types(h.applied)).toContain('createVmi');
+    });
   });
 
   test('a running launcher not yet asked: /status is scraped at the pod IP and port, kept by pod UID, and the VMI looked at again at once', async () => {

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskBus, RunStrategy } from '../../src/api/kubevirt.js';
 import { crdFiles } from '../../src/api/crd-files.js';
-import { VM_CRD, VMI_CRD } from '../../src/api/crds.js';
+import { MAX_DATAVOLUME_TEMPLATES, VM_CRD, VMI_CRD } from '../../src/api/crds.js';
 import { DATAVOLUME_CRD } from '../../src/api/datavolume-crd.js';
 import { REFUSED_SOURCES } from '../../src/api/datavolume.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
@@ -120,6 +120,21 @@ describe('CRD names and columns (as KubeVirt)', () => {
     const disk = at(root(VMI_CRD as unknown as Crd), 'spec', 'domain', 'devices', 'disks', '[]');
     expect(at(disk, 'disk', 'bus').enum).toEqual(Object.values(DiskBus));
     expect(at(disk, 'cdrom', 'bus').enum).toEqual(Object.values(DiskBus));
+  });
+
+  test('dataVolumeTemplates: each entry is metadata (name required) and the DataVolume spec with its rules, bar the transition rule', () => {
+    const templates = at(root(VM_CRD as unknown as Crd), 'spec', 'dataVolumeTemplates');
+    expect(templates.maxItems).toBe(MAX_DATAVOLUME_TEMPLATES);
+    const entry = templates.items as Schema;
+    expect(entry.required).toEqual(['metadata', 'spec']);
+    expect(at(entry, 'metadata').required).toEqual(['name']);
+    const dvSpec = at(root(DATAVOLUME_CRD as unknown as Crd), 'spec');
+    const rules = (s: Schema) => ((s['x-kubernetes-validations'] as Array<{ rule: string }> | undefined) ?? []).map((r) => r.rule);
+    expect(rules(at(entry, 'spec'))).toEqual(rules(dvSpec).filter((r) => r !== 'self == oldSelf'));
+    expect(rules(dvSpec)).toContain('self == oldSelf');
+    // Below spec, the same schema: sources refused by name, the same descriptions.
+    expect(at(entry, 'spec', 'source')).toEqual(at(dvSpec, 'source'));
+    expect(at(entry, 'spec', 'storage')).toEqual(at(dvSpec, 'storage'));
   });
 
   test('the VM template holds the same VMI spec schema', () => {
