@@ -6,13 +6,13 @@
  */
 
 import { spawn } from 'node:child_process';
-import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { DEFAULT_SYNC_EVERY_BYTES } from './raw-writer.js';
 import { Format } from './sniff.js';
 import type { ByteStream } from './streams.js';
+import { createExclusive } from './target.js';
 
 /** How much decoded input to hand a probe decoder to learn the inner format. */
 export const PROBE_INPUT_BYTES = 256 * 1024;
@@ -77,7 +77,8 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
   const syncEveryBytes = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
   // prlimit sets the limit on itself and execs the decoder: the same process, so an abort's kill reaches it.
   const [command, args] = limit === undefined ? [decoderCommand, decoderArgs] : ['prlimit', [`--fsize=${limit}`, '--', decoderCommand, ...decoderArgs]];
-  const out = await open(path, 'w');
+  // A new file, never through a link or onto another name (the partial was cleared before).
+  const out = await createExclusive(path);
   let stderr = '';
   let synced = 0;
   let flushing: Promise<void> | undefined;

@@ -9,12 +9,14 @@
  */
 
 import { createHash } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import type { Checksum } from '../src/checksum.js';
 import { writeAll, writeSparse } from './raw-writer.js';
 import type { ByteStream } from './streams.js';
 import { backoffMs } from '../src/backoff.js';
+import { createExclusive } from './target.js';
 
 /** Longest wait before a ranged chunk is tried again. */
 const MAX_RETRY_BACKOFF_MS = 30_000;
@@ -143,7 +145,8 @@ export async function fetchParallelToFile(
   checksum: Checksum | undefined,
   options: Omit<ParallelFetchOptions, 'write'>,
 ): Promise<void> {
-  const handle = await open(path, sparse ? 'w+' : 'r+');
+  // A file is created new, never through a link (createExclusive); a device is opened as it is.
+  const handle = sparse ? await createExclusive(path, fsConstants.O_RDWR) : await open(path, fsConstants.O_RDWR);
   try {
     await fetchParallel({ ...options, write: (data, position) => (sparse ? writeSparse(handle, data, position) : writeAll(handle, data, position)) });
     if (sparse) await handle.truncate(options.size);

@@ -1,5 +1,6 @@
 /** The paths that write a raw image's bytes as they come: streamed, decoder, ranged. */
 
+import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { TargetKind } from '../../src/contract/import-spec.js';
@@ -52,7 +53,7 @@ export async function importDecoded(attempt: Attempt, bound: number | undefined,
 async function dropVhdFooter(target: PreparedTarget, written: number): Promise<number> {
   if (written < 2 * VHD_FOOTER_BYTES) return written;
   const disk = written - VHD_FOOTER_BYTES;
-  const handle = await open(target.writePath, 'r+');
+  const handle = await open(target.writePath, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
   try {
     const tail = Buffer.alloc(VHD_FOOTER_BYTES);
     const { bytesRead } = await handle.read(tail, 0, tail.length, disk);
