@@ -223,26 +223,41 @@ export async function* capped(source: ByteStream, limit: number, what: string): 
  * bytes passes whole.
  */
 export async function* heldBackTail(source: ByteStream, n: number, drop: (tail: Buffer, before: number) => boolean): ByteStream {
-  let held: Buffer = Buffer.alloc(0);
+  // The previous chunk is held, not copied: one chunk out per chunk in, no copy of the bulk (each
+  // extra yield and copy is paid per chunk on the streamed path). This relies on what every Ferry
+  // source does: a chunk's bytes are not reused by its producer once handed on (sockets, zlib,
+  // child pipes and file streams all hand over fresh buffers).
+  let held: Buffer | undefined;
   let passed = 0;
   for await (const chunk of source) {
-    // Big chunks are passed on as views; only the small held tail is ever copied.
-    const all = chunk.length >= n ? chunk : Buffer.concat([held, chunk]);
-    if (chunk.length >= n && held.length > 0) {
+    if (chunk.length === 0) continue;
+    if (held !== undefined && held.length + chunk.length > n && chunk.length < n) {
+      // The tail would straddle two chunks: keep only the last n bytes together.
+      const all = Buffer.concat([held, chunk]);
+      const out = all.subarray(0, all.length - n);
+      held = all.subarray(all.length - n);
+      passed += out.length;
+      yield out;
+      continue;
+    }
+    if (held !== undefined) {
+      if (held.length + chunk.length <= n) {
+        held = Buffer.concat([held, chunk]);
+        continue;
+      }
       passed += held.length;
       yield held;
     }
-    if (all.length <= n) {
-      held = all === chunk ? Buffer.from(chunk) : all;
-      continue;
-    }
-    const out = all.subarray(0, all.length - n);
-    // A copy: the producer may reuse its buffer after the yield.
-    held = Buffer.from(all.subarray(all.length - n));
+    held = chunk;
+  }
+  if (held === undefined) return;
+  if (held.length > n) {
+    const out = held.subarray(0, held.length - n);
     passed += out.length;
     yield out;
+    held = held.subarray(held.length - n);
   }
-  if (held.length > 0 && !(held.length === n && drop(held, passed))) yield held;
+  if (!(held.length === n && drop(held, passed))) yield held;
 }
 
 /** Fails if a source that announced its length ends short of it. */

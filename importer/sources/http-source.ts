@@ -14,7 +14,7 @@ import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
-import { guardSpeed, isTooSlow, type MinSpeed, minimumBytes } from '../min-speed.js';
+import { isTooSlow, type MinSpeed, minimumBytes, watchSpeed } from '../min-speed.js';
 import type { ByteStream } from '../streams.js';
 import { type OpenedSource, warmLatencyMs } from './source.js';
 import { backoffMs } from '../../src/backoff.js';
@@ -328,14 +328,21 @@ export async function* resumingBody(first: BodyPart, reading: BodyReading): Byte
   let receivedAtLastBreak = -1;
   try {
     for (;;) {
+      const part = current;
+      const watch = watchSpeed(minSpeed, reading.where ?? 'the source', () => part.close());
       try {
-        for await (const chunk of guardSpeed(current.body, minSpeed, reading.where ?? 'the source')) {
+        for await (const chunk of current.body) {
+          watch?.received(chunk.length);
+          if (watch?.failure) throw watch.failure;
           received += chunk.length;
           yield chunk;
+          watch?.reading();
         }
+        // A body closed by the check may end quietly rather than with an error.
+        if (watch?.failure) throw watch.failure;
         return;
       } catch (err) {
-        const error = classify(err);
+        const error = watch?.failure ?? classify(err);
         current.close();
         // A trickle always brings a few new bytes: it must not count as progress, or it would
         // be resumed without end.
@@ -354,6 +361,8 @@ export async function* resumingBody(first: BodyPart, reading: BodyReading): Byte
           // The break is the real cause; say why resuming did not help.
           throw new FerryError(error.code, `${error.message}; resuming failed: ${(reopenError as Error).message}`, { cause: reopenError });
         }
+      } finally {
+        watch?.stop();
       }
     }
   } finally {
