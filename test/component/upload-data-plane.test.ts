@@ -301,6 +301,26 @@ describe('the status table (cdi.md §3.1b)', () => {
       expect(readFileSync(server.target).equals(bytes)).toBe(true);
     }));
 
+  test('server: a client that breaks off mid-upload leaves nothing behind, and the next upload succeeds', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const started = new Promise<void>((resolve) => server.progress.subscribe((s) => s.bytes > 0 && resolve()));
+      const req = request({ host: '127.0.0.1', port: proxy, path: UploadPath.Sync, method: 'POST', ca: serverCa.cert, servername: 'localhost', agent: false, headers: { authorization: `Bearer ${token()}`, 'content-length': String(SIZE) } });
+      req.on('error', () => undefined);
+      req.write(readFileSync(f('disk.raw')).subarray(0, 2 * MiB));
+      await started;
+      req.destroy();
+      // Bounded: the server notices the broken body and is idle again (≤ 50 × 100 ms).
+      let answer: Answer | undefined;
+      for (let i = 0; i < 50; i += 1) {
+        answer = await send(proxy, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+        if (answer.status !== 503) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(answer?.status).toBe(200);
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+      expect(existsSync(`${server.target}.ferry-partial`)).toBe(false);
+    }));
+
   test.each<[string, string]>([
     ['raw larger than the volume (Content-Length)', 'disk.raw'],
     ['qcow2 whose virtual size is larger than the volume', 'disk.qcow2'],
