@@ -147,9 +147,15 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
         return failed(req, res, toFerryError(err), log);
       }
       state = 'done';
-      log.info({ ...result }, 'upload complete');
       res.once('finish', () => settle(result));
       res.once('close', () => settle(result));
+      if (result.scratchSpaceRequired) {
+        // Nothing was written: the format needs scratch and this pod has none. The termination
+        // message says so (as an importer's does), for a pod with scratch to take the retry.
+        log.warn({ format: result.sourceFormat }, 'the upload needs scratch space to convert and none is mounted');
+        return sendEarly(req, res, 'Failed', savingFailedMessage(`the ${result.sourceFormat ?? 'image'} needs scratch space to convert and this upload server has none; retry once the server is recreated with scratch`));
+      }
+      log.info({ ...result }, 'upload complete');
       return send(res, 'Ok', '');
     }
     // Async: the bytes are in (on scratch, or written); answer now, finish in the background.

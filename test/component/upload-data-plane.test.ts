@@ -85,14 +85,14 @@ async function startServer(fields: Partial<UploadServerConfig> = {}): Promise<Ru
     contentType: 'kubevirt',
     filesystemOverhead: 0,
     preallocation: false,
-    scratchDir: f(`scratch-${serial}`),
     tls: { keyFile: '', certFile: '', clientCaFile: '' },
     clientName: UPLOAD_PROXY_CLIENT_NAME,
     port: 0,
     terminationLog: '',
+    ...('scratchDir' in fields ? {} : { scratchDir: f(`scratch-${serial}`) }),
     ...fields,
   };
-  sh('mkdir', ['-p', config.scratchDir as string]);
+  if (config.scratchDir !== undefined) sh('mkdir', ['-p', config.scratchDir]);
   const progress = new Progress();
   const upload = createUploadServer({ config, tls: { key: serverCert.key, cert: serverCert.cert, clientCa: clientCa.cert }, logger: silentLogger(), tuning: FAST_TUNING, progress });
   const port = await listen(upload.server);
@@ -334,6 +334,15 @@ describe('the status table (cdi.md §3.1b)', () => {
       // The server is idle again, not done: a fitting image is accepted.
       const retry = await send(proxy, UploadPath.Sync, { body: Buffer.alloc(SIZE / 2, 7), bearer: token() });
       expect(retry.status).toBe(200);
+    }));
+
+  test('server: a qcow2 with no scratch mounted → 500 saying so; the termination message asks for scratch', () =>
+    withPlane({ capacity: SIZE, scratchDir: undefined }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Async, { file: f('disk.qcow2'), bearer: token() });
+      expect(answer.status).toBe(500);
+      expect(answer.body).toContain('needs scratch space');
+      expect(await server.finished).toMatchObject({ kind: 'success', scratchSpaceRequired: true });
+      expect(existsSync(server.target)).toBe(false);
     }));
 
   test('server: a form upload without a file field → 400', () =>
