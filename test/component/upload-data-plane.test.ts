@@ -50,6 +50,8 @@ beforeAll(async () => {
   makeRawDisk(f('disk.raw'), SIZE);
   convertImage(f('disk.raw'), 'qcow2', f('disk.qcow2'));
   compress('xz', f('disk.qcow2'), f('disk.qcow2.xz'));
+  compress('xz', f('disk.raw'), f('disk.raw.xz'));
+  compress('gzip', f('disk.raw'), f('disk.raw.gz'));
   await makeTar(f('data.tar'), [
     { name: 'dir', type: 'directory' },
     { name: 'dir/a.txt', content: 'hello upload\n' },
@@ -190,6 +192,17 @@ describe('uploads through proxy and server land byte-identical', () => {
       expect(answer.status).toBe(200);
       expect(await server.finished).toMatchObject({ kind: 'success', sourceFormat: 'qcow2+xz' });
       expect(expectSameDisk(server.target, f('disk.raw'))).toBe(true);
+    }));
+
+  test.each<[string, string, string]>([
+    ['raw.xz (xz writes the file), v1alpha1 path', 'disk.raw.xz', UploadPath.AlphaSync],
+    ['raw.gz (decompressed in node), chunked async', 'disk.raw.gz', UploadPath.Async],
+  ])('%s', (_what, image, path) =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const answer = await send(proxy, path, { body: createReadStream(f(image)), bearer: token() });
+      expect(answer.status).toBe(200);
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
     }));
 
   test('a tar archive into a directory target', () =>
