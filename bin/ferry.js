@@ -7,6 +7,8 @@ const USAGE = `Usage: ferry <command> [options]
 Commands:
   import     import a disk image into a raw file, block device or directory (ferry import --help)
   importer   run the importer pod program (reads its spec from the environment)
+  uploadserver  receive one upload over mutual TLS into a volume (the upload pod; configured by its environment)
+  uploadproxy   the cluster's upload endpoint: checks the token, streams the body to the PVC's upload server
   controller run the import and VM controllers (ferry controller --help)
   vm         start, stop or restart a VirtualMachine (ferry vm --help)
   expose     create a Service that reaches a VM's guest (ferry expose --help)
@@ -53,6 +55,14 @@ async function run() {
     case 'importer': {
       const { main } = await import('../dist/importer/main.js');
       return main(process.env);
+    }
+    case 'uploadserver': {
+      const { uploadServerMain } = await import('../dist/importer/upload-server-main.js');
+      return uploadServerMain(process.env);
+    }
+    case 'uploadproxy': {
+      const { uploadProxyMain } = await import('../dist/uploadproxy/main.js');
+      return uploadProxyMain(process.env);
     }
     case undefined:
     case '-h':

@@ -7,7 +7,7 @@ import type { ImportSuccess } from '../../src/contract/termination.js';
 import type { Peeled } from '../layers.js';
 import { fetchParallelToFile } from '../parallel-fetch.js';
 import type { Progress } from '../progress.js';
-import type { OpenedSource } from '../sources/source.js';
+import type { OpenedSource, SourceOpener } from '../sources/source.js';
 import type { ByteStream } from '../streams.js';
 import type { PreparedTarget } from '../target.js';
 import type { RangedFetch } from './route.js';
@@ -23,6 +23,8 @@ export interface EngineDeps {
    * and runImport rejects with INTERRUPTED.
    */
   readonly signal?: AbortSignal;
+  /** The source of an `upload` import: the request body the upload server received (read once). */
+  readonly upload?: SourceOpener;
 }
 
 /** What every step of one import needs: passed as one value instead of six parameters. */

@@ -42,7 +42,7 @@ async function importWith(spec: ImportSpec, deps: EngineDeps, signal: AbortSigna
   const target = await prepareTarget(spec);
   const run: Run = { spec, target, deps, signal, log: deps.logger.child({ source: spec.source, target: target.path }) };
   if (spec.source === ImportSource.Blank) return importBlank(run);
-  const opener = openerFor(spec, deps.tuning, deps.sleep, run.log);
+  const opener = openerFor(spec, deps.tuning, deps.sleep, run.log, deps.upload);
   for (let attempt = 1; ; attempt += 1) {
     try {
       const result = await importOnce(run, opener);

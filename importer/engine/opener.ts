@@ -9,7 +9,7 @@ import { parseS3Location } from '../sources/s3-location.js';
 import type { SourceOpener } from '../sources/source.js';
 import type { ImportTuning } from './tuning.js';
 
-export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: number) => Promise<void>, log?: Logger): SourceOpener {
+export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: number) => Promise<void>, log?: Logger, upload?: SourceOpener): SourceOpener {
   const resume: ResumePolicy = {
     attempts: tuning.resumeAttempts,
     backoffMs: Math.min(tuning.backoffMs, 1000),
@@ -65,6 +65,10 @@ export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: nu
         });
     case ImportSource.File:
       return () => openFile(spec.endpoint);
+    case ImportSource.Upload:
+      // The body arrives with the request (importer/upload-server.ts); only that server has one.
+      if (!upload) throw new FerryError(ErrorCode.InvalidSpec, 'the upload source is served by `ferry uploadserver`, not read from a spec');
+      return upload;
     default:
       throw new FerryError(ErrorCode.InvalidSpec, `source "${spec.source}" is not supported by this importer yet`);
   }

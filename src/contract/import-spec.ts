@@ -17,6 +17,8 @@ export const ImportSource = {
   Registry: 'registry',
   Blank: 'blank',
   File: 'file',
+  /** A request body the upload server hands the engine (CDI's `upload` source); never from the environment alone. */
+  Upload: 'upload',
 } as const;
 export type ImportSource = (typeof ImportSource)[keyof typeof ImportSource];
 

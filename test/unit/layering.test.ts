@@ -12,7 +12,7 @@ import ts from 'typescript';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 
 export const KERNEL = 'src';
-export const PROGRAMS = ['importer', 'controller', 'launcher', 'cli'] as const;
+export const PROGRAMS = ['importer', 'controller', 'launcher', 'cli', 'uploadproxy'] as const;
 
 /**
  * Node modules that do process or file-system I/O: a program's business, not the kernel's. The
@@ -91,6 +91,8 @@ describe('the layering checker', () => {
     ['src/io/child-process.ts', 'node:child_process', undefined],
     ['launcher/volumes.ts', 'node:child_process', undefined],
     ['launcher/main.ts', '../../elsewhere.js', 'leaves the repository'],
+    ['uploadproxy/proxy.ts', '../importer/upload-server.js', 'never importer/'],
+    ['uploadproxy/proxy.ts', '../src/contract/upload-token.js', undefined],
   ])('%s importing %s', (file, specifier, expected) => {
     const result = violation(file, specifier);
     if (expected === undefined) expect(result).toBeUndefined();

@@ -1,0 +1,123 @@
+/**
+ * The upload HTTP API that the upload proxy serves to clients and the upload server serves to the
+ * proxy: CDI's paths (`pkg/common/common.go`) and the one table of statuses a client sees
+ * (cdi.md §3.1b). Both programs answer from this table; neither writes a status literal.
+ */
+
+export const UploadPath = {
+  Sync: '/v1beta1/upload',
+  Async: '/v1beta1/upload-async',
+  Form: '/v1beta1/upload-form',
+  FormAsync: '/v1beta1/upload-form-async',
+  /** Server side only: CDI's proxy rewrites to it for archive targets. */
+  Archive: '/v1beta1/upload-archive',
+  AlphaSync: '/v1alpha1/upload',
+  AlphaAsync: '/v1alpha1/upload-async',
+  AlphaForm: '/v1alpha1/upload-form',
+  AlphaFormAsync: '/v1alpha1/upload-form-async',
+  AlphaArchive: '/v1alpha1/upload-archive',
+  Healthz: '/healthz',
+} as const;
+export type UploadPath = (typeof UploadPath)[keyof typeof UploadPath];
+
+/** How an upload path wants its body: raw or multipart (field `file`), answered when done or when received. */
+export interface UploadMode {
+  readonly form: boolean;
+  readonly async: boolean;
+}
+
+const MODES: Readonly<Record<string, UploadMode>> = Object.freeze({
+  [UploadPath.Sync]: { form: false, async: false },
+  [UploadPath.Async]: { form: false, async: true },
+  [UploadPath.Form]: { form: true, async: false },
+  [UploadPath.FormAsync]: { form: true, async: true },
+  [UploadPath.Archive]: { form: false, async: false },
+  [UploadPath.AlphaSync]: { form: false, async: false },
+  [UploadPath.AlphaAsync]: { form: false, async: true },
+  [UploadPath.AlphaForm]: { form: true, async: false },
+  [UploadPath.AlphaFormAsync]: { form: true, async: true },
+  [UploadPath.AlphaArchive]: { form: false, async: false },
+});
+
+/** The multipart field the form paths read the image from. */
+export const UPLOAD_FORM_FIELD = 'file';
+
+/** Pure: the mode of an upload path (query string ignored), or undefined for any other path. */
+export function uploadModeOf(url: string): UploadMode | undefined {
+  const path = url.split('?')[0] ?? '';
+  return Object.prototype.hasOwnProperty.call(MODES, path) ? MODES[path] : undefined;
+}
+
+/** Paths the proxy accepts from clients (the archive path is the server's). */
+export function isProxyUploadPath(url: string): boolean {
+  const path = url.split('?')[0] ?? '';
+  return uploadModeOf(path) !== undefined && path !== UploadPath.Archive && path !== UploadPath.AlphaArchive;
+}
+
+/** CDI's message prefix for a failed upload, and its wording for an image too big for the volume. */
+export const SAVING_FAILED = 'Saving stream failed';
+export const TOO_BIG_REASON = 'effective image size is larger than the reported available storage';
+
+/**
+ * Every answer of the upload API, by condition. `component` says who answers; the status is what a
+ * client such as virtctl acts on (only 200 is success; a first 401 aborts; the rest is retried).
+ */
+export const UploadAnswer = {
+  // upload proxy
+  NoBearer: { component: 'proxy', status: 400, meaning: 'no Authorization header, or not "Bearer <token>"' },
+  BadToken: { component: 'proxy', status: 401, meaning: 'bad signature, wrong algorithm, expired or not yet valid, wrong issuer, malformed' },
+  BadClaims: { component: 'proxy', status: 400, meaning: 'token operation is not Upload, resource not persistentvolumeclaims, or no name/namespace' },
+  TargetUnavailable: { component: 'proxy', status: 503, meaning: 'PVC missing, not an upload target, already uploaded, or its server not ready within 10 s' },
+  ProxyTransport: { component: 'proxy', status: 502, meaning: 'the upload server could not be reached (body "error in upload-proxy: ...")' },
+  // upload server
+  NotFound: { component: 'server', status: 404, meaning: 'a method other than POST (HEAD on the async paths is 200), or an unknown path' },
+  ClientRefused: { component: 'server', status: 401, meaning: 'no client certificate signed by the client CA, or the wrong common name' },
+  Busy: { component: 'server', status: 503, meaning: 'an upload is already running' },
+  AlreadyDone: { component: 'server', status: 409, meaning: 'the upload already succeeded' },
+  TooBig: { component: 'server', status: 400, meaning: `"${SAVING_FAILED}: ${TOO_BIG_REASON}: ..."` },
+  BadRequest: { component: 'server', status: 400, meaning: 'the form body has no "file" field or is not multipart' },
+  Failed: { component: 'server', status: 500, meaning: `"${SAVING_FAILED}: ..." (any other processing error)` },
+  // both
+  Ok: { component: 'both', status: 200, meaning: 'sync: the disk is complete; async: the body is received; HEAD on async paths; /healthz' },
+} as const;
+export type UploadAnswer = keyof typeof UploadAnswer;
+
+/** The proxy's message when the reverse proxy cannot reach the server (CDI's wording). */
+export function proxyTransportMessage(reason: string): string {
+  return `error in upload-proxy: ${reason}`;
+}
+
+/** CDI's body for a failed upload. */
+export function savingFailedMessage(reason: string): string {
+  return `${SAVING_FAILED}: ${reason}`;
+}
+
+/**
+ * The common name the upload server requires of its client certificate (CDI's `CLIENT_NAME` for
+ * the proxy's certificate).
+ */
+export const UPLOAD_PROXY_CLIENT_NAME = 'client.upload-server.cdi.kubevirt.io';
+
+/** Where, in a cluster, the upload server of a PVC is reached: CDI's per-PVC Service. */
+export const UPLOAD_SERVER_SERVICE_PREFIX = 'cdi-upload-';
+/**
+ * The port of the upload server, on its pod and on its Service: CDI's proxy dials
+ * `https://cdi-upload-<pvc>.<ns>.svc:8443<path>` (cdi.md §1), not 443.
+ */
+export const UPLOAD_SERVER_PORT = 8443;
+
+/** The Service name of a PVC's upload server, CDI's `cdi-upload-<pvc>` (a DNS label: at most 63). */
+export function uploadServiceName(pvc: string): string {
+  return `${UPLOAD_SERVER_SERVICE_PREFIX}${pvc}`.slice(0, 63).replace(/-+$/, '');
+}
+
+/** `cdi-upload-<pvc>.<ns>.svc`: the host name the proxy dials and checks the server certificate for. */
+export function uploadServiceHost(namespace: string, pvc: string): string {
+  return `${uploadServiceName(pvc)}.${namespace}.svc`;
+}
+
+/** The bearer token of an Authorization header, with CDI's pattern, or undefined. */
+export function bearerTokenOf(header: string | undefined): string | undefined {
+  const match = /^Bearer\s+([A-Za-z0-9\-._~+/]+)$/i.exec(header ?? '');
+  return match?.[1];
+}

@@ -1,0 +1,386 @@
+/**
+ * The upload data plane on loopback: a client → `ferry uploadproxy` (token check) → mutual TLS →
+ * the upload server (the import engine) → a disk, with real TLS certificates made here and real
+ * qemu-img. Each test gets its own upload server, as each PVC gets its own pod.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { generateKeyPairSync } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { request, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { silentLogger } from '../../src/logging.js';
+import type { TerminationMessage } from '../../src/contract/termination.js';
+import { UPLOAD_PROXY_CLIENT_NAME, UploadPath } from '../../src/contract/upload-api.js';
+import type { UploadServerConfig } from '../../src/contract/upload-server.js';
+import { PVC_RESOURCE, signUploadToken, TokenOperation, uploadClaims } from '../../src/contract/upload-token.js';
+import { Progress } from '../../importer/progress.js';
+import { createUploadServer, ERROR_CODE_HEADER } from '../../importer/upload-server.js';
+import { createUploadProxy, type TargetStatus } from '../../uploadproxy/proxy.js';
+import { compress, convertImage, expectSameDisk, makeRawDisk, makeTar, MiB, removeDir, sh, tempDir } from '../helpers/fixtures.js';
+import { FAST_TUNING } from '../helpers/engine.js';
+import { issueCert, makeCa, type TestCa } from '../helpers/tls.js';
+
+const NS = 'ns1';
+const PVC = 'disk';
+const SIZE = 8 * MiB;
+
+let dir: string;
+let serverCa: TestCa;
+let clientCa: TestCa;
+let rogueCa: TestCa;
+let serverCert: { key: string; cert: string };
+let proxyClient: { key: string; cert: string };
+let rogueClient: { key: string; cert: string };
+let wrongCnClient: { key: string; cert: string };
+const signing = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const f = (name: string): string => join(dir, name);
+
+beforeAll(async () => {
+  dir = tempDir('ferry-upload-');
+  serverCa = makeCa(dir, 'server-ca');
+  clientCa = makeCa(dir, 'client-ca');
+  rogueCa = makeCa(dir, 'rogue-ca');
+  serverCert = issueCert(serverCa, 'server', 'cdi-upload-disk.ns1.svc', 'server');
+  proxyClient = issueCert(clientCa, 'proxy-client', UPLOAD_PROXY_CLIENT_NAME, 'client');
+  rogueClient = issueCert(rogueCa, 'rogue-client', UPLOAD_PROXY_CLIENT_NAME, 'client');
+  wrongCnClient = issueCert(clientCa, 'wrong-cn', 'someone-else', 'client');
+  makeRawDisk(f('disk.raw'), SIZE);
+  convertImage(f('disk.raw'), 'qcow2', f('disk.qcow2'));
+  compress('xz', f('disk.qcow2'), f('disk.qcow2.xz'));
+  compress('xz', f('disk.raw'), f('disk.raw.xz'));
+  compress('gzip', f('disk.raw'), f('disk.raw.gz'));
+  await makeTar(f('data.tar'), [
+    { name: 'dir', type: 'directory' },
+    { name: 'dir/a.txt', content: 'hello upload\n' },
+    { name: 'b.bin', content: 'x'.repeat(100_000) },
+  ]);
+});
+
+afterAll(() => removeDir(dir));
+
+interface Running {
+  readonly port: number;
+  readonly finished: Promise<TerminationMessage>;
+  readonly progress: Progress;
+  close(): Promise<void>;
+}
+
+async function listen(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+async function closeServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+let serial = 0;
+async function startServer(fields: Partial<UploadServerConfig> = {}): Promise<Running & { readonly target: string }> {
+  serial += 1;
+  const target = f(`target-${serial}${fields.contentType === 'archive' ? '' : '.img'}`);
+  const config: UploadServerConfig = {
+    target: { kind: fields.contentType === 'archive' ? 'directory' : 'file', path: target },
+    contentType: 'kubevirt',
+    filesystemOverhead: 0,
+    preallocation: false,
+    tls: { keyFile: '', certFile: '', clientCaFile: '' },
+    clientName: UPLOAD_PROXY_CLIENT_NAME,
+    port: 0,
+    terminationLog: '',
+    ...('scratchDir' in fields ? {} : { scratchDir: f(`scratch-${serial}`) }),
+    ...fields,
+  };
+  if (config.scratchDir !== undefined) sh('mkdir', ['-p', config.scratchDir]);
+  const progress = new Progress();
+  const upload = createUploadServer({ config, tls: { key: serverCert.key, cert: serverCert.cert, clientCa: clientCa.cert }, logger: silentLogger(), tuning: FAST_TUNING, progress });
+  const port = await listen(upload.server);
+  return { port, target, finished: upload.finished, progress, close: () => closeServer(upload.server) };
+}
+
+async function startProxy(serverPort: number, targetStatus: (ns: string, name: string) => Promise<TargetStatus> = async () => ({ kind: 'ready' })): Promise<{ port: number; close(): Promise<void> }> {
+  const server = createUploadProxy({
+    publicKey: signing.publicKey,
+    serving: { key: serverCert.key, cert: serverCert.cert },
+    client: { key: proxyClient.key, cert: proxyClient.cert, serverCa: serverCa.cert },
+    targetStatus,
+    resolveServer: () => ({ host: '127.0.0.1', port: serverPort, servername: 'localhost' }),
+    logger: silentLogger(),
+    readyWaitMs: 300,
+    readyPollMs: 50,
+  });
+  const port = await listen(server);
+  return { port, close: () => closeServer(server) };
+}
+
+const token = (claims = uploadClaims(NS, PVC, Date.now())): string => signUploadToken(claims, signing.privateKey);
+
+interface Answer {
+  readonly status: number;
+  readonly body: string;
+  readonly headers: Record<string, string | string[] | undefined>;
+}
+
+/** One request with a streamed body (a file, a buffer or a stream); TLS verified against the server CA. */
+function send(
+  port: number,
+  path: string,
+  options: { body?: string | Buffer | Readable; file?: string; bearer?: string; authorization?: string; method?: string; headers?: Record<string, string>; client?: { key: string; cert: string } } = {},
+): Promise<Answer> {
+  return new Promise<Answer>((resolve, reject) => {
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream', ...options.headers };
+    if (options.file !== undefined) headers['content-length'] = String(statSync(options.file).size);
+    else if (typeof options.body === 'string' || Buffer.isBuffer(options.body)) headers['content-length'] = String(Buffer.byteLength(options.body));
+    if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
+    if (options.authorization !== undefined) headers.authorization = options.authorization;
+    const req = request(
+      { host: '127.0.0.1', port, path, method: options.method ?? 'POST', headers, ca: serverCa.cert, servername: 'localhost', agent: false, ...(options.client ?? {}) },
+      (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
+        res.on('error', reject);
+      },
+    );
+    // A server that refuses a body answers before it is all sent; the write side may then break.
+    let answered = false;
+    req.on('error', (err) => {
+      if (!answered) reject(err);
+    });
+    if (options.file !== undefined) createReadStream(options.file).pipe(req);
+    else if (options.body === undefined || typeof options.body === 'string' || Buffer.isBuffer(options.body)) req.end(options.body);
+    else options.body.pipe(req);
+  });
+}
+
+async function withPlane<T>(fields: Partial<UploadServerConfig>, run: (s: Running & { target: string }, proxyPort: number) => Promise<T>, status?: (ns: string, name: string) => Promise<TargetStatus>): Promise<T> {
+  const server = await startServer(fields);
+  const proxy = await startProxy(server.port, status);
+  try {
+    return await run(server, proxy.port);
+  } finally {
+    await proxy.close();
+    await server.close();
+  }
+}
+
+describe('uploads through proxy and server land byte-identical', () => {
+  test('raw, sync', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+      expect(answer.status).toBe(200);
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+    }));
+
+  test('qcow2, sync (scratch, then qemu-img): qemu-img compare says identical', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Sync, { file: f('disk.qcow2'), bearer: token() });
+      expect(answer).toMatchObject({ status: 200 });
+      expect(await server.finished).toMatchObject({ kind: 'success', sourceFormat: 'qcow2' });
+      sh('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', server.target, f('disk.raw')]);
+      expect(expectSameDisk(server.target, f('disk.raw'))).toBe(true);
+    }));
+
+  test('qcow2.xz, async: 200 once the body is in, then the disk completes', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Async, { file: f('disk.qcow2.xz'), bearer: token() });
+      expect(answer.status).toBe(200);
+      expect(await server.finished).toMatchObject({ kind: 'success', sourceFormat: 'qcow2+xz' });
+      expect(expectSameDisk(server.target, f('disk.raw'))).toBe(true);
+    }));
+
+  test.each<[string, string, string]>([
+    ['raw.xz (xz writes the file), v1alpha1 path', 'disk.raw.xz', UploadPath.AlphaSync],
+    ['raw.gz (decompressed in node), chunked async', 'disk.raw.gz', UploadPath.Async],
+  ])('%s', (_what, image, path) =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const answer = await send(proxy, path, { body: createReadStream(f(image)), bearer: token() });
+      expect(answer.status).toBe(200);
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+    }));
+
+  test('a tar archive into a directory target', () =>
+    withPlane({ contentType: 'archive' }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Sync, { file: f('data.tar'), bearer: token() });
+      expect(answer.status).toBe(200);
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(join(server.target, 'dir/a.txt'), 'utf8')).toBe('hello upload\n');
+      expect(readFileSync(join(server.target, 'b.bin'), 'utf8')).toBe('x'.repeat(100_000));
+    }));
+
+  test('the form path: the "file" field of a multipart body (chunked, no Content-Length)', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const boundary = 'ferry-boundary-1234';
+      const body = new PassThrough();
+      const answered = send(proxy, UploadPath.Form, { body, bearer: token(), headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } });
+      body.write(`--${boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nnot the image\r\n`);
+      body.write(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="disk.qcow2"\r\nContent-Type: application/octet-stream\r\n\r\n`);
+      for await (const chunk of createReadStream(f('disk.qcow2'), { highWaterMark: 7777 })) body.write(chunk);
+      body.end(`\r\n--${boundary}--\r\n`);
+      expect((await answered).status).toBe(200);
+      expect(await server.finished).toMatchObject({ kind: 'success', sourceFormat: 'qcow2' });
+      expect(expectSameDisk(server.target, f('disk.raw'))).toBe(true);
+    }));
+
+  test('HEAD on the async path answers 200 (virtctl\'s probe); on the sync path 404', () =>
+    withPlane({}, async (_server, proxy) => {
+      expect((await send(proxy, UploadPath.Async, { method: 'HEAD', bearer: token() })).status).toBe(200);
+      expect((await send(proxy, UploadPath.AlphaFormAsync, { method: 'HEAD', bearer: token() })).status).toBe(200);
+      expect((await send(proxy, UploadPath.Sync, { method: 'HEAD', bearer: token() })).status).toBe(404);
+      expect((await send(proxy, UploadPath.Sync, { method: 'GET', bearer: token() })).status).toBe(404);
+      expect((await send(proxy, UploadPath.Healthz, { method: 'GET' })).status).toBe(200);
+    }));
+});
+
+describe('the status table (cdi.md §3.1b)', () => {
+  test('proxy: no or malformed Authorization 400, bad/forged/expired token 401, not an upload token 400', () =>
+    withPlane({}, async (server, proxy) => {
+      const body = 'x'.repeat(1000);
+      expect((await send(proxy, UploadPath.Sync, { body })).status).toBe(400);
+      expect((await send(proxy, UploadPath.Sync, { body, authorization: 'Basic abc' })).status).toBe(400);
+      expect((await send(proxy, UploadPath.Sync, { body, bearer: 'not.a.token' })).status).toBe(401);
+      const forged = signUploadToken(uploadClaims(NS, PVC, Date.now()), generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);
+      expect((await send(proxy, UploadPath.Sync, { body, bearer: forged })).status).toBe(401);
+      expect((await send(proxy, UploadPath.Sync, { body, bearer: token(uploadClaims(NS, PVC, Date.now() - 20 * 60_000)) })).status).toBe(401);
+      expect((await send(proxy, UploadPath.Sync, { body, bearer: token({ ...uploadClaims(NS, PVC, Date.now()), operation: TokenOperation.Clone }) })).status).toBe(400);
+      expect((await send(proxy, UploadPath.Sync, { body, bearer: token({ ...uploadClaims(NS, PVC, Date.now()), resource: { ...PVC_RESOURCE, resource: 'pods' } }) })).status).toBe(400);
+      // Nothing reached the server.
+      expect(existsSync(server.target)).toBe(false);
+    }));
+
+  test('proxy: a token for another PVC reaches only that PVC, which is not an upload target here: 503', () =>
+    withPlane(
+      {},
+      async (server, proxy) => {
+        const answer = await send(proxy, UploadPath.Sync, { body: 'abc', bearer: token(uploadClaims(NS, 'other', Date.now())) });
+        expect(answer.status).toBe(503);
+        expect(answer.body).toContain('ns1/other');
+        const another = await send(proxy, UploadPath.Sync, { body: 'abc', bearer: token(uploadClaims('ns2', PVC, Date.now())) });
+        expect(another.status).toBe(503);
+        expect(existsSync(server.target)).toBe(false);
+      },
+      async (ns, name) => (ns === NS && name === PVC ? { kind: 'ready' } : { kind: 'missing' }),
+    ));
+
+  test.each<[string, TargetStatus, string]>([
+    ['server not ready within the wait', { kind: 'not-ready' }, 'not ready'],
+    ['PVC already uploaded', { kind: 'succeeded' }, 'already finished uploading'],
+    ['PVC not an upload target', { kind: 'not-upload-target' }, 'not an upload target'],
+  ])('proxy: %s → 503', (_what, status, reason) =>
+    withPlane(
+      {},
+      async (_server, proxy) => {
+        const answer = await send(proxy, UploadPath.Sync, { body: 'abc', bearer: token() });
+        expect(answer.status).toBe(503);
+        expect(answer.body).toContain(reason);
+      },
+      async () => status,
+    ));
+
+  test('proxy: the server unreachable → 502 "error in upload-proxy: ..."', async () => {
+    const server = await startServer();
+    const port = server.port;
+    await server.close();
+    const proxy = await startProxy(port);
+    try {
+      const answer = await send(proxy.port, UploadPath.Sync, { body: 'abc', bearer: token() });
+      expect(answer.status).toBe(502);
+      expect(answer.body).toMatch(/^error in upload-proxy: /);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('server: a second concurrent upload 503; after success 409', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const started = new Promise<void>((resolve) => server.progress.subscribe((s) => s.bytes > 0 && resolve()));
+      const body = new PassThrough();
+      const first = send(proxy, UploadPath.Sync, { body, bearer: token(), headers: { 'content-length': String(SIZE) } });
+      const bytes = readFileSync(f('disk.raw'));
+      body.write(bytes.subarray(0, MiB));
+      await started;
+      const second = await send(proxy, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+      expect(second.status).toBe(503);
+      body.end(bytes.subarray(MiB));
+      expect((await first).status).toBe(200);
+      const third = await send(proxy, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+      expect(third.status).toBe(409);
+      expect(readFileSync(server.target).equals(bytes)).toBe(true);
+    }));
+
+  test('server: a client that breaks off mid-upload leaves nothing behind, and the next upload succeeds', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const started = new Promise<void>((resolve) => server.progress.subscribe((s) => s.bytes > 0 && resolve()));
+      const req = request({ host: '127.0.0.1', port: proxy, path: UploadPath.Sync, method: 'POST', ca: serverCa.cert, servername: 'localhost', agent: false, headers: { authorization: `Bearer ${token()}`, 'content-length': String(SIZE) } });
+      req.on('error', () => undefined);
+      req.write(readFileSync(f('disk.raw')).subarray(0, 2 * MiB));
+      await started;
+      req.destroy();
+      // Bounded: the server notices the broken body and is idle again (≤ 50 × 100 ms).
+      let answer: Answer | undefined;
+      for (let i = 0; i < 50; i += 1) {
+        answer = await send(proxy, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+        if (answer.status !== 503) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(answer?.status).toBe(200);
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+      expect(existsSync(`${server.target}.ferry-partial`)).toBe(false);
+    }));
+
+  test.each<[string, string]>([
+    ['raw larger than the volume (Content-Length)', 'disk.raw'],
+    ['qcow2 whose virtual size is larger than the volume', 'disk.qcow2'],
+  ])('server: %s → 400 with CDI\'s message; nothing left behind, and a retry is possible', (_what, image) =>
+    withPlane({ capacity: SIZE / 2 }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Sync, { file: f(image), bearer: token() });
+      expect(answer.status).toBe(400);
+      expect(answer.body).toMatch(/^Saving stream failed: effective image size is larger than the reported available storage: /);
+      expect(answer.headers[ERROR_CODE_HEADER]).toBe('TARGET_TOO_SMALL');
+      expect(existsSync(server.target)).toBe(false);
+      // The server is idle again, not done: a fitting image is accepted.
+      const retry = await send(proxy, UploadPath.Sync, { body: Buffer.alloc(SIZE / 2, 7), bearer: token() });
+      expect(retry.status).toBe(200);
+    }));
+
+  test('server: a qcow2 with no scratch mounted → 500 saying so; the termination message asks for scratch', () =>
+    withPlane({ capacity: SIZE, scratchDir: undefined }, async (server, proxy) => {
+      const answer = await send(proxy, UploadPath.Async, { file: f('disk.qcow2'), bearer: token() });
+      expect(answer.status).toBe(500);
+      expect(answer.body).toContain('needs scratch space');
+      expect(await server.finished).toMatchObject({ kind: 'success', scratchSpaceRequired: true });
+      expect(existsSync(server.target)).toBe(false);
+    }));
+
+  test('server: a form upload without a file field → 400', () =>
+    withPlane({}, async (_server, proxy) => {
+      const boundary = 'b0';
+      const answer = await send(proxy, UploadPath.Form, { body: `--${boundary}\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc\r\n--${boundary}--\r\n`, bearer: token(), headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } });
+      expect(answer.status).toBe(400);
+      expect(answer.body).toContain('no "file" field');
+    }));
+
+  test('server: refuses clients without the proxy\'s certificate (401); /healthz is open', async () => {
+    const server = await startServer();
+    try {
+      const body = 'abc';
+      expect((await send(server.port, UploadPath.Sync, { body })).status).toBe(401);
+      expect((await send(server.port, UploadPath.Sync, { body, client: rogueClient })).status).toBe(401);
+      expect((await send(server.port, UploadPath.Sync, { body, client: wrongCnClient })).status).toBe(401);
+      expect((await send(server.port, UploadPath.Async, { method: 'HEAD', client: rogueClient })).status).toBe(401);
+      expect((await send(server.port, UploadPath.Healthz, { method: 'GET' })).status).toBe(200);
+      expect((await send(server.port, '/elsewhere', { body, client: proxyClient })).status).toBe(404);
+      expect(existsSync(server.target)).toBe(false);
+      // The proxy's certificate is served.
+      expect((await send(server.port, UploadPath.Sync, { body: Buffer.alloc(MiB, 1), client: proxyClient })).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,217 @@
+/**
+ * The upload proxy: the cluster's one HTTPS entry for uploads, as CDI's cdi-uploadproxy. For each
+ * request it checks the bearer token (src/contract/upload-token.ts), asks whether the PVC the token
+ * names can take an upload (waiting up to 10 s for its server to be ready), and streams the body
+ * to that PVC's upload server over mutual TLS, with backpressure both ways. Every answer comes
+ * from the table in src/contract/upload-api.ts.
+ *
+ * As in CDI, the PVC comes from the token only: virtctl's URL names none.
+ */
+
+import { request as httpsRequest } from 'node:https';
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { KeyObject } from 'node:crypto';
+import type { Logger } from '../src/logging.js';
+import { bearerTokenOf, isProxyUploadPath, proxyTransportMessage, UploadAnswer, UploadPath, UPLOAD_SERVER_PORT, uploadServiceHost } from '../src/contract/upload-api.js';
+import { TokenError, type UploadTokenClaims, verifyUploadToken } from '../src/contract/upload-token.js';
+
+/** What the Kubernetes API says about an upload target (the controller part fills this in). */
+export type TargetStatus =
+  | { readonly kind: 'ready' }
+  /** An upload target whose server pod is not ready yet: worth waiting for. */
+  | { readonly kind: 'not-ready' }
+  | { readonly kind: 'missing' }
+  | { readonly kind: 'not-upload-target' }
+  | { readonly kind: 'succeeded' };
+
+/** Where the upload server of a PVC listens. */
+export interface ServerAddress {
+  readonly host: string;
+  readonly port: number;
+  /** The name its certificate must carry (SNI and verification); default `host`. */
+  readonly servername?: string;
+}
+
+/** In a cluster: CDI's per-PVC Service, `cdi-upload-<pvc>.<ns>.svc:8443`. */
+export function serviceAddress(namespace: string, name: string): ServerAddress {
+  const host = uploadServiceHost(namespace, name);
+  return { host, port: UPLOAD_SERVER_PORT, servername: host };
+}
+
+export interface UploadProxyDeps {
+  /** The token signer's public key. */
+  readonly publicKey: KeyObject;
+  /** PEM: the proxy's serving key and certificate. */
+  readonly serving: { readonly key: string | Buffer; readonly cert: string | Buffer };
+  /** PEM: the client certificate shown to upload servers, and the CA their certificates chain to. */
+  readonly client: { readonly key: string | Buffer; readonly cert: string | Buffer; readonly serverCa: string | Buffer };
+  readonly targetStatus: (namespace: string, name: string) => Promise<TargetStatus>;
+  readonly resolveServer?: (namespace: string, name: string) => ServerAddress;
+  readonly logger: Logger;
+  readonly now?: () => number;
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** How long to wait for a not-ready server (CDI: 10 s), and how often to ask. */
+  readonly readyWaitMs?: number;
+  readonly readyPollMs?: number;
+}
+
+/** Pure: the answer for a refused token: 400 for a token that is not for an upload, else 401. */
+export function tokenAnswer(code: TokenError): UploadAnswer {
+  return code === TokenError.WrongOperation || code === TokenError.WrongResource || code === TokenError.MissingTarget ? 'BadClaims' : 'BadToken';
+}
+
+/** Pure: the answer and CDI-style reason for a target that cannot take the upload now. */
+export function targetAnswer(status: Exclude<TargetStatus, { kind: 'ready' }>, namespace: string, name: string): { readonly answer: UploadAnswer; readonly reason: string } {
+  const pvc = `${namespace}/${name}`;
+  switch (status.kind) {
+    case 'missing':
+      return { answer: 'TargetUnavailable', reason: `rejecting Upload Request for PVC ${pvc} that does not exist` };
+    case 'not-upload-target':
+      return { answer: 'TargetUnavailable', reason: `rejecting Upload Request for PVC ${pvc} that is not an upload target` };
+    case 'succeeded':
+      return { answer: 'TargetUnavailable', reason: `rejecting Upload Request for PVC ${pvc} that already finished uploading` };
+    case 'not-ready':
+      return { answer: 'TargetUnavailable', reason: `the upload server for PVC ${pvc} is not ready` };
+  }
+}
+
+const escapeHtml = (text: string): string => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function send(res: ServerResponse, answer: UploadAnswer, body: string): void {
+  if (res.headersSent) return;
+  res.writeHead(UploadAnswer[answer].status, { 'content-type': 'text/plain; charset=utf-8' });
+  res.end(body);
+}
+
+/** Answers before the body is read: the rest is read and dropped (at most 10 s, then cut). */
+function sendEarly(req: IncomingMessage, res: ServerResponse, answer: UploadAnswer, body: string): void {
+  if (res.headersSent) return;
+  const bytes = Buffer.from(body);
+  res.writeHead(UploadAnswer[answer].status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': bytes.length });
+  res.write(bytes);
+  endAfterBody(req, res);
+}
+
+/**
+ * Ends `res` once the request body is read to its end (dropped), or after 10 s cuts the
+ * connection: the answer is already on the wire, and ending first would make Node close or reset
+ * a connection the client is still writing to. (The upload server has the same few lines.)
+ */
+function endAfterBody(req: IncomingMessage, res: ServerResponse): void {
+  if (req.readableEnded) {
+    res.end();
+    return;
+  }
+  const timer = setTimeout(() => req.socket.destroy(), 10_000);
+  timer.unref();
+  const finish = (): void => {
+    clearTimeout(timer);
+    res.end();
+  };
+  req.on('data', () => undefined);
+  req.once('end', finish);
+  req.once('close', finish);
+  req.resume();
+}
+
+/** Headers passed on to the server: what describes the body, nothing that authenticates. */
+function forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  for (const name of ['content-type', 'content-length', 'x-cdi-content-type']) {
+    const value = req.headers[name];
+    if (value !== undefined) headers[name] = value;
+  }
+  return headers;
+}
+
+export function createUploadProxy(deps: UploadProxyDeps): Server {
+  const now = deps.now ?? Date.now;
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const resolveServer = deps.resolveServer ?? serviceAddress;
+  const waitMs = deps.readyWaitMs ?? 10_000;
+  const pollMs = Math.max(1, deps.readyPollMs ?? 500);
+
+  async function statusOf(claims: UploadTokenClaims): Promise<TargetStatus> {
+    // Bounded: at most waitMs / pollMs + 1 questions.
+    for (let waited = 0; ; waited += pollMs) {
+      const status = await deps.targetStatus(claims.namespace, claims.name);
+      if (status.kind !== 'not-ready' || waited >= waitMs) return status;
+      await sleep(pollMs);
+    }
+  }
+
+  function forward(req: IncomingMessage, res: ServerResponse, claims: UploadTokenClaims, log: Logger): void {
+    const address = resolveServer(claims.namespace, claims.name);
+    const upstream = httpsRequest({
+      host: address.host,
+      port: address.port,
+      servername: address.servername ?? address.host,
+      method: req.method,
+      path: req.url,
+      headers: forwardedHeaders(req),
+      key: deps.client.key,
+      cert: deps.client.cert,
+      ca: deps.client.serverCa,
+      agent: false,
+    });
+    upstream.on('response', (answer) => {
+      const headers: OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(answer.headers)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') headers[name] = value;
+      res.writeHead(answer.statusCode ?? 502, headers);
+      answer.pipe(res, { end: false });
+      answer.once('end', () => {
+        log.info({ status: answer.statusCode }, 'upload answered');
+        if (!req.readableEnded) {
+          // The server answered before the body ended (refused it): stop sending it on.
+          req.unpipe(upstream);
+          upstream.destroy();
+        }
+        endAfterBody(req, res);
+      });
+    });
+    upstream.on('error', (err) => {
+      log.warn({ err: err.message }, 'cannot reach the upload server');
+      if (!res.headersSent) sendEarly(req, res, 'ProxyTransport', escapeHtml(proxyTransportMessage(err.message)));
+      else res.destroy(err);
+    });
+    // The client went away mid-body: the server sees the upload break.
+    req.once('close', () => {
+      if (!req.readableEnded) upstream.destroy();
+    });
+    req.pipe(upstream);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === UploadPath.Healthz) return send(res, 'Ok', 'OK');
+    if (!isProxyUploadPath(path)) return sendEarly(req, res, 'NotFound', 'not found');
+    const token = bearerTokenOf(req.headers.authorization);
+    if (token === undefined) return sendEarly(req, res, 'NoBearer', 'missing or malformed Authorization header (want "Bearer <token>")');
+    const verdict = verifyUploadToken(token, deps.publicKey, now());
+    if (!verdict.ok) {
+      deps.logger.info({ code: verdict.code }, `token refused: ${verdict.message}`);
+      return sendEarly(req, res, tokenAnswer(verdict.code), escapeHtml(verdict.message));
+    }
+    const { claims } = verdict;
+    const log = deps.logger.child({ namespace: claims.namespace, pvc: claims.name, path, method: req.method });
+    const status = await statusOf(claims);
+    if (status.kind !== 'ready') {
+      const { answer, reason } = targetAnswer(status, claims.namespace, claims.name);
+      log.info(reason);
+      return sendEarly(req, res, answer, escapeHtml(reason));
+    }
+    forward(req, res, claims, log);
+  }
+
+  const server = createServer({ key: deps.serving.key, cert: deps.serving.cert, minVersion: 'TLSv1.2' }, (req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      deps.logger.error({ err: (err as Error).message }, 'upload proxy error');
+      sendEarly(req, res, 'ProxyTransport', escapeHtml(proxyTransportMessage((err as Error).message)));
+    });
+  });
+  // Uploads of many gigabytes: no request timeout (CDI allows 24 h).
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  return server;
+}
