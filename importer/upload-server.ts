@@ -22,6 +22,7 @@ import { type ImportTuning, runImport } from './engine.js';
 import { Progress } from './progress.js';
 import { contentLengthOf, pulled, uploadBody } from './sources/upload-source.js';
 import { boundaryOf, formField } from './upload-server-multipart.js';
+import { endAfterBody } from '../src/io/http-answer.js';
 
 /** The header that carries Ferry's error code beside CDI's text body. */
 export const ERROR_CODE_HEADER = 'x-ferry-error-code';
@@ -71,27 +72,6 @@ function sendEarly(req: IncomingMessage, res: ServerResponse, answer: UploadAnsw
   endAfterBody(req, res);
 }
 
-/**
- * Ends `res` once the request body is read to its end (dropped), or after 10 s cuts the
- * connection: the answer is already on the wire, and ending first would make Node close or reset
- * a connection the client is still writing to. (The proxy has the same few lines.)
- */
-function endAfterBody(req: IncomingMessage, res: ServerResponse): void {
-  if (req.readableEnded) {
-    res.end();
-    return;
-  }
-  const timer = setTimeout(() => req.socket.destroy(), 10_000);
-  timer.unref();
-  const finish = (): void => {
-    clearTimeout(timer);
-    res.end();
-  };
-  req.on('data', () => undefined);
-  req.once('end', finish);
-  req.once('close', finish);
-  req.resume();
-}
 
 function clientAllowed(req: IncomingMessage, clientName: string): boolean {
   const socket = req.socket as TLSSocket;

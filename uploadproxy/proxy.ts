@@ -15,6 +15,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Logger } from '../src/logging.js';
 import { bearerTokenOf, isProxyUploadPath, proxyTransportMessage, UploadAnswer, UploadPath, UPLOAD_SERVER_PORT, uploadServiceHost } from '../src/contract/upload-api.js';
 import { TokenError, type UploadTokenClaims, verifyUploadToken } from '../src/contract/upload-token.js';
+import { endAfterBody } from '../src/io/http-answer.js';
 
 /** What the Kubernetes API says about an upload target (the controller part fills this in). */
 export type TargetStatus =
@@ -93,27 +94,6 @@ function sendEarly(req: IncomingMessage, res: ServerResponse, answer: UploadAnsw
   endAfterBody(req, res);
 }
 
-/**
- * Ends `res` once the request body is read to its end (dropped), or after 10 s cuts the
- * connection: the answer is already on the wire, and ending first would make Node close or reset
- * a connection the client is still writing to. (The upload server has the same few lines.)
- */
-function endAfterBody(req: IncomingMessage, res: ServerResponse): void {
-  if (req.readableEnded) {
-    res.end();
-    return;
-  }
-  const timer = setTimeout(() => req.socket.destroy(), 10_000);
-  timer.unref();
-  const finish = (): void => {
-    clearTimeout(timer);
-    res.end();
-  };
-  req.on('data', () => undefined);
-  req.once('end', finish);
-  req.once('close', finish);
-  req.resume();
-}
 
 /** Headers passed on to the server: what describes the body, nothing that authenticates. */
 function forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
