@@ -8,12 +8,13 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { type DataVolume, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import type { Logger } from '../../src/logging.js';
-import { errorLine, isKube, KubeError, kubeCall } from '../runtime/errors.js';
+import { errorLine, kubeGet } from '../runtime/errors.js';
 import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
 import { objectKey } from '../runtime/keys.js';
 import { WorkQueue } from '../runtime/work-queue.js';
 import { DataVolumeWriter } from './apply.js';
 import { type DvReconcileDeps, reconcileDataVolume } from './reconcile.js';
+import { crdServed } from '../runtime/crds.js';
 
 export interface DataVolumeControllerDeps {
   readonly kubeConfig: KubeConfig;
@@ -56,12 +57,7 @@ export class DataVolumeController {
       logger: deps.logger,
       now: deps.now ?? Date.now,
       readPvc: async (namespace, name) => {
-        try {
-          return await kubeCall({ verb: 'get', resource: 'persistentvolumeclaims', namespace, name }, () => core.readNamespacedPersistentVolumeClaim({ namespace, name }));
-        } catch (err) {
-          if (isKube(err, KubeError.NotFound)) return undefined;
-          throw err;
-        }
+        return kubeGet({ verb: 'get', resource: 'persistentvolumeclaims', namespace, name }, () => core.readNamespacedPersistentVolumeClaim({ namespace, name }));
       },
     };
     this.queue = new WorkQueue((key) => reconcileDataVolume(key, reconcileDeps), {
@@ -78,10 +74,7 @@ export class DataVolumeController {
 
   /** Starts the informers; resolves once the caches are filled, or once the CRD was found missing. */
   async start(): Promise<void> {
-    try {
-      await kubeCall({ verb: 'list', resource: `${DV_PLURAL}.${DV_GROUP}` }, () => this.custom.listClusterCustomObject({ group: DV_GROUP, version: DV_VERSION, plural: DV_PLURAL, limit: 1 }));
-    } catch (err) {
-      if (!isKube(err, KubeError.NotFound)) throw err;
+    if (!(await crdServed(this.custom, DV_GROUP, DV_VERSION, DV_PLURAL))) {
       this.deps.logger.warn('the cdi.kubevirt.io DataVolume CRD is not installed (manifests/crds); the DataVolume controller waits for it');
       this.synced = true;
       this.retry = setTimeout(() => {

@@ -145,6 +145,16 @@ export async function kubeCall<T>(op: KubeOp, call: () => Promise<T>): Promise<T
   }
 }
 
+/** A read through `kubeCall` where NotFound is an answer, not a failure: undefined. */
+export async function kubeGet<T>(op: KubeOp, call: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await kubeCall(op, call);
+  } catch (err) {
+    if (isKube(err, KubeError.NotFound)) return undefined;
+    throw err;
+  }
+}
+
 /** For logs: an API error's one line, any other error's message (first line). */
 export function errorLine(err: unknown): string {
   if (err instanceof KubeApiError) return err.message;

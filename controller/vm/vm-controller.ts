@@ -11,7 +11,7 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, ty
 import { type DataVolume, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { claimOf, dataVolumeNames, GROUP, Plural, VERSION, VmLabel } from '../../src/api/kubevirt.js';
 import type { Logger } from '../../src/logging.js';
-import { errorLine, isKube, KubeError, kubeCall } from '../runtime/errors.js';
+import { errorLine, kubeGet } from '../runtime/errors.js';
 import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
 import { kindKey } from '../runtime/keys.js';
 import { WorkQueue } from '../runtime/work-queue.js';
@@ -21,6 +21,7 @@ import { scrapeLauncher } from './launcher-scrape.js';
 import { reconcileVmKey, type VmiObject, VmKey, type VmObject, type VmReconcileDeps } from './reconcile.js';
 import type { VmConfig } from './vm-plan.js';
 import type { LauncherReport } from './vmi-plan.js';
+import { crdServed } from '../runtime/crds.js';
 
 export const LAUNCHER_POD_SELECTOR = `${VmLabel.App}=${VmLabel.AppLauncher}`;
 
@@ -75,23 +76,13 @@ export class VmController {
       logger: deps.logger,
       now: deps.now ?? Date.now,
       readPod: async (namespace, name) => {
-        try {
-          return await kubeCall({ verb: 'get', resource: 'pods', namespace, name }, () => core.readNamespacedPod({ namespace, name }));
-        } catch (err) {
-          if (isKube(err, KubeError.NotFound)) return undefined;
-          throw err;
-        }
+        return kubeGet({ verb: 'get', resource: 'pods', namespace, name }, () => core.readNamespacedPod({ namespace, name }));
       },
       readDataVolume: async (namespace, name) => {
         if (!this.caches?.dvs) return undefined;
-        try {
-          return (await kubeCall({ verb: 'get', resource: DV_PLURAL, namespace, name }, () =>
-            this.custom.getNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, name }),
-          )) as DataVolume;
-        } catch (err) {
-          if (isKube(err, KubeError.NotFound)) return undefined;
-          throw err;
-        }
+        return (await kubeGet({ verb: 'get', resource: DV_PLURAL, namespace, name }, () =>
+          this.custom.getNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, name }),
+        )) as DataVolume | undefined;
       },
       scrape: deps.scrape ?? scrapeLauncher,
       reports: new Map(),
@@ -110,10 +101,7 @@ export class VmController {
 
   /** Starts the informers; resolves once the caches are filled, or once the CRDs were found missing. */
   async start(): Promise<void> {
-    try {
-      await kubeCall({ verb: 'list', resource: `${Plural.VMI}.${GROUP}` }, () => this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: Plural.VMI, limit: 1 }));
-    } catch (err) {
-      if (!isKube(err, KubeError.NotFound)) throw err;
+    if (!(await crdServed(this.custom, GROUP, VERSION, Plural.VMI))) {
       this.deps.logger.warn('the kubevirt.io/v1 CRDs are not installed (manifests/crds); the VM controller waits for them');
       this.synced = true;
       this.retry = setTimeout(() => {
@@ -150,14 +138,9 @@ export class VmController {
 
   /** Whether the apiserver serves DataVolumes (CRD installed). */
   private async dataVolumesServed(): Promise<boolean> {
-    try {
-      await kubeCall({ verb: 'list', resource: `${DV_PLURAL}.${DV_GROUP}` }, () => this.custom.listClusterCustomObject({ group: DV_GROUP, version: DV_VERSION, plural: DV_PLURAL, limit: 1 }));
-      return true;
-    } catch (err) {
-      if (!isKube(err, KubeError.NotFound)) throw err;
-      this.deps.logger.warn('the cdi.kubevirt.io DataVolume CRD is not installed (manifests/crds); VMs with dataVolumeTemplates cannot start');
-      return false;
-    }
+    if (await crdServed(this.custom, DV_GROUP, DV_VERSION, DV_PLURAL)) return true;
+    this.deps.logger.warn('the cdi.kubevirt.io DataVolume CRD is not installed (manifests/crds); VMs with dataVolumeTemplates cannot start');
+    return false;
   }
 
   /** The caches and their handlers, made once. */
