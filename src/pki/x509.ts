@@ -10,7 +10,6 @@
  */
 
 import { createHash, generateKeyPairSync, type KeyObject, createPrivateKey, randomBytes, sign, X509Certificate } from 'node:crypto';
-import { isIP } from 'node:net';
 import * as der from './der.js';
 
 const OID = {
@@ -62,6 +61,13 @@ function name(subject: Subject): Buffer {
 
 function extension(type: string, critical: boolean, value: Buffer): Buffer {
   return der.sequence(der.oid(type), ...(critical ? [der.boolean(true)] : []), der.octetString(value));
+}
+
+/** 4 or 6 for an IP address literal, 0 for a host name (node:net's isIP, without the I/O module). */
+function isIP(host: string): 0 | 4 | 6 {
+  if (/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(host)) return 4;
+  if (host.includes(':') && /^[0-9a-fA-F:]+$/.test(host) && host.split('::').length <= 2) return 6;
+  return 0;
 }
 
 function ipBytes(ip: string): Buffer {
