@@ -15,6 +15,7 @@ Commands:
   launcher   run one VirtualMachineInstance: libvirtd, the domain, its console (ferry launcher --help)
   console    attach to a guest's serial console (ferry console <vmi>, or --socket PATH locally)
   vnc        a local port for a VNC viewer to a guest's display (ferry vnc <vmi>)
+  version    print Ferry's version (also what the pod that binds WaitForFirstConsumer volumes runs)
 `;
 
 async function run() {
@@ -63,6 +64,13 @@ async function run() {
     case 'uploadproxy': {
       const { uploadProxyMain } = await import('../dist/uploadproxy/main.js');
       return uploadProxyMain(process.env);
+    }
+    case 'version':
+    case '--version': {
+      const { readFileSync } = await import('node:fs');
+      const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+      process.stdout.write(`ferry ${version}\n`);
+      return 0;
     }
     case undefined:
     case '-h':

@@ -15,6 +15,7 @@ import {
   DvPhase,
   DvReason,
 } from '../../src/api/datavolume.js';
+import { markedWaiting } from '../runtime/binding.js';
 import type { SourceRoute } from './claim.js';
 
 /** A condition before its times are set. */
@@ -46,9 +47,14 @@ export function withTimes(current: readonly DataVolumeCondition[] | undefined, w
   });
 }
 
-/** Bound, from the PVC's phase (CDI's messages). */
+/** Bound, from the PVC's phase (CDI's messages), or from `storage.condition.bound*` while the PVC is not Bound. */
 export function boundCondition(pvc: V1PersistentVolumeClaim): ConditionWanted {
   const name = pvc.metadata?.name ?? '';
+  const a = pvc.metadata?.annotations ?? {};
+  if (pvc.status?.phase !== 'Bound' && a[Annotation.BoundCondition] !== undefined) {
+    const status: ConditionStatus = a[Annotation.BoundCondition]!.toLowerCase() === 'true' ? 'True' : 'False';
+    return cond(DvConditionType.Bound, status, a[Annotation.BoundReason] ?? '', a[Annotation.BoundMessage] ?? '');
+  }
   switch (pvc.status?.phase) {
     case 'Bound':
       return cond(DvConditionType.Bound, 'True', DvReason.Bound, `PVC ${name} Bound`);
@@ -77,7 +83,7 @@ export function statusFromClaim(pvc: V1PersistentVolumeClaim, route: SourceRoute
   // An adopted PVC that asks for no import holds its data already (CDI's populated-claim rule).
   const requested = a[Annotation.Endpoint] !== undefined || a[Annotation.Source] !== undefined;
   const worker = requested ? route?.phase(a) : DvPhase.Succeeded;
-  const phase = worker ?? (pvc.status?.phase === 'Bound' ? DvPhase.PVCBound : DvPhase.Pending);
+  const phase = worker ?? (pvc.status?.phase === 'Bound' ? DvPhase.PVCBound : markedWaiting(pvc) ? DvPhase.WaitForFirstConsumer : DvPhase.Pending);
   const running = requested ? runningCondition(a, phase === DvPhase.Failed) : cond(DvConditionType.Running, 'False', DvReason.Completed, 'the PVC was populated before the DataVolume adopted it');
   const ready =
     phase === DvPhase.Succeeded

@@ -4,7 +4,7 @@
  * re-queued on a timer, so a missed event only delays work.
  */
 
-import { CoreV1Api, type KubeConfig, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type V1PersistentVolumeClaim, type V1Pod, type V1StorageClass } from '@kubernetes/client-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { IMPORTER_POD_SELECTOR } from '../../src/api/cdi.js';
 import type { Logger } from '../../src/logging.js';
@@ -33,6 +33,7 @@ export class ImportController {
   private readonly ownsInformers: boolean;
   private readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
   private readonly pods: SharedInformer<V1Pod>;
+  private readonly storageClasses: SharedInformer<V1StorageClass>;
   private readonly queue: WorkQueue;
   private resync: NodeJS.Timeout | undefined;
   private synced = false;
@@ -42,6 +43,7 @@ export class ImportController {
     this.informers = deps.informers ?? new InformerFactory(deps.kubeConfig, deps.config.namespaces, deps.logger);
     this.pvcs = this.informers.pvcs();
     this.pods = this.informers.pods(IMPORTER_POD_SELECTOR);
+    this.storageClasses = this.informers.storageClasses();
     const writer = new ImportWriter(deps.kubeConfig.makeApiClient(CoreV1Api));
     const now = deps.now ?? Date.now;
     const reconciles = new Counter({ name: 'ferry_controller_reconcile_total', help: 'Reconciles by result', labelNames: ['result'], registers: [deps.registry] });
@@ -57,7 +59,11 @@ export class ImportController {
         const end = duration.startTimer();
         try {
           const result = await reconcile(key, {
-            caches: { getPvc: (ns, name) => this.pvcs.get(name, ns), getPod: (ns, name) => this.pods.get(name, ns) },
+            caches: {
+              getPvc: (ns, name) => this.pvcs.get(name, ns),
+              getPod: (ns, name) => this.pods.get(name, ns),
+              getStorageClass: (name) => this.storageClasses.get(name, ''),
+            },
             writer,
             config: deps.config,
             logger: deps.logger,
@@ -92,7 +98,7 @@ export class ImportController {
   async start(): Promise<void> {
     this.pvcs.onChange((pvc) => this.enqueuePvc(pvc));
     this.pods.onChange((pod) => this.enqueueOwner(pod));
-    await Promise.all([this.pvcs.start(), this.pods.start()]);
+    await Promise.all([this.pvcs.start(), this.pods.start(), this.storageClasses.start()]);
     this.synced = true;
     const all = (): void => {
       for (const pvc of this.pvcs.list()) this.enqueuePvc(pvc);

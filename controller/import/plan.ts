@@ -11,12 +11,15 @@ import { decodeTermination, type TerminationMessage } from '../../src/contract/t
 import type { ControllerConfig } from '../config.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
 import { backoffMs } from '../../src/backoff.js';
+import { NOT_WAITING, WAIT_FOR_FIRST_CONSUMER, waitingAnnotations } from '../runtime/binding.js';
 
 export interface Observed {
   readonly pvc: V1PersistentVolumeClaim;
   /** The pod with the importer's deterministic name, if any. */
   readonly pod?: V1Pod;
   readonly scratchPvc?: V1PersistentVolumeClaim;
+  /** The PVC's storage class binds on first consumer and nothing has consumed it yet (runtime/binding.ts). */
+  readonly waitForFirstConsumer?: boolean;
   /** Milliseconds since the epoch. */
   readonly now: number;
 }
@@ -118,6 +121,12 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
   }
 
   const ctx: Context = { pvc, request, current, scratchPvc, now, config };
+  if (!pod && observed.waitForFirstConsumer) {
+    // CDI's HonorWaitForFirstConsumer: the workload that consumes the PVC picks its node; import after.
+    const waiting = waitingAnnotations(pvc);
+    const changes = annotate(current, waiting);
+    return { actions: [...changes, ...withEvent(changes, 'Normal', EventReason.WaitForFirstConsumer, waiting[Annotation.BoundMessage] ?? '')] };
+  }
   if (!pod) return planStart(ctx);
 
   switch (pod.status?.phase) {
@@ -168,6 +177,7 @@ function planStart({ pvc, request, current, scratchPvc, now, config }: Context):
       [Annotation.ImportPodName]: importerPodName(pvc.metadata?.name ?? ''),
       [Annotation.PodPhase]: PodPhase.Pending,
       [Annotation.PodRestarts]: current[Annotation.PodRestarts] ?? '0',
+      ...(current[Annotation.BoundReason] === WAIT_FOR_FIRST_CONSUMER ? NOT_WAITING : {}),
     }),
   );
   actions.push({ type: 'createPod', pod: buildImporterPod(pvc, request, config, { withScratch }) });

@@ -3,10 +3,11 @@
  * at the whole current state of one PVC.
  */
 
-import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import type { V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes/client-node';
 import { Annotation } from '../../src/api/cdi.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
+import { waitsForFirstConsumer } from '../runtime/binding.js';
 import { splitKey } from '../runtime/keys.js';
 import type { HandlerResult } from '../runtime/work-queue.js';
 import type { ImportWriter } from './apply.js';
@@ -17,6 +18,7 @@ import { formatProgress } from './progress-scrape.js';
 export interface Caches {
   getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;
   getPod(namespace: string, name: string): V1Pod | undefined;
+  getStorageClass(name: string): V1StorageClass | undefined;
 }
 
 export interface ReconcilerDeps {
@@ -37,6 +39,7 @@ export async function reconcile(key: string, deps: ReconcilerDeps): Promise<Hand
       pvc,
       pod: deps.caches.getPod(namespace, importerPodName(name)),
       scratchPvc: deps.caches.getPvc(namespace, scratchPvcName(name)),
+      waitForFirstConsumer: waitsForFirstConsumer(pvc, pvc.spec?.storageClassName ? deps.caches.getStorageClass(pvc.spec.storageClassName) : undefined),
       now: deps.now(),
     },
     deps.config,

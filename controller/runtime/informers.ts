@@ -13,8 +13,10 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
   makeInformer,
+  StorageV1Api,
   type V1PersistentVolumeClaim,
   type V1Pod,
+  type V1StorageClass,
 } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
 import { errorLine, kubeCall } from './errors.js';
@@ -130,6 +132,7 @@ export class InformerFactory {
   private readonly informers = new Map<string, Shared<KubernetesObject>>();
   private readonly core: CoreV1Api;
   private readonly customApi: CustomObjectsApi;
+  private readonly storage: StorageV1Api;
   private stopped = false;
 
   constructor(
@@ -140,6 +143,12 @@ export class InformerFactory {
   ) {
     this.core = kubeConfig.makeApiClient(CoreV1Api);
     this.customApi = kubeConfig.makeApiClient(CustomObjectsApi);
+    this.storage = kubeConfig.makeApiClient(StorageV1Api);
+  }
+
+  /** Every StorageClass (cluster-scoped: one watch whatever the namespaces). */
+  storageClasses(): SharedInformer<V1StorageClass> {
+    return this.shared('storageclasses.storage.k8s.io', undefined, () => '/apis/storage.k8s.io/v1/storageclasses', () => this.storage.listStorageClass(), true);
   }
 
   /** Every PVC in the watched namespaces. */
@@ -175,11 +184,11 @@ export class InformerFactory {
     await Promise.all([...this.informers.values()].map((i) => i.stop()));
   }
 
-  private shared<T extends KubernetesObject>(what: string, labelSelector: string | undefined, path: (ns: string) => string, list: ListFn<T>): SharedInformer<T> {
+  private shared<T extends KubernetesObject>(what: string, labelSelector: string | undefined, path: (ns: string) => string, list: ListFn<T>, clusterScoped = false): SharedInformer<T> {
     const id = `${what}?${labelSelector ?? ''}`;
     let informer = this.informers.get(id) as Shared<T> | undefined;
     if (!informer) {
-      informer = new Shared<T>(this.kubeConfig, what, this.namespaces, path, list, labelSelector, this.logger, () => this.stopped);
+      informer = new Shared<T>(this.kubeConfig, what, clusterScoped ? [] : this.namespaces, path, list, labelSelector, this.logger, () => this.stopped);
       this.informers.set(id, informer as unknown as Shared<KubernetesObject>);
     }
     return informer;

@@ -95,8 +95,14 @@ export function templateState(vm: VirtualMachine, name: string, dv: DataVolume |
   return phaseState(name, dv);
 }
 
-/** Whether a state lets the VMI start (KubeVirt lets WaitForFirstConsumer through to a consumer pod; Ferry has none to offer, so it waits). */
+/** Whether a DataVolume has its data. */
 export const isReady = (s: DvState): boolean => s.kind === 'succeeded';
+/**
+ * Whether a state lets the VM create its VMI: KubeVirt lets WaitForFirstConsumer through, since the
+ * VMI's pod is the consumer (the VMI controller then binds the volume with a temporary pod and
+ * holds its launcher back until the import is done: vmi-plan.ts, provisioning-pod.ts).
+ */
+export const letsVmiStart = (s: DvState): boolean => s.kind === 'succeeded' || s.kind === 'waitingForConsumer';
 export const isBroken = (s: DvState): boolean => s.kind === 'failed' || s.kind === 'foreign';
 
 function describe(s: DvState): string {

@@ -14,7 +14,7 @@ import type { VmWriter } from './apply.js';
 import { type LauncherConfig, launcherPodName } from './launcher-pod.js';
 import { launcherReport } from './launcher-scrape.js';
 import { planVm, type VmConfig } from './vm-plan.js';
-import { type LauncherReport, planVmi } from './vmi-plan.js';
+import { type LauncherReport, planVmi, provisioningPodName } from './vmi-plan.js';
 
 export type VmObject = VirtualMachine & KubernetesObject;
 export type VmiObject = VirtualMachineInstance & KubernetesObject;
@@ -83,7 +83,11 @@ export async function reconcileVmi(namespace: string, name: string, deps: VmReco
   if (getDv) for (const dv of dataVolumeNames(vmi.spec)) dataVolumes.set(dv, getDv(namespace, dv));
   const uid = pod?.metadata?.uid;
   const report = launcherReport(pod, uid ? deps.reports.get(uid) : undefined);
-  const plan = planVmi({ vmi, ...(pod ? { pod } : {}), claims, dataVolumes, ...(report ? { report } : {}), now: deps.now() }, deps.config);
+  const provisioningPod = deps.caches.getPod(namespace, provisioningPodName(vmi));
+  const plan = planVmi(
+    { vmi, ...(pod ? { pod } : {}), ...(provisioningPod ? { provisioningPod } : {}), claims, dataVolumes, ...(report ? { report } : {}), now: deps.now() },
+    deps.config,
+  );
   const log = deps.logger.child({ vmi: `${namespace}/${name}` });
   for (const action of plan.actions) {
     if (action.type !== 'patchStatus') log.info({ action: action.type, ...(action.type === 'event' ? { reason: action.reason } : {}) }, 'applying');

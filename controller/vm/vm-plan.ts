@@ -34,7 +34,7 @@ import type { DataVolume } from '../../src/api/datavolume.js';
 import { ConditionReason, DataVolumeEventReason, dataVolumeNames } from '../../src/api/kubevirt.js';
 import { firmwareUuid } from '../../src/api/kubevirt-defaults.js';
 import { type ConditionInput, conditionStatus, nextConditions, sameJson } from './conditions.js';
-import { dataVolumeFromTemplate, dataVolumesReady, type DvState, isBroken, isReady, type ObservedDataVolumes, phaseState, templateState, vmOwnerReference } from './datavolumes.js';
+import { dataVolumeFromTemplate, dataVolumesReady, type DvState, isBroken, letsVmiStart, type ObservedDataVolumes, phaseState, templateState, vmOwnerReference } from './datavolumes.js';
 import { backoffMs } from '../../src/backoff.js';
 
 export interface VmConfig {
@@ -151,17 +151,16 @@ function printable(vm: VirtualMachine, vmi: VirtualMachineInstance | undefined, 
   const scheduled = live ? vmi.status?.conditions?.find((c) => c.type === ConditionType.PodScheduled) : undefined;
   if (scheduled?.reason === ConditionReason.PvcNotFound) return PrintableStatus.ErrorPvcNotFound;
   if (volumes.some(isBroken)) return PrintableStatus.DataVolumeError;
-  if (volumes.some((s) => s.kind === 'importing' || s.kind === 'orphan' || s.kind === 'deleting' || (s.kind === 'missing' && toStart)) || scheduled?.reason === ConditionReason.DataVolumeNotReady) {
-    return PrintableStatus.Provisioning;
-  }
-  if (toStart && volumes.some((s) => s.kind === 'waitingForConsumer')) return PrintableStatus.WaitingForVolumeBinding;
+  const busy = volumes.some((s) => s.kind === 'importing' || s.kind === 'orphan' || s.kind === 'deleting' || (s.kind === 'missing' && toStart));
+  if (toStart && !busy && volumes.some((s) => s.kind === 'waitingForConsumer')) return PrintableStatus.WaitingForVolumeBinding;
+  if (busy || scheduled?.reason === ConditionReason.DataVolumeNotReady) return PrintableStatus.Provisioning;
   if (!vmi || isFinal(phase)) return backingOff ? PrintableStatus.CrashLoopBackOff : PrintableStatus.Stopped;
   return PrintableStatus.Starting;
 }
 
 interface DataVolumePlan {
   readonly actions: VmAction[];
-  /** Every template's DataVolume has Succeeded (and is the VM's): the VMI may be created. */
+  /** Every template's DataVolume has Succeeded or waits for a first consumer (and is the VM's): the VMI may be created. */
   readonly ready: boolean;
   /** The state of each DataVolume the VM names, templates first. */
   readonly states: DvState[];
@@ -190,7 +189,7 @@ function planDataVolumes(vm: VirtualMachine, observed: ObservedDataVolumes, prev
       });
     }
   }
-  const ready = states.every(isReady);
+  const ready = states.every(letsVmiStart);
   // DataVolumes the template's volumes name that no template creates: their phase, whoever owns them.
   for (const name of dataVolumeNames(vm.spec.template.spec)) {
     if (!states.some((s) => s.name === name) && observed.has(name)) states.push(phaseState(name, observed.get(name)));

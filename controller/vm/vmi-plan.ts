@@ -32,6 +32,8 @@ import { defaultVmiSpec, validateVmiSpec } from '../../src/api/kubevirt-defaults
 import { type ConditionInput, nextConditions, sameJson } from './conditions.js';
 import { buildLauncherPod, type ClaimInfo, type LauncherConfig, launcherPodName } from './launcher-pod.js';
 import { dataVolumesReady, describeDvState, type DvState, type ObservedDataVolumes, phaseState } from './datavolumes.js';
+import { buildProvisioningPod, provisioningPodName } from './provisioning-pod.js';
+import { markedWaiting } from '../runtime/binding.js';
 
 /** What the launcher said about the guest: its termination message, or its live /status. */
 export interface LauncherReport {
@@ -46,6 +48,8 @@ export interface VmiObserved {
   readonly vmi: VirtualMachineInstance;
   /** The pod with the launcher's deterministic name for this VMI, if any. */
   readonly pod?: V1Pod;
+  /** The temporary pod that binds WaitForFirstConsumer volumes (provisioning-pod.ts), if any. */
+  readonly provisioningPod?: V1Pod;
   /** Each claim the VMI's volumes name → the PVC, or undefined when it does not exist. */
   readonly claims: ReadonlyMap<string, V1PersistentVolumeClaim | undefined>;
   /** Each DataVolume the VMI's volumes name → the cached one (undefined: none of that name). */
@@ -176,7 +180,33 @@ function emulationCondition(observed: VmiObserved): ConditionInput[] {
   return [{ type: ConditionType.SoftwareEmulation, status: 'True', reason: ConditionReason.NoKvm, message: 'the guest runs under QEMU TCG (no usable /dev/kvm on the node)' }];
 }
 
+/** The claims the VMI's volumes name that wait for a first consumer (runtime/binding.ts). */
+function waitingClaims(vmi: VirtualMachineInstance, claims: VmiObserved['claims']): string[] {
+  const names = (vmi.spec.volumes ?? []).flatMap((v) => {
+    const claim = claimOf(v);
+    return claim && markedWaiting(claims.get(claim.claimName)) ? [claim.claimName] : [];
+  });
+  return [...new Set(names)];
+}
+
+/** Why the provisioning pod has not bound the volumes yet, from its PodScheduled condition. */
+function provisioningMessage(waiting: readonly string[], pod: V1Pod | undefined): string {
+  const scheduled = pod?.status?.conditions?.find((c) => c.type === 'PodScheduled');
+  const why = scheduled && scheduled.status !== 'True' && scheduled.message ? `: ${scheduled.message}` : '';
+  return `PVC ${waiting.join(', ')} wait for a first consumer; pod ${pod?.metadata?.name ?? '(being created)'} consumes them so they bind${why}`;
+}
+
 export function planVmi(observed: VmiObserved, config: LauncherConfig): VmiPlan {
+  const withBinding = planVmiLauncher(observed, config);
+  // The temporary binding pod goes as soon as nothing waits (or the VMI is going away).
+  const temp = observed.provisioningPod;
+  if (!temp || temp.metadata?.deletionTimestamp) return withBinding;
+  const stillWaiting = !observed.vmi.metadata.deletionTimestamp && !isFinal(observed.vmi.status?.phase) && waitingClaims(observed.vmi, observed.claims).length > 0;
+  if (stillWaiting) return withBinding;
+  return { ...withBinding, actions: [...withBinding.actions, { type: 'deletePod', name: temp.metadata?.name ?? '' }] };
+}
+
+function planVmiLauncher(observed: VmiObserved, config: LauncherConfig): VmiPlan {
   const { vmi, pod } = observed;
   const finalizers = vmi.metadata.finalizers ?? [];
   const phase = vmi.status?.phase;
@@ -227,7 +257,20 @@ export function planVmi(observed: VmiObserved, config: LauncherConfig): VmiPlan 
     }
     const blocking = claimsBlocking(vmi, observed.claims, states);
     if (blocking) {
-      const status = statusFrom(observed, { phase: VmiPhase.Pending, conditions: [notReady(ConditionReason.PodNotExists), blocking] }, spec);
+      const waiting = waitingClaims(vmi, observed.claims);
+      const conditions: ConditionInput[] = [notReady(ConditionReason.PodNotExists), blocking];
+      if (waiting.length > 0) {
+        const temp = observed.provisioningPod;
+        conditions.push({ type: ConditionType.Provisioning, status: 'True', reason: ConditionReason.WaitForFirstConsumer, message: provisioningMessage(waiting, temp) });
+        if (!temp) {
+          const created = buildProvisioningPod({ ...vmi, spec }, claimInfo(observed.claims), waiting, config);
+          actions.push(
+            { type: 'createPod', pod: created },
+            { type: 'event', eventType: 'Normal', reason: 'SuccessfulCreate', message: `Created temporary pod ${created.metadata?.name ?? ''} to bind PVC ${waiting.join(', ')} (WaitForFirstConsumer)` },
+          );
+        }
+      }
+      const status = statusFrom(observed, { phase: VmiPhase.Pending, conditions }, spec);
       return { actions: [...actions, ...patchIfChanged(observed, status)] };
     }
     const defaulted: VirtualMachineInstance = { ...vmi, spec };
@@ -295,4 +338,4 @@ export function planVmi(observed: VmiObserved, config: LauncherConfig): VmiPlan 
   };
 }
 
-export { launcherPodName };
+export { launcherPodName, provisioningPodName };

@@ -17,6 +17,8 @@ export const Annotation = {
   Checksum: `${CDI}/storage.import.checksum`,
   RetainAfterCompletion: `${CDI}/storage.pod.retainAfterCompletion`,
   PreallocationRequested: `${CDI}/storage.preallocation.requested`,
+  /** Present (any value, as CDI reads it): import now, even where the storage class binds on first consumer. */
+  ImmediateBinding: `${CDI}/storage.bind.immediate.requested`,
 
   // Status (written by the controller).
   ImportPodName: `${CDI}/storage.import.importPodName`,
@@ -28,6 +30,10 @@ export const Annotation = {
   RunningCondition: `${CDI}/storage.condition.running`,
   RunningMessage: `${CDI}/storage.condition.running.message`,
   RunningReason: `${CDI}/storage.condition.running.reason`,
+  /** Overrides a DataVolume's Bound condition while the PVC is not Bound (CDI's storage.condition.bound*). */
+  BoundCondition: `${CDI}/storage.condition.bound`,
+  BoundMessage: `${CDI}/storage.condition.bound.message`,
+  BoundReason: `${CDI}/storage.condition.bound.reason`,
   CreatedByController: `${CDI}/storage.createdByController`,
 
   // Ferry's own.
@@ -74,6 +80,7 @@ export const EventReason = {
   ImportFailed: 'ErrImportFailed',
   ScratchRequired: 'ScratchSpaceRequired',
   InvalidRequest: 'ErrInvalidImportRequest',
+  WaitForFirstConsumer: 'WaitForFirstConsumer',
 } as const;
 export type EventReason = (typeof EventReason)[keyof typeof EventReason];
 

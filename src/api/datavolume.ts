@@ -7,6 +7,7 @@
 
 import type { KubernetesObject, V1ObjectMeta, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
 import { MiB, parseQuantity } from '../quantity.js';
+import { Annotation } from './cdi.js';
 
 export const DV_GROUP = 'cdi.kubevirt.io';
 export const DV_VERSION = 'v1beta1';
@@ -113,6 +114,8 @@ export const DvReason = {
   ClaimExists: 'ClaimExists',
   /** A spec the controller cannot render (the CRD's rules let it through). */
   InvalidSpec: 'InvalidSpec',
+  /** The PVC's storage class binds on first consumer and nothing consumes it yet. */
+  WaitForFirstConsumer: 'WaitForFirstConsumer',
 } as const;
 export type DvReason = (typeof DvReason)[keyof typeof DvReason];
 
@@ -148,7 +151,8 @@ export const DvAnnotation = {
   AllowClaimAdoption: `${DV_GROUP}/allowClaimAdoption`,
   /** On a PVC: already populated for the DataVolume of this name. */
   PopulatedFor: `${DV_GROUP}/storage.populatedFor`,
-  BindImmediate: `${DV_GROUP}/storage.bind.immediate.requested`,
+  /** Passed to the PVC: import now, even where the storage class binds on first consumer. */
+  BindImmediate: Annotation.ImmediateBinding,
 } as const;
 
 /** DataVolume annotations that do not pass to the PVC (the rest do, as in CDI). */

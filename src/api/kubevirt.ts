@@ -40,6 +40,8 @@ export const ConditionType = {
   Failure: 'Failure',
   /** Whether every DataVolume the VMI (or the VM's template) names has its data (KubeVirt's). */
   DataVolumesReady: 'DataVolumesReady',
+  /** True while a temporary pod binds volumes whose storage class waits for a first consumer (KubeVirt's). */
+  Provisioning: 'Provisioning',
 } as const;
 
 export const ConditionReason = {
@@ -58,6 +60,8 @@ export const ConditionReason = {
   /** Ferry: the launcher pod waits while a volume's data is still being imported. */
   DataVolumeNotReady: 'DataVolumeNotReady',
   PvcNotFound: 'PVCNotFound',
+  /** Ferry: a temporary pod consumes WaitForFirstConsumer volumes so they bind (then the import runs). */
+  WaitForFirstConsumer: 'WaitForFirstConsumer',
 } as const;
 
 export const RunStrategy = {
@@ -96,6 +100,9 @@ export const VmLabel = {
   VmName: 'vm.kubevirt.io/name',
   NodeName: 'kubevirt.io/nodeName',
 } as const;
+
+/** On the temporary pod that binds a VMI's WaitForFirstConsumer volumes (KubeVirt's annotation). */
+export const EPHEMERAL_PROVISIONING_ANNOTATION = 'kubevirt.io/ephemeral-provisioning';
 
 /** Event reasons the VM controller gives for its DataVolumes (KubeVirt's). */
 export const DataVolumeEventReason = {

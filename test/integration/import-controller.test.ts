@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { join } from 'node:path';
-import { CoreV1Api, CoordinationV1Api, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, CoordinationV1Api, PatchStrategy, setHeaderOptions, StorageV1Api, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { Annotation } from '../../src/api/cdi.js';
 import { silentLogger } from '../../src/logging.js';
@@ -247,6 +247,39 @@ describe('import controller on a real apiserver', () => {
     const a = await annotationsWhen(core, ns, 'bad', (x) => x[Annotation.PodPhase] === 'Failed');
     expect(a[Annotation.ErrorCode]).toBe('INVALID_SPEC');
     expect((await core.listNamespacedPod({ namespace: ns })).items).toHaveLength(0);
+  });
+
+  test('WaitForFirstConsumer: no importer pod until the PVC binds, or at once with the immediate-binding annotation', async () => {
+    const ns = await cp.newNamespace();
+    const storage = cp.kubeConfig.makeApiClient(StorageV1Api);
+    const className = `${ns}-local`;
+    await storage.createStorageClass({ body: { metadata: { name: className }, provisioner: 'kubernetes.io/no-provisioner', volumeBindingMode: 'WaitForFirstConsumer' } });
+    try {
+      const url = `${server.url}/disk.qcow2`;
+      await createPvc(ns, pvcBody('later', { [Annotation.Endpoint]: url }, { storageClassName: className }));
+      await createPvc(ns, pvcBody('now', { [Annotation.Endpoint]: url, [Annotation.ImmediateBinding]: '' }, { storageClassName: className }));
+      const a = await annotationsWhen(core, ns, 'later', (x) => x[Annotation.BoundReason] === 'WaitForFirstConsumer');
+      expect(a[Annotation.BoundCondition]).toBe('false');
+      expect(a[Annotation.BoundMessage]).toContain(`storage class ${className} binds on first use`);
+      expect(a[Annotation.PodPhase]).toBeUndefined();
+      // The immediate one runs at once; the waiting one gets no pod however long it waits.
+      await importerPod(core, ns, 'now');
+      await controller.idle();
+      expect((await core.listNamespacedPod({ namespace: ns })).items.map((p) => p.metadata?.name)).toEqual(['importer-now']);
+      expect((await events(ns, 'later')).filter((e) => e.reason === 'WaitForFirstConsumer')).toHaveLength(1);
+
+      // A consumer was scheduled: the PV binder binds the claim (played here through the status subresource).
+      await core.patchNamespacedPersistentVolumeClaimStatus(
+        { namespace: ns, name: 'later', body: { status: { phase: 'Bound' } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      await importerPod(core, ns, 'later');
+      const after = await annotationsWhen(core, ns, 'later', (x) => x[Annotation.PodPhase] === 'Pending');
+      expect(after[Annotation.BoundReason]).toBeUndefined();
+      expect(after[Annotation.BoundCondition]).toBeUndefined();
+    } finally {
+      await storage.deleteStorageClass({ name: className });
+    }
   });
 
   test('a controller restarted mid-import creates no second pod and finishes the import', async () => {

@@ -14,7 +14,19 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, renameSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { AuthorizationV1Api, CoreV1Api, CustomObjectsApi, type KubernetesObject, KubernetesObjectApi, loadAllYaml, loadYaml, type V1Pod } from '@kubernetes/client-node';
+import {
+  AuthorizationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  loadAllYaml,
+  loadYaml,
+  PatchStrategy,
+  setHeaderOptions,
+  StorageV1Api,
+  type V1Pod,
+} from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { type DataVolume, type DataVolumeStatus, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { API_VERSION, GROUP, Kind, Plural, VERSION, type VirtualMachine, type VirtualMachineInstance } from '../../src/api/kubevirt.js';
@@ -24,6 +36,7 @@ import { DataVolumeController } from '../../controller/datavolume/datavolume-con
 import { ImportController } from '../../controller/import/import-controller.js';
 import { InformerFactory } from '../../controller/runtime/informers.js';
 import { launcherPodName } from '../../controller/vm/launcher-pod.js';
+import { provisioningPodName } from '../../controller/vm/provisioning-pod.js';
 import { VmController } from '../../controller/vm/vm-controller.js';
 import { controlPlaneBinDir, startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
@@ -259,6 +272,40 @@ describe('VirtualMachine spec.dataVolumeTemplates', () => {
     expect((await runPod(core, importer, join(dir, 'data-volumes'))).exitCode).toBe(0);
     const started = await vmiWhen(ns, 'waits', (v) => v.status?.phase === 'Scheduling', 'Scheduling');
     expect(condition(started, 'DataVolumesReady')).toMatchObject({ status: 'True', reason: 'AllDVsReady' });
+  });
+
+  test('WaitForFirstConsumer: the DataVolume waits, a temporary pod binds its PVC, then the import runs and the VMI starts', async () => {
+    const ns = await cp.newNamespace('vm-wffc');
+    const storage = cp.kubeConfig.makeApiClient(StorageV1Api);
+    const className = `${ns}-local`;
+    await storage.createStorageClass({ body: { metadata: { name: className }, provisioner: 'kubernetes.io/no-provisioner', volumeBindingMode: 'WaitForFirstConsumer' } });
+    try {
+      const yaml = manifest('late', `${server.url}/fedora.raw`).replace('        storage:\n', `        storage:\n          storageClassName: ${className}\n`);
+      expect(yaml).toContain(`storageClassName: ${className}`);
+      await apply(ns, yaml);
+      const waiting = await dvWhen(ns, 'late-root', (s) => s.phase === 'WaitForFirstConsumer', 'WaitForFirstConsumer');
+      expect(waiting.conditions?.find((c) => c.type === 'Bound')).toMatchObject({ status: 'False', reason: 'WaitForFirstConsumer' });
+
+      // The VM starts its VMI (runStrategy Always); the VMI, Pending, makes the pod that consumes the PVC.
+      const vmi = await vmiWhen(ns, 'late', (v) => condition(v, 'Provisioning')?.status === 'True', 'Provisioning');
+      expect(vmi.status?.phase).toBe('Pending');
+      const temp = await waitFor('the binding pod', () => core.readNamespacedPod({ namespace: ns, name: provisioningPodName(vmi) }).catch(() => undefined));
+      expect(temp.metadata?.annotations).toMatchObject({ 'kubevirt.io/ephemeral-provisioning': 'true' });
+      expect(temp.spec?.volumes).toEqual([{ name: 'rootdisk', persistentVolumeClaim: { claimName: 'late-root', readOnly: true } }]);
+      expect((await core.listNamespacedPod({ namespace: ns })).items.map((p) => p.metadata?.name)).toEqual([provisioningPodName(vmi)]);
+
+      // The scheduler places it and the PV binder binds the claim (played here through the status subresource).
+      await core.patchNamespacedPersistentVolumeClaimStatus({ namespace: ns, name: 'late-root', body: { status: { phase: 'Bound' } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      const importer = await importerPod(core, ns, 'late-root');
+      await waitFor('the binding pod deleted', async () => ((await core.readNamespacedPod({ namespace: ns, name: provisioningPodName(vmi) }).catch(() => undefined)) ? undefined : true));
+      expect((await runPod(core, importer, join(dir, 'late-volumes'))).exitCode).toBe(0);
+      await dvWhen(ns, 'late-root', (s) => s.phase === 'Succeeded', 'Succeeded');
+      const started = await vmiWhen(ns, 'late', (v) => v.status?.phase === 'Scheduling', 'Scheduling');
+      expect(condition(started, 'Provisioning')).toBeUndefined();
+      await waitFor('the launcher pod', () => core.readNamespacedPod({ namespace: ns, name: launcherPodName(started) }).catch(() => undefined));
+    } finally {
+      await storage.deleteStorageClass({ name: className });
+    }
   });
 
   test('admission: the DataVolume rules apply inside a template, naming the field', async () => {

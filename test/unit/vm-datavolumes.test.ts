@@ -141,7 +141,7 @@ describe('planVm with dataVolumeTemplates', () => {
     ['missing, Halted: created all the same (KubeVirt creates DataVolumes at once)', RunStrategy.Halted, undefined, ['createDataVolume', 'event', 'patchVmStatus'], 'Stopped', 'NotAllDVsReady'],
     ['importing: the VMI waits', RunStrategy.Always, dv(importing), ['patchVmStatus'], 'Provisioning', 'NotAllDVsReady'],
     ['importing, Halted: Provisioning too (as KubeVirt)', RunStrategy.Halted, dv(importing), ['patchVmStatus'], 'Provisioning', 'NotAllDVsReady'],
-    ['WaitForFirstConsumer: waits (no consumer pod in Ferry)', RunStrategy.Always, dv({ phase: 'WaitForFirstConsumer' }), ['patchVmStatus'], 'WaitingForVolumeBinding', 'NotAllDVsReady'],
+    ['WaitForFirstConsumer: the VMI is created (its pod is the first consumer)', RunStrategy.Always, dv({ phase: 'WaitForFirstConsumer' }), ['createVmi', 'event', 'patchVmStatus'], 'WaitingForVolumeBinding', 'NotAllDVsReady'],
     ['Succeeded: the VMI is created', RunStrategy.Always, dv(succeeded), ['createVmi', 'event', 'patchVmStatus'], 'Stopped', 'AllDVsReady'],
     ['Failed: no VMI, DataVolumeError and a warning', RunStrategy.Always, dv(failed), ['event', 'patchVmStatus'], 'DataVolumeError', 'FailedDataVolumeImport'],
     ['orphaned: adopted, the VMI waits for the adoption', RunStrategy.Always, dv(succeeded, { owner: 'none' }), ['adoptDataVolume', 'patchVmStatus'], 'Provisioning', 'NotAllDVsReady'],
