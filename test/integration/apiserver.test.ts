@@ -198,6 +198,36 @@ describe('ferry apiserver behind the kube-apiserver (APIService)', () => {
   });
 });
 
+describe('signing key rotation', () => {
+  test('deleting the Secret makes a new key, published for the proxy; old tokens stop verifying', async () => {
+    const target = await namespaceFor('alice');
+    const alice = cp.userKubeconfig('alice');
+    const tokenNow = async (): Promise<string> => {
+      const run = await kubectl(alice.path, ['create', '-n', target, '-f', requestFile({ generateName: 'rot-' }, 'disk1'), '-o', 'json']);
+      expect(run.code).toBe(0);
+      return (JSON.parse(run.stdout) as { status: { token: string } }).status.token;
+    };
+    const oldKey = await publicKey();
+    const oldToken = await tokenNow();
+    const oldPem = oldKey.export({ type: 'spki', format: 'pem' }).toString();
+    await core.deleteNamespacedSecret({ namespace: ns, name: 'ferry-upload-token-signing-key' });
+    let newKey = oldKey;
+    for (let i = 0; i < 60 && newKey.export({ type: 'spki', format: 'pem' }).toString() === oldPem; i++) {
+      await sleep(250);
+      newKey = await publicKey();
+    }
+    expect(newKey.export({ type: 'spki', format: 'pem' }).toString()).not.toBe(oldPem);
+    // The server may still sign with the old key for up to one refresh after publishing: bounded retry.
+    let fresh = await tokenNow();
+    for (let i = 0; i < 20 && !verifyUploadToken(fresh, newKey, Date.now()).ok; i++) {
+      await sleep(250);
+      fresh = await tokenNow();
+    }
+    expect(verifyUploadToken(fresh, newKey, Date.now(), { namespace: target, name: 'disk1' }).ok).toBe(true);
+    expect(verifyUploadToken(oldToken, newKey, Date.now())).toMatchObject({ ok: false, code: 'BAD_SIGNATURE' });
+  });
+});
+
 function writeJson(body: object): string {
   const file = join(cp.runDir, `body-${Math.random().toString(36).slice(2)}.json`);
   writeFileSync(file, JSON.stringify(body));
