@@ -16,7 +16,7 @@ import { createLogger } from '../../src/logging.js';
 import { CdiConfigController } from '../../controller/cdiconfig/cdiconfig-controller.js';
 import { controlPlaneBinDir, startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
-import { REPO_ROOT } from '../helpers/ferry-process.js';
+import { REPO_ROOT, runFerry, startFerry } from '../helpers/ferry-process.js';
 
 const KUBECTL = join(controlPlaneBinDir(), 'kubectl');
 const where = { group: CDICONFIG_GROUP, version: CDICONFIG_VERSION, plural: CDICONFIG_PLURAL } as const;
@@ -121,4 +121,27 @@ describe('CDIConfig', () => {
     expect(edit.code).not.toBe(0);
     expect(edit.stderr).toContain('forbidden');
   });
+});
+
+describe('ferry controller keeps CDIConfig (the wiring in controller/main.ts)', () => {
+  test('--upload-proxy-url reaches status.uploadProxyURL of a config it creates; a URL without scheme is refused', async () => {
+    await controller.stop(); // the in-process one steps aside
+    await custom.deleteClusterCustomObject({ ...where, name: CDICONFIG_NAME });
+    const proc = startFerry(
+      ['controller', '--kubeconfig', cp.kubeconfigPath, '--controllers', 'datavolume', '--leader-elect', 'false', '--health-port', '0', '--upload-proxy-url', 'https://uploads.example:8443'],
+      {},
+      120_000,
+    );
+    try {
+      const config = await until('the process\'s status', (c) => c.status?.uploadProxyURL === 'https://uploads.example:8443');
+      expect(config.spec).toEqual({});
+      expect(config.status?.filesystemOverhead?.global).toBe('0.06');
+    } finally {
+      proc.kill('SIGTERM');
+      expect((await proc.done).code).toBe(0);
+    }
+    const bad = await runFerry(['controller', '--kubeconfig', cp.kubeconfigPath, '--controllers', 'datavolume', '--leader-elect', 'false', '--health-port', '0', '--upload-proxy-url', '127.0.0.1:31001']);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout + bad.stderr).toContain('--upload-proxy-url must be an http(s):// URL');
+  }, 90_000);
 });
