@@ -10,6 +10,7 @@ Commands:
   uploadserver  receive one upload over mutual TLS into a volume (the upload pod; configured by its environment)
   uploadproxy   the cluster's upload endpoint: checks the token, streams the body to the PVC's upload server
   controller run the import and VM controllers (ferry controller --help)
+  apiserver  the aggregated API (upload tokens, upload.cdi.kubevirt.io) behind an APIService (ferry apiserver --help)
   vm         start, stop or restart a VirtualMachine (ferry vm --help)
   expose     create a Service that reaches a VM's guest (ferry expose --help)
   launcher   run one VirtualMachineInstance: libvirtd, the domain, its console (ferry launcher --help)
@@ -27,6 +28,10 @@ async function run() {
     case 'controller': {
       const { controllerCommand } = await import('../dist/controller/main.js');
       return controllerCommand(args, process.env);
+    }
+    case 'apiserver': {
+      const { apiServerCommand } = await import('../dist/apiserver/main.js');
+      return apiServerCommand(args, process.env);
     }
     case 'vm': {
       const { vmCommand } = await import('../dist/cli/vm-main.js');

@@ -10,7 +10,9 @@ import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
+import type { CdiConfigDefaults } from '../src/api/cdiconfig.js';
 import { CONTROLLER_NAMES, type ControllerConfig, type ControllerName, DEFAULT_CONFIG } from './config.js';
+import { CdiConfigController } from './cdiconfig/cdiconfig-controller.js';
 import { DataVolumeController } from './datavolume/datavolume-controller.js';
 import { ImportController } from './import/import-controller.js';
 import { errorLine } from './runtime/errors.js';
@@ -35,7 +37,8 @@ Options:
   --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
   --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
   --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
-  --controllers LIST        any of import,vm,datavolume (default all)
+  --controllers LIST        any of import,vm,datavolume (default all; datavolume also keeps CDIConfig "config")
+  --upload-proxy-url URL    the upload proxy's URL for users (https://…), published in CDIConfig status.uploadProxyURL
   --launcher-image IMAGE    image that runs "ferry launcher" (default ${DEFAULT_CONFIG.launcherImage})
   --allow-emulation         let guests run under QEMU TCG where the node has no working KVM
   --start-backoff-ms MS     first delay before restarting a failed VM, doubled per failure (default ${DEFAULT_CONFIG.startBackoffMs})
@@ -75,6 +78,7 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
       'filesystem-overhead': { type: 'string' },
       'health-port': { type: 'string' },
       controllers: { type: 'string' },
+      'upload-proxy-url': { type: 'string' },
       'launcher-image': { type: 'string' },
       'allow-emulation': { type: 'boolean' },
       'start-backoff-ms': { type: 'string' },
@@ -116,6 +120,13 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
     maxStartBackoffMs: Math.max(startBackoff, DEFAULT_CONFIG.maxStartBackoffMs),
   });
   return { config, values };
+}
+
+/** CDIConfig's fallbacks: the controller's own flags. */
+function cdiConfigDefaults(config: ControllerConfig, uploadProxyUrl: unknown): CdiConfigDefaults {
+  const url = typeof uploadProxyUrl === 'string' && uploadProxyUrl.trim() !== '' ? uploadProxyUrl.trim() : undefined;
+  if (url !== undefined && !/^https?:\/\/[^/\s]+/.test(url)) throw new FerryError(ErrorCode.InvalidSpec, `--upload-proxy-url must be an http(s):// URL (virtctl cannot use host:port), got "${url}"`);
+  return { ...(url ? { uploadProxyURL: url } : {}), filesystemOverhead: config.filesystemOverhead, podResourceRequirements: config.importerResources };
 }
 
 /** Shutdown takes at most this long, whatever the apiserver does (the kubelet's grace is 30 s). */
@@ -183,6 +194,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
         ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
         ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
         ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers })] : []),
+        ...(config.controllers.includes('datavolume') ? [new CdiConfigController({ kubeConfig: kc, logger: logger.child({ controller: 'cdiconfig' }), defaults: cdiConfigDefaults(config, values['upload-proxy-url']) })] : []),
       ],
       () => informers.stop(),
     );

@@ -184,3 +184,10 @@ export function verifyUploadToken(token: string, publicKey: KeyObject, nowMs: nu
 export function publicKeyFromPem(pem: string): KeyObject {
   return createPublicKey(pem);
 }
+
+/**
+ * Where the token API publishes the public half of its signing key for the upload proxy (which
+ * mounts it): ConfigMap `ferry-upload-token-public`, key `public.pem`, in Ferry's namespace.
+ */
+export const UPLOAD_TOKEN_PUBLIC_CONFIGMAP = 'ferry-upload-token-public';
+export const UPLOAD_TOKEN_PUBLIC_KEY = 'public.pem';

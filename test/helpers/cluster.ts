@@ -68,8 +68,19 @@ export interface ControlPlane {
   readonly kubeConfig: k8s.KubeConfig;
   /** https://127.0.0.1:<port> */
   readonly server: string;
+  /** Certificate files (PEM paths): the admin's client pair, and the front proxy's CA and client pair. */
+  readonly certs: {
+    readonly admin: { readonly cert: string; readonly key: string };
+    readonly frontProxyCa: string;
+    readonly frontProxyClient: { readonly cert: string; readonly key: string };
+  };
   /** The temp dir with certificates, etcd data and the processes' logs (removed by stop()). */
   readonly runDir: string;
+  /**
+   * A kubeconfig for a real user other than the admin: a client certificate from the cluster's
+   * client CA with CN `name` and O `groups` (no system:masters unless asked for), so RBAC applies.
+   */
+  userKubeconfig(name: string, groups?: readonly string[]): { readonly path: string; readonly kubeConfig: k8s.KubeConfig };
   /** Creates a namespace with a unique generated name starting with `prefix-`; returns its name. */
   newNamespace(prefix?: string): Promise<string>;
   /** Stops kube-apiserver and etcd (SIGTERM, then SIGKILL) and removes runDir. Safe to call twice. */
@@ -176,7 +187,14 @@ interface Pki {
   readonly adminKey: string;
   readonly saKey: string;
   readonly saPub: string;
+  /** The front proxy's CA (--requestheader-client-ca-file) and the kube-apiserver's client cert from it. */
+  readonly frontProxyCaCrt: string;
+  readonly frontProxyClientCrt: string;
+  readonly frontProxyClientKey: string;
 }
+
+/** The common name of the kube-apiserver's front-proxy client certificate (--requestheader-allowed-names). */
+export const FRONT_PROXY_CLIENT_NAME = 'front-proxy-client';
 
 /** A throw-away CA, the apiserver's serving cert, an admin client cert and a service-account key pair. */
 function makePki(dir: string): Pki {
@@ -197,6 +215,10 @@ function makePki(dir: string): Pki {
   openssl(['req', '-new', ...ec, '-keyout', p('admin.key'), '-out', p('admin.csr'), '-subj', '/O=system:masters/CN=admin']);
   openssl(['x509', '-req', '-in', p('admin.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '7', '-extfile', p('client.ext'), '-out', p('admin.crt')]);
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('sa.key')]);
+  // The aggregation layer: a CA of its own (as kubeadm's front-proxy-ca), never the client CA.
+  openssl(['req', '-x509', ...ec, '-keyout', p('front-proxy-ca.key'), '-out', p('front-proxy-ca.crt'), '-days', '7', '-subj', '/CN=ferry-test-front-proxy-ca']);
+  openssl(['req', '-new', ...ec, '-keyout', p('front-proxy-client.key'), '-out', p('front-proxy-client.csr'), '-subj', `/CN=${FRONT_PROXY_CLIENT_NAME}`]);
+  openssl(['x509', '-req', '-in', p('front-proxy-client.csr'), '-CA', p('front-proxy-ca.crt'), '-CAkey', p('front-proxy-ca.key'), '-CAcreateserial', '-days', '7', '-extfile', p('client.ext'), '-out', p('front-proxy-client.crt')]);
   openssl(['pkey', '-in', p('sa.key'), '-pubout', '-out', p('sa.pub')]);
   return {
     dir,
@@ -207,6 +229,9 @@ function makePki(dir: string): Pki {
     adminKey: p('admin.key'),
     saKey: p('sa.key'),
     saPub: p('sa.pub'),
+    frontProxyCaCrt: p('front-proxy-ca.crt'),
+    frontProxyClientCrt: p('front-proxy-client.crt'),
+    frontProxyClientKey: p('front-proxy-client.key'),
   };
 }
 
@@ -266,7 +291,7 @@ async function waitFor(what: string, deadline: number, procs: Proc[], check: () 
   }
 }
 
-function kubeconfigYaml(server: string, pki: Pki): string {
+function kubeconfigYaml(server: string, pki: Pki, user: { crt: string; key: string } = { crt: pki.adminCrt, key: pki.adminKey }): string {
   const b64 = (f: string): string => readFileSync(f).toString('base64');
   return [
     'apiVersion: v1',
@@ -279,8 +304,8 @@ function kubeconfigYaml(server: string, pki: Pki): string {
     'users:',
     '- name: admin',
     '  user:',
-    `    client-certificate-data: ${b64(pki.adminCrt)}`,
-    `    client-key-data: ${b64(pki.adminKey)}`,
+    `    client-certificate-data: ${b64(user.crt)}`,
+    `    client-key-data: ${b64(user.key)}`,
     'contexts:',
     '- name: ferry-test',
     '  context:',
@@ -364,6 +389,15 @@ async function startOnce(bins: { etcd: string; apiserver: string }): Promise<Con
         '--allow-privileged=true',
         `--cert-dir=${join(runDir, 'apiserver-certs')}`,
         '--profiling=false',
+        // The aggregation layer (front proxy): how the apiserver forwards a user to an APIService's
+        // server, verifiably (the server trusts the headers only from this client certificate).
+        `--requestheader-client-ca-file=${pki.frontProxyCaCrt}`,
+        `--requestheader-allowed-names=${FRONT_PROXY_CLIENT_NAME}`,
+        '--requestheader-username-headers=X-Remote-User',
+        '--requestheader-group-headers=X-Remote-Group',
+        '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+        `--proxy-client-cert-file=${pki.frontProxyClientCrt}`,
+        `--proxy-client-key-file=${pki.frontProxyClientKey}`,
         '--v=1',
       ],
       runDir,
@@ -386,6 +420,26 @@ async function startOnce(bins: { etcd: string; apiserver: string }): Promise<Con
       kubeConfig,
       server,
       runDir,
+      certs: {
+        admin: { cert: pki.adminCrt, key: pki.adminKey },
+        frontProxyCa: pki.frontProxyCaCrt,
+        frontProxyClient: { cert: pki.frontProxyClientCrt, key: pki.frontProxyClientKey },
+      },
+      userKubeconfig(name: string, groups: readonly string[] = []) {
+        if (!/^[A-Za-z0-9:._@-]+$/.test(name) || !groups.every((g) => /^[A-Za-z0-9:._@-]+$/.test(g))) throw new Error(`cluster: user and group names must be plain (${name})`);
+        const dir = mkdtempSync(join(runDir, 'user-'));
+        const key = join(dir, 'user.key');
+        const crt = join(dir, 'user.crt');
+        const subject = [...groups.map((g) => `/O=${g}`), `/CN=${name}`].join('');
+        const run = (args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+        run(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', join(dir, 'user.csr'), '-subj', subject]);
+        run(['x509', '-req', '-in', join(dir, 'user.csr'), '-CA', pki.caCrt, '-CAkey', join(pki.dir, 'ca.key'), '-CAcreateserial', '-CAserial', join(dir, 'ca.srl'), '-days', '7', '-extfile', join(pki.dir, 'client.ext'), '-out', crt]);
+        const path = join(dir, 'kubeconfig');
+        writeFileSync(path, kubeconfigYaml(server, pki, { crt, key }), { mode: 0o600 });
+        const kubeConfig = new k8s.KubeConfig();
+        kubeConfig.loadFromFile(path);
+        return { path, kubeConfig };
+      },
       async newNamespace(prefix = 'ferry-test'): Promise<string> {
         const ns = await core.createNamespace({ body: { metadata: { generateName: `${prefix}-` } } });
         const name = ns.metadata?.name;

@@ -1,0 +1,85 @@
+/**
+ * Keeps CDIConfig `config`: creates it when absent and keeps its status at the effective values
+ * (./plan.ts). There is one object, so instead of an informer it is read on start and every
+ * `resyncMs` (an admin's spec change shows in status within that time); a pass that created the
+ * object runs again at once to write its status.
+ */
+
+import { type CustomObjectsApi, type KubeConfig, CustomObjectsApi as CustomObjects } from '@kubernetes/client-node';
+import { type CdiConfig, type CdiConfigDefaults, CDICONFIG_GROUP, CDICONFIG_NAME, CDICONFIG_PLURAL, CDICONFIG_VERSION } from '../../src/api/cdiconfig.js';
+import type { Logger } from '../../src/logging.js';
+import { errorLine, isKube, KubeError, kubeCall, kubeGet } from '../runtime/errors.js';
+import { mergePatch } from '../runtime/writer.js';
+import { CdiConfigAction, planCdiConfig } from './plan.js';
+
+export interface CdiConfigControllerDeps {
+  readonly kubeConfig: KubeConfig;
+  readonly defaults: CdiConfigDefaults;
+  readonly logger: Logger;
+  readonly resyncMs?: number;
+}
+
+const where = { group: CDICONFIG_GROUP, version: CDICONFIG_VERSION, plural: CDICONFIG_PLURAL } as const;
+const op = (verb: string) => ({ verb, resource: `${CDICONFIG_PLURAL}.${CDICONFIG_GROUP}`, name: CDICONFIG_NAME });
+
+/** One pass: read, plan, apply. True when it created the object (status is written by the next pass). */
+export async function reconcileCdiConfig(custom: CustomObjectsApi, defaults: CdiConfigDefaults): Promise<boolean> {
+  const observed = (await kubeGet(op('get'), () => custom.getClusterCustomObject({ ...where, name: CDICONFIG_NAME }))) as CdiConfig | undefined;
+  const plan = planCdiConfig(observed, defaults);
+  if (plan === undefined) return false;
+  if (plan.action === CdiConfigAction.Create) {
+    try {
+      await kubeCall(op('create'), () => custom.createClusterCustomObject({ ...where, body: plan.object }));
+    } catch (err) {
+      if (!isKube(err, KubeError.AlreadyExists)) throw err;
+    }
+    return true;
+  }
+  await kubeCall(op('patch'), () => custom.patchClusterCustomObjectStatus({ ...where, name: CDICONFIG_NAME, body: { status: plan.status } }, mergePatch));
+  return false;
+}
+
+export class CdiConfigController {
+  private readonly custom: CustomObjectsApi;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private passed = false;
+
+  constructor(private readonly deps: CdiConfigControllerDeps) {
+    this.custom = deps.kubeConfig.makeApiClient(CustomObjects);
+  }
+
+  get ready(): boolean {
+    return this.passed;
+  }
+
+  private async pass(): Promise<void> {
+    try {
+      // At most two rounds: create, then the status of what was created.
+      if (await reconcileCdiConfig(this.custom, this.deps.defaults)) await reconcileCdiConfig(this.custom, this.deps.defaults);
+    } catch (err) {
+      this.deps.logger.warn({ err: errorLine(err) }, `CDIConfig ${CDICONFIG_NAME}: reconcile failed (the CRD may not be installed: manifests/crds); trying again`);
+    }
+    this.passed = true;
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.pass().then(() => this.schedule());
+    }, this.deps.resyncMs ?? 10_000);
+  }
+
+  async start(): Promise<void> {
+    this.running = this.pass();
+    await this.running;
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+}
