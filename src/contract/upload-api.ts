@@ -16,6 +16,8 @@ export const UploadPath = {
   AlphaForm: '/v1alpha1/upload-form',
   AlphaFormAsync: '/v1alpha1/upload-form-async',
   AlphaArchive: '/v1alpha1/upload-archive',
+  /** Ferry's addition (ADR 0010): tus 1.0 core, the upload staged, then imported. */
+  Resumable: '/v1beta1/upload-resumable',
   Healthz: '/healthz',
 } as const;
 export type UploadPath = (typeof UploadPath)[keyof typeof UploadPath];
@@ -48,10 +50,36 @@ export function uploadModeOf(url: string): UploadMode | undefined {
   return Object.prototype.hasOwnProperty.call(MODES, path) ? MODES[path] : undefined;
 }
 
-/** Paths the proxy accepts from clients (the archive path is the server's). */
+/** Paths the proxy accepts from clients (the archive path is the server's); each needs a token. */
 export function isProxyUploadPath(url: string): boolean {
   const path = url.split('?')[0] ?? '';
-  return uploadModeOf(path) !== undefined && path !== UploadPath.Archive && path !== UploadPath.AlphaArchive;
+  return path === UploadPath.Resumable || (uploadModeOf(path) !== undefined && path !== UploadPath.Archive && path !== UploadPath.AlphaArchive);
+}
+
+/**
+ * tus 1.0 core (https://tus.io/protocols/resumable-upload) on `UploadPath.Resumable`. The PVC is
+ * the resource (the token names it), so there is no creation step: `Upload-Length` comes with the
+ * first PATCH, as in the `creation-defer-length` extension.
+ */
+export const TUS_VERSION = '1.0.0';
+export const TUS_CONTENT_TYPE = 'application/offset+octet-stream';
+export const TusHeader = {
+  Resumable: 'tus-resumable',
+  Version: 'tus-version',
+  Offset: 'upload-offset',
+  Length: 'upload-length',
+  DeferLength: 'upload-defer-length',
+  MaxSize: 'tus-max-size',
+} as const;
+
+/** Headers the proxy passes on to the server: what describes the body or its place, nothing that authenticates. */
+export const FORWARDED_REQUEST_HEADERS = ['content-type', 'content-length', 'x-cdi-content-type', TusHeader.Resumable, TusHeader.Offset, TusHeader.Length] as const;
+
+/** Pure: a non-negative integer header (Upload-Offset, Upload-Length, Content-Length), or undefined. */
+export function byteCountOf(header: string | string[] | undefined): number | undefined {
+  if (typeof header !== 'string' || !/^\d{1,16}$/.test(header)) return undefined;
+  const n = Number(header);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 /** CDI's message prefix for a failed upload, and its wording for an image too big for the volume. */
@@ -77,6 +105,14 @@ export const UploadAnswer = {
   TooBig: { component: 'server', status: 400, meaning: `"${SAVING_FAILED}: ${TOO_BIG_REASON}: ..."` },
   BadRequest: { component: 'server', status: 400, meaning: 'the form body has no "file" field or is not multipart' },
   Failed: { component: 'server', status: 500, meaning: `"${SAVING_FAILED}: ..." (any other processing error)` },
+  // upload server, resumable path (tus 1.0 core)
+  TusPatched: { component: 'server', status: 204, meaning: 'PATCH appended and made durable (Upload-Offset: the new offset); OPTIONS' },
+  TusBadHeaders: { component: 'server', status: 400, meaning: 'Upload-Offset missing, Upload-Length missing on the first PATCH or changed, or the body goes past it' },
+  TusOffsetConflict: { component: 'server', status: 409, meaning: 'Upload-Offset is not the durable offset (answer carries the durable one): HEAD and resume from there' },
+  TusVersion: { component: 'server', status: 412, meaning: 'Tus-Resumable missing or not 1.0.0' },
+  TusContentType: { component: 'server', status: 415, meaning: 'a PATCH without Content-Type application/offset+octet-stream' },
+  TusLocked: { component: 'server', status: 423, meaning: 'another PATCH is still being written (a broken one not yet noticed): HEAD again shortly' },
+  TusUnavailable: { component: 'server', status: 404, meaning: 'this upload server has no scratch space to stage on: use the one-shot paths' },
   // both
   Ok: { component: 'both', status: 200, meaning: 'sync: the disk is complete; async: the body is received; HEAD on async paths; /healthz' },
 } as const;
