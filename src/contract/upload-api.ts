@@ -157,3 +157,34 @@ export function bearerTokenOf(header: string | undefined): string | undefined {
   const match = /^Bearer\s+([A-Za-z0-9\-._~+/]+)$/i.exec(header ?? '');
   return match?.[1];
 }
+
+/**
+ * What an upload client (virtctl, `ferry image-upload`) and the upload controller agree on through
+ * the Kubernetes API, with CDI's names: the PVC's annotations and label, the token request, and
+ * where CDIConfig names the proxy. (The import annotations, `storage.contentType` and
+ * `storage.pod.phase` among them, are in src/api/cdi.ts.)
+ */
+export const UploadAnnotation = {
+  /** `""`: the PVC takes an upload (the controller then starts its upload server). */
+  UploadTarget: 'cdi.kubevirt.io/storage.upload.target',
+  /** `"true"` once the upload server accepts data (virtctl: strconv.ParseBool). */
+  PodReady: 'cdi.kubevirt.io/storage.pod.ready',
+  /** `""`: bind now rather than wait for a first consumer (`--force-bind`). */
+  BindImmediate: 'cdi.kubevirt.io/storage.bind.immediate.requested',
+} as const;
+export const UploadLabel = {
+  ApplyStorageProfile: 'cdi.kubevirt.io/applyStorageProfile',
+} as const;
+
+/** CDI's token API (`create` only), served by the aggregated upload API. */
+export const UploadTokenApi = {
+  group: 'upload.cdi.kubevirt.io',
+  version: 'v1beta1',
+  plural: 'uploadtokenrequests',
+  kind: 'UploadTokenRequest',
+} as const;
+/** Ferry's client names its token requests so (virtctl v1.9: `token-for-virtctl-`, v1.8: that name without the dash). */
+export const FERRY_TOKEN_REQUEST_PREFIX = 'token-for-ferry-';
+
+/** CDIConfig: the cluster-scoped `config` object whose spec or status names the proxy URL. */
+export const CdiConfigApi = { group: 'cdi.kubevirt.io', version: 'v1beta1', plural: 'cdiconfigs', name: 'config' } as const;
