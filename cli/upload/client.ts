@@ -7,9 +7,9 @@
  * server has every byte, asking for the offset again after a broken connection. Otherwise
  * virtctl's one-shot: `HEAD /v1beta1/upload-async` (200 → async, anything else → sync
  * `/v1beta1/upload`) and one POST of the whole file, `application/octet-stream` with
- * Content-Length. Only 200 (204 for tus) is success; a 401 on the first attempt aborts (the token
- * is wrong, not the network); a later 401 gets a new token (at most 3 times); everything else is
- * retried. Bodies are streamed from the file with backpressure: the socket pulls, the file is read.
+ * Content-Length. Only 200 (204 for tus) is success; a 401 before the token was ever accepted
+ * aborts (virtctl's first 401: the token is wrong, not the network); a later one (an expired token)
+ * gets a new token, at most 3 times; everything else is retried. Bodies are streamed from the file with backpressure: the socket pulls, the file is read.
  */
 
 import { createReadStream } from 'node:fs';
@@ -186,33 +186,32 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
   const retry = Math.max(1, options.retry);
   let token = await options.token();
   let refreshes = 0;
+  // A 401 before the token was ever accepted means a wrong token: abort (virtctl: a first 401).
+  // After that it is an expired one (tokens live 5 minutes; a resumed upload may take hours).
+  let tokenWorked = false;
   let bytesWritten = 0;
   let resumes = 0;
   let lastError: FerryError | undefined;
   const auth = (): Record<string, string> => ({ authorization: `Bearer ${token}` });
-  const on401 = async (attempt: number, error: FerryError): Promise<void> => {
-    if (attempt === 1 || refreshes >= 3) throw error;
-    refreshes += 1;
-    token = await options.token();
-  };
 
   for (let attempt = 1; attempt <= retry; attempt += 1) {
     if (attempt > 1) await sleep(Math.floor(attempt * random() * 50));
     try {
       if (options.resumable !== false) {
         const probe = await exchange(uploadUrl(options.proxyUrl, UploadPath.Resumable), 'HEAD', { ...auth(), [TusHeader.Resumable]: TUS_VERSION }, tls);
-        if (probe.status === 401) await on401(attempt, answerError(401, 'the token was refused', probe.headers));
-        else if (probe.status === 409) throw answerError(409, 'the upload is already complete', probe.headers);
-        else if (probe.status === 200 && byteCountOf(probe.headers[TusHeader.Offset]) !== undefined) {
+        if (probe.status === 401) throw answerError(401, probe.body || 'the token was refused', probe.headers);
+        if (probe.status === 409) throw answerError(409, probe.body || 'the upload is already complete', probe.headers);
+        if (probe.status === 200 && byteCountOf(probe.headers[TusHeader.Offset]) !== undefined) {
+          tokenWorked = true;
           const result = await resumableUpload(options, tls, auth, probe, (n) => (bytesWritten += n), sleep, say);
           resumes += result.resumes;
           if (result.done) return { method: UploadMethod.Resumable, bytesWritten, attempts: attempt, resumes };
-          // No progress this attempt (each break that made progress resumes without using an attempt).
+          // Breaks that made progress resume without using an attempt; this one made none.
           throw result.error;
         }
-        if (probe.status === 401) continue;
       }
       const async = await exchange(uploadUrl(options.proxyUrl, UploadPath.Async), 'HEAD', auth(), tls).then((a) => a.status === 200, () => false);
+      if (async) tokenWorked = true;
       const method = async ? UploadMethod.Async : UploadMethod.Sync;
       options.onProgress?.(0);
       let sent = 0;
@@ -227,17 +226,17 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
         },
       });
       if (answer.status === 200) return { method, bytesWritten, attempts: attempt, resumes };
-      const error = answerError(answer.status, answer.body, answer.headers);
-      if (answer.status === 401) {
-        await on401(attempt, error);
-        lastError = error;
-        continue;
-      }
-      throw error;
+      throw answerError(answer.status, answer.body, answer.headers);
     } catch (err) {
       const error = toFerryError(err);
-      if (error.code === ErrorCode.Unauthorized && attempt === 1) throw error;
-      if (error.code === ErrorCode.TargetError && !error.retryable) throw error;
+      if (error.code === ErrorCode.Unauthorized) {
+        if (!tokenWorked || refreshes >= 3) throw error;
+        refreshes += 1;
+        say(`the upload token was refused (${error.message}); asking for a new one`);
+        token = await options.token();
+      } else if (error.code === ErrorCode.TargetError && !error.retryable) {
+        throw error;
+      }
       lastError = error;
       say(`upload attempt ${attempt} of ${retry} failed: ${error.message}`);
     }

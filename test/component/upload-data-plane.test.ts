@@ -24,6 +24,7 @@ import { connect, createServer as createTcpServer, type Socket } from 'node:net'
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { TUS_CONTENT_TYPE, TUS_VERSION } from '../../src/contract/upload-api.js';
+import { ErrorCode, type FerryError } from '../../src/errors.js';
 import { compress, convertImage, expectSameDisk, makeRawDisk, makeTar, MiB, removeDir, sh, tempDir } from '../helpers/fixtures.js';
 import { FAST_TUNING } from '../helpers/engine.js';
 import { issueCert, makeCa, type TestCa } from '../helpers/tls.js';
@@ -396,13 +397,24 @@ describe('the status table (cdi.md §3.1b)', () => {
  * when the bytes it has carried towards the proxy first pass each of `cutsAt` (fractions of
  * `of`): a laptop's Wi-Fi dropping twice. TLS passes through it untouched.
  */
-async function startCuttingRelay(targetPort: number, of: number, cutsAt: readonly number[]): Promise<{ port: number; forwarded: () => number; cuts: () => number; close(): Promise<void> }> {
+async function startCuttingRelay(targetPort: number, of: number, cutsAt: readonly number[], holdMs = 0): Promise<{ port: number; forwarded: () => number; cuts: () => number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const pending = cutsAt.map((fraction) => Math.floor(fraction * of));
   let forwarded = 0;
   let cuts = 0;
+  let heldUntil = 0;
   const server = createTcpServer((client) => {
+    // For `holdMs` after a cut, new connections wait (the Wi-Fi takes a while to come back).
     const upstream = connect(targetPort, '127.0.0.1');
+    const wait = heldUntil - Date.now();
+    if (wait > 0) {
+      client.pause();
+      upstream.pause();
+      setTimeout(() => {
+        client.resume();
+        upstream.resume();
+      }, wait).unref();
+    }
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -417,6 +429,7 @@ async function startCuttingRelay(targetPort: number, of: number, cutsAt: readonl
       if (pending.length > 0 && forwarded >= (pending[0] as number)) {
         pending.shift();
         cuts += 1;
+        heldUntil = Date.now() + holdMs;
         for (const s of [...sockets]) s.destroy();
       }
     });
@@ -521,6 +534,52 @@ describe('resumable uploads (tus 1.0 core on /v1beta1/upload-resumable, ADR 0010
       expect(readFileSync(server.target).equals(raw)).toBe(true);
       expect((await send(proxy, r, { method: 'HEAD', bearer: token(), headers: tus() })).status).toBe(409);
     }));
+
+  test('a token that expires during the upload: the resumed request gets a new one; a wrong token aborts at once', () =>
+    withPlane({ capacity: IMAGE }, async (server, proxyPort) => {
+      const size = statSync(f('random.raw')).size;
+      // Held 3 s after the cut: the first token (valid for 1–2 s) has expired when the client resumes.
+      const relay = await startCuttingRelay(proxyPort, size, [0.3], 3000);
+      const issued: number[] = [];
+      try {
+        const outcome = await uploadImage({
+          proxyUrl: `https://127.0.0.1:${relay.port}`,
+          file: f('random.raw'),
+          size,
+          token: async () => {
+            issued.push(Date.now());
+            return issued.length === 1 ? signUploadToken(uploadClaims(NS, PVC, Date.now(), -8), signing.privateKey) : token();
+          },
+          insecure: false,
+          ca: serverCa.cert,
+          retry: 5,
+        });
+        expect(outcome.method).toBe(UploadMethod.Resumable);
+        expect(issued).toHaveLength(2);
+        expect(relay.forwarded()).toBeLessThanOrEqual(1.1 * size);
+      } finally {
+        await relay.close();
+      }
+      expect(await server.finished).toMatchObject({ kind: 'success' });
+      expect(readFileSync(server.target).equals(readFileSync(f('random.raw')))).toBe(true);
+      const forged = (await uploadImage({ proxyUrl: `https://127.0.0.1:${proxyPort}`, file: f('random.raw'), size, token: async () => 'abc.def.ghi', insecure: false, ca: serverCa.cert, retry: 5 }).catch((e: unknown) => e)) as FerryError;
+      expect(forged).toMatchObject({ code: ErrorCode.Unauthorized });
+      expect((forged as FerryError).message).toMatch(/^authentication failed: upload refused \(HTTP 401\)/);
+    }),
+  60_000);
+
+  test('a target that stays unavailable (503): --retry attempts, then the server\'s reason', () =>
+    withPlane(
+      {},
+      async (_server, proxy) => {
+        const messages: string[] = [];
+        const error = (await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('disk.raw'), size: SIZE, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 3, onMessage: (m) => messages.push(m) }).catch((e: unknown) => e)) as FerryError;
+        expect(error).toMatchObject({ code: ErrorCode.SourceUnavailable });
+        expect(error.message).toBe(`error uploading image after 3 retries: upload refused (HTTP 503): rejecting Upload Request for PVC ${NS}/${PVC} that already finished uploading`);
+        expect(messages.filter((m) => m.startsWith('upload attempt'))).toHaveLength(3);
+      },
+      async () => ({ kind: 'succeeded' }),
+    ));
 
   test('without scratch the resumable path is not offered (404) and the client falls back to virtctl\'s one-shot', () =>
     withPlane({ capacity: SIZE, scratchDir: undefined }, async (server, proxy) => {
