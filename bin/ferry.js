@@ -16,6 +16,7 @@ Commands:
   launcher   run one VirtualMachineInstance: libvirtd, the domain, its console (ferry launcher --help)
   console    attach to a guest's serial console (ferry console <vmi>, or --socket PATH locally)
   vnc        a local port for a VNC viewer to a guest's display (ferry vnc <vmi>)
+  image-upload  upload a local disk image into a PVC or DataVolume, as virtctl does (ferry image-upload --help)
   version    print Ferry's version (also what the pod that binds WaitForFirstConsumer volumes runs)
 `;
 
@@ -53,6 +54,10 @@ async function run() {
       }
       const { clusterConsoleCommand } = await import('../dist/cli/console-main.js');
       return clusterConsoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+    }
+    case 'image-upload': {
+      const { imageUploadCommand } = await import('../dist/cli/image-upload-main.js');
+      return imageUploadCommand(args, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'vnc': {
       const { vncCommand } = await import('../dist/cli/console-main.js');

@@ -23,6 +23,14 @@ import { Progress } from './progress.js';
 import { contentLengthOf, pulled, uploadBody } from './sources/upload-source.js';
 import { boundaryOf, formField } from './upload-server-multipart.js';
 import { endAfterBody } from '../src/io/http-answer.js';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ImportSpec } from '../src/contract/import-spec.js';
+import { openFile } from './sources/file-source.js';
+import { createResumableUploads } from './upload-server-resumable.js';
+
+/** The staged body of a resumable upload, on scratch. */
+export const STAGED_UPLOAD_FILE = 'resumable-upload.staged';
 
 /** The header that carries Ferry's error code beside CDI's text body. */
 export const ERROR_CODE_HEADER = 'x-ferry-error-code';
@@ -89,6 +97,44 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
   const finished = new Promise<TerminationMessage>((resolve) => (settle = resolve));
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
 
+  const specFor = (path: string): ImportSpec =>
+    validateSpec({
+      source: ImportSource.Upload,
+      endpoint: path,
+      contentType: config.contentType,
+      target: config.target,
+      insecureTls: false,
+      ...(config.capacity !== undefined ? { capacity: config.capacity } : {}),
+      filesystemOverhead: config.filesystemOverhead,
+      preallocation: config.preallocation,
+      ...(config.scratchDir !== undefined ? { scratchDir: config.scratchDir } : {}),
+      proxy: {},
+    });
+
+  /** A resumable upload staged whole: imported as a local file (qemu-img reads it in place), then removed. */
+  async function importStaged(stagedPath: string, length: number): Promise<void> {
+    const log = logger.child({ path: UploadPath.Resumable, length });
+    let outcome: TerminationMessage;
+    try {
+      const result = await runImport(specFor(UploadPath.Resumable), { logger: log, progress: deps.progress ?? new Progress(), tuning: { ...deps.tuning, attempts: 1 }, sleep, upload: () => openFile(stagedPath), signal: controller.signal });
+      log.info({ ...result }, 'upload complete');
+      outcome = result;
+    } catch (err) {
+      const error = toFerryError(err);
+      log.error({ code: error.code }, `processing a staged upload failed: ${error.message}`);
+      outcome = { kind: 'failure', code: error.code, message: error.message, retryable: error.retryable };
+    }
+    await rm(stagedPath, { force: true }).catch(() => undefined);
+    state = 'done';
+    settle(outcome);
+  }
+
+  const resumable = createResumableUploads(config.scratchDir === undefined ? undefined : join(config.scratchDir, STAGED_UPLOAD_FILE), {
+    otherUpload: () => (state === 'done' ? 'done' : state === 'busy' ? 'busy' : 'none'),
+    staged: (stagedPath, length) => void importStaged(stagedPath, length),
+    logger,
+  });
+
   async function upload(req: IncomingMessage, res: ServerResponse, path: string, mode: UploadMode): Promise<void> {
     let body;
     if (mode.form) {
@@ -101,18 +147,7 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
     } else {
       body = uploadBody(pulled(req), contentLengthOf(req.headers['content-length']), `upload ${path}`);
     }
-    const spec = validateSpec({
-      source: ImportSource.Upload,
-      endpoint: path,
-      contentType: config.contentType,
-      target: config.target,
-      insecureTls: false,
-      ...(config.capacity !== undefined ? { capacity: config.capacity } : {}),
-      filesystemOverhead: config.filesystemOverhead,
-      preallocation: config.preallocation,
-      ...(config.scratchDir !== undefined ? { scratchDir: config.scratchDir } : {}),
-      proxy: {},
-    });
+    const spec = specFor(path);
     const log = logger.child({ path, async: mode.async, form: mode.form });
     log.info({ contentLength: req.headers['content-length'] }, 'upload started');
     // One attempt: the body cannot be read twice.
@@ -166,12 +201,13 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === UploadPath.Healthz && (req.method === 'GET' || req.method === 'HEAD')) return send(res, 'Ok', 'OK');
     const mode = uploadModeOf(path);
-    if (mode === undefined) return sendEarly(req, res, 'NotFound', 'not found');
+    if (mode === undefined && path !== UploadPath.Resumable) return sendEarly(req, res, 'NotFound', 'not found');
     if (!clientAllowed(req, config.clientName)) return sendEarly(req, res, 'ClientRefused', 'a client certificate from the upload proxy is required');
+    if (mode === undefined) return resumable.handle(req, res);
     if (req.method === 'HEAD' && mode.async) return send(res, 'Ok', '');
     if (req.method !== 'POST') return sendEarly(req, res, 'NotFound', 'not found');
     if (state === 'done') return sendEarly(req, res, 'AlreadyDone', 'the upload is already complete');
-    if (state === 'busy') return sendEarly(req, res, 'Busy', 'an upload is already in progress');
+    if (state === 'busy' || resumable.active()) return sendEarly(req, res, 'Busy', 'an upload is already in progress');
     state = 'busy';
     upload(req, res, path, mode).catch((err: unknown) => {
       const error = toFerryError(err);

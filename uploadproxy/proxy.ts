@@ -13,7 +13,7 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from '../src/logging.js';
-import { bearerTokenOf, isProxyUploadPath, proxyTransportMessage, UploadAnswer, UploadPath, UPLOAD_SERVER_PORT, uploadServiceHost } from '../src/contract/upload-api.js';
+import { bearerTokenOf, FORWARDED_REQUEST_HEADERS, isProxyUploadPath, proxyTransportMessage, UploadAnswer, UploadPath, UPLOAD_SERVER_PORT, uploadServiceHost } from '../src/contract/upload-api.js';
 import { TokenError, type UploadTokenClaims, verifyUploadToken } from '../src/contract/upload-token.js';
 import { endAfterBody } from '../src/io/http-answer.js';
 
@@ -95,10 +95,10 @@ function sendEarly(req: IncomingMessage, res: ServerResponse, answer: UploadAnsw
 }
 
 
-/** Headers passed on to the server: what describes the body, nothing that authenticates. */
+/** Headers passed on to the server: what describes the body (or, for tus, its place), nothing that authenticates. */
 function forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = {};
-  for (const name of ['content-type', 'content-length', 'x-cdi-content-type']) {
+  const headers: Record<string, string | string[]> = {};
+  for (const name of FORWARDED_REQUEST_HEADERS) {
     const value = req.headers[name];
     if (value !== undefined) headers[name] = value;
   }

@@ -12,6 +12,7 @@
 
 import type { Readable } from 'node:stream';
 import { ErrorCode, FerryError } from '../../src/errors.js';
+import { byteCountOf } from '../../src/contract/upload-api.js';
 import type { ByteStream } from '../streams.js';
 import type { SourceOpener } from './source.js';
 
@@ -24,6 +25,8 @@ export async function* pulled(body: Readable): ByteStream {
       continue;
     }
     if (body.readableEnded) return;
+    // Destroyed while the consumer was busy (its 'close' already fired): waiting would never end.
+    if (body.destroyed) throw new FerryError(ErrorCode.Truncated, 'the client closed the connection before the upload was complete', { retryable: false });
     await new Promise<void>((resolve, reject) => {
       const done = (err?: Error): void => {
         body.off('readable', onReadable);
@@ -74,7 +77,5 @@ export function uploadBody(body: ByteStream, size: number | undefined, descripti
 
 /** Pure: the body size a Content-Length header announces, or undefined (absent, chunked, garbage). */
 export function contentLengthOf(header: string | undefined): number | undefined {
-  if (header === undefined || !/^\d+$/.test(header)) return undefined;
-  const n = Number(header);
-  return Number.isSafeInteger(n) ? n : undefined;
+  return byteCountOf(header);
 }

@@ -4,6 +4,10 @@
  * (cdi.md §3.1b). Both programs answer from this table; neither writes a status literal.
  */
 
+import { Annotation } from '../api/cdi.js';
+import { CDICONFIG_GROUP, CDICONFIG_NAME, CDICONFIG_PLURAL, CDICONFIG_VERSION } from '../api/cdiconfig.js';
+import { UPLOAD_GROUP, UPLOAD_TOKEN_REQUEST_KIND, UPLOAD_TOKEN_REQUEST_PLURAL, UPLOAD_VERSION } from '../api/upload-token-request.js';
+
 export const UploadPath = {
   Sync: '/v1beta1/upload',
   Async: '/v1beta1/upload-async',
@@ -16,6 +20,8 @@ export const UploadPath = {
   AlphaForm: '/v1alpha1/upload-form',
   AlphaFormAsync: '/v1alpha1/upload-form-async',
   AlphaArchive: '/v1alpha1/upload-archive',
+  /** Ferry's addition (ADR 0010): tus 1.0 core, the upload staged, then imported. */
+  Resumable: '/v1beta1/upload-resumable',
   Healthz: '/healthz',
 } as const;
 export type UploadPath = (typeof UploadPath)[keyof typeof UploadPath];
@@ -48,10 +54,36 @@ export function uploadModeOf(url: string): UploadMode | undefined {
   return Object.prototype.hasOwnProperty.call(MODES, path) ? MODES[path] : undefined;
 }
 
-/** Paths the proxy accepts from clients (the archive path is the server's). */
+/** Paths the proxy accepts from clients (the archive path is the server's); each needs a token. */
 export function isProxyUploadPath(url: string): boolean {
   const path = url.split('?')[0] ?? '';
-  return uploadModeOf(path) !== undefined && path !== UploadPath.Archive && path !== UploadPath.AlphaArchive;
+  return path === UploadPath.Resumable || (uploadModeOf(path) !== undefined && path !== UploadPath.Archive && path !== UploadPath.AlphaArchive);
+}
+
+/**
+ * tus 1.0 core (https://tus.io/protocols/resumable-upload) on `UploadPath.Resumable`. The PVC is
+ * the resource (the token names it), so there is no creation step: `Upload-Length` comes with the
+ * first PATCH, as in the `creation-defer-length` extension.
+ */
+export const TUS_VERSION = '1.0.0';
+export const TUS_CONTENT_TYPE = 'application/offset+octet-stream';
+export const TusHeader = {
+  Resumable: 'tus-resumable',
+  Version: 'tus-version',
+  Offset: 'upload-offset',
+  Length: 'upload-length',
+  DeferLength: 'upload-defer-length',
+  MaxSize: 'tus-max-size',
+} as const;
+
+/** Headers the proxy passes on to the server: what describes the body or its place, nothing that authenticates. */
+export const FORWARDED_REQUEST_HEADERS = ['content-type', 'content-length', 'x-cdi-content-type', TusHeader.Resumable, TusHeader.Offset, TusHeader.Length] as const;
+
+/** Pure: a non-negative integer header (Upload-Offset, Upload-Length, Content-Length), or undefined. */
+export function byteCountOf(header: string | string[] | undefined): number | undefined {
+  if (typeof header !== 'string' || !/^\d{1,16}$/.test(header)) return undefined;
+  const n = Number(header);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 /** CDI's message prefix for a failed upload, and its wording for an image too big for the volume. */
@@ -77,6 +109,14 @@ export const UploadAnswer = {
   TooBig: { component: 'server', status: 400, meaning: `"${SAVING_FAILED}: ${TOO_BIG_REASON}: ..."` },
   BadRequest: { component: 'server', status: 400, meaning: 'the form body has no "file" field or is not multipart' },
   Failed: { component: 'server', status: 500, meaning: `"${SAVING_FAILED}: ..." (any other processing error)` },
+  // upload server, resumable path (tus 1.0 core)
+  TusPatched: { component: 'server', status: 204, meaning: 'PATCH appended and made durable (Upload-Offset: the new offset); OPTIONS' },
+  TusBadHeaders: { component: 'server', status: 400, meaning: 'Upload-Offset missing, Upload-Length missing on the first PATCH or changed, or the body goes past it' },
+  TusOffsetConflict: { component: 'server', status: 409, meaning: 'Upload-Offset is not the durable offset (answer carries the durable one): HEAD and resume from there' },
+  TusVersion: { component: 'server', status: 412, meaning: 'Tus-Resumable missing or not 1.0.0' },
+  TusContentType: { component: 'server', status: 415, meaning: 'a PATCH without Content-Type application/offset+octet-stream' },
+  TusLocked: { component: 'server', status: 423, meaning: 'another PATCH is still being written (a broken one not yet noticed): HEAD again shortly' },
+  TusUnavailable: { component: 'server', status: 404, meaning: 'this upload server has no scratch space to stage on: use the one-shot paths' },
   // both
   Ok: { component: 'both', status: 200, meaning: 'sync: the disk is complete; async: the body is received; HEAD on async paths; /healthz' },
 } as const;
@@ -121,3 +161,34 @@ export function bearerTokenOf(header: string | undefined): string | undefined {
   const match = /^Bearer\s+([A-Za-z0-9\-._~+/]+)$/i.exec(header ?? '');
   return match?.[1];
 }
+
+/**
+ * What an upload client (virtctl, `ferry image-upload`) and the upload controller agree on through
+ * the Kubernetes API, with CDI's names: the PVC's annotations and label, the token request, and
+ * where CDIConfig names the proxy. (The import annotations, `storage.contentType` and
+ * `storage.pod.phase` among them, are in src/api/cdi.ts.)
+ */
+export const UploadAnnotation = {
+  /** `""`: the PVC takes an upload (the controller then starts its upload server). */
+  UploadTarget: 'cdi.kubevirt.io/storage.upload.target',
+  /** `"true"` once the upload server accepts data (virtctl: strconv.ParseBool). */
+  PodReady: 'cdi.kubevirt.io/storage.pod.ready',
+  /** `""`: bind now rather than wait for a first consumer (`--force-bind`). */
+  BindImmediate: Annotation.ImmediateBinding,
+} as const;
+export const UploadLabel = {
+  ApplyStorageProfile: 'cdi.kubevirt.io/applyStorageProfile',
+} as const;
+
+/** CDI's token API (`create` only), served by the aggregated upload API. */
+export const UploadTokenApi = {
+  group: UPLOAD_GROUP,
+  version: UPLOAD_VERSION,
+  plural: UPLOAD_TOKEN_REQUEST_PLURAL,
+  kind: UPLOAD_TOKEN_REQUEST_KIND,
+} as const;
+/** Ferry's client names its token requests so (virtctl v1.9: `token-for-virtctl-`, v1.8: that name without the dash). */
+export const FERRY_TOKEN_REQUEST_PREFIX = 'token-for-ferry-';
+
+/** CDIConfig: the cluster-scoped `config` object whose spec or status names the proxy URL. */
+export const CdiConfigApi = { group: CDICONFIG_GROUP, version: CDICONFIG_VERSION, plural: CDICONFIG_PLURAL, name: CDICONFIG_NAME } as const;

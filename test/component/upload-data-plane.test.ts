@@ -19,6 +19,12 @@ import { PVC_RESOURCE, signUploadToken, TokenOperation, uploadClaims } from '../
 import { Progress } from '../../importer/progress.js';
 import { createUploadServer, ERROR_CODE_HEADER } from '../../importer/upload-server.js';
 import { createUploadProxy, type TargetStatus } from '../../uploadproxy/proxy.js';
+import { uploadImage, UploadMethod } from '../../cli/upload/client.js';
+import { connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { TUS_CONTENT_TYPE, TUS_VERSION } from '../../src/contract/upload-api.js';
+import { ErrorCode, type FerryError } from '../../src/errors.js';
 import { compress, convertImage, expectSameDisk, makeRawDisk, makeTar, MiB, removeDir, sh, tempDir } from '../helpers/fixtures.js';
 import { FAST_TUNING } from '../helpers/engine.js';
 import { issueCert, makeCa, type TestCa } from '../helpers/tls.js';
@@ -383,4 +389,204 @@ describe('the status table (cdi.md §3.1b)', () => {
       await server.close();
     }
   });
+});
+
+
+/**
+ * A loopback TCP relay in front of the proxy that cuts every open connection (client and proxy side)
+ * when the bytes it has carried towards the proxy first pass each of `cutsAt` (fractions of
+ * `of`): a laptop's Wi-Fi dropping twice. TLS passes through it untouched.
+ */
+async function startCuttingRelay(targetPort: number, of: number, cutsAt: readonly number[], holdMs = 0): Promise<{ port: number; forwarded: () => number; cuts: () => number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const pending = cutsAt.map((fraction) => Math.floor(fraction * of));
+  let forwarded = 0;
+  let cuts = 0;
+  let heldUntil = 0;
+  const server = createTcpServer((client) => {
+    // For `holdMs` after a cut, new connections wait (the Wi-Fi takes a while to come back).
+    const upstream = connect(targetPort, '127.0.0.1');
+    const wait = heldUntil - Date.now();
+    if (wait > 0) {
+      client.pause();
+      upstream.pause();
+      setTimeout(() => {
+        client.resume();
+        upstream.resume();
+      }, wait).unref();
+    }
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+    }
+    client.on('data', (chunk: Buffer) => {
+      forwarded += chunk.length;
+      if (!upstream.write(chunk)) {
+        client.pause();
+        upstream.once('drain', () => client.resume());
+      }
+      if (pending.length > 0 && forwarded >= (pending[0] as number)) {
+        pending.shift();
+        cuts += 1;
+        heldUntil = Date.now() + holdMs;
+        for (const s of [...sockets]) s.destroy();
+      }
+    });
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    forwarded: () => forwarded,
+    cuts: () => cuts,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('resumable uploads (tus 1.0 core on /v1beta1/upload-resumable, ADR 0010)', () => {
+  const IMAGE = 32 * MiB;
+  beforeAll(() => {
+    // Incompressible, so the qcow2 is as large as the raw and every cut falls inside a body.
+    writeFileSync(f('random.raw'), randomBytes(IMAGE));
+    convertImage(f('random.raw'), 'qcow2', f('random.qcow2'));
+  });
+
+  test.each<[string, string]>([
+    ['raw', 'random.raw'],
+    ['qcow2', 'random.qcow2'],
+  ])('%s: the connection cut at 30 %% and 70 %%; the client resumes; ≤ 1.1× the bytes; identical', (_what, image) =>
+    withPlane({ capacity: IMAGE }, async (server, proxyPort) => {
+      const size = statSync(f(image)).size;
+      const relay = await startCuttingRelay(proxyPort, size, [0.3, 0.7]);
+      const messages: string[] = [];
+      let tokens = 0;
+      try {
+        const outcome = await uploadImage({
+          proxyUrl: `https://127.0.0.1:${relay.port}`,
+          file: f(image),
+          size,
+          token: async () => {
+            tokens += 1;
+            return token();
+          },
+          insecure: false,
+          ca: serverCa.cert,
+          retry: 5,
+          onMessage: (m) => messages.push(m),
+        });
+        expect(relay.cuts()).toBe(2);
+        expect(outcome.method).toBe(UploadMethod.Resumable);
+        expect(outcome.resumes).toBeGreaterThanOrEqual(2);
+        // What went over the wire: everything the relay carried (TLS, headers, HEADs and the resent
+        // bytes). The client's own count also holds what died in its socket buffers at each cut.
+        expect(relay.forwarded()).toBeGreaterThanOrEqual(size);
+        expect(relay.forwarded()).toBeLessThanOrEqual(1.1 * size);
+        expect(outcome.bytesWritten).toBeGreaterThanOrEqual(relay.forwarded() - 64 * 1024);
+        expect(messages.filter((m) => m.startsWith('resuming the upload at byte')).length).toBeGreaterThanOrEqual(2);
+        expect(tokens).toBe(1);
+      } finally {
+        await relay.close();
+      }
+      expect(await server.finished).toMatchObject({ kind: 'success' });
+      expect(readFileSync(server.target).equals(readFileSync(f('random.raw')))).toBe(true);
+      expect(existsSync(join(f(`scratch-${serial}`), 'resumable-upload.staged'))).toBe(false);
+    }),
+  60_000);
+
+  const tus = (extra: Record<string, string> = {}): Record<string, string> => ({ 'tus-resumable': TUS_VERSION, ...extra });
+
+  test('the tus rules: 412 without Tus-Resumable, 415, 409 with the durable offset, 400 on a changed length; HEAD reports the offset', () =>
+    withPlane({ capacity: SIZE }, async (server, proxy) => {
+      const raw = readFileSync(f('disk.raw'));
+      const half = raw.subarray(0, raw.length / 2);
+      const r = UploadPath.Resumable;
+      expect((await send(proxy, r, { method: 'HEAD', bearer: token() })).status).toBe(412);
+      const empty = await send(proxy, r, { method: 'HEAD', bearer: token(), headers: tus() });
+      expect(empty.status).toBe(200);
+      expect(empty.headers).toMatchObject({ 'upload-offset': '0', 'upload-defer-length': '1', 'tus-resumable': TUS_VERSION });
+      expect((await send(proxy, r, { method: 'PATCH', bearer: token(), body: half, headers: tus({ 'upload-offset': '0', 'upload-length': String(raw.length) }) })).status).toBe(415);
+      expect((await send(proxy, r, { method: 'PATCH', bearer: token(), body: half, headers: tus({ 'content-type': TUS_CONTENT_TYPE, 'upload-offset': '0' }) })).status).toBe(400);
+      const first = await send(proxy, r, { method: 'PATCH', bearer: token(), body: half, headers: tus({ 'content-type': TUS_CONTENT_TYPE, 'upload-offset': '0', 'upload-length': String(raw.length) }) });
+      expect(first.status).toBe(204);
+      expect(first.headers['upload-offset']).toBe(String(half.length));
+      const stale = await send(proxy, r, { method: 'PATCH', bearer: token(), body: half, headers: tus({ 'content-type': TUS_CONTENT_TYPE, 'upload-offset': '0' }) });
+      expect(stale).toMatchObject({ status: 409 });
+      expect(stale.headers['upload-offset']).toBe(String(half.length));
+      const changed = await send(proxy, r, { method: 'PATCH', bearer: token(), body: half, headers: tus({ 'content-type': TUS_CONTENT_TYPE, 'upload-offset': String(half.length), 'upload-length': String(raw.length + 1) }) });
+      expect(changed.status).toBe(400);
+      expect(await send(proxy, r, { method: 'HEAD', bearer: token(), headers: tus() })).toMatchObject({ status: 200, headers: expect.objectContaining({ 'upload-offset': String(half.length), 'upload-length': String(raw.length) }) });
+      // A one-shot upload while a resumable one holds the target: 503, as for any second upload.
+      expect((await send(proxy, UploadPath.Sync, { body: raw, bearer: token() })).status).toBe(503);
+      // No token, no offset: the proxy checks every request.
+      expect((await send(proxy, r, { method: 'HEAD', headers: tus() })).status).toBe(400);
+      expect((await send(proxy, r, { method: 'HEAD', bearer: 'forged.token.here', headers: tus() })).status).toBe(401);
+      const rest = await send(proxy, r, { method: 'PATCH', bearer: token(), body: raw.subarray(half.length), headers: tus({ 'content-type': TUS_CONTENT_TYPE, 'upload-offset': String(half.length) }) });
+      expect(rest.status).toBe(204);
+      expect(rest.headers['upload-offset']).toBe(String(raw.length));
+      expect(await server.finished).toMatchObject({ kind: 'success' });
+      expect(readFileSync(server.target).equals(raw)).toBe(true);
+      expect((await send(proxy, r, { method: 'HEAD', bearer: token(), headers: tus() })).status).toBe(409);
+    }));
+
+  test('a token that expires during the upload: the resumed request gets a new one; a wrong token aborts at once', () =>
+    withPlane({ capacity: IMAGE }, async (server, proxyPort) => {
+      const size = statSync(f('random.raw')).size;
+      // Held 3 s after the cut: the first token (valid for 1–2 s) has expired when the client resumes.
+      const relay = await startCuttingRelay(proxyPort, size, [0.3], 3000);
+      const issued: number[] = [];
+      try {
+        const outcome = await uploadImage({
+          proxyUrl: `https://127.0.0.1:${relay.port}`,
+          file: f('random.raw'),
+          size,
+          token: async () => {
+            issued.push(Date.now());
+            return issued.length === 1 ? signUploadToken(uploadClaims(NS, PVC, Date.now(), -8), signing.privateKey) : token();
+          },
+          insecure: false,
+          ca: serverCa.cert,
+          retry: 5,
+        });
+        expect(outcome.method).toBe(UploadMethod.Resumable);
+        expect(issued).toHaveLength(2);
+        expect(relay.forwarded()).toBeLessThanOrEqual(1.1 * size);
+      } finally {
+        await relay.close();
+      }
+      expect(await server.finished).toMatchObject({ kind: 'success' });
+      expect(readFileSync(server.target).equals(readFileSync(f('random.raw')))).toBe(true);
+      const forged = (await uploadImage({ proxyUrl: `https://127.0.0.1:${proxyPort}`, file: f('random.raw'), size, token: async () => 'abc.def.ghi', insecure: false, ca: serverCa.cert, retry: 5 }).catch((e: unknown) => e)) as FerryError;
+      expect(forged).toMatchObject({ code: ErrorCode.Unauthorized });
+      expect((forged as FerryError).message).toMatch(/^authentication failed: upload refused \(HTTP 401\)/);
+    }),
+  60_000);
+
+  test('a target that stays unavailable (503): --retry attempts, then the server\'s reason', () =>
+    withPlane(
+      {},
+      async (_server, proxy) => {
+        const messages: string[] = [];
+        const error = (await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('disk.raw'), size: SIZE, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 3, onMessage: (m) => messages.push(m) }).catch((e: unknown) => e)) as FerryError;
+        expect(error).toMatchObject({ code: ErrorCode.SourceUnavailable });
+        expect(error.message).toBe(`error uploading image after 3 retries: upload refused (HTTP 503): rejecting Upload Request for PVC ${NS}/${PVC} that already finished uploading`);
+        expect(messages.filter((m) => m.startsWith('upload attempt'))).toHaveLength(3);
+      },
+      async () => ({ kind: 'succeeded' }),
+    ));
+
+  test('without scratch the resumable path is not offered (404) and the client falls back to virtctl\'s one-shot', () =>
+    withPlane({ capacity: SIZE, scratchDir: undefined }, async (server, proxy) => {
+      expect((await send(proxy, UploadPath.Resumable, { method: 'HEAD', bearer: token(), headers: tus() })).status).toBe(404);
+      const outcome = await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('disk.raw'), size: SIZE, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 2 });
+      expect(outcome).toMatchObject({ method: UploadMethod.Async, attempts: 1, bytesWritten: SIZE });
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+    }));
 });
