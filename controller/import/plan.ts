@@ -7,8 +7,8 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { Annotation, EventReason, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode, isFerryError } from '../../src/errors.js';
 import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
-import { decodeTermination, type TerminationMessage } from '../../src/contract/termination.js';
 import type { ControllerConfig } from '../config.js';
+import { annotate, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
 import { backoffMs } from '../../src/backoff.js';
 
@@ -44,39 +44,6 @@ export function retryDelay(restarts: number, config: ControllerConfig): number {
   return backoffMs(restarts, config.retryBackoffMs, config.retryBackoffMaxMs);
 }
 
-function annotate(current: Readonly<Record<string, string>>, desired: Readonly<Record<string, string | null>>): Action[] {
-  const changed: Record<string, string | null> = {};
-  for (const [key, value] of Object.entries(desired)) {
-    if (value === null ? key in current : current[key] !== value) changed[key] = value;
-  }
-  return Object.keys(changed).length > 0 ? [{ type: 'annotate', annotations: changed }] : [];
-}
-
-/** An event goes with a change of the PVC's status, so a repeated reconcile does not repeat it. */
-function withEvent(changes: readonly Action[], eventType: 'Normal' | 'Warning', reason: string, message: string): Action[] {
-  return changes.length > 0 ? [{ type: 'event', eventType, reason, message }] : [];
-}
-
-function running(status: 'true' | 'false', reason: string, message: string): Record<string, string> {
-  return { [Annotation.RunningCondition]: status, [Annotation.RunningReason]: reason, [Annotation.RunningMessage]: message };
-}
-
-function terminationOf(pod: V1Pod): TerminationMessage | undefined {
-  const status = pod.status?.containerStatuses?.find((c) => c.name === 'importer') ?? pod.status?.containerStatuses?.[0];
-  const message = status?.state?.terminated?.message;
-  return message === undefined ? undefined : decodeTermination(message);
-}
-
-/** Why a pending pod is waiting, in CDI's words for image pulls. */
-function waitingReason(pod: V1Pod): { reason: string; message: string } | undefined {
-  const waiting = pod.status?.containerStatuses?.[0]?.state?.waiting;
-  if (!waiting?.reason) return undefined;
-  if (['ImagePullBackOff', 'ErrImagePull', 'InvalidImageName'].includes(waiting.reason)) {
-    return { reason: 'ImagePullFailed', message: `failed to pull image: ${pod.spec?.containers?.[0]?.image ?? ''}` };
-  }
-  return { reason: waiting.reason, message: waiting.message ?? '' };
-}
-
 export function planImport(observed: Observed, config: ControllerConfig): Plan {
   const { pvc, pod, scratchPvc, now } = observed;
   if (pvc.metadata?.deletionTimestamp) return NOTHING;
@@ -88,7 +55,7 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
   } catch (err) {
     if (!isFerryError(err)) throw err;
     // A request that can never run is reported once on the PVC, never retried.
-    const actions = annotate(current, {
+    const actions: Action[] = annotate(current, {
       [Annotation.PodPhase]: PodPhase.Failed,
       [Annotation.ErrorCode]: err.code,
       ...running('false', err.code, err.message),
@@ -176,7 +143,7 @@ function planStart({ pvc, request, current, scratchPvc, now, config }: Context):
 
 function planSucceeded(ctx: Context, pod: V1Pod): Plan {
   const { pvc, request, current, scratchPvc } = ctx;
-  const message = terminationOf(pod);
+  const message = terminationOf(pod, 'importer');
   if (message?.kind === 'failure') return planFailed(ctx, pod);
   const podName = importerPodName(pvc.metadata?.name ?? '');
   if (message?.scratchSpaceRequired) {
@@ -209,7 +176,7 @@ function planSucceeded(ctx: Context, pod: V1Pod): Plan {
 
 function planFailed({ request, current, now, config }: Context, pod: V1Pod): Plan {
   const podName = pod.metadata?.name ?? '';
-  const message = terminationOf(pod);
+  const message = terminationOf(pod, 'importer');
   const failure =
     message?.kind === 'failure'
       ? message
