@@ -8,9 +8,8 @@ import { Annotation, EventReason, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode, isFerryError } from '../../src/errors.js';
 import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
 import type { ControllerConfig } from '../config.js';
-import { annotate, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
+import { annotate, type AnnotateAction, backoffRemaining, countFailure, type EventAction, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
-import { backoffMs } from '../../src/backoff.js';
 
 export interface Observed {
   readonly pvc: V1PersistentVolumeClaim;
@@ -26,9 +25,8 @@ export type Action =
   | { readonly type: 'deletePod'; readonly name: string }
   | { readonly type: 'createScratchPvc'; readonly pvc: V1PersistentVolumeClaim }
   | { readonly type: 'deleteScratchPvc'; readonly name: string }
-  /** Merge-patch of the PVC's annotations; null removes a key. Only changed keys are listed. */
-  | { readonly type: 'annotate'; readonly annotations: Readonly<Record<string, string | null>> }
-  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+  | AnnotateAction
+  | EventAction;
 
 export interface Plan {
   readonly actions: readonly Action[];
@@ -39,10 +37,8 @@ export interface Plan {
 
 const NOTHING: Plan = Object.freeze({ actions: [] });
 
-/** Backoff before attempt `restarts + 1`: base·2^(restarts−1), capped. */
-export function retryDelay(restarts: number, config: ControllerConfig): number {
-  return backoffMs(restarts, config.retryBackoffMs, config.retryBackoffMaxMs);
-}
+/** Backoff before attempt `restarts + 1` (kept here for the import plan's callers). */
+export { retryDelay } from '../runtime/pvc-status.js';
 
 export function planImport(observed: Observed, config: ControllerConfig): Plan {
   const { pvc, pod, scratchPvc, now } = observed;
@@ -121,12 +117,8 @@ interface Context {
 }
 
 function planStart({ pvc, request, current, scratchPvc, now, config }: Context): Plan {
-  const lastFailure = Date.parse(current[Annotation.LastFailureTime] ?? '');
-  if (Number.isFinite(lastFailure)) {
-    const restarts = Number(current[Annotation.PodRestarts] ?? '0') || 0;
-    const due = lastFailure + retryDelay(restarts, config);
-    if (now < due) return { actions: [], requeueAfterMs: due - now };
-  }
+  const wait = backoffRemaining(current, now, config);
+  if (wait > 0) return { actions: [], requeueAfterMs: wait };
   const withScratch = current[Annotation.RequiresScratch] === 'true';
   const actions: Action[] = [];
   if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc) });
@@ -181,41 +173,22 @@ function planFailed({ request, current, now, config }: Context, pod: V1Pod): Pla
     message?.kind === 'failure'
       ? message
       : { code: ErrorCode.Internal, message: pod.status?.message ?? 'the importer pod failed without a termination message', retryable: true };
-  const podUid = pod.metadata?.uid ?? '';
-  if (podUid !== '' && current[Annotation.LastFailedPod] === podUid) {
+  const verdict = countFailure(current, failure, pod.metadata?.uid ?? '', now, config);
+  if (verdict.kind === 'counted') {
     // Already counted (the cache still shows the pod being deleted).
     return { actions: request.retainPod && current[Annotation.FatalError] === 'true' ? [] : [{ type: 'deletePod', name: podName }] };
   }
-  const restarts = (Number(current[Annotation.PodRestarts] ?? '0') || 0) + 1;
-  if (failure.retryable && restarts <= config.maxRetries) {
-    const delay = retryDelay(restarts, config);
+  if (verdict.kind === 'retry') {
     return {
       actions: [
-        ...annotate(current, {
-          [Annotation.PodRestarts]: String(restarts),
-          [Annotation.PodPhase]: PodPhase.Pending,
-          [Annotation.ErrorCode]: failure.code,
-          [Annotation.LastFailureTime]: new Date(now).toISOString(),
-          [Annotation.LastFailedPod]: podUid,
-          ...running('false', failure.code, `${failure.message} (retry ${restarts} of ${config.maxRetries} in ${Math.round(delay / 1000)}s)`),
-        }),
-        { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${failure.message}; retrying (${restarts}/${config.maxRetries})` },
+        ...annotate(current, verdict.annotations),
+        { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${failure.message}; retrying (${verdict.restarts}/${config.maxRetries})` },
         { type: 'deletePod', name: podName },
       ],
-      requeueAfterMs: delay,
+      requeueAfterMs: verdict.delayMs,
     };
   }
-  const why = failure.retryable ? `${failure.message} (gave up after ${config.maxRetries} retries)` : failure.message;
-  const actions: Action[] = [
-    ...annotate(current, {
-      [Annotation.PodPhase]: PodPhase.Failed,
-      [Annotation.FatalError]: 'true',
-      [Annotation.ErrorCode]: failure.code,
-      [Annotation.LastFailedPod]: podUid,
-      ...running('false', failure.code, why),
-    }),
-    { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${why}` },
-  ];
+  const actions: Action[] = [...annotate(current, verdict.annotations), { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${verdict.why}` }];
   if (!request.retainPod) actions.push({ type: 'deletePod', name: podName });
   return { actions };
 }

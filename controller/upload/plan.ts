@@ -11,9 +11,9 @@ import { ErrorCode } from '../../src/errors.js';
 import type { ContentType } from '../../src/contract/import-spec.js';
 import { uploadServiceName } from '../../src/contract/upload-api.js';
 import type { ControllerConfig } from '../config.js';
-import { annotate, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
+import { annotate, backoffRemaining, countFailure, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildScratchPvc, scratchPvcName } from '../import/importer-pod.js';
-import { retryDelay } from '../import/plan.js';
+import type { Action as ImportAction } from '../import/plan.js';
 import { buildUploadPod, buildUploadService, contentTypeOf, uploadPodName, uploadServerHosts, uploadTlsSecretName } from './upload-pod.js';
 
 export interface UploadObserved {
@@ -32,13 +32,10 @@ export type UploadAction =
    * the certificate ends sooner.
    */
   | { readonly type: 'startServer'; readonly pod: V1Pod; readonly service?: V1Service; readonly hosts: readonly string[] }
-  | { readonly type: 'deletePod'; readonly name: string }
   | { readonly type: 'deleteService'; readonly name: string }
   | { readonly type: 'deleteTlsSecret'; readonly name: string }
-  | { readonly type: 'createScratchPvc'; readonly pvc: V1PersistentVolumeClaim }
-  | { readonly type: 'deleteScratchPvc'; readonly name: string }
-  | { readonly type: 'annotate'; readonly annotations: Readonly<Record<string, string | null>> }
-  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+  /** Pod and scratch deletes, scratch creates, annotations, events: the import controller's own, applied by its writer. */
+  | Exclude<ImportAction, { type: 'createPod' }>;
 
 export interface UploadPlan {
   readonly actions: readonly UploadAction[];
@@ -131,12 +128,8 @@ export function planUpload(observed: UploadObserved, config: ControllerConfig): 
 
 function planStart({ pvc, contentType, current, observed, config }: Context): UploadPlan {
   const { now, service, scratchPvc } = observed;
-  const lastFailure = Date.parse(current[Annotation.LastFailureTime] ?? '');
-  if (Number.isFinite(lastFailure)) {
-    const restarts = Number(current[Annotation.PodRestarts] ?? '0') || 0;
-    const due = lastFailure + retryDelay(restarts, config);
-    if (now < due) return { actions: [], requeueAfterMs: due - now };
-  }
+  const wait = backoffRemaining(current, now, config);
+  if (wait > 0) return { actions: [], requeueAfterMs: wait };
   const name = pvc.metadata?.name ?? '';
   const withScratch = current[Annotation.RequiresScratch] === 'true';
   const actions: UploadAction[] = [];
@@ -201,41 +194,21 @@ function planFailed({ pvc, current, observed, config, retain }: Context, pod: V1
     // No upload came in the server's lifetime: a new one, with a new certificate; not a failure.
     return { actions: [...annotate(current, { [UploadAnnotation.PodReady]: 'false', ...running('false', 'DeadlinePassed', 'the upload server is replaced: no upload before its deadline') }), { type: 'deletePod', name: podName }] };
   }
-  const podUid = pod.metadata?.uid ?? '';
-  if (podUid !== '' && current[Annotation.LastFailedPod] === podUid) {
-    return { actions: retain && current[Annotation.FatalError] === 'true' ? [] : [{ type: 'deletePod', name: podName }] };
-  }
-  const restarts = (Number(current[Annotation.PodRestarts] ?? '0') || 0) + 1;
-  if (failure.retryable && restarts <= config.maxRetries) {
-    const delay = retryDelay(restarts, config);
+  const verdict = countFailure(current, failure, pod.metadata?.uid ?? '', observed.now, config);
+  if (verdict.kind === 'counted') return { actions: retain && current[Annotation.FatalError] === 'true' ? [] : [{ type: 'deletePod', name: podName }] };
+  if (verdict.kind === 'retry') {
     return {
       actions: [
-        ...annotate(current, {
-          [Annotation.PodRestarts]: String(restarts),
-          [Annotation.PodPhase]: PodPhase.Pending,
-          [UploadAnnotation.PodReady]: 'false',
-          [Annotation.ErrorCode]: failure.code,
-          [Annotation.LastFailureTime]: new Date(observed.now).toISOString(),
-          [Annotation.LastFailedPod]: podUid,
-          ...running('false', failure.code, `${failure.message} (retry ${restarts} of ${config.maxRetries} in ${Math.round(delay / 1000)}s)`),
-        }),
-        { type: 'event', eventType: 'Warning', reason: UploadEventReason.UploadFailed, message: `${failure.code}: ${failure.message}; starting a new upload server (${restarts}/${config.maxRetries})` },
+        ...annotate(current, { ...verdict.annotations, [UploadAnnotation.PodReady]: 'false' }),
+        { type: 'event', eventType: 'Warning', reason: UploadEventReason.UploadFailed, message: `${failure.code}: ${failure.message}; starting a new upload server (${verdict.restarts}/${config.maxRetries})` },
         { type: 'deletePod', name: podName },
       ],
-      requeueAfterMs: delay,
+      requeueAfterMs: verdict.delayMs,
     };
   }
-  const why = failure.retryable ? `${failure.message} (gave up after ${config.maxRetries} retries)` : failure.message;
   const actions: UploadAction[] = [
-    ...annotate(current, {
-      [Annotation.PodPhase]: PodPhase.Failed,
-      [Annotation.FatalError]: 'true',
-      [UploadAnnotation.PodReady]: 'false',
-      [Annotation.ErrorCode]: failure.code,
-      [Annotation.LastFailedPod]: podUid,
-      ...running('false', failure.code, why),
-    }),
-    { type: 'event', eventType: 'Warning', reason: UploadEventReason.UploadFailed, message: `${failure.code}: ${why}` },
+    ...annotate(current, { ...verdict.annotations, [UploadAnnotation.PodReady]: 'false' }),
+    { type: 'event', eventType: 'Warning', reason: UploadEventReason.UploadFailed, message: `${failure.code}: ${verdict.why}` },
   ];
   if (!retain) actions.push({ type: 'deletePod', name: podName });
   if (observed.service) actions.push({ type: 'deleteTlsSecret', name: uploadTlsSecretName(name) }, { type: 'deleteService', name: uploadServiceName(name) });
