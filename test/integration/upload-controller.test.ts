@@ -309,6 +309,23 @@ describe('upload controller on a real apiserver, with the real upload server and
     expect(plain.body).toContain('is not an upload target');
   }, 60_000);
 
+  test('the proxy waits (at most 10 s) for the server pod: 503 when it stays not ready, forwarded once it becomes ready', async () => {
+    const ns = await cp.newNamespace();
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('late', { [UploadAnnotation.Target]: '' }) });
+    const pod = await uploadPod(ns, 'late');
+    await annotationsWhen(core, ns, 'late', (a) => a[UploadAnnotation.PodReady] === 'false');
+    const never = await send('/v1beta1/upload', 'POST', { token: token(ns, 'late'), file: join(dir, 'disk.raw') });
+    expect(never.status).toBe(503);
+    expect(never.body).toContain('is not ready');
+    // Asked while not ready; the server comes up and turns Ready during the proxy's wait.
+    const answer = send('/v1beta1/upload', 'POST', { token: token(ns, 'late'), file: join(dir, 'disk.raw') });
+    const run = await runServer(pod, join(dir, `${ns}-late`));
+    await becomeReady(pod, 'late');
+    expect(await answer).toEqual({ status: 200, body: '' });
+    expect((await exited(pod, run)).code).toBe(0);
+    expect(expectSameDisk(join(dir, `${ns}-late`, 'data', 'disk.img'), join(dir, 'disk.raw'))).toBe(true);
+  }, 90_000);
+
   test('a DataVolume with source.upload: UploadScheduled → UploadReady → Succeeded', async () => {
     const ns = await cp.newNamespace();
     await custom.createNamespacedCustomObject({
