@@ -5,8 +5,10 @@ import { DEFAULT_FILESYSTEM_OVERHEAD } from '../src/contract/import-spec.js';
 import { DEFAULT_IMPORTER_METRICS_PORT } from '../src/contract/import-progress.js';
 import { DEFAULT_LAUNCHER_STATUS_PORT } from '../src/contract/launcher-pod.js';
 
+const DAY_MS = 86_400_000;
+
 /** The controllers `ferry controller` can run (`--controllers`). */
-export const CONTROLLER_NAMES = ['import', 'vm', 'datavolume'] as const;
+export const CONTROLLER_NAMES = ['import', 'vm', 'datavolume', 'upload'] as const;
 export type ControllerName = (typeof CONTROLLER_NAMES)[number];
 
 export interface ControllerConfig {
@@ -38,6 +40,15 @@ export interface ControllerConfig {
   /** First delay before a VM restarts after a failed run; doubled per consecutive failure. */
   readonly startBackoffMs: number;
   readonly maxStartBackoffMs: number;
+  /** Ferry's own namespace: where the upload CAs and the upload proxy's certificate Secrets live. */
+  readonly ferryNamespace: string;
+  /** Lifetime of the upload CAs (renewed at two thirds) and of the certificates they sign (at most a third of it). */
+  readonly uploadCaLifetimeMs: number;
+  readonly uploadCertLifetimeMs: number;
+  /** An upload server with no finished upload exits after this long (at most two thirds of a certificate's lifetime). */
+  readonly uploadDeadlineMs: number;
+  /** How often the upload certificates are checked for rotation. */
+  readonly certCheckIntervalMs: number;
 }
 
 export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
@@ -62,4 +73,9 @@ export const DEFAULT_CONFIG: ControllerConfig = Object.freeze({
   launcherStatusPort: DEFAULT_LAUNCHER_STATUS_PORT,
   startBackoffMs: 10_000,
   maxStartBackoffMs: 300_000,
+  ferryNamespace: 'ferry-system',
+  uploadCaLifetimeMs: 30 * DAY_MS,
+  uploadCertLifetimeMs: 7 * DAY_MS,
+  uploadDeadlineMs: 4 * DAY_MS,
+  certCheckIntervalMs: 10 * 60_000,
 }) as ControllerConfig;

@@ -1,5 +1,5 @@
 /**
- * `ferry controller`: the PVC-annotation import, DataVolume and VM controllers. Composition root: flags and
+ * `ferry controller`: the PVC-annotation import and upload, DataVolume and VM controllers. Composition root: flags and
  * environment, Kubernetes clients, the health/metrics server, leader election and signals.
  */
 
@@ -18,6 +18,7 @@ import { ImportController } from './import/import-controller.js';
 import { errorLine } from './runtime/errors.js';
 import { InformerFactory } from './runtime/informers.js';
 import { LeaderElector } from './runtime/leader-election.js';
+import { UploadController } from './upload/upload-controller.js';
 import { VmController } from './vm/vm-controller.js';
 
 export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [options]
@@ -25,7 +26,8 @@ export const CONTROLLER_USAGE = `Usage: ferry controller [--kubeconfig FILE] [op
 Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.import.*) and runs
 importer pods for them; creates the PVCs of cdi.kubevirt.io/v1beta1 DataVolumes; runs kubevirt.io/v1
 VirtualMachines (creating the DataVolumes of their dataVolumeTemplates) and VirtualMachineInstances
-in launcher pods.
+in launcher pods; runs an upload server pod, Service and certificate for each PVC annotated
+cdi.kubevirt.io/storage.upload.target (and DataVolumes with source.upload).
 
 Options:
   --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
@@ -37,7 +39,7 @@ Options:
   --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
   --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
   --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
-  --controllers LIST        any of import,vm,datavolume (default all; datavolume also keeps CDIConfig "config")
+  --controllers LIST        any of import,vm,datavolume,upload (default all; datavolume also keeps CDIConfig "config")
   --upload-proxy-url URL    the upload proxy's URL for users (https://…), published in CDIConfig status.uploadProxyURL
   --launcher-image IMAGE    image that runs "ferry launcher" (default ${DEFAULT_CONFIG.launcherImage})
   --allow-emulation         let guests run under QEMU TCG where the node has no working KVM
@@ -45,6 +47,7 @@ Options:
   --health-port PORT        /healthz, /readyz and /metrics (default 8080; 0 disables)
   --leader-elect BOOL       take a Lease before acting (default true)
   --lease-namespace NS      namespace of the Lease (default $POD_NAMESPACE or ferry-system)
+  --ferry-namespace NS      namespace of the upload CA and upload proxy certificate Secrets (default $POD_NAMESPACE or ferry-system)
   --id NAME                 this replica's identity (default $POD_NAME or hostname-pid)
   --log-level LEVEL         pino level (default info)`;
 
@@ -84,6 +87,7 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
       'start-backoff-ms': { type: 'string' },
       'leader-elect': { type: 'string' },
       'lease-namespace': { type: 'string' },
+      'ferry-namespace': { type: 'string' },
       id: { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -175,7 +179,9 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     process.stderr.write(`error ${ErrorCode.InvalidSpec}: ${(err as Error).message.split('\n')[0]} (see 'ferry controller --help')\n`);
     return 2;
   }
-  const { config, values } = parsed;
+  const { values } = parsed;
+  // Where the upload CAs and the proxy's certificates live: the flag, else the pod's own namespace.
+  const config: ControllerConfig = Object.freeze({ ...parsed.config, ferryNamespace: (values['ferry-namespace'] as string | undefined) ?? env.POD_NAMESPACE ?? parsed.config.ferryNamespace });
   if (values.help) {
     process.stderr.write(`${CONTROLLER_USAGE}\n`);
     return 0;
@@ -193,6 +199,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
       [
         ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
         ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
+        ...(config.controllers.includes('upload') ? [new UploadController({ kubeConfig: kc, config, logger: logger.child({ controller: 'upload' }), informers })] : []),
         ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers })] : []),
         ...(config.controllers.includes('datavolume') ? [new CdiConfigController({ kubeConfig: kc, logger: logger.child({ controller: 'cdiconfig' }), defaults: cdiConfigDefaults(config, values['upload-proxy-url']) })] : []),
       ],

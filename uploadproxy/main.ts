@@ -1,18 +1,21 @@
 /**
  * `ferry uploadproxy`: composition root of the upload proxy. Reads its files from the environment
  * (names as CDI's proxy Deployment: the token signer's public key, the serving certificate, the
- * client certificate for the upload servers and their CA), listens, and stops on SIGTERM.
+ * client certificate for the upload servers and their CA), asks the Kubernetes API about each
+ * target PVC (target-status.ts; in-cluster, else $KUBECONFIG), listens, and stops on SIGTERM.
  *
- * Until the upload controller lands, nothing here asks the Kubernetes API about the PVC: every
- * target counts as ready and the upload server's own rules (one upload, 409 after success) hold.
- * That is the `targetStatus` seam of proxy.ts.
+ * The certificate files are Secret volumes the controller rotates (controller/certs/): they are
+ * read again every UPLOADPROXY_CERT_RELOAD_MS (default 60 s), the serving certificate swapped
+ * into the TLS server and the client certificate used from the next upload on.
  */
 
 import { readFileSync } from 'node:fs';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger } from '../src/logging.js';
 import { publicKeyFromPem } from '../src/contract/upload-token.js';
 import { createUploadProxy } from './proxy.js';
+import { addressResolver, DEFAULT_SERVER_ADDRESS, kubeTargetStatus } from './target-status.js';
 
 export const UploadProxyEnv = {
   PublicKeyFile: 'APISERVER_PUBLIC_KEY_FILE',
@@ -23,6 +26,11 @@ export const UploadProxyEnv = {
   ServerCaFile: 'UPLOAD_SERVER_CA_CERT_FILE',
   Port: 'UPLOADPROXY_PORT',
   Host: 'UPLOADPROXY_HOST',
+  /** Where an upload server is dialled: `{service}` and `{namespace}` replaced (default CDI's `{service}.{namespace}.svc:8443`). */
+  ServerAddress: 'UPLOADPROXY_SERVER_ADDRESS',
+  CertReloadMs: 'UPLOADPROXY_CERT_RELOAD_MS',
+  /** A kubeconfig file; default in-cluster, then $KUBECONFIG. */
+  Kubeconfig: 'KUBECONFIG',
 } as const;
 
 function file(env: NodeJS.ProcessEnv, name: string): Buffer {
@@ -35,26 +43,67 @@ function file(env: NodeJS.ProcessEnv, name: string): Buffer {
   }
 }
 
+function number(env: NodeJS.ProcessEnv, name: string, fallback: number, max: number): number {
+  const text = env[name] ?? String(fallback);
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= 1 && n <= max)) throw new FerryError(ErrorCode.InvalidSpec, `${name} must be a number from 1 to ${max}, got "${text}"`);
+  return n;
+}
+
 export async function uploadProxyMain(env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const logger = createLogger({ name: 'ferry-uploadproxy', level: env.FERRY_LOG_LEVEL ?? 'info' });
   try {
-    const portText = env[UploadProxyEnv.Port] ?? '8443';
-    const port = /^\d+$/.test(portText) && Number(portText) <= 65535 ? Number(portText) : undefined;
-    if (port === undefined) throw new FerryError(ErrorCode.InvalidSpec, `${UploadProxyEnv.Port} must be a port number, got "${portText}"`);
+    const port = number(env, UploadProxyEnv.Port, 8443, 65535);
+    const reloadMs = number(env, UploadProxyEnv.CertReloadMs, 60_000, 86_400_000);
+    const kc = new KubeConfig();
+    kc.loadFromDefault();
+    const resolveServer = addressResolver(env[UploadProxyEnv.ServerAddress] || DEFAULT_SERVER_ADDRESS);
+    const loadClient = () => ({ key: file(env, UploadProxyEnv.ClientKeyFile), cert: file(env, UploadProxyEnv.ClientCertFile), serverCa: file(env, UploadProxyEnv.ServerCaFile) });
+    const loadServing = () => ({ key: file(env, UploadProxyEnv.TlsKeyFile), cert: file(env, UploadProxyEnv.TlsCertFile) });
+    let client = loadClient();
+    let serving = loadServing();
     const server = createUploadProxy({
       publicKey: publicKeyFromPem(file(env, UploadProxyEnv.PublicKeyFile).toString('utf8')),
-      serving: { key: file(env, UploadProxyEnv.TlsKeyFile), cert: file(env, UploadProxyEnv.TlsCertFile) },
-      client: { key: file(env, UploadProxyEnv.ClientKeyFile), cert: file(env, UploadProxyEnv.ClientCertFile), serverCa: file(env, UploadProxyEnv.ServerCaFile) },
-      targetStatus: async () => ({ kind: 'ready' }),
+      serving,
+      // Read per upload: a reloaded client certificate is used from the next upload on.
+      client: {
+        get key() {
+          return client.key;
+        },
+        get cert() {
+          return client.cert;
+        },
+        get serverCa() {
+          return client.serverCa;
+        },
+      },
+      targetStatus: kubeTargetStatus(kc.makeApiClient(CoreV1Api)),
+      resolveServer,
       logger,
     });
+    const reload = setInterval(() => {
+      try {
+        const nextClient = loadClient();
+        const nextServing = loadServing();
+        if (!nextServing.cert.equals(serving.cert) || !nextServing.key.equals(serving.key)) {
+          server.setSecureContext({ key: nextServing.key, cert: nextServing.cert, minVersion: 'TLSv1.2' });
+          logger.info('serving certificate reloaded');
+        }
+        if (!nextClient.cert.equals(client.cert) || !nextClient.serverCa.equals(client.serverCa)) logger.info('client certificate reloaded');
+        client = nextClient;
+        serving = nextServing;
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'cannot reload the certificates; keeping the loaded ones');
+      }
+    }, reloadMs);
+    reload.unref();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, env[UploadProxyEnv.Host] || undefined, () => resolve());
     });
-    logger.warn('PVC checks through the Kubernetes API are not wired yet: every target counts as ready');
     logger.info({ port }, 'upload proxy listening');
     await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+    clearInterval(reload);
     server.close();
     server.closeAllConnections();
     return 0;

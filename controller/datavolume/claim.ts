@@ -6,7 +6,7 @@
  */
 
 import type { V1OwnerReference, V1PersistentVolumeClaim, V1PersistentVolumeClaimSpec } from '@kubernetes/client-node';
-import { Annotation, LabelValue, PodPhase } from '../../src/api/cdi.js';
+import { Annotation, LabelValue, PodPhase, UploadAnnotation } from '../../src/api/cdi.js';
 import {
   type DataVolume,
   type DataVolumeSpec,
@@ -78,7 +78,25 @@ export const ROUTES: Readonly<Partial<Record<SourceKind, SourceRoute>>> = Object
   })),
   // CDI writes `none` for a blank disk; the import controller creates it.
   [SourceKind.Blank]: importRoute(() => ({ [Annotation.Source]: 'none' })),
+  // An upload target (CDI's empty value); the upload controller runs its server.
+  [SourceKind.Upload]: { annotations: () => ({ [UploadAnnotation.Target]: '' }), phase: uploadPhase },
 });
+
+/** The upload controller's pod phase and readiness on the PVC → the DataVolume's upload phase (CDI's mapping). */
+function uploadPhase(a: Readonly<Record<string, string>>): DvPhase | undefined {
+  switch (a[Annotation.PodPhase]) {
+    case PodPhase.Pending:
+      return DvPhase.UploadScheduled;
+    case PodPhase.Running:
+      return a[UploadAnnotation.PodReady] === 'true' ? DvPhase.UploadReady : DvPhase.UploadScheduled;
+    case PodPhase.Succeeded:
+      return DvPhase.Succeeded;
+    case PodPhase.Failed:
+      return DvPhase.Failed;
+    default:
+      return undefined;
+  }
+}
 
 /** The route for a DataVolume's source; throws INVALID_SPEC for one Ferry does not run. */
 export function routeOf(spec: DataVolumeSpec): SourceRoute {

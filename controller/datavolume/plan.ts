@@ -46,6 +46,9 @@ export const DvEventReason = {
   ImportInProgress: 'ImportInProgress',
   ImportSucceeded: 'ImportSucceeded',
   ImportFailed: 'ErrImportFailed',
+  UploadScheduled: 'UploadScheduled',
+  UploadReady: 'UploadReady',
+  UploadSucceeded: 'UploadSucceeded',
   ClaimExists: 'ErrClaimNotValid',
   ClaimDeleted: 'ErrClaimLost',
   InvalidSpec: 'ErrInvalidSpec',
@@ -126,8 +129,14 @@ function phaseEvent(dv: DataVolume, status: DataVolumeStatus): DvAction | undefi
       return { type: 'event', eventType: 'Normal', reason: DvEventReason.ImportScheduled, message: `Import into ${claim} scheduled` };
     case DvPhase.ImportInProgress:
       return { type: 'event', eventType: 'Normal', reason: DvEventReason.ImportInProgress, message: `Import into ${claim} in progress` };
+    case DvPhase.UploadScheduled:
+      return { type: 'event', eventType: 'Normal', reason: DvEventReason.UploadScheduled, message: `Upload into ${claim} scheduled` };
+    case DvPhase.UploadReady:
+      return { type: 'event', eventType: 'Normal', reason: DvEventReason.UploadReady, message: `Upload into ${claim} ready` };
     case DvPhase.Succeeded:
-      return { type: 'event', eventType: 'Normal', reason: DvEventReason.ImportSucceeded, message: `Successfully imported into PVC ${claim}` };
+      return dv.spec.source?.upload !== undefined
+        ? { type: 'event', eventType: 'Normal', reason: DvEventReason.UploadSucceeded, message: `Successfully uploaded into PVC ${claim}` }
+        : { type: 'event', eventType: 'Normal', reason: DvEventReason.ImportSucceeded, message: `Successfully imported into PVC ${claim}` };
     case DvPhase.Failed: {
       const ready = status.conditions?.find((c) => c.type === DvConditionType.Ready);
       const reason = ready?.reason === DvReason.InvalidSpec ? DvEventReason.InvalidSpec : bound?.reason === DvReason.NotFound ? DvEventReason.ClaimDeleted : DvEventReason.ImportFailed;

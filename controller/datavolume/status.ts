@@ -6,7 +6,7 @@
  */
 
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { Annotation } from '../../src/api/cdi.js';
+import { Annotation, UploadAnnotation } from '../../src/api/cdi.js';
 import {
   type ConditionStatus,
   type DataVolumeCondition,
@@ -80,8 +80,8 @@ export function runningCondition(a: Readonly<Record<string, string>>, failed: bo
 export function statusFromClaim(pvc: V1PersistentVolumeClaim, route: SourceRoute | undefined): Omit<DataVolumeStatus, 'conditions'> & { conditions: ConditionWanted[] } {
   const a = pvc.metadata?.annotations ?? {};
   const name = pvc.metadata?.name ?? '';
-  // An adopted PVC that asks for no import holds its data already (CDI's populated-claim rule).
-  const requested = a[Annotation.Endpoint] !== undefined || a[Annotation.Source] !== undefined;
+  // An adopted PVC that asks for no import or upload holds its data already (CDI's populated-claim rule).
+  const requested = a[Annotation.Endpoint] !== undefined || a[Annotation.Source] !== undefined || a[UploadAnnotation.Target] !== undefined;
   const worker = requested ? route?.phase(a) : DvPhase.Succeeded;
   const phase = worker ?? (pvc.status?.phase === 'Bound' ? DvPhase.PVCBound : markedWaiting(pvc) ? DvPhase.WaitForFirstConsumer : DvPhase.Pending);
   const running = requested ? runningCondition(a, phase === DvPhase.Failed) : cond(DvConditionType.Running, 'False', DvReason.Completed, 'the PVC was populated before the DataVolume adopted it');

@@ -7,10 +7,9 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { Annotation, EventReason, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode, isFerryError } from '../../src/errors.js';
 import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
-import { decodeTermination, type TerminationMessage } from '../../src/contract/termination.js';
 import type { ControllerConfig } from '../config.js';
+import { annotate, type AnnotateAction, backoffRemaining, countFailure, type EventAction, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
-import { backoffMs } from '../../src/backoff.js';
 import { NOT_WAITING, WAIT_FOR_FIRST_CONSUMER, waitingAnnotations } from '../runtime/binding.js';
 
 export interface Observed {
@@ -29,9 +28,8 @@ export type Action =
   | { readonly type: 'deletePod'; readonly name: string }
   | { readonly type: 'createScratchPvc'; readonly pvc: V1PersistentVolumeClaim }
   | { readonly type: 'deleteScratchPvc'; readonly name: string }
-  /** Merge-patch of the PVC's annotations; null removes a key. Only changed keys are listed. */
-  | { readonly type: 'annotate'; readonly annotations: Readonly<Record<string, string | null>> }
-  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+  | AnnotateAction
+  | EventAction;
 
 export interface Plan {
   readonly actions: readonly Action[];
@@ -42,43 +40,8 @@ export interface Plan {
 
 const NOTHING: Plan = Object.freeze({ actions: [] });
 
-/** Backoff before attempt `restarts + 1`: base·2^(restarts−1), capped. */
-export function retryDelay(restarts: number, config: ControllerConfig): number {
-  return backoffMs(restarts, config.retryBackoffMs, config.retryBackoffMaxMs);
-}
-
-function annotate(current: Readonly<Record<string, string>>, desired: Readonly<Record<string, string | null>>): Action[] {
-  const changed: Record<string, string | null> = {};
-  for (const [key, value] of Object.entries(desired)) {
-    if (value === null ? key in current : current[key] !== value) changed[key] = value;
-  }
-  return Object.keys(changed).length > 0 ? [{ type: 'annotate', annotations: changed }] : [];
-}
-
-/** An event goes with a change of the PVC's status, so a repeated reconcile does not repeat it. */
-function withEvent(changes: readonly Action[], eventType: 'Normal' | 'Warning', reason: string, message: string): Action[] {
-  return changes.length > 0 ? [{ type: 'event', eventType, reason, message }] : [];
-}
-
-function running(status: 'true' | 'false', reason: string, message: string): Record<string, string> {
-  return { [Annotation.RunningCondition]: status, [Annotation.RunningReason]: reason, [Annotation.RunningMessage]: message };
-}
-
-function terminationOf(pod: V1Pod): TerminationMessage | undefined {
-  const status = pod.status?.containerStatuses?.find((c) => c.name === 'importer') ?? pod.status?.containerStatuses?.[0];
-  const message = status?.state?.terminated?.message;
-  return message === undefined ? undefined : decodeTermination(message);
-}
-
-/** Why a pending pod is waiting, in CDI's words for image pulls. */
-function waitingReason(pod: V1Pod): { reason: string; message: string } | undefined {
-  const waiting = pod.status?.containerStatuses?.[0]?.state?.waiting;
-  if (!waiting?.reason) return undefined;
-  if (['ImagePullBackOff', 'ErrImagePull', 'InvalidImageName'].includes(waiting.reason)) {
-    return { reason: 'ImagePullFailed', message: `failed to pull image: ${pod.spec?.containers?.[0]?.image ?? ''}` };
-  }
-  return { reason: waiting.reason, message: waiting.message ?? '' };
-}
+/** Backoff before attempt `restarts + 1` (kept here for the import plan's callers). */
+export { retryDelay } from '../runtime/pvc-status.js';
 
 export function planImport(observed: Observed, config: ControllerConfig): Plan {
   const { pvc, pod, scratchPvc, now } = observed;
@@ -91,7 +54,7 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
   } catch (err) {
     if (!isFerryError(err)) throw err;
     // A request that can never run is reported once on the PVC, never retried.
-    const actions = annotate(current, {
+    const actions: Action[] = annotate(current, {
       [Annotation.PodPhase]: PodPhase.Failed,
       [Annotation.ErrorCode]: err.code,
       ...running('false', err.code, err.message),
@@ -163,12 +126,8 @@ interface Context {
 }
 
 function planStart({ pvc, request, current, scratchPvc, now, config }: Context): Plan {
-  const lastFailure = Date.parse(current[Annotation.LastFailureTime] ?? '');
-  if (Number.isFinite(lastFailure)) {
-    const restarts = Number(current[Annotation.PodRestarts] ?? '0') || 0;
-    const due = lastFailure + retryDelay(restarts, config);
-    if (now < due) return { actions: [], requeueAfterMs: due - now };
-  }
+  const wait = backoffRemaining(current, now, config);
+  if (wait > 0) return { actions: [], requeueAfterMs: wait };
   const withScratch = current[Annotation.RequiresScratch] === 'true';
   const actions: Action[] = [];
   if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc) });
@@ -186,7 +145,7 @@ function planStart({ pvc, request, current, scratchPvc, now, config }: Context):
 
 function planSucceeded(ctx: Context, pod: V1Pod): Plan {
   const { pvc, request, current, scratchPvc } = ctx;
-  const message = terminationOf(pod);
+  const message = terminationOf(pod, 'importer');
   if (message?.kind === 'failure') return planFailed(ctx, pod);
   const podName = importerPodName(pvc.metadata?.name ?? '');
   if (message?.scratchSpaceRequired) {
@@ -219,46 +178,27 @@ function planSucceeded(ctx: Context, pod: V1Pod): Plan {
 
 function planFailed({ request, current, now, config }: Context, pod: V1Pod): Plan {
   const podName = pod.metadata?.name ?? '';
-  const message = terminationOf(pod);
+  const message = terminationOf(pod, 'importer');
   const failure =
     message?.kind === 'failure'
       ? message
       : { code: ErrorCode.Internal, message: pod.status?.message ?? 'the importer pod failed without a termination message', retryable: true };
-  const podUid = pod.metadata?.uid ?? '';
-  if (podUid !== '' && current[Annotation.LastFailedPod] === podUid) {
+  const verdict = countFailure(current, failure, pod.metadata?.uid ?? '', now, config);
+  if (verdict.kind === 'counted') {
     // Already counted (the cache still shows the pod being deleted).
     return { actions: request.retainPod && current[Annotation.FatalError] === 'true' ? [] : [{ type: 'deletePod', name: podName }] };
   }
-  const restarts = (Number(current[Annotation.PodRestarts] ?? '0') || 0) + 1;
-  if (failure.retryable && restarts <= config.maxRetries) {
-    const delay = retryDelay(restarts, config);
+  if (verdict.kind === 'retry') {
     return {
       actions: [
-        ...annotate(current, {
-          [Annotation.PodRestarts]: String(restarts),
-          [Annotation.PodPhase]: PodPhase.Pending,
-          [Annotation.ErrorCode]: failure.code,
-          [Annotation.LastFailureTime]: new Date(now).toISOString(),
-          [Annotation.LastFailedPod]: podUid,
-          ...running('false', failure.code, `${failure.message} (retry ${restarts} of ${config.maxRetries} in ${Math.round(delay / 1000)}s)`),
-        }),
-        { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${failure.message}; retrying (${restarts}/${config.maxRetries})` },
+        ...annotate(current, verdict.annotations),
+        { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${failure.message}; retrying (${verdict.restarts}/${config.maxRetries})` },
         { type: 'deletePod', name: podName },
       ],
-      requeueAfterMs: delay,
+      requeueAfterMs: verdict.delayMs,
     };
   }
-  const why = failure.retryable ? `${failure.message} (gave up after ${config.maxRetries} retries)` : failure.message;
-  const actions: Action[] = [
-    ...annotate(current, {
-      [Annotation.PodPhase]: PodPhase.Failed,
-      [Annotation.FatalError]: 'true',
-      [Annotation.ErrorCode]: failure.code,
-      [Annotation.LastFailedPod]: podUid,
-      ...running('false', failure.code, why),
-    }),
-    { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${why}` },
-  ];
+  const actions: Action[] = [...annotate(current, verdict.annotations), { type: 'event', eventType: 'Warning', reason: EventReason.ImportFailed, message: `${failure.code}: ${verdict.why}` }];
   if (!request.retainPod) actions.push({ type: 'deletePod', name: podName });
   return { actions };
 }

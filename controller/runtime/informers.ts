@@ -16,6 +16,7 @@ import {
   StorageV1Api,
   type V1PersistentVolumeClaim,
   type V1Pod,
+  type V1Service,
   type V1StorageClass,
 } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
@@ -162,6 +163,13 @@ export class InformerFactory {
   pods(labelSelector: string): SharedInformer<V1Pod> {
     return this.shared('pods', labelSelector, (ns) => (ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods'), (ns) =>
       ns ? this.core.listNamespacedPod({ namespace: ns, labelSelector }) : this.core.listPodForAllNamespaces({ labelSelector }),
+    );
+  }
+
+  /** Services matching `labelSelector` in the watched namespaces. */
+  services(labelSelector: string): SharedInformer<V1Service> {
+    return this.shared('services', labelSelector, (ns) => (ns ? `/api/v1/namespaces/${ns}/services` : '/api/v1/services'), (ns) =>
+      ns ? this.core.listNamespacedService({ namespace: ns, labelSelector }) : this.core.listServiceForAllNamespaces({ labelSelector }),
     );
   }
 

@@ -92,3 +92,38 @@ export const PodPath = {
   Scratch: '/scratch',
   Certs: '/certs',
 } as const;
+
+/** Upload targets and their server pods (CDI's keys; appended with the upload controller). */
+export const UploadAnnotation = {
+  /** A PVC that waits for an upload (value ignored, as CDI's `storage.upload.target: ""`). */
+  Target: `${CDI}/storage.upload.target`,
+  /** The upload server pod's name, written by the controller. */
+  PodName: `${CDI}/storage.uploadPodName`,
+  /** `"true"` while the upload server pod is Ready: the proxy forwards only then. */
+  PodReady: `${CDI}/storage.pod.ready`,
+  /** On the pods, Services and Secrets the upload controller creates. */
+  CreatedByUploadController: `${CDI}/storage.createdByUploadController`,
+} as const;
+
+export const UploadLabelValue = {
+  UploadServer: 'cdi-upload-server',
+} as const;
+
+/** CDI's Service selector label on an upload pod (`service: <pod name>`). */
+export const UPLOAD_SERVICE_LABEL = 'service';
+
+/** The upload server pod's labels, as CDI's. */
+export const UPLOAD_POD_LABELS: Readonly<Record<string, string>> = Object.freeze({
+  [Label.App]: LabelValue.App,
+  [Label.Component]: UploadLabelValue.UploadServer,
+});
+
+export const UPLOAD_POD_SELECTOR = `${Label.App}=${LabelValue.App},${Label.Component}=${UploadLabelValue.UploadServer}`;
+
+export const UploadEventReason = {
+  UploadSucceeded: 'UploadSucceeded',
+  UploadFailed: 'ErrUploadFailed',
+  UploadReady: 'UploadReady',
+  ScratchRequired: 'ScratchSpaceRequired',
+  PodNameTaken: 'ErrUploadPodNameTaken',
+} as const;

@@ -72,19 +72,19 @@ const objectRef = (what: string): Schema => ({ namespace: str(`Namespace of the 
 const SOURCE_KEYS = ['http', 's3', 'registry', 'blank', 'upload', 'pvc', ...REFUSED_SOURCES] as const;
 
 const source = validated(
-  open('Where the data comes from: exactly one of http, s3, registry or blank.', {
+  open('Where the data comes from: exactly one of http, s3, registry, blank or upload.', {
     http,
     s3,
     registry,
     blank: empty('A blank raw disk of the PVC\'s usable size.'),
-    upload: refused('Wait for an upload (virtctl image-upload).', `upload is ${NOT_YET}`),
+    upload: empty('Wait for an upload (virtctl image-upload or ferry image-upload) through the upload proxy.'),
     pvc: refused('Clone another PVC.', `cloning (source pvc) is ${NOT_YET}`, objectRef('source PVC')),
     gcs: refused('Import from Google Cloud Storage.', `gcs is ${NEVER}`),
     imageio: refused('Import from oVirt ImageIO.', `imageio is ${NEVER}`),
     vddk: refused('Import from VMware through VDDK.', `vddk is ${NEVER}`),
     snapshot: refused('Clone a VolumeSnapshot.', `snapshot is ${NEVER}`),
   }),
-  { rule: `[${SOURCE_KEYS.map((k) => `has(self.${k})`).join(', ')}].filter(x, x).size() == 1`, message: `exactly one source is required: one of ${SOURCE_KEYS.slice(0, 4).join(', ')}` },
+  { rule: `[${SOURCE_KEYS.map((k) => `has(self.${k})`).join(', ')}].filter(x, x).size() == 1`, message: `exactly one source is required: one of ${SOURCE_KEYS.slice(0, 5).join(', ')}` },
 );
 
 const claimFields = (accessModes: string): Schema => ({

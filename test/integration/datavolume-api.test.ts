@@ -56,6 +56,7 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
       ['s3', { s3: { url: 'https://s3.example/bucket/disk.img', secretRef: 's' } }],
       ['registry', { registry: { url: 'docker://quay.io/containerdisks/fedora:40', pullMethod: 'pod' } }],
       ['blank', { blank: {} }],
+      ['upload', { upload: {} }],
     ] as const) {
       const created = (await create(ns, dv(name, { source, ...storage, contentType: 'kubevirt', preallocation: false, priorityClassName: 'high' }))) as { metadata: { name: string } };
       expect(created.metadata.name).toBe(name);
@@ -68,7 +69,6 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
     ['vddk', { source: { vddk: { url: 'https://vc', uuid: 'u' } }, ...storage }, 'spec.source.vddk: Forbidden: vddk is not supported by Ferry'],
     ['snapshot', { source: { snapshot: { name: 'snap' } }, ...storage }, 'spec.source.snapshot: Forbidden: snapshot is not supported by Ferry'],
     ['node-pull', { source: { registry: { url: 'docker://r/i:1', pullMethod: 'node' } }, ...storage }, 'spec.source.registry.pullMethod: Forbidden: pullMethod node is not supported by Ferry; use pod'],
-    ['upload', { source: { upload: {} }, ...storage }, 'spec.source.upload: Forbidden: upload is not supported by Ferry yet'],
     ['clone', { source: { pvc: { namespace: 'x', name: 'y' } }, ...storage }, 'spec.source.pvc: Forbidden: cloning (source pvc) is not supported by Ferry yet'],
     ['sourceref', { sourceRef: { kind: 'DataSource', name: 'fedora' }, ...storage }, 'spec.sourceRef: Forbidden: sourceRef (DataSource) is not supported by Ferry yet'],
     ['headers', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A: 1'] } }, ...storage }, 'spec.source.http.extraHeaders: Forbidden: extraHeaders are not supported by Ferry yet'],

@@ -185,10 +185,16 @@ describe('DataVolume admission rules', () => {
   const dv = root(DATAVOLUME_CRD as unknown as Crd);
   const rules = (schema: Schema): Array<{ rule: string; message: string }> => (schema['x-kubernetes-validations'] as Array<{ rule: string; message: string }> | undefined) ?? [];
 
-  test.each([...REFUSED_SOURCES, 'upload', 'pvc'])('spec.source.%s is declared and refused by a rule on itself (the error names the field)', (key) => {
+  test.each([...REFUSED_SOURCES, 'pvc'])('spec.source.%s is declared and refused by a rule on itself (the error names the field)', (key) => {
     const node = at(dv, 'spec', 'source', key);
     expect(node.description).toContain('Refused by Ferry');
     expect(rules(node)).toEqual([expect.objectContaining({ rule: 'false' })]);
+  });
+
+  test('spec.source.upload is accepted (an empty object, no refusal rule)', () => {
+    const node = at(dv, 'spec', 'source', 'upload');
+    expect(node.description).not.toContain('Refused by Ferry');
+    expect(rules(node)).toEqual([]);
   });
 
   test('spec.sourceRef is refused until DataSources land', () => {

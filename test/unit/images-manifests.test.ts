@@ -70,7 +70,11 @@ describe('manifests/ image names (kustomize images:)', () => {
     const found = objects()
       .filter((o) => o.kind !== 'CustomResourceDefinition')
       .flatMap((o) => imageFields(o).map(([path, image]) => `${o.kind}/${o.metadata?.name}: ${path}=${image}`));
-    expect(found.sort()).toEqual(['Deployment/ferry-apiserver: spec/template/spec/containers/0/image=ferry', 'Deployment/ferry-controller: spec/template/spec/containers/0/image=ferry']);
+    expect(found.sort()).toEqual([
+      'Deployment/ferry-apiserver: spec/template/spec/containers/0/image=ferry',
+      'Deployment/ferry-controller: spec/template/spec/containers/0/image=ferry',
+      'Deployment/ferry-uploadproxy: spec/template/spec/containers/0/image=ferry',
+    ]);
   });
 
   test('the importer and launcher images in the ConfigMap are rewritten by the same transformer', () => {
