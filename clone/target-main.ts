@@ -42,7 +42,7 @@ export async function cloneTargetMain(env: NodeJS.ProcessEnv = process.env): Pro
     logger.info({ port: typeof address === 'object' && address ? address.port : config.port, target: config.target, capacity: config.capacity }, 'clone target listening');
     outcome = await Promise.race([target.finished, stopped]);
     // A stopped transfer settles too, once its partial disk is gone.
-    if (outcome.kind === 'failure' && outcome.code === ErrorCode.Interrupted) await Promise.race([target.finished, new Promise((r) => setTimeout(r, 10_000).unref())]);
+    if (target.busy()) await Promise.race([target.finished, new Promise((r) => setTimeout(r, 10_000).unref())]);
     target.server.close();
     target.server.closeAllConnections();
   } catch (err) {

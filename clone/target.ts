@@ -30,6 +30,8 @@ export interface CloneTarget {
   readonly finished: Promise<TerminationMessage>;
   /** Stops a transfer in progress (SIGTERM): it fails INTERRUPTED and leaves no disk. */
   abort(): void;
+  /** Whether a transfer is running (then `finished` settles once it has cleaned up). */
+  busy(): boolean;
 }
 
 /** Pure: the answer for a failed clone. A stream or size refusal is the source's (400), the rest 500. */
@@ -66,7 +68,12 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
     if (first.done || first.value.type !== 'header') throw new CloneStreamError(CloneStreamFault.Truncated, 'the clone stream has no header');
     const header = first.value.header;
     logger.info({ kind: header.kind, size: header.size, target: config.target }, 'clone started');
-    const written = await writeClone(config, header, events);
+    // On a refusal the reader lets go of the body (without destroying it), so the rest can be
+    // drained while the answer goes out.
+    const written = await writeClone(config, header, events).catch(async (err: unknown) => {
+      await events.return(undefined).catch(() => undefined);
+      throw err;
+    });
     return {
       kind: 'success',
       message: `Clone Complete: ${written.dataBytes} bytes of data of ${header.size}`,
@@ -109,12 +116,12 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
   const server = createServer({ key: deps.tls.key, cert: deps.tls.cert, ca: deps.tls.clientCa, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' }, handle);
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
-  return { server, finished, abort: () => controller.abort() };
+  return { server, finished, abort: () => controller.abort(), busy: () => state === 'busy' };
 }
 
-/** The request body, failing with `aborted`'s reason once it rejects (SIGTERM). */
-async function* untilAborted(body: AsyncIterable<Buffer>, aborted: Promise<never>): AsyncGenerator<Buffer> {
-  const it = body[Symbol.asyncIterator]();
+/** The request body, failing with `aborted`'s reason once it rejects (SIGTERM). Returning leaves the body open. */
+async function* untilAborted(body: IncomingMessage, aborted: Promise<never>): AsyncGenerator<Buffer> {
+  const it = body.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
   // A body cut off (the source died, the connection broke) is a truncated stream, whatever
   // error the socket reports.
   const pull = (): Promise<IteratorResult<Buffer>> =>
