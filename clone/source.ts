@@ -124,7 +124,8 @@ export async function sendClone(deps: CloneSourceDeps): Promise<CloneSent> {
       req.once('error', reject);
     });
     answered.catch(() => undefined);
-    const body = Readable.from(counted(stream, counters), { objectMode: false });
+    // Read ahead of the socket, so a disk read overlaps the sending of the one before it.
+    const body = Readable.from(counted(stream, counters), { objectMode: false, highWaterMark: 2 * READ_CHUNK });
     // An early answer (a refusal) ends the sending: the body is not worth finishing.
     req.once('response', (res) => {
       if (res.statusCode !== CloneAnswer.Ok) body.destroy();

@@ -59,16 +59,54 @@ async function zeroFirstMiB(handle: FileHandle): Promise<void> {
   await handle.sync().catch(() => undefined);
 }
 
-/** Writes data events at their offsets; holes go to `onHole`. Returns the data bytes after `end`. */
+/** Writes `buffers` at `position` with one writev, and the rest of a short write piece by piece. */
+async function writeAllAt(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  const total = buffers.reduce((n, b) => n + b.length, 0);
+  let done = (await handle.writev(buffers, position)).bytesWritten;
+  if (done === total) return;
+  const rest = Buffer.concat(buffers).subarray(done);
+  for (let at = 0; at < rest.length; at += done) done = (await handle.write(rest, at, rest.length - at, position + (total - rest.length) + at)).bytesWritten;
+}
+
+/** Contiguous data gathered into writes of up to this many bytes. */
+export const WRITE_BATCH = 4 * 1024 * 1024;
+
+/**
+ * Writes data events at their offsets; holes go to `onHole`. Returns the data bytes after `end`.
+ * Pieces arrive in the sizes the socket delivers (16 KiB TLS records): contiguous ones are gathered
+ * into one writev of up to WRITE_BATCH, and one batch is written while the next is gathered, so the
+ * socket keeps flowing while the disk writes.
+ */
 async function writeExtents(events: Events, handle: FileHandle, onHole: (offset: number, length: number) => Promise<void>): Promise<number> {
+  let batch: Buffer[] = [];
+  let start = 0;
+  let length = 0;
+  let inFlight: Promise<void> = Promise.resolve();
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    const buffers = batch;
+    const at = start;
+    batch = [];
+    length = 0;
+    await inFlight;
+    inFlight = writeAllAt(handle, buffers, at);
+    inFlight.catch(() => undefined); // awaited by the next flush or at the end
+  };
   for (let next = await events.next(); !next.done; next = await events.next()) {
     const ev = next.value;
     if (ev.type === 'data') {
-      let at = 0;
-      while (at < ev.bytes.length) at += (await handle.write(ev.bytes, at, ev.bytes.length - at, ev.offset + at)).bytesWritten;
+      if (batch.length > 0 && ev.offset !== start + length) await flush();
+      if (batch.length === 0) start = ev.offset;
+      batch.push(ev.bytes);
+      length += ev.bytes.length;
+      if (length >= WRITE_BATCH) await flush();
     } else if (ev.type === 'hole') {
+      await flush();
+      await inFlight;
       await onHole(ev.offset, ev.length);
     } else if (ev.type === 'end') {
+      await flush();
+      await inFlight;
       return ev.dataBytes;
     }
   }

@@ -56,14 +56,7 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
   const finished = new Promise<TerminationMessage>((resolve) => (settle = resolve));
 
   async function receive(req: IncomingMessage): Promise<TerminationMessage> {
-    // A body that stops arriving (the source died, the link broke) ends the stream early; the
-    // decoder then says TRUNCATED.
-    const aborted = new Promise<never>((_, reject) => {
-      const interrupted = (): void => reject(new FerryError(ErrorCode.Interrupted, 'the clone target was stopped during the transfer'));
-      controller.signal.addEventListener('abort', interrupted, { once: true });
-    });
-    aborted.catch(() => undefined);
-    const events = decodeCloneStream(untilAborted(req, aborted));
+    const events = decodeCloneStream(bodyOf(req, controller.signal));
     const first = await events.next();
     if (first.done || first.value.type !== 'header') throw new CloneStreamError(CloneStreamFault.Truncated, 'the clone stream has no header');
     const header = first.value.header;
@@ -119,22 +112,32 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
   return { server, finished, abort: () => controller.abort(), busy: () => state === 'busy' };
 }
 
-/** The request body, failing with `aborted`'s reason once it rejects (SIGTERM). Returning leaves the body open. */
-async function* untilAborted(body: IncomingMessage, aborted: Promise<never>): AsyncGenerator<Buffer> {
-  const it = body.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
-  // A body cut off (the source died, the connection broke) is a truncated stream, whatever
-  // error the socket reports.
-  const pull = (): Promise<IteratorResult<Buffer>> =>
-    it.next().catch((err: unknown) => {
-      throw new CloneStreamError(CloneStreamFault.Truncated, `the connection broke before the end record: ${(err as Error).message}`);
-    });
+/**
+ * The request body as the decoder reads it. A body cut off (the source died, the connection broke)
+ * is a truncated stream, whatever error the socket reports; SIGTERM (`signal`) makes it fail
+ * INTERRUPTED. Returning early leaves the body open, so a refusal can drain it while it answers.
+ */
+async function* bodyOf(req: IncomingMessage, signal: AbortSignal): AsyncGenerator<Buffer> {
+  const interrupted = (): FerryError => new FerryError(ErrorCode.Interrupted, 'the clone target was stopped during the transfer');
+  const stop = (): void => {
+    req.destroy(interrupted());
+  };
+  signal.addEventListener('abort', stop, { once: true });
+  const it = req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
   try {
     for (;;) {
-      const next = await Promise.race([pull(), aborted]);
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await it.next();
+      } catch (err) {
+        if (signal.aborted) throw interrupted();
+        throw new CloneStreamError(CloneStreamFault.Truncated, `the connection broke before the end record: ${(err as Error).message}`);
+      }
       if (next.done) return;
       yield next.value;
     }
   } finally {
+    signal.removeEventListener('abort', stop);
     await it.return?.();
   }
 }
