@@ -9,6 +9,8 @@ Commands:
   importer   run the importer pod program (reads its spec from the environment)
   uploadserver  receive one upload over mutual TLS into a volume (the upload pod; configured by its environment)
   uploadproxy   the cluster's upload endpoint: checks the token, streams the body to the PVC's upload server
+  clone-source  send a volume (disk.img, block device or directory) to a clone target over mutual TLS (the clone source pod)
+  clone-target  receive one clone stream into a volume (the clone target pod; configured by its environment)
   controller run the import and VM controllers (ferry controller --help)
   apiserver  the aggregated API (upload tokens, upload.cdi.kubevirt.io) behind an APIService (ferry apiserver --help)
   vm         start, stop or restart a VirtualMachine (ferry vm --help)
@@ -81,6 +83,14 @@ async function run() {
       const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
       process.stdout.write(`ferry ${version}\n`);
       return 0;
+    }
+    case 'clone-source': {
+      const { cloneSourceMain } = await import('../dist/clone/source-main.js');
+      return cloneSourceMain(process.env);
+    }
+    case 'clone-target': {
+      const { cloneTargetMain } = await import('../dist/clone/target-main.js');
+      return cloneTargetMain(process.env);
     }
     case undefined:
     case '-h':

@@ -8,7 +8,7 @@ import { open } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../../src/errors.js';
 import { type ImportSpec, ImportSource } from '../../src/contract/import-spec.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
-import { extractArchive } from '../archive.js';
+import { extractArchive } from '../../src/io/archive.js';
 import { checkHeader } from '../image-header.js';
 import { peel, type Peeled } from '../layers.js';
 import { orderedRanges } from '../parallel-fetch.js';

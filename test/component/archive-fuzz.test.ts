@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import tar from 'tar-stream';
-import { extractArchive } from '../../importer/archive.js';
+import { extractArchive } from '../../src/io/archive.js';
 import { FerryError } from '../../src/errors.js';
 import { removeDir, tempDir, treeSnapshot } from '../helpers/fixtures.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { checkLinkTarget, entryKind, safeEntryPath } from '../../importer/archive.js';
-import { EntryKind, LeafAction, leafAction, MAX_STEPS, Missing, type Node, type NodeKind, resolveBeneath, type TreeView } from '../../importer/archive-resolve.js';
+import { checkLinkTarget, entryKind, safeEntryPath } from '../../src/io/archive.js';
+import { EntryKind, LeafAction, leafAction, MAX_STEPS, Missing, type Node, type NodeKind, resolveBeneath, type TreeView } from '../../src/io/archive-resolve.js';
 import { FerryError } from '../../src/errors.js';
 import { codeOf } from './helpers.js';
 

@@ -12,7 +12,7 @@ import ts from 'typescript';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 
 export const KERNEL = 'src';
-export const PROGRAMS = ['importer', 'controller', 'launcher', 'cli', 'uploadproxy', 'apiserver'] as const;
+export const PROGRAMS = ['importer', 'controller', 'launcher', 'cli', 'uploadproxy', 'apiserver', 'clone'] as const;
 
 /**
  * Node modules that do process or file-system I/O: a program's business, not the kernel's. The

@@ -14,7 +14,7 @@
  * see the same tree.
  */
 
-import { ErrorCode, FerryError } from '../src/errors.js';
+import { ErrorCode, FerryError } from '../errors.js';
 
 /** What one name is, as lstat sees it: a link is never followed to answer. */
 export type Node =

@@ -29,9 +29,10 @@ import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
+import { ErrorCode, FerryError, toFerryError } from '../errors.js';
 import { EntryKind, leafAction, LeafAction, Missing, type Node, type NodeKind, resolveBeneath, type TreeView } from './archive-resolve.js';
-import type { ByteStream } from './streams.js';
+/** Bytes as the engine streams them. */
+type ByteStream = AsyncIterable<Buffer>;
 
 function unsafe(message: string): FerryError {
   return new FerryError(ErrorCode.UnsafeArchive, message);

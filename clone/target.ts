@@ -1,0 +1,143 @@
+/**
+ * The clone target: an HTTPS endpoint for one target volume, in the upload server's shape (one
+ * transfer, a pinned client, the termination message), receiving a clone stream instead of an
+ * image. Only a client whose certificate chains to the client CA and carries the configured
+ * common name is served; `/healthz` is open for the kubelet. The first authenticated transfer
+ * decides the outcome, success or failure: `finished` settles with it and the program exits, as a
+ * run-once importer does, so the controller reads the code from the termination message and makes
+ * a new pair of pods for a retry. A refused client does not count.
+ */
+
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
+import { CLONE_ERROR_CODE_HEADER, CLONE_HEALTHZ_PATH, CLONE_PATH, CloneAnswer, CloneStreamError, CloneStreamFault, decodeCloneStream } from '../src/contract/clone-stream.js';
+import type { TerminationMessage } from '../src/contract/termination.js';
+import type { UploadServerConfig } from '../src/contract/upload-server.js';
+import type { Logger } from '../src/logging.js';
+import { endAfterBody } from '../src/io/http-answer.js';
+import { peerCommonName } from '../src/io/tls-peer.js';
+import { writeClone } from './target-writer.js';
+
+export interface CloneTargetDeps {
+  readonly config: UploadServerConfig;
+  readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer; readonly clientCa: string | Buffer };
+  readonly logger: Logger;
+}
+
+export interface CloneTarget {
+  readonly server: Server;
+  readonly finished: Promise<TerminationMessage>;
+  /** Stops a transfer in progress (SIGTERM): it fails INTERRUPTED and leaves no disk. */
+  abort(): void;
+  /** Whether a transfer is running (then `finished` settles once it has cleaned up). */
+  busy(): boolean;
+}
+
+/** Pure: the answer for a failed clone. A stream or size refusal is the source's (400), the rest 500. */
+export function failureAnswer(error: FerryError): CloneAnswer {
+  const rejected: readonly string[] = [ErrorCode.InvalidImage, ErrorCode.Truncated, ErrorCode.ChecksumMismatch, ErrorCode.TargetTooSmall, ErrorCode.InvalidSpec, ErrorCode.UnsafeArchive];
+  return rejected.includes(error.code) ? 'Rejected' : 'Failed';
+}
+
+function answer(req: IncomingMessage, res: ServerResponse, kind: CloneAnswer, body: string, code?: string): void {
+  if (res.headersSent) return;
+  const bytes = Buffer.from(`${body}\n`);
+  res.writeHead(CloneAnswer[kind], { 'content-type': 'text/plain; charset=utf-8', 'content-length': bytes.length, ...(code !== undefined ? { [CLONE_ERROR_CODE_HEADER]: code } : {}) });
+  res.write(bytes);
+  endAfterBody(req, res);
+}
+
+export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
+  const { config, logger } = deps;
+  let state: 'idle' | 'busy' | 'done' = 'idle';
+  const controller = new AbortController();
+  let settle!: (outcome: TerminationMessage) => void;
+  const finished = new Promise<TerminationMessage>((resolve) => (settle = resolve));
+
+  async function receive(req: IncomingMessage): Promise<TerminationMessage> {
+    const events = decodeCloneStream(bodyOf(req, controller.signal));
+    const first = await events.next();
+    if (first.done || first.value.type !== 'header') throw new CloneStreamError(CloneStreamFault.Truncated, 'the clone stream has no header');
+    const header = first.value.header;
+    logger.info({ kind: header.kind, size: header.size, target: config.target }, 'clone started');
+    // On a refusal the reader lets go of the body (without destroying it), so the rest can be
+    // drained while the answer goes out.
+    const written = await writeClone(config, header, events).catch(async (err: unknown) => {
+      await events.return(undefined).catch(() => undefined);
+      throw err;
+    });
+    return {
+      kind: 'success',
+      message: `Clone Complete: ${written.dataBytes} bytes of data of ${header.size}`,
+      scratchSpaceRequired: false,
+      preallocationApplied: written.preallocationApplied,
+      sourceFormat: written.sourceFormat,
+      ...(written.sourceFormat === 'raw' ? { diskSize: written.size } : {}),
+    };
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === CLONE_HEALTHZ_PATH && (req.method === 'GET' || req.method === 'HEAD')) return answer(req, res, 'Ok', 'OK');
+    if (path !== CLONE_PATH || req.method !== 'POST') return answer(req, res, 'NotFound', 'not found');
+    if (peerCommonName(req.socket) !== config.clientName) return answer(req, res, 'ClientRefused', 'a client certificate of the clone source is required', ErrorCode.Unauthorized);
+    if (state === 'done') return answer(req, res, 'AlreadyDone', 'this target already took its clone');
+    if (state === 'busy') return answer(req, res, 'Busy', 'a clone is in progress');
+    state = 'busy';
+    receive(req).then(
+      (outcome) => {
+        state = 'done';
+        logger.info({ ...outcome }, 'clone complete');
+        res.once('close', () => settle(outcome));
+        answer(req, res, 'Ok', outcome.message);
+      },
+      (err: unknown) => {
+        state = 'done';
+        const error = toFerryError(err);
+        logger.error({ code: error.code }, `clone failed: ${error.message}`);
+        const outcome: TerminationMessage = { kind: 'failure', code: error.code, message: error.message, retryable: error.retryable };
+        if (res.writableEnded || req.socket.destroyed) settle(outcome);
+        else {
+          res.once('close', () => settle(outcome));
+          answer(req, res, failureAnswer(error), error.message, error.code);
+        }
+      },
+    );
+  }
+
+  const server = createServer({ key: deps.tls.key, cert: deps.tls.cert, ca: deps.tls.clientCa, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' }, handle);
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  return { server, finished, abort: () => controller.abort(), busy: () => state === 'busy' };
+}
+
+/**
+ * The request body as the decoder reads it. A body cut off (the source died, the connection broke)
+ * is a truncated stream, whatever error the socket reports; SIGTERM (`signal`) makes it fail
+ * INTERRUPTED. Returning early leaves the body open, so a refusal can drain it while it answers.
+ */
+async function* bodyOf(req: IncomingMessage, signal: AbortSignal): AsyncGenerator<Buffer> {
+  const interrupted = (): FerryError => new FerryError(ErrorCode.Interrupted, 'the clone target was stopped during the transfer');
+  const stop = (): void => {
+    req.destroy(interrupted());
+  };
+  signal.addEventListener('abort', stop, { once: true });
+  const it = req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
+  try {
+    for (;;) {
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await it.next();
+      } catch (err) {
+        if (signal.aborted) throw interrupted();
+        throw new CloneStreamError(CloneStreamFault.Truncated, `the connection broke before the end record: ${(err as Error).message}`);
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    signal.removeEventListener('abort', stop);
+    await it.return?.();
+  }
+}
