@@ -8,7 +8,7 @@
  * Needs root, the binaries of scripts/build-control-plane.sh and dist/images/*.oci.tar.
  */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,7 +17,7 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import * as k8s from '@kubernetes/client-node';
 import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode } from '../../src/errors.js';
-import { REPO_ROOT } from '../helpers/ferry-process.js';
+import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { NODE_IP, type NodeCluster, type NodeProcess, startNodeCluster, StorageClass } from '../helpers/node-cluster.js';
 
@@ -31,6 +31,7 @@ let core: k8s.CoreV1Api;
 let http: NodeProcess;
 let fixtures: string;
 let ferryImage: string;
+let served: string;
 const raw = (): string => join(fixtures, 'disk.raw');
 
 /** The reference ferry's images carry in their index.json (`localhost/<name>:<tag>`). */
@@ -133,6 +134,11 @@ beforeAll(async () => {
       'images:',
       `  - {name: ${baseName('ferry')}, newName: ${repo}, newTag: "${tag}"}`,
       `  - {name: ${baseName('ferry-launcher')}, newName: ${launcherRepo}, newTag: "${tag}"}`,
+      // This node has no usable /dev/kvm: guests run under TCG, as on any cluster without KVM.
+      'patches:',
+      '  - target: {kind: Deployment, name: ferry-controller}',
+      '    patch: |-',
+      '      - {op: add, path: /spec/template/spec/containers/0/args/-, value: --allow-emulation}',
       '',
     ].join('\n'),
   );
@@ -140,7 +146,7 @@ beforeAll(async () => {
   await cluster.kubectlOk(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-controller', '--timeout=180s'], { timeoutMs: 200_000 });
 
   makeRawDisk(raw(), 64 * MiB);
-  const served = join(fixtures, 'www');
+  served = join(fixtures, 'www');
   mkdirSync(served);
   convertImage(raw(), 'qcow2', join(served, 'disk.qcow2'));
   // A real HTTP server with Range support, on the node address, inside the netns only.
@@ -295,4 +301,81 @@ describe('the images hold every program their pods run', () => {
       expect(results.filter((r) => r.exit !== 0)).toEqual([]);
     }, 300_000);
   }
+});
+
+/** `ferry console` (root namespace, through the kubelet's exec) until `marker` shows or `ms` pass; then stopped by PID. */
+function consoleUntil(vmi: string, marker: string, ms: number): Promise<string> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [FERRY_BIN, 'console', vmi, '-n', NS, '--kubeconfig', cluster.kubeconfigPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    const finish = (): void => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      resolve(out);
+    };
+    const timer = setTimeout(finish, ms);
+    const take = (d: Buffer): void => {
+      out += d.toString();
+      if (out.includes(marker)) finish();
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
+    child.once('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+  });
+}
+
+describe('a VMI on the node', () => {
+  it('boots the imported test disk in a real launcher pod under TCG: Running and Ready, the guest seen through ferry console; deleting it removes the pod', async () => {
+    const launcherArchive = archive('ferry-launcher');
+    expect(await cluster.importImage(launcherArchive)).toContain(imageName(launcherArchive));
+    const bootDisk = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'make-boot-disk.sh')], { encoding: 'utf8' }).trim().split('\n').pop() ?? '';
+    cpSync(bootDisk, join(served, 'boot.raw'));
+    await createPvc('boot', StorageClass.Immediate, { [Annotation.Endpoint]: `http://${NODE_IP}:${HTTP_PORT}/boot.raw` });
+    await phaseOf('boot', PodPhase.Succeeded);
+
+    const t0 = Date.now();
+    await cluster.kubectlOk(['-n', NS, 'apply', '-f', '-'], {
+      input: `apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: guest
+spec:
+  domain:
+    memory: {guest: 256Mi}
+    devices:
+      disks:
+      - {name: rootdisk, bootOrder: 1, disk: {bus: virtio}}
+      - {name: cloudinit, disk: {bus: sata}}
+  volumes:
+  - {name: rootdisk, persistentVolumeClaim: {claimName: boot}}
+  - name: cloudinit
+    cloudInitNoCloud:
+      userData: |
+        ferry-marker: on-a-real-node
+        ferry-hold: yes
+`,
+    });
+    const custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    type Vmi = { status?: { phase?: string; nodeName?: string; conditions?: { type: string; status: string }[] } };
+    const vmiStatus = async (): Promise<Vmi> =>
+      (await custom.getNamespacedCustomObject({ group: 'kubevirt.io', version: 'v1', namespace: NS, plural: 'virtualmachineinstances', name: 'guest' })) as Vmi;
+    const running = await until('VMI guest Running and Ready', 300_000, async () => {
+      const v = await vmiStatus();
+      return v.status?.phase === 'Running' && v.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? v : undefined;
+    }, async () => `${JSON.stringify((await vmiStatus().catch(() => ({}))), null, 1)}\n${await diagnose('boot')}`);
+    process.stderr.write(`node test: VMI applied → Running and Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    expect(running.status?.nodeName).toBe('fnode');
+    const seen = await consoleUntil('guest', 'FERRY-CLOUDINIT on-a-real-node', 240_000);
+    expect(seen).toContain('FERRY-BOOT-OK');
+    expect(seen).toContain('FERRY-CLOUDINIT on-a-real-node');
+
+    await cluster.kubectlOk(['-n', NS, 'delete', 'vmi', 'guest', '--wait=true', '--timeout=120s'], { timeoutMs: 130_000 });
+    await until('the launcher pod gone', 120_000, async () => {
+      const pods = await core.listNamespacedPod({ namespace: NS, labelSelector: 'kubevirt.io=virt-launcher' });
+      return pods.items.length === 0 ? true : undefined;
+    });
+  }, 900_000);
 });
