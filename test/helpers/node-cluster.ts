@@ -84,6 +84,8 @@ export interface NodeCluster {
   kubectl(args: readonly string[], options?: { input?: string; timeoutMs?: number }): Promise<RunResult>;
   /** Like kubectl(), but throws with stderr on a non-zero exit. */
   kubectlOk(args: readonly string[], options?: { input?: string; timeoutMs?: number }): Promise<string>;
+  /** `ctr -n k8s.io ARGS` against the node's containerd (inside its namespaces). */
+  ctr(args: readonly string[], timeoutMs?: number): Promise<RunResult>;
   /** `ctr -n k8s.io images import` of an OCI archive; returns the image names it holds. */
   importImage(archive: string): Promise<string[]>;
   /** Starts a process inside the netns and the cluster's mount namespace (a hostNetwork server, say). */
@@ -580,11 +582,8 @@ class Cleaner {
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(this.paths.work)).length;
     if (mounts > 0) notes.push(`${mounts} mount(s) under ${this.paths.work} remain in the root mount namespace`);
     if (!this.keep) {
-      try {
-        rmSync(this.paths.work, { recursive: true, force: true });
-      } catch (e) {
-        notes.push(`could not remove ${this.paths.work}: ${(e as Error).message}`);
-      }
+      // rm(1): several times faster than rmSync over the image snapshots' tens of thousands of files.
+      if (trySh('rm', ['-rf', '--one-file-system', this.paths.work]) === undefined) notes.push(`could not remove ${this.paths.work}`);
     }
     this.cleaned = true;
     liveClusters.delete(this);
@@ -683,12 +682,19 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      let t = Date.now();
+      const times: string[] = [];
+      const lap = (what: string): void => {
+        times.push(`${what} ${((Date.now() - t) / 1000).toFixed(1)} s`);
+        t = Date.now();
+      };
       // 1. Pods first, so kubelet tears their sandboxes down the normal way (bounded).
       const api = started.find((p) => p.name === 'kube-apiserver');
       const kubelet = started.find((p) => p.name === 'kubelet');
       if (api && !api.exited && kubelet && !kubelet.exited && existsSync(adminRootKubeconfig)) {
         await kubectl(['delete', 'pods', '--all', '-A', '--grace-period=1', '--timeout=40s', '--wait=true'], { timeoutMs: 50_000 });
       }
+      lap('pods');
       // 2. Note our containers' ids and pod netns paths before containerd goes.
       const containerd = started.find((p) => p.name === 'containerd');
       if (containerd && !containerd.exited) {
@@ -710,9 +716,11 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
         }
         await stopProc(p, p.name === 'kubelet' || p.name === 'containerd' ? 20_000 : 10_000);
       }
+      lap('processes');
       // 4. Whatever is left, and every trace.
       const notes = cleaner.cleanupSync();
-      if (notes.some((n) => !n.startsWith('sysctls:'))) process.stderr.write(`node-cluster ${netns}: ${notes.join('; ')}\n`);
+      lap('traces');
+      process.stderr.write(`node-cluster ${netns} stopped (${times.join(', ')})${notes.length > 0 ? `: ${notes.join('; ')}` : ''}\n`);
     })();
     return stopping;
   };
@@ -876,6 +884,7 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
       readyAfterSeconds,
       kubectl,
       kubectlOk,
+      ctr,
       importImage: async (archive: string): Promise<string[]> => {
         const r = await ctr(['images', 'import', archive], 300_000);
         if (r.code !== 0) throw new Error(`node-cluster: ctr images import ${archive} failed: ${r.stderr.trim()}`);

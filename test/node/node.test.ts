@@ -100,11 +100,18 @@ async function boundDir(name: string): Promise<string> {
 
 beforeAll(async () => {
   const ferryArchive = archive('ferry');
-  cluster = await startNodeCluster({ volumes: 5 });
+  let t = Date.now();
+  const lap = (what: string): void => {
+    process.stderr.write(`node test: ${what} ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
+    t = Date.now();
+  };
+  cluster = await startNodeCluster({ volumes: 6 });
+  lap(`cluster started (Node Ready ${cluster.readyAfterSeconds.toFixed(1)} s after containerd):`);
   core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
   const imported = await cluster.importImage(ferryArchive);
   ferryImage = imageName(ferryArchive);
   expect(imported).toContain(ferryImage);
+  lap('ferry image imported:');
 
   await core.createNamespace({
     body: { metadata: { name: NS, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } },
@@ -144,6 +151,7 @@ beforeAll(async () => {
   );
   await cluster.kubectlOk(['apply', '-k', overlay]);
   await cluster.kubectlOk(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-controller', '--timeout=180s'], { timeoutMs: 200_000 });
+  lap('kubectl apply -k → controller Deployment rolled out:');
 
   makeRawDisk(raw(), 64 * MiB);
   served = join(fixtures, 'www');
@@ -154,8 +162,10 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
+  const t = Date.now();
   await http?.stop();
   await cluster?.stop();
+  process.stderr.write(`node test: cluster stopped and removed in ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
   if (fixtures) removeDir(fixtures);
 }, 180_000);
 
@@ -218,30 +228,83 @@ describe('Ferry on a real node', () => {
     expect(info['actual-size']).toBeLessThan(16 * MiB);
   }, IMPORT_TIMEOUT_MS + 30_000);
 
-  it('a WaitForFirstConsumer claim left Pending for its first consumer: the importer pod is that consumer, so it binds and imports', async () => {
-    // First without a request: the PV controller leaves it Pending and says why.
-    await createPvc('wffc', StorageClass.WaitForFirstConsumer, {});
-    await until('the WaitForFirstConsumer event on wffc', 60_000, async () => {
-      const events = await core.listNamespacedEvent({ namespace: NS, fieldSelector: 'involvedObject.name=wffc' });
-      return events.items.some((e) => e.reason === 'WaitForFirstConsumer') ? true : undefined;
+  it('a WaitForFirstConsumer claim with storage.bind.immediate.requested imports at once: the importer pod is its first consumer', async () => {
+    await createPvc('wffc-now', StorageClass.WaitForFirstConsumer, {
+      [Annotation.Endpoint]: `http://${NODE_IP}:${HTTP_PORT}/disk.qcow2`,
+      [Annotation.RetainAfterCompletion]: 'true',
+      'cdi.kubevirt.io/storage.bind.immediate.requested': 'true',
     });
-    expect((await pvc('wffc')).status?.phase).toBe('Pending');
-    await core.patchNamespacedPersistentVolumeClaim(
-      {
-        name: 'wffc',
-        namespace: NS,
-        body: { metadata: { annotations: { [Annotation.Endpoint]: `http://${NODE_IP}:${HTTP_PORT}/disk.qcow2`, [Annotation.RetainAfterCompletion]: 'true' } } },
-      },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-    );
-    const done = await phaseOf('wffc', PodPhase.Succeeded);
+    const done = await phaseOf('wffc-now', PodPhase.Succeeded);
     const pod = await core.readNamespacedPod({ name: done.metadata?.annotations?.[Annotation.ImportPodName] ?? '', namespace: NS });
     expect(pod.spec?.nodeName).toBe('fnode');
     // The scheduler bound the claim to a PV of the WaitForFirstConsumer class for that pod.
     const pv = await core.readPersistentVolume({ name: done.spec?.volumeName ?? '' });
     expect(pv.spec?.storageClassName).toBe(StorageClass.WaitForFirstConsumer);
-    expect(pv.spec?.claimRef?.name).toBe('wffc');
+    expect(pv.spec?.claimRef?.name).toBe('wffc-now');
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), join(await boundDir('wffc-now'), 'disk.img')]);
+  }, IMPORT_TIMEOUT_MS + 30_000);
+
+  it('a WaitForFirstConsumer claim imports once a workload pod using it is scheduled (what Ferry does before that is recorded)', async () => {
+    await createPvc('wffc', StorageClass.WaitForFirstConsumer, { [Annotation.Endpoint]: `http://${NODE_IP}:${HTTP_PORT}/disk.qcow2` });
+    // Ten seconds without a consumer: does Ferry start an importer pod (which then is the first
+    // consumer and picks the node) or wait, as CDI does? Printed for the record, both are allowed here.
+    let importerBeforeConsumer = false;
+    for (let i = 0; i < 10 && !importerBeforeConsumer; i++) {
+      const pods = await core.listNamespacedPod({ namespace: NS, fieldSelector: `metadata.name=importer-wffc` });
+      importerBeforeConsumer = pods.items.length > 0;
+      if (!importerBeforeConsumer) await sleep(1000);
+    }
+    const early = await pvc('wffc');
+    process.stderr.write(`node test: WaitForFirstConsumer without a consumer: importer pod ${importerBeforeConsumer ? 'created' : 'not created'} within 10 s, PVC ${early.status?.phase}, ${Annotation.PodPhase}=${early.metadata?.annotations?.[Annotation.PodPhase] ?? '(none)'}\n`);
+    // A workload (restricted, the ferry image, exits at once) that mounts the claim.
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: 'wffc-consumer' },
+        spec: {
+          restartPolicy: 'Never',
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 107, fsGroup: 107, seccompProfile: { type: 'RuntimeDefault' } },
+          containers: [{
+            name: 'consumer', image: ferryImage, imagePullPolicy: 'Never', command: ['node', '-e', '0'],
+            volumeMounts: [{ name: 'data', mountPath: '/data' }],
+            securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+          }],
+          volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'wffc' } }],
+        },
+      },
+    });
+    const done = await phaseOf('wffc', PodPhase.Succeeded);
+    const pv = await core.readPersistentVolume({ name: done.spec?.volumeName ?? '' });
+    expect(pv.spec?.storageClassName).toBe(StorageClass.WaitForFirstConsumer);
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), join(await boundDir('wffc'), 'disk.img')]);
+  }, IMPORT_TIMEOUT_MS + 60_000);
+
+  it('the leader SIGKILLed mid-import (no chance to release its Lease): a Lease holder again (the restarted container under the same pod name, or the other replica) finishes the PVC without a second importer run', async () => {
+    const coordination = cluster.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
+    const holderNow = async (): Promise<string | undefined> =>
+      (await coordination.listNamespacedLease({ namespace: 'ferry-system' })).items.map((l) => l.spec?.holderIdentity).find((h) => h);
+    const leader = await until('a Lease holder', 60_000, holderNow);
+    await createPvc('failover', StorageClass.Immediate, { [Annotation.Endpoint]: `http://${NODE_IP}:${HTTP_PORT}/disk.qcow2` });
+    // The leader has acted (the importer pod exists): SIGKILL its container through containerd.
+    await until('the importer pod of failover', 60_000, async () => ((await pvc('failover')).metadata?.annotations?.[Annotation.ImportPodName] ? true : undefined));
+    const before = await core.readNamespacedPod({ name: leader, namespace: 'ferry-system' });
+    const containerId = (before.status?.containerStatuses?.[0]?.containerID ?? '').replace(/^containerd:\/\//, '');
+    expect(containerId).not.toBe('');
+    const t0 = Date.now();
+    const killed = await cluster.ctr(['tasks', 'kill', '-s', 'SIGKILL', containerId]);
+    expect(killed.stderr).toBe('');
+    const done = await phaseOf('failover', PodPhase.Succeeded);
+    process.stderr.write(`node test: leader ${leader} SIGKILLed → failover PVC Succeeded ${((Date.now() - t0) / 1000).toFixed(1)} s later, Lease now held by ${await holderNow()}\n`);
+    // It really died: the kubelet restarted its container.
+    const after = await until('the killed container restarted', 60_000, async () => {
+      const p = await core.readNamespacedPod({ name: leader, namespace: 'ferry-system' });
+      return (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? p : undefined;
+    });
+    expect(after.status?.containerStatuses?.[0]?.lastState?.terminated?.exitCode).toBe(137);
+    expect(await holderNow()).toBeDefined();
+    expect(done.metadata?.annotations?.[Annotation.PodRestarts] ?? '0').toBe('0');
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), join(await boundDir('failover'), 'disk.img')]);
   }, IMPORT_TIMEOUT_MS + 90_000);
 });
 
