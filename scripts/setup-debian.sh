@@ -25,6 +25,15 @@ apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients xorriso \
   mtools syslinux syslinux-common busybox-static cpio fdisk >/dev/null
 
+# Images (npm run images, docs/adr/0007-images.md): mmdebstrap for the Debian root filesystems, umoci
+# for the OCI layout, jq for its index, cpio for the Node package. skopeo (above) pushes them.
+apt-get install -y -qq --no-install-recommends mmdebstrap umoci jq cpio >/dev/null
+# The real one-node cluster of the node tests (test/helpers/node-cluster.ts): containerd + runc,
+# the CNI plugins (bridge, host-local, portmap, loopback in /usr/lib/cni), conntrack and iptables for
+# kube-proxy, socat for the loopback bridge to the apiserver, busybox for the pause image and httpd.
+apt-get install -y -qq --no-install-recommends \
+  containerd runc containernetworking-plugins conntrack iptables socat busybox-static iproute2 >/dev/null
+
 # The launcher runs libvirtd and QEMU unprivileged (session mode); run as root locally it switches
 # to this user, the one Debian's libvirt-daemon-system would create (docs/adr/0004-launcher-libvirt.md).
 getent passwd libvirt-qemu >/dev/null || useradd -r -U -M -d /nonexistent -s /usr/sbin/nologin libvirt-qemu
@@ -32,6 +41,7 @@ getent passwd libvirt-qemu >/dev/null || useradd -r -U -M -d /nonexistent -s /us
 npm ci --no-audit --no-fund
 npm run build
 
-# kube-apiserver + etcd for test/integration/, built from the Go module proxy into a cache outside
+# kube-apiserver + etcd for test/integration/ and kube-controller-manager, kube-scheduler, kubelet,
+# kube-proxy for test/node/, built (one go build) from the Go module proxy into a cache outside
 # the repo (a no-op when already built; the first build takes minutes: tools/control-plane/README.md).
 bash scripts/build-control-plane.sh
