@@ -12,7 +12,7 @@ import { domainName, type VirtualMachineInstance } from '../src/api/kubevirt.js'
 import { DEFAULT_GRACE_SECONDS, defaultVmiSpec, validateVmiSpec } from '../src/api/kubevirt-defaults.js';
 import { planDomain } from './domain/domain-plan.js';
 import { domainXml } from './domain/domain-xml.js';
-import { type Accel, type DomainPlan, podRuntimePaths } from '../src/contract/launch-plan.js';
+import { type Accel, type DomainPlan, PodNetworkBackend, podRuntimePaths } from '../src/contract/launch-plan.js';
 import type { AccelRequest } from '../src/contract/launcher-pod.js';
 import { type LauncherPhase, LauncherReason, type LauncherStatusBody } from '../src/contract/launcher-status.js';
 import { GuestConsole } from './console.js';
@@ -20,6 +20,7 @@ import { decideAccel, probeKvm } from './kvm-probe.js';
 import { fileTail, Libvirtd, qemuLogPath, qemuPidPath, type RunAs } from './libvirtd.js';
 import { failureOutcome, launchError, type Outcome, outcomeOf, type StopAction, stoppedBeforeStart } from './outcome.js';
 import { assertReachable, prepareVolumes, type VolumeDirs } from './volumes.js';
+import { PASST_BINARY, passtInstalled, probePodNetwork } from './pod-network.js';
 import { type DomainStateReason, Virsh } from './virsh.js';
 
 export const POLL_INTERVAL_MS = 2000;
@@ -41,6 +42,8 @@ export interface LauncherConfig {
   /** libvirtd and QEMU run as this user (the launcher runs as root). */
   readonly runAs?: RunAs;
   readonly pollIntervalMs?: number;
+  /** How the pod network reaches the guest (default passt: every port; slirp: declared ports only). */
+  readonly podNetwork?: PodNetworkBackend;
 }
 
 export interface LauncherDeps {
@@ -159,7 +162,14 @@ export class Launcher {
         volumes,
         serial: { socketPath: paths.serialSocket },
         vncSocketPath: paths.vncSocket,
+        podNetwork: await probePodNetwork(this.config.podNetwork ?? PodNetworkBackend.Passt),
       });
+      for (const iface of plan.interfaces) {
+        if (iface.backend === PodNetworkBackend.Passt && !(await passtInstalled())) {
+          throw launchError(LauncherReason.StartFailed, `the pod network needs passt, and ${PASST_BINARY} is not installed (Debian: apt-get install passt), or run with --pod-network slirp (declared ports only)`);
+        }
+        log.info({ interface: iface.name, backend: iface.backend, forward: iface.forward ?? { declared: iface.ports } }, 'pod network');
+      }
       const xml = domainXml(plan);
 
       if (plan.serial) {

@@ -189,9 +189,10 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
     ...(spec.schedulerName ? { schedulerName: spec.schedulerName } : {}),
     securityContext: {
-      // QEMU (non-root, no capabilities) listens on the forwarded guest ports: ports below 1024 need
-      // this namespaced sysctl, one of the "safe" ones the restricted profile allows.
-      ...(ports.some((p) => p.containerPort < 1024) ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
+      // passt (non-root, no capabilities) listens on the pod's ports for the guest, every one of them
+      // when none is declared (docs/adr/0011): ports below 1024 (SSH's 22) need this namespaced
+      // sysctl, one of the "safe" ones the restricted profile allows.
+      ...((spec.domain.devices?.interfaces ?? []).length > 0 ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
       runAsNonRoot: true,
       runAsUser: LAUNCHER_UID,
       runAsGroup: LAUNCHER_UID,

@@ -1,17 +1,18 @@
 /**
  * DomainPlan → libvirt domain XML, pure and deterministic (the golden files in test/golden/ pin it).
  * The shape follows KubeVirt's converter (names, aliases, metadata) so `virsh dumpxml` looks familiar;
- * what differs is the NIC, see `networkArgs`.
+ * what differs is the NIC: libvirt's user interface with the passt backend (`interfaceElement`), or the
+ * slirp fallback as QEMU arguments (`networkArgs`).
  */
 
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { NIC_DEVICES, masqueradeAddresses } from './domain-plan.js';
-import type { DomainPlan, ResolvedDisk, ResolvedInterface } from '../../src/contract/launch-plan.js';
+import { type DomainPlan, PodNetworkBackend, type PortForward, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
 import { TCG_TB_CACHE_BYTES } from '../../src/api/vm-overhead.js';
 
 export const QEMU_XMLNS = 'http://libvirt.org/schemas/domain/qemu/1.0';
 export const KUBEVIRT_XMLNS = 'http://kubevirt.io';
-/** The PCI slot on pcie.0 of the first NIC (see `networkArgs`). */
+/** The PCI slot on pcie.0 of the first slirp NIC (see `networkArgs`). */
 export const NIC_PCI_SLOT = 0x10;
 
 type Attrs = Record<string, string | number | undefined>;
@@ -97,12 +98,43 @@ function diskElement(d: ResolvedDisk): Element {
   );
 }
 
+function portForwardElement(proto: 'tcp' | 'udp', forward: PortForward): Element | undefined {
+  // No <range>: libvirt passes `all` to passt.
+  if (forward === 'all') return el('portForward', { proto });
+  if (forward.length === 0) return undefined;
+  return el('portForward', { proto }, ...forward.map((r) => el('range', r.end === r.start ? { start: r.start } : { start: r.start, end: r.end })));
+}
+
 /**
- * The pod-network NIC as QEMU arguments. libvirt 9.0's `<interface type='user'>` (slirp) cannot
- * forward ports and its passt backend needs the passt binary, which Ferry's image does not ship; so
- * the NIC is QEMU user-mode networking on KubeVirt's masquerade addresses, each declared port
- * forwarded from every pod address (a Service targeting the pod port reaches the guest) without the
- * NET_ADMIN a tap device would need. libvirt passes these through (and marks the domain tainted).
+ * The pod-network NIC as libvirt's user interface with the passt backend (docs/adr/0011): libvirt
+ * starts passt (`--one-off`, no capabilities) beside QEMU and connects them over a unix socket. passt
+ * gives the guest the pod's own address, gateway and DNS by DHCP and forwards the pod's ports to it,
+ * every port when the pod's open-files limit allows (`passtForwards`), with no NET_ADMIN.
+ */
+export function interfaceElement(iface: ResolvedInterface): Element {
+  const model = NIC_DEVICES[iface.model]?.libvirt;
+  if (model === undefined) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": model "${iface.model}" is not supported`);
+  const forward = iface.forward ?? { tcp: 'all', udp: 'all' };
+  return el(
+    'interface',
+    { type: 'user' },
+    iface.mac !== undefined && el('mac', { address: iface.mac }),
+    el('model', { type: model }),
+    el('backend', { type: 'passt' }),
+    portForwardElement('tcp', forward.tcp),
+    portForwardElement('udp', forward.udp),
+    iface.bootOrder !== undefined && el('boot', { order: iface.bootOrder }),
+    el('alias', { name: `ua-${iface.name}` }),
+    // As KubeVirt: no option ROM (iPXE) unless the NIC is meant to boot.
+    iface.bootOrder === undefined && el('rom', { enabled: 'no' }),
+  );
+}
+
+/**
+ * The slirp fallback (`--pod-network slirp`, ADR 0005): the NIC as QEMU arguments, user-mode
+ * networking on KubeVirt's masquerade addresses, each declared port forwarded from every pod address,
+ * since libvirt 9.0's slirp `<interface type='user'>` cannot forward ports. libvirt passes these
+ * through (and marks the domain tainted).
  *
  * The device gets a fixed slot on the root complex: QEMU creates command-line `-device`s before
  * libvirt's own (JSON) ones, so an unaddressed NIC takes slot 1 and libvirt's VGA then fails to start,
@@ -112,7 +144,7 @@ function diskElement(d: ResolvedDisk): Element {
  */
 export function networkArgs(iface: ResolvedInterface, index = 0): string[] {
   const net = masqueradeAddresses(iface.cidr);
-  const device = NIC_DEVICES[iface.model];
+  const device = NIC_DEVICES[iface.model]?.qemu;
   if (device === undefined) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": model "${iface.model}" is not supported`);
   const netdev = [
     'user',
@@ -137,7 +169,8 @@ export function networkArgs(iface: ResolvedInterface, index = 0): string[] {
 
 /** Renders the plan as a libvirt domain definition (libvirt 9.0, QEMU 7.2). */
 export function domainXml(plan: DomainPlan): string {
-  const qemuArgs = plan.interfaces.flatMap((iface, i) => networkArgs(iface, i));
+  const slirp = plan.interfaces.filter((i) => i.backend === PodNetworkBackend.Slirp);
+  const qemuArgs = slirp.flatMap((iface, i) => networkArgs(iface, i));
   const vcpus = plan.cpu.sockets * plan.cpu.cores * plan.cpu.threads;
   const domain = el(
     'domain',
@@ -170,6 +203,7 @@ export function domainXml(plan: DomainPlan): string {
       ...plan.disks.map(diskElement),
       plan.disks.some((d) => d.bus === 'scsi') && el('controller', { type: 'scsi', index: 0, model: 'virtio-non-transitional' }),
       el('controller', { type: 'usb', model: 'none' }),
+      ...plan.interfaces.filter((i) => i.backend === PodNetworkBackend.Passt).map(interfaceElement),
       plan.serial &&
         el(
           'serial',

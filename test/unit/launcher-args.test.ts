@@ -15,6 +15,7 @@ describe('parseLauncherArgs', () => {
       volumeSizes: {},
       accel: 'auto',
       allowEmulation: false,
+      podNetwork: 'passt',
       statusPort: DEFAULT_LAUNCHER_STATUS_PORT,
       statusAddress: '0.0.0.0',
       qemuUser: 'libvirt-qemu',
@@ -27,7 +28,7 @@ describe('parseLauncherArgs', () => {
 
   test('all flags', () => {
     const o = parseLauncherArgs(
-      ['--vmi', 'v.yaml', '--volumes-dir', '/v', '--volume-size', 'a=1Gi', '--volume-size', 'b=512Mi', '--accel', 'tcg', '--allow-emulation', '--serial-log', '/s.log', '--runtime-dir', '/r', '--cache-dir', '/c', '--status-port', '0', '--status-address', '127.0.0.1', '--termination-log', '/t', '--qemu-user', 'qemu', '--emulator', '/q', '--log-level', 'debug'],
+      ['--vmi', 'v.yaml', '--volumes-dir', '/v', '--volume-size', 'a=1Gi', '--volume-size', 'b=512Mi', '--accel', 'tcg', '--allow-emulation', '--pod-network', 'slirp', '--serial-log', '/s.log', '--runtime-dir', '/r', '--cache-dir', '/c', '--status-port', '0', '--status-address', '127.0.0.1', '--termination-log', '/t', '--qemu-user', 'qemu', '--emulator', '/q', '--log-level', 'debug'],
       {},
     );
     expect(o).toEqual({
@@ -36,6 +37,7 @@ describe('parseLauncherArgs', () => {
       volumeSizes: { a: 1024 ** 3, b: 512 * 1024 ** 2 },
       accel: 'tcg',
       allowEmulation: true,
+      podNetwork: 'slirp',
       serialLog: '/s.log',
       runtimeDir: '/r',
       cacheDir: '/c',
@@ -58,6 +60,7 @@ describe('parseLauncherArgs', () => {
   });
 
   test.each([
+    [['--pod-network', 'tap']],
     [['--accel', 'hvf']],
     [['--volume-size', 'rootdisk']],
     [['--volume-size', 'rootdisk=lots']],
