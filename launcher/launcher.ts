@@ -21,6 +21,7 @@ import { fileTail, Libvirtd, qemuLogPath, qemuPidPath, type RunAs } from './libv
 import { failureOutcome, launchError, type Outcome, outcomeOf, type StopAction, stoppedBeforeStart } from './outcome.js';
 import { assertReachable, prepareVolumes, type VolumeDirs } from './volumes.js';
 import { PASST_BINARY, passtInstalled, probePodNetwork } from './pod-network.js';
+import { Passt } from './passt.js';
 import { type DomainStateReason, Virsh } from './virsh.js';
 
 export const POLL_INTERVAL_MS = 2000;
@@ -127,6 +128,7 @@ export class Launcher {
     let watcher: { stop(): Promise<void> } | undefined;
     let defined = false;
     let plan: DomainPlan | undefined;
+    const passts: Passt[] = [];
     try {
       const vmi = defaulted(this.config.vmi);
       const unknown = Object.keys(this.config.volumeSizes).filter((name) => !(vmi.spec.volumes ?? []).some((v) => v.name === name));
@@ -162,7 +164,7 @@ export class Launcher {
         volumes,
         serial: { socketPath: paths.serialSocket },
         vncSocketPath: paths.vncSocket,
-        podNetwork: await probePodNetwork(this.config.podNetwork ?? PodNetworkBackend.Passt),
+        podNetwork: await probePodNetwork(this.config.podNetwork ?? PodNetworkBackend.Passt, join(this.config.libvirtDir, 'passt')),
       });
       for (const iface of plan.interfaces) {
         if (iface.backend === PodNetworkBackend.Passt && !(await passtInstalled())) {
@@ -192,6 +194,12 @@ export class Launcher {
       virsh = new Virsh(daemon.uri);
       const xmlPath = join(this.config.libvirtDir, 'domain.xml');
       await writeFile(xmlPath, xml);
+      for (const iface of plan.interfaces.filter((i) => i.backend === PodNetworkBackend.Passt)) {
+        const logFile = join(this.config.libvirtDir, `passt-${iface.name}.log`);
+        passts.push(await Passt.start({ iface, logFile, ...(this.config.runAs ? { runAs: this.config.runAs } : {}), logger: log }).catch((err: Error) => {
+          throw launchError(LauncherReason.StartFailed, `cannot start the pod network: ${err.message}`, err);
+        }));
+      }
       await this.step(LauncherReason.StartFailed, 'define the domain', daemon, () => virsh!.define(xmlPath));
       defined = true;
       this.mark('defined');
@@ -216,6 +224,7 @@ export class Launcher {
     } finally {
       await watcher?.stop();
       if (virsh && plan && defined) await this.teardownDomain(virsh, daemon!, plan.name);
+      for (const passt of passts) await passt.stop();
       await this.console?.close();
       await daemon?.stop();
     }

@@ -55,8 +55,8 @@ async function text(path: string): Promise<string> {
   return readFile(path, 'utf8').catch(() => '');
 }
 
-/** Probes this process's network namespace and limits. */
-export async function probePodNetwork(backend: PodNetworkBackend): Promise<PodNetworkFacts> {
+/** Probes this process's network namespace and limits; passt's sockets are to go into `socketDir`. */
+export async function probePodNetwork(backend: PodNetworkBackend, socketDir: string): Promise<PodNetworkFacts> {
   const [limits, range, route4, route6] = await Promise.all([
     text('/proc/self/limits'),
     text('/proc/sys/net/ipv4/ip_local_port_range'),
@@ -69,6 +69,7 @@ export async function probePodNetwork(backend: PodNetworkBackend): Promise<PodNe
     openFilesLimit: parseOpenFilesLimit(limits) ?? DEFAULT_OPEN_FILES,
     ipFamilies: Math.max(1, families),
     ephemeralPorts: parsePortRange(range) ?? DEFAULT_EPHEMERAL,
+    socketDir,
   };
 }
 

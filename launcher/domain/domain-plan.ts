@@ -45,7 +45,12 @@ export interface PodNetworkFacts {
   readonly ipFamilies: number;
   /** `net.ipv4.ip_local_port_range`: passt's `all` leaves these out. */
   readonly ephemeralPorts: PortRange;
+  /** Where passt's sockets go: `<socketDir>/<interface>.sock`. */
+  readonly socketDir: string;
 }
+
+/** Where passt's sockets go when the launcher says nothing (the pod's libvirt runtime directory). */
+export const DEFAULT_PASST_SOCKET_DIR = '/var/run/libvirt/passt';
 
 /**
  * Sockets kept free for passt's own use (its epoll, the QEMU socket, one per TCP connection and UDP
@@ -62,7 +67,7 @@ export const PASST_TCP_SHARE = 0.75;
  * IPv4 only), and the declared ports whatever the limit. `all` needs a socket per port and family
  * outside the ephemeral range: 37303 per protocol and family with Linux's default range.
  */
-export function passtForwards(facts: Omit<PodNetworkFacts, 'backend'>, declared: ResolvedInterface['ports']): { tcp: PortForward; udp: PortForward } {
+export function passtForwards(facts: Omit<PodNetworkFacts, 'backend' | 'socketDir'>, declared: ResolvedInterface['ports']): { tcp: PortForward; udp: PortForward } {
   const families = Math.max(1, facts.ipFamilies);
   const ephemeral = facts.ephemeralPorts;
   const perProtocol = 65535 - (ephemeral.end - ephemeral.start + 1);
@@ -91,12 +96,12 @@ export const DEFAULT_VM_NETWORK_CIDR = '10.0.2.0/24';
 export const TCG_CPU_MODE = 'maximum';
 const HOST_MODES = ['host-model', 'host-passthrough'];
 
-/** The interface models Ferry accepts (`interfaces[].model`): libvirt's `<model type>` and the QEMU device (slirp fallback). */
-export const NIC_DEVICES: Readonly<Record<string, { readonly libvirt: string; readonly qemu: string }>> = Object.freeze({
-  virtio: { libvirt: 'virtio-non-transitional', qemu: 'virtio-net-pci-non-transitional' },
-  e1000: { libvirt: 'e1000', qemu: 'e1000' },
-  e1000e: { libvirt: 'e1000e', qemu: 'e1000e' },
-  rtl8139: { libvirt: 'rtl8139', qemu: 'rtl8139' },
+/** QEMU devices for the interface models Ferry accepts (`interfaces[].model`). */
+export const NIC_DEVICES: Readonly<Record<string, string>> = Object.freeze({
+  virtio: 'virtio-net-pci-non-transitional',
+  e1000: 'e1000',
+  e1000e: 'e1000e',
+  rtl8139: 'rtl8139',
 });
 
 /** The masquerade addresses of a guest network: gateway the 2nd address, guest the 3rd (KubeVirt). */
@@ -199,7 +204,7 @@ function resolveInterface(iface: Interface, vmi: VirtualMachineInstance, uuid: s
     binding: 'masquerade',
     backend,
     ports,
-    ...(forward ? { forward } : {}),
+    ...(forward ? { forward, passtSocket: `${podNetwork?.socketDir ?? DEFAULT_PASST_SOCKET_DIR}/${iface.name}.sock` } : {}),
     cidr,
     ...(iface.bootOrder !== undefined ? { bootOrder: iface.bootOrder } : {}),
   };

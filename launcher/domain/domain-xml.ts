@@ -1,18 +1,17 @@
 /**
  * DomainPlan → libvirt domain XML, pure and deterministic (the golden files in test/golden/ pin it).
  * The shape follows KubeVirt's converter (names, aliases, metadata) so `virsh dumpxml` looks familiar;
- * what differs is the NIC: libvirt's user interface with the passt backend (`interfaceElement`), or the
- * slirp fallback as QEMU arguments (`networkArgs`).
+ * what differs is the NIC, see `networkArgs`.
  */
 
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { NIC_DEVICES, masqueradeAddresses } from './domain-plan.js';
-import { type DomainPlan, PodNetworkBackend, type PortForward, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
+import { type DomainPlan, PodNetworkBackend, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
 import { TCG_TB_CACHE_BYTES } from '../../src/api/vm-overhead.js';
 
 export const QEMU_XMLNS = 'http://libvirt.org/schemas/domain/qemu/1.0';
 export const KUBEVIRT_XMLNS = 'http://kubevirt.io';
-/** The PCI slot on pcie.0 of the first slirp NIC (see `networkArgs`). */
+/** The PCI slot on pcie.0 of the first NIC (see `networkArgs`). */
 export const NIC_PCI_SLOT = 0x10;
 
 type Attrs = Record<string, string | number | undefined>;
@@ -98,43 +97,13 @@ function diskElement(d: ResolvedDisk): Element {
   );
 }
 
-function portForwardElement(proto: 'tcp' | 'udp', forward: PortForward): Element | undefined {
-  // No <range>: libvirt passes `all` to passt.
-  if (forward === 'all') return el('portForward', { proto });
-  if (forward.length === 0) return undefined;
-  return el('portForward', { proto }, ...forward.map((r) => el('range', r.end === r.start ? { start: r.start } : { start: r.start, end: r.end })));
-}
-
 /**
- * The pod-network NIC as libvirt's user interface with the passt backend (docs/adr/0011): libvirt
- * starts passt (`--one-off`, no capabilities) beside QEMU and connects them over a unix socket. passt
- * gives the guest the pod's own address, gateway and DNS by DHCP and forwards the pod's ports to it,
- * every port when the pod's open-files limit allows (`passtForwards`), with no NET_ADMIN.
- */
-export function interfaceElement(iface: ResolvedInterface): Element {
-  const model = NIC_DEVICES[iface.model]?.libvirt;
-  if (model === undefined) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": model "${iface.model}" is not supported`);
-  const forward = iface.forward ?? { tcp: 'all', udp: 'all' };
-  return el(
-    'interface',
-    { type: 'user' },
-    iface.mac !== undefined && el('mac', { address: iface.mac }),
-    el('model', { type: model }),
-    el('backend', { type: 'passt' }),
-    portForwardElement('tcp', forward.tcp),
-    portForwardElement('udp', forward.udp),
-    iface.bootOrder !== undefined && el('boot', { order: iface.bootOrder }),
-    el('alias', { name: `ua-${iface.name}` }),
-    // As KubeVirt: no option ROM (iPXE) unless the NIC is meant to boot.
-    iface.bootOrder === undefined && el('rom', { enabled: 'no' }),
-  );
-}
-
-/**
- * The slirp fallback (`--pod-network slirp`, ADR 0005): the NIC as QEMU arguments, user-mode
- * networking on KubeVirt's masquerade addresses, each declared port forwarded from every pod address,
- * since libvirt 9.0's slirp `<interface type='user'>` cannot forward ports. libvirt passes these
- * through (and marks the domain tainted).
+ * The pod-network NIC as QEMU arguments, on KubeVirt's masquerade addresses. passt (docs/adr/0011):
+ * QEMU connects to the socket of the passt process the launcher started, which forwards the pod's
+ * ports, every one where the pod's limits allow (`passtForwards`). Debian 12's libvirt 9.0 is built
+ * with its own passt backend (`<backend type='passt'/>`) disabled, so the NIC is not libvirt's. slirp
+ * (`--pod-network slirp`, ADR 0005): QEMU's user-mode networking with each declared port forwarded from
+ * every pod address. Neither needs NET_ADMIN. libvirt passes these through (and marks the domain tainted).
  *
  * The device gets a fixed slot on the root complex: QEMU creates command-line `-device`s before
  * libvirt's own (JSON) ones, so an unaddressed NIC takes slot 1 and libvirt's VGA then fails to start,
@@ -143,20 +112,22 @@ export function interfaceElement(iface: ResolvedInterface): Element {
  * (enp0s16) stable whatever the disks.
  */
 export function networkArgs(iface: ResolvedInterface, index = 0): string[] {
-  const net = masqueradeAddresses(iface.cidr);
-  const device = NIC_DEVICES[iface.model]?.qemu;
+  const device = NIC_DEVICES[iface.model];
   if (device === undefined) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": model "${iface.model}" is not supported`);
-  const netdev = [
-    'user',
-    `id=hostua-${iface.name}`,
-    `net=${net.network}/${net.prefix}`,
-    `host=${net.gateway}`,
-    `dhcpstart=${net.guest}`,
-    ...iface.ports.map((p) => `hostfwd=${p.protocol.toLowerCase()}::${p.port}-${net.guest}:${p.port}`),
-  ].join(',');
+  const id = `hostua-${iface.name}`;
+  let netdev: string;
+  if (iface.backend === PodNetworkBackend.Passt) {
+    const socket = iface.passtSocket;
+    // QEMU reads a comma as the next option; a path with one cannot be passed.
+    if (socket === undefined || socket.includes(',')) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": passt socket path ${JSON.stringify(socket)} cannot be passed to QEMU`);
+    netdev = ['stream', `id=${id}`, 'server=off', 'addr.type=unix', `addr.path=${socket}`].join(',');
+  } else {
+    const net = masqueradeAddresses(iface.cidr);
+    netdev = ['user', `id=${id}`, `net=${net.network}/${net.prefix}`, `host=${net.gateway}`, `dhcpstart=${net.guest}`, ...iface.ports.map((p) => `hostfwd=${p.protocol.toLowerCase()}::${p.port}-${net.guest}:${p.port}`)].join(',');
+  }
   const nic = [
     device,
-    `netdev=hostua-${iface.name}`,
+    `netdev=${id}`,
     `id=ua-${iface.name}`,
     `bus=pcie.0`,
     `addr=0x${(NIC_PCI_SLOT + index).toString(16)}`,
@@ -169,8 +140,7 @@ export function networkArgs(iface: ResolvedInterface, index = 0): string[] {
 
 /** Renders the plan as a libvirt domain definition (libvirt 9.0, QEMU 7.2). */
 export function domainXml(plan: DomainPlan): string {
-  const slirp = plan.interfaces.filter((i) => i.backend === PodNetworkBackend.Slirp);
-  const qemuArgs = slirp.flatMap((iface, i) => networkArgs(iface, i));
+  const qemuArgs = plan.interfaces.flatMap((iface, i) => networkArgs(iface, i));
   const vcpus = plan.cpu.sockets * plan.cpu.cores * plan.cpu.threads;
   const domain = el(
     'domain',
@@ -203,7 +173,6 @@ export function domainXml(plan: DomainPlan): string {
       ...plan.disks.map(diskElement),
       plan.disks.some((d) => d.bus === 'scsi') && el('controller', { type: 'scsi', index: 0, model: 'virtio-non-transitional' }),
       el('controller', { type: 'usb', model: 'none' }),
-      ...plan.interfaces.filter((i) => i.backend === PodNetworkBackend.Passt).map(interfaceElement),
       plan.serial &&
         el(
           'serial',

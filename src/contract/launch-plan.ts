@@ -77,10 +77,10 @@ export interface ResolvedDisk {
 }
 
 /**
- * How the pod network reaches the guest (docs/adr/0011-pod-network-passt.md). `passt`: libvirt's user
- * interface with the passt backend, every port of the pod forwarded as KubeVirt's masquerade does, the
- * guest on the pod's own address. `slirp`: QEMU's user-mode NAT on the masquerade addresses, declared
- * ports only (ADR 0005), the fallback `--pod-network slirp` selects.
+ * How the pod network reaches the guest (docs/adr/0011-pod-network-passt.md), both on KubeVirt's
+ * masquerade addresses. `passt`: a passt process the launcher starts beside QEMU, every port of the
+ * pod forwarded as KubeVirt's masquerade does. `slirp`: QEMU's user-mode NAT, declared ports only
+ * (ADR 0005), the fallback `--pod-network slirp` selects.
  */
 export const PodNetworkBackend = { Passt: 'passt', Slirp: 'slirp' } as const;
 export type PodNetworkBackend = (typeof PodNetworkBackend)[keyof typeof PodNetworkBackend];
@@ -107,7 +107,9 @@ export interface ResolvedInterface {
   readonly ports: ReadonlyArray<{ readonly port: number; readonly protocol: 'TCP' | 'UDP' }>;
   /** passt: what the pod's ports forward to the guest, by protocol. */
   readonly forward?: { readonly tcp: PortForward; readonly udp: PortForward };
-  /** slirp: the guest network KubeVirt's masquerade uses: 10.0.2.0/24, gateway .1, guest .2. */
+  /** passt: the unix socket passt listens on and QEMU connects to. */
+  readonly passtSocket?: string;
+  /** The guest network KubeVirt's masquerade uses: 10.0.2.0/24, gateway .1, guest .2. */
   readonly cidr: string;
 }
 

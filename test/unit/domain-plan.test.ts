@@ -204,7 +204,7 @@ describe('planDomain: CPU, memory, firmware, features', () => {
 });
 
 /** A pod as containerd gives one on a usual node: 1M open files, IPv4 only, Linux's ephemeral range. */
-const POD: PodNetworkFacts = { backend: 'passt', openFilesLimit: 1 << 20, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 } };
+const POD: PodNetworkFacts = { backend: 'passt', openFilesLimit: 1 << 20, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 }, socketDir: '/run/passt' };
 
 describe('passtForwards: every port when the open-files limit allows it, else the lowest that fit', () => {
   const none: Parameters<typeof passtForwards>[1] = [];
@@ -242,7 +242,7 @@ describe('planDomain: the masquerade interface', () => {
     const v = vmi({});
     const plan = planDomain(v, env({}));
     expect(plan.interfaces).toEqual([
-      { name: 'default', model: 'virtio', mac: stableMac(v.spec.domain.firmware!.uuid!), binding: 'masquerade', backend: 'passt', ports: [], forward: { tcp: 'all', udp: 'all' }, cidr: '10.0.2.0/24' },
+      { name: 'default', model: 'virtio', mac: stableMac(v.spec.domain.firmware!.uuid!), binding: 'masquerade', backend: 'passt', ports: [], forward: { tcp: 'all', udp: 'all' }, passtSocket: '/var/run/libvirt/passt/default.sock', cidr: '10.0.2.0/24' },
     ]);
     expect(planDomain(vmi({}), env({})).interfaces[0]!.mac).toBe(plan.interfaces[0]!.mac);
   });
@@ -274,7 +274,7 @@ describe('planDomain: the masquerade interface', () => {
   test('passt: what the pod can forward, the declared ports always', () => {
     const v = vmi({ domain: { devices: { interfaces: [{ name: 'default', masquerade: {}, ports: [{ port: 40000 }, { port: 22 }] }] } } });
     const nic = planDomain(v, env({}, { podNetwork: { ...POD, openFilesLimit: 20000 } })).interfaces[0]!;
-    expect(nic).toMatchObject({ backend: 'passt', forward: { tcp: [{ start: 1, end: 14232 }, { start: 40000, end: 40000 }], udp: [{ start: 1, end: 4744 }] } });
+    expect(nic).toMatchObject({ backend: 'passt', passtSocket: '/run/passt/default.sock', forward: { tcp: [{ start: 1, end: 14232 }, { start: 40000, end: 40000 }], udp: [{ start: 1, end: 4744 }] } });
   });
 
   test('autoattachPodInterface false: no NIC', () => {

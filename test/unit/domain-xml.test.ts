@@ -137,13 +137,13 @@ const cases: Array<{ golden: string; render: () => string }> = [
     // passt on a pod whose open-files limit (20000, this machine's) does not allow every port: the
     // lowest ports that fit and a declared port beyond them; the VMI's MAC; ACPI off; no serial console.
     golden: 'ports.xml',
-    render: () => renderWeb({ backend: 'passt', openFilesLimit: 20000, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 } }),
+    render: () => renderWeb({ backend: 'passt', openFilesLimit: 20000, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 }, socketDir: '/var/run/libvirt/passt' }),
   },
   {
     // The slirp fallback (--pod-network slirp): declared ports only, forwarded from the pod's addresses
     // to the guest on its custom guest network.
     golden: 'ports-slirp.xml',
-    render: () => renderWeb({ backend: 'slirp', openFilesLimit: 20000, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 } }),
+    render: () => renderWeb({ backend: 'slirp', openFilesLimit: 20000, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 }, socketDir: '/var/run/libvirt/passt' }),
   },
 ];
 
@@ -214,28 +214,23 @@ describe('domainXml', () => {
   test('no <boot dev> when a disk or the NIC has a boot order (libvirt refuses both)', () => {
     const disk = { name: 'd', device: 'disk' as const, bus: 'virtio' as const, target: 'vda', source: { type: 'file' as const, path: '/d' }, format: 'raw' as const, readOnly: false, cache: 'none' as const };
     expect(domainXml({ ...basePlan, disks: [{ ...disk, bootOrder: 2 }] })).not.toContain("<boot dev='hd'/>");
-    const nic = { name: 'default', model: 'virtio', binding: 'masquerade' as const, backend: 'passt' as const, ports: [], cidr: '10.0.2.0/24', bootOrder: 1 };
+    const nic = { name: 'default', model: 'virtio', binding: 'masquerade' as const, backend: 'slirp' as const, ports: [], cidr: '10.0.2.0/24', bootOrder: 1 };
     const xml = domainXml({ ...basePlan, disks: [disk], interfaces: [nic] });
     expect(xml).not.toContain("<boot dev='hd'/>");
-    expect(xml).toContain("<boot order='1'/>");
-    expect(xml).not.toContain('<rom ');
-    const slirp = domainXml({ ...basePlan, disks: [disk], interfaces: [{ ...nic, backend: 'slirp' }] });
-    expect(slirp).not.toContain("<boot dev='hd'/>");
-    expect(slirp).toContain('bootindex=1');
-    expect(slirp).not.toContain('romfile=');
+    expect(xml).toContain('bootindex=1');
+    expect(xml).not.toContain('romfile=');
   });
 
-  test('interfaceElement: passt backend, all ports or ranges per protocol, alias, no ROM', () => {
-    const nic = { name: 'default', model: 'e1000e', mac: '02:00:00:00:00:01', binding: 'masquerade' as const, backend: 'passt' as const, ports: [], cidr: '10.0.2.0/24' };
-    const all = domainXml({ ...basePlan, interfaces: [{ ...nic, forward: { tcp: 'all', udp: 'all' } }] });
-    const children = ["<mac address='02:00:00:00:00:01'/>", "<model type='e1000e'/>", "<backend type='passt'/>", "<portForward proto='tcp'/>", "<portForward proto='udp'/>", "<alias name='ua-default'/>", "<rom enabled='no'/>"];
-    expect(all).toContain(["    <interface type='user'>", ...children.map((line) => `      ${line}`), '    </interface>'].join('\n'));
-    expect(all).not.toContain('qemu:commandline');
-    const some = domainXml({ ...basePlan, interfaces: [{ ...nic, model: 'virtio', forward: { tcp: [{ start: 1, end: 14232 }, { start: 40000, end: 40000 }], udp: [] } }] });
-    expect(some).toContain("<model type='virtio-non-transitional'/>");
-    expect(some).toContain("      <portForward proto='tcp'>\n        <range start='1' end='14232'/>\n        <range start='40000'/>\n      </portForward>");
-    expect(some).not.toContain("proto='udp'");
-    expect(codeOf(() => domainXml({ ...basePlan, interfaces: [{ ...nic, model: 'vmxnet3' }] }))).toBe('INVALID_SPEC');
+  test('networkArgs (passt): QEMU connects to the passt socket; a comma in its path is refused', () => {
+    const nic = { name: 'default', model: 'virtio', mac: '02:00:00:00:00:01', binding: 'masquerade' as const, backend: 'passt' as const, ports: [], cidr: '10.0.2.0/24', forward: { tcp: 'all', udp: 'all' } as const };
+    expect(networkArgs({ ...nic, passtSocket: '/run/p/default.sock' })).toEqual([
+      '-netdev',
+      'stream,id=hostua-default,server=off,addr.type=unix,addr.path=/run/p/default.sock',
+      '-device',
+      'virtio-net-pci-non-transitional,netdev=hostua-default,id=ua-default,bus=pcie.0,addr=0x10,mac=02:00:00:00:00:01,romfile=',
+    ]);
+    expect(codeOf(() => networkArgs({ ...nic, passtSocket: '/run/p,server=on/x.sock' }))).toBe('INVALID_SPEC');
+    expect(codeOf(() => networkArgs(nic))).toBe('INVALID_SPEC');
   });
 
   test('networkArgs (slirp fallback): user-mode NAT on the masquerade addresses, ports forwarded to the guest', () => {
