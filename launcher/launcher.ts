@@ -158,17 +158,21 @@ export class Launcher {
         for (const path of [...Object.values(volumes).map((v) => v.path), paths.serialSocket]) await assertReachable(path, this.config.runAs);
       }
       this.mark('volumes');
+      const podNetwork = await probePodNetwork(this.config.podNetwork ?? PodNetworkBackend.Passt, join(this.config.libvirtDir, 'passt'));
       plan = planDomain(vmi, {
         accel: decision.accel,
         emulator: this.config.emulator,
         volumes,
         serial: { socketPath: paths.serialSocket },
         vncSocketPath: paths.vncSocket,
-        podNetwork: await probePodNetwork(this.config.podNetwork ?? PodNetworkBackend.Passt, join(this.config.libvirtDir, 'passt')),
+        podNetwork,
       });
       for (const iface of plan.interfaces) {
         if (iface.backend === PodNetworkBackend.Passt && !(await passtInstalled())) {
           throw launchError(LauncherReason.StartFailed, `the pod network needs passt, and ${PASST_BINARY} is not installed (Debian: apt-get install passt), or run with --pod-network slirp (declared ports only)`);
+        }
+        if (iface.backend === PodNetworkBackend.Passt && podNetwork.ipFamilies === 0) {
+          throw launchError(LauncherReason.StartFailed, 'the pod network has no default route, which passt needs to forward the pod\'s ports; run with --pod-network slirp (declared ports only) where there is none');
         }
         log.info({ interface: iface.name, backend: iface.backend, forward: iface.forward ?? { declared: iface.ports } }, 'pod network');
       }

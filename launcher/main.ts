@@ -40,8 +40,9 @@ Options:
   --volume-size VOL=SIZE  capacity of a PVC volume, sizes its disk.img (repeatable; default: its free space)
   --accel MODE            auto, kvm or tcg (default auto: KVM when a probe guest runs under it)
   --allow-emulation       with --accel auto: use TCG when KVM does not work
-  --pod-network BACKEND   passt (default: every port of the pod reaches the guest) or slirp
-                          (QEMU user-mode NAT, declared ports only; for hosts without passt)
+  --pod-network BACKEND   passt (every port of the network namespace reaches the guest) or slirp
+                          (QEMU user-mode NAT, declared ports only). Default: passt in the pod
+                          ($${VMI_ENV}), slirp with --vmi, which runs in the machine's own namespace
   --serial-log FILE       append everything the guest prints on its serial console to FILE
   --runtime-dir DIR       keep all run-time state under DIR (default: the pod's /var/run paths)
   --cache-dir DIR         libvirt's QEMU capability cache, shared by runs (default ~/.cache/ferry/libvirt)
@@ -94,7 +95,8 @@ export function parseLauncherArgs(argv: readonly string[], env: NodeJS.ProcessEn
     volumeSizes: args.volumeSizes,
     accel: args.accel ?? 'auto',
     allowEmulation: args.allowEmulation,
-    podNetwork: args.podNetwork ?? PodNetworkBackend.Passt,
+    // passt takes every free port of the namespace it runs in: right for the pod's own, not for a machine's.
+    podNetwork: args.podNetwork ?? (args.vmiFile === undefined ? PodNetworkBackend.Passt : PodNetworkBackend.Slirp),
     ...(args.serialLog !== undefined ? { serialLog: abs(args.serialLog) } : {}),
     ...(args.runtimeDir !== undefined ? { runtimeDir: abs(args.runtimeDir) } : {}),
     ...(args.cacheDir !== undefined ? { cacheDir: abs(args.cacheDir) } : cacheBase ? { cacheDir: join(cacheBase, 'ferry', 'libvirt') } : {}),

@@ -67,7 +67,7 @@ export async function probePodNetwork(backend: PodNetworkBackend, socketDir: str
   return {
     backend,
     openFilesLimit: parseOpenFilesLimit(limits) ?? DEFAULT_OPEN_FILES,
-    ipFamilies: Math.max(1, families),
+    ipFamilies: families,
     ephemeralPorts: parsePortRange(range) ?? DEFAULT_EPHEMERAL,
     socketDir,
   };

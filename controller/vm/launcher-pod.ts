@@ -9,7 +9,7 @@ import type { V1Container, V1Pod, V1PodSpec, V1Volume, V1VolumeDevice, V1VolumeM
 import { MiB, parseQuantity } from '../../src/quantity.js';
 import { API_VERSION, claimOf, Kind, VmAnnotation, type VirtualMachineInstance, vmiId, VmLabel } from '../../src/api/kubevirt.js';
 import { guestMemoryBytes, vcpuCount } from '../../src/api/kubevirt-defaults.js';
-import { cloudInitSecretDir, PodPath } from '../../src/contract/launch-plan.js';
+import { cloudInitSecretDir, PodNetworkBackend, PodPath } from '../../src/contract/launch-plan.js';
 import { decodeLauncherVmi, encodeLauncherVmi, LAUNCHER_CONTAINER, launcherCommandLine, LauncherHttpPath, LauncherPodEnv } from '../../src/contract/launcher-pod.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { memoryOverheadBytes } from '../../src/api/vm-overhead.js';
@@ -152,7 +152,7 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     const info = claim ? claims.get(claim.claimName) : undefined;
     if (claim && info && !info.block && !claim.readOnly && info.capacityBytes !== undefined) volumeSizes[volume.name] = info.capacityBytes;
   }
-  const commandLine = launcherCommandLine({ statusPort: config.launcherStatusPort, accel: 'auto', allowEmulation: config.allowEmulation, volumeSizes });
+  const commandLine = launcherCommandLine({ statusPort: config.launcherStatusPort, accel: 'auto', allowEmulation: config.allowEmulation, podNetwork: PodNetworkBackend.Passt, volumeSizes });
   const container: V1Container = {
     name: LAUNCHER_CONTAINER,
     image: config.launcherImage,

@@ -41,7 +41,7 @@ export interface PodNetworkFacts {
   readonly backend: PodNetworkBackend;
   /** The hard RLIMIT_NOFILE passt inherits (it raises its soft limit to it): one socket per forwarded port and family. */
   readonly openFilesLimit: number;
-  /** 1 or 2: passt listens on IPv4 and IPv6 separately where both have a default route. */
+  /** 0 to 2: the families with a default route (passt listens on IPv4 and IPv6 separately; it needs one). */
   readonly ipFamilies: number;
   /** `net.ipv4.ip_local_port_range`: passt's `all` leaves these out. */
   readonly ephemeralPorts: PortRange;

@@ -8,6 +8,13 @@ import { LAUNCHER_USAGE, parseLauncherArgs, temporaryRootAccess } from '../../la
 import { codeOf } from './helpers.js';
 
 describe('parseLauncherArgs', () => {
+  test('the pod network: passt in the pod, slirp for a local --vmi run (the machine\'s own namespace), or as asked', () => {
+    expect(parseLauncherArgs([], {}).podNetwork).toBe('passt');
+    expect(parseLauncherArgs(['--vmi', 'v.yaml'], {}).podNetwork).toBe('slirp');
+    expect(parseLauncherArgs(['--vmi', 'v.yaml', '--pod-network', 'passt'], {}).podNetwork).toBe('passt');
+    expect(parseLauncherArgs(['--pod-network', 'slirp'], {}).podNetwork).toBe('slirp');
+  });
+
   test('pod defaults', () => {
     const o = parseLauncherArgs([], { HOME: '/home/q' });
     expect(o).toMatchObject({

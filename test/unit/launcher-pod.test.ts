@@ -232,8 +232,8 @@ describe('buildLauncherPod: the compute container', () => {
   });
 
   test.each<[string, LauncherConfig, string[]]>([
-    ['emulation allowed', LAUNCHER_CONFIG, ['launcher', '--status-port', '8443', '--accel', 'auto', '--allow-emulation']],
-    ['KVM only', KVM, ['launcher', '--status-port', '8443', '--accel', 'auto']],
+    ['emulation allowed', LAUNCHER_CONFIG, ['launcher', '--status-port', '8443', '--accel', 'auto', '--allow-emulation', '--pod-network', 'passt']],
+    ['KVM only', KVM, ['launcher', '--status-port', '8443', '--accel', 'auto', '--pod-network', 'passt']],
   ])('image and arguments, %s', (_, config, args) => {
     const c = compute(podOf({}, NO_CLAIMS, config));
     expect(c.name).toBe('compute');
