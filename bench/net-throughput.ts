@@ -29,7 +29,8 @@ const t0 = process.hrtime.bigint();
 let moved = 0;
 let said = '';
 const s = net.connect(Number(port), host, () => {
-  if (mode !== 'up') return;
+  // The source needs no input: close our side at once (passt 2023-03 sends a silent client nothing, ADR 0011).
+  if (mode !== 'up') return s.end();
   const chunk = Buffer.alloc(1 << 16);
   const pump = () => { while (moved < total) { moved += chunk.length; if (!s.write(chunk)) return s.once('drain', pump); } s.end(); };
   pump();
