@@ -94,14 +94,15 @@ if [ -f "$DIR/ferry-launcher.oci.tar" ]; then
   check "config: user 107, exec-form entrypoint" expect_config "$A" 107:107
   I=$(load "$A")
   check "node runs as qemu (107)" contains "107 qemu" "${P[@]}" "${RUN[@]}" --entrypoint /usr/local/bin/node "$I" -e 'console.log(process.version, process.getuid(), require("os").userInfo().username)'
-  for prog in "qemu-system-x86_64 --version" "virsh --version" "libvirtd --version" "qemu-img --version" "xorrisofs -version" "getent passwd qemu"; do
+  for prog in "qemu-system-x86_64 --version" "virsh --version" "libvirtd --version" "qemu-img --version" "xorrisofs -version" "passt --version" "getent passwd qemu"; do
     set -- $prog
     check "program: $prog" "${P[@]}" "${RUN[@]}" --entrypoint "$1" "$I" "${@:2}"
   done
   check "ferry launcher --help (by name, as the launcher pod runs it)" contains "Usage: ferry launcher" "${P[@]}" "${RUN[@]}" --entrypoint ferry "$I" launcher --help
   # A real VMI: libvirtd (session mode) and QEMU under TCG as 107, booting the project's test disk
   # (scripts/make-boot-disk.sh, cached) with a cloud-init ISO made by xorrisofs; the guest prints
-  # its markers on the serial console and powers off, so the launcher exits 0.
+  # its markers on the serial console and powers off, so the launcher exits 0. The container has no
+  # network (--network none: no default route for passt), so the pod network is the slirp fallback.
   disk=$(bash "$ROOT/scripts/make-boot-disk.sh")
   mkdir -p "$T/vm/volumes/rootdisk" "$T/vm/run"
   cp "$disk" "$T/vm/volumes/rootdisk/disk.img"
@@ -127,7 +128,7 @@ VMI
   chown -R 107:107 "$T/vm"
   check "ferry launcher boots a VMI under TCG as 107 (libvirtd, QEMU, xorrisofs)" "${P[@]}" "${RUN[@]}" -v "$T/vm:/vm" "$I" launcher \
     --vmi /vm/vmi.yaml --volumes-dir /vm/volumes --runtime-dir /vm/run --serial-log /vm/serial.log \
-    --termination-log /vm/termination-log --status-port 0 --status-address 127.0.0.1 --accel tcg
+    --termination-log /vm/termination-log --status-port 0 --status-address 127.0.0.1 --accel tcg --pod-network slirp
   check "  … the guest booted and read its cloud-init data" grep -a -m1 "FERRY-CLOUDINIT from-the-launcher-image" "$T/vm/serial.log"
 fi
 

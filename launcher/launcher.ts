@@ -12,7 +12,7 @@ import { domainName, type VirtualMachineInstance } from '../src/api/kubevirt.js'
 import { DEFAULT_GRACE_SECONDS, defaultVmiSpec, validateVmiSpec } from '../src/api/kubevirt-defaults.js';
 import { planDomain } from './domain/domain-plan.js';
 import { domainXml } from './domain/domain-xml.js';
-import { type Accel, type DomainPlan, podRuntimePaths } from '../src/contract/launch-plan.js';
+import { type Accel, type DomainPlan, PodNetworkBackend, podRuntimePaths } from '../src/contract/launch-plan.js';
 import type { AccelRequest } from '../src/contract/launcher-pod.js';
 import { type LauncherPhase, LauncherReason, type LauncherStatusBody } from '../src/contract/launcher-status.js';
 import { GuestConsole } from './console.js';
@@ -20,6 +20,8 @@ import { decideAccel, probeKvm } from './kvm-probe.js';
 import { fileTail, Libvirtd, qemuLogPath, qemuPidPath, type RunAs } from './libvirtd.js';
 import { failureOutcome, launchError, type Outcome, outcomeOf, type StopAction, stoppedBeforeStart } from './outcome.js';
 import { assertReachable, prepareVolumes, type VolumeDirs } from './volumes.js';
+import { PASST_BINARY, passtInstalled, probePodNetwork } from './pod-network.js';
+import { Passt } from './passt.js';
 import { type DomainStateReason, Virsh } from './virsh.js';
 
 export const POLL_INTERVAL_MS = 2000;
@@ -41,6 +43,8 @@ export interface LauncherConfig {
   /** libvirtd and QEMU run as this user (the launcher runs as root). */
   readonly runAs?: RunAs;
   readonly pollIntervalMs?: number;
+  /** How the pod network reaches the guest (default passt: every port; slirp: declared ports only). */
+  readonly podNetwork?: PodNetworkBackend;
 }
 
 export interface LauncherDeps {
@@ -124,6 +128,7 @@ export class Launcher {
     let watcher: { stop(): Promise<void> } | undefined;
     let defined = false;
     let plan: DomainPlan | undefined;
+    const passts: Passt[] = [];
     try {
       const vmi = defaulted(this.config.vmi);
       const unknown = Object.keys(this.config.volumeSizes).filter((name) => !(vmi.spec.volumes ?? []).some((v) => v.name === name));
@@ -153,13 +158,24 @@ export class Launcher {
         for (const path of [...Object.values(volumes).map((v) => v.path), paths.serialSocket]) await assertReachable(path, this.config.runAs);
       }
       this.mark('volumes');
+      const podNetwork = await probePodNetwork(this.config.podNetwork ?? PodNetworkBackend.Passt, join(this.config.libvirtDir, 'passt'));
       plan = planDomain(vmi, {
         accel: decision.accel,
         emulator: this.config.emulator,
         volumes,
         serial: { socketPath: paths.serialSocket },
         vncSocketPath: paths.vncSocket,
+        podNetwork,
       });
+      for (const iface of plan.interfaces) {
+        if (iface.backend === PodNetworkBackend.Passt && !(await passtInstalled())) {
+          throw launchError(LauncherReason.StartFailed, `the pod network needs passt, and ${PASST_BINARY} is not installed (Debian: apt-get install passt), or run with --pod-network slirp (declared ports only)`);
+        }
+        if (iface.backend === PodNetworkBackend.Passt && podNetwork.ipFamilies === 0) {
+          throw launchError(LauncherReason.StartFailed, 'the pod network has no default route, which passt needs to forward the pod\'s ports; run with --pod-network slirp (declared ports only) where there is none');
+        }
+        log.info({ interface: iface.name, backend: iface.backend, forward: iface.forward ?? { declared: iface.ports } }, 'pod network');
+      }
       const xml = domainXml(plan);
 
       if (plan.serial) {
@@ -182,6 +198,12 @@ export class Launcher {
       virsh = new Virsh(daemon.uri);
       const xmlPath = join(this.config.libvirtDir, 'domain.xml');
       await writeFile(xmlPath, xml);
+      for (const iface of plan.interfaces.filter((i) => i.backend === PodNetworkBackend.Passt)) {
+        const logFile = join(this.config.libvirtDir, `passt-${iface.name}.log`);
+        passts.push(await Passt.start({ iface, logFile, ...(this.config.runAs ? { runAs: this.config.runAs } : {}), logger: log }).catch((err: Error) => {
+          throw launchError(LauncherReason.StartFailed, `cannot start the pod network: ${err.message}`, err);
+        }));
+      }
       await this.step(LauncherReason.StartFailed, 'define the domain', daemon, () => virsh!.define(xmlPath));
       defined = true;
       this.mark('defined');
@@ -206,6 +228,7 @@ export class Launcher {
     } finally {
       await watcher?.stop();
       if (virsh && plan && defined) await this.teardownDomain(virsh, daemon!, plan.name);
+      for (const passt of passts) await passt.stop();
       await this.console?.close();
       await daemon?.stop();
     }

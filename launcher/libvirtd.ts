@@ -236,15 +236,7 @@ export class Libvirtd {
    * probed are copied to the shared cache for the next run.
    */
   async stop(timeoutMs = LIBVIRTD_STOP_TIMEOUT_MS): Promise<void> {
-    if (this.running) {
-      this.child.kill('SIGTERM');
-      const stopped = await Promise.race([this.exited.then(() => true), delay(timeoutMs).then(() => false)]);
-      if (!stopped) {
-        this.logger.warn({ pid: this.pid }, 'libvirtd did not stop on SIGTERM; killing it');
-        this.child.kill('SIGKILL');
-        await this.exited;
-      }
-    }
+    await stopChild(this.child, this.exited, () => this.running, timeoutMs, () => this.logger.warn({ pid: this.pid }, 'libvirtd did not stop on SIGTERM; killing it'));
     if (this.capabilityCache) {
       const cache = this.capabilityCache;
       await copyXmlFiles(capabilitiesDir(this.paths), cache).catch((err: Error) => this.logger.warn({ cache, err: err.message }, 'cannot update the capability cache'));
@@ -273,7 +265,19 @@ async function copyXmlFiles(from: string, to: string): Promise<void> {
   }
 }
 
-function delay(ms: number): Promise<void> {
+/** Stops a daemon the launcher spawned, by PID: SIGTERM, then SIGKILL once `timeoutMs` has passed. */
+export async function stopChild(child: ChildProcess, exited: Promise<void>, running: () => boolean, timeoutMs: number, onKill: () => void): Promise<void> {
+  if (!running()) return;
+  child.kill('SIGTERM');
+  const stopped = await Promise.race([exited.then(() => true), delay(timeoutMs).then(() => false)]);
+  if (!stopped) {
+    onKill();
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 

@@ -12,7 +12,7 @@ import { ErrorCode, FerryError } from '../src/errors.js';
 import { runTool } from '../src/io/child-process.js';
 import { createLogger } from '../src/logging.js';
 import type { VirtualMachineInstance } from '../src/api/kubevirt.js';
-import { PodPath } from '../src/contract/launch-plan.js';
+import { PodNetworkBackend, PodPath } from '../src/contract/launch-plan.js';
 import { type AccelRequest, decodeConsoleArgs, decodeLauncherArgs, decodeLauncherVmi, DEFAULT_LAUNCHER_STATUS_PORT, LauncherPodEnv } from '../src/contract/launcher-pod.js';
 import { encodeLauncherStatus, type LauncherStatus } from '../src/contract/launcher-status.js';
 import { TERMINATION_MESSAGE_PATH } from '../src/contract/termination.js';
@@ -40,6 +40,9 @@ Options:
   --volume-size VOL=SIZE  capacity of a PVC volume, sizes its disk.img (repeatable; default: its free space)
   --accel MODE            auto, kvm or tcg (default auto: KVM when a probe guest runs under it)
   --allow-emulation       with --accel auto: use TCG when KVM does not work
+  --pod-network BACKEND   passt (every port of the network namespace reaches the guest) or slirp
+                          (QEMU user-mode NAT, declared ports only). Default: passt in the pod
+                          ($${VMI_ENV}), slirp with --vmi, which runs in the machine's own namespace
   --serial-log FILE       append everything the guest prints on its serial console to FILE
   --runtime-dir DIR       keep all run-time state under DIR (default: the pod's /var/run paths)
   --cache-dir DIR         libvirt's QEMU capability cache, shared by runs (default ~/.cache/ferry/libvirt)
@@ -65,6 +68,7 @@ export interface LauncherOptions {
   readonly volumeSizes: Readonly<Record<string, number>>;
   readonly accel: AccelRequest;
   readonly allowEmulation: boolean;
+  readonly podNetwork: PodNetworkBackend;
   readonly serialLog?: string;
   readonly runtimeDir?: string;
   readonly cacheDir?: string;
@@ -91,6 +95,8 @@ export function parseLauncherArgs(argv: readonly string[], env: NodeJS.ProcessEn
     volumeSizes: args.volumeSizes,
     accel: args.accel ?? 'auto',
     allowEmulation: args.allowEmulation,
+    // passt takes every free port of the namespace it runs in: right for the pod's own, not for a machine's.
+    podNetwork: args.podNetwork ?? (args.vmiFile === undefined ? PodNetworkBackend.Passt : PodNetworkBackend.Slirp),
     ...(args.serialLog !== undefined ? { serialLog: abs(args.serialLog) } : {}),
     ...(args.runtimeDir !== undefined ? { runtimeDir: abs(args.runtimeDir) } : {}),
     ...(args.cacheDir !== undefined ? { cacheDir: abs(args.cacheDir) } : cacheBase ? { cacheDir: join(cacheBase, 'ferry', 'libvirt') } : {}),
@@ -255,6 +261,7 @@ export async function launcherCommand(argv: readonly string[], env: NodeJS.Proce
         vmi,
         accel: options.accel,
         allowEmulation: options.allowEmulation,
+        podNetwork: options.podNetwork,
         emulator: options.emulator,
         libvirtDir: dirs.libvirtDir,
         privateDir: dirs.privateDir,

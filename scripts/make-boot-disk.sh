@@ -13,14 +13,19 @@
 #   FERRY-CLOUDINIT <value>      the value of a `ferry-marker: <value>` line in the user-data of an
 #                                ISO9660 (cidata) disk; `FERRY-CLOUDINIT none` when no such disk
 #                                appears, `FERRY-CLOUDINIT nomarker` when it has no such line
-#   FERRY-NET-OK ...             only with `ferry-net: wait`: DHCP on eth0, then serves
+#   FERRY-NET-OK ...             with `ferry-net: wait` or SSH keys: DHCP on eth0, then serves
 #                                `FERRY-NET-OK` on TCP 8080 until powered off (ACPI)
+#   FERRY-SSH-OK ...             with keys in the user-data's `ssh_authorized_keys:` list (top level or
+#                                under `users:`): dropbear on TCP 22 takes those keys for root, no
+#                                passwords, until powered off (ACPI)
 #   FERRY-HOLD ...               only with `ferry-hold: yes` (wait until the ACPI power button,
 #                                then power off: a graceful shutdown) or `ferry-hold: ignore-acpi`
 #                                (never power off by itself: the host has to destroy it)
 #   FERRY-POWEROFF               then `poweroff -f`
 # The kernel has no iso9660, sata/ahci, virtio-blk or ACPI-button driver built in, so the needed
 # modules are copied from the same kernel package with a modules.dep made by busybox depmod.
+# dropbear (dropbear-bin) and the shared libraries it links come from their Debian packages, libc's
+# loader resolving them inside the extracted tree; their versions are in the recipe hash.
 set -euo pipefail
 
 cache_root="${HOME:-/root}/.cache/ferry/boot-disk"
@@ -41,8 +46,16 @@ MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 # The kernel linux-image-amd64 points at, e.g. linux-image-6.1.0-56-amd64, and its version.
 kpkg_name=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n1)
 [ -n "$kpkg_name" ] || { echo "make-boot-disk: cannot resolve the kernel package of linux-image-amd64 (apt-get update?)" >&2; exit 1; }
-kpkg_version=$(apt-cache policy "$kpkg_name" | sed -n 's/^ *Candidate: //p')
-recipe_hash=$( { cat "$0"; echo "$kpkg_name=$kpkg_version"; dpkg-query -W busybox-static syslinux syslinux-common; } | sha256sum | cut -c1-16)
+candidate() { apt-cache policy "$1" | sed -n 's/^ *Candidate: //p'; }
+kpkg_version=$(candidate "$kpkg_name")
+# The SSH server and everything its loader needs (checked below: nothing may come from the host).
+ssh_pkgs="dropbear-bin libc6 libcrypt1 libgmp10 libtomcrypt1 libtommath1 zlib1g"
+ssh_versions=""
+for p in $ssh_pkgs; do
+  v=$(candidate "$p"); [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "make-boot-disk: no candidate for $p (apt-get update?)" >&2; exit 1; }
+  ssh_versions="$ssh_versions $p=$v"
+done
+recipe_hash=$( { cat "$0"; echo "$kpkg_name=$kpkg_version"; echo "$ssh_versions"; dpkg-query -W busybox-static syslinux syslinux-common; } | sha256sum | cut -c1-16)
 
 out_dir="$cache_root/$recipe_hash"
 mkdir -p "$cache_root"
@@ -80,6 +93,24 @@ done
 busybox depmod -b initramfs "$kver"
 
 cp "$(command -v busybox)" initramfs/bin/busybox
+
+# --- dropbear: the binary, its libraries (as libc's loader resolves them in the extracted tree) and the loader
+mkdir -p sshdebs sshpkg initramfs/usr/sbin initramfs/lib64 initramfs/lib/x86_64-linux-gnu
+for pv in $ssh_versions; do (cd sshdebs && apt-get download -q "$pv" >/dev/null 2>&1) || { echo "make-boot-disk: cannot download $pv" >&2; exit 1; }; done
+for deb in sshdebs/*.deb; do dpkg -x "$deb" sshpkg; done
+loader=sshpkg/lib64/ld-linux-x86-64.so.2
+cp sshpkg/usr/sbin/dropbear initramfs/usr/sbin/dropbear
+cp "$(readlink -f "$loader")" initramfs/lib64/ld-linux-x86-64.so.2
+libs=$("$loader" --library-path sshpkg/lib/x86_64-linux-gnu:sshpkg/usr/lib/x86_64-linux-gnu --list sshpkg/usr/sbin/dropbear)
+echo "$libs" | grep -q 'not found' && { echo "make-boot-disk: dropbear needs a library no package here has:" >&2; echo "$libs" >&2; exit 1; }
+for lib in $(echo "$libs" | sed -n 's/^[[:space:]]*\(lib[^ ]*\) => \([^ ]*\) .*/\1=\2/p'); do
+  path=${lib#*=}
+  case "$path" in sshpkg/*) cp "$(readlink -f "$path")" "initramfs/lib/x86_64-linux-gnu/${lib%%=*}" ;;
+    *) echo "make-boot-disk: dropbear's ${lib%%=*} would come from the host ($path)" >&2; exit 1 ;; esac
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > initramfs/etc/passwd
+printf 'root:x:0:\n' > initramfs/etc/group
+printf 'passwd: files\ngroup: files\nshadow: files\n' > initramfs/etc/nsswitch.conf
 # udhcpc calls a script to configure the lease; busybox ships none.
 cat > initramfs/etc/udhcpc.script <<'EOF'
 #!/bin/sh
@@ -118,6 +149,14 @@ else
   echo "FERRY-CLOUDINIT none"; echo "FERRY-SCAN uptime=$(cut -d" " -f1 /proc/uptime)s"
 fi
 setting() { [ -n "$userdata" ] && sed -n "s/^$1: *//p" $userdata | head -n1 | tr -d '\r'; }
+# The list items below each `ssh_authorized_keys:` (cloud-config's, at any indentation), unquoted.
+ssh_keys() {
+  [ -n "$userdata" ] && tr -d '\r' < $userdata | awk '
+    /^[ \t]*ssh_authorized_keys:[ \t]*$/ { k = 1; next }
+    k && /^[ \t]*- / { sub(/^[ \t]*- */, ""); gsub(/^["\047]|["\047]$/, ""); print; next }
+    { k = 0 }'
+}
+keys=$(ssh_keys)
 
 # The ACPI power button arrives as an input event: any read from an event device ends the wait.
 wait_power_button() {
@@ -127,12 +166,20 @@ wait_power_button() {
   while [ ! -f /tmp/power ]; do sleep 0.2; done
 }
 
-if [ "$(setting ferry-net)" = wait ]; then
+if [ "$(setting ferry-net)" = wait ] || [ -n "$keys" ]; then
   modprobe -q virtio_net
   ip link set lo up; ip link set eth0 up
   if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 10 -T 1 >/dev/null 2>&1; then
     nc -ll -p 8080 -e echo FERRY-NET-OK &
     echo "FERRY-NET-OK listening on $(ip -4 -o addr show eth0 | awk '{print $4}'):8080"
+    if [ -n "$keys" ]; then
+      mkdir -p /root/.ssh /etc/dropbear /dev/pts; mount -t devpts devpts /dev/pts
+      echo "$keys" > /root/.ssh/authorized_keys
+      chmod 700 /root /root/.ssh; chmod 600 /root/.ssh/authorized_keys
+      # -R: the host key is made on the first connection; -s: keys only; -E: log to stderr.
+      dropbear -R -s -E -p 22 -P /tmp/dropbear.pid 2>/tmp/dropbear.log
+      echo "FERRY-SSH-OK dropbear on :22, $(echo "$keys" | wc -l) key(s)"
+    fi
   else
     echo "FERRY-NET-FAILED no DHCP lease"
   fi

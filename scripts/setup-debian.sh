@@ -20,10 +20,11 @@ apt-get install -y -qq --no-install-recommends \
 apt-get install -y -qq --no-install-recommends \
   docker-registry skopeo apache2-utils ceph-mon ceph-osd radosgw >/dev/null
 # Launcher: QEMU + libvirt (monolithic libvirtd in Debian 12), xorriso for the cloud-init ISO check;
-# mtools/syslinux/busybox/cpio/fdisk build the tiny bootable test disk (scripts/make-boot-disk.sh).
+# mtools/syslinux/busybox/cpio/fdisk build the tiny bootable test disk (scripts/make-boot-disk.sh);
+# passt is the pod network (docs/adr/0011), openssh-client logs in to the test guest.
 apt-get install -y -qq --no-install-recommends \
-  qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients xorriso \
-  mtools syslinux syslinux-common busybox-static cpio fdisk >/dev/null
+  qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients xorriso passt \
+  mtools syslinux syslinux-common busybox-static cpio fdisk openssh-client >/dev/null
 
 # Images (npm run images, docs/adr/0007-images.md): mmdebstrap for the Debian root filesystems, umoci
 # for the OCI layout, jq for its index, cpio for the Node package. skopeo (above) pushes them.

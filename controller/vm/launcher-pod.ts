@@ -9,7 +9,7 @@ import type { V1Container, V1Pod, V1PodSpec, V1Volume, V1VolumeDevice, V1VolumeM
 import { MiB, parseQuantity } from '../../src/quantity.js';
 import { API_VERSION, claimOf, Kind, VmAnnotation, type VirtualMachineInstance, vmiId, VmLabel } from '../../src/api/kubevirt.js';
 import { guestMemoryBytes, vcpuCount } from '../../src/api/kubevirt-defaults.js';
-import { cloudInitSecretDir, PodPath } from '../../src/contract/launch-plan.js';
+import { cloudInitSecretDir, PodNetworkBackend, PodPath } from '../../src/contract/launch-plan.js';
 import { decodeLauncherVmi, encodeLauncherVmi, LAUNCHER_CONTAINER, launcherCommandLine, LauncherHttpPath, LauncherPodEnv } from '../../src/contract/launcher-pod.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { memoryOverheadBytes } from '../../src/api/vm-overhead.js';
@@ -152,7 +152,7 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     const info = claim ? claims.get(claim.claimName) : undefined;
     if (claim && info && !info.block && !claim.readOnly && info.capacityBytes !== undefined) volumeSizes[volume.name] = info.capacityBytes;
   }
-  const commandLine = launcherCommandLine({ statusPort: config.launcherStatusPort, accel: 'auto', allowEmulation: config.allowEmulation, volumeSizes });
+  const commandLine = launcherCommandLine({ statusPort: config.launcherStatusPort, accel: 'auto', allowEmulation: config.allowEmulation, podNetwork: PodNetworkBackend.Passt, volumeSizes });
   const container: V1Container = {
     name: LAUNCHER_CONTAINER,
     image: config.launcherImage,
@@ -189,9 +189,10 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
     ...(spec.schedulerName ? { schedulerName: spec.schedulerName } : {}),
     securityContext: {
-      // QEMU (non-root, no capabilities) listens on the forwarded guest ports: ports below 1024 need
-      // this namespaced sysctl, one of the "safe" ones the restricted profile allows.
-      ...(ports.some((p) => p.containerPort < 1024) ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
+      // passt (non-root, no capabilities) listens on the pod's ports for the guest, every one of them
+      // when none is declared (docs/adr/0011): ports below 1024 (SSH's 22) need this namespaced
+      // sysctl, one of the "safe" ones the restricted profile allows.
+      ...((spec.domain.devices?.interfaces ?? []).length > 0 ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
       runAsNonRoot: true,
       runAsUser: LAUNCHER_UID,
       runAsGroup: LAUNCHER_UID,

@@ -8,7 +8,7 @@
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { type Disk, DiskBus, type Interface, type VirtualMachineInstance, domainName } from '../../src/api/kubevirt.js';
 import { guestMemoryBytes } from '../../src/api/kubevirt-defaults.js';
-import type { Accel, DomainPlan, ResolvedDisk, ResolvedInterface } from '../../src/contract/launch-plan.js';
+import { type Accel, type DomainPlan, PodNetworkBackend, type PortForward, type PortRange, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
 
 /** What one volume is on this pod, as the launcher found it. */
 export interface VolumeOnPod {
@@ -32,6 +32,56 @@ export interface LauncherEnv {
   readonly serial?: { readonly socketPath: string; readonly logPath?: string };
   /** The VNC socket; absent: no graphics even if the VMI asks for them. */
   readonly vncSocketPath?: string;
+  /** What the pod network is and allows; absent: passt on a pod whose limits let it forward every port. */
+  readonly podNetwork?: PodNetworkFacts;
+}
+
+/** The pod's facts that decide how many ports passt can forward (launcher/pod-network.ts probes them). */
+export interface PodNetworkFacts {
+  readonly backend: PodNetworkBackend;
+  /** The hard RLIMIT_NOFILE passt inherits (it raises its soft limit to it): one socket per forwarded port and family. */
+  readonly openFilesLimit: number;
+  /** 0 to 2: the families with a default route (passt listens on IPv4 and IPv6 separately; it needs one). */
+  readonly ipFamilies: number;
+  /** `net.ipv4.ip_local_port_range`: passt's `all` leaves these out. */
+  readonly ephemeralPorts: PortRange;
+  /** Where passt's sockets go: `<socketDir>/<interface>.sock`. */
+  readonly socketDir: string;
+}
+
+/** Where passt's sockets go when the launcher says nothing (the pod's libvirt runtime directory). */
+export const DEFAULT_PASST_SOCKET_DIR = '/var/run/libvirt/passt';
+
+/**
+ * Sockets kept free for passt's own use (its epoll, the QEMU socket, one per TCP connection and UDP
+ * flow) when the open-files limit is what bounds the forwarded ports.
+ */
+export const PASST_FD_RESERVE = 1024;
+/** With too few sockets for every port, TCP gets this share of them (ports from 1 up), UDP the rest. */
+export const PASST_TCP_SHARE = 0.75;
+
+/**
+ * What passt forwards, a pure function of the pod's limits: every port of both protocols (`all`) when
+ * the open-files limit allows it, as KubeVirt's masquerade forwards everything. Otherwise the lowest
+ * ports that fit, TCP first (on this machine the hard limit is 20000: TCP 1-14232, UDP 1-4744 with
+ * IPv4 only), and the declared ports whatever the limit. `all` needs a socket per port and family
+ * outside the ephemeral range: 37303 per protocol and family with Linux's default range.
+ */
+export function passtForwards(facts: Omit<PodNetworkFacts, 'backend' | 'socketDir'>, declared: ResolvedInterface['ports']): { tcp: PortForward; udp: PortForward } {
+  const families = Math.max(1, facts.ipFamilies);
+  const ephemeral = facts.ephemeralPorts;
+  const perProtocol = 65535 - (ephemeral.end - ephemeral.start + 1);
+  const budget = Math.max(0, Math.floor((facts.openFilesLimit - PASST_FD_RESERVE) / families));
+  if (budget >= 2 * perProtocol) return { tcp: 'all', udp: 'all' };
+  const below = Math.max(0, ephemeral.start - 1);
+  const tcpAll = budget >= perProtocol;
+  const tcpEnd = tcpAll ? 0 : Math.min(below, Math.floor(budget * PASST_TCP_SHARE));
+  const udpEnd = Math.min(below, budget - (tcpAll ? perProtocol : tcpEnd));
+  const ranges = (end: number, protocol: 'TCP' | 'UDP'): PortRange[] => {
+    const extra = declared.filter((p) => p.protocol === protocol && p.port > end).map((p) => p.port);
+    return [...(end > 0 ? [{ start: 1, end }] : []), ...[...new Set(extra)].sort((a, b) => a - b).map((port) => ({ start: port, end: port }))];
+  };
+  return { tcp: tcpAll ? 'all' : ranges(tcpEnd, 'TCP'), udp: ranges(udpEnd, 'UDP') };
 }
 
 /** KubeVirt's default masquerade guest network (`networks[].pod.vmNetworkCIDR`). */
@@ -125,7 +175,7 @@ function resolveDisk(disk: Disk, index: { vd: number; sd: number }, env: Launche
   };
 }
 
-function resolveInterface(iface: Interface, vmi: VirtualMachineInstance, uuid: string): ResolvedInterface {
+function resolveInterface(iface: Interface, vmi: VirtualMachineInstance, uuid: string, podNetwork: PodNetworkFacts | undefined): ResolvedInterface {
   if (!LABEL.test(iface.name)) throw invalid(`interface name "${iface.name}" must be a DNS label (a-z, 0-9, '-')`);
   if (!iface.masquerade) throw invalid(`interface "${iface.name}": only the masquerade binding is supported`);
   const model = iface.model ?? 'virtio';
@@ -145,12 +195,16 @@ function resolveInterface(iface: Interface, vmi: VirtualMachineInstance, uuid: s
   const network = (vmi.spec.networks ?? []).find((n) => n.name === iface.name);
   const cidr = network?.pod?.vmNetworkCIDR ?? DEFAULT_VM_NETWORK_CIDR;
   masqueradeAddresses(cidr); // throws for a CIDR the guest network cannot use
+  const backend = podNetwork?.backend ?? PodNetworkBackend.Passt;
+  const forward = backend !== PodNetworkBackend.Passt ? undefined : podNetwork ? passtForwards(podNetwork, ports) : ({ tcp: 'all', udp: 'all' } as const);
   return {
     name: iface.name,
     model,
     mac: (iface.macAddress ?? stableMac(uuid)).toLowerCase(),
     binding: 'masquerade',
+    backend,
     ports,
+    ...(forward ? { forward, passtSocket: `${podNetwork?.socketDir ?? DEFAULT_PASST_SOCKET_DIR}/${iface.name}.sock` } : {}),
     cidr,
     ...(iface.bootOrder !== undefined ? { bootOrder: iface.bootOrder } : {}),
   };
@@ -158,7 +212,7 @@ function resolveInterface(iface: Interface, vmi: VirtualMachineInstance, uuid: s
 
 /**
  * A locally administered unicast MAC from the firmware UUID, so a VM keeps its MAC across restarts
- * (libvirt would pick a random one for a `<qemu:commandline>` NIC it does not manage).
+ * (libvirt would pick a random one otherwise).
  */
 export function stableMac(uuid: string): string {
   const hex = uuid.replace(/-/g, '').toLowerCase().slice(-10);
@@ -210,7 +264,7 @@ export function planDomain(vmi: VirtualMachineInstance, env: LauncherEnv): Domai
     firmware: { kind: 'bios', useSerial: domain.firmware?.bootloader?.bios?.useSerial === true },
     acpi: domain.features?.acpi?.enabled !== false,
     disks,
-    interfaces: (devices.interfaces ?? []).map((i) => resolveInterface(i, vmi, uuid)),
+    interfaces: (devices.interfaces ?? []).map((i) => resolveInterface(i, vmi, uuid, env.podNetwork)),
     ...(serial ? { serial: { socketPath: serial.socketPath, ...(serial.logPath !== undefined ? { logPath: serial.logPath } : {}) } } : {}),
     ...(vnc ? { vnc } : {}),
     rng: devices.rng !== undefined,

@@ -6,7 +6,7 @@
 
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { NIC_DEVICES, masqueradeAddresses } from './domain-plan.js';
-import type { DomainPlan, ResolvedDisk, ResolvedInterface } from '../../src/contract/launch-plan.js';
+import { type DomainPlan, PodNetworkBackend, type ResolvedDisk, type ResolvedInterface } from '../../src/contract/launch-plan.js';
 import { TCG_TB_CACHE_BYTES } from '../../src/api/vm-overhead.js';
 
 export const QEMU_XMLNS = 'http://libvirt.org/schemas/domain/qemu/1.0';
@@ -98,11 +98,12 @@ function diskElement(d: ResolvedDisk): Element {
 }
 
 /**
- * The pod-network NIC as QEMU arguments. libvirt 9.0's `<interface type='user'>` (slirp) cannot
- * forward ports and its passt backend needs the passt binary, which Ferry's image does not ship; so
- * the NIC is QEMU user-mode networking on KubeVirt's masquerade addresses, each declared port
- * forwarded from every pod address (a Service targeting the pod port reaches the guest) without the
- * NET_ADMIN a tap device would need. libvirt passes these through (and marks the domain tainted).
+ * The pod-network NIC as QEMU arguments, on KubeVirt's masquerade addresses. passt (docs/adr/0011):
+ * QEMU connects to the socket of the passt process the launcher started, which forwards the pod's
+ * ports, every one where the pod's limits allow (`passtForwards`). Debian 12's libvirt 9.0 is built
+ * with its own passt backend (`<backend type='passt'/>`) disabled, so the NIC is not libvirt's. slirp
+ * (`--pod-network slirp`, ADR 0005): QEMU's user-mode networking with each declared port forwarded from
+ * every pod address. Neither needs NET_ADMIN. libvirt passes these through (and marks the domain tainted).
  *
  * The device gets a fixed slot on the root complex: QEMU creates command-line `-device`s before
  * libvirt's own (JSON) ones, so an unaddressed NIC takes slot 1 and libvirt's VGA then fails to start,
@@ -111,20 +112,22 @@ function diskElement(d: ResolvedDisk): Element {
  * (enp0s16) stable whatever the disks.
  */
 export function networkArgs(iface: ResolvedInterface, index = 0): string[] {
-  const net = masqueradeAddresses(iface.cidr);
   const device = NIC_DEVICES[iface.model];
   if (device === undefined) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": model "${iface.model}" is not supported`);
-  const netdev = [
-    'user',
-    `id=hostua-${iface.name}`,
-    `net=${net.network}/${net.prefix}`,
-    `host=${net.gateway}`,
-    `dhcpstart=${net.guest}`,
-    ...iface.ports.map((p) => `hostfwd=${p.protocol.toLowerCase()}::${p.port}-${net.guest}:${p.port}`),
-  ].join(',');
+  const id = `hostua-${iface.name}`;
+  let netdev: string;
+  if (iface.backend === PodNetworkBackend.Passt) {
+    const socket = iface.passtSocket;
+    // QEMU reads a comma as the next option; a path with one cannot be passed.
+    if (socket === undefined || socket.includes(',')) throw new FerryError(ErrorCode.InvalidSpec, `interface "${iface.name}": passt socket path ${JSON.stringify(socket)} cannot be passed to QEMU`);
+    netdev = ['stream', `id=${id}`, 'server=off', 'addr.type=unix', `addr.path=${socket}`].join(',');
+  } else {
+    const net = masqueradeAddresses(iface.cidr);
+    netdev = ['user', `id=${id}`, `net=${net.network}/${net.prefix}`, `host=${net.gateway}`, `dhcpstart=${net.guest}`, ...iface.ports.map((p) => `hostfwd=${p.protocol.toLowerCase()}::${p.port}-${net.guest}:${p.port}`)].join(',');
+  }
   const nic = [
     device,
-    `netdev=hostua-${iface.name}`,
+    `netdev=${id}`,
     `id=ua-${iface.name}`,
     `bus=pcie.0`,
     `addr=0x${(NIC_PCI_SLOT + index).toString(16)}`,

@@ -76,14 +76,39 @@ export interface ResolvedDisk {
   readonly io?: 'native' | 'threads';
 }
 
+/**
+ * How the pod network reaches the guest (docs/adr/0011-pod-network-passt.md), both on KubeVirt's
+ * masquerade addresses. `passt`: a passt process the launcher starts beside QEMU, every port of the
+ * pod forwarded as KubeVirt's masquerade does. `slirp`: QEMU's user-mode NAT, declared ports only
+ * (ADR 0005), the fallback `--pod-network slirp` selects.
+ */
+export const PodNetworkBackend = { Passt: 'passt', Slirp: 'slirp' } as const;
+export type PodNetworkBackend = (typeof PodNetworkBackend)[keyof typeof PodNetworkBackend];
+export const POD_NETWORK_BACKENDS: readonly PodNetworkBackend[] = Object.values(PodNetworkBackend);
+
+/** Ports `start` to `end`, both included. */
+export interface PortRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+/** What passt forwards of one protocol: `all` (every port outside the ephemeral range) or these ranges (none when empty). */
+export type PortForward = 'all' | readonly PortRange[];
+
 export interface ResolvedInterface {
   readonly name: string;
   readonly model: string;
   readonly mac?: string;
   readonly bootOrder?: number;
-  /** Pod-network masquerade: user-mode NAT in QEMU, declared ports forwarded from the pod's address. */
+  /** Pod-network masquerade: the guest is reached through the pod's addresses. */
   readonly binding: 'masquerade';
+  readonly backend: PodNetworkBackend;
+  /** The declared ports (slirp forwards exactly these; passt forwards them whatever `forward` says). */
   readonly ports: ReadonlyArray<{ readonly port: number; readonly protocol: 'TCP' | 'UDP' }>;
+  /** passt: what the pod's ports forward to the guest, by protocol. */
+  readonly forward?: { readonly tcp: PortForward; readonly udp: PortForward };
+  /** passt: the unix socket passt listens on and QEMU connects to. */
+  readonly passtSocket?: string;
   /** The guest network KubeVirt's masquerade uses: 10.0.2.0/24, gateway .1, guest .2. */
   readonly cidr: string;
 }

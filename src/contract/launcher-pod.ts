@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { API_VERSION, Kind, type VirtualMachineInstance } from '../api/kubevirt.js';
 import { ErrorCode, FerryError } from '../errors.js';
 import { parseQuantity } from '../quantity.js';
+import { POD_NETWORK_BACKENDS, type PodNetworkBackend } from './launch-plan.js';
 
 /** The container that runs the launcher (KubeVirt's name; `kubectl exec` and the CLI pick it). */
 export const LAUNCHER_CONTAINER = 'compute';
@@ -48,6 +49,8 @@ export interface LauncherArgs {
   readonly statusPort?: number;
   readonly accel?: AccelRequest;
   readonly allowEmulation: boolean;
+  /** `--pod-network passt|slirp` (launch-plan.ts `PodNetworkBackend`; the launcher defaults to passt). */
+  readonly podNetwork?: PodNetworkBackend;
   /** Capacity in bytes of each filesystem PVC volume, by volume name (`--volume-size VOL=BYTES`). */
   readonly volumeSizes: Readonly<Record<string, number>>;
   readonly vmiFile?: string;
@@ -77,7 +80,7 @@ const STRING_FLAGS = {
 } as const satisfies Partial<Record<keyof LauncherArgs, string>>;
 
 /** Every flag `ferry launcher` takes (without the leading `--`). */
-export const LAUNCHER_FLAGS: readonly string[] = ['status-port', 'accel', 'allow-emulation', 'volume-size', ...Object.values(STRING_FLAGS)];
+export const LAUNCHER_FLAGS: readonly string[] = ['status-port', 'accel', 'allow-emulation', 'pod-network', 'volume-size', ...Object.values(STRING_FLAGS)];
 
 function invalid(message: string): FerryError {
   return new FerryError(ErrorCode.InvalidSpec, message, { details: { reason: 'InvalidSpec' } });
@@ -101,6 +104,7 @@ export function encodeLauncherArgs(args: LauncherArgs): string[] {
   }
   if (args.accel !== undefined) argv.push('--accel', args.accel);
   if (args.allowEmulation) argv.push('--allow-emulation');
+  if (args.podNetwork !== undefined) argv.push('--pod-network', args.podNetwork);
   for (const [volume, bytes] of Object.entries(args.volumeSizes)) {
     if (volume === '' || volume.includes('=') || !Number.isSafeInteger(bytes) || bytes < 0) throw invalid(`volume size ${volume}=${bytes} cannot be passed`);
     argv.push(...option('volume-size', `${volume}=${bytes}`));
@@ -124,6 +128,10 @@ export function decodeLauncherArgs(argv: readonly string[]): LauncherArgs {
   if (positionals.length > 0) throw invalid(`unexpected argument "${positionals[0]}"`);
   const accel = values.accel;
   if (accel !== undefined && !(ACCEL_REQUESTS as readonly string[]).includes(accel)) throw invalid(`--accel must be one of ${ACCEL_REQUESTS.join(', ')}, got "${accel}"`);
+  const podNetwork = values['pod-network'];
+  if (podNetwork !== undefined && !(POD_NETWORK_BACKENDS as readonly string[]).includes(podNetwork)) {
+    throw invalid(`--pod-network must be one of ${POD_NETWORK_BACKENDS.join(', ')}, got "${podNetwork}"`);
+  }
   const volumeSizes: Record<string, number> = {};
   for (const item of values['volume-size'] ?? []) {
     const eq = item.indexOf('=');
@@ -146,6 +154,7 @@ export function decodeLauncherArgs(argv: readonly string[]): LauncherArgs {
     ...(statusPort !== undefined ? { statusPort } : {}),
     ...(accel !== undefined ? { accel: accel as AccelRequest } : {}),
     allowEmulation: values['allow-emulation'] === true,
+    ...(podNetwork !== undefined ? { podNetwork: podNetwork as PodNetworkBackend } : {}),
     volumeSizes,
     ...strings,
   };
@@ -160,6 +169,7 @@ function parseLaunch(argv: readonly string[]) {
       'status-port': string,
       accel: string,
       'allow-emulation': { type: 'boolean' },
+      'pod-network': string,
       'volume-size': { type: 'string', multiple: true },
       vmi: string,
       'volumes-dir': string,

@@ -391,6 +391,9 @@ const BOOT_TIMEOUT = 240_000;
       const launcher = startFerry(
         [
           ...(compute?.args ?? []),
+          // This runs in the machine's own network namespace, not a pod's: slirp, since passt would
+          // take the machine's ports (docs/adr/0011; the later flag wins).
+          '--pod-network', 'slirp',
           '--volumes-dir', join(root, 'volumes'),
           '--runtime-dir', join(root, 'run'),
           '--serial-log', join(root, 'serial.log'),

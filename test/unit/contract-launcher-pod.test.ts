@@ -38,6 +38,7 @@ const ALL: LauncherArgs = {
   statusPort: 0,
   accel: 'tcg',
   allowEmulation: true,
+  podNetwork: 'slirp',
   volumeSizes: { rootdisk: 10 * 1024 ** 3, 'data-1': 512 },
   vmiFile: 'vmi.yaml',
   volumesDir: './volumes',
@@ -73,6 +74,7 @@ describe('the launcher argv', () => {
   });
 
   test.each([
+    [['--pod-network', 'bridge']],
     [['--accel', 'hvf']],
     [['--volume-size', 'rootdisk']],
     [['--volume-size', '=1Gi']],

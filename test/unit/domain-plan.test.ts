@@ -5,7 +5,10 @@ import {
   deviceName,
   type LauncherEnv,
   masqueradeAddresses,
+  PASST_FD_RESERVE,
+  passtForwards,
   planDomain,
+  type PodNetworkFacts,
   stableMac,
   type VolumeOnPod,
 } from '../../launcher/domain/domain-plan.js';
@@ -200,11 +203,47 @@ describe('planDomain: CPU, memory, firmware, features', () => {
   });
 });
 
+/** A pod as containerd gives one on a usual node: 1M open files, IPv4 only, Linux's ephemeral range. */
+const POD: PodNetworkFacts = { backend: 'passt', openFilesLimit: 1 << 20, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 }, socketDir: '/run/passt' };
+
+describe('passtForwards: every port when the open-files limit allows it, else the lowest that fit', () => {
+  const none: Parameters<typeof passtForwards>[1] = [];
+  test.each<[string, Partial<PodNetworkFacts>, ReturnType<typeof passtForwards>]>([
+    ['1M files: everything', {}, { tcp: 'all', udp: 'all' }],
+    ['exactly enough for both protocols', { openFilesLimit: PASST_FD_RESERVE + 2 * 37303 }, { tcp: 'all', udp: 'all' }],
+    ['one short: TCP all, UDP what is left', { openFilesLimit: PASST_FD_RESERVE + 2 * 37303 - 1 }, { tcp: 'all', udp: [{ start: 1, end: 32767 }] }],
+    ['TCP all and a little UDP', { openFilesLimit: PASST_FD_RESERVE + 37303 + 100 }, { tcp: 'all', udp: [{ start: 1, end: 100 }] }],
+    ['this machine: 20000, IPv4', { openFilesLimit: 20000 }, { tcp: [{ start: 1, end: 14232 }], udp: [{ start: 1, end: 4744 }] }],
+    ['20000 with IPv4 and IPv6: half the ports', { openFilesLimit: 20000, ipFamilies: 2 }, { tcp: [{ start: 1, end: 7116 }], udp: [{ start: 1, end: 2372 }] }],
+    ['1024 files: nothing but the declared ports', { openFilesLimit: 1024 }, { tcp: [], udp: [] }],
+    ['a narrow ephemeral range makes room', { openFilesLimit: 1 << 17, ephemeralPorts: { start: 60000, end: 60999 } }, { tcp: 'all', udp: 'all' }],
+    ['ranges stay below the ephemeral range', { openFilesLimit: PASST_FD_RESERVE + 37303 + 35000, ephemeralPorts: { start: 32768, end: 60999 } }, { tcp: 'all', udp: [{ start: 1, end: 32767 }] }],
+  ])('%s', (_what, over, expected) => {
+    expect(passtForwards({ ...POD, ...over }, none)).toEqual(expected);
+  });
+
+  test('declared ports beyond the ranges are added once, in order, by protocol', () => {
+    const declared = [
+      { port: 50000, protocol: 'TCP' as const },
+      { port: 22, protocol: 'TCP' as const },
+      { port: 9000, protocol: 'UDP' as const },
+      { port: 8000, protocol: 'TCP' as const },
+    ];
+    expect(passtForwards({ ...POD, openFilesLimit: 1024 }, declared)).toEqual({
+      tcp: [{ start: 22, end: 22 }, { start: 8000, end: 8000 }, { start: 50000, end: 50000 }],
+      udp: [{ start: 9000, end: 9000 }],
+    });
+    expect(passtForwards({ ...POD, openFilesLimit: 20000 }, declared).tcp).toEqual([{ start: 1, end: 14232 }, { start: 50000, end: 50000 }]);
+  });
+});
+
 describe('planDomain: the masquerade interface', () => {
   test('defaults: one masquerade NIC on 10.0.2.0/24, virtio, a stable MAC, no ports', () => {
     const v = vmi({});
     const plan = planDomain(v, env({}));
-    expect(plan.interfaces).toEqual([{ name: 'default', model: 'virtio', mac: stableMac(v.spec.domain.firmware!.uuid!), binding: 'masquerade', ports: [], cidr: '10.0.2.0/24' }]);
+    expect(plan.interfaces).toEqual([
+      { name: 'default', model: 'virtio', mac: stableMac(v.spec.domain.firmware!.uuid!), binding: 'masquerade', backend: 'passt', ports: [], forward: { tcp: 'all', udp: 'all' }, passtSocket: '/var/run/libvirt/passt/default.sock', cidr: '10.0.2.0/24' },
+    ]);
     expect(planDomain(vmi({}), env({})).interfaces[0]!.mac).toBe(plan.interfaces[0]!.mac);
   });
 
@@ -217,11 +256,12 @@ describe('planDomain: the masquerade interface', () => {
       },
       networks: [{ name: 'pod', pod: { vmNetworkCIDR: '172.16.0.0/16' } }],
     });
-    expect(planDomain(v, env({})).interfaces[0]).toEqual({
+    expect(planDomain(v, env({}, { podNetwork: { ...POD, backend: 'slirp' } })).interfaces[0]).toEqual({
       name: 'pod',
       model: 'e1000e',
       mac: '02:aa:bb:cc:dd:ee',
       binding: 'masquerade',
+      backend: 'slirp',
       ports: [
         { port: 22, protocol: 'TCP' },
         { port: 53, protocol: 'UDP' },
@@ -229,6 +269,12 @@ describe('planDomain: the masquerade interface', () => {
       cidr: '172.16.0.0/16',
       bootOrder: 3,
     });
+  });
+
+  test('passt: what the pod can forward, the declared ports always', () => {
+    const v = vmi({ domain: { devices: { interfaces: [{ name: 'default', masquerade: {}, ports: [{ port: 40000 }, { port: 22 }] }] } } });
+    const nic = planDomain(v, env({}, { podNetwork: { ...POD, openFilesLimit: 20000 } })).interfaces[0]!;
+    expect(nic).toMatchObject({ backend: 'passt', passtSocket: '/run/passt/default.sock', forward: { tcp: [{ start: 1, end: 14232 }, { start: 40000, end: 40000 }], udp: [{ start: 1, end: 4744 }] } });
   });
 
   test('autoattachPodInterface false: no NIC', () => {

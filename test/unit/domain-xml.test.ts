@@ -1,7 +1,8 @@
 /**
  * Golden files for VMI → planDomain → domainXml (test/golden/*.xml): the exact XML the launcher
  * hands to libvirt. Each golden was also checked by hand against libvirt 9.0 (`virsh define`) and the
- * domains booted under TCG (docs/vm-overhead.md has the machine).
+ * domains booted under TCG (docs/vm-overhead.md has the machine); the passt interface of
+ * minimal-tcg.xml and ports.xml is the one test/component/launcher-network.test.ts boots.
  *
  * After an intended change, rewrite the goldens and review the diff:
  *   UPDATE_GOLDEN=1 NODE_OPTIONS='--experimental-vm-modules' npx jest dist/test/unit/domain-xml
@@ -12,7 +13,7 @@ import { join } from 'node:path';
 import { describe, expect, test } from '@jest/globals';
 import { API_VERSION, Kind, type VirtualMachineInstance, type VmiSpec } from '../../src/api/kubevirt.js';
 import { defaultVmiSpec } from '../../src/api/kubevirt-defaults.js';
-import { type LauncherEnv, planDomain } from '../../launcher/domain/domain-plan.js';
+import { type LauncherEnv, planDomain, type PodNetworkFacts } from '../../launcher/domain/domain-plan.js';
 import { domainXml, networkArgs, xmlEscape } from '../../launcher/domain/domain-xml.js';
 import { type DomainPlan, podRuntimePaths, podVolumePath } from '../../src/contract/launch-plan.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
@@ -37,6 +38,31 @@ function runtime(v: VirtualMachineInstance, opts: { vnc?: boolean; log?: boolean
 
 function fileVolume(path: string, extra: { format?: 'raw' | 'qcow2'; directIo?: boolean } = {}) {
   return { kind: 'file' as const, path, format: extra.format ?? 'raw', directIo: extra.directIo ?? true };
+}
+
+/** A VMI with declared ports, a custom guest network, its own MAC, ACPI off, no serial console. */
+function renderWeb(podNetwork: PodNetworkFacts): string {
+  const v = vmi('web', {
+    domain: {
+      memory: { guest: '256Mi' },
+      features: { acpi: { enabled: false } },
+      devices: {
+        interfaces: [
+          {
+            name: 'default',
+            masquerade: {},
+            macAddress: '02:AB:CD:EF:01:23',
+            ports: [{ name: 'ssh', port: 22 }, { name: 'http', port: 80, protocol: 'TCP' }, { name: 'dns', port: 53, protocol: 'UDP' }, { name: 'alt', port: 40443 }],
+          },
+        ],
+        autoattachSerialConsole: false,
+      },
+    },
+    networks: [{ name: 'default', pod: { vmNetworkCIDR: '10.11.12.0/24' } }],
+    volumes: [{ name: 'rootdisk', persistentVolumeClaim: { claimName: 'web-root' } }],
+  });
+  const volumes = { rootdisk: fileVolume(podVolumePath(v.spec.volumes![0]!, v)) };
+  return domainXml(planDomain(v, { accel: 'tcg', emulator: EMULATOR, volumes, ...runtime(v), podNetwork }));
 }
 
 const cases: Array<{ golden: string; render: () => string }> = [
@@ -108,32 +134,16 @@ const cases: Array<{ golden: string; render: () => string }> = [
     },
   },
   {
-    // Declared ports are forwarded from the pod's addresses to the guest, on a custom guest network,
-    // with the VMI's MAC; ACPI off; no serial console.
+    // passt on a pod whose open-files limit (20000, this machine's) does not allow every port: the
+    // lowest ports that fit and a declared port beyond them; the VMI's MAC; ACPI off; no serial console.
     golden: 'ports.xml',
-    render: () => {
-      const v = vmi('web', {
-        domain: {
-          memory: { guest: '256Mi' },
-          features: { acpi: { enabled: false } },
-          devices: {
-            interfaces: [
-              {
-                name: 'default',
-                masquerade: {},
-                macAddress: '02:AB:CD:EF:01:23',
-                ports: [{ name: 'ssh', port: 22 }, { name: 'http', port: 80, protocol: 'TCP' }, { name: 'dns', port: 53, protocol: 'UDP' }],
-              },
-            ],
-            autoattachSerialConsole: false,
-          },
-        },
-        networks: [{ name: 'default', pod: { vmNetworkCIDR: '10.11.12.0/24' } }],
-        volumes: [{ name: 'rootdisk', persistentVolumeClaim: { claimName: 'web-root' } }],
-      });
-      const volumes = { rootdisk: fileVolume(podVolumePath(v.spec.volumes![0]!, v)) };
-      return domainXml(planDomain(v, { accel: 'tcg', emulator: EMULATOR, volumes, ...runtime(v) }));
-    },
+    render: () => renderWeb({ backend: 'passt', openFilesLimit: 20000, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 }, socketDir: '/var/run/libvirt/passt' }),
+  },
+  {
+    // The slirp fallback (--pod-network slirp): declared ports only, forwarded from the pod's addresses
+    // to the guest on its custom guest network.
+    golden: 'ports-slirp.xml',
+    render: () => renderWeb({ backend: 'slirp', openFilesLimit: 20000, ipFamilies: 1, ephemeralPorts: { start: 32768, end: 60999 }, socketDir: '/var/run/libvirt/passt' }),
   },
 ];
 
@@ -204,16 +214,28 @@ describe('domainXml', () => {
   test('no <boot dev> when a disk or the NIC has a boot order (libvirt refuses both)', () => {
     const disk = { name: 'd', device: 'disk' as const, bus: 'virtio' as const, target: 'vda', source: { type: 'file' as const, path: '/d' }, format: 'raw' as const, readOnly: false, cache: 'none' as const };
     expect(domainXml({ ...basePlan, disks: [{ ...disk, bootOrder: 2 }] })).not.toContain("<boot dev='hd'/>");
-    const nic = { name: 'default', model: 'virtio', binding: 'masquerade' as const, ports: [], cidr: '10.0.2.0/24', bootOrder: 1 };
+    const nic = { name: 'default', model: 'virtio', binding: 'masquerade' as const, backend: 'slirp' as const, ports: [], cidr: '10.0.2.0/24', bootOrder: 1 };
     const xml = domainXml({ ...basePlan, disks: [disk], interfaces: [nic] });
     expect(xml).not.toContain("<boot dev='hd'/>");
     expect(xml).toContain('bootindex=1');
     expect(xml).not.toContain('romfile=');
   });
 
-  test('networkArgs: user-mode NAT on the masquerade addresses, ports forwarded to the guest', () => {
+  test('networkArgs (passt): QEMU connects to the passt socket; a comma in its path is refused', () => {
+    const nic = { name: 'default', model: 'virtio', mac: '02:00:00:00:00:01', binding: 'masquerade' as const, backend: 'passt' as const, ports: [], cidr: '10.0.2.0/24', forward: { tcp: 'all', udp: 'all' } as const };
+    expect(networkArgs({ ...nic, passtSocket: '/run/p/default.sock' })).toEqual([
+      '-netdev',
+      'stream,id=hostua-default,server=off,addr.type=unix,addr.path=/run/p/default.sock',
+      '-device',
+      'virtio-net-pci-non-transitional,netdev=hostua-default,id=ua-default,bus=pcie.0,addr=0x10,mac=02:00:00:00:00:01,romfile=',
+    ]);
+    expect(codeOf(() => networkArgs({ ...nic, passtSocket: '/run/p,server=on/x.sock' }))).toBe('INVALID_SPEC');
+    expect(codeOf(() => networkArgs(nic))).toBe('INVALID_SPEC');
+  });
+
+  test('networkArgs (slirp fallback): user-mode NAT on the masquerade addresses, ports forwarded to the guest', () => {
     expect(
-      networkArgs({ name: 'default', model: 'e1000e', mac: '02:00:00:00:00:01', binding: 'masquerade', cidr: '192.168.7.0/24', ports: [{ port: 8443, protocol: 'TCP' }, { port: 5353, protocol: 'UDP' }] }),
+      networkArgs({ name: 'default', model: 'e1000e', mac: '02:00:00:00:00:01', binding: 'masquerade', backend: 'slirp', cidr: '192.168.7.0/24', ports: [{ port: 8443, protocol: 'TCP' }, { port: 5353, protocol: 'UDP' }] }),
     ).toEqual([
       '-netdev',
       'user,id=hostua-default,net=192.168.7.0/24,host=192.168.7.1,dhcpstart=192.168.7.2,hostfwd=tcp::8443-192.168.7.2:8443,hostfwd=udp::5353-192.168.7.2:5353',

@@ -8,6 +8,13 @@ import { LAUNCHER_USAGE, parseLauncherArgs, temporaryRootAccess } from '../../la
 import { codeOf } from './helpers.js';
 
 describe('parseLauncherArgs', () => {
+  test('the pod network: passt in the pod, slirp for a local --vmi run (the machine\'s own namespace), or as asked', () => {
+    expect(parseLauncherArgs([], {}).podNetwork).toBe('passt');
+    expect(parseLauncherArgs(['--vmi', 'v.yaml'], {}).podNetwork).toBe('slirp');
+    expect(parseLauncherArgs(['--vmi', 'v.yaml', '--pod-network', 'passt'], {}).podNetwork).toBe('passt');
+    expect(parseLauncherArgs(['--pod-network', 'slirp'], {}).podNetwork).toBe('slirp');
+  });
+
   test('pod defaults', () => {
     const o = parseLauncherArgs([], { HOME: '/home/q' });
     expect(o).toMatchObject({
@@ -15,6 +22,7 @@ describe('parseLauncherArgs', () => {
       volumeSizes: {},
       accel: 'auto',
       allowEmulation: false,
+      podNetwork: 'passt',
       statusPort: DEFAULT_LAUNCHER_STATUS_PORT,
       statusAddress: '0.0.0.0',
       qemuUser: 'libvirt-qemu',
@@ -27,7 +35,7 @@ describe('parseLauncherArgs', () => {
 
   test('all flags', () => {
     const o = parseLauncherArgs(
-      ['--vmi', 'v.yaml', '--volumes-dir', '/v', '--volume-size', 'a=1Gi', '--volume-size', 'b=512Mi', '--accel', 'tcg', '--allow-emulation', '--serial-log', '/s.log', '--runtime-dir', '/r', '--cache-dir', '/c', '--status-port', '0', '--status-address', '127.0.0.1', '--termination-log', '/t', '--qemu-user', 'qemu', '--emulator', '/q', '--log-level', 'debug'],
+      ['--vmi', 'v.yaml', '--volumes-dir', '/v', '--volume-size', 'a=1Gi', '--volume-size', 'b=512Mi', '--accel', 'tcg', '--allow-emulation', '--pod-network', 'slirp', '--serial-log', '/s.log', '--runtime-dir', '/r', '--cache-dir', '/c', '--status-port', '0', '--status-address', '127.0.0.1', '--termination-log', '/t', '--qemu-user', 'qemu', '--emulator', '/q', '--log-level', 'debug'],
       {},
     );
     expect(o).toEqual({
@@ -36,6 +44,7 @@ describe('parseLauncherArgs', () => {
       volumeSizes: { a: 1024 ** 3, b: 512 * 1024 ** 2 },
       accel: 'tcg',
       allowEmulation: true,
+      podNetwork: 'slirp',
       serialLog: '/s.log',
       runtimeDir: '/r',
       cacheDir: '/c',
@@ -58,6 +67,7 @@ describe('parseLauncherArgs', () => {
   });
 
   test.each([
+    [['--pod-network', 'tap']],
     [['--accel', 'hvf']],
     [['--volume-size', 'rootdisk']],
     [['--volume-size', 'rootdisk=lots']],

@@ -102,8 +102,15 @@ describe('buildLauncherPod: metadata', () => {
 describe('buildLauncherPod: security (restricted Pod Security Standard)', () => {
   const pod = podOf();
 
-  test('pod: non-root 107, fsGroup 107, RuntimeDefault seccomp', () => {
-    expect(pod.spec?.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, fsGroup: 107, seccompProfile: { type: 'RuntimeDefault' } });
+  test('pod: non-root 107, fsGroup 107, RuntimeDefault seccomp, only the safe port sysctl', () => {
+    expect(pod.spec?.securityContext).toEqual({
+      runAsNonRoot: true,
+      runAsUser: 107,
+      runAsGroup: 107,
+      fsGroup: 107,
+      seccompProfile: { type: 'RuntimeDefault' },
+      sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }],
+    });
   });
 
   test('compute container: no escalation, drop ALL, no capability added', () => {
@@ -225,8 +232,8 @@ describe('buildLauncherPod: the compute container', () => {
   });
 
   test.each<[string, LauncherConfig, string[]]>([
-    ['emulation allowed', LAUNCHER_CONFIG, ['launcher', '--status-port', '8443', '--accel', 'auto', '--allow-emulation']],
-    ['KVM only', KVM, ['launcher', '--status-port', '8443', '--accel', 'auto']],
+    ['emulation allowed', LAUNCHER_CONFIG, ['launcher', '--status-port', '8443', '--accel', 'auto', '--allow-emulation', '--pod-network', 'passt']],
+    ['KVM only', KVM, ['launcher', '--status-port', '8443', '--accel', 'auto', '--pod-network', 'passt']],
   ])('image and arguments, %s', (_, config, args) => {
     const c = compute(podOf({}, NO_CLAIMS, config));
     expect(c.name).toBe('compute');
@@ -335,18 +342,28 @@ describe('buildLauncherPod: scheduling', () => {
   });
 });
 
-describe('buildLauncherPod: forwarded ports below 1024', () => {
+describe('buildLauncherPod: the pod network forwards every port (passt), 22 included', () => {
   const withPorts = (ports: number[]): V1Pod =>
     podOf({ spec: withDomain({ memory: { guest: '128Mi' }, devices: { interfaces: [{ name: 'default', masquerade: {}, ports: ports.map((port) => ({ port })) }] } }, { networks: [{ name: 'default', pod: {} }] }) });
+  const sysctl = [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }];
 
-  test('a privileged port lets the non-root QEMU bind it through the safe sysctl, not a capability', () => {
+  test('a privileged port lets the non-root passt bind it through the safe sysctl, not a capability', () => {
     const pod = withPorts([22, 8080]);
-    expect(pod.spec?.securityContext?.sysctls).toEqual([{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }]);
+    expect(pod.spec?.securityContext?.sysctls).toEqual(sysctl);
     expect(compute(pod).securityContext?.capabilities).toEqual({ drop: ['ALL'] });
   });
 
-  test('no sysctl when every port is unprivileged', () => {
-    expect(withPorts([8080]).spec?.securityContext?.sysctls).toBeUndefined();
+  test('the sysctl also when only unprivileged ports are declared: undeclared ones (22) are forwarded too', () => {
+    expect(withPorts([8080]).spec?.securityContext?.sysctls).toEqual(sysctl);
+  });
+
+  test('the sysctl for the seed demo VMI: no interfaces declared, the default masquerade one added', () => {
+    const pod = podOf({ spec: withDomain({ memory: { guest: '128Mi' } }) });
+    expect(pod.spec?.securityContext?.sysctls).toEqual(sysctl);
+  });
+
+  test('no sysctl without a pod interface (autoattachPodInterface: false)', () => {
+    expect(podOf({ spec: withDomain({ memory: { guest: '128Mi' }, devices: { autoattachPodInterface: false } }) }).spec?.securityContext?.sysctls).toBeUndefined();
   });
 });
 
