@@ -22,8 +22,9 @@ import { type Attempt, closeStream, describe, type EngineDeps, retryOptions, typ
 import { importConverted } from './convert.js';
 import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
-import { importDecoded, importRanged, importStreamed } from './raw.js';
+import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
 import { type Route, route, type RouteFacts, tailMatters, wantsLatency } from './route.js';
+import { chunkTuning } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
 export type { EngineDeps } from './context.js';
@@ -130,15 +131,19 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     targetKind: target.kind,
     ...(target.usable !== undefined ? { usable: target.usable } : {}),
     scratch: spec.scratchDir !== undefined,
+    curl: curlApplies(attempt),
     ...withDeclaredSize(peeled),
     tuning: deps.tuning,
   };
-  const { measureLatency } = opened;
+  const { measureLatency, measureChunk } = opened;
   if (measureLatency && wantsLatency({ ...facts, canMeasure: true })) {
     const latencyMs = await raceAbort(signal, measureLatency().catch(() => undefined));
+    // What a request for real data costs here: decides nbd (one request at a time) and far.
+    const { probeChunkBytes } = chunkTuning(deps.tuning);
+    const chunkMs = latencyMs !== undefined && measureChunk ? await raceAbort(signal, measureChunk(probeChunkBytes).catch(() => undefined)) : undefined;
     if (latencyMs !== undefined) {
-      facts = { ...facts, latencyMs };
-      log.info({ latencyMs: Math.round(latencyMs * 10) / 10 }, 'request latency measured');
+      facts = { ...facts, latencyMs, ...(chunkMs !== undefined ? { chunkMs } : {}) };
+      log.info({ latencyMs: Math.round(latencyMs * 10) / 10, chunkMs: chunkMs !== undefined ? Math.round(chunkMs * 10) / 10 : undefined, chunkBytes: probeChunkBytes }, 'request cost measured');
     }
   }
   let chosen = route(facts);
@@ -149,6 +154,12 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     chosen = route(facts);
   }
   return chosen;
+}
+
+/** A child curl can fetch the one stream: an http(s) image of known size, big enough, curl installed. */
+function curlApplies({ spec, deps, opened }: Attempt): boolean {
+  const { curlMinBytes } = chunkTuning(deps.tuning);
+  return spec.source === ImportSource.Http && opened.remoteUrl !== undefined && opened.size !== undefined && curlMinBytes > 0 && opened.size >= curlMinBytes;
 }
 
 function withDeclaredSize(peeled: Peeled): { declaredSize?: bigint } {
@@ -182,7 +193,7 @@ function execute(attempt: Attempt, chosen: Route): Promise<ImportSuccess> {
     case 'archive':
       return importArchive(attempt);
     case 'streamed':
-      return importStreamed(attempt, chosen.bound);
+      return chosen.transport.kind === 'curl' ? importCurled(attempt, chosen.bound) : importStreamed(attempt, chosen.bound);
     case 'decoder':
       return importDecoded(attempt, chosen.bound, chosen.usable);
     case 'ranged':

@@ -421,7 +421,16 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     description: redactUrl(first.response.url || options.url),
     remoteUrl: first.response.url || options.url,
     ...(acceptsRanges ? { measureLatency } : {}),
+    ...(acceptsRanges && length !== undefined ? { measureChunk } : {}),
   };
+
+  async function measureChunk(bytes: number): Promise<number> {
+    const end = Math.min(length ?? bytes, bytes) - 1;
+    return warmLatencyMs(async () => {
+      const probe = await send(direct, ca, { range: `bytes=0-${end}` });
+      for await (const chunk of probe.request) void chunk;
+    });
+  }
 
   async function measureLatency(): Promise<number> {
     return warmLatencyMs(async () => {

@@ -24,3 +24,15 @@ describe('connections setting', () => {
     expect(autoConnectionsFor(latency, DEFAULT_TUNING)).toBe(expected);
   });
 });
+
+describe('auto connections weigh a chunk read too', () => {
+  test.each<[number, number | undefined, number]>([
+    [20, undefined, DEFAULT_TUNING.autoConnections],
+    [20, (DEFAULT_TUNING.farChunkMs ?? 0) + 1, DEFAULT_TUNING.autoConnections],
+    [20, DEFAULT_TUNING.farChunkMs ?? 0, 1],
+    [8, 10, 1],
+    [1, 100, 1],
+  ])('latency %s ms, chunk %s ms: %i connection(s)', (latency, chunk, expected) => {
+    expect(autoConnectionsFor(latency, DEFAULT_TUNING, chunk)).toBe(expected);
+  });
+});
