@@ -28,7 +28,9 @@ const images = (process.argv[5] ?? 'raw,qcow2,gz,xz').split(',');
 const baseline = process.env.FERRY_BENCH_BASELINE;
 const dir = tempDir('ferry-bench-slow-');
 const f = (n: string): string => join(dir, n);
-const www = f('www');
+/** FERRY_BENCH_WWW: a folder that already holds the four fixtures (made by `fixtures` below), reused. */
+const reuse = process.env.FERRY_BENCH_WWW;
+const www = reuse ?? f('www');
 
 const IMAGES: Record<string, { readonly file: string; readonly reference: (url: string, out: string) => string }> = {
   raw: { file: 'disk.raw', reference: (u, out) => `curl -sf -o ${out} ${u}` },
@@ -44,7 +46,7 @@ interface Server {
 
 /** A child server, stopped by its PID. */
 async function child(command: string, args: readonly string[], port: number): Promise<Server> {
-  const proc: ChildProcess = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const proc: ChildProcess = spawn(command, args, { stdio: 'ignore' });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i += 1) {
     try {
@@ -97,11 +99,12 @@ http { access_log off; sendfile on; tcp_nopush on; types {} default_type applica
 }
 
 function fixtures(): void {
+  if (reuse) return;
   mkdirSync(www, { recursive: true });
   const raw = join(www, 'disk.raw');
   console.error(`fixtures: ${sizeMiB} MiB of /usr (a MiB of noise first), as raw, qcow2, gz -6, xz -3...`);
   // Real, compressible data; the noise first so the payload is not itself taken for a tar archive.
-  execFileSync('sh', ['-c', `(head -c ${MiB} /dev/urandom; while :; do tar cf - /usr 2>/dev/null; done | head -c ${(sizeMiB - 1) * MiB}) > ${raw}`]);
+  execFileSync('sh', ['-c', `(head -c ${MiB} /dev/urandom; while tar cf - /usr 2>/dev/null; do :; done | head -c ${(sizeMiB - 1) * MiB}) > ${raw}`]);
   execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, join(www, 'disk.qcow2')]);
   execFileSync('sh', ['-c', `gzip -6 -c ${raw} > ${raw}.gz && xz -3 -T2 -c ${raw} > ${raw}.xz`]);
 }

@@ -8,7 +8,6 @@ import { open } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../../src/errors.js';
 import { type ImportSpec, ImportSource } from '../../src/contract/import-spec.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
-import { extractArchive } from '../archive.js';
 import { checkHeader } from '../image-header.js';
 import { peel, type Peeled } from '../layers.js';
 import { orderedRanges } from '../parallel-fetch.js';
@@ -208,6 +207,8 @@ function execute(attempt: Attempt, chosen: Route): Promise<ImportSuccess> {
 
 async function importArchive({ target, deps, log, opened, peeled }: Attempt): Promise<ImportSuccess> {
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
+  // tar-stream only when an archive is imported (module loading is start-up time for every import).
+  const { extractArchive } = await import('../archive.js');
   const result = await extractArchive(peeled.stream, target.path, target.usable);
   log.info(result, 'archive extracted');
   return success({ sourceFormat: describe(peeled) });

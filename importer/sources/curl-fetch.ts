@@ -13,9 +13,10 @@
  * the file cannot grow past `limit` (RLIMIT_FSIZE, see decode-to-file.ts).
  */
 
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { Credentials } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError } from '../../src/errors.js';
@@ -36,6 +37,19 @@ export interface CurlFetchOptions {
   readonly limit?: number;
   readonly signal?: AbortSignal;
   readonly onSize?: (bytes: number) => void;
+}
+
+/** Whether an executable `curl` is on `pathVariable` (the composition root passes PATH): else node reads the stream. */
+export function curlInstalled(pathVariable: string | undefined): boolean {
+  return (pathVariable ?? '').split(delimiter).some((d) => {
+    if (d === '') return false;
+    try {
+      accessSync(join(d, 'curl'), fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Whether a failed transfer broke after it began (its bytes so far can be kept and continued). */
