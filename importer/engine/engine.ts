@@ -23,7 +23,7 @@ import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
 import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
 import { type Route, route, type RouteFacts, tailMatters, wantsLatency } from './route.js';
-import { chunkTuning } from './tuning.js';
+import { autoConnectionsFor, chunkTuning } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
 export type { EngineDeps } from './context.js';
@@ -140,9 +140,15 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     // What a request for real data costs here: decides nbd (one request at a time) and far.
     const { probeChunkBytes } = chunkTuning(deps.tuning);
     const chunkMs = latencyMs !== undefined && measureChunk ? await raceAbort(signal, measureChunk(probeChunkBytes).catch(() => undefined)) : undefined;
+    // Only a server that looks far is asked whether two reads at once take no longer than one.
+    const pairMs =
+      latencyMs !== undefined && chunkMs !== undefined && measureChunk && autoConnectionsFor(latencyMs, deps.tuning, chunkMs) > 1
+        ? await raceAbort(signal, measureChunk(probeChunkBytes, 2).catch(() => undefined))
+        : undefined;
     if (latencyMs !== undefined) {
-      facts = { ...facts, latencyMs, ...(chunkMs !== undefined ? { chunkMs } : {}) };
-      log.info({ latencyMs: Math.round(latencyMs * 10) / 10, chunkMs: chunkMs !== undefined ? Math.round(chunkMs * 10) / 10 : undefined, chunkBytes: probeChunkBytes }, 'request cost measured');
+      facts = { ...facts, latencyMs, ...(chunkMs !== undefined ? { chunkMs } : {}), ...(pairMs !== undefined ? { pairMs } : {}) };
+      const ms = (n: number | undefined) => (n !== undefined ? Math.round(n * 10) / 10 : undefined);
+      log.info({ latencyMs: ms(latencyMs), chunkMs: ms(chunkMs), pairMs: ms(pairMs), chunkBytes: probeChunkBytes }, 'request cost measured');
     }
   }
   let chosen = route(facts);

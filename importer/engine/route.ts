@@ -34,6 +34,8 @@ export interface RouteFacts {
   readonly latencyMs?: number;
   /** Measured time of one ranged read of `probeChunkBytes`, to its last byte, when measured. */
   readonly chunkMs?: number;
+  /** Measured time of two such reads at once, when the server looked far (`chunkMs` and latency). */
+  readonly pairMs?: number;
   /**
    * The one stream can be fetched by a child curl into a file (an http(s) source of known size,
    * at least `curlMinBytes`, curl installed); the engine sets it, the route decides where it applies.
@@ -56,7 +58,7 @@ export interface RouteFacts {
 
 export type RouteTuning = Pick<
   ImportTuning,
-  'directHttp' | 'connections' | 'nearLatencyMs' | 'autoConnections' | 'rawViaNbdMinBytes' | 'parallelMinBytes' | 'chunkBytes' | 'streamChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs'
+  'directHttp' | 'connections' | 'nearLatencyMs' | 'autoConnections' | 'rawViaNbdMinBytes' | 'parallelMinBytes' | 'chunkBytes' | 'streamChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs' | 'serverBoundRatio'
 >;
 
 /** How a route that reads the stream gets its bytes. */
@@ -132,9 +134,9 @@ export function tailMatters(facts: RouteFacts, first: Route): boolean {
 }
 
 /** Connections for this import: the setting, or 'auto' resolved from the measured latency. */
-export function connectionsFor(facts: Pick<RouteFacts, 'latencyMs' | 'chunkMs' | 'tuning'>): number {
+export function connectionsFor(facts: Pick<RouteFacts, 'latencyMs' | 'chunkMs' | 'pairMs' | 'tuning'>): number {
   const { connections } = facts.tuning;
-  return connections === 'auto' ? autoConnectionsFor(facts.latencyMs, facts.tuning, facts.chunkMs) : Math.max(1, connections);
+  return connections === 'auto' ? autoConnectionsFor(facts.latencyMs, facts.tuning, facts.chunkMs, facts.pairMs) : Math.max(1, connections);
 }
 
 /**

@@ -50,6 +50,8 @@ export interface ImportTuning {
   readonly nbdMaxChunkMs?: number;
   /** Fastest such read of a server that answers later than `nearLatencyMs` and still gets ranged connections. */
   readonly farChunkMs?: number;
+  /** Two such reads at once taking this many times one read: the server is the limit, not the path. */
+  readonly serverBoundRatio?: number;
 }
 
 export const DEFAULT_TUNING: ImportTuning = Object.freeze({
@@ -90,11 +92,20 @@ export function parseConnections(text: string, what: string): number | 'auto' {
   return n;
 }
 
+
 /**
  * Pure: connections for a request latency under 'auto' (unknown latency: one). A server that
- * answers late but delivers a probe chunk within `farChunkMs` is busy, not far: one stream.
+ * answers late but delivers a probe chunk within `farChunkMs` is busy, not far; one whose two reads
+ * at once (`pairMs`) take 1.5× one read or more is bound by itself (a CPU-starved Python server),
+ * and more connections only load it more: one stream either way.
  */
-export function autoConnectionsFor(latencyMs: number | undefined, tuning: Pick<ImportTuning, 'nearLatencyMs' | 'autoConnections' | 'farChunkMs'>, chunkMs?: number): number {
-  const far = latencyMs !== undefined && latencyMs > tuning.nearLatencyMs && (chunkMs === undefined || chunkMs > chunkTuning(tuning).farChunkMs);
-  return far ? Math.max(1, tuning.autoConnections) : 1;
+export function autoConnectionsFor(
+  latencyMs: number | undefined,
+  tuning: Pick<ImportTuning, 'nearLatencyMs' | 'autoConnections' | 'farChunkMs' | 'serverBoundRatio'>,
+  chunkMs?: number,
+  pairMs?: number,
+): number {
+  const late = latencyMs !== undefined && latencyMs > tuning.nearLatencyMs && (chunkMs === undefined || chunkMs > chunkTuning(tuning).farChunkMs);
+  const serverBound = chunkMs !== undefined && pairMs !== undefined && pairMs >= (tuning.serverBoundRatio ?? 1.5) * chunkMs;
+  return late && !serverBound ? Math.max(1, tuning.autoConnections) : 1;
 }

@@ -429,12 +429,13 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     ...(acceptsRanges && length !== undefined ? { measureChunk } : {}),
   };
 
-  async function measureChunk(bytes: number): Promise<number> {
+  async function measureChunk(bytes: number, together = 1): Promise<number> {
     const end = Math.min(length ?? bytes, bytes) - 1;
-    return warmLatencyMs(async () => {
+    const read = async (): Promise<void> => {
       const probe = await send(direct, ca, { range: `bytes=0-${end}` });
       for await (const chunk of probe.request) void chunk;
-    });
+    };
+    return warmLatencyMs(async () => void (await Promise.all(Array.from({ length: together }, read))), together > 1 ? 2 : 3);
   }
 
   async function measureLatency(): Promise<number> {

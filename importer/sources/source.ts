@@ -26,9 +26,10 @@ export interface OpenedSource {
   readonly measureLatency?: () => Promise<number>;
   /**
    * Measures a ranged read of `bytes` from the start, to its last byte, on a warm connection (the
-   * fastest of three): what one request for real data costs on this server.
+   * fastest of three): what one request for real data costs on this server. With `together`,
+   * that many such reads at once (the faster of two rounds): whether more connections get more.
    */
-  readonly measureChunk?: (bytes: number) => Promise<number>;
+  readonly measureChunk?: (bytes: number, together?: number) => Promise<number>;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */

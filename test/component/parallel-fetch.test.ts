@@ -94,7 +94,7 @@ describe('parallel ranged download', () => {
 describe('connections auto: chosen from the measured request latency', () => {
   // The measured costs are pinned by the thresholds (a loaded test machine measures anything):
   // near tests allow any chunk read for nbd, far tests count any chunk read as far.
-  const AUTO = { connections: 'auto' as const, parallelMinBytes: MiB, chunkBytes: 512 * 1024, rawViaNbdMinBytes: MiB, autoConnections: 4, nbdMaxChunkMs: 60_000, farChunkMs: -1, probeChunkBytes: 64 * 1024 };
+  const AUTO = { connections: 'auto' as const, parallelMinBytes: MiB, chunkBytes: 512 * 1024, rawViaNbdMinBytes: MiB, autoConnections: 4, nbdMaxChunkMs: 60_000, farChunkMs: -1, serverBoundRatio: Infinity, probeChunkBytes: 64 * 1024 };
   const CHUNK_PROBE = 'bytes=0-65535';
   const probes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === 'bytes=0-0').length;
   const chunkProbes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === CHUNK_PROBE).length;

@@ -216,3 +216,10 @@ describe('route: what a request costs (auto) and the one stream written by curl'
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 6.1, curl: true, tuning: { ...AUTO, nbdMaxChunkMs: 6 } }))).toEqual({ path: 'streamed', transport: CURL, bound: 1024 * MiB });
   });
 });
+
+describe('route: a late, slow server that two reads at once only slow down', () => {
+  test('one stream (curl), not ranges', () => {
+    expect(route(facts({ size: BIG, latencyMs: 60, chunkMs: 120, pairMs: 230, curl: true, tuning: { connections: 'auto' } }))).toEqual({ path: 'streamed', transport: { kind: 'curl' }, bound: 1024 * MiB });
+    expect(route(facts({ size: BIG, latencyMs: 60, chunkMs: 120, pairMs: 130, curl: true, tuning: { connections: 'auto' } }))).toMatchObject({ path: 'ranged' });
+  });
+});
