@@ -6,7 +6,6 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { toFerryError } from '../src/errors.js';
-import { runTool } from '../src/io/child-process.js';
 import type { ByteStream } from './streams.js';
 import { createExclusive } from './target.js';
 
@@ -127,11 +126,3 @@ export async function writeSparse(handle: FileHandle, chunk: Buffer, offset: num
   if (runStart >= 0) await writeAll(handle, chunk.subarray(runStart), offset + runStart);
 }
 
-/**
- * Makes the zero blocks of a file written by another program (curl) holes again, as `writeRaw`
- * leaves them: `fallocate --dig-holes` reads the file back (from the page cache, just written) and
- * punches what is zero. Best effort: a filesystem without hole punching keeps the blocks.
- */
-export async function digHoles(path: string, signal?: AbortSignal): Promise<void> {
-  await runTool('fallocate', ['--dig-holes', path], { timeoutMs: 30 * 60_000, what: 'fallocate --dig-holes', ...(signal ? { signal } : {}) }).catch(() => undefined);
-}
