@@ -14,6 +14,7 @@ import { createLogger } from '../src/logging.js';
 import { parseQuantity } from '../src/quantity.js';
 import type { ImportSuccess } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, runImport } from './engine.js';
+import { curlInstalled } from './sources/curl-fetch.js';
 import { DEFAULT_HTTP_TIMEOUTS, minSpeedFromFlags } from './sources/http-source.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
 import { renderProgressLine } from './progress-line.js';
@@ -317,7 +318,15 @@ export async function importCommand(io: CliIo): Promise<number> {
       return runImport(spec, {
         logger,
         progress,
-        tuning: { ...DEFAULT_TUNING, attempts: retries, directHttp: values['via-scratch'] !== true, connections, http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000, ...speed } },
+        tuning: {
+          ...DEFAULT_TUNING,
+          attempts: retries,
+          directHttp: values['via-scratch'] !== true,
+          connections,
+          // The one stream is written by curl where it is installed, else by node.
+          curlMinBytes: curlInstalled(io.env.PATH) ? DEFAULT_TUNING.curlMinBytes : 0,
+          http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000, ...speed },
+        },
         sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
         signal: interrupt.signal,
       });

@@ -66,18 +66,40 @@ export interface DecodeOptions {
   readonly syncEveryBytes?: number;
 }
 
+/** How a child's exit is read once it has written the file (code, signal, the tail of its stderr). */
+export interface ChildExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stderr: string;
+}
+
+export interface ChildToFileOptions {
+  /** Most bytes the child may write (RLIMIT_FSIZE through prlimit): the file never grows past it. */
+  readonly limit?: number;
+  /** Kills the child. */
+  readonly signal?: AbortSignal;
+  readonly syncEveryBytes?: number;
+  /** The child's stdin: a stream fed to it, or bytes written once (a config). */
+  readonly input: ByteStream | Buffer;
+  /** Told the file's size as it grows (every 100 ms). */
+  readonly onSize?: (bytes: number) => void;
+  /** Extra environment for the child: none but this when given. */
+  readonly env?: NodeJS.ProcessEnv;
+  /** The error for an exit that is not success (undefined: success). Called after the child closed. */
+  readonly judge: (exit: ChildExit) => FerryError | undefined;
+}
+
 /**
- * Feeds `source` (compressed) to the decoder, whose output is `path`. Dirty pages are flushed every
- * 64 MiB written, as the streamed writer does, so a cgroup memory limit is not filled with page cache.
- * Returns the decoded size.
+ * Runs `command` with its stdout on a new file at `path` (created exclusive: never through a link),
+ * so the bytes it writes never pass through node. Dirty pages are flushed every 64 MiB written, as
+ * the streamed writer does, so a cgroup memory limit is not filled with page cache. Returns the
+ * file's size; throws `judge`'s error, or TARGET_TOO_SMALL when the limit stopped the file.
  */
-export async function decodeToFile(format: Format, source: ByteStream, path: string, options: DecodeOptions = {}): Promise<number> {
-  const [decoderCommand, decoderArgs] = decoder(format, 'all');
+export async function childToFile(command: string, args: readonly string[], path: string, options: ChildToFileOptions): Promise<number> {
   const { limit, signal } = options;
   const syncEveryBytes = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
-  // prlimit sets the limit on itself and execs the decoder: the same process, so an abort's kill reaches it.
-  const [command, args] = limit === undefined ? [decoderCommand, decoderArgs] : ['prlimit', [`--fsize=${limit}`, '--', decoderCommand, ...decoderArgs]];
-  // A new file, never through a link or onto another name (the partial was cleared before).
+  // prlimit sets the limit on itself and execs the program: the same process, so an abort's kill reaches it.
+  const [program, argv] = limit === undefined ? [command, args] : ['prlimit', [`--fsize=${limit}`, '--', command, ...args]];
   const out = await createExclusive(path);
   let stderr = '';
   let synced = 0;
@@ -87,6 +109,7 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
     flushing = out
       .stat()
       .then(async (st) => {
+        options.onSize?.(st.size);
         if (st.size - synced >= syncEveryBytes) {
           await out.datasync();
           synced = st.size;
@@ -98,9 +121,13 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
       });
   }, 100);
   try {
-    const child = spawn(command, args, { stdio: ['pipe', out.fd, 'pipe'], ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
+    const child = spawn(program, argv, {
+      stdio: ['pipe', out.fd, 'pipe'],
+      ...(options.env ? { env: options.env } : {}),
+      ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}),
+    });
     const { stdin, stderr: errors } = child;
-    if (!stdin || !errors) throw new FerryError(ErrorCode.Internal, `cannot talk to ${decoderCommand}`);
+    if (!stdin || !errors) throw new FerryError(ErrorCode.Internal, `cannot talk to ${command}`);
     errors.setEncoding('utf8');
     errors.on('data', (d: string) => {
       stderr = (stderr + d).slice(-2048);
@@ -111,21 +138,25 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
     });
     let feedError: unknown;
     try {
-      await pipeline(Readable.from(source, { objectMode: false }), stdin);
+      const { input } = options;
+      if (Buffer.isBuffer(input)) {
+        stdin.on('error', () => undefined); // a child that exits early closes its end; its exit says why
+        stdin.end(input);
+      } else {
+        await pipeline(Readable.from(input, { objectMode: false }), stdin);
+      }
     } catch (err) {
       feedError = err;
       child.kill('SIGKILL');
     }
     const { code, signal: killedBy, error } = await exited;
     if (feedError && (feedError as NodeJS.ErrnoException).code !== 'EPIPE') throw feedError;
-    if (error) throw new FerryError(ErrorCode.Internal, `cannot run ${decoderCommand}: ${error.message}`, { cause: error });
+    if (error) throw new FerryError(ErrorCode.Internal, `cannot run ${command}: ${error.message}`, { cause: error });
     if (limit !== undefined && (killedBy === 'SIGXFSZ' || /file too large/i.test(stderr))) {
-      throw new FerryError(ErrorCode.TargetTooSmall, `the decompressed image is larger than ${limit} bytes, the most the target can take`, { details: { limit } });
+      throw new FerryError(ErrorCode.TargetTooSmall, `the image is larger than ${limit} bytes, the most the target can take`, { details: { limit } });
     }
-    if (code !== 0) {
-      if (/no space left/i.test(stderr)) throw new FerryError(ErrorCode.NoSpace, `the target ran out of space while ${decoderCommand} decoded the image`);
-      throw new FerryError(ErrorCode.InvalidImage, `${decoderCommand} could not decompress the data: ${stderr.trim() || (killedBy ?? `exit ${code}`)}`);
-    }
+    const failure = options.judge({ code, signal: killedBy, stderr: stderr.trim() });
+    if (failure) throw failure;
     if (feedError) throw feedError;
     await flushing;
     return (await out.stat()).size;
@@ -134,4 +165,23 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
     await flushing;
     await out.close();
   }
+}
+
+/**
+ * Feeds `source` (compressed) to the decoder, whose output is `path` (see `childToFile`). Returns
+ * the decoded size.
+ */
+export async function decodeToFile(format: Format, source: ByteStream, path: string, options: DecodeOptions = {}): Promise<number> {
+  const [command, args] = decoder(format, 'all');
+  return childToFile(command, args, path, {
+    input: source,
+    ...(options.limit !== undefined ? { limit: options.limit } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.syncEveryBytes !== undefined ? { syncEveryBytes: options.syncEveryBytes } : {}),
+    judge: ({ code, signal, stderr }) => {
+      if (code === 0) return undefined;
+      if (/no space left/i.test(stderr)) return new FerryError(ErrorCode.NoSpace, `the target ran out of space while ${command} decoded the image`);
+      return new FerryError(ErrorCode.InvalidImage, `${command} could not decompress the data: ${stderr || (signal ?? `exit ${code}`)}`);
+    },
+  });
 }

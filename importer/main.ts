@@ -12,6 +12,7 @@ import { encodeTermination, type TerminationMessage } from '../src/contract/term
 import { DEFAULT_TUNING, type ImportTuning, parseConnections, runImport } from './engine.js';
 import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Progress, throttled } from './progress.js';
+import { curlInstalled } from './sources/curl-fetch.js';
 import { DEFAULT_HTTP_TIMEOUTS } from './sources/http-source.js';
 
 function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -50,6 +51,8 @@ export function tuningFromEnv(env: NodeJS.ProcessEnv): ImportTuning {
     parallelMinBytes: DEFAULT_TUNING.parallelMinBytes,
     chunkBytes: DEFAULT_TUNING.chunkBytes,
     streamChunkBytes: DEFAULT_TUNING.streamChunkBytes,
+    // The one stream is written by curl where it is installed (the image has it), else by node.
+    curlMinBytes: curlInstalled(env.PATH) ? DEFAULT_TUNING.curlMinBytes : 0,
     http: {
       connectMs: envInt(env, 'FERRY_HTTP_CONNECT_TIMEOUT_MS', DEFAULT_TUNING.http.connectMs),
       firstByteMs: envInt(env, 'FERRY_HTTP_FIRST_BYTE_TIMEOUT_MS', DEFAULT_TUNING.http.firstByteMs),

@@ -42,13 +42,13 @@ export function planChunks(size: number, chunkBytes: number): Array<readonly [nu
   return chunks;
 }
 
-type RangeOptions = Pick<ParallelFetchOptions, 'openRange' | 'attempts' | 'sleep' | 'backoffMs'>;
+export type RangeOptions = Pick<ParallelFetchOptions, 'openRange' | 'attempts' | 'sleep' | 'backoffMs'>;
 
 /**
  * Fetches bytes [start, end] into `write`, continuing from the last byte after a retryable break;
  * `stopped` ends it early (another chunk failed, or the reader went away).
  */
-async function fetchRange(start: number, end: number, options: RangeOptions, write: (data: Buffer, position: number) => Promise<void> | void, stopped: () => boolean): Promise<void> {
+export async function fetchRange(start: number, end: number, options: RangeOptions, write: (data: Buffer, position: number) => Promise<void> | void, stopped: () => boolean): Promise<void> {
   let position = start;
   for (let attempt = 1; ; attempt += 1) {
     try {

@@ -125,3 +125,4 @@ export async function writeSparse(handle: FileHandle, chunk: Buffer, offset: num
   }
   if (runStart >= 0) await writeAll(handle, chunk.subarray(runStart), offset + runStart);
 }
+

@@ -15,6 +15,7 @@ import { type ByteStream, capped } from '../streams.js';
 import { finishDisk } from '../target.js';
 import { interruption, raceAbort } from './abort.js';
 import { type Attempt, closeStream, describe, fetchRanged, success } from './context.js';
+import { fetchWithCurl } from './curl-path.js';
 import type { RangedFetch, Route, Transport } from './route.js';
 
 /** Share of overall progress the transfer takes when a conversion follows it. */
@@ -75,6 +76,8 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
         deps.progress.begin(Phase.Transfer, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
         if (isRanged(chosen.fill)) {
           await fetchRanged(attempt, scratchFile, true, chosen.fill);
+        } else if (chosen.fill.kind === 'curl') {
+          await fetchWithCurl(attempt, scratchFile, chosen.bound);
         } else {
           const stream = chosen.bound !== undefined ? capped(peeled.stream, chosen.bound, 'the image file') : peeled.stream;
           await writeRaw(stream, { path: scratchFile, sparse: true });

@@ -8,7 +8,6 @@ import { open } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../../src/errors.js';
 import { type ImportSpec, ImportSource } from '../../src/contract/import-spec.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
-import { extractArchive } from '../../src/io/archive.js';
 import { checkHeader } from '../image-header.js';
 import { peel, type Peeled } from '../layers.js';
 import { orderedRanges } from '../parallel-fetch.js';
@@ -22,8 +21,9 @@ import { type Attempt, closeStream, describe, type EngineDeps, retryOptions, typ
 import { importConverted } from './convert.js';
 import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
-import { importDecoded, importRanged, importStreamed } from './raw.js';
+import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
 import { type Route, route, type RouteFacts, tailMatters, wantsLatency } from './route.js';
+import { autoConnectionsFor, chunkTuning } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
 export type { EngineDeps } from './context.js';
@@ -130,15 +130,25 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     targetKind: target.kind,
     ...(target.usable !== undefined ? { usable: target.usable } : {}),
     scratch: spec.scratchDir !== undefined,
+    curl: curlApplies(attempt),
     ...withDeclaredSize(peeled),
     tuning: deps.tuning,
   };
-  const { measureLatency } = opened;
+  const { measureLatency, measureChunk } = opened;
   if (measureLatency && wantsLatency({ ...facts, canMeasure: true })) {
     const latencyMs = await raceAbort(signal, measureLatency().catch(() => undefined));
+    // What a request for real data costs here: decides nbd (one request at a time) and far.
+    const { probeChunkBytes } = chunkTuning(deps.tuning);
+    const chunkMs = latencyMs !== undefined && measureChunk ? await raceAbort(signal, measureChunk(probeChunkBytes).catch(() => undefined)) : undefined;
+    // Only a server that looks far is asked whether two reads at once take no longer than one.
+    const pairMs =
+      latencyMs !== undefined && chunkMs !== undefined && measureChunk && autoConnectionsFor(latencyMs, deps.tuning, chunkMs) > 1
+        ? await raceAbort(signal, measureChunk(probeChunkBytes, 2).catch(() => undefined))
+        : undefined;
     if (latencyMs !== undefined) {
-      facts = { ...facts, latencyMs };
-      log.info({ latencyMs: Math.round(latencyMs * 10) / 10 }, 'request latency measured');
+      facts = { ...facts, latencyMs, ...(chunkMs !== undefined ? { chunkMs } : {}), ...(pairMs !== undefined ? { pairMs } : {}) };
+      const ms = (n: number | undefined) => (n !== undefined ? Math.round(n * 10) / 10 : undefined);
+      log.info({ latencyMs: ms(latencyMs), chunkMs: ms(chunkMs), pairMs: ms(pairMs), chunkBytes: probeChunkBytes }, 'request cost measured');
     }
   }
   let chosen = route(facts);
@@ -149,6 +159,12 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     chosen = route(facts);
   }
   return chosen;
+}
+
+/** A child curl can fetch the one stream: an http(s) image of known size, big enough, curl installed. */
+function curlApplies({ spec, deps, opened }: Attempt): boolean {
+  const { curlMinBytes } = chunkTuning(deps.tuning);
+  return spec.source === ImportSource.Http && opened.remoteUrl !== undefined && opened.size !== undefined && curlMinBytes > 0 && opened.size >= curlMinBytes;
 }
 
 function withDeclaredSize(peeled: Peeled): { declaredSize?: bigint } {
@@ -182,7 +198,7 @@ function execute(attempt: Attempt, chosen: Route): Promise<ImportSuccess> {
     case 'archive':
       return importArchive(attempt);
     case 'streamed':
-      return importStreamed(attempt, chosen.bound);
+      return chosen.transport.kind === 'curl' ? importCurled(attempt, chosen.bound) : importStreamed(attempt, chosen.bound);
     case 'decoder':
       return importDecoded(attempt, chosen.bound, chosen.usable);
     case 'ranged':
@@ -197,6 +213,8 @@ function execute(attempt: Attempt, chosen: Route): Promise<ImportSuccess> {
 
 async function importArchive({ target, deps, log, opened, peeled }: Attempt): Promise<ImportSuccess> {
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
+  // tar-stream only when an archive is imported (module loading is start-up time for every import).
+  const { extractArchive } = await import('../../src/io/archive.js');
   const result = await extractArchive(peeled.stream, target.path, target.usable);
   log.info(result, 'archive extracted');
   return success({ sourceFormat: describe(peeled) });

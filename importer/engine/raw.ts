@@ -12,6 +12,7 @@ import { type ByteStream, capped, heldBackTail } from '../streams.js';
 import { finishDisk, type PreparedTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
 import { type Attempt, describe, fetchRanged, success } from './context.js';
+import { fetchWithCurl } from './curl-path.js';
 import type { RangedFetch } from './route.js';
 
 /** Drops the last 512 bytes when they are a fixed VHD's footer after the disk. */
@@ -29,6 +30,23 @@ export async function importStreamed(attempt: Attempt, bound: number | undefined
   const disk = withoutVhdFooter(peeled.stream);
   const stream = bound !== undefined ? capped(disk, bound, 'the raw image') : disk;
   const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File });
+  return finishRaw(attempt, written);
+}
+
+/**
+ * The one stream written by a child curl; a fixed VHD's footer is cut afterwards (so the file may
+ * take 512 bytes more than the disk). Zero blocks are written as they come, as `curl -o` does:
+ * making them holes again afterwards (`fallocate --dig-holes`) measured 2–4 s per 512 MiB on the
+ * project machine, more than the whole transfer (bench/README.md, "Importer against ordinary servers").
+ */
+export async function importCurled(attempt: Attempt, bound: number | undefined): Promise<ImportSuccess> {
+  const { target, deps, opened } = attempt;
+  deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
+  const fetched = await fetchWithCurl(attempt, target.writePath, bound === undefined ? undefined : bound + VHD_FOOTER_BYTES);
+  const written = await dropVhdFooter(target, fetched);
+  if (bound !== undefined && written > bound) {
+    throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${bound}`, { details: { size: written, usable: bound } });
+  }
   return finishRaw(attempt, written);
 }
 

@@ -9,7 +9,7 @@ import { ErrorCode } from '../../src/errors.js';
 import { ContentType, ImportSource, TargetKind } from '../../src/contract/import-spec.js';
 import { Format, needsConversion, qemuFormatName } from '../sniff.js';
 import { VHD_FOOTER_BYTES } from '../vhd-footer.js';
-import { autoConnectionsFor, type ImportTuning } from './tuning.js';
+import { autoConnectionsFor, chunkTuning, type ImportTuning } from './tuning.js';
 
 const MiB = 1024 * 1024;
 
@@ -32,6 +32,15 @@ export interface RouteFacts {
   readonly localFile: boolean;
   /** Measured time to first byte of a ranged request, when measured (see `wantsLatency`). */
   readonly latencyMs?: number;
+  /** Measured time of one ranged read of `probeChunkBytes`, to its last byte, when measured. */
+  readonly chunkMs?: number;
+  /** Measured time of two such reads at once, when the server looked far (`chunkMs` and latency). */
+  readonly pairMs?: number;
+  /**
+   * The one stream can be fetched by a child curl into a file (an http(s) source of known size,
+   * at least `curlMinBytes`, curl installed); the engine sets it, the route decides where it applies.
+   */
+  readonly curl?: boolean;
   readonly checksum: boolean;
   readonly targetKind: TargetKind;
   /** Bytes the disk may take; undefined: the image's own size. */
@@ -49,12 +58,14 @@ export interface RouteFacts {
 
 export type RouteTuning = Pick<
   ImportTuning,
-  'directHttp' | 'connections' | 'nearLatencyMs' | 'autoConnections' | 'rawViaNbdMinBytes' | 'parallelMinBytes' | 'chunkBytes' | 'streamChunkBytes'
+  'directHttp' | 'connections' | 'nearLatencyMs' | 'autoConnections' | 'rawViaNbdMinBytes' | 'parallelMinBytes' | 'chunkBytes' | 'streamChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs' | 'serverBoundRatio'
 >;
 
 /** How a route that reads the stream gets its bytes. */
 export type Transport =
   | { readonly kind: 'single' }
+  /** One stream written into the file by a child curl (plain images into a file only). */
+  | { readonly kind: 'curl' }
   /** A compressed body fetched over several ranged connections, handed on in order. */
   | { readonly kind: 'ordered-ranges'; readonly connections: number; readonly chunkBytes: number };
 
@@ -123,9 +134,18 @@ export function tailMatters(facts: RouteFacts, first: Route): boolean {
 }
 
 /** Connections for this import: the setting, or 'auto' resolved from the measured latency. */
-export function connectionsFor(facts: Pick<RouteFacts, 'latencyMs' | 'tuning'>): number {
+export function connectionsFor(facts: Pick<RouteFacts, 'latencyMs' | 'chunkMs' | 'pairMs' | 'tuning'>): number {
   const { connections } = facts.tuning;
-  return connections === 'auto' ? autoConnectionsFor(facts.latencyMs, facts.tuning) : Math.max(1, connections);
+  return connections === 'auto' ? autoConnectionsFor(facts.latencyMs, facts.tuning, facts.chunkMs, facts.pairMs) : Math.max(1, connections);
+}
+
+/**
+ * Whether qemu-img may read in place through nbdkit as far as the server's cost goes: nbdkit's curl
+ * plugin sends one request at a time, so a server whose measured chunk read is slow (a Python
+ * server: ~10 ms per 2 MiB where nginx takes 2) makes every one of them wait. Unmeasured: yes.
+ */
+function cheapRequests(facts: Pick<RouteFacts, 'chunkMs' | 'tuning'>): boolean {
+  return facts.chunkMs === undefined || facts.chunkMs <= chunkTuning(facts.tuning).nbdMaxChunkMs;
 }
 
 function toDetail(n: bigint): number | string {
@@ -149,7 +169,10 @@ export function route(facts: RouteFacts): Route {
   // nbdkit's curl plugin sends one request at a time: only for one connection, and a checksum
   // needs every byte read in order.
   const inPlaceRemote =
-    facts.tuning.directHttp && facts.source === ImportSource.Http && facts.nbdReadable && facts.size !== undefined && plain && !facts.checksum && connections <= 1;
+    facts.tuning.directHttp && facts.source === ImportSource.Http && facts.nbdReadable && facts.size !== undefined && plain && !facts.checksum && connections <= 1 && cheapRequests(facts);
+  // The one stream of a plain image into a file: curl writes it where the engine can use curl.
+  const curl = plain && !facts.checksum && facts.curl === true;
+  const CURL: Transport = { kind: 'curl' };
 
   if (facts.contentType === ContentType.Archive) {
     if (facts.format !== Format.Tar) {
@@ -188,6 +211,7 @@ export function route(facts: RouteFacts): Route {
     // Ranges copy every byte and a fixed VHD's footer is cut afterwards; a footer already known is
     // not fetched at all, unless the checksum (read back from what was written) needs it.
     if (parallel && facts.size !== undefined && disk !== undefined) return { path: 'ranged', fetch: ranged(footer && !facts.checksum ? disk : facts.size) };
+    if (curl && facts.targetKind === TargetKind.File) return { path: 'streamed', transport: CURL, ...(facts.usable !== undefined ? { bound: facts.usable } : {}) };
     return { path: 'streamed', transport, ...(facts.usable !== undefined ? { bound: facts.usable } : {}) };
   }
 
@@ -219,7 +243,7 @@ export function route(facts: RouteFacts): Route {
         details: { size: facts.size, limit: bound },
       };
     }
-    const fill = parallel && facts.size !== undefined ? ranged(facts.size) : transport;
+    const fill = parallel && facts.size !== undefined ? ranged(facts.size) : curl ? CURL : transport;
     return { path: 'scratch', qemuFormat, fill, ...(bound !== undefined ? { bound } : {}) };
   }
 

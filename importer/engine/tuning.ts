@@ -36,6 +36,22 @@ export interface ImportTuning {
    */
   readonly streamChunkBytes: number;
   readonly http: HttpTimeouts;
+  /**
+   * Smallest image whose one stream a child `curl` writes into the file itself (the raw target or
+   * the scratch copy), the bytes never passing through node; 0: never. Absent: the default.
+   */
+  readonly curlMinBytes?: number;
+  /**
+   * Under 'auto', a ranged read of this size is timed too (what qemu-img asks nbdkit for at once):
+   * what a request costs on this server for real data, not only its latency.
+   */
+  readonly probeChunkBytes?: number;
+  /** Slowest such read that still lets qemu-img read in place through nbdkit. */
+  readonly nbdMaxChunkMs?: number;
+  /** Fastest such read of a server that answers later than `nearLatencyMs` and still gets ranged connections. */
+  readonly farChunkMs?: number;
+  /** Two such reads at once taking this many times one read: the server is the limit, not the path. */
+  readonly serverBoundRatio?: number;
 }
 
 export const DEFAULT_TUNING: ImportTuning = Object.freeze({
@@ -52,7 +68,21 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   chunkBytes: 16 * 1024 * 1024,
   streamChunkBytes: 4 * 1024 * 1024,
   http: DEFAULT_HTTP_TIMEOUTS,
+  curlMinBytes: 16 * 1024 * 1024,
+  probeChunkBytes: 2 * 1024 * 1024,
+  nbdMaxChunkMs: 6,
+  farChunkMs: 25,
 });
+
+/** The optional knobs with their defaults filled in. */
+export function chunkTuning(tuning: Pick<ImportTuning, 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs'>): Required<Pick<ImportTuning, 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs'>> {
+  return {
+    curlMinBytes: tuning.curlMinBytes ?? (DEFAULT_TUNING.curlMinBytes as number),
+    probeChunkBytes: tuning.probeChunkBytes ?? (DEFAULT_TUNING.probeChunkBytes as number),
+    nbdMaxChunkMs: tuning.nbdMaxChunkMs ?? (DEFAULT_TUNING.nbdMaxChunkMs as number),
+    farChunkMs: tuning.farChunkMs ?? (DEFAULT_TUNING.farChunkMs as number),
+  };
+}
 
 /** Parses a connections setting: "auto" or a positive integer. */
 export function parseConnections(text: string, what: string): number | 'auto' {
@@ -62,7 +92,20 @@ export function parseConnections(text: string, what: string): number | 'auto' {
   return n;
 }
 
-/** Pure: connections for a request latency under 'auto' (unknown latency: one). */
-export function autoConnectionsFor(latencyMs: number | undefined, tuning: Pick<ImportTuning, 'nearLatencyMs' | 'autoConnections'>): number {
-  return latencyMs !== undefined && latencyMs > tuning.nearLatencyMs ? Math.max(1, tuning.autoConnections) : 1;
+
+/**
+ * Pure: connections for a request latency under 'auto' (unknown latency: one). A server that
+ * answers late but delivers a probe chunk within `farChunkMs` is busy, not far; one whose two reads
+ * at once (`pairMs`) take 1.5× one read or more is bound by itself (a CPU-starved Python server),
+ * and more connections only load it more: one stream either way.
+ */
+export function autoConnectionsFor(
+  latencyMs: number | undefined,
+  tuning: Pick<ImportTuning, 'nearLatencyMs' | 'autoConnections' | 'farChunkMs' | 'serverBoundRatio'>,
+  chunkMs?: number,
+  pairMs?: number,
+): number {
+  const late = latencyMs !== undefined && latencyMs > tuning.nearLatencyMs && (chunkMs === undefined || chunkMs > chunkTuning(tuning).farChunkMs);
+  const serverBound = chunkMs !== undefined && pairMs !== undefined && pairMs >= (tuning.serverBoundRatio ?? 1.5) * chunkMs;
+  return late && !serverBound ? Math.max(1, tuning.autoConnections) : 1;
 }

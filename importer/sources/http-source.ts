@@ -10,8 +10,6 @@ import { rootCertificates } from 'node:tls';
 import type { Agent as HttpAgent } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
 import got, { type Response } from 'got';
-import { HttpProxyAgent } from 'http-proxy-agent';
-import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import { isTooSlow, type MinSpeed, minimumBytes, watchSpeed } from '../min-speed.js';
@@ -186,11 +184,17 @@ export async function loadCaBundle(path: string): Promise<string[]> {
   return pems;
 }
 
-function proxyAgents(url: string, proxy: ProxySettings): { http?: HttpAgent; https?: HttpsAgent } {
+/** The agents for a proxy, loaded only when one applies (module loading is start-up time). */
+async function proxyAgents(url: string, proxy: ProxySettings): Promise<{ http?: HttpAgent; https?: HttpsAgent }> {
   const through = proxyFor(url, proxy);
   if (!through) return {};
   // Plain http goes in absolute form through the proxy; https is tunnelled with CONNECT.
-  return new URL(url).protocol === 'https:' ? { https: new HttpsProxyAgent(through) as unknown as HttpsAgent } : { http: new HttpProxyAgent(through) };
+  if (new URL(url).protocol === 'https:') {
+    const { HttpsProxyAgent } = await import('https-proxy-agent');
+    return { https: new HttpsProxyAgent(through) as unknown as HttpsAgent };
+  }
+  const { HttpProxyAgent } = await import('http-proxy-agent');
+  return { http: new HttpProxyAgent(through) };
 }
 
 function parseLength(response: Response): number | undefined {
@@ -207,6 +211,7 @@ interface Opened {
 
 /** Sends one request and resolves once its response headers arrive (or rejects, classified). */
 async function send(options: HttpSourceOptions, ca: string[] | undefined, extraHeaders: Record<string, string>): Promise<Opened> {
+  const agent = await proxyAgents(options.url, options.proxy);
   const request = got.stream(options.url, {
     retry: { limit: 0 },
     decompress: false,
@@ -224,7 +229,7 @@ async function send(options: HttpSourceOptions, ca: string[] | undefined, extraH
       rejectUnauthorized: !options.insecureTls,
       ...(ca ? { certificateAuthority: ca } : {}),
     },
-    agent: proxyAgents(options.url, options.proxy),
+    agent,
     ...(options.credentials ? { username: options.credentials.username, password: options.credentials.password } : {}),
   });
   // Errors after the headers surface through iteration; this listener only keeps an early one
@@ -421,7 +426,17 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     description: redactUrl(first.response.url || options.url),
     remoteUrl: first.response.url || options.url,
     ...(acceptsRanges ? { measureLatency } : {}),
+    ...(acceptsRanges && length !== undefined ? { measureChunk } : {}),
   };
+
+  async function measureChunk(bytes: number, together = 1): Promise<number> {
+    const end = Math.min(length ?? bytes, bytes) - 1;
+    const read = async (): Promise<void> => {
+      const probe = await send(direct, ca, { range: `bytes=0-${end}` });
+      for await (const chunk of probe.request) void chunk;
+    };
+    return warmLatencyMs(async () => void (await Promise.all(Array.from({ length: together }, read))), together > 1 ? 2 : 3);
+  }
 
   async function measureLatency(): Promise<number> {
     return warmLatencyMs(async () => {

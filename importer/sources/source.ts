@@ -24,6 +24,12 @@ export interface OpenedSource {
    * connection (a round trip plus the server's own time): what reading in place pays per request.
    */
   readonly measureLatency?: () => Promise<number>;
+  /**
+   * Measures a ranged read of `bytes` from the start, to its last byte, on a warm connection (the
+   * fastest of three): what one request for real data costs on this server. With `together`,
+   * that many such reads at once (the faster of two rounds): whether more connections get more.
+   */
+  readonly measureChunk?: (bytes: number, together?: number) => Promise<number>;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */
@@ -33,9 +39,9 @@ export type SourceOpener = () => Promise<OpenedSource>;
  * The fastest of three runs of `probe` (one small request, read to its end), in milliseconds: the
  * first may pay for a new connection, the others reuse it; the minimum ignores a busy moment.
  */
-export async function warmLatencyMs(probe: () => Promise<void>): Promise<number> {
+export async function warmLatencyMs(probe: () => Promise<void>, times = 3): Promise<number> {
   let best = Infinity;
-  for (let i = 0; i < 3; i += 1) {
+  for (let i = 0; i < times; i += 1) {
     const started = performance.now();
     await probe();
     best = Math.min(best, performance.now() - started);

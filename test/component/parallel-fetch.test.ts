@@ -92,8 +92,13 @@ describe('parallel ranged download', () => {
 });
 
 describe('connections auto: chosen from the measured request latency', () => {
-  const AUTO = { connections: 'auto' as const, parallelMinBytes: MiB, chunkBytes: 512 * 1024, rawViaNbdMinBytes: MiB, autoConnections: 4 };
+  // The measured costs are pinned by the thresholds (a loaded test machine measures anything):
+  // near tests allow any chunk read for nbd, far tests count any chunk read as far.
+  const AUTO = { connections: 'auto' as const, parallelMinBytes: MiB, chunkBytes: 512 * 1024, rawViaNbdMinBytes: MiB, autoConnections: 4, nbdMaxChunkMs: 60_000, farChunkMs: -1, serverBoundRatio: Infinity, probeChunkBytes: 64 * 1024 };
+  const CHUNK_PROBE = 'bytes=0-65535';
   const probes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === 'bytes=0-0').length;
+  const chunkProbes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === CHUNK_PROBE).length;
+  const notProbe = (r: string | undefined): boolean => r !== 'bytes=0-0' && r !== CHUNK_PROBE;
 
   test('a nearby server (latency within nearLatencyMs): qemu-img reads in place through nbdkit, after three one-byte probes', async () => {
     const since = server.requests.length;
@@ -102,6 +107,24 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(error).toBeUndefined();
     expect(result?.via).toBe('nbd');
     expect(probes('/disk.raw', since)).toBe(3);
+    expect(chunkProbes('/disk.raw', since)).toBe(3);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a nearby server whose chunk reads are slow (a Python server): one stream, not nbd', async () => {
+    const out = f('auto-near-dear.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000, nbdMaxChunkMs: -1 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBeUndefined();
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a server that answers late but delivers chunks fast is busy, not far: one stream, no ranged connections', async () => {
+    const since = server.requests.length;
+    const out = f('auto-busy.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: -1, farChunkMs: 60_000, nbdMaxChunkMs: -1 });
+    expect(error).toBeUndefined();
+    expect(rangesOf('/disk.raw', since).filter(notProbe)).toEqual([]);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
@@ -112,7 +135,7 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(error).toBeUndefined();
     expect(result?.via).toBeUndefined();
     expect(probes('/disk.raw', since)).toBe(3);
-    expect(rangesOf('/disk.raw', since).filter((r) => r !== 'bytes=0-0')).toHaveLength(16);
+    expect(rangesOf('/disk.raw', since).filter(notProbe)).toHaveLength(16);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
@@ -122,7 +145,7 @@ describe('connections auto: chosen from the measured request latency', () => {
     const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.qcow2`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: -1 });
     expect(error).toBeUndefined();
     expect(result?.via).toBe('scratch');
-    expect(rangesOf('/disk.qcow2', since).filter((r) => r !== 'bytes=0-0').length).toBeGreaterThan(1);
+    expect(rangesOf('/disk.qcow2', since).filter(notProbe).length).toBeGreaterThan(1);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
@@ -134,13 +157,13 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(error).toBeUndefined();
     expect(server.requests.slice(since).filter((r) => r.path === '/moved.raw')).toHaveLength(1);
     expect(probes('/disk.raw', since)).toBe(3);
-    expect(rangesOf('/disk.raw', since).filter((r) => r !== 'bytes=0-0')).toHaveLength(16);
+    expect(rangesOf('/disk.raw', since).filter(notProbe)).toHaveLength(16);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
   describe('a compressed image farther away: ranged connections, read in order by the decompressor', () => {
     const COMPRESSED = { ...AUTO, nearLatencyMs: -1, parallelMinBytes: 256 * 1024, streamChunkBytes: 256 * 1024 };
-    const ranged = (path: string, since: number): string[] => rangesOf(path, since).filter((r) => r !== 'bytes=0-0');
+    const ranged = (path: string, since: number): string[] => rangesOf(path, since).filter(notProbe) as string[];
 
     test.each([['disk.raw.gz'], ['disk.raw.zst']])('%s arrives in 256 KiB ranges after the first bytes, byte for byte', async (name) => {
       const since = server.requests.length;

@@ -24,3 +24,27 @@ describe('connections setting', () => {
     expect(autoConnectionsFor(latency, DEFAULT_TUNING)).toBe(expected);
   });
 });
+
+describe('auto connections weigh a chunk read too', () => {
+  test.each<[number, number | undefined, number]>([
+    [20, undefined, DEFAULT_TUNING.autoConnections],
+    [20, (DEFAULT_TUNING.farChunkMs ?? 0) + 1, DEFAULT_TUNING.autoConnections],
+    [20, DEFAULT_TUNING.farChunkMs ?? 0, 1],
+    [8, 10, 1],
+    [1, 100, 1],
+  ])('latency %s ms, chunk %s ms: %i connection(s)', (latency, chunk, expected) => {
+    expect(autoConnectionsFor(latency, DEFAULT_TUNING, chunk)).toBe(expected);
+  });
+});
+
+describe('auto connections: a server bound by itself is not far', () => {
+  test.each<[number, number, number | undefined, number]>([
+    [100, 170, 175, DEFAULT_TUNING.autoConnections],
+    [100, 170, undefined, DEFAULT_TUNING.autoConnections],
+    [60, 120, 240, 1],
+    [60, 120, 180, 1],
+    [60, 120, 179, DEFAULT_TUNING.autoConnections],
+  ])('latency %s ms, chunk %s ms, two at once %s ms: %i connection(s)', (latency, chunk, pair, expected) => {
+    expect(autoConnectionsFor(latency, DEFAULT_TUNING, chunk, pair)).toBe(expected);
+  });
+});

@@ -183,3 +183,43 @@ describe('what the engine gathers before routing', () => {
     expect(scratchBound(32 * 1024 * MiB)).toBe(33 * 1024 * MiB);
   });
 });
+
+describe('route: what a request costs (auto) and the one stream written by curl', () => {
+  const CURL = { kind: 'curl' } as const;
+  const AUTO = { connections: 'auto' as const };
+  test.each<[string, Over, Route]>([
+    ['raw, cheap requests (nginx-like chunk read): nbd', { size: BIG, latencyMs: 1, chunkMs: 3, tuning: AUTO }, { path: 'nbd', qemuFormat: 'raw' }],
+    ['raw, dear requests (a Python server), curl available: one stream by curl', { size: BIG, latencyMs: 4, chunkMs: 9, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw, dear requests, no curl: one stream through node', { size: BIG, latencyMs: 4, chunkMs: 9, tuning: AUTO }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['raw, late answer but a fast chunk (busy, not far): one stream, not ranges', { size: BIG, latencyMs: 8, chunkMs: 12, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw, late answer and a slow chunk (far): ranges', { size: BIG, latencyMs: 20, chunkMs: 60, curl: true, tuning: AUTO }, { path: 'ranged', fetch: { connections: 4, chunkBytes: 16 * MiB, length: BIG } }],
+    ['raw, no Range, curl: one stream by curl', { size: BIG, ranged: false, nbdReadable: false, curl: true }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw with a checksum: node reads every byte, never curl', { size: BIG, ranged: false, nbdReadable: false, curl: true, checksum: true }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['raw into a block device: node, never curl', { size: BIG, ranged: false, nbdReadable: false, curl: true, targetKind: 'block' }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['raw.zst with curl available: still the decoder', { layers: ['zstd'], fileDecoder: 'zstd', curl: true }, { path: 'decoder', decoder: 'zstd', transport: SINGLE, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['raw.gz with curl available: node decodes (curl only fetches plain images)', { layers: ['gzip'], curl: true }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+  ])('%s', (_name, over, expected) => {
+    expect(route(facts(over))).toEqual(expected);
+  });
+
+  test.each<[string, Over, Route]>([
+    ['cheap requests: read in place', { latencyMs: 1, chunkMs: 4, tuning: AUTO }, { path: 'nbd', qemuFormat: 'qcow2' }],
+    ['dear requests: scratch filled by curl, then converted', { latencyMs: 6, chunkMs: 10, curl: true, tuning: AUTO }, { path: 'scratch', qemuFormat: 'qcow2', fill: CURL, bound: scratchBound(512 * MiB) }],
+    ['no Range: scratch filled by curl', { ranged: false, nbdReadable: false, curl: true }, { path: 'scratch', qemuFormat: 'qcow2', fill: CURL, bound: scratchBound(512 * MiB) }],
+    ['compressed: node decodes into scratch', { layers: ['gzip'], curl: true }, { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
+  ])('qcow2, %s', (_name, over, expected) => {
+    expect(route(facts({ format: 'qcow2', declaredSize: 512n * BigInt(MiB), ...over }))).toEqual(expected);
+  });
+
+  test('the thresholds are the tuning\'s: a chunk read at exactly nbdMaxChunkMs still reads in place', () => {
+    expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 6, tuning: { ...AUTO, nbdMaxChunkMs: 6 } }))).toEqual({ path: 'nbd', qemuFormat: 'raw' });
+    expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 6.1, curl: true, tuning: { ...AUTO, nbdMaxChunkMs: 6 } }))).toEqual({ path: 'streamed', transport: CURL, bound: 1024 * MiB });
+  });
+});
+
+describe('route: a late, slow server that two reads at once only slow down', () => {
+  test('one stream (curl), not ranges', () => {
+    expect(route(facts({ size: BIG, latencyMs: 60, chunkMs: 120, pairMs: 230, curl: true, tuning: { connections: 'auto' } }))).toEqual({ path: 'streamed', transport: { kind: 'curl' }, bound: 1024 * MiB });
+    expect(route(facts({ size: BIG, latencyMs: 60, chunkMs: 120, pairMs: 130, curl: true, tuning: { connections: 'auto' } }))).toMatchObject({ path: 'ranged' });
+  });
+});
