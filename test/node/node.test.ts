@@ -312,19 +312,21 @@ describe('Ferry on a real node', () => {
  * Each program a Ferry pod runs, run in the built image by the kubelet (restricted pod, the image's
  * own user): a program missing from an image fails here, not in a user's import. Keep in step with
  * what the code spawns: importer/qemu-img.ts (qemu-img, qemu-io), importer/nbdkit.ts (nbdkit + its
- * curl plugin), the decompressors, src/io's runTool (blockdev, fallocate, getent, mkfifo); the
- * launcher's libvirtd, virsh (launcher/virsh.ts), qemu-system-x86_64, qemu-img (launcher/volumes.ts),
- * xorrisofs (launcher/domain/cloud-init.ts).
+ * curl plugin), the decompressors, src/io's runTool (blockdev, fallocate, getent, mkfifo), the one-stream
+ * path's child curl and the size bound's prlimit (importer/sources/curl-fetch.ts); the launcher's
+ * libvirtd, virsh (launcher/virsh.ts), qemu-system-x86_64, qemu-img (launcher/volumes.ts), xorrisofs
+ * (launcher/domain/cloud-init.ts), passt (launcher/passt.ts).
  */
 const PROGRAMS: Record<'ferry' | 'ferry-launcher', readonly (readonly string[])[]> = {
   ferry: [
     ['node', '--version'], ['qemu-img', '--version'], ['qemu-io', '--version'], ['nbdkit', 'curl', '--version'],
     ['xz', '--version'], ['zstd', '--version'], ['bzip2', '--help'], ['gzip', '--version'],
     ['blockdev', '--version'], ['fallocate', '--version'], ['getent', 'passwd', 'qemu'], ['mkfifo', '--version'],
+    ['curl', '--version'], ['prlimit', '--version'],
   ],
   'ferry-launcher': [
     ['node', '--version'], ['libvirtd', '--version'], ['virsh', '--version'], ['qemu-system-x86_64', '--version'],
-    ['qemu-img', '--version'], ['xorrisofs', '--version'], ['getent', 'passwd', 'qemu'],
+    ['qemu-img', '--version'], ['xorrisofs', '--version'], ['getent', 'passwd', 'qemu'], ['passt', '--version'],
   ],
 };
 
