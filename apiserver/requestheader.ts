@@ -34,6 +34,8 @@ export interface RequestHeaderConfig {
 
 export interface User {
   readonly name: string;
+  /** The user's uid, where the authenticator knows one (admission userInfo carries it). */
+  readonly uid?: string;
   readonly groups: readonly string[];
   readonly extra: Readonly<Record<string, readonly string[]>>;
 }

@@ -12,7 +12,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../src/logging.js';
 import { identify, type PeerCertificate, type RequestHeaderConfig } from './requestheader.js';
 import { failure, StatusReason } from './status.js';
-import { handle, MAX_BODY_BYTES, type TokenApiDeps } from './token-api.js';
+import { handle, MAX_BODY_BYTES, type ApiAnswer, type TokenApiDeps } from './token-api.js';
+import { admitClone, CLONE_ADMISSION_PATH, type CloneAdmissionDeps } from './clone-admission.js';
 
 export interface ServingMaterial {
   readonly key: string;
@@ -61,7 +62,24 @@ function send(res: ServerResponse, status: number, body: object | string, head: 
   res.end(head ? undefined : text);
 }
 
-export function createApiServer(initial: ServingMaterial, deps: TokenApiDeps, logger: Logger): ApiServer {
+/**
+ * The webhook path: the kube-apiserver POSTs an AdmissionReview (no user identity on the
+ * connection: the review's userInfo says who asked). Anything else there is a 4xx.
+ */
+async function admission(method: string, body: Buffer | 'tooLarge', deps: CloneAdmissionDeps): Promise<ApiAnswer> {
+  if (method !== 'POST') return { status: 405, body: failure(StatusReason.MethodNotAllowed, `only POST of an AdmissionReview is supported on ${CLONE_ADMISSION_PATH}`) };
+  if (body === 'tooLarge') return { status: 413, body: failure(StatusReason.RequestEntityTooLarge, `the request body is larger than ${MAX_BODY_BYTES} bytes`) };
+  let review: unknown;
+  try {
+    review = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    return { status: 400, body: failure(StatusReason.BadRequest, `the body is not JSON: ${(err as Error).message}`) };
+  }
+  const out = await admitClone(review, deps);
+  return { status: out.response.uid === '' ? 400 : 200, body: out };
+}
+
+export function createApiServer(initial: ServingMaterial, deps: TokenApiDeps & CloneAdmissionDeps, logger: Logger): ApiServer {
   let material = initial;
   const server = createServer({ ...tlsOptions(initial), minVersion: 'TLSv1.2' }, (req, res) => {
     void (async () => {
@@ -69,7 +87,14 @@ export function createApiServer(initial: ServingMaterial, deps: TokenApiDeps, lo
       const identity = identify(material.requestHeader, peerOf(req.socket as TLSSocket), req.headersDistinct as Record<string, string[]>);
       const body = await readBody(req);
       const ct = req.headers['content-type'];
-      const out = await handle({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, ...(ct !== undefined ? { contentType: ct } : {}), body, identity }, deps);
+      const out =
+        url.pathname === CLONE_ADMISSION_PATH
+          ? await admission(req.method ?? 'GET', body, deps)
+          : await handle({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, ...(ct !== undefined ? { contentType: ct } : {}), body, identity }, deps);
+      if (url.pathname === CLONE_ADMISSION_PATH && 'response' in (out.body as object)) {
+        const r = (out.body as { response: { allowed: boolean; status?: { message: string } } }).response;
+        logger.info({ path: url.pathname, allowed: r.allowed, ...(r.status ? { message: r.status.message } : {}) }, 'admission');
+      }
       if (out.status >= 400 || out.status === 201) {
         logger.info({ method: req.method, path: url.pathname, status: out.status, user: identity.kind === 'user' ? identity.user.name : `anonymous (${identity.why})` }, 'request');
       }
