@@ -8,7 +8,7 @@
  * from Deployments, namespaces are not finalized on delete, no default service accounts).
  */
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -473,4 +473,20 @@ export async function startControlPlane(): Promise<ControlPlane> {
       if (!(e instanceof StartError && e.portClash && attempt < 3)) throw e;
     }
   }
+}
+
+/** What a kubectl run printed and how it exited. */
+export interface KubectlRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the cached kubectl as the user of `kubeconfig` (at most 60 s); never rejects. */
+export function kubectlAs(kubeconfig: string, args: readonly string[]): Promise<KubectlRun> {
+  return new Promise((resolve) => {
+    execFile(join(controlPlaneBinDir(), 'kubectl'), ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
 }

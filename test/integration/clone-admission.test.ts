@@ -8,7 +8,6 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
@@ -16,11 +15,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AdmissionregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
 import { CLONE_TOKEN_ANNOTATION, CLONE_TOKEN_PUBLIC_CONFIGMAP, CLONE_TOKEN_PUBLIC_KEY, verifyCloneToken, type CloneRef } from '../../src/contract/clone-token.js';
 import { publicKeyFromPem } from '../../src/contract/upload-token.js';
-import { controlPlaneBinDir, startControlPlane, type ControlPlane } from '../helpers/cluster.js';
+import { kubectlAs, startControlPlane, type ControlPlane, type KubectlRun } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
 import { freePort, REPO_ROOT, startFerry, type RunningProcess } from '../helpers/ferry-process.js';
 
-const KUBECTL = join(controlPlaneBinDir(), 'kubectl');
 const WEBHOOKS = 'ferry-clone-authorization';
 
 let cp: ControlPlane;
@@ -31,19 +29,8 @@ let server: RunningProcess | undefined;
 let core: CoreV1Api;
 const users: Record<string, { path: string; ns: string }> = {};
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function kubectl(kubeconfig: string, args: readonly string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(KUBECTL, ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+type Run = KubectlRun;
+const kubectl = kubectlAs;
 
 function manifestObjects(file: string): KubernetesObject[] {
   return loadAllYaml(readFileSync(join(REPO_ROOT, 'manifests', file), 'utf8')) as KubernetesObject[];
