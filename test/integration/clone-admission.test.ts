@@ -238,6 +238,17 @@ describe('DataVolume decisions from the running webhook (real SubjectAccessRevie
   });
 });
 
+describe('DataSource CRD on the real apiserver', () => {
+  test('spec.source.snapshot is refused at admission, naming the field', async () => {
+    const file = join(cp.runDir, 'snapshot-datasource.yaml');
+    writeFileSync(file, `apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataSource\nmetadata:\n  name: from-snapshot\nspec:\n  source:\n    snapshot:\n      name: snap\n`);
+    const run = await kubectl(cp.kubeconfigPath, ['apply', '-n', golden, '-f', file]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('spec.source.snapshot');
+    expect(run.stderr).toContain('spec.source.pvc is required');
+  });
+});
+
 describe('fail closed', () => {
   test('with ferry apiserver stopped, a cloning PVC create fails (failurePolicy Fail) and nothing is created', async () => {
     server!.kill('SIGTERM');

@@ -8,7 +8,10 @@
 import { describe, expect, test } from '@jest/globals';
 import { generateKeyPairSync } from 'node:crypto';
 import { admitClone, cloneSourceOf, tokenPatch, type CloneAdmissionDeps } from '../../apiserver/clone-admission.js';
-import { webhookCaPatch } from '../../apiserver/keys.js';
+import { servingCertificate, webhookCaPatch } from '../../apiserver/keys.js';
+import { CLONE_WEBHOOK_CONFIGURATION, parseApiServerArgs } from '../../apiserver/main.js';
+import { X509Certificate } from 'node:crypto';
+import { createCa, validFor } from '../../src/pki/x509.js';
 import { CLONE_TOKEN_ANNOTATION, signCloneToken, verifyCloneToken, type CloneRef } from '../../src/contract/clone-token.js';
 import type { ResourceAttributes } from '../../apiserver/token-api.js';
 import type { DataSource } from '../../src/api/datasource.js';
@@ -152,5 +155,17 @@ describe('clone admission: PVCs and tokens', () => {
       { op: 'test', path: '/webhooks/0/name', value: 'a' },
       { op: 'add', path: '/webhooks/0/clientConfig/caBundle', value: b64 },
     ]);
+  });
+
+  test('flags: the clone key Secret, the webhook configuration and extra serving hosts', () => {
+    const d = parseApiServerArgs([], {}).config;
+    expect(d).toMatchObject({ cloneSigningSecret: 'ferry-clone-token-signing-key', webhookConfiguration: CLONE_WEBHOOK_CONFIGURATION, servingHosts: [] });
+    const c = parseApiServerArgs(['--webhook-configuration', '', '--serving-host', '127.0.0.1', '--serving-host', 'localhost'], {}).config;
+    expect(c).toMatchObject({ webhookConfiguration: '', servingHosts: ['127.0.0.1', 'localhost'] });
+    const now = new Date(NOW);
+    const cert = new X509Certificate(servingCertificate(createCa({ commonName: 'ca' }, validFor(now, 1)), 'ferry-apiserver', 'ferry-system', now, c.servingHosts).cert);
+    expect(cert.subjectAltName).toContain('IP Address:127.0.0.1');
+    expect(cert.subjectAltName).toContain('DNS:ferry-apiserver.ferry-system.svc');
+    expect(cert.checkIP('127.0.0.1')).toBe('127.0.0.1');
   });
 });
