@@ -5,6 +5,7 @@
  * refresh (request-header CA, serving certificate, signing key, APIService caBundle) and signals.
  */
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AdmissionregistrationV1Api, ApiregistrationV1Api, AuthorizationV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { CLONE_TOKEN_PUBLIC_CONFIGMAP, CLONE_TOKEN_SIGNING_SECRET, signCloneToken } from '../src/contract/clone-token.js';
@@ -20,7 +21,7 @@ import { EXTENSION_AUTH_CONFIGMAP, parseExtensionAuth, type RequestHeaderConfig 
 import { createApiServer } from './server.js';
 import type { Decision, ResourceAttributes, TokenApiDeps } from './token-api.js';
 import type { CloneAdmissionDeps } from './clone-admission.js';
-import type { User } from './requestheader.js';
+import type { User, WebhookClientConfig } from './requestheader.js';
 
 /** The MutatingWebhookConfiguration of manifests/apiserver.yaml. */
 export const CLONE_WEBHOOK_CONFIGURATION = 'ferry-clone-authorization';
@@ -45,6 +46,10 @@ Options:
                           (default ${CLONE_WEBHOOK_CONFIGURATION}; "" for none)
   --serving-host HOST     a further name or IP address in the serving certificate, for a webhook
                           registered by clientConfig.url (repeatable)
+  --webhook-client-ca FILE      take webhook calls only with a client certificate from this CA (the
+                          kube-apiserver's, from its AdmissionConfiguration kubeConfigFile); without it
+                          anyone reaching the port may call the webhook (see ADR 0014)
+  --webhook-client-name CN      ... and with this common name (repeatable; default any)
   --refresh-seconds N     how often keys, certificates and the request-header CA are re-read (default 60)
   --log-level LEVEL       pino level (default info)`;
 
@@ -59,6 +64,8 @@ export interface ApiServerConfig {
   readonly cloneSigningSecret: string;
   readonly webhookConfiguration: string;
   readonly servingHosts: readonly string[];
+  readonly webhookClientCa?: string;
+  readonly webhookClientNames: readonly string[];
   readonly refreshSeconds: number;
 }
 
@@ -84,6 +91,8 @@ export function parseApiServerArgs(argv: readonly string[], env: NodeJS.ProcessE
       'clone-signing-secret': { type: 'string' },
       'webhook-configuration': { type: 'string' },
       'serving-host': { type: 'string', multiple: true },
+      'webhook-client-ca': { type: 'string' },
+      'webhook-client-name': { type: 'string', multiple: true },
       'refresh-seconds': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -106,6 +115,8 @@ export function parseApiServerArgs(argv: readonly string[], env: NodeJS.ProcessE
     cloneSigningSecret: nonEmpty('clone-signing-secret', values['clone-signing-secret'], CLONE_TOKEN_SIGNING_SECRET),
     webhookConfiguration: (values['webhook-configuration'] ?? CLONE_WEBHOOK_CONFIGURATION).trim(),
     servingHosts: Object.freeze((values['serving-host'] ?? []).map((h) => nonEmpty('serving-host', h, ''))),
+    ...(values['webhook-client-ca'] !== undefined ? { webhookClientCa: nonEmpty('webhook-client-ca', values['webhook-client-ca'], '') } : {}),
+    webhookClientNames: Object.freeze((values['webhook-client-name'] ?? []).map((n) => nonEmpty('webhook-client-name', n, ''))),
     refreshSeconds: port('refresh-seconds', values['refresh-seconds'], 60, 1),
   });
   return { config, ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}), logLevel: values['log-level'] ?? 'info', help: values.help === true };
@@ -163,6 +174,14 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
     let ca: KeyAndCert = await ensureCa(core, config.namespace, config.caSecret, new Date());
     let serving = servingCertificate(ca, config.service, config.namespace, new Date(), config.servingHosts);
     let requestHeader = await readRequestHeader(core, logger);
+    const readWebhookClient = (): WebhookClientConfig | undefined => {
+      if (config.webhookClientCa === undefined) return undefined;
+      const ca = readFileSync(config.webhookClientCa, 'utf8');
+      if (!ca.includes('BEGIN CERTIFICATE')) throw new FerryError(ErrorCode.InvalidSpec, `--webhook-client-ca ${config.webhookClientCa} holds no PEM certificate`);
+      return { ca, names: config.webhookClientNames };
+    };
+    let webhookClient = readWebhookClient();
+    if (webhookClient === undefined) logger.warn('no --webhook-client-ca: the clone webhook takes calls from anyone who reaches the port; keep it to the kube-apiserver');
     const registerCa = async (): Promise<void> => {
       if (config.apiService !== '' && !(await ensureApiServiceCa(apireg, config.apiService, ca.cert))) logger.warn({ apiService: config.apiService }, 'no such APIService: the kube-apiserver does not route to this server');
       if (config.webhookConfiguration !== '' && !(await ensureWebhookCa(admission, config.webhookConfiguration, ca.cert))) {
@@ -185,7 +204,7 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
       },
       now: () => Date.now(),
     };
-    const api = createApiServer({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader }, deps, logger);
+    const api = createApiServer({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader, ...(webhookClient ? { webhookClient } : {}) }, deps, logger);
     await new Promise<void>((resolve, reject) => {
       api.server.once('error', reject);
       api.server.listen(config.port, config.bindAddress, () => resolve());
@@ -207,6 +226,7 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
           await registerCa();
         }],
         ['request-header CA', async () => void (requestHeader = await readRequestHeader(core, logger))],
+        ['webhook client CA', async () => void (webhookClient = readWebhookClient())],
       ];
       for (const [what, step] of steps) {
         try {
@@ -215,7 +235,7 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
           logger.warn({ err: (err as Error).message.split('\n')[0] }, `refreshing the ${what} failed; keeping the current one`);
         }
       }
-      api.update({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader });
+      api.update({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader, ...(webhookClient ? { webhookClient } : {}) });
     };
     let refreshing: Promise<void> = Promise.resolve();
     const timer = setInterval(() => void (refreshing = refreshing.then(refresh)), config.refreshSeconds * 1000);

@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AdmissionregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
 import { CLONE_TOKEN_ANNOTATION, CLONE_TOKEN_PUBLIC_CONFIGMAP, CLONE_TOKEN_PUBLIC_KEY, verifyCloneToken, type CloneRef } from '../../src/contract/clone-token.js';
 import { publicKeyFromPem } from '../../src/contract/upload-token.js';
-import { kubectlAs, startControlPlane, type ControlPlane, type KubectlRun } from '../helpers/cluster.js';
+import { kubectlAs, startControlPlane, WEBHOOK_CLIENT_NAME, type ControlPlane, type KubectlRun } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
 import { freePort, REPO_ROOT, startFerry, type RunningProcess } from '../helpers/ferry-process.js';
 
@@ -78,13 +78,19 @@ async function cloneKey(): Promise<ReturnType<typeof publicKeyFromPem>> {
   return publicKeyFromPem(cm.data![CLONE_TOKEN_PUBLIC_KEY]!);
 }
 
-/** POSTs an AdmissionReview straight to the webhook, trusting only the server's own CA. */
-async function sendReview(review: unknown): Promise<{ status: number; body: { response: { allowed: boolean; status?: { code: number; message: string }; patch?: string } } }> {
+type Caller = { readonly cert: string; readonly key: string } | undefined;
+
+/**
+ * POSTs an AdmissionReview straight to the webhook, trusting only the server's own CA, with the
+ * client certificate of `as` (default: the kube-apiserver's webhook client pair).
+ */
+async function sendReview(review: unknown, as: Caller | 'none' = cp.certs.webhookClient): Promise<{ status: number; body: { response: { allowed: boolean; status?: { code: number; message: string }; patch?: string }; message?: string } }> {
+  const client = as === 'none' || as === undefined ? {} : { cert: readFileSync(as.cert), key: readFileSync(as.key) };
   const ca = await core.readNamespacedSecret({ namespace: ns, name: 'ferry-apiserver-ca' });
   const text = JSON.stringify(review);
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port, path: '/admission/clone', method: 'POST', ca: Buffer.from(ca.data!['tls.crt']!, 'base64'), headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }, timeout: 10_000 },
+      { host: '127.0.0.1', port, path: '/admission/clone', method: 'POST', ...client, ca: Buffer.from(ca.data!['tls.crt']!, 'base64'), headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }, timeout: 10_000 },
       (res) => {
         let data = '';
         res.on('data', (c: Buffer) => (data += c.toString()));
@@ -126,7 +132,8 @@ beforeAll(async () => {
   }
   await cp.kubeConfig.makeApiClient(AdmissionregistrationV1Api).createMutatingWebhookConfiguration({ body: config });
   server = startFerry(
-    ['apiserver', '--kubeconfig', cp.kubeconfigPath, '--namespace', ns, '--port', String(port), '--bind-address', '127.0.0.1', '--apiservice', '', '--serving-host', '127.0.0.1', '--refresh-seconds', '1'],
+    ['apiserver', '--kubeconfig', cp.kubeconfigPath, '--namespace', ns, '--port', String(port), '--bind-address', '127.0.0.1', '--apiservice', '', '--serving-host', '127.0.0.1', '--refresh-seconds', '1',
+      '--webhook-client-ca', cp.certs.webhookClientCa, '--webhook-client-name', WEBHOOK_CLIENT_NAME],
     {},
     600_000,
   );
@@ -235,6 +242,21 @@ describe('DataVolume decisions from the running webhook (real SubjectAccessRevie
     expect(allowed.body.response.allowed).toBe(true);
     const denied = await sendReview(dvReview('carol', users.carol!.ns, spec));
     expect(denied.body.response.status?.message).toBe(`user "carol" may not clone ${golden}/fedora: needs create on datavolumes/source in ${golden}`);
+  });
+});
+
+describe('only the kube-apiserver may call the webhook', () => {
+  test.each([
+    ['no client certificate', 'none' as const],
+    ['a user\'s certificate from the cluster CA', 'alice' as const],
+    ['the front proxy\'s certificate', 'front-proxy' as const],
+  ])('%s: 401, no token', async (_what, who) => {
+    const alicePair = { cert: join(users.alice!.path, '..', 'user.crt'), key: join(users.alice!.path, '..', 'user.key') };
+    const as = who === 'none' ? 'none' : who === 'alice' ? alicePair : cp.certs.frontProxyClient;
+    const out = await sendReview(dvReview('system:admin', users.carol!.ns, { source: { pvc: { namespace: golden, name: 'fedora' } }, storage: {} }), as);
+    expect(out.status).toBe(401);
+    expect(out.body.response).toBeUndefined();
+    expect(out.body.message).toMatch(/^Unauthorized: /);
   });
 });
 

@@ -10,6 +10,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { admitClone, cloneSourceOf, tokenPatch, type CloneAdmissionDeps } from '../../apiserver/clone-admission.js';
 import { servingCertificate, webhookCaPatch } from '../../apiserver/keys.js';
 import { CLONE_WEBHOOK_CONFIGURATION, parseApiServerArgs } from '../../apiserver/main.js';
+import { webhookCallerProblem } from '../../apiserver/requestheader.js';
 import { X509Certificate } from 'node:crypto';
 import { createCa, validFor } from '../../src/pki/x509.js';
 import { CLONE_TOKEN_ANNOTATION, signCloneToken, verifyCloneToken, type CloneRef } from '../../src/contract/clone-token.js';
@@ -167,5 +168,16 @@ describe('clone admission: PVCs and tokens', () => {
     expect(cert.subjectAltName).toContain('IP Address:127.0.0.1');
     expect(cert.subjectAltName).toContain('DNS:ferry-apiserver.ferry-system.svc');
     expect(cert.checkIP('127.0.0.1')).toBe('127.0.0.1');
+  });
+
+  test.each([
+    ['no webhook client CA configured: anyone', undefined, undefined, undefined],
+    ['configured, no certificate', { ca: 'x', names: [] }, undefined, 'no client certificate from the webhook client CA'],
+    ['configured, a certificate from another CA (front proxy)', { ca: 'x', names: [] }, { verified: true, webhookClient: false, commonName: 'front-proxy-client' }, 'no client certificate from the webhook client CA'],
+    ['configured, right CA, wrong name', { ca: 'x', names: ['kube-apiserver'] }, { verified: false, webhookClient: true, commonName: 'alice' }, 'the client certificate\'s common name "alice" is not an allowed webhook client'],
+    ['configured, right CA, server-only usage', { ca: 'x', names: [] }, { verified: false, webhookClient: true, extKeyUsage: ['1.3.6.1.5.5.7.3.1'] }, 'the client certificate is not for client authentication'],
+    ['configured, right CA and name', { ca: 'x', names: ['kube-apiserver'] }, { verified: false, webhookClient: true, commonName: 'kube-apiserver' }, undefined],
+  ])('webhook caller: %s', (_what, config, peer, problem) => {
+    expect(webhookCallerProblem(config, peer)).toBe(problem);
   });
 });
