@@ -8,6 +8,9 @@
  * Only PS256 with an RSA public key is accepted: a header naming `none`, HS256 (the classic
  * "verify an HMAC with the public key as its secret" confusion) or anything else is refused before
  * any signature is looked at, and the key type is checked, not taken from the token.
+ *
+ * `signToken`/`verifyToken` are the one codec of every token of this shape: upload tokens here,
+ * clone tokens in ./clone-token.ts (another operation, another key pair).
  */
 
 import { constants, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
