@@ -14,7 +14,7 @@
  */
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { type ApiregistrationV1Api, type CoreV1Api, PatchStrategy, setHeaderOptions, type V1APIService, type V1Secret } from '@kubernetes/client-node';
+import { type AdmissionregistrationV1Api, type ApiregistrationV1Api, type CoreV1Api, PatchStrategy, setHeaderOptions, type V1APIService, type V1MutatingWebhookConfiguration, type V1Secret } from '@kubernetes/client-node';
 import { UPLOAD_TOKEN_PUBLIC_CONFIGMAP, UPLOAD_TOKEN_PUBLIC_KEY } from '../src/contract/upload-token.js';
 import { createCa, issueCertificate, CertUsage, type KeyAndCert, needsRenewal, validFor } from '../src/pki/x509.js';
 import { ErrorCode, FerryError } from '../src/errors.js';
@@ -75,8 +75,11 @@ export function newSigningKeySecret(namespace: string, name: string): V1Secret {
   };
 }
 
-/** The signing key Secret, created when absent; then the public key published for the proxy. */
-export async function ensureSigningKey(core: CoreV1Api, namespace: string, secretName: string): Promise<SigningKey> {
+/**
+ * A signing key Secret, created when absent; then its public key published in ConfigMap
+ * `publicConfigMap` (the upload key for the proxy, the clone key for the controller).
+ */
+export async function ensureSigningKey(core: CoreV1Api, namespace: string, secretName: string, publicConfigMap: string = UPLOAD_TOKEN_PUBLIC_CONFIGMAP): Promise<SigningKey> {
   let secret = await readOrUndefined(() => core.readNamespacedSecret({ namespace, name: secretName }));
   if (secret === undefined) {
     try {
@@ -88,13 +91,12 @@ export async function ensureSigningKey(core: CoreV1Api, namespace: string, secre
   }
   const key = signingKeyOf(secret);
   if ('problem' in key) throw new FerryError(ErrorCode.InvalidSpec, `${key.problem}; delete it to have a new key generated`);
-  await publishPublicKey(core, namespace, key.publicPem);
+  await publishPublicKey(core, namespace, key.publicPem, publicConfigMap);
   return key;
 }
 
-/** ConfigMap ferry-upload-token-public, created or brought to `publicPem`. */
-export async function publishPublicKey(core: CoreV1Api, namespace: string, publicPem: string): Promise<void> {
-  const name = UPLOAD_TOKEN_PUBLIC_CONFIGMAP;
+/** ConfigMap `name` (key public.pem), created or brought to `publicPem`. */
+export async function publishPublicKey(core: CoreV1Api, namespace: string, publicPem: string, name: string = UPLOAD_TOKEN_PUBLIC_CONFIGMAP): Promise<void> {
   const existing = await readOrUndefined(() => core.readNamespacedConfigMap({ namespace, name }));
   if (existing?.data?.[UPLOAD_TOKEN_PUBLIC_KEY] === publicPem) return;
   if (existing === undefined) {
@@ -157,8 +159,9 @@ export function servingHosts(service: string, namespace: string): string[] {
   return [`${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`, `${service}.${namespace}`, service];
 }
 
-export function servingCertificate(ca: KeyAndCert, service: string, namespace: string, now: Date): KeyAndCert {
-  const hosts = servingHosts(service, namespace);
+/** `extraHosts`: names or addresses the webhook is called by besides the Service (a `clientConfig.url`). */
+export function servingCertificate(ca: KeyAndCert, service: string, namespace: string, now: Date, extraHosts: readonly string[] = []): KeyAndCert {
+  const hosts = [...servingHosts(service, namespace), ...extraHosts.filter((h) => !servingHosts(service, namespace).includes(h))];
   return issueCertificate(ca, { commonName: hosts[0]!, hosts, usage: CertUsage.Server, ...validFor(now, SERVING_DAYS) });
 }
 
@@ -175,5 +178,28 @@ export async function ensureApiServiceCa(apireg: ApiregistrationV1Api, name: str
   if (apiService === undefined) return false;
   const patch = apiServicePatch(apiService, caPem);
   if (patch !== undefined) await apireg.patchAPIService({ name, body: patch }, mergePatch);
+  return true;
+}
+
+/**
+ * Pure: the JSON patch that sets every webhook's `clientConfig.caBundle` to `caPem`, each guarded
+ * by a `test` of the webhook's name (a configuration edited meanwhile fails the patch instead of
+ * patching the wrong entry); empty when all already carry it.
+ */
+export function webhookCaPatch(config: V1MutatingWebhookConfiguration, caPem: string): object[] {
+  const want = b64(caPem);
+  return (config.webhooks ?? []).flatMap((w, i) =>
+    w.clientConfig?.caBundle === want
+      ? []
+      : [{ op: 'test', path: `/webhooks/${i}/name`, value: w.name }, { op: 'add', path: `/webhooks/${i}/clientConfig/caBundle`, value: want }],
+  );
+}
+
+/** Patches a MutatingWebhookConfiguration's caBundles; false when there is no such configuration. */
+export async function ensureWebhookCa(admission: AdmissionregistrationV1Api, name: string, caPem: string): Promise<boolean> {
+  const config = await readOrUndefined(() => admission.readMutatingWebhookConfiguration({ name }));
+  if (config === undefined) return false;
+  const patch = webhookCaPatch(config, caPem);
+  if (patch.length > 0) await admission.patchMutatingWebhookConfiguration({ name, body: patch }, setHeaderOptions('Content-Type', PatchStrategy.JsonPatch));
   return true;
 }

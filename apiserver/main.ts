@@ -1,23 +1,30 @@
 /**
  * `ferry apiserver`: composition root of Ferry's aggregated API server (the upload token API,
- * `upload.cdi.kubevirt.io/v1beta1`; later also Ferry's admission webhooks). Flags and environment,
+ * `upload.cdi.kubevirt.io/v1beta1`) and of the clone admission webhook (./clone-admission.ts). Flags and environment,
  * Kubernetes clients, the keys it makes for itself (./keys.ts), the HTTPS server, a periodic
  * refresh (request-header CA, serving certificate, signing key, APIService caBundle) and signals.
  */
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ApiregistrationV1Api, AuthorizationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { AdmissionregistrationV1Api, ApiregistrationV1Api, AuthorizationV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { CLONE_TOKEN_PUBLIC_CONFIGMAP, CLONE_TOKEN_SIGNING_SECRET, signCloneToken } from '../src/contract/clone-token.js';
+import { DATASOURCE_GROUP, DATASOURCE_PLURAL, DATASOURCE_VERSION, type DataSource } from '../src/api/datasource.js';
 import { signUploadToken } from '../src/contract/upload-token.js';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { needsRenewal } from '../src/pki/x509.js';
 import type { KeyAndCert } from '../src/pki/x509.js';
 import { UPLOAD_APISERVICE_NAME } from '../src/api/upload-token-request.js';
-import { ensureApiServiceCa, ensureCa, ensureSigningKey, servingCertificate, type SigningKey } from './keys.js';
+import { ensureApiServiceCa, ensureCa, ensureSigningKey, ensureWebhookCa, servingCertificate, type SigningKey } from './keys.js';
 import { EXTENSION_AUTH_CONFIGMAP, parseExtensionAuth, type RequestHeaderConfig } from './requestheader.js';
 import { createApiServer } from './server.js';
 import type { Decision, ResourceAttributes, TokenApiDeps } from './token-api.js';
-import type { User } from './requestheader.js';
+import type { CloneAdmissionDeps } from './clone-admission.js';
+import type { User, WebhookClientConfig } from './requestheader.js';
+
+/** The MutatingWebhookConfiguration of manifests/apiserver.yaml. */
+export const CLONE_WEBHOOK_CONFIGURATION = 'ferry-clone-authorization';
 
 export const APISERVER_USAGE = `Usage: ferry apiserver [--kubeconfig FILE] [options]
 
@@ -34,6 +41,15 @@ Options:
   --signing-secret NAME   Secret with the token signing key (default ferry-upload-token-signing-key)
   --ca-secret NAME        Secret with the serving CA (default ferry-apiserver-ca)
   --apiservice NAME       APIService whose caBundle is kept to that CA (default ${UPLOAD_APISERVICE_NAME}; "" for none)
+  --clone-signing-secret NAME  Secret with the clone token signing key (default ${CLONE_TOKEN_SIGNING_SECRET})
+  --webhook-configuration NAME MutatingWebhookConfiguration whose caBundles are kept to that CA
+                          (default ${CLONE_WEBHOOK_CONFIGURATION}; "" for none)
+  --serving-host HOST     a further name or IP address in the serving certificate, for a webhook
+                          registered by clientConfig.url (repeatable)
+  --webhook-client-ca FILE      take webhook calls only with a client certificate from this CA (the
+                          kube-apiserver's, from its AdmissionConfiguration kubeConfigFile); without it
+                          anyone reaching the port may call the webhook (see ADR 0014)
+  --webhook-client-name CN      ... and with this common name (repeatable; default any)
   --refresh-seconds N     how often keys, certificates and the request-header CA are re-read (default 60)
   --log-level LEVEL       pino level (default info)`;
 
@@ -45,6 +61,11 @@ export interface ApiServerConfig {
   readonly signingSecret: string;
   readonly caSecret: string;
   readonly apiService: string;
+  readonly cloneSigningSecret: string;
+  readonly webhookConfiguration: string;
+  readonly servingHosts: readonly string[];
+  readonly webhookClientCa?: string;
+  readonly webhookClientNames: readonly string[];
   readonly refreshSeconds: number;
 }
 
@@ -67,6 +88,11 @@ export function parseApiServerArgs(argv: readonly string[], env: NodeJS.ProcessE
       'signing-secret': { type: 'string' },
       'ca-secret': { type: 'string' },
       apiservice: { type: 'string' },
+      'clone-signing-secret': { type: 'string' },
+      'webhook-configuration': { type: 'string' },
+      'serving-host': { type: 'string', multiple: true },
+      'webhook-client-ca': { type: 'string' },
+      'webhook-client-name': { type: 'string', multiple: true },
       'refresh-seconds': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -86,6 +112,11 @@ export function parseApiServerArgs(argv: readonly string[], env: NodeJS.ProcessE
     signingSecret: nonEmpty('signing-secret', values['signing-secret'], 'ferry-upload-token-signing-key'),
     caSecret: nonEmpty('ca-secret', values['ca-secret'], 'ferry-apiserver-ca'),
     apiService: (values.apiservice ?? UPLOAD_APISERVICE_NAME).trim(),
+    cloneSigningSecret: nonEmpty('clone-signing-secret', values['clone-signing-secret'], CLONE_TOKEN_SIGNING_SECRET),
+    webhookConfiguration: (values['webhook-configuration'] ?? CLONE_WEBHOOK_CONFIGURATION).trim(),
+    servingHosts: Object.freeze((values['serving-host'] ?? []).map((h) => nonEmpty('serving-host', h, ''))),
+    ...(values['webhook-client-ca'] !== undefined ? { webhookClientCa: nonEmpty('webhook-client-ca', values['webhook-client-ca'], '') } : {}),
+    webhookClientNames: Object.freeze((values['webhook-client-name'] ?? []).map((n) => nonEmpty('webhook-client-name', n, ''))),
     refreshSeconds: port('refresh-seconds', values['refresh-seconds'], 60, 1),
   });
   return { config, ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}), logLevel: values['log-level'] ?? 'info', help: values.help === true };
@@ -107,7 +138,7 @@ function subjectAccessReview(authz: AuthorizationV1Api): (user: User, attributes
       body: {
         apiVersion: 'authorization.k8s.io/v1',
         kind: 'SubjectAccessReview',
-        spec: { user: user.name, groups: [...user.groups], extra: Object.fromEntries(Object.entries(user.extra).map(([k, v]) => [k, [...v]])), resourceAttributes: { ...attributes } },
+        spec: { user: user.name, ...(user.uid ? { uid: user.uid } : {}), groups: [...user.groups], extra: Object.fromEntries(Object.entries(user.extra).map(([k, v]) => [k, [...v]])), resourceAttributes: { ...attributes } },
       },
     });
     if (review.status?.allowed === true) return { allowed: true };
@@ -136,22 +167,44 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
     const core = kc.makeApiClient(CoreV1Api);
     const apireg = kc.makeApiClient(ApiregistrationV1Api);
 
+    const admission = kc.makeApiClient(AdmissionregistrationV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
     let signing: SigningKey = await ensureSigningKey(core, config.namespace, config.signingSecret);
+    let cloneSigning: SigningKey = await ensureSigningKey(core, config.namespace, config.cloneSigningSecret, CLONE_TOKEN_PUBLIC_CONFIGMAP);
     let ca: KeyAndCert = await ensureCa(core, config.namespace, config.caSecret, new Date());
-    let serving = servingCertificate(ca, config.service, config.namespace, new Date());
+    let serving = servingCertificate(ca, config.service, config.namespace, new Date(), config.servingHosts);
     let requestHeader = await readRequestHeader(core, logger);
+    const readWebhookClient = (): WebhookClientConfig | undefined => {
+      if (config.webhookClientCa === undefined) return undefined;
+      const ca = readFileSync(config.webhookClientCa, 'utf8');
+      if (!ca.includes('BEGIN CERTIFICATE')) throw new FerryError(ErrorCode.InvalidSpec, `--webhook-client-ca ${config.webhookClientCa} holds no PEM certificate`);
+      return { ca, names: config.webhookClientNames };
+    };
+    let webhookClient = readWebhookClient();
+    if (webhookClient === undefined) logger.warn('no --webhook-client-ca: the clone webhook takes calls from anyone who reaches the port; keep it to the kube-apiserver');
     const registerCa = async (): Promise<void> => {
-      if (config.apiService === '') return;
-      if (!(await ensureApiServiceCa(apireg, config.apiService, ca.cert))) logger.warn({ apiService: config.apiService }, 'no such APIService: the kube-apiserver does not route to this server');
+      if (config.apiService !== '' && !(await ensureApiServiceCa(apireg, config.apiService, ca.cert))) logger.warn({ apiService: config.apiService }, 'no such APIService: the kube-apiserver does not route to this server');
+      if (config.webhookConfiguration !== '' && !(await ensureWebhookCa(admission, config.webhookConfiguration, ca.cert))) {
+        logger.warn({ webhookConfiguration: config.webhookConfiguration }, 'no such MutatingWebhookConfiguration: clones are not authorized by this server');
+      }
     };
     await registerCa();
 
-    const deps: TokenApiDeps = {
+    const deps: TokenApiDeps & CloneAdmissionDeps = {
       authorize: subjectAccessReview(kc.makeApiClient(AuthorizationV1Api)),
       sign: (claims) => signUploadToken(claims, signing.privateKey),
+      signClone: (clone) => signCloneToken(clone, cloneSigning.privateKey, Date.now()),
+      dataSource: async (namespace, name) => {
+        try {
+          return (await custom.getNamespacedCustomObject({ group: DATASOURCE_GROUP, version: DATASOURCE_VERSION, namespace, plural: DATASOURCE_PLURAL, name })) as DataSource;
+        } catch (err) {
+          if ((err as { code?: unknown }).code === 404) return undefined;
+          throw err;
+        }
+      },
       now: () => Date.now(),
     };
-    const api = createApiServer({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader }, deps, logger);
+    const api = createApiServer({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader, ...(webhookClient ? { webhookClient } : {}) }, deps, logger);
     await new Promise<void>((resolve, reject) => {
       api.server.once('error', reject);
       api.server.listen(config.port, config.bindAddress, () => resolve());
@@ -163,15 +216,17 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
       const now = new Date();
       const steps: Array<[string, () => Promise<void>]> = [
         ['signing key', async () => void (signing = await ensureSigningKey(core, config.namespace, config.signingSecret))],
+        ['clone signing key', async () => void (cloneSigning = await ensureSigningKey(core, config.namespace, config.cloneSigningSecret, CLONE_TOKEN_PUBLIC_CONFIGMAP))],
         ['CA', async () => {
           const next = await ensureCa(core, config.namespace, config.caSecret, now);
           if (next.cert !== ca.cert || needsRenewal(serving.cert, now)) {
             ca = next;
-            serving = servingCertificate(ca, config.service, config.namespace, now);
+            serving = servingCertificate(ca, config.service, config.namespace, now, config.servingHosts);
           }
           await registerCa();
         }],
         ['request-header CA', async () => void (requestHeader = await readRequestHeader(core, logger))],
+        ['webhook client CA', async () => void (webhookClient = readWebhookClient())],
       ];
       for (const [what, step] of steps) {
         try {
@@ -180,7 +235,7 @@ export async function apiServerCommand(argv: readonly string[], env: NodeJS.Proc
           logger.warn({ err: (err as Error).message.split('\n')[0] }, `refreshing the ${what} failed; keeping the current one`);
         }
       }
-      api.update({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader });
+      api.update({ key: serving.key, cert: serving.cert, servingCa: ca.cert, requestHeader, ...(webhookClient ? { webhookClient } : {}) });
     };
     let refreshing: Promise<void> = Promise.resolve();
     const timer = setInterval(() => void (refreshing = refreshing.then(refresh)), config.refreshSeconds * 1000);

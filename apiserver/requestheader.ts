@@ -34,6 +34,8 @@ export interface RequestHeaderConfig {
 
 export interface User {
   readonly name: string;
+  /** The user's uid, where the authenticator knows one (admission userInfo carries it). */
+  readonly uid?: string;
   readonly groups: readonly string[];
   readonly extra: Readonly<Record<string, readonly string[]>>;
 }
@@ -77,6 +79,8 @@ export function parseExtensionAuth(data: Readonly<Record<string, string>> | unde
 export interface PeerCertificate {
   /** The certificate chains to the request-header CA and is valid now (Node's `socket.authorized`). */
   readonly verified: boolean;
+  /** It chains to the webhook client CA (set only when one is configured). */
+  readonly webhookClient?: boolean;
   readonly commonName?: string;
   /** Its extended key usages (OIDs), undefined when the extension is absent. */
   readonly extKeyUsage?: readonly string[];
@@ -123,4 +127,22 @@ export function identify(config: RequestHeaderConfig | undefined, peer: PeerCert
     }
   }
   return { kind: 'user', user: { name, groups, extra } };
+}
+
+/** Who may call the admission webhook: a client certificate from `ca` with one of `names` (any, when empty). */
+export interface WebhookClientConfig {
+  readonly ca: string;
+  readonly names: readonly string[];
+}
+
+/**
+ * Pure: whether a webhook call comes from the kube-apiserver. Without a configured webhook client
+ * CA every caller is taken (the deployment must keep the port to the kube-apiserver; ADR 0014).
+ */
+export function webhookCallerProblem(config: WebhookClientConfig | undefined, peer: PeerCertificate | undefined): string | undefined {
+  if (config === undefined) return undefined;
+  if (peer === undefined || peer.webhookClient !== true) return 'no client certificate from the webhook client CA';
+  if (peer.extKeyUsage !== undefined && !peer.extKeyUsage.includes(CLIENT_AUTH_OID) && !peer.extKeyUsage.includes(ANY_EKU_OID)) return 'the client certificate is not for client authentication';
+  if (config.names.length > 0 && !config.names.includes(peer.commonName ?? '')) return `the client certificate's common name ${JSON.stringify(peer.commonName ?? '')} is not an allowed webhook client`;
+  return undefined;
 }

@@ -51,6 +51,8 @@ export interface ResourceAttributes {
   readonly group: string;
   readonly version: string;
   readonly resource: string;
+  readonly subresource?: string;
+  readonly name?: string;
 }
 
 export type Decision = { readonly allowed: true } | { readonly allowed: false; readonly reason: string };

@@ -1,5 +1,5 @@
 /**
- * Writes Ferry's CRDs (src/api/crd-files.ts: kubevirt.io/v1 and cdi.kubevirt.io/v1beta1: DataVolume, CDIConfig) to manifests/crds/. Run after changing the schema:
+ * Writes Ferry's CRDs (src/api/crd-files.ts: kubevirt.io/v1 and cdi.kubevirt.io/v1beta1: DataVolume, CDIConfig, DataSource) to manifests/crds/. Run after changing the schema:
  * `npm run build && node dist/scripts/gen-crds.js`; test/unit/crds.test.ts fails while they differ.
  */
 

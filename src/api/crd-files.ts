@@ -4,6 +4,7 @@ import { dumpYaml } from '@kubernetes/client-node';
 import { VM_CRD, VMI_CRD } from './crds.js';
 import { DATAVOLUME_CRD } from './datavolume-crd.js';
 import { CDICONFIG_CRD } from './cdiconfig-crd.js';
+import { DATASOURCE_CRD } from './datasource-crd.js';
 
 const header = (source: string): string => `# Generated from ${source} by scripts/gen-crds.ts; do not edit.\n`;
 
@@ -13,6 +14,7 @@ export const CRDS: ReadonlyArray<{ readonly crd: Record<string, unknown>; readon
   { crd: VM_CRD, source: 'src/api/crds.ts' },
   { crd: DATAVOLUME_CRD, source: 'src/api/datavolume-crd.ts' },
   { crd: CDICONFIG_CRD, source: 'src/api/cdiconfig-crd.ts' },
+  { crd: DATASOURCE_CRD, source: 'src/api/datasource-crd.ts' },
 ];
 
 /** manifests/crds/<group>_<plural>.yaml, as controller-gen names them. */

@@ -8,6 +8,9 @@
  * Only PS256 with an RSA public key is accepted: a header naming `none`, HS256 (the classic
  * "verify an HMAC with the public key as its secret" confusion) or anything else is refused before
  * any signature is looked at, and the key type is checked, not taken from the token.
+ *
+ * `signToken`/`verifyToken` are the one codec of every token of this shape: upload tokens here,
+ * clone tokens in ./clone-token.ts (another operation, another key pair).
  */
 
 import { constants, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
@@ -67,6 +70,13 @@ export type TokenVerdict =
 export interface ExpectedTarget {
   readonly namespace?: string;
   readonly name?: string;
+  /** Each entry must be in the token's params with exactly this value (a clone token's target). */
+  readonly params?: Readonly<Record<string, string>>;
+}
+
+/** What a verifier demands beyond signature, issuer and clock: the operation, and its object. */
+export interface TokenExpectation extends ExpectedTarget {
+  readonly operation: TokenOperation;
 }
 
 const b64 = (data: Buffer | string): string => Buffer.from(data).toString('base64url');
@@ -79,8 +89,11 @@ export function uploadClaims(namespace: string, name: string, nowMs: number, ttl
   return { operation: TokenOperation.Upload, name, namespace, resource: PVC_RESOURCE, issuer: UPLOAD_TOKEN_ISSUER, issuedAt: now, notBefore: now, expiresAt: now + ttlSeconds };
 }
 
-/** Signs `claims` with an RSA private key: `header.payload.signature`, each base64url. */
-export function signUploadToken(claims: UploadTokenClaims, privateKey: KeyObject): string {
+/**
+ * Signs `claims` with an RSA private key: `header.payload.signature`, each base64url. The one
+ * signer of CDI's token shape, for upload and clone tokens alike (./clone-token.ts).
+ */
+export function signToken(claims: UploadTokenClaims, privateKey: KeyObject): string {
   const header = b64(JSON.stringify({ alg: UPLOAD_TOKEN_ALG, typ: 'JWT' }));
   const body: Record<string, unknown> = {
     iss: claims.issuer,
@@ -125,11 +138,23 @@ function paramsOf(value: unknown): Record<string, string> | undefined {
   return entries.length > 0 ? Object.fromEntries(entries) : undefined;
 }
 
+/** Signs an upload token (CDI's shape; the same signer as every token). */
+export const signUploadToken = signToken;
+
 /**
  * Checks `token` against the public key and the clock (`nowMs`), then that it is an upload token
  * for a PVC (and for `expected`, where given). Never throws: a refusal carries its code.
  */
 export function verifyUploadToken(token: string, publicKey: KeyObject, nowMs: number, expected: ExpectedTarget = {}): TokenVerdict {
+  return verifyToken(token, publicKey, nowMs, { ...expected, operation: TokenOperation.Upload });
+}
+
+/**
+ * The one verifier of CDI's token shape: the public key and the clock (`nowMs`), then that the
+ * token is for `expected.operation` on a PVC, and for the namespace, name and params given.
+ * Never throws: a refusal carries its code.
+ */
+export function verifyToken(token: string, publicKey: KeyObject, nowMs: number, expected: TokenExpectation): TokenVerdict {
   const parts = token.split('.');
   if (parts.length !== 3) return refuse(TokenError.Malformed, 'the token is not a compact JWS (three dot-separated parts)');
   const [headerPart, payloadPart, signaturePart] = parts as [string, string, string];
@@ -154,7 +179,7 @@ export function verifyUploadToken(token: string, publicKey: KeyObject, nowMs: nu
     return refuse(TokenError.NotYetValid, `the token is not valid before ${new Date(notBefore * 1000).toISOString()}`);
   }
   if (now - UPLOAD_TOKEN_LEEWAY_SECONDS >= body.exp) return refuse(TokenError.Expired, `the token expired at ${new Date(body.exp * 1000).toISOString()}`);
-  if (body.operation !== TokenOperation.Upload) return refuse(TokenError.WrongOperation, `the token is for operation ${JSON.stringify(body.operation)}, not ${TokenOperation.Upload}`);
+  if (body.operation !== expected.operation) return refuse(TokenError.WrongOperation, `the token is for operation ${JSON.stringify(body.operation)}, not ${expected.operation}`);
   const resource = resourceOf(body.resource);
   if (resource?.resource !== PVC_RESOURCE.resource) return refuse(TokenError.WrongResource, `the token is for resource ${JSON.stringify(resource?.resource)}, not ${PVC_RESOURCE.resource}`);
   const name = typeof body.name === 'string' ? body.name : '';
@@ -164,10 +189,14 @@ export function verifyUploadToken(token: string, publicKey: KeyObject, nowMs: nu
     return refuse(TokenError.WrongTarget, `the token is for ${namespace}/${name}, not ${expected.namespace ?? namespace}/${expected.name ?? name}`);
   }
   const params = paramsOf(body.params);
+  for (const [key, want] of Object.entries(expected.params ?? {})) {
+    const got = params?.[key];
+    if (got !== want) return refuse(TokenError.WrongTarget, `the token's ${key} is ${JSON.stringify(got ?? null)}, not ${JSON.stringify(want)}`);
+  }
   return {
     ok: true,
     claims: {
-      operation: TokenOperation.Upload,
+      operation: expected.operation,
       name,
       namespace,
       resource,

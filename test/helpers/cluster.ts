@@ -8,7 +8,7 @@
  * from Deployments, namespaces are not finalized on delete, no default service accounts).
  */
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -73,6 +73,9 @@ export interface ControlPlane {
     readonly admin: { readonly cert: string; readonly key: string };
     readonly frontProxyCa: string;
     readonly frontProxyClient: { readonly cert: string; readonly key: string };
+    /** The CA of the kube-apiserver's client certificate for webhook calls (CN WEBHOOK_CLIENT_NAME), and that pair. */
+    readonly webhookClientCa: string;
+    readonly webhookClient: { readonly cert: string; readonly key: string };
   };
   /** The temp dir with certificates, etcd data and the processes' logs (removed by stop()). */
   readonly runDir: string;
@@ -187,11 +190,17 @@ interface Pki {
   readonly adminKey: string;
   readonly saKey: string;
   readonly saPub: string;
+  /** The CA of the client certificate the kube-apiserver shows admission webhooks (AdmissionConfiguration). */
+  readonly webhookClientCaCrt: string;
+  readonly admissionConfig: string;
   /** The front proxy's CA (--requestheader-client-ca-file) and the kube-apiserver's client cert from it. */
   readonly frontProxyCaCrt: string;
   readonly frontProxyClientCrt: string;
   readonly frontProxyClientKey: string;
 }
+
+/** The common name of the client certificate the kube-apiserver presents to admission webhooks. */
+export const WEBHOOK_CLIENT_NAME = 'kube-apiserver-webhook-client';
 
 /** The common name of the kube-apiserver's front-proxy client certificate (--requestheader-allowed-names). */
 export const FRONT_PROXY_CLIENT_NAME = 'front-proxy-client';
@@ -220,7 +229,17 @@ function makePki(dir: string): Pki {
   openssl(['req', '-new', ...ec, '-keyout', p('front-proxy-client.key'), '-out', p('front-proxy-client.csr'), '-subj', `/CN=${FRONT_PROXY_CLIENT_NAME}`]);
   openssl(['x509', '-req', '-in', p('front-proxy-client.csr'), '-CA', p('front-proxy-ca.crt'), '-CAkey', p('front-proxy-ca.key'), '-CAcreateserial', '-days', '7', '-extfile', p('client.ext'), '-out', p('front-proxy-client.crt')]);
   openssl(['pkey', '-in', p('sa.key'), '-pubout', '-out', p('sa.pub')]);
+  // Webhook calls: a client certificate from a CA of their own, shown to every webhook ('*').
+  openssl(['req', '-x509', ...ec, '-keyout', p('webhook-client-ca.key'), '-out', p('webhook-client-ca.crt'), '-days', '7', '-subj', '/CN=ferry-test-webhook-client-ca']);
+  openssl(['req', '-new', ...ec, '-keyout', p('webhook-client.key'), '-out', p('webhook-client.csr'), '-subj', `/CN=${WEBHOOK_CLIENT_NAME}`]);
+  openssl(['x509', '-req', '-in', p('webhook-client.csr'), '-CA', p('webhook-client-ca.crt'), '-CAkey', p('webhook-client-ca.key'), '-CAcreateserial', '-days', '7', '-extfile', p('client.ext'), '-out', p('webhook-client.crt')]);
+  writeFileSync(p('webhook-kubeconfig'), `apiVersion: v1\nkind: Config\nusers:\n  - name: '*'\n    user:\n      client-certificate: ${p('webhook-client.crt')}\n      client-key: ${p('webhook-client.key')}\n`);
+  const webhookPlugin = (name: string): string =>
+    `  - name: ${name}\n    configuration:\n      apiVersion: apiserver.config.k8s.io/v1\n      kind: WebhookAdmissionConfiguration\n      kubeConfigFile: ${p('webhook-kubeconfig')}\n`;
+  writeFileSync(p('admission.yaml'), `apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n${webhookPlugin('MutatingAdmissionWebhook')}${webhookPlugin('ValidatingAdmissionWebhook')}`);
   return {
+    webhookClientCaCrt: p('webhook-client-ca.crt'),
+    admissionConfig: p('admission.yaml'),
     dir,
     caCrt: p('ca.crt'),
     serverCrt: p('apiserver.crt'),
@@ -386,6 +405,7 @@ async function startOnce(bins: { etcd: string; apiserver: string }): Promise<Con
         '--authorization-mode=RBAC',
         // No kube-controller-manager creates the default ServiceAccount, so its admission would reject pods.
         '--disable-admission-plugins=ServiceAccount',
+        `--admission-control-config-file=${pki.admissionConfig}`,
         '--allow-privileged=true',
         `--cert-dir=${join(runDir, 'apiserver-certs')}`,
         '--profiling=false',
@@ -424,6 +444,8 @@ async function startOnce(bins: { etcd: string; apiserver: string }): Promise<Con
         admin: { cert: pki.adminCrt, key: pki.adminKey },
         frontProxyCa: pki.frontProxyCaCrt,
         frontProxyClient: { cert: pki.frontProxyClientCrt, key: pki.frontProxyClientKey },
+        webhookClientCa: pki.webhookClientCaCrt,
+        webhookClient: { cert: join(pki.dir, 'webhook-client.crt'), key: join(pki.dir, 'webhook-client.key') },
       },
       userKubeconfig(name: string, groups: readonly string[] = []) {
         if (!/^[A-Za-z0-9:._@-]+$/.test(name) || !groups.every((g) => /^[A-Za-z0-9:._@-]+$/.test(g))) throw new Error(`cluster: user and group names must be plain (${name})`);
@@ -473,4 +495,20 @@ export async function startControlPlane(): Promise<ControlPlane> {
       if (!(e instanceof StartError && e.portClash && attempt < 3)) throw e;
     }
   }
+}
+
+/** What a kubectl run printed and how it exited. */
+export interface KubectlRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the cached kubectl as the user of `kubeconfig` (at most 60 s); never rejects. */
+export function kubectlAs(kubeconfig: string, args: readonly string[]): Promise<KubectlRun> {
+  return new Promise((resolve) => {
+    execFile(join(controlPlaneBinDir(), 'kubectl'), ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
 }
