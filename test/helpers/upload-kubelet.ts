@@ -1,0 +1,136 @@
+/**
+ * The kubelet's part for upload-server pods, as a background loop: every new `cdi-upload-*` pod the
+ * controller makes is run locally (`ferry uploadserver` with the pod's environment, its TLS Secret
+ * and temp dirs standing in for its volumes), reported Running, then Ready once its HTTPS /healthz
+ * answers, and finally Succeeded/Failed with the real termination message. One server at a time
+ * listens on `serverPort` (the proxy dials that address for every pod: there is no cluster DNS).
+ */
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CoreV1Api, V1Pod } from '@kubernetes/client-node';
+import { UploadServerEnv } from '../../src/contract/upload-server.js';
+import { FERRY_BIN } from './ferry-process.js';
+import { setPodStatus } from './kubelet.js';
+
+export interface UploadKubelet {
+  /** The volumes dir of the latest server run for `namespace/pvc` (its `data/disk.img` is the volume). */
+  volumesOf(namespace: string, pvc: string): string | undefined;
+  /** Kills the server running for `namespace` and runs none of its pods any more (a test is done with it). */
+  forget(namespace: string): void;
+  /** Stops the loop and every server still running (by PID). */
+  stop(): Promise<void>;
+}
+
+const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
+
+function probe(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path: '/healthz', rejectUnauthorized: false, agent: false, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+export function startUploadKubelet(core: CoreV1Api, options: { serverPort: number; dir: string; everyMs?: number }): UploadKubelet {
+  const seen = new Set<string>();
+  const children = new Set<ChildProcess>();
+  const volumes = new Map<string, string>();
+  let stopped = false;
+  const forgotten = new Set<string>();
+  let runs = 0;
+  let chain: Promise<void> = Promise.resolve();
+
+  async function runPod(pod: V1Pod): Promise<void> {
+    const ns = pod.metadata?.namespace ?? '';
+    if (stopped || forgotten.has(ns)) return;
+    const pvc = pod.spec?.volumes?.find((v) => v.name === 'data')?.persistentVolumeClaim?.claimName ?? '';
+    const dir = join(options.dir, `${ns}-${pvc}-${++runs}`);
+    const tlsDir = join(dir, 'tls');
+    for (const d of ['data', 'scratch', 'tls']) mkdirSync(join(dir, d), { recursive: true });
+    const secretName = pod.spec?.volumes?.find((v) => v.name === 'tls')?.secret?.secretName ?? '';
+    const secret = await core.readNamespacedSecret({ namespace: ns, name: secretName });
+    for (const [key, value] of Object.entries(secret.data ?? {})) writeFileSync(join(tlsDir, key), b64(value));
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', FERRY_LOG_LEVEL: 'warn' };
+    for (const e of pod.spec?.containers?.[0]?.env ?? []) {
+      if (e.value === undefined) continue;
+      env[e.name] = e.value
+        .replace(/^\/data(?=\/|$)/, join(dir, 'data'))
+        .replace(/^\/scratch(?=\/|$)/, join(dir, 'scratch'))
+        .replace(/^\/etc\/ferry\/upload-tls(?=\/|$)/, tlsDir);
+    }
+    Object.assign(env, { [UploadServerEnv.Port]: String(options.serverPort), [UploadServerEnv.Host]: '127.0.0.1', [UploadServerEnv.TerminationLog]: join(dir, 'termination-log') });
+    volumes.set(`${ns}/${pvc}`, dir);
+    const child = spawn(process.execPath, [FERRY_BIN, 'uploadserver'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.add(child);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const exited = new Promise<number>((resolve) =>
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        children.delete(child);
+        resolve(code ?? 1);
+      }),
+    );
+    let done = false;
+    void exited.then(() => (done = true));
+    await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: false });
+    for (let i = 0; i < 200 && !done && !stopped; i++) {
+      if (await probe(options.serverPort)) {
+        await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: true });
+        break;
+      }
+      await sleep(100);
+    }
+    // A pod deleted under it (its PVC deleted, a test giving up) stops its server, as the kubelet would.
+    while (!done && !stopped) {
+      const live = await core.readNamespacedPod({ namespace: ns, name: pod.metadata?.name ?? '' }).catch(() => undefined);
+      if (forgotten.has(ns) || !live || live.metadata?.uid !== pod.metadata?.uid || live.metadata?.deletionTimestamp) child.kill('SIGKILL');
+      await Promise.race([exited, sleep(500)]);
+    }
+    const code = await exited;
+    let termination = stderr.slice(-2000);
+    try {
+      termination = readFileSync(join(dir, 'termination-log'), 'utf8');
+    } catch {
+      // no termination message: the stderr tail stands in, as FallbackToLogsOnError would
+    }
+    if (stopped) return;
+    await setPodStatus(core, pod, code === 0 ? 'Succeeded' : 'Failed', { terminated: { exitCode: code, message: termination } }).catch(() => undefined);
+  }
+
+  const loop = (async () => {
+    while (!stopped) {
+      const pods = await core.listPodForAllNamespaces({ labelSelector: 'cdi.kubevirt.io=cdi-upload-server' }).catch(() => undefined);
+      for (const pod of pods?.items ?? []) {
+        const uid = pod.metadata?.uid ?? '';
+        if (seen.has(uid) || pod.metadata?.deletionTimestamp) continue;
+        seen.add(uid);
+        // One port: servers run one after another, in the order their pods appeared.
+        chain = chain.then(() => runPod(pod)).catch((err: unknown) => {
+          process.stderr.write(`upload kubelet: ${String(err)}\n`);
+        });
+      }
+      await sleep(options.everyMs ?? 200);
+    }
+  })();
+
+  return {
+    volumesOf: (namespace, pvc) => volumes.get(`${namespace}/${pvc}`),
+    forget: (namespace) => void forgotten.add(namespace),
+    async stop() {
+      stopped = true;
+      await loop;
+      for (const child of children) child.kill('SIGKILL');
+      await chain;
+    },
+  };
+}

@@ -1,0 +1,239 @@
+/**
+ * Issue #14 end to end: the real virtctl v1.8.4 and `ferry image-upload` as a real non-admin user
+ * against the whole Ferry upload stack on one real control plane — `ferry controller` (import,
+ * datavolume, upload), `ferry apiserver` behind a real APIService (ExternalName → localhost, as in
+ * apiserver.test.ts), the real `ferry uploadproxy` on loopback, and the real `ferry uploadserver`
+ * run for each upload pod by a loop playing the kubelet (test/helpers/upload-kubelet.ts).
+ * Skips only when virtctl cannot be built here.
+ */
+
+import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import { Annotation } from '../../src/api/cdi.js';
+import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
+import { UPLOAD_APISERVICE_NAME } from '../../src/api/upload-token-request.js';
+import { UPLOAD_TOKEN_PUBLIC_CONFIGMAP, UPLOAD_TOKEN_PUBLIC_KEY } from '../../src/contract/upload-token.js';
+import { startControlPlane, type ControlPlane } from '../helpers/cluster.js';
+import { installCrds } from '../helpers/crds.js';
+import { FERRY_BIN, freePort, REPO_ROOT, type RunningProcess, startFerry } from '../helpers/ferry-process.js';
+import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { waitFor } from '../helpers/kubelet.js';
+import { startUploadKubelet, type UploadKubelet } from '../helpers/upload-kubelet.js';
+import { buildOrFindVirtctl, VIRTCTL_BUILD_TIMEOUT_MS } from '../helpers/virtctl.js';
+
+let virtctl: string | undefined;
+let skipReason = '';
+try {
+  virtctl = buildOrFindVirtctl();
+} catch (err) {
+  skipReason = `virtctl cannot be built here: ${(err as Error).message}`;
+  process.stderr.write(`upload-e2e: SKIPPED — ${skipReason}\n`);
+}
+const maybe = virtctl ? describe : describe.skip;
+
+let cp: ControlPlane;
+let core: CoreV1Api;
+let custom: CustomObjectsApi;
+let dir: string;
+let ferryNs: string;
+let controller: RunningProcess;
+let apiserver: RunningProcess;
+let proxy: RunningProcess;
+let kubelet: UploadKubelet;
+let proxyPort: number;
+let proxyUrl: string;
+/** The namespaces tests made; each test's servers are stopped when it ends (passed or not). */
+const namespaces: string[] = [];
+
+const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
+
+async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
+  const secret = await waitFor(`secret ${namespace}/${name}`, () => core.readNamespacedSecret({ namespace, name }).catch(() => undefined), 60_000);
+  return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, b64(v)]));
+}
+
+function manifestObjects(file: string): KubernetesObject[] {
+  return loadAllYaml(readFileSync(join(REPO_ROOT, 'manifests', file), 'utf8')) as KubernetesObject[];
+}
+
+interface Run {
+  readonly code: number;
+  readonly out: string;
+}
+
+function exec(bin: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(bin, args, { encoding: 'utf8', timeout: 180_000, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0, out: stdout + stderr });
+    });
+  });
+}
+
+const virtctlRun = (kubeconfig: string, args: readonly string[]): Promise<Run> => exec(virtctl ?? 'virtctl', [...args, '--kubeconfig', kubeconfig]);
+const ferryRun = (kubeconfig: string, args: readonly string[]): Promise<Run> => exec(process.execPath, [FERRY_BIN, 'image-upload', ...args, '--kubeconfig', kubeconfig]);
+
+/** A namespace where `user` may make PVCs and DataVolumes and ask for upload tokens (no more). */
+async function namespaceFor(user: string): Promise<string> {
+  const ns = await cp.newNamespace('up');
+  const rbac = cp.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createNamespacedRole({
+    namespace: ns,
+    body: {
+      metadata: { name: 'uploader' },
+      rules: [
+        { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['get', 'list', 'watch', 'create'] },
+        { apiGroups: [DV_GROUP], resources: [DV_PLURAL], verbs: ['get', 'list', 'watch', 'create'] },
+        // As `edit`/`view`: virtctl lists the PVC's events while it waits.
+        { apiGroups: [''], resources: ['events'], verbs: ['get', 'list', 'watch'] },
+      ],
+    },
+  });
+  const subjects = [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }];
+  await rbac.createNamespacedRoleBinding({ namespace: ns, body: { metadata: { name: 'uploader' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'uploader' }, subjects } });
+  await rbac.createNamespacedRoleBinding({ namespace: ns, body: { metadata: { name: 'tokens' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'ferry:upload-token-requester' }, subjects } });
+  namespaces.push(ns);
+  return ns;
+}
+
+async function pvcPhase(ns: string, name: string, want: string): Promise<void> {
+  await waitFor(`PVC ${name} pod phase ${want}`, async () => {
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name });
+    return pvc.metadata?.annotations?.[Annotation.PodPhase] === want ? true : undefined;
+  }, 60_000);
+}
+
+async function dvPhase(ns: string, name: string, want: string): Promise<void> {
+  await waitFor(`DataVolume ${name} phase ${want}`, async () => {
+    const dv = (await custom.getNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace: ns, plural: DV_PLURAL, name })) as { status?: { phase?: string } };
+    return dv.status?.phase === want ? true : undefined;
+  }, 60_000);
+}
+
+function volume(ns: string, pvc: string): string {
+  const v = kubelet.volumesOf(ns, pvc);
+  if (!v) throw new Error(`no upload server ran for ${ns}/${pvc}`);
+  return join(v, 'data', 'disk.img');
+}
+
+beforeAll(async () => {
+  if (!virtctl) return;
+  cp = await startControlPlane();
+  core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
+  await installCrds(cp.kubeConfig);
+  dir = tempDir('ferry-upload-e2e-');
+  makeRawDisk(join(dir, 'disk.raw'), 8 * MiB);
+  convertImage(join(dir, 'disk.raw'), 'qcow2', join(dir, 'disk.qcow2'));
+  ferryNs = await cp.newNamespace('ferry-system');
+  proxyPort = await freePort();
+  proxyUrl = `https://127.0.0.1:${proxyPort}`;
+
+  // The aggregated API, as apiserver.test.ts registers it.
+  const apiPort = await freePort();
+  await core.createNamespacedService({ namespace: ferryNs, body: { metadata: { name: 'ferry-apiserver' }, spec: { type: 'ExternalName', externalName: 'localhost', ports: [{ name: 'https', port: apiPort }] } } });
+  const apiService = manifestObjects('apiserver.yaml').find((o) => o.kind === 'APIService') as unknown as { spec: { service: Record<string, unknown> } } & KubernetesObject;
+  apiService.spec.service = { name: 'ferry-apiserver', namespace: ferryNs, port: apiPort };
+  await cp.kubeConfig.makeApiClient(ApiregistrationV1Api).createAPIService({ body: apiService as never });
+  const objects = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
+  for (const o of manifestObjects('apiserver-rbac.yaml').filter((o) => o.metadata?.name?.startsWith('ferry:'))) await objects.create(o);
+  apiserver = startFerry(['apiserver', '--kubeconfig', cp.kubeconfigPath, '--namespace', ferryNs, '--service', 'ferry-apiserver', '--port', String(apiPort), '--bind-address', '127.0.0.1'], {}, 900_000);
+
+  controller = startFerry(
+    ['controller', '--kubeconfig', cp.kubeconfigPath, '--controllers', 'import,upload,datavolume', '--leader-elect', 'false', '--health-port', '0', '--ferry-namespace', ferryNs, '--importer-image', 'localhost/ferry:test', '--retry-backoff-ms', '300', '--log-level', 'warn', '--upload-proxy-url', proxyUrl],
+    {},
+    900_000,
+  );
+  const client = await secretData(ferryNs, 'ferry-uploadproxy-client');
+  const serving = await secretData(ferryNs, 'ferry-uploadproxy-tls');
+  const publicKey = await waitFor('the token public key', async () => (await core.readNamespacedConfigMap({ namespace: ferryNs, name: UPLOAD_TOKEN_PUBLIC_CONFIGMAP }).catch(() => undefined))?.data?.[UPLOAD_TOKEN_PUBLIC_KEY], 60_000);
+  for (const [name, text] of Object.entries({ 'client.key': client['tls.key'], 'client.crt': client['tls.crt'], 'server-ca.crt': client['ca.crt'], 'proxy.key': serving['tls.key'], 'proxy.crt': serving['tls.crt'], 'signer.pub': publicKey })) {
+    writeFileSync(join(dir, name), text ?? '');
+  }
+  const serverPort = await freePort();
+  proxy = startFerry(
+    ['uploadproxy'],
+    {
+      KUBECONFIG: cp.kubeconfigPath,
+      APISERVER_PUBLIC_KEY_FILE: join(dir, 'signer.pub'),
+      TLS_KEY_FILE: join(dir, 'proxy.key'),
+      TLS_CERT_FILE: join(dir, 'proxy.crt'),
+      UPLOAD_SERVER_CLIENT_KEY_FILE: join(dir, 'client.key'),
+      UPLOAD_SERVER_CLIENT_CERT_FILE: join(dir, 'client.crt'),
+      UPLOAD_SERVER_CA_CERT_FILE: join(dir, 'server-ca.crt'),
+      UPLOADPROXY_PORT: String(proxyPort),
+      UPLOADPROXY_HOST: '127.0.0.1',
+      UPLOADPROXY_SERVER_ADDRESS: `127.0.0.1:${serverPort}`,
+      FERRY_LOG_LEVEL: 'warn',
+    },
+    900_000,
+  );
+  kubelet = startUploadKubelet(core, { serverPort, dir });
+  const apireg = cp.kubeConfig.makeApiClient(ApiregistrationV1Api);
+  await waitFor('the APIService Available', async () => ((await apireg.readAPIService({ name: UPLOAD_APISERVICE_NAME })).status?.conditions?.find((c) => c.type === 'Available')?.status === 'True' ? true : undefined), 60_000, 500);
+}, VIRTCTL_BUILD_TIMEOUT_MS + 180_000);
+
+afterAll(async () => {
+  await kubelet?.stop();
+  for (const p of [proxy, controller, apiserver]) p?.kill('SIGTERM');
+  const results = await Promise.all([proxy?.done, controller?.done, apiserver?.done]);
+  for (const r of results) if (r && r.code !== 0 && r.code !== null) process.stderr.write(`exit ${r.code}: ${r.stderr.slice(-1500)}\n`);
+  await cp?.stop();
+  if (dir) removeDir(dir);
+}, 120_000);
+
+afterEach(() => {
+  for (const ns of namespaces.splice(0)) kubelet?.forget(ns);
+});
+
+maybe('issue #14 end to end: virtctl and ferry image-upload as a non-admin user', () => {
+  test.each([
+    ['raw', 'disk.raw'],
+    ['qcow2', 'disk.qcow2'],
+  ])('virtctl image-upload pvc (%s): exit 0, the volume byte-identical, the PVC Succeeded', async (format, file) => {
+    const ns = await namespaceFor('vic');
+    const vic = cp.userKubeconfig('vic');
+    const r = await virtctlRun(vic.path, ['image-upload', 'pvc', format, '--size', '64Mi', '--image-path', join(dir, file), '--uploadproxy-url', proxyUrl, '--insecure', '-n', ns, '--wait-secs', '60']);
+    expect(r.code === 0 ? '' : r.out).toBe('');
+    expect(r.out).toContain('Processing completed successfully');
+    await pvcPhase(ns, format, 'Succeeded');
+    expect(expectSameDisk(volume(ns, format), join(dir, 'disk.raw'))).toBe(true);
+  }, 240_000);
+
+  test('virtctl image-upload dv: DV Succeeded, byte-identical', async () => {
+    const ns = await namespaceFor('vic');
+    const vic = cp.userKubeconfig('vic');
+    const r = await virtctlRun(vic.path, ['image-upload', 'dv', 'vdv', '--size', '64Mi', '--image-path', join(dir, 'disk.raw'), '--uploadproxy-url', proxyUrl, '--insecure', '-n', ns, '--wait-secs', '60']);
+    expect(r.code === 0 ? '' : r.out).toBe('');
+    await dvPhase(ns, 'vdv', 'Succeeded');
+    expect(expectSameDisk(volume(ns, 'vdv'), join(dir, 'disk.raw'))).toBe(true);
+  }, 240_000);
+
+  test('ferry image-upload pvc with --uploadproxy-url and dv from CDIConfig: both Succeeded, byte-identical', async () => {
+    const ns = await namespaceFor('fay');
+    const fay = cp.userKubeconfig('fay');
+    const p = await ferryRun(fay.path, ['pvc', 'fp', '--size', '64Mi', '--image-path', join(dir, 'disk.raw'), '--uploadproxy-url', proxyUrl, '--insecure', '-n', ns, '--wait-secs', '60']);
+    expect(p.code === 0 ? '' : p.out).toBe('');
+    await pvcPhase(ns, 'fp', 'Succeeded');
+    expect(expectSameDisk(volume(ns, 'fp'), join(dir, 'disk.raw'))).toBe(true);
+    const d = await ferryRun(fay.path, ['dv', 'fd', '--size', '64Mi', '--image-path', join(dir, 'disk.qcow2'), '--insecure', '-n', ns, '--wait-secs', '60']);
+    expect(d.code === 0 ? '' : d.out).toBe('');
+    await dvPhase(ns, 'fd', 'Succeeded');
+    expect(expectSameDisk(volume(ns, 'fd'), join(dir, 'disk.raw'))).toBe(true);
+  }, 300_000);
+
+  test('a user without RBAC in the namespace: forbidden (before any PVC or token), a non-zero exit (virtctl and ferry)', async () => {
+    const ns = await cp.newNamespace('norbac');
+    const nobody = cp.userKubeconfig('nobody');
+    const v = await virtctlRun(nobody.path, ['image-upload', 'pvc', 'x', '--size', '64Mi', '--image-path', join(dir, 'disk.raw'), '--uploadproxy-url', proxyUrl, '--insecure', '-n', ns, '--wait-secs', '10']);
+    expect(v.code).not.toBe(0);
+    expect(v.out).toMatch(/forbidden/i);
+    const f = await ferryRun(nobody.path, ['pvc', 'x', '--size', '64Mi', '--image-path', join(dir, 'disk.raw'), '--uploadproxy-url', proxyUrl, '--insecure', '-n', ns, '--wait-secs', '10']);
+    expect(f.code).not.toBe(0);
+    expect(f.out).toMatch(/forbidden/i);
+  }, 120_000);
+});
+
+if (!virtctl) test.skip(`upload e2e: ${skipReason}`, () => undefined);
