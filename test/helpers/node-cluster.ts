@@ -134,6 +134,9 @@ function run(cmd: string, args: readonly string[], options: { input?: string; ti
       clearTimeout(timer);
       resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr: signal ? `${stderr}\n(killed by ${signal})` : stderr });
     });
+    // A child that exits before reading its stdin (ctr during stop(), say) makes the write EPIPE:
+    // the exit code above says what happened; the pipe's error must not crash the test file.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }
