@@ -137,6 +137,13 @@ function storageFor(vmi: VirtualMachineInstance, claims: ReadonlyMap<string, Cla
   return { volumes, mounts, devices };
 }
 
+/**
+ * The launcher's seccomp profile, relative to the kubelet's seccomp directory
+ * (/var/lib/kubelet/seccomp/ferry/launcher.json): launcher/seccomp-launcher.json, containerd's
+ * RuntimeDefault plus unshare, mount, umount2 and pivot_root for passt's own sandbox.
+ */
+export const LAUNCHER_SECCOMP_PROFILE = 'ferry/launcher.json';
+
 export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMap<string, ClaimInfo>, config: LauncherConfig): V1Pod {
   const spec = vmi.spec;
   const { requests, limits, overhead } = launcherResources(vmi, config);
@@ -152,6 +159,12 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
     const info = claim ? claims.get(claim.claimName) : undefined;
     if (claim && info && !info.block && !claim.readOnly && info.capacityBytes !== undefined) volumeSizes[volume.name] = info.capacityBytes;
   }
+  // passt sandboxes itself in a user namespace (unshare, mount, pivot_root), which RuntimeDefault
+  // forbids: "Couldn't create user namespace: Operation not permitted" on a real kubelet. With a
+  // pod interface the pod runs under LAUNCHER_SECCOMP_PROFILE (RuntimeDefault + those four calls),
+  // a Localhost profile the node must hold; restricted PSS allows Localhost.
+  const podNetwork = (spec.domain.devices?.interfaces ?? []).length > 0;
+  const seccompProfile = podNetwork ? { type: 'Localhost', localhostProfile: LAUNCHER_SECCOMP_PROFILE } : { type: 'RuntimeDefault' };
   const commandLine = launcherCommandLine({ statusPort: config.launcherStatusPort, accel: 'auto', allowEmulation: config.allowEmulation, podNetwork: PodNetworkBackend.Passt, volumeSizes });
   const container: V1Container = {
     name: LAUNCHER_CONTAINER,
@@ -173,7 +186,7 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
       allowPrivilegeEscalation: false,
       runAsNonRoot: true,
       capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
+      seccompProfile,
     },
   };
   const podSpec: V1PodSpec = {
@@ -192,12 +205,12 @@ export function buildLauncherPod(vmi: VirtualMachineInstance, claims: ReadonlyMa
       // passt (non-root, no capabilities) listens on the pod's ports for the guest, every one of them
       // when none is declared (docs/adr/0011): ports below 1024 (SSH's 22) need this namespaced
       // sysctl, one of the "safe" ones the restricted profile allows.
-      ...((spec.domain.devices?.interfaces ?? []).length > 0 ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
+      ...(podNetwork ? { sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }] } : {}),
       runAsNonRoot: true,
       runAsUser: LAUNCHER_UID,
       runAsGroup: LAUNCHER_UID,
       fsGroup: LAUNCHER_UID,
-      seccompProfile: { type: 'RuntimeDefault' },
+      seccompProfile,
     },
     containers: [container],
     volumes: storage.volumes,

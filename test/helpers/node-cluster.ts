@@ -27,11 +27,11 @@ import {
   statSync, writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { controlPlaneBinDir } from './cluster.js';
-import { freePort } from './ferry-process.js';
+import { freePort, REPO_ROOT } from './ferry-process.js';
 
 /** Bounds every wait of start(); the Node goes Ready 4–13 s after containerd starts on this machine. */
 const START_TIMEOUT_MS = Number(process.env.FERRY_NODE_START_TIMEOUT_MS ?? 180_000);
@@ -134,6 +134,9 @@ function run(cmd: string, args: readonly string[], options: { input?: string; ti
       clearTimeout(timer);
       resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr: signal ? `${stderr}\n(killed by ${signal})` : stderr });
     });
+    // A child that exits before reading its stdin (ctr during stop(), say) makes the write EPIPE:
+    // the exit code above says what happened; the pipe's error must not crash the test file.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }
@@ -618,6 +621,10 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
     cgroupRoot: `/ferry-node-${id}`,
   };
   for (const d of [paths.cfg, paths.logs, paths.run, join(paths.run, 'etcd'), join(paths.run, 'kubelet'), join(paths.run, 'pod-logs'), join(work, 'pv')]) mkdirSync(d, { recursive: true });
+  // The launcher's seccomp profile where the kubelet looks for Localhost profiles (<root-dir>/seccomp),
+  // as a cluster admin installs it in /var/lib/kubelet/seccomp/ferry/ (controller/vm/launcher-pod.ts).
+  mkdirSync(join(paths.run, 'kubelet', 'seccomp', 'ferry'), { recursive: true });
+  copyFileSync(join(REPO_ROOT, 'launcher', 'seccomp-launcher.json'), join(paths.run, 'kubelet', 'seccomp', 'ferry', 'launcher.json'));
   const netns = `ferry-node-${id}`;
   const cleaner = new Cleaner(id, paths, netns, process.env.FERRY_KEEP_NODE === '1');
   liveClusters.add(cleaner);
@@ -925,4 +932,83 @@ async function stopProc(p: Proc, ms: number): Promise<void> {
   if (await within(p.exit, ms)) return;
   signal('SIGKILL');
   await within(p.exit, 5_000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ferry on the node: the built images and the install a user does (test/node/*.test.ts)
+
+/** Where `npm run images` leaves the OCI archives (FERRY_IMAGES_OUT overrides, as in scripts/build-images.sh). */
+export const IMAGES_DIR = process.env.FERRY_IMAGES_OUT ?? join(REPO_ROOT, 'dist', 'images');
+
+/** dist/images/<name>.oci.tar, or an error that says how to build it. */
+export function imageArchive(name: 'ferry' | 'ferry-launcher'): string {
+  const path = join(IMAGES_DIR, `${name}.oci.tar`);
+  if (!existsSync(path)) throw new Error(`${path} missing: build the images with \`npm run images\``);
+  return path;
+}
+
+/** The reference ferry's images carry in their index.json (`localhost/<name>:<tag>`). */
+export function imageName(archive: string): string {
+  const index = JSON.parse(execFileSync('tar', ['-xOf', archive, 'index.json'], { encoding: 'utf8' })) as { manifests: { annotations?: Record<string, string> }[] };
+  const name = index.manifests[0]?.annotations?.['io.containerd.image.name'];
+  if (!name) throw new Error(`${archive}: no io.containerd.image.name in index.json`);
+  return name;
+}
+
+/**
+ * The install a user does, with only the image names changed: `kubectl apply -k` of an overlay (in
+ * `dir`) over manifests/ that renames the images to `ferryImage` and its launcher sibling and adds
+ * `--allow-emulation` (no usable /dev/kvm here), then waits for the controller's rollout.
+ */
+export async function installFerry(cluster: NodeCluster, ferryImage: string, dir: string): Promise<void> {
+  const overlay = join(dir, 'overlay');
+  mkdirSync(overlay, { recursive: true });
+  const base = readFileSync(join(REPO_ROOT, 'manifests', 'kustomization.yaml'), 'utf8');
+  const baseName = (short: string): string => new RegExp(`- name: ${short}\\s*\\n\\s*newName: (\\S+)`).exec(base)?.[1] ?? short;
+  const [repo, tag] = [ferryImage.slice(0, ferryImage.lastIndexOf(':')), ferryImage.slice(ferryImage.lastIndexOf(':') + 1)];
+  const launcherRepo = repo.replace(/\/ferry$/, '/ferry-launcher');
+  // The base's image transformer ran first: the overlay renames what it produced, in the
+  // ConfigMap's image fields too (the base's kustomizeconfig.yaml, copied: kustomize loads no
+  // file from outside the overlay).
+  copyFileSync(join(REPO_ROOT, 'manifests', 'kustomizeconfig.yaml'), join(overlay, 'kustomizeconfig.yaml'));
+  writeFileSync(
+    join(overlay, 'kustomization.yaml'),
+    [
+      'apiVersion: kustomize.config.k8s.io/v1beta1',
+      'kind: Kustomization',
+      'resources:',
+      `  - ${relative(overlay, join(REPO_ROOT, 'manifests'))}`,
+      'configurations:',
+      '  - kustomizeconfig.yaml',
+      'images:',
+      `  - {name: ${baseName('ferry')}, newName: ${repo}, newTag: "${tag}"}`,
+      `  - {name: ${baseName('ferry-launcher')}, newName: ${launcherRepo}, newTag: "${tag}"}`,
+      // This node has no usable /dev/kvm: guests run under TCG, as on any cluster without KVM.
+      'patches:',
+      '  - target: {kind: Deployment, name: ferry-controller}',
+      '    patch: |-',
+      '      - {op: add, path: /spec/template/spec/containers/0/args/-, value: --allow-emulation}',
+      '',
+    ].join('\n'),
+  );
+  await cluster.kubectlOk(['apply', '-k', overlay]);
+  await cluster.kubectlOk(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-controller', '--timeout=180s'], { timeoutMs: 200_000 });
+}
+
+/** Creates a namespace that enforces the restricted Pod Security Standard. */
+export async function restrictedNamespace(cluster: NodeCluster, name: string): Promise<void> {
+  await cluster.kubeConfig.makeApiClient(k8s.CoreV1Api).createNamespace({
+    body: { metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } },
+  });
+}
+
+/** Polls `probe` every second until it returns a value, or fails after `ms` with what it saw last. */
+export async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>, describeLast: () => Promise<string> = async () => ''): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}\n${await describeLast()}`);
+    await sleep(1000);
+  }
 }

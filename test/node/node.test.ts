@@ -9,8 +9,8 @@
  */
 
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { cpSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
@@ -19,9 +19,10 @@ import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode } from '../../src/errors.js';
 import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
-import { NODE_IP, type NodeCluster, type NodeProcess, startNodeCluster, StorageClass } from '../helpers/node-cluster.js';
+import {
+  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, startNodeCluster, StorageClass, until,
+} from '../helpers/node-cluster.js';
 
-const IMAGES = process.env.FERRY_IMAGES_OUT ?? join(REPO_ROOT, 'dist', 'images');
 const NS = 'ferry-node-test';
 const HTTP_PORT = 8080;
 const IMPORT_TIMEOUT_MS = 240_000;
@@ -33,31 +34,6 @@ let fixtures: string;
 let ferryImage: string;
 let served: string;
 const raw = (): string => join(fixtures, 'disk.raw');
-
-/** The reference ferry's images carry in their index.json (`localhost/<name>:<tag>`). */
-function imageName(archive: string): string {
-  const index = JSON.parse(execFileSync('tar', ['-xOf', archive, 'index.json'], { encoding: 'utf8' })) as { manifests: { annotations?: Record<string, string> }[] };
-  const name = index.manifests[0]?.annotations?.['io.containerd.image.name'];
-  if (!name) throw new Error(`${archive}: no io.containerd.image.name in index.json`);
-  return name;
-}
-
-function archive(name: string): string {
-  const path = join(IMAGES, `${name}.oci.tar`);
-  if (!existsSync(path)) throw new Error(`${path} missing: build the images with \`npm run images\``);
-  return path;
-}
-
-/** Polls `probe` every second until it returns a value, or fails after `ms` with what it saw last. */
-async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>, describeLast: () => Promise<string> = async () => ''): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}\n${await describeLast()}`);
-    await sleep(1000);
-  }
-}
 
 async function pvc(name: string): Promise<V1PersistentVolumeClaim> {
   return core.readNamespacedPersistentVolumeClaim({ name, namespace: NS });
@@ -99,7 +75,7 @@ async function boundDir(name: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  const ferryArchive = archive('ferry');
+  const ferryArchive = imageArchive('ferry');
   let t = Date.now();
   const lap = (what: string): void => {
     process.stderr.write(`node test: ${what} ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
@@ -113,44 +89,10 @@ beforeAll(async () => {
   expect(imported).toContain(ferryImage);
   lap('ferry image imported:');
 
-  await core.createNamespace({
-    body: { metadata: { name: NS, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } },
-  });
+  await restrictedNamespace(cluster, NS);
 
-  // The install a user does, with only the image names changed: an overlay over manifests/.
   fixtures = tempDir('ferry-node-fixtures-');
-  const overlay = join(fixtures, 'overlay');
-  mkdirSync(overlay);
-  const base = readFileSync(join(REPO_ROOT, 'manifests', 'kustomization.yaml'), 'utf8');
-  const baseName = (short: string): string => new RegExp(`- name: ${short}\\s*\\n\\s*newName: (\\S+)`).exec(base)?.[1] ?? short;
-  const [repo, tag] = [ferryImage.slice(0, ferryImage.lastIndexOf(':')), ferryImage.slice(ferryImage.lastIndexOf(':') + 1)];
-  const launcherRepo = repo.replace(/\/ferry$/, '/ferry-launcher');
-  // The base's image transformer ran first: the overlay renames what it produced, in the
-  // ConfigMap's image fields too (the base's kustomizeconfig.yaml, copied: kustomize loads no
-  // file from outside the overlay).
-  cpSync(join(REPO_ROOT, 'manifests', 'kustomizeconfig.yaml'), join(overlay, 'kustomizeconfig.yaml'));
-  writeFileSync(
-    join(overlay, 'kustomization.yaml'),
-    [
-      'apiVersion: kustomize.config.k8s.io/v1beta1',
-      'kind: Kustomization',
-      'resources:',
-      `  - ${relative(overlay, join(REPO_ROOT, 'manifests'))}`,
-      'configurations:',
-      '  - kustomizeconfig.yaml',
-      'images:',
-      `  - {name: ${baseName('ferry')}, newName: ${repo}, newTag: "${tag}"}`,
-      `  - {name: ${baseName('ferry-launcher')}, newName: ${launcherRepo}, newTag: "${tag}"}`,
-      // This node has no usable /dev/kvm: guests run under TCG, as on any cluster without KVM.
-      'patches:',
-      '  - target: {kind: Deployment, name: ferry-controller}',
-      '    patch: |-',
-      '      - {op: add, path: /spec/template/spec/containers/0/args/-, value: --allow-emulation}',
-      '',
-    ].join('\n'),
-  );
-  await cluster.kubectlOk(['apply', '-k', overlay]);
-  await cluster.kubectlOk(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-controller', '--timeout=180s'], { timeoutMs: 200_000 });
+  await installFerry(cluster, ferryImage, fixtures);
   lap('kubectl apply -k → controller Deployment rolled out:');
 
   makeRawDisk(raw(), 64 * MiB);
@@ -333,7 +275,7 @@ const PROGRAMS: Record<'ferry' | 'ferry-launcher', readonly (readonly string[])[
 describe('the images hold every program their pods run', () => {
   for (const image of ['ferry', 'ferry-launcher'] as const) {
     it(`${image}: ${PROGRAMS[image].map((p) => p[0]).join(', ')}`, async () => {
-      const path = archive(image);
+      const path = imageArchive(image);
       const name = imageName(path);
       if (image !== 'ferry') expect(await cluster.importImage(path)).toContain(name);
       const podName = `programs-${image}`;
@@ -394,7 +336,7 @@ function consoleUntil(vmi: string, marker: string, ms: number): Promise<string> 
 
 describe('a VMI on the node', () => {
   it('boots the imported test disk in a real launcher pod under TCG: Running and Ready, the guest seen through ferry console; deleting it removes the pod', async () => {
-    const launcherArchive = archive('ferry-launcher');
+    const launcherArchive = imageArchive('ferry-launcher');
     expect(await cluster.importImage(launcherArchive)).toContain(imageName(launcherArchive));
     const bootDisk = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'make-boot-disk.sh')], { encoding: 'utf8' }).trim().split('\n').pop() ?? '';
     cpSync(bootDisk, join(served, 'boot.raw'));

@@ -1,5 +1,7 @@
 /** VMI → launcher pod: KubeVirt's metadata, restricted security, mounts, resources (reference §2.2–2.6). */
 
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, test } from '@jest/globals';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import {
@@ -14,6 +16,7 @@ import type { VirtualMachineInstance, VmiSpec } from '../../src/api/kubevirt.js'
 import { defaultVmiSpec, validateVmiSpec } from '../../src/api/kubevirt-defaults.js';
 import { cloudInitSecretDir } from '../../src/contract/launch-plan.js';
 import { memoryOverheadBytes } from '../../src/api/vm-overhead.js';
+import { REPO_ROOT } from '../helpers/ferry-process.js';
 import { LAUNCHER_CONFIG, makeVmi, type VmiOptions, VM_NAME, VM_NS, VMI_UID, vmiSpec } from './helpers.js';
 
 const MiB = 2 ** 20;
@@ -102,13 +105,13 @@ describe('buildLauncherPod: metadata', () => {
 describe('buildLauncherPod: security (restricted Pod Security Standard)', () => {
   const pod = podOf();
 
-  test('pod: non-root 107, fsGroup 107, RuntimeDefault seccomp, only the safe port sysctl', () => {
+  test('pod: non-root 107, fsGroup 107, the launcher\'s Localhost seccomp profile (passt), only the safe port sysctl', () => {
     expect(pod.spec?.securityContext).toEqual({
       runAsNonRoot: true,
       runAsUser: 107,
       runAsGroup: 107,
       fsGroup: 107,
-      seccompProfile: { type: 'RuntimeDefault' },
+      seccompProfile: { type: 'Localhost', localhostProfile: 'ferry/launcher.json' },
       sysctls: [{ name: 'net.ipv4.ip_unprivileged_port_start', value: '0' }],
     });
   });
@@ -118,7 +121,7 @@ describe('buildLauncherPod: security (restricted Pod Security Standard)', () => 
       allowPrivilegeEscalation: false,
       runAsNonRoot: true,
       capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
+      seccompProfile: { type: 'Localhost', localhostProfile: 'ferry/launcher.json' },
     });
     expect(compute(pod).securityContext?.privileged).toBeUndefined();
   });
@@ -362,8 +365,22 @@ describe('buildLauncherPod: the pod network forwards every port (passt), 22 incl
     expect(pod.spec?.securityContext?.sysctls).toEqual(sysctl);
   });
 
-  test('no sysctl without a pod interface (autoattachPodInterface: false)', () => {
-    expect(podOf({ spec: withDomain({ memory: { guest: '128Mi' }, devices: { autoattachPodInterface: false } }) }).spec?.securityContext?.sysctls).toBeUndefined();
+  test('no sysctl and RuntimeDefault seccomp without a pod interface (autoattachPodInterface: false): no passt to sandbox', () => {
+    const pod = podOf({ spec: withDomain({ memory: { guest: '128Mi' }, devices: { autoattachPodInterface: false } }) });
+    expect(pod.spec?.securityContext?.sysctls).toBeUndefined();
+    expect(pod.spec?.securityContext?.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+    expect(compute(pod).securityContext?.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+  });
+
+  test('the launcher profile is RuntimeDefault (containerd 1.6, caps dropped) plus exactly passt\'s sandbox calls', () => {
+    const profile = JSON.parse(readFileSync(join(REPO_ROOT, 'launcher', 'seccomp-launcher.json'), 'utf8')) as { defaultAction: string; syscalls: { names: string[]; action: string; args?: unknown[] }[] };
+    expect(profile.defaultAction).toBe('SCMP_ACT_ERRNO');
+    const allowed = profile.syscalls.filter((r) => r.action === 'SCMP_ACT_ALLOW' && !r.args).flatMap((r) => r.names);
+    expect(allowed).toEqual(expect.arrayContaining(['unshare', 'mount', 'umount2', 'pivot_root']));
+    // Still not: what only CAP_SYS_ADMIN's part of RuntimeDefault adds beyond passt's needs.
+    for (const name of ['setns', 'bpf', 'perf_event_open', 'open_by_handle_at', 'kexec_load', 'init_module', 'sethostname', 'fanotify_init']) expect(allowed).not.toContain(name);
+    // clone keeps its namespace-flag mask (passt unshares; it does not clone into namespaces).
+    expect(profile.syscalls.find((r) => r.names.includes('clone'))?.args).toEqual([{ index: 0, value: 2114060288, op: 'SCMP_CMP_MASKED_EQ' }]);
   });
 });
 
