@@ -6,7 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
@@ -15,6 +15,7 @@ import { CONTROLLER_NAMES, type ControllerConfig, type ControllerName, DEFAULT_C
 import { CdiConfigController } from './cdiconfig/cdiconfig-controller.js';
 import { DataVolumeController } from './datavolume/datavolume-controller.js';
 import { ImportController } from './import/import-controller.js';
+import { CdiSettingsCache, flagDefaults } from './runtime/cdi-settings.js';
 import { errorLine } from './runtime/errors.js';
 import { InformerFactory } from './runtime/informers.js';
 import { LeaderElector } from './runtime/leader-election.js';
@@ -130,7 +131,7 @@ export function parseControllerArgs(argv: readonly string[]): { config: Controll
 function cdiConfigDefaults(config: ControllerConfig, uploadProxyUrl: unknown): CdiConfigDefaults {
   const url = typeof uploadProxyUrl === 'string' && uploadProxyUrl.trim() !== '' ? uploadProxyUrl.trim() : undefined;
   if (url !== undefined && !/^https?:\/\/[^/\s]+/.test(url)) throw new FerryError(ErrorCode.InvalidSpec, `--upload-proxy-url must be an http(s):// URL (virtctl cannot use host:port), got "${url}"`);
-  return { ...(url ? { uploadProxyURL: url } : {}), filesystemOverhead: config.filesystemOverhead, podResourceRequirements: config.importerResources };
+  return flagDefaults(config, url);
 }
 
 /** Shutdown takes at most this long, whatever the apiserver does (the kubelet's grace is 30 s). */
@@ -195,13 +196,17 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     collectDefaultMetrics({ register: registry });
     // One set of caches for every controller: one PVC and one DataVolume list+watch, not one per controller.
     const informers = new InformerFactory(kc, config.namespaces, logger);
+    const defaults = cdiConfigDefaults(config, values['upload-proxy-url']);
+    // CDIConfig `config` over the flags, read by every controller on every reconcile.
+    const settings = new CdiSettingsCache(informers, kc.makeApiClient(CustomObjectsApi), defaults, logger.child({ controller: 'cdiconfig' }));
     const controller = combine(
       [
-        ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
+        settings,
+        ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers, settings })] : []),
         ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
-        ...(config.controllers.includes('upload') ? [new UploadController({ kubeConfig: kc, config, logger: logger.child({ controller: 'upload' }), informers })] : []),
-        ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers })] : []),
-        ...(config.controllers.includes('datavolume') ? [new CdiConfigController({ kubeConfig: kc, logger: logger.child({ controller: 'cdiconfig' }), defaults: cdiConfigDefaults(config, values['upload-proxy-url']) })] : []),
+        ...(config.controllers.includes('upload') ? [new UploadController({ kubeConfig: kc, config, logger: logger.child({ controller: 'upload' }), informers, settings })] : []),
+        ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers, settings })] : []),
+        ...(config.controllers.includes('datavolume') ? [new CdiConfigController({ kubeConfig: kc, logger: logger.child({ controller: 'cdiconfig' }), defaults })] : []),
       ],
       () => informers.stop(),
     );

@@ -118,15 +118,18 @@ export function isOwnedBy(pvc: V1PersistentVolumeClaim, dv: DataVolume): boolean
   return pvc.metadata?.ownerReferences?.some((o) => o.controller === true && o.uid === dv.metadata.uid) === true;
 }
 
+/** A filesystem overhead: one fraction, or the fraction for a storage class (CDIConfig's, runtime/cdi-settings.ts). */
+export type OverheadOf = number | ((storageClassName: string | undefined) => number);
+
 /** The claim spec: spec.pvc as given, or spec.storage with Ferry's defaults and the size grown. */
-export function claimSpec(spec: DataVolumeSpec, filesystemOverhead: number): V1PersistentVolumeClaimSpec {
+export function claimSpec(spec: DataVolumeSpec, filesystemOverhead: OverheadOf): V1PersistentVolumeClaimSpec {
   if (spec.pvc) return { ...spec.pvc };
-  if (spec.storage) return storageClaimSpec(spec.storage, filesystemOverhead);
+  if (spec.storage) return storageClaimSpec(spec.storage, typeof filesystemOverhead === 'number' ? filesystemOverhead : filesystemOverhead(spec.storage.storageClassName));
   throw new FerryError(ErrorCode.InvalidSpec, 'exactly one of spec.pvc or spec.storage is required');
 }
 
 /** The PVC a DataVolume creates. Throws INVALID_SPEC when the spec cannot be rendered. */
-export function buildClaim(dv: DataVolume, filesystemOverhead: number): V1PersistentVolumeClaim {
+export function buildClaim(dv: DataVolume, filesystemOverhead: OverheadOf): V1PersistentVolumeClaim {
   const { spec, metadata } = dv;
   const passed = Object.fromEntries(Object.entries(metadata.annotations ?? {}).filter(([k]) => !NOT_PASSED_TO_PVC.includes(k)));
   return {

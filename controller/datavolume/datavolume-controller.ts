@@ -15,6 +15,8 @@ import { WorkQueue } from '../runtime/work-queue.js';
 import { DataVolumeWriter } from './apply.js';
 import { type DvReconcileDeps, reconcileDataVolume } from './reconcile.js';
 import { crdServed } from '../runtime/crds.js';
+import { overheadOfClass } from '../../src/api/cdiconfig.js';
+import type { SettingsSource } from '../runtime/cdi-settings.js';
 
 export interface DataVolumeControllerDeps {
   readonly kubeConfig: KubeConfig;
@@ -24,6 +26,8 @@ export interface DataVolumeControllerDeps {
   readonly informers?: InformerFactory;
   readonly now?: () => number;
   readonly retryCrdMs?: number;
+  /** CDIConfig's settings (runtime/cdi-settings.ts): the filesystem overhead per storage class; absent: the flag. */
+  readonly settings?: SettingsSource;
 }
 
 interface Caches {
@@ -46,6 +50,7 @@ export class DataVolumeController {
     this.ownsInformers = deps.informers === undefined;
     this.informers = deps.informers ?? new InformerFactory(deps.kubeConfig, deps.config.namespaces, deps.logger);
     const core = deps.kubeConfig.makeApiClient(CoreV1Api);
+    const settings = deps.settings;
     this.custom = deps.kubeConfig.makeApiClient(CustomObjectsApi);
     const reconcileDeps: DvReconcileDeps = {
       caches: {
@@ -53,7 +58,7 @@ export class DataVolumeController {
         getPvc: (ns, name) => this.caches?.pvcs.get(name, ns),
       },
       writer: new DataVolumeWriter(core, this.custom),
-      config: { filesystemOverhead: deps.config.filesystemOverhead },
+      config: { filesystemOverhead: settings ? (storageClass) => overheadOfClass(settings.current(), storageClass) : deps.config.filesystemOverhead },
       logger: deps.logger,
       now: deps.now ?? Date.now,
       readPvc: async (namespace, name) => {

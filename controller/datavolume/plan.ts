@@ -14,7 +14,7 @@
 import type { V1OwnerReference, V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
 import { isFerryError } from '../../src/errors.js';
-import { buildClaim, isOwnedBy, ownerReference, routeOf, type SourceRoute } from './claim.js';
+import { buildClaim, isOwnedBy, type OverheadOf, ownerReference, routeOf, type SourceRoute } from './claim.js';
 import { cond, type ConditionWanted, statusFromClaim, withTimes } from './status.js';
 
 export interface DvObserved {
@@ -26,7 +26,7 @@ export interface DvObserved {
 }
 
 export interface DvConfig {
-  readonly filesystemOverhead: number;
+  readonly filesystemOverhead: OverheadOf;
 }
 
 export type DvAction =

@@ -4,8 +4,10 @@
  */
 
 import type { CoreV1Api, V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { KubeError, kubeCall } from '../runtime/errors.js';
+import { ErrorCode, FerryError } from '../../src/errors.js';
+import { isKube, KubeError, kubeCall, kubeGet } from '../runtime/errors.js';
 import { mergePatch, recordEvent, tolerate } from '../runtime/writer.js';
+import { buildProxyCaConfigMap, PROXY_CA_KEY } from './importer-pod.js';
 import type { Action } from './plan.js';
 
 export class ImportWriter {
@@ -34,10 +36,29 @@ export class ImportWriter {
         const op = { verb: 'delete', resource: 'persistentvolumeclaims', namespace, name: action.name };
         return tolerate(kubeCall(op, () => this.core.deleteNamespacedPersistentVolumeClaim({ namespace, name: action.name })), KubeError.NotFound);
       }
+      case 'copyProxyCa':
+        return this.copyProxyCa(pvc, action.from, action.name);
       case 'annotate':
         return this.annotate(namespace, name, action.annotations);
       case 'event':
         return this.event(pvc, action.eventType, action.reason, action.message);
+    }
+  }
+
+  /** CDI copies the proxy CA on every pass; a copy already there gets the current CA. */
+  private async copyProxyCa(pvc: V1PersistentVolumeClaim, from: { namespace: string; name: string }, name: string): Promise<void> {
+    const source = await kubeGet({ verb: 'get', resource: 'configmaps', ...from }, () => this.core.readNamespacedConfigMap(from));
+    const ca = source?.data?.[PROXY_CA_KEY];
+    if (ca === undefined) {
+      throw new FerryError(ErrorCode.InvalidSpec, `CDIConfig importProxy.trustedCAProxy: ConfigMap ${from.namespace}/${from.name} ${source ? `has no key ${PROXY_CA_KEY}` : 'does not exist'}`);
+    }
+    const namespace = pvc.metadata?.namespace ?? '';
+    const body = buildProxyCaConfigMap(pvc, { [PROXY_CA_KEY]: ca });
+    try {
+      await kubeCall({ verb: 'create', resource: 'configmaps', namespace, name }, () => this.core.createNamespacedConfigMap({ namespace, body }));
+    } catch (err) {
+      if (!isKube(err, KubeError.AlreadyExists)) throw err;
+      await kubeCall({ verb: 'patch', resource: 'configmaps', namespace, name }, () => this.core.patchNamespacedConfigMap({ namespace, name, body: { data: body.data } }, mergePatch));
     }
   }
 

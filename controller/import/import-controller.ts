@@ -9,6 +9,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { IMPORTER_POD_SELECTOR } from '../../src/api/cdi.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
+import type { SettingsSource } from '../runtime/cdi-settings.js';
 import { errorLine } from '../runtime/errors.js';
 import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
 import { WorkQueue } from '../runtime/work-queue.js';
@@ -26,6 +27,8 @@ export interface ControllerDeps {
   readonly now?: () => number;
   /** How often every cached PVC is queued again. */
   readonly resyncMs?: number;
+  /** CDIConfig's settings (runtime/cdi-settings.ts); absent: the flags alone. */
+  readonly settings?: SettingsSource;
 }
 
 export class ImportController {
@@ -69,6 +72,7 @@ export class ImportController {
             logger: deps.logger,
             now,
             scrape: scrapeProgress,
+            ...(deps.settings ? { settings: deps.settings } : {}),
           });
           reconciles.inc({ result: 'ok' });
           return result;

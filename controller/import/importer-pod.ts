@@ -5,13 +5,16 @@
  */
 
 import { createHash } from 'node:crypto';
-import type { V1EnvVar, V1PersistentVolumeClaim, V1Pod, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1EnvVar, V1ObjectMeta, V1PersistentVolumeClaim, V1Pod, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
 import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../../src/api/cdi.js';
+import { type CdiSettings, overheadOfClass, resolveSettings } from '../../src/api/cdiconfig.js';
+import { DvAnnotation } from '../../src/api/datavolume.js';
 import { encodeImportEnv, encodeImporterSettings, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
 import { parseQuantity } from '../../src/quantity.js';
 import type { ControllerConfig } from '../config.js';
+import { flagDefaults } from '../runtime/cdi-settings.js';
 
 const MAX_NAME = 63;
 
@@ -50,9 +53,33 @@ export function requestedBytes(pvc: V1PersistentVolumeClaim): number | undefined
 
 export interface PodOptions {
   readonly withScratch: boolean;
+  /** CDIConfig's settings in effect (runtime/cdi-settings.ts); absent: the controller's flags. */
+  readonly settings?: CdiSettings;
+}
+
+/** The settings a pod is built with: those given, else the flags'. */
+export function settingsOf(config: ControllerConfig, settings: CdiSettings | undefined): CdiSettings {
+  return settings ?? resolveSettings(undefined, flagDefaults(config));
+}
+
+/** The key CDI's proxy CA ConfigMap holds the CA under, and the file it becomes beside the other CAs. */
+export const PROXY_CA_KEY = 'ca.crt';
+export const PROXY_CA_FILE = 'import-proxy-ca.crt';
+
+/** CDI's copy of the trusted proxy CA ConfigMap in the PVC's namespace. */
+export function proxyCaConfigMapName(pvcName: string): string {
+  return boundedName('import-proxy-cm-', pvcName);
+}
+
+/** The PVC's worker-pod priority class (a DataVolume's spec.priorityClassName, as CDI's annotation). */
+export function priorityClassOf(pvc: V1PersistentVolumeClaim): { priorityClassName?: string } {
+  const name = pvc.metadata?.annotations?.[DvAnnotation.PodPriorityClassName]?.trim();
+  return name ? { priorityClassName: name } : {};
 }
 
 export function importSpecFor(pvc: V1PersistentVolumeClaim, request: ImportRequest, config: ControllerConfig, options: PodOptions): ImportSpec {
+  const settings = settingsOf(config, options.settings);
+  const { httpProxy, httpsProxy, noProxy, trustedCAProxy } = settings.importProxy;
   const block = isBlock(pvc);
   const capacity = requestedBytes(pvc);
   const target = block
@@ -65,22 +92,23 @@ export function importSpecFor(pvc: V1PersistentVolumeClaim, request: ImportReque
     endpoint: request.endpoint,
     contentType: request.contentType,
     target,
-    ...(request.certConfigMap ? { caPath: PodPath.Certs } : {}),
+    ...(request.certConfigMap || trustedCAProxy ? { caPath: PodPath.Certs } : {}),
     insecureTls: request.insecureTls,
     ...(request.checksum ? { checksum: request.checksum } : {}),
     ...(capacity !== undefined ? { capacity } : {}),
-    filesystemOverhead: block ? 0 : config.filesystemOverhead,
+    filesystemOverhead: block ? 0 : overheadOfClass(settings, pvc.spec?.storageClassName),
     preallocation: request.preallocation,
     ...(options.withScratch ? { scratchDir: PodPath.Scratch } : {}),
     ownerUid: ownerUid(pvc),
-    proxy: {},
+    proxy: { ...(httpProxy ? { httpProxy } : {}), ...(httpsProxy ? { httpsProxy } : {}), ...(noProxy ? { noProxy } : {}) },
   };
 }
 
 export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRequest, config: ControllerConfig, options: PodOptions): V1Pod {
   const name = pvc.metadata?.name ?? '';
   const namespace = pvc.metadata?.namespace ?? '';
-  const spec = importSpecFor(pvc, request, config, options);
+  const settings = settingsOf(config, options.settings);
+  const spec = importSpecFor(pvc, request, config, { ...options, settings });
   const env: V1EnvVar[] = Object.entries({ ...encodeImportEnv(spec), ...encodeImporterSettings({ metricsPort: config.importerMetricsPort }) }).map(([k, v]) => ({ name: k, value: v }));
   if (request.secretName) {
     env.push(
@@ -94,7 +122,16 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
   const devices: V1VolumeDevice[] = [];
   if (isBlock(pvc)) devices.push({ name: 'data', devicePath: PodPath.BlockDevice });
   else mounts.push({ name: 'data', mountPath: PodPath.DataDir });
-  if (request.certConfigMap) {
+  const proxyCa = settings.importProxy.trustedCAProxy ? proxyCaConfigMapName(name) : undefined;
+  if (proxyCa) {
+    // The proxy's CA joins the source's CAs in one directory: the importer trusts every file there (CDI: /certs + /proxycerts).
+    const sources = [
+      ...(request.certConfigMap ? [{ configMap: { name: request.certConfigMap } }] : []),
+      { configMap: { name: proxyCa, items: [{ key: PROXY_CA_KEY, path: PROXY_CA_FILE }] } },
+    ];
+    volumes.push({ name: 'certs', projected: { sources } });
+    mounts.push({ name: 'certs', mountPath: PodPath.Certs, readOnly: true });
+  } else if (request.certConfigMap) {
     volumes.push({ name: 'certs', configMap: { name: request.certConfigMap } });
     mounts.push({ name: 'certs', mountPath: PodPath.Certs, readOnly: true });
   }
@@ -117,6 +154,7 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
     spec: {
       // Run once: the controller decides about retries from the termination message.
       restartPolicy: 'Never',
+      ...priorityClassOf(pvc),
       enableServiceLinks: false,
       automountServiceAccountToken: false,
       securityContext: {
@@ -134,7 +172,7 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
           args: ['importer'],
           env,
           ports: [{ name: 'metrics', containerPort: config.importerMetricsPort, protocol: 'TCP' }],
-          resources: config.importerResources,
+          resources: settings.podResourceRequirements,
           volumeMounts: mounts,
           ...(devices.length > 0 ? { volumeDevices: devices } : {}),
           terminationMessagePath: TERMINATION_MESSAGE_PATH,
@@ -152,25 +190,44 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
   };
 }
 
-/** Scratch space for images that must be staged before conversion; deleted after the import. */
-export function buildScratchPvc(pvc: V1PersistentVolumeClaim): V1PersistentVolumeClaim {
+/** Metadata of an object the PVC owns (deleted with it), labelled as the importer's. */
+function ownedBy(pvc: V1PersistentVolumeClaim, objectName: string): V1ObjectMeta {
   const name = pvc.metadata?.name ?? '';
+  return {
+    name: objectName,
+    namespace: pvc.metadata?.namespace ?? '',
+    labels: { ...IMPORTER_POD_LABELS, [Label.OwnerPvc]: boundedName('', name) },
+    ownerReferences: [{ apiVersion: 'v1', kind: 'PersistentVolumeClaim', name, uid: pvc.metadata?.uid ?? '', controller: true, blockOwnerDeletion: true }],
+  };
+}
+
+/**
+ * Scratch space for images that must be staged before conversion; deleted after the import. Its
+ * class is CDIConfig's scratchSpaceStorageClass, else the target's (CDI's rule); its size the target's request.
+ */
+export function buildScratchPvc(pvc: V1PersistentVolumeClaim, settings?: Pick<CdiSettings, 'scratchSpaceStorageClass'>): V1PersistentVolumeClaim {
+  const name = pvc.metadata?.name ?? '';
+  const storageClassName = settings?.scratchSpaceStorageClass ?? pvc.spec?.storageClassName;
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
-    metadata: {
-      name: scratchPvcName(name),
-      namespace: pvc.metadata?.namespace ?? '',
-      labels: { ...IMPORTER_POD_LABELS, [Label.OwnerPvc]: boundedName('', name) },
-      ownerReferences: [
-        { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name, uid: pvc.metadata?.uid ?? '', controller: true, blockOwnerDeletion: true },
-      ],
-    },
+    metadata: ownedBy(pvc, scratchPvcName(name)),
     spec: {
       accessModes: ['ReadWriteOnce'],
       volumeMode: 'Filesystem',
       resources: { requests: { storage: String(pvc.spec?.resources?.requests?.storage ?? '1Gi') } },
-      ...(pvc.spec?.storageClassName ? { storageClassName: pvc.spec.storageClassName } : {}),
+      ...(storageClassName ? { storageClassName } : {}),
     },
+  };
+}
+
+/** CDI's copy of the trusted proxy CA in the PVC's namespace, owned by the PVC: `data` from the admin's ConfigMap. */
+export function buildProxyCaConfigMap(pvc: V1PersistentVolumeClaim, data: Readonly<Record<string, string>>): V1ConfigMap {
+  const name = pvc.metadata?.name ?? '';
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: ownedBy(pvc, proxyCaConfigMapName(name)),
+    data: { ...data },
   };
 }

@@ -7,9 +7,10 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { Annotation, EventReason, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode, isFerryError } from '../../src/errors.js';
 import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
+import type { CdiSettings } from '../../src/api/cdiconfig.js';
 import type { ControllerConfig } from '../config.js';
 import { annotate, type AnnotateAction, backoffRemaining, countFailure, type EventAction, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
-import { buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from './importer-pod.js';
+import { buildImporterPod, buildScratchPvc, importerPodName, proxyCaConfigMapName, scratchPvcName, settingsOf } from './importer-pod.js';
 import { NOT_WAITING, WAIT_FOR_FIRST_CONSUMER, waitingAnnotations } from '../runtime/binding.js';
 
 export interface Observed {
@@ -21,6 +22,8 @@ export interface Observed {
   readonly waitForFirstConsumer?: boolean;
   /** Milliseconds since the epoch. */
   readonly now: number;
+  /** CDIConfig's settings in effect (runtime/cdi-settings.ts); absent: the controller's flags. */
+  readonly settings?: CdiSettings;
 }
 
 export type Action =
@@ -28,6 +31,8 @@ export type Action =
   | { readonly type: 'deletePod'; readonly name: string }
   | { readonly type: 'createScratchPvc'; readonly pvc: V1PersistentVolumeClaim }
   | { readonly type: 'deleteScratchPvc'; readonly name: string }
+  /** Copies key `ca.crt` of ConfigMap `from` (CDIConfig's trustedCAProxy, in Ferry's namespace) to `name` beside the PVC. */
+  | { readonly type: 'copyProxyCa'; readonly from: { readonly namespace: string; readonly name: string }; readonly name: string }
   | AnnotateAction
   | EventAction;
 
@@ -83,7 +88,7 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
     };
   }
 
-  const ctx: Context = { pvc, request, current, scratchPvc, now, config };
+  const ctx: Context = { pvc, request, current, scratchPvc, now, config, settings: settingsOf(config, observed.settings) };
   if (!pod && observed.waitForFirstConsumer) {
     // CDI's HonorWaitForFirstConsumer: the workload that consumes the PVC picks its node; import after.
     const waiting = waitingAnnotations(pvc);
@@ -123,14 +128,17 @@ interface Context {
   readonly scratchPvc: V1PersistentVolumeClaim | undefined;
   readonly now: number;
   readonly config: ControllerConfig;
+  readonly settings: CdiSettings;
 }
 
-function planStart({ pvc, request, current, scratchPvc, now, config }: Context): Plan {
+function planStart({ pvc, request, current, scratchPvc, now, config, settings }: Context): Plan {
   const wait = backoffRemaining(current, now, config);
   if (wait > 0) return { actions: [], requeueAfterMs: wait };
   const withScratch = current[Annotation.RequiresScratch] === 'true';
   const actions: Action[] = [];
-  if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc) });
+  if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc, settings) });
+  const trusted = settings.importProxy.trustedCAProxy;
+  if (trusted) actions.push({ type: 'copyProxyCa', from: { namespace: config.ferryNamespace, name: trusted }, name: proxyCaConfigMapName(pvc.metadata?.name ?? '') });
   actions.push(
     ...annotate(current, {
       [Annotation.ImportPodName]: importerPodName(pvc.metadata?.name ?? ''),
@@ -139,7 +147,7 @@ function planStart({ pvc, request, current, scratchPvc, now, config }: Context):
       ...(current[Annotation.BoundReason] === WAIT_FOR_FIRST_CONSUMER ? NOT_WAITING : {}),
     }),
   );
-  actions.push({ type: 'createPod', pod: buildImporterPod(pvc, request, config, { withScratch }) });
+  actions.push({ type: 'createPod', pod: buildImporterPod(pvc, request, config, { withScratch, settings }) });
   return { actions };
 }
 

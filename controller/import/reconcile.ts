@@ -7,6 +7,7 @@ import type { V1PersistentVolumeClaim, V1Pod, V1StorageClass } from '@kubernetes
 import { Annotation } from '../../src/api/cdi.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
+import type { SettingsSource } from '../runtime/cdi-settings.js';
 import { waitsForFirstConsumer } from '../runtime/binding.js';
 import { splitKey } from '../runtime/keys.js';
 import type { HandlerResult } from '../runtime/work-queue.js';
@@ -28,6 +29,8 @@ export interface ReconcilerDeps {
   readonly logger: Logger;
   readonly now: () => number;
   readonly scrape: (podIP: string, port: number, ownerUid: string) => Promise<number | undefined>;
+  /** CDIConfig's settings, read on every reconcile; absent: the flags. */
+  readonly settings?: SettingsSource;
 }
 
 export async function reconcile(key: string, deps: ReconcilerDeps): Promise<HandlerResult> {
@@ -41,6 +44,7 @@ export async function reconcile(key: string, deps: ReconcilerDeps): Promise<Hand
       scratchPvc: deps.caches.getPvc(namespace, scratchPvcName(name)),
       waitForFirstConsumer: waitsForFirstConsumer(pvc, pvc.spec?.storageClassName ? deps.caches.getStorageClass(pvc.spec.storageClassName) : undefined),
       now: deps.now(),
+      ...(deps.settings ? { settings: deps.settings.current() } : {}),
     },
     deps.config,
   );

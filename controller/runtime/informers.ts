@@ -173,8 +173,8 @@ export class InformerFactory {
     );
   }
 
-  /** Custom objects of `group/version` `plural` in the watched namespaces. */
-  custom<T extends KubernetesObject>(group: string, version: string, plural: string): SharedInformer<T> {
+  /** Custom objects of `group/version` `plural` in the watched namespaces (or, `clusterScoped`, all of them: one watch). */
+  custom<T extends KubernetesObject>(group: string, version: string, plural: string, clusterScoped = false): SharedInformer<T> {
     return this.shared<T>(
       `${plural}.${group}`,
       undefined,
@@ -183,6 +183,7 @@ export class InformerFactory {
         (ns
           ? this.customApi.listNamespacedCustomObject({ group, version, namespace: ns, plural })
           : this.customApi.listClusterCustomObject({ group, version, plural })) as Promise<KubernetesListObject<T>>,
+      clusterScoped,
     );
   }
 

@@ -9,6 +9,7 @@ import type { HandlerResult } from '../runtime/work-queue.js';
 import type { UploadWriter } from './apply.js';
 import { planUpload } from './plan.js';
 import type { ControllerConfig } from '../config.js';
+import { configWithSettings, type SettingsSource } from '../runtime/cdi-settings.js';
 import { uploadPodName } from './upload-pod.js';
 
 export interface UploadCaches {
@@ -23,6 +24,8 @@ export interface UploadReconcilerDeps {
   readonly config: ControllerConfig;
   readonly logger: Logger;
   readonly now: () => number;
+  /** CDIConfig's settings (pod resources, filesystem overhead), read on every reconcile; absent: the flags. */
+  readonly settings?: SettingsSource;
 }
 
 export async function reconcileUpload(key: string, deps: UploadReconcilerDeps): Promise<HandlerResult> {
@@ -37,7 +40,7 @@ export async function reconcileUpload(key: string, deps: UploadReconcilerDeps): 
       scratchPvc: deps.caches.getPvc(namespace, scratchPvcName(name)),
       now: deps.now(),
     },
-    deps.config,
+    configWithSettings(deps.config, deps.settings?.current(), pvc.spec?.storageClassName),
   );
   const log = deps.logger.child({ pvc: key });
   for (const action of plan.actions) {

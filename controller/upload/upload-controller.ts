@@ -15,6 +15,7 @@ import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
 import { WorkQueue } from '../runtime/work-queue.js';
 import { UploadWriter } from './apply.js';
 import { reconcileUpload } from './reconcile.js';
+import type { SettingsSource } from '../runtime/cdi-settings.js';
 
 export interface UploadControllerDeps {
   readonly kubeConfig: KubeConfig;
@@ -23,6 +24,8 @@ export interface UploadControllerDeps {
   readonly informers?: InformerFactory;
   readonly now?: () => number;
   readonly resyncMs?: number;
+  /** CDIConfig's settings (runtime/cdi-settings.ts); absent: the flags alone. */
+  readonly settings?: SettingsSource;
 }
 
 export class UploadController {
@@ -70,6 +73,7 @@ export class UploadController {
           config,
           logger,
           now,
+          ...(deps.settings ? { settings: deps.settings } : {}),
         }),
       {
         concurrency: config.concurrency,

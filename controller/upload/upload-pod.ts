@@ -12,7 +12,7 @@ import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { UPLOAD_PROXY_CLIENT_NAME, UPLOAD_SERVER_PORT, UploadPath, uploadServiceName } from '../../src/contract/upload-api.js';
 import { encodeUploadServerEnv, type UploadServerConfig, UploadServerEnv } from '../../src/contract/upload-server.js';
 import type { ControllerConfig } from '../config.js';
-import { boundedName, isBlock, requestedBytes, scratchPvcName } from '../import/importer-pod.js';
+import { boundedName, isBlock, priorityClassOf, requestedBytes, scratchPvcName } from '../import/importer-pod.js';
 import { serviceHosts } from '../certs/upload-certs.js';
 
 /** Where the pod finds its certificate Secret, and the Secret's keys. */
@@ -109,6 +109,7 @@ export function buildUploadPod(pvc: V1PersistentVolumeClaim, contentType: Conten
     spec: {
       // The controller decides what follows an exit, from the termination message.
       restartPolicy: 'Never',
+      ...priorityClassOf(pvc),
       enableServiceLinks: false,
       automountServiceAccountToken: false,
       securityContext: { runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, fsGroup: 107, seccompProfile: { type: 'RuntimeDefault' } },

@@ -16,7 +16,7 @@ const importProxy = (what: string): Schema =>
     HTTPProxy: str('Proxy URL for http:// sources.'),
     HTTPSProxy: str('Proxy URL for https:// sources.'),
     noProxy: str('Comma-separated hosts and domains reached without the proxy.'),
-    trustedCAProxy: str('Name of a ConfigMap with the CA of a TLS-intercepting proxy.'),
+    trustedCAProxy: str('Name of a ConfigMap in Ferry\'s namespace whose key ca.crt is the CA of a TLS-intercepting proxy; importers trust it beside the source\'s CAs.'),
   });
 
 const resources = (description: string): Schema => open(description, { limits: strings('Limits (cpu, memory).'), requests: strings('Requests (cpu, memory).') });

@@ -89,3 +89,52 @@ export function overheadFor(status: CdiConfigStatus | undefined, storageClass: s
   const text = (storageClass !== undefined ? status?.filesystemOverhead?.storageClass?.[storageClass] : undefined) ?? status?.filesystemOverhead?.global;
   return text !== undefined && new RegExp(PERCENT_PATTERN).test(text) ? Number(text) : undefined;
 }
+
+/**
+ * The settings every controller uses, resolved once from CDIConfig (spec over the controller's
+ * flags). It is read back from the very status `effectiveStatus` computes, so what the status
+ * shows and what the controllers do cannot drift apart.
+ */
+export interface CdiSettings {
+  readonly uploadProxyURL?: string;
+  /** Fractions: `global`, and per storage class name. */
+  readonly filesystemOverhead: { readonly global: number; readonly storageClass: Readonly<Record<string, number>> };
+  /** Storage class of scratch PVCs; undefined: the target PVC's class. */
+  readonly scratchSpaceStorageClass?: string;
+  /** Requests and limits of importer, upload and clone worker pods. */
+  readonly podResourceRequirements: V1ResourceRequirements;
+  /** Proxy of importer pods (CDI's lower-case http_proxy/https_proxy/no_proxy), and the proxy CA ConfigMap's name. */
+  readonly importProxy: { readonly httpProxy?: string; readonly httpsProxy?: string; readonly noProxy?: string; readonly trustedCAProxy?: string };
+}
+
+/** Pure: the settings in effect for a CDIConfig `spec` (undefined: no object) over `defaults`. */
+export function resolveSettings(spec: CdiConfigSpec | undefined, defaults: CdiConfigDefaults): CdiSettings {
+  const status = effectiveStatus(spec, defaults);
+  const perClass: Record<string, number> = {};
+  for (const name of Object.keys(status.filesystemOverhead?.storageClass ?? {})) {
+    const value = overheadFor(status, name);
+    if (value !== undefined) perClass[name] = value;
+  }
+  const proxy = status.importProxy ?? {};
+  // As written (the status shows the same text); an empty string is no setting.
+  const given = (text: string | undefined): string | undefined => (text !== undefined && text.trim() !== '' ? text : undefined);
+  const importProxy = {
+    ...(given(proxy.HTTPProxy) ? { httpProxy: given(proxy.HTTPProxy) } : {}),
+    ...(given(proxy.HTTPSProxy) ? { httpsProxy: given(proxy.HTTPSProxy) } : {}),
+    ...(given(proxy.noProxy) ? { noProxy: given(proxy.noProxy) } : {}),
+    ...(given(proxy.trustedCAProxy) ? { trustedCAProxy: given(proxy.trustedCAProxy) } : {}),
+  };
+  return Object.freeze({
+    ...(status.uploadProxyURL ? { uploadProxyURL: status.uploadProxyURL } : {}),
+    // A malformed global (the schema forbids one) falls back to the flag rather than failing every import.
+    filesystemOverhead: Object.freeze({ global: overheadFor(status, undefined) ?? defaults.filesystemOverhead, storageClass: Object.freeze(perClass) }),
+    ...(status.scratchSpaceStorageClass ? { scratchSpaceStorageClass: status.scratchSpaceStorageClass } : {}),
+    podResourceRequirements: status.defaultPodResourceRequirements ?? defaults.podResourceRequirements,
+    importProxy: Object.freeze(importProxy),
+  });
+}
+
+/** Pure: the filesystem overhead for volumes of `storageClass` (its own value, else the global one). */
+export function overheadOfClass(settings: CdiSettings, storageClass: string | undefined): number {
+  return (storageClass !== undefined ? settings.filesystemOverhead.storageClass[storageClass] : undefined) ?? settings.filesystemOverhead.global;
+}
