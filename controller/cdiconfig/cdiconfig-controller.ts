@@ -9,7 +9,7 @@ import { type CustomObjectsApi, type KubeConfig, CustomObjectsApi as CustomObjec
 import { type CdiConfig, type CdiConfigDefaults, CDICONFIG_GROUP, CDICONFIG_NAME, CDICONFIG_PLURAL, CDICONFIG_VERSION } from '../../src/api/cdiconfig.js';
 import type { Logger } from '../../src/logging.js';
 import { errorLine, isKube, KubeError, kubeCall, kubeGet } from '../runtime/errors.js';
-import { mergePatch } from '../runtime/writer.js';
+import { jsonPatch } from '../runtime/writer.js';
 import { CdiConfigAction, planCdiConfig } from './plan.js';
 
 export interface CdiConfigControllerDeps {
@@ -35,7 +35,8 @@ export async function reconcileCdiConfig(custom: CustomObjectsApi, defaults: Cdi
     }
     return true;
   }
-  await kubeCall(op('patch'), () => custom.patchClusterCustomObjectStatus({ ...where, name: CDICONFIG_NAME, body: { status: plan.status } }, mergePatch));
+  // The whole status is replaced (a JSON patch `add` on /status): a merge patch would keep values the spec no longer sets.
+  await kubeCall(op('patch'), () => custom.patchClusterCustomObjectStatus({ ...where, name: CDICONFIG_NAME, body: [{ op: 'add', path: '/status', value: plan.status }] }, jsonPatch));
   return false;
 }
 
