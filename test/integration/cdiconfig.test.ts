@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { ApiException, CoreV1Api, CustomObjectsApi, type KubernetesObject, KubernetesObjectApi, loadAllYaml, loadYaml, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
+import { ApiException, CoreV1Api, CustomObjectsApi, SchedulingV1Api, type KubernetesObject, KubernetesObjectApi, loadAllYaml, loadYaml, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { type CdiConfig, type CdiConfigSpec, CDICONFIG_GROUP, CDICONFIG_NAME, CDICONFIG_PLURAL, CDICONFIG_VERSION } from '../../src/api/cdiconfig.js';
 import { Annotation } from '../../src/api/cdi.js';
@@ -269,6 +269,28 @@ describe('the controllers take their settings from CDIConfig', () => {
     expect(later.spec?.containers?.[0]?.resources).toEqual(next);
     expect(later.spec?.containers?.[0]?.env?.map((e) => e.name)).not.toContain('http_proxy');
   }, 120_000);
+
+  test("a DataVolume's priorityClassName reaches its importer pod (through CDI's PVC annotation)", async () => {
+    const scheduling = cp.kubeConfig.makeApiClient(SchedulingV1Api);
+    await scheduling.createPriorityClass({ body: { metadata: { name: 'imports-first' }, value: 1000 } });
+    const ns = await cp.newNamespace();
+    await custom.createNamespacedCustomObject({
+      group: DV_GROUP,
+      version: DV_VERSION,
+      namespace: ns,
+      plural: DV_PLURAL,
+      body: {
+        apiVersion: `${DV_GROUP}/${DV_VERSION}`,
+        kind: 'DataVolume',
+        metadata: { name: 'urgent' },
+        spec: { priorityClassName: 'imports-first', source: { http: { url: `${server.url}/disk.qcow2` } }, storage: { resources: { requests: { storage: '64Mi' } } } },
+      },
+    });
+    const pod = await importerPod(core, ns, 'urgent');
+    expect(pod.spec?.priorityClassName).toBe('imports-first');
+    // The apiserver's Priority admission resolved the class: the pod is really scheduled by it.
+    expect(pod.spec?.priority).toBe(1000);
+  });
 
   test("a trusted proxy CA: copied beside the PVC, mounted with the source CAs; the importer tunnels HTTPS through the proxy and trusts it", async () => {
     await core.createNamespacedConfigMap({ namespace: 'ferry-system', body: { metadata: { name: 'corp-proxy-ca' }, data: { 'ca.crt': caPem } } });

@@ -9,7 +9,9 @@ import { Annotation } from '../../src/api/cdi.js';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { buildImporterPod, buildProxyCaConfigMap, buildScratchPvc, PROXY_CA_FILE, proxyCaConfigMapName } from '../../controller/import/importer-pod.js';
 import { planImport } from '../../controller/import/plan.js';
-import { flagDefaults } from '../../controller/runtime/cdi-settings.js';
+import { configWithSettings, flagDefaults } from '../../controller/runtime/cdi-settings.js';
+import { buildUploadPod } from '../../controller/upload/upload-pod.js';
+import { decodeUploadServerEnv } from '../../src/contract/upload-server.js';
 
 const config = { ...DEFAULT_CONFIG, ferryNamespace: 'ferry-system' };
 const defaults = flagDefaults(config);
@@ -99,5 +101,14 @@ describe('importer pod under CDIConfig', () => {
     // A scratch PVC planned under the settings takes the scratch class.
     const scratch = planImport({ pvc: pvc({ annotations: { [Annotation.RequiresScratch]: 'true' } }), now: 0, settings: admin }, config).actions.find((a) => a.type === 'createScratchPvc');
     expect(scratch?.type === 'createScratchPvc' && scratch.pvc.spec?.storageClassName).toBe('scratchy');
+  });
+
+  test('an upload pod takes the same resources, per-class overhead and priority class (upload/reconcile.ts reads the config through configWithSettings)', () => {
+    const target = pvc({ storageClass: 'local', annotations: { 'cdi.kubevirt.io/storage.pod.priorityclassname': 'high' } });
+    const pod = buildUploadPod(target, 'kubevirt', configWithSettings(config, admin, 'local'), { withScratch: false, deadline: 10_000 });
+    expect(pod.spec?.containers[0]?.resources).toEqual(admin.podResourceRequirements);
+    expect(pod.spec?.priorityClassName).toBe('high');
+    const env = Object.fromEntries((pod.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+    expect(decodeUploadServerEnv(env).filesystemOverhead).toBe(0.02);
   });
 });
