@@ -28,7 +28,9 @@ Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.imp
 importer pods for them; creates the PVCs of cdi.kubevirt.io/v1beta1 DataVolumes; runs kubevirt.io/v1
 VirtualMachines (creating the DataVolumes of their dataVolumeTemplates) and VirtualMachineInstances
 in launcher pods; runs an upload server pod, Service and certificate for each PVC annotated
-cdi.kubevirt.io/storage.upload.target (and DataVolumes with source.upload).
+cdi.kubevirt.io/storage.upload.target (and DataVolumes with source.upload). CDIConfig "config"
+(cdi.kubevirt.io) overrides the worker pod resources, filesystem overhead, scratch class, importer
+proxy and upload proxy URL where its spec sets them; the flags are the defaults.
 
 Options:
   --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
