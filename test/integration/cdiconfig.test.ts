@@ -167,6 +167,11 @@ describe('the controllers take their settings from CDIConfig', () => {
     return until('the effective values', (c) => isDeepStrictEqual(c.status?.defaultPodResourceRequirements, want));
   }
 
+  async function createDataVolume(namespace: string, name: string, spec: Record<string, unknown>): Promise<void> {
+    const body = { apiVersion: `${DV_GROUP}/${DV_VERSION}`, kind: 'DataVolume', metadata: { name }, spec };
+    await custom.createNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, body });
+  }
+
   /** The kubelet's part for a projected `certs` volume (ConfigMaps, with their items), beside kubeletEnv's. */
   async function projectedCerts(pod: V1Pod, volumes: string): Promise<Record<string, string>> {
     const sources = pod.spec?.volumes?.find((v) => v.name === 'certs')?.projected?.sources ?? [];
@@ -180,13 +185,13 @@ describe('the controllers take their settings from CDIConfig', () => {
     return sources.length > 0 ? { IMPORTER_CERT_DIR: mount } : {};
   }
 
-  /** Runs the real importer for `pod` and reports its exit as the pod's status. */
-  async function runImporter(pod: V1Pod, volumes: string): Promise<number> {
+  /** Runs the real importer for `pod` and reports its exit as the pod's status; `expectFailure` returns its message instead of throwing. */
+  async function runImporter(pod: V1Pod, volumes: string, expectFailure = false): Promise<string> {
     await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
     const run = await runImporterLocally(pod, volumes, { ...(await kubeletEnv(core, pod, volumes)), ...(await projectedCerts(pod, volumes)) }).done;
     await setPodStatus(core, pod, run.exitCode === 0 ? 'Succeeded' : 'Failed', { terminated: { exitCode: run.exitCode, message: run.terminationMessage } });
-    if (run.exitCode !== 0) throw new Error(`the importer failed: ${run.terminationMessage}`);
-    return run.exitCode;
+    if ((run.exitCode !== 0) !== expectFailure) throw new Error(`the importer exited ${run.exitCode}: ${run.terminationMessage}`);
+    return run.terminationMessage;
   }
 
   beforeAll(async () => {
@@ -250,13 +255,7 @@ describe('the controllers take their settings from CDIConfig', () => {
     expect(scratch.spec?.storageClassName).toBe('scratchy');
 
     // A DataVolume's spec.storage request grows by its class's overhead.
-    await custom.createNamespacedCustomObject({
-      group: DV_GROUP,
-      version: DV_VERSION,
-      namespace: ns,
-      plural: DV_PLURAL,
-      body: { apiVersion: `${DV_GROUP}/${DV_VERSION}`, kind: 'DataVolume', metadata: { name: 'sized' }, spec: { source: { blank: {} }, storage: { storageClassName: 'local', resources: { requests: { storage: '100Mi' } } } } },
-    });
+    await createDataVolume(ns, 'sized', { source: { blank: {} }, storage: { storageClassName: 'local', resources: { requests: { storage: '100Mi' } } } });
     const claim = await waitFor('the DataVolume claim', () => core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'sized' }).catch(() => undefined));
     expect(parseQuantity(String(claim.spec?.resources?.requests?.storage))).toBe(requiredSpace(100 * MiB, 0.2));
     expect(requiredSpace(100 * MiB, 0.2)).toBe(125 * MiB);
@@ -274,18 +273,7 @@ describe('the controllers take their settings from CDIConfig', () => {
     const scheduling = cp.kubeConfig.makeApiClient(SchedulingV1Api);
     await scheduling.createPriorityClass({ body: { metadata: { name: 'imports-first' }, value: 1000 } });
     const ns = await cp.newNamespace();
-    await custom.createNamespacedCustomObject({
-      group: DV_GROUP,
-      version: DV_VERSION,
-      namespace: ns,
-      plural: DV_PLURAL,
-      body: {
-        apiVersion: `${DV_GROUP}/${DV_VERSION}`,
-        kind: 'DataVolume',
-        metadata: { name: 'urgent' },
-        spec: { priorityClassName: 'imports-first', source: { http: { url: `${server.url}/disk.qcow2` } }, storage: { resources: { requests: { storage: '64Mi' } } } },
-      },
-    });
+    await createDataVolume(ns, 'urgent', { priorityClassName: 'imports-first', source: { http: { url: `${server.url}/disk.qcow2` } }, storage: { resources: { requests: { storage: '64Mi' } } } });
     const pod = await importerPod(core, ns, 'urgent');
     expect(pod.spec?.priorityClassName).toBe('imports-first');
     // The apiserver's Priority admission resolved the class: the pod is really scheduled by it.
@@ -314,6 +302,13 @@ describe('the controllers take their settings from CDIConfig', () => {
     const port = new URL(tlsServer.url).port;
     expect(proxy.seen.slice(before).some((line) => line.startsWith('CONNECT') && line.endsWith(`:${port}`))).toBe(true);
     expect(expectSameDisk(join(volumes, 'data', 'disk.img'), join(dir, 'disk.raw'), Math.floor(Math.ceil(0.94 * 64 * MiB) / MiB) * MiB)).toBe(true);
+
+    // The CA is what made it work: the same import without trustedCAProxy fails TLS verification.
+    await adminSets({ podResourceRequirements: { limits: { memory: '601Mi' } }, importProxy: { HTTPSProxy: proxy.url } });
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('untrusted', { [Annotation.Endpoint]: `${tlsServer.url}/disk.qcow2` }) });
+    const bare = await importerPod(core, ns, 'untrusted');
+    expect(bare.spec?.volumes?.map((v) => v.name)).not.toContain('certs');
+    expect(await runImporter(bare, join(dir, 'untrusted'), true)).toContain('TLS_ERROR');
   }, 120_000);
 });
 
