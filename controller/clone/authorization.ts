@@ -48,7 +48,7 @@ function sealMatches(key: Buffer, uid: string, clone: CloneRef, seal: string): b
  * outright (never "try the token instead": a user who wrote a seal is not to be helped along);
  * without a seal the webhook's token must verify for exactly this source and target.
  */
-export function judgeClone(annotations: Readonly<Record<string, string>>, uid: string, clone: CloneRef, keys: { readonly tokenKey: KeyObject; readonly sealKey: Buffer }, nowMs: number): CloneVerdict {
+export function judgeClone(annotations: Readonly<Record<string, string>>, uid: string, clone: CloneRef, keys: { readonly tokenKey?: KeyObject; readonly sealKey: Buffer }, nowMs: number): CloneVerdict {
   const seal = annotations[CLONE_SEAL_ANNOTATION];
   if (seal !== undefined) {
     return uid !== '' && sealMatches(keys.sealKey, uid, clone, seal)
@@ -57,6 +57,7 @@ export function judgeClone(annotations: Readonly<Record<string, string>>, uid: s
   }
   const token = annotations[CLONE_TOKEN_ANNOTATION];
   if (token === undefined || token === '') return { kind: 'refused', code: CloneRefusal.NoToken, message: `no clone token (${CLONE_TOKEN_ANNOTATION}): the clone webhook did not admit this object` };
+  if (!keys.tokenKey) throw new Error('judgeClone needs the token key for an unsealed clone');
   return tokenVerdict(token, keys.tokenKey, nowMs, clone);
 }
 
