@@ -1,6 +1,6 @@
 /**
  * Issue #17's acceptance test: the talk's seed demo (examples/seed-demo/) end to end on a real
- * one-node cluster (test/helpers/node-cluster.ts) with Ferry installed from the built images and
+ * one-node cluster (tools/node-cluster/node-cluster.ts) with Ferry installed from the built images and
  * the manifests. The YAML is applied as it is in the repo but for the PVC's endpoint address (no
  * cluster DNS here: the node address, where busybox httpd serves the boot disk inside the netns)
  * and the VMI's placeholder SSH key (a key generated here): both substitutions are asserted to be
@@ -23,7 +23,7 @@ import { removeDir, tempDir } from '../helpers/fixtures.js';
 import { launchInNetns, Netns, POD_IP, serialMarker, sshArgs, sshKeyPair, stopLauncher, tcpRead } from '../helpers/netns-guest.js';
 import {
   imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, startNodeCluster, until,
-} from '../helpers/node-cluster.js';
+} from '../../tools/node-cluster/node-cluster.js';
 
 const NS = 'seed-demo';
 const HTTP_PORT = 8080;
