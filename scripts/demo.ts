@@ -80,6 +80,16 @@ function compare(image: string, disk: string): { line: string; ok: boolean } {
   return { line: verdict, ok: cmp.status === 0 };
 }
 
+/** `p`, or a rejection as soon as `stopping` fires (Ctrl-C): a step need not end before the teardown starts. */
+function unlessStopped<T>(p: Promise<T>, stopping: AbortSignal): Promise<T> {
+  if (stopping.aborted) return Promise.reject(new Error('interrupted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error('interrupted'));
+    stopping.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => stopping.removeEventListener('abort', onAbort));
+  });
+}
+
 /** Runs a child with inherited output; resolves with its exit status. */
 function runInherit(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   return new Promise((resolve) => {
@@ -143,8 +153,9 @@ async function ensureBuilt(build: boolean): Promise<string> {
   const archive = join(IMAGES_DIR, 'ferry.oci.tar');
   const head = spawnSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
   const stale = existsSync(archive) && head !== '' && tagCommit(imageName(archive)) !== head;
-  if (!existsSync(archive) || stale) {
-    const why = stale ? `${archive} is of commit ${tagCommit(imageName(archive))}, HEAD is ${head}` : `${archive} missing`;
+  const why = stale ? `${archive} is of commit ${tagCommit(imageName(archive))}, HEAD is ${head}` : `${archive} missing`;
+  if (stale && !build) say(`${why}: using it as it is (--no-build)`);
+  else if (!existsSync(archive) || stale) {
     if (!build) throw new Error(`${why} (npm run images -- ferry)`);
     say(`${why}: building the ferry image (npm run images -- ferry; a few minutes warm, longer with an empty package cache)`);
     const t = Date.now();
@@ -217,18 +228,18 @@ async function clusterDemo(dir: string, flags: Flags, stopping: AbortSignal, hol
 
   t = Date.now();
   const ref = imageName(archive);
-  await cluster.importImage(archive);
+  await unlessStopped(cluster.importImage(archive), stopping);
   say(`imported ${ref} into the node's containerd (${seconds(Date.now() - t)})`);
   t = Date.now();
   say('kubectl apply -k manifests/ (an overlay that only names the built image): CRDs, ferry-system, RBAC, the controller Deployment, the seccomp DaemonSet');
-  await installFerry(cluster, ref, dir);
+  await unlessStopped(installFerry(cluster, ref, dir), stopping);
   say(`Ferry's controller rolled out (${seconds(Date.now() - t)})`);
   if (stopping.aborted) return 130;
 
-  await restrictedNamespace(cluster, NS);
+  await unlessStopped(restrictedNamespace(cluster, NS), stopping);
   say(`kubectl -n ${NS} apply -f examples/demo/pvc.yaml (namespace ${NS} enforces the restricted Pod Security Standard):\n${readFileSync(EXAMPLE, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `    ${l}`).join('\n')}`);
   t = Date.now();
-  await cluster.kubectlOk(['-n', NS, 'apply', '-f', EXAMPLE]);
+  await unlessStopped(cluster.kubectlOk(['-n', NS, 'apply', '-f', EXAMPLE]), stopping);
   const phase = await follow(cluster, stopping);
   if (phase === 'interrupted') return 130;
   say(`PVC ${PVC}: ${phase} ${seconds(Date.now() - t)} after kubectl apply`);
@@ -296,8 +307,10 @@ async function main(argv: readonly string[]): Promise<number> {
           http = h;
         });
   } catch (e) {
-    say(`failed: ${e instanceof Error ? e.message : String(e)}`);
-    if (!flags.local) say('no node on this machine? `npm run demo -- --local` runs the importer alone');
+    if (!abort.signal.aborted) {
+      say(`failed: ${e instanceof Error ? e.message : String(e)}`);
+      if (!flags.local) say('no node on this machine? `npm run demo -- --local` runs the importer alone');
+    }
     code = 1;
   } finally {
     if (cluster) {
