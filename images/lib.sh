@@ -84,6 +84,8 @@ stage_app() { # OUT_DIR
   mkdir -p "$app/bin" "$app/dist" "$1/usr/local/bin"
   cp "$FERRY_ROOT/package.json" "$app/"
   cp "$FERRY_ROOT/bin/ferry.js" "$app/bin/"
+  # The launcher's Localhost seccomp profile, which manifests/seccomp-profile.yaml installs on every node (ADR 0011).
+  install -D -m 0644 "$FERRY_ROOT/launcher/seccomp-launcher.json" "$app/seccomp/launcher.json"
   for d in src importer controller launcher cli; do
     (cd "$FERRY_ROOT/dist" && find "$d" -name '*.js' -print0 | cpio --quiet -0 -pdm "$app/dist")
   done

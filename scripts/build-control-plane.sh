@@ -77,7 +77,7 @@ k8s_ldflags="-s -w -X $vpkg.gitVersion=$K8S -X $vpkg.gitMajor=1 -X $vpkg.gitMino
 # One wrapper module (its staging modules pinned there), one `go build` for all of them: the packages
 # they share are compiled once. kube-apiserver and kubectl serve the integration tests (test/helpers/
 # cluster.ts); the controller-manager, scheduler, kubelet and kube-proxy make the real one-node cluster
-# of the node tests (test/helpers/node-cluster.ts).
+# of the node tests (tools/node-cluster/node-cluster.ts).
 build "$TOOLS/kube-apiserver" "$k8s_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \

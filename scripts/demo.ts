@@ -1,53 +1,333 @@
 /**
- * The README's main job on an embedded default: generate a qcow2 disk, serve it over HTTP on
- * loopback (with Range support, like a real image server), and import it with `ferry import`,
- * showing progress. Then check the result against the source with `qemu-img compare`.
+ * `npm run demo`: the README's main job on an embedded default. It starts a real one-node
+ * Kubernetes cluster inside a network namespace (tools/node-cluster/), installs Ferry from the
+ * built image with `kubectl apply -k`, applies examples/demo/pvc.yaml (a CDI-annotated PVC) whose
+ * endpoint is an HTTP server inside the namespace serving a generated qcow2, prints what the
+ * importer pod reports as it runs (the PVC's phase and progress annotations, its events), checks
+ * the result with `qemu-img compare` through the local PV's directory, and tears everything down.
+ * What it needs and lacks is built first with the project's scripts (the control-plane binaries,
+ * the ferry image).
+ *
+ *   npm run demo [-- --keep] [-- --no-build]   on the embedded cluster (root)
+ *   npm run demo -- --local                    `ferry import` only, no Kubernetes (any machine)
+ *
+ * --keep leaves the cluster running after the check, prints its KUBECONFIG, and stops it on Ctrl-C
+ * (or SIGTERM). --no-build fails instead of building what is missing (the node test uses it).
+ * Exit status: 0 when the imported disk is the source's, 1 otherwise, 2 for a bad flag, 130 when
+ * interrupted before the end.
  */
 
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sh, tempDir, removeDir } from '../test/helpers/fixtures.js';
-import { startServer } from '../test/helpers/http-server.js';
-import { FERRY_BIN } from '../test/helpers/ferry-process.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as k8s from '@kubernetes/client-node';
+import { Annotation, PodPhase } from '../src/api/cdi.js';
+import { controlPlaneBinDir } from '../tools/control-plane/bin-dir.js';
+import {
+  IMAGES_DIR, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, REPO_ROOT, restrictedNamespace, startNodeCluster,
+} from '../tools/node-cluster/node-cluster.js';
 
-async function main(): Promise<number> {
-  const dir = tempDir('ferry-demo-');
-  const image = join(dir, 'demo.qcow2');
-  const dest = join(dir, 'volume', 'disk.img');
-  console.error(`ferry demo: building a 1 GiB qcow2 with 256 MiB of data in ${dir}`);
-  sh('qemu-img', ['create', '-q', '-f', 'qcow2', image, '1G']);
-  sh('dd', ['if=/dev/urandom', `of=${join(dir, 'random.bin')}`, 'bs=1M', 'count=128', 'status=none']);
-  sh('qemu-io', ['-c', 'write -P 0xab 0 128M', '-c', `write -s ${join(dir, 'random.bin')} 512M 128M`, image]);
-  const server = await startServer();
-  server.route('/images/demo.qcow2', { file: image });
-  const url = `${server.url}/images/demo.qcow2`;
-  console.error(`ferry demo: serving ${url}`);
-  console.error(`ferry demo: ferry import --url ${url} --dest ${dest} --size 2Gi\n`);
-  const code = await new Promise<number>((resolve) => {
-    const child = spawn(process.execPath, [FERRY_BIN, 'import', '--url', url, '--dest', dest, '--size', '2Gi', '--scratch-dir', join(dir, 'scratch')], { stdio: 'inherit' });
-    child.on('close', (c) => resolve(c ?? 1));
-  });
-  await server.close();
-  if (code === 0) {
-    // The imported disk is the qcow2's content, grown to the 2 GiB capacity.
-    const cmp = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, dest], { encoding: 'utf8' });
-    const info = spawnSync('qemu-img', ['info', '-f', 'raw', dest], { encoding: 'utf8' });
-    // compare warns that the sizes differ: the import grew the disk to the 2 GiB capacity on purpose.
-    const verdict = cmp.stdout.split('\n').filter((l) => l !== '' && !l.startsWith('Warning')).join(' ');
-    console.error(`\nferry demo: ${verdict} (qemu-img compare of the source and the imported disk, exit ${cmp.status})`);
-    console.error(info.stdout.split('\n').filter((l) => /virtual size|disk size/.test(l)).map((l) => `  ${l}`).join('\n'));
-    removeDir(dir);
-    return cmp.status === 0 ? 0 : 1;
-  }
-  removeDir(dir);
-  return code;
+const FERRY_BIN = join(REPO_ROOT, 'bin', 'ferry.js');
+const EXAMPLE = join(REPO_ROOT, 'examples', 'demo', 'pvc.yaml');
+const NS = 'ferry-demo';
+const PVC = 'demo-disk';
+const HTTP_PORT = 8080;
+const IMPORT_TIMEOUT_MS = 300_000;
+const NODE_BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'];
+
+/** The PVC annotations the demo prints as they change: what a user would watch with kubectl. */
+const SHOWN = [Annotation.ImportPodName, Annotation.PodPhase, Annotation.RunningReason, Annotation.RequiresScratch, Annotation.Progress, Annotation.ErrorCode] as const;
+
+interface Flags {
+  readonly local: boolean;
+  readonly keep: boolean;
+  readonly build: boolean;
 }
 
-main().then(
+function parseFlags(argv: readonly string[]): Flags | string {
+  const known = new Set(['--local', '--keep', '--no-build']);
+  const bad = argv.find((a) => !known.has(a));
+  if (bad !== undefined) return `unknown flag ${bad} (--local, --keep, --no-build)`;
+  return { local: argv.includes('--local'), keep: argv.includes('--keep'), build: !argv.includes('--no-build') };
+}
+
+const say = (line: string): void => void process.stderr.write(`ferry demo: ${line}\n`);
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+
+function sh(cmd: string, args: readonly string[]): void {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+}
+
+/** A 1 GiB qcow2 holding 256 MiB of data (a pattern, then random bytes at 512 MiB); the rest is a hole. */
+function makeImage(image: string, scratch: string): void {
+  sh('qemu-img', ['create', '-q', '-f', 'qcow2', image, '1G']);
+  sh('dd', ['if=/dev/urandom', `of=${scratch}`, 'bs=1M', 'count=128', 'status=none']);
+  sh('qemu-io', ['-c', 'write -P 0xab 0 128M', '-c', `write -s ${scratch} 512M 128M`, image]);
+  rmSync(scratch);
+}
+
+/** `qemu-img compare` of the source and the imported raw disk: its verdict line and its status. */
+function compare(image: string, disk: string): { line: string; ok: boolean } {
+  const cmp = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, disk], { encoding: 'utf8' });
+  // compare warns that the sizes differ: the import grew the disk to the volume's capacity on purpose.
+  const verdict = `${cmp.stdout}${cmp.stderr}`.split('\n').filter((l) => l !== '' && !l.startsWith('Warning')).join(' ');
+  const info = spawnSync('qemu-img', ['info', '-f', 'raw', disk], { encoding: 'utf8' });
+  const sizes = info.stdout.split('\n').filter((l) => /virtual size|disk size/.test(l)).map((l) => `  ${l}`).join('\n');
+  say(`${verdict} (qemu-img compare of the source and the imported disk, exit ${cmp.status})\n${sizes}`);
+  return { line: verdict, ok: cmp.status === 0 };
+}
+
+/** `p`, or a rejection as soon as `stopping` fires (Ctrl-C): a step need not end before the teardown starts. */
+function unlessStopped<T>(p: Promise<T>, stopping: AbortSignal): Promise<T> {
+  if (stopping.aborted) return Promise.reject(new Error('interrupted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error('interrupted'));
+    stopping.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => stopping.removeEventListener('abort', onAbort));
+  });
+}
+
+/** Runs a child with inherited output; resolves with its exit status. */
+function runInherit(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'], env });
+    child.once('error', () => resolve(127));
+    child.once('close', (c) => resolve(c ?? 1));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// --local: `ferry import` against busybox httpd on loopback (no Kubernetes)
+
+async function localDemo(dir: string, stopping: AbortSignal): Promise<number> {
+  const www = join(dir, 'www');
+  mkdirSync(www);
+  const image = join(www, 'demo.qcow2');
+  const dest = join(dir, 'volume', 'disk.img');
+  say(`building a 1 GiB qcow2 with 256 MiB of data in ${dir}`);
+  makeImage(image, join(dir, 'random.bin'));
+  // A real HTTP server with Range support, loopback only; stopped by PID below. A taken port makes
+  // httpd exit at once: try another.
+  let port = 0;
+  let httpd: ChildProcess | undefined;
+  for (let attempt = 0; attempt < 5 && !httpd; attempt++) {
+    port = 20000 + Math.floor(Math.random() * 20000);
+    const child = spawn('busybox', ['httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', www], { stdio: 'ignore' });
+    await sleep(300);
+    if (child.exitCode === null && child.signalCode === null) httpd = child;
+  }
+  if (!httpd) throw new Error('busybox httpd could not listen on 127.0.0.1');
+  try {
+    const url = `http://127.0.0.1:${port}/demo.qcow2`;
+    say(`serving ${url}`);
+    say(`ferry import --url ${url} --dest ${dest} --size 2Gi\n`);
+    const code = await runInherit(process.execPath, [FERRY_BIN, 'import', '--url', url, '--dest', dest, '--size', '2Gi', '--scratch-dir', join(dir, 'scratch')]);
+    if (stopping.aborted) return 130;
+    if (code !== 0) return code;
+    return compare(image, dest).ok ? 0 : 1;
+  } finally {
+    httpd.kill('SIGTERM');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedded cluster
+
+/** The commit part of a built image's tag (`localhost/ferry:<commit>[-dirty]`). */
+const tagCommit = (ref: string): string => ref.slice(ref.lastIndexOf(':') + 1).replace(/-dirty$/, '');
+
+/** Builds the control-plane binaries and the ferry image when they are missing (or the image is of another commit). */
+async function ensureBuilt(build: boolean): Promise<string> {
+  const bin = controlPlaneBinDir();
+  const missing = NODE_BINARIES.filter((b) => !existsSync(join(bin, b)));
+  if (missing.length > 0) {
+    if (!build) throw new Error(`missing in ${bin}: ${missing.join(', ')} (bash scripts/build-control-plane.sh)`);
+    say(`building ${missing.join(', ')} from the Go module proxy into ${bin} (one go build; ≈6 min cold on 2 cores)`);
+    const t = Date.now();
+    if ((await runInherit('bash', [join(REPO_ROOT, 'scripts', 'build-control-plane.sh')])) !== 0) throw new Error('scripts/build-control-plane.sh failed');
+    say(`control-plane binaries built in ${seconds(Date.now() - t)}`);
+  }
+  const archive = join(IMAGES_DIR, 'ferry.oci.tar');
+  const head = spawnSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
+  const stale = existsSync(archive) && head !== '' && tagCommit(imageName(archive)) !== head;
+  const why = stale ? `${archive} is of commit ${tagCommit(imageName(archive))}, HEAD is ${head}` : `${archive} missing`;
+  if (stale && !build) say(`${why}: using it as it is (--no-build)`);
+  else if (!existsSync(archive) || stale) {
+    if (!build) throw new Error(`${why} (npm run images -- ferry)`);
+    say(`${why}: building the ferry image (npm run images -- ferry; a few minutes warm, longer with an empty package cache)`);
+    const t = Date.now();
+    const code = await runInherit('bash', [join(REPO_ROOT, 'scripts', 'build-images.sh'), 'ferry'], { ...process.env, FERRY_SKIP_TSC: '1' });
+    if (code !== 0) throw new Error('scripts/build-images.sh ferry failed');
+    say(`ferry image built in ${seconds(Date.now() - t)}`);
+  }
+  return archive;
+}
+
+/** Prints every change of the PVC's status annotations and every new event about it, until a final phase. */
+async function follow(cluster: NodeCluster, stopping: AbortSignal): Promise<string> {
+  const core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  const seenEvents = new Set<string>();
+  const last: Record<string, string | undefined> = {};
+  const deadline = Date.now() + IMPORT_TIMEOUT_MS;
+  const t0 = Date.now();
+  while (!stopping.aborted) {
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ name: PVC, namespace: NS }).catch(() => undefined);
+    const a = pvc?.metadata?.annotations ?? {};
+    const at = `+${seconds(Date.now() - t0).padStart(7)}`;
+    if (pvc?.status?.phase !== last.bound) {
+      last.bound = pvc?.status?.phase;
+      say(`${at}  PVC ${PVC} ${last.bound ?? '(not yet seen)'}${pvc?.spec?.volumeName ? ` on PV ${pvc.spec.volumeName}` : ''}`);
+    }
+    for (const key of SHOWN) {
+      if (a[key] !== last[key]) {
+        last[key] = a[key];
+        if (a[key] !== undefined) say(`${at}  ${key}: ${a[key]}`);
+      }
+    }
+    const events = await core.listNamespacedEvent({ namespace: NS }).catch(() => undefined);
+    for (const e of events?.items ?? []) {
+      const uid = e.metadata?.uid ?? '';
+      if (seenEvents.has(uid)) continue;
+      seenEvents.add(uid);
+      say(`${at}  event ${e.type} ${e.reason} (${e.involvedObject.kind}/${e.involvedObject.name}): ${e.message ?? ''}`);
+    }
+    const phase = a[Annotation.PodPhase];
+    if (phase === PodPhase.Succeeded || (phase === PodPhase.Failed && a[Annotation.FatalError] === 'true')) return phase;
+    if (Date.now() > deadline) throw new Error(`no final phase after ${seconds(IMPORT_TIMEOUT_MS)}`);
+    await sleep(1000);
+  }
+  return 'interrupted';
+}
+
+async function clusterDemo(dir: string, flags: Flags, stopping: AbortSignal, hold: (c: NodeCluster, h: NodeProcess) => void): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    say('the embedded cluster needs root (network namespaces, containerd, kubelet); `npm run demo -- --local` runs the importer alone');
+    return 1;
+  }
+  const tStart = Date.now();
+  const archive = await ensureBuilt(flags.build);
+  if (stopping.aborted) return 130;
+  const www = join(dir, 'www');
+  mkdirSync(www);
+  const image = join(www, 'demo.qcow2');
+  say(`building a 1 GiB qcow2 with 256 MiB of data: ${image}`);
+  makeImage(image, join(dir, 'random.bin'));
+
+  let t = Date.now();
+  say('starting a one-node cluster in its own network namespace: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy');
+  const cluster = await startNodeCluster({ volumes: 2 });
+  // Served inside the namespace on the node address only; stopped by PID with the cluster.
+  const http = cluster.startInNode('httpd', 'busybox', ['httpd', '-f', '-v', '-p', `${NODE_IP}:${HTTP_PORT}`, '-h', www]);
+  hold(cluster, http);
+  say(`node Ready (${cluster.netns}, ${seconds(Date.now() - t)}), work dir ${cluster.workDir}`);
+  say(`busybox httpd serves http://${NODE_IP}:${HTTP_PORT}/demo.qcow2 inside the namespace`);
+  if (stopping.aborted) return 130;
+
+  t = Date.now();
+  const ref = imageName(archive);
+  await unlessStopped(cluster.importImage(archive), stopping);
+  say(`imported ${ref} into the node's containerd (${seconds(Date.now() - t)})`);
+  t = Date.now();
+  say('kubectl apply -k manifests/ (an overlay that only names the built image): CRDs, ferry-system, RBAC, the controller Deployment, the seccomp DaemonSet');
+  await unlessStopped(installFerry(cluster, ref, dir), stopping);
+  say(`Ferry's controller rolled out (${seconds(Date.now() - t)})`);
+  if (stopping.aborted) return 130;
+
+  await unlessStopped(restrictedNamespace(cluster, NS), stopping);
+  say(`kubectl -n ${NS} apply -f examples/demo/pvc.yaml (namespace ${NS} enforces the restricted Pod Security Standard):\n${readFileSync(EXAMPLE, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `    ${l}`).join('\n')}`);
+  t = Date.now();
+  await unlessStopped(cluster.kubectlOk(['-n', NS, 'apply', '-f', EXAMPLE]), stopping);
+  const phase = await follow(cluster, stopping);
+  if (phase === 'interrupted') return 130;
+  say(`PVC ${PVC}: ${phase} ${seconds(Date.now() - t)} after kubectl apply`);
+  if (phase !== PodPhase.Succeeded) return 1;
+
+  const core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  const pv = (await core.readNamespacedPersistentVolumeClaim({ name: PVC, namespace: NS })).spec?.volumeName ?? '';
+  const disk = join(cluster.volumeDir(pv), 'disk.img');
+  say(`the local PV ${pv} is the node directory ${cluster.volumeDir(pv)}`);
+  const { ok } = compare(image, disk);
+  say(`the whole run took ${seconds(Date.now() - tStart)}`);
+  if (!flags.keep || stopping.aborted) return ok ? 0 : 1;
+
+  const kubectl = join(controlPlaneBinDir(), 'kubectl');
+  process.stderr.write(
+    [
+      '',
+      'The cluster keeps running. In another shell:',
+      `  export KUBECONFIG=${cluster.kubeconfigPath}`,
+      `  alias kubectl=${kubectl}`,
+      `  kubectl -n ${NS} get pvc ${PVC} -o yaml        # CDI's annotations as Ferry wrote them`,
+      `  kubectl -n ${NS} get events`,
+      '  kubectl -n ferry-system get pods,lease        # the controller Deployment and its Lease',
+      '  kubectl -n ferry-node get daemonset          # the launcher seccomp profile installer',
+      `  sed 's/demo-disk/my-disk/' ${EXAMPLE} | kubectl -n ${NS} apply -f -   # another import`,
+      `Stop it with Ctrl-C here (or kill ${process.pid}): every process, the namespace and the work dir go.`,
+      '',
+    ].join('\n'),
+  );
+  await new Promise<void>((resolve) => stopping.addEventListener('abort', () => resolve(), { once: true }));
+  return ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(argv: readonly string[]): Promise<number> {
+  const flags = parseFlags(argv);
+  if (typeof flags === 'string') {
+    say(flags);
+    return 2;
+  }
+  const abort = new AbortController();
+  let cluster: NodeCluster | undefined;
+  let http: NodeProcess | undefined;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      // A second signal: stop waiting; the cluster's exit hook still kills and removes what is left.
+      say(`${signal} again: exiting now`);
+      process.exit(130);
+    }
+    say(`${signal}: stopping`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-demo-'));
+  let code = 1;
+  try {
+    code = flags.local
+      ? await localDemo(dir, abort.signal)
+      : await clusterDemo(dir, flags, abort.signal, (c, h) => {
+          cluster = c;
+          http = h;
+        });
+  } catch (e) {
+    if (!abort.signal.aborted) {
+      say(`failed: ${e instanceof Error ? e.message : String(e)}`);
+      if (!flags.local) say('no node on this machine? `npm run demo -- --local` runs the importer alone');
+    }
+    code = 1;
+  } finally {
+    if (cluster) {
+      say('tearing down: the cluster\'s pods, every process by PID, the network namespace, its mounts, the work dir');
+      await http?.stop();
+      await cluster.stop();
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // Interrupted before the end: 130, whatever the steps reported; --keep's Ctrl-C after a good check is the normal end.
+  return abort.signal.aborted && !(flags.keep && code === 0) ? 130 : code;
+}
+
+main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(err);
     process.exit(1);
   },
 );
-

@@ -29,7 +29,7 @@ apt-get install -y -qq --no-install-recommends \
 # Images (npm run images, docs/adr/0007-images.md): mmdebstrap for the Debian root filesystems, umoci
 # for the OCI layout, jq for its index, cpio for the Node package. skopeo (above) pushes them.
 apt-get install -y -qq --no-install-recommends mmdebstrap umoci jq cpio >/dev/null
-# The real one-node cluster of the node tests (test/helpers/node-cluster.ts): containerd + runc,
+# The real one-node cluster of the node tests (tools/node-cluster/node-cluster.ts): containerd + runc,
 # the CNI plugins (bridge, host-local, portmap, loopback in /usr/lib/cni), conntrack and iptables for
 # kube-proxy, socat for the loopback bridge to the apiserver, busybox for the pause image and httpd.
 apt-get install -y -qq --no-install-recommends \

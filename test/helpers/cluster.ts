@@ -13,53 +13,16 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, wri
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
-import { homedir, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
+import { controlPlaneBinDir } from '../../tools/control-plane/bin-dir.js';
 
 /** How long start-up may take before it fails (etcd + apiserver on 2 slow cores). */
 const START_TIMEOUT_MS = Number(process.env.FERRY_CONTROL_PLANE_START_TIMEOUT_MS ?? 60_000);
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-
-/** The repo root, whether this runs as test/helpers/cluster.ts or dist/test/helpers/cluster.js. */
-function repoRoot(): string {
-  for (let dir = HERE; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'tools', 'control-plane', 'versions.env'))) return dir;
-    if (dirname(dir) === dir) throw new Error(`cluster: tools/control-plane/versions.env not found above ${HERE}`);
-  }
-}
-
-export interface ControlPlaneVersions {
-  readonly kubernetes: string;
-  readonly etcd: string;
-}
-
-/** The versions from tools/control-plane/versions.env (the one place they are named). */
-export function controlPlaneVersions(): ControlPlaneVersions {
-  const text = readFileSync(join(repoRoot(), 'tools', 'control-plane', 'versions.env'), 'utf8');
-  const vars = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Z0-9_]+)=(\S+)\s*$/.exec(line);
-    if (m) vars.set(m[1]!, m[2]!.replace(/^["']|["']$/g, ''));
-  }
-  const kubernetes = vars.get('KUBERNETES_VERSION');
-  const etcd = vars.get('ETCD_VERSION');
-  if (!kubernetes || !etcd) throw new Error('cluster: versions.env lacks KUBERNETES_VERSION or ETCD_VERSION');
-  return { kubernetes, etcd };
-}
-
-/**
- * Where scripts/build-control-plane.sh puts the binaries (same logic as cp_bin_dir in
- * tools/control-plane/common.sh): ${FERRY_CACHE_DIR:-$HOME/.cache/ferry}/control-plane/k8s-<ver>_etcd-<ver>/bin
- */
-export function controlPlaneBinDir(env: NodeJS.ProcessEnv = process.env): string {
-  const v = controlPlaneVersions();
-  const cache = env.FERRY_CACHE_DIR || join(env.HOME || homedir(), '.cache', 'ferry');
-  return join(cache, 'control-plane', `k8s-${v.kubernetes}_etcd-${v.etcd}`, 'bin');
-}
+export { controlPlaneBinDir, controlPlaneVersions, type ControlPlaneVersions } from '../../tools/control-plane/bin-dir.js';
 
 export interface ControlPlane {
   /** A kubeconfig file for the admin user (O=system:masters); also usable with kubectl. */

@@ -33,8 +33,7 @@ describe('manifests/', () => {
       expect.arrayContaining(['CustomResourceDefinition', 'Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ConfigMap', 'Deployment']),
     );
     // Namespaced objects need their namespace to exist for real; the rest is a dry run.
-    const ns = all.find((o) => o.kind === 'Namespace');
-    if (ns) await cp.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: ns });
+    for (const ns of all.filter((o) => o.kind === 'Namespace')) await cp.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: ns });
     const api = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
     for (const object of all.filter((o) => o.kind !== 'Namespace')) {
       const created = await api.create(object, undefined, 'All');

@@ -1,5 +1,5 @@
 /**
- * Ferry on a real one-node cluster (test/helpers/node-cluster.ts): the images built by
+ * Ferry on a real one-node cluster (tools/node-cluster/node-cluster.ts): the images built by
  * `npm run images` are imported into containerd, the controller runs from the manifests as a
  * Deployment (`kubectl apply -k` of an overlay that only changes the image names), and the kubelet
  * runs the importer pods it creates, under the restricted Pod Security Standard. The HTTP source is
@@ -9,7 +9,7 @@
  */
 
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -20,8 +20,8 @@ import { ErrorCode } from '../../src/errors.js';
 import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import {
-  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, startNodeCluster, StorageClass, until,
-} from '../helpers/node-cluster.js';
+  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, SECCOMP_DAEMONSET, startNodeCluster, StorageClass, until,
+} from '../../tools/node-cluster/node-cluster.js';
 
 const NS = 'ferry-node-test';
 const HTTP_PORT = 8080;
@@ -33,6 +33,7 @@ let http: NodeProcess;
 let fixtures: string;
 let ferryImage: string;
 let served: string;
+let overlay: string;
 const raw = (): string => join(fixtures, 'disk.raw');
 
 async function pvc(name: string): Promise<V1PersistentVolumeClaim> {
@@ -92,7 +93,7 @@ beforeAll(async () => {
   await restrictedNamespace(cluster, NS);
 
   fixtures = tempDir('ferry-node-fixtures-');
-  await installFerry(cluster, ferryImage, fixtures);
+  overlay = await installFerry(cluster, ferryImage, fixtures);
   lap('kubectl apply -k → controller Deployment rolled out:');
 
   makeRawDisk(raw(), 64 * MiB);
@@ -308,6 +309,68 @@ describe('the images hold every program their pods run', () => {
       expect(results.filter((r) => r.exit !== 0)).toEqual([]);
     }, 300_000);
   }
+});
+
+describe('the launcher\'s seccomp profile, installed by the DaemonSet (ADR 0011)', () => {
+  const profile = (): string => join(cluster.kubeletSeccompDir, 'ferry', 'launcher.json');
+
+  it('is on the node, byte for byte launcher/seccomp-launcher.json, root-owned 0644, written by a pod without capabilities', async () => {
+    expect(readFileSync(profile())).toEqual(readFileSync(join(REPO_ROOT, 'launcher', 'seccomp-launcher.json')));
+    const st = statSync(profile());
+    expect([st.uid, st.mode & 0o777]).toEqual([0, 0o644]);
+    const pods = await core.listNamespacedPod({ namespace: SECCOMP_DAEMONSET.namespace, labelSelector: 'app.kubernetes.io/component=seccomp-profile' });
+    expect(pods.items).toHaveLength(1);
+    const pod = pods.items[0]!;
+    expect(pod.spec?.containers[0]?.image).toBe(ferryImage);
+    expect(pod.status?.containerStatuses?.[0]?.ready).toBe(true);
+    expect(pod.spec?.containers[0]?.securityContext?.capabilities?.drop).toEqual(['ALL']);
+    expect(pod.spec?.containers[0]?.securityContext?.capabilities?.add).toBeUndefined();
+    expect(pod.spec?.volumes?.map((v) => v.hostPath?.path)).toEqual([join(cluster.kubeletSeccompDir, 'ferry')]);
+    // In the container, the installer has no effective capability at all.
+    const status = await cluster.kubectlOk(['-n', SECCOMP_DAEMONSET.namespace, 'exec', pod.metadata?.name ?? '', '--', 'node', '-e', "process.stdout.write(require('fs').readFileSync('/proc/self/status','utf8'))"]);
+    expect(status).toMatch(/^CapEff:\s+0+$/m);
+  }, 120_000);
+
+  it('a pod under the profile that lands on a node before the profile waits in CreateContainerError (the kubelet retries), and starts once the DaemonSet has written it', async () => {
+    // A node the DaemonSet has not reached yet: no DaemonSet pod, no file.
+    await cluster.kubectlOk(['-n', SECCOMP_DAEMONSET.namespace, 'delete', 'daemonset', SECCOMP_DAEMONSET.name, '--cascade=foreground', '--wait=true', '--timeout=90s'], { timeoutMs: 100_000 });
+    rmSync(profile());
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: 'before-profile' },
+        spec: {
+          restartPolicy: 'Never',
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 107, seccompProfile: { type: 'Localhost', localhostProfile: 'ferry/launcher.json' } },
+          containers: [{
+            name: 'c', image: ferryImage, imagePullPolicy: 'Never', command: ['node', '-e', 'console.log("started under ferry/launcher.json")'],
+            securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+          }],
+        },
+      },
+    });
+    const waiting = await until('before-profile in CreateContainerError', 120_000, async () => {
+      const w = (await core.readNamespacedPod({ name: 'before-profile', namespace: NS })).status?.containerStatuses?.[0]?.state?.waiting;
+      return w?.reason === 'CreateContainerError' ? w : undefined;
+    }, () => diagnose('before-profile'));
+    expect(waiting.message).toMatch(/seccomp/i);
+    const events = await cluster.kubectlOk(['-n', NS, 'get', 'events', '--field-selector', 'involvedObject.name=before-profile,type=Warning', '-o', 'jsonpath={.items[*].message}']);
+    expect(events).toMatch(/seccomp/i);
+    process.stderr.write(`node test: a pod before its Localhost profile: ${waiting.reason}: ${waiting.message}\n`);
+
+    const t0 = Date.now();
+    await cluster.kubectlOk(['apply', '-k', overlay]);
+    await cluster.kubectlOk(['-n', SECCOMP_DAEMONSET.namespace, 'rollout', 'status', `daemonset/${SECCOMP_DAEMONSET.name}`, '--timeout=120s'], { timeoutMs: 130_000 });
+    const installed = Date.now();
+    const done = await until('before-profile Succeeded', 120_000, async () => {
+      const p = await core.readNamespacedPod({ name: 'before-profile', namespace: NS });
+      return p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed' ? p : undefined;
+    }, () => diagnose('before-profile'));
+    expect(done.status?.phase).toBe('Succeeded');
+    process.stderr.write(`node test: DaemonSet re-applied → profile on the node in ${((installed - t0) / 1000).toFixed(1)} s → the waiting pod Succeeded ${((Date.now() - installed) / 1000).toFixed(1)} s later (the kubelet's retry)\n`);
+    expect(readFileSync(profile())).toEqual(readFileSync(join(REPO_ROOT, 'launcher', 'seccomp-launcher.json')));
+  }, 400_000);
 });
 
 /** `ferry console` (root namespace, through the kubelet's exec) until `marker` shows or `ms` pass; then stopped by PID. */

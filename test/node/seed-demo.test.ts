@@ -1,6 +1,6 @@
 /**
  * Issue #17's acceptance test: the talk's seed demo (examples/seed-demo/) end to end on a real
- * one-node cluster (test/helpers/node-cluster.ts) with Ferry installed from the built images and
+ * one-node cluster (tools/node-cluster/node-cluster.ts) with Ferry installed from the built images and
  * the manifests. The YAML is applied as it is in the repo but for the PVC's endpoint address (no
  * cluster DNS here: the node address, where busybox httpd serves the boot disk inside the netns)
  * and the VMI's placeholder SSH key (a key generated here): both substitutions are asserted to be
@@ -22,8 +22,8 @@ import { FERRY_BIN, freePort, REPO_ROOT } from '../helpers/ferry-process.js';
 import { removeDir, tempDir } from '../helpers/fixtures.js';
 import { launchInNetns, Netns, POD_IP, serialMarker, sshArgs, sshKeyPair, stopLauncher, tcpRead } from '../helpers/netns-guest.js';
 import {
-  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, startNodeCluster, until,
-} from '../helpers/node-cluster.js';
+  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, SECCOMP_DAEMONSET, startNodeCluster, until,
+} from '../../tools/node-cluster/node-cluster.js';
 
 const NS = 'seed-demo';
 const HTTP_PORT = 8080;
@@ -213,9 +213,12 @@ describe('the seed demo on a real node (examples/seed-demo, the talk\'s YAML)', 
     }, async () => `${(await cluster.kubectl(['-n', NS, 'get', 'all,pvc'])).stdout}\n${await diagnose()}`);
     expect(left).toEqual([]);
     // Nor anywhere else: no importer, launcher or scratch claim of Ferry's in any namespace; what
-    // runs is the install (ferry-system's Deployments: every pod there owned by a ReplicaSet).
+    // runs is the install (ferry-system's Deployments: every pod there owned by a ReplicaSet; the
+    // seccomp profile's DaemonSet in ferry-node).
     const pods = await core.listPodForAllNamespaces({});
-    const notInstalled = pods.items.filter((p) => p.metadata?.namespace !== 'ferry-system' || p.metadata.ownerReferences?.[0]?.kind !== 'ReplicaSet');
+    const installed = (ns: string | undefined, owner: string | undefined): boolean =>
+      (ns === 'ferry-system' && owner === 'ReplicaSet') || (ns === SECCOMP_DAEMONSET.namespace && owner === 'DaemonSet');
+    const notInstalled = pods.items.filter((p) => !installed(p.metadata?.namespace, p.metadata?.ownerReferences?.[0]?.kind));
     expect(notInstalled.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`)).toEqual([]);
     const claims = await core.listPersistentVolumeClaimForAllNamespaces({});
     expect(claims.items.map((c) => `${c.metadata?.namespace}/${c.metadata?.name}`)).toEqual([]);

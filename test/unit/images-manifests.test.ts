@@ -71,6 +71,7 @@ describe('manifests/ image names (kustomize images:)', () => {
       .filter((o) => o.kind !== 'CustomResourceDefinition')
       .flatMap((o) => imageFields(o).map(([path, image]) => `${o.kind}/${o.metadata?.name}: ${path}=${image}`));
     expect(found.sort()).toEqual([
+      'DaemonSet/ferry-seccomp-profile: spec/template/spec/containers/0/image=ferry',
       'Deployment/ferry-apiserver: spec/template/spec/containers/0/image=ferry',
       'Deployment/ferry-controller: spec/template/spec/containers/0/image=ferry',
       'Deployment/ferry-uploadproxy: spec/template/spec/containers/0/image=ferry',

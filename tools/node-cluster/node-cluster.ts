@@ -1,5 +1,6 @@
 /**
- * A real one-node Kubernetes cluster for the node tests (test/node/): etcd, kube-apiserver,
+ * A real one-node Kubernetes cluster for the node tests (test/node/) and `npm run demo`
+ * (scripts/demo.ts): etcd, kube-apiserver,
  * kube-controller-manager, kube-scheduler, kubelet, kube-proxy and containerd (+ runc, CNI bridge),
  * every one of them inside a network namespace this helper creates and one private mount namespace,
  * so pod and service addresses never appear in the machine's own namespace and kubelet's volume
@@ -30,8 +31,20 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
-import { controlPlaneBinDir } from './cluster.js';
-import { freePort, REPO_ROOT } from './ferry-process.js';
+import { createServer } from 'node:net';
+import { controlPlaneBinDir, repoRoot } from '../control-plane/bin-dir.js';
+
+/** The repository this runs from (dist/tools/node-cluster → the root). */
+export const REPO_ROOT = repoRoot();
+
+/** A port free on 127.0.0.1 right now (the loopback bridge retries if it is taken meanwhile). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
 
 /** Bounds every wait of start(); the Node goes Ready 4–13 s after containerd starts on this machine. */
 const START_TIMEOUT_MS = Number(process.env.FERRY_NODE_START_TIMEOUT_MS ?? 180_000);
@@ -73,6 +86,8 @@ export interface NodeCluster {
   readonly workDir: string;
   /** The network namespace's name (under /run/netns). */
   readonly netns: string;
+  /** The kubelet's seccomp root (`<root-dir>/seccomp`; /var/lib/kubelet/seccomp on a usual node), empty at start. */
+  readonly kubeletSeccompDir: string;
   /** Admin kubeconfig for the root namespace (through the loopback bridge); kubectl works with it. */
   readonly kubeconfigPath: string;
   readonly kubeConfig: k8s.KubeConfig;
@@ -621,10 +636,8 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
     cgroupRoot: `/ferry-node-${id}`,
   };
   for (const d of [paths.cfg, paths.logs, paths.run, join(paths.run, 'etcd'), join(paths.run, 'kubelet'), join(paths.run, 'pod-logs'), join(work, 'pv')]) mkdirSync(d, { recursive: true });
-  // The launcher's seccomp profile where the kubelet looks for Localhost profiles (<root-dir>/seccomp),
-  // as a cluster admin installs it in /var/lib/kubelet/seccomp/ferry/ (controller/vm/launcher-pod.ts).
-  mkdirSync(join(paths.run, 'kubelet', 'seccomp', 'ferry'), { recursive: true });
-  copyFileSync(join(REPO_ROOT, 'launcher', 'seccomp-launcher.json'), join(paths.run, 'kubelet', 'seccomp', 'ferry', 'launcher.json'));
+  // The kubelet's root is per cluster (--root-dir below): Localhost seccomp profiles are read from
+  // <root-dir>/seccomp, which Ferry's DaemonSet fills (installFerry patches its hostPath to it).
   const netns = `ferry-node-${id}`;
   const cleaner = new Cleaner(id, paths, netns, process.env.FERRY_KEEP_NODE === '1');
   liveClusters.add(cleaner);
@@ -885,6 +898,7 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
     return {
       workDir: work,
       netns,
+      kubeletSeccompDir: join(paths.run, 'kubelet', 'seccomp'),
       kubeconfigPath: adminRootKubeconfig,
       kubeConfig: kc,
       server,
@@ -955,12 +969,18 @@ export function imageName(archive: string): string {
   return name;
 }
 
+/** The DaemonSet that installs the launcher's seccomp profile on every node (manifests/seccomp-profile.yaml). */
+export const SECCOMP_DAEMONSET = { namespace: 'ferry-node', name: 'ferry-seccomp-profile' } as const;
+
 /**
  * The install a user does, with only the image names changed: `kubectl apply -k` of an overlay (in
- * `dir`) over manifests/ that renames the images to `ferryImage` and its launcher sibling and adds
- * `--allow-emulation` (no usable /dev/kvm here), then waits for the controller's rollout.
+ * `dir`) over manifests/ that renames the images to `ferryImage` and its launcher sibling, adds
+ * `--allow-emulation` (no usable /dev/kvm here) and points the seccomp DaemonSet's hostPath at this
+ * kubelet's seccomp root (its --root-dir is per cluster), then waits for the controller's rollout
+ * and for the DaemonSet to have written the profile. Returns the overlay's directory (apply it again
+ * with `kubectl apply -k`).
  */
-export async function installFerry(cluster: NodeCluster, ferryImage: string, dir: string): Promise<void> {
+export async function installFerry(cluster: NodeCluster, ferryImage: string, dir: string): Promise<string> {
   const overlay = join(dir, 'overlay');
   mkdirSync(overlay, { recursive: true });
   const base = readFileSync(join(REPO_ROOT, 'manifests', 'kustomization.yaml'), 'utf8');
@@ -988,11 +1008,16 @@ export async function installFerry(cluster: NodeCluster, ferryImage: string, dir
       '  - target: {kind: Deployment, name: ferry-controller}',
       '    patch: |-',
       '      - {op: add, path: /spec/template/spec/containers/0/args/-, value: --allow-emulation}',
+      `  - target: {kind: DaemonSet, name: ${SECCOMP_DAEMONSET.name}}`,
+      '    patch: |-',
+      `      - {op: replace, path: /spec/template/spec/volumes/0/hostPath/path, value: ${join(cluster.kubeletSeccompDir, 'ferry')}}`,
       '',
     ].join('\n'),
   );
   await cluster.kubectlOk(['apply', '-k', overlay]);
   await cluster.kubectlOk(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-controller', '--timeout=180s'], { timeoutMs: 200_000 });
+  await cluster.kubectlOk(['-n', SECCOMP_DAEMONSET.namespace, 'rollout', 'status', `daemonset/${SECCOMP_DAEMONSET.name}`, '--timeout=120s'], { timeoutMs: 130_000 });
+  return overlay;
 }
 
 /** Creates a namespace that enforces the restricted Pod Security Standard. */
