@@ -20,7 +20,7 @@ import { Progress } from '../../importer/progress.js';
 import { createUploadServer, ERROR_CODE_HEADER } from '../../importer/upload-server.js';
 import { createUploadProxy, type TargetStatus } from '../../uploadproxy/proxy.js';
 import { uploadImage, UploadMethod } from '../../cli/upload/client.js';
-import { connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { startCuttingRelay } from '../helpers/upload-relay.js';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { TUS_CONTENT_TYPE, TUS_VERSION } from '../../src/contract/upload-api.js';
@@ -391,64 +391,6 @@ describe('the status table (cdi.md §3.1b)', () => {
   });
 });
 
-
-/**
- * A loopback TCP relay in front of the proxy that cuts every open connection (client and proxy side)
- * when the bytes it has carried towards the proxy first pass each of `cutsAt` (fractions of
- * `of`): a laptop's Wi-Fi dropping twice. TLS passes through it untouched.
- */
-async function startCuttingRelay(targetPort: number, of: number, cutsAt: readonly number[], holdMs = 0): Promise<{ port: number; forwarded: () => number; cuts: () => number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const pending = cutsAt.map((fraction) => Math.floor(fraction * of));
-  let forwarded = 0;
-  let cuts = 0;
-  let heldUntil = 0;
-  const server = createTcpServer((client) => {
-    // For `holdMs` after a cut, new connections wait (the Wi-Fi takes a while to come back).
-    const upstream = connect(targetPort, '127.0.0.1');
-    const wait = heldUntil - Date.now();
-    if (wait > 0) {
-      client.pause();
-      upstream.pause();
-      setTimeout(() => {
-        client.resume();
-        upstream.resume();
-      }, wait).unref();
-    }
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => s.destroy());
-    }
-    client.on('data', (chunk: Buffer) => {
-      forwarded += chunk.length;
-      if (!upstream.write(chunk)) {
-        client.pause();
-        upstream.once('drain', () => client.resume());
-      }
-      if (pending.length > 0 && forwarded >= (pending[0] as number)) {
-        pending.shift();
-        cuts += 1;
-        heldUntil = Date.now() + holdMs;
-        for (const s of [...sockets]) s.destroy();
-      }
-    });
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    forwarded: () => forwarded,
-    cuts: () => cuts,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe('resumable uploads (tus 1.0 core on /v1beta1/upload-resumable, ADR 0010)', () => {
   const IMAGE = 32 * MiB;

@@ -8,8 +8,9 @@
  */
 
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { Annotation } from '../../src/api/cdi.js';
@@ -22,6 +23,8 @@ import { FERRY_BIN, freePort, REPO_ROOT, type RunningProcess, startFerry } from 
 import { convertImage, expectSameDisk, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { waitFor } from '../helpers/kubelet.js';
 import { startUploadKubelet, type UploadKubelet } from '../helpers/upload-kubelet.js';
+import { startCuttingRelay } from '../helpers/upload-relay.js';
+import { UploadAnnotation as UploadClientAnnotation } from '../../src/contract/upload-api.js';
 import { buildOrFindVirtctl, VIRTCTL_BUILD_TIMEOUT_MS } from '../helpers/virtctl.js';
 
 let virtctl: string | undefined;
@@ -33,6 +36,24 @@ try {
   process.stderr.write(`upload-e2e: SKIPPED — ${skipReason}\n`);
 }
 const maybe = virtctl ? describe : describe.skip;
+
+/** Block PVCs get a loop device each (root only, as test/component/block-device.test.ts). */
+const BLOCK_PVCS = ['blk-ferry', 'blk-virtctl'] as const;
+const loops = new Map<string, string>();
+let blockDir: string | undefined;
+if (virtctl) {
+  blockDir = tempDir('ferry-upload-block-');
+  for (const name of BLOCK_PVCS) {
+    try {
+      execFileSync('truncate', ['-s', '64M', join(blockDir, name)]);
+      loops.set(name, execFileSync('losetup', ['-f', '--show', join(blockDir, name)], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim());
+    } catch {
+      break;
+    }
+  }
+  if (loops.size < BLOCK_PVCS.length) process.stderr.write('upload-e2e: block-mode uploads SKIPPED — no loop devices (needs root)\n');
+}
+const blockTest = loops.size === BLOCK_PVCS.length ? test : test.skip;
 
 let cp: ControlPlane;
 let core: CoreV1Api;
@@ -73,6 +94,9 @@ function exec(bin: string, args: readonly string[], env: NodeJS.ProcessEnv = {})
 }
 
 const virtctlRun = (kubeconfig: string, args: readonly string[]): Promise<Run> => exec(virtctl ?? 'virtctl', [...args, '--kubeconfig', kubeconfig]);
+/** The measurement, for ADR 0010 and the report. */
+const measured = (what: string, forwarded: number, size: number): void => void process.stderr.write(`upload-e2e: ${what}: ${forwarded} bytes through the relay for a ${size}-byte image (${(forwarded / size).toFixed(3)}×)\n`);
+
 const ferryRun = (kubeconfig: string, args: readonly string[]): Promise<Run> => exec(process.execPath, [FERRY_BIN, 'image-upload', ...args, '--kubeconfig', kubeconfig]);
 
 /** A namespace where `user` may make PVCs and DataVolumes and ask for upload tokens (no more). */
@@ -126,6 +150,9 @@ beforeAll(async () => {
   await installCrds(cp.kubeConfig);
   dir = tempDir('ferry-upload-e2e-');
   makeRawDisk(join(dir, 'disk.raw'), 8 * MiB);
+  // Incompressible, so every cut of a resumed upload falls inside a body.
+  writeFileSync(join(dir, 'random.raw'), randomBytes(32 * MiB));
+  convertImage(join(dir, 'random.raw'), 'qcow2', join(dir, 'random.qcow2'));
   convertImage(join(dir, 'disk.raw'), 'qcow2', join(dir, 'disk.qcow2'));
   ferryNs = await cp.newNamespace('ferry-system');
   proxyPort = await freePort();
@@ -170,7 +197,7 @@ beforeAll(async () => {
     },
     900_000,
   );
-  kubelet = startUploadKubelet(core, { serverPort, dir });
+  kubelet = startUploadKubelet(core, { serverPort, dir, blockDevice: (_ns, pvc) => loops.get(pvc) });
   const apireg = cp.kubeConfig.makeApiClient(ApiregistrationV1Api);
   await waitFor('the APIService Available', async () => ((await apireg.readAPIService({ name: UPLOAD_APISERVICE_NAME })).status?.conditions?.find((c) => c.type === 'Available')?.status === 'True' ? true : undefined), 60_000, 500);
 }, VIRTCTL_BUILD_TIMEOUT_MS + 180_000);
@@ -182,6 +209,8 @@ afterAll(async () => {
   for (const r of results) if (r && r.code !== 0 && r.code !== null) process.stderr.write(`exit ${r.code}: ${r.stderr.slice(-1500)}\n`);
   await cp?.stop();
   if (dir) removeDir(dir);
+  for (const device of loops.values()) execFileSync('losetup', ['-d', device]);
+  if (blockDir) removeDir(blockDir);
 }, 120_000);
 
 afterEach(() => {
@@ -223,6 +252,110 @@ maybe('issue #14 end to end: virtctl and ferry image-upload as a non-admin user'
     await dvPhase(ns, 'fd', 'Succeeded');
     expect(expectSameDisk(volume(ns, 'fd'), join(dir, 'disk.raw'))).toBe(true);
   }, 300_000);
+
+  test.each([
+    ['raw', 'random.raw'],
+    ['qcow2', 'random.qcow2'],
+  ])('ferry image-upload pvc (%s) through a connection cut at 30 %% and 70 %%: resumed on the first server pod, ≈1.0× the bytes, byte-identical', async (format, file) => {
+    const ns = await namespaceFor('fay');
+    const fay = cp.userKubeconfig('fay');
+    const size = statSync(join(dir, file)).size;
+    const relay = await startCuttingRelay(proxyPort, size, [0.3, 0.7]);
+    try {
+      const r = await ferryRun(fay.path, ['pvc', `cut-${format}`, '--size', '64Mi', '--image-path', join(dir, file), '--uploadproxy-url', `https://127.0.0.1:${relay.port}`, '--insecure', '-n', ns, '--wait-secs', '60']);
+      expect(r.code === 0 ? '' : r.out).toBe('');
+      expect(relay.cuts()).toBe(2);
+      measured(`${format}, cut at 30 % and 70 %`, relay.forwarded(), size);
+      expect(r.out.match(/resuming the upload at byte [1-9]/g)?.length ?? 0).toBeGreaterThanOrEqual(2);
+      // Everything the relay carried towards the proxy: TLS, headers, HEADs and what was resent.
+      expect(relay.forwarded()).toBeGreaterThanOrEqual(size);
+      expect(relay.forwarded()).toBeLessThanOrEqual(1.1 * size);
+    } finally {
+      await relay.close();
+    }
+    await pvcPhase(ns, `cut-${format}`, 'Succeeded');
+    // The client asked for a resumable upload: the first server had scratch, and it was the only one.
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: `cut-${format}` });
+    expect(pvc.metadata?.annotations?.[UploadClientAnnotation.Resumable]).toBe('true');
+    expect(kubelet.runsOf(ns, `cut-${format}`)).toBe(1);
+    expect(expectSameDisk(volume(ns, `cut-${format}`), join(dir, 'random.raw'))).toBe(true);
+  }, 240_000);
+
+  test('ferry image-upload dv: the connection cut at 50 % and the server pod\'s node lost (SIGKILL) while the link is down: a new pod resumes what the old one staged, ≈1.0× the bytes, byte-identical', async () => {
+    const ns = await namespaceFor('fay');
+    const fay = cp.userKubeconfig('fay');
+    const name = 'lost';
+    const size = statSync(join(dir, 'random.raw')).size;
+    let killed = false;
+    // The link stays down 3 s; the server is killed 1.5 s into that, once it has seen the break.
+    const relay = await startCuttingRelay(proxyPort, size, [0.5], 3000, () => {
+      setTimeout(() => (killed = kubelet.kill(ns, name, 'SIGKILL')), 1500).unref();
+    });
+    try {
+      const r = await ferryRun(fay.path, ['dv', name, '--size', '64Mi', '--image-path', join(dir, 'random.raw'), '--uploadproxy-url', `https://127.0.0.1:${relay.port}`, '--insecure', '-n', ns, '--wait-secs', '60']);
+      expect(r.code === 0 ? '' : r.out).toBe('');
+      expect(killed).toBe(true);
+      measured('cut at 50 %, server SIGKILLed', relay.forwarded(), size);
+      expect(r.out).toMatch(/resuming the upload at byte [1-9]/);
+      expect(relay.forwarded()).toBeGreaterThanOrEqual(size);
+      expect(relay.forwarded()).toBeLessThanOrEqual(1.1 * size);
+    } finally {
+      await relay.close();
+    }
+    await dvPhase(ns, name, 'Succeeded');
+    expect(kubelet.runsOf(ns, name)).toBeGreaterThanOrEqual(2);
+    expect(expectSameDisk(volume(ns, name), join(dir, 'random.raw'))).toBe(true);
+    // The staged file and its record went with the import.
+    expect(readdirSync(join(kubelet.volumesOf(ns, name) ?? '', `${name}-scratch`))).toEqual([]);
+  }, 300_000);
+
+  test('ferry image-upload pvc: the server pod deleted (SIGTERM) in the middle of a PATCH: it makes what it has durable, the next pod resumes there, byte-identical', async () => {
+    const ns = await namespaceFor('fay');
+    const fay = cp.userKubeconfig('fay');
+    const name = 'deleted';
+    const size = statSync(join(dir, 'random.raw')).size;
+    let killed = false;
+    // No cut: the mark at 50 % only signals the server, whose PATCH is still streaming.
+    const relay = await startCuttingRelay(proxyPort, size, [0.5], 0, () => void (killed = kubelet.kill(ns, name, 'SIGTERM')), false);
+    let out = '';
+    try {
+      const r = await ferryRun(fay.path, ['pvc', name, '--size', '64Mi', '--image-path', join(dir, 'random.raw'), '--uploadproxy-url', `https://127.0.0.1:${relay.port}`, '--insecure', '-n', ns, '--wait-secs', '60']);
+      out = r.out;
+      expect(r.code === 0 ? '' : r.out).toBe('');
+      expect(killed).toBe(true);
+    } finally {
+      await relay.close();
+    }
+    // 32 MiB is below the 64 MiB sync interval: without the flush at SIGTERM nothing would be recorded and it would start over.
+    const resumedAt = Number(/resuming the upload at byte (\d+)/.exec(out)?.[1] ?? '0');
+    measured(`server SIGTERMed at 50 %, resumed at byte ${resumedAt}`, relay.forwarded(), size);
+    expect(resumedAt).toBeGreaterThanOrEqual(0.25 * size);
+    // Starting over would carry ≥ 1.5× (half before the kill, then all of it); what is sent again
+    // is what passed the relay but died in the proxy's and the sockets' buffers.
+    expect(relay.forwarded()).toBeLessThan(1.5 * size);
+    await pvcPhase(ns, name, 'Succeeded');
+    expect(kubelet.runsOf(ns, name)).toBeGreaterThanOrEqual(2);
+    expect(expectSameDisk(volume(ns, name), join(dir, 'random.raw'))).toBe(true);
+  }, 300_000);
+
+  blockTest.each([
+    ['ferry image-upload', 'blk-ferry', 'random.raw'],
+    ['virtctl image-upload', 'blk-virtctl', 'random.qcow2'],
+  ])('%s pvc --volume-mode block (%s): the loop device holds the image, every byte of it overwritten', async (client, name, file) => {
+    const ns = await namespaceFor('bea');
+    const bea = cp.userKubeconfig('bea');
+    const device = loops.get(name) as string;
+    // A dirty device: an upload that skipped zero blocks would leave 0x5a where the image has zeros.
+    writeFileSync(device, Buffer.alloc(64 * MiB, 0x5a));
+    const args = ['pvc', name, '--size', '64Mi', '--volume-mode', 'block', '--image-path', join(dir, file), '--uploadproxy-url', proxyUrl, '--insecure', '-n', ns, '--wait-secs', '60'];
+    const r = client.startsWith('ferry') ? await ferryRun(bea.path, args) : await virtctlRun(bea.path, ['image-upload', ...args]);
+    expect(r.code === 0 ? '' : r.out).toBe('');
+    await pvcPhase(ns, name, 'Succeeded');
+    const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name });
+    expect(pvc.spec?.volumeMode).toBe('Block');
+    const image = readFileSync(join(dir, 'random.raw'));
+    expect(readFileSync(device).subarray(0, image.length).equals(image)).toBe(true);
+  }, 240_000);
 
   test('a user without RBAC in the namespace: forbidden (before any PVC or token), a non-zero exit (virtctl and ferry)', async () => {
     const ns = await cp.newNamespace('norbac');
