@@ -49,7 +49,11 @@ export interface ResumableUploads {
   readonly state: () => ResumableState;
   /** Settles once an upload staged by an earlier pod (on the same scratch volume) has been taken up or discarded. */
   readonly ready: Promise<void>;
-  /** Makes what a running PATCH has written durable and records it (the server is being stopped). */
+  /**
+   * The server is being stopped: ends a running PATCH where it is (its request destroyed, so the
+   * client sees the break at once rather than sending into a server that will not keep it) and
+   * settles once what it wrote is durable and recorded.
+   */
   flush(): Promise<void>;
 }
 
@@ -166,8 +170,8 @@ function answer(req: IncomingMessage, res: ServerResponse, { answer: name, heade
 /** The resumable path of one upload server, staging at `stagedPath` (on scratch); none without scratch. */
 export function createResumableUploads(stagedPath: string | undefined, host: ResumableHost): ResumableUploads {
   let state: ResumableState = { kind: 'empty' };
-  /** The PATCH writing now: its file and how far it has written (for flush). */
-  let writing: { readonly handle: FileHandle; readonly path: string; readonly length: number; position: number } | undefined;
+  /** The request of the PATCH writing now (for flush). */
+  let writing: IncomingMessage | undefined;
   // An upload staged by an earlier pod resumes from its recorded durable offset (the scratch
   // volume outlives the pod); one staged whole is imported now.
   const cleared: Promise<void> =
@@ -196,7 +200,7 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
     try {
       handle = await open(path, offset === 0 ? 'w' : 'r+');
       if (offset === 0) await handle.truncate(0);
-      writing = { handle, path, length, position };
+      writing = req;
       let unsynced = 0;
       for await (const chunk of pulled(req)) {
         const room = length - position;
@@ -204,7 +208,6 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
         if (part.length > 0) {
           await handle.write(part, 0, part.length, position);
           position += part.length;
-          writing.position = position;
           unsynced += part.length;
         }
         if (chunk.length > room) {
@@ -276,13 +279,11 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
   }
 
   async function flush(): Promise<void> {
-    const w = writing;
-    if (!w) return;
-    const position = w.position;
-    await w.handle.datasync();
-    await writeRecord(w.path, position, w.length);
-    if (state.kind === 'staging' && position > state.offset) state = { ...state, offset: position };
-    host.logger.info({ durable: position }, 'stopping: what was written is durable');
+    if (!writing) return;
+    // The PATCH's own end (its finally) syncs and records what it wrote.
+    writing.destroy();
+    await writerDone;
+    host.logger.info({ durable: state.kind === 'staging' ? state.offset : undefined }, 'stopping: what was written is durable');
   }
 
   function respond(req: IncomingMessage, res: ServerResponse): void {

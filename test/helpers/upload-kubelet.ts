@@ -27,6 +27,8 @@ export interface UploadKubelet {
   kill(namespace: string, pvc: string, signal?: NodeJS.Signals): boolean;
   /** How many servers have run for `namespace/pvc`. */
   runsOf(namespace: string, pvc: string): number;
+  /** The largest peak RSS (VmHWM, bytes) seen of a server for `namespace/pvc`, sampled every 100 ms while it ran. */
+  peakRssOf(namespace: string, pvc: string): number | undefined;
   /** Stops the loop and every server still running (by PID). */
   stop(): Promise<void>;
 }
@@ -51,6 +53,8 @@ export interface UploadKubeletOptions {
   readonly everyMs?: number;
   /** The device standing in for a block PVC's volume (`/dev/cdi-block-volume` in the pod), e.g. a loop device. */
   readonly blockDevice?: (namespace: string, pvc: string) => string | undefined;
+  /** A server still running after this long is SIGKILLed (default 120 s). */
+  readonly serverTimeoutMs?: number;
 }
 
 export function startUploadKubelet(core: CoreV1Api, options: UploadKubeletOptions): UploadKubelet {
@@ -59,6 +63,7 @@ export function startUploadKubelet(core: CoreV1Api, options: UploadKubeletOption
   const volumes = new Map<string, string>();
   const running = new Map<string, ChildProcess>();
   const runCounts = new Map<string, number>();
+  const peaks = new Map<string, number>();
   let stopped = false;
   const forgotten = new Set<string>();
   let runs = 0;
@@ -98,12 +103,21 @@ export function startUploadKubelet(core: CoreV1Api, options: UploadKubeletOption
     const child = spawn(process.execPath, [FERRY_BIN, 'uploadserver'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
     children.add(child);
     running.set(`${ns}/${pvc}`, child);
+    const sample = setInterval(() => {
+      try {
+        const kb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? '0');
+        peaks.set(`${ns}/${pvc}`, Math.max(peaks.get(`${ns}/${pvc}`) ?? 0, kb * 1024));
+      } catch {
+        // gone between two samples
+      }
+    }, 100);
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.serverTimeoutMs ?? 120_000);
     const exited = new Promise<number>((resolve) =>
       child.on('close', (code) => {
         clearTimeout(timer);
+        clearInterval(sample);
         children.delete(child);
         if (running.get(`${ns}/${pvc}`) === child) running.delete(`${ns}/${pvc}`);
         resolve(code ?? 1);
@@ -157,6 +171,7 @@ export function startUploadKubelet(core: CoreV1Api, options: UploadKubeletOption
     forget: (namespace) => void forgotten.add(namespace),
     kill: (namespace, pvc, signal = 'SIGKILL') => running.get(`${namespace}/${pvc}`)?.kill(signal) ?? false,
     runsOf: (namespace, pvc) => runCounts.get(`${namespace}/${pvc}`) ?? 0,
+    peakRssOf: (namespace, pvc) => peaks.get(`${namespace}/${pvc}`),
     async stop() {
       stopped = true;
       await loop;

@@ -14,6 +14,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, StorageV1Api, type V1Pod } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { uploadProxyEnv } from '../helpers/upload-stack.js';
 import { BOTH_IMPORT_AND_UPLOAD } from '../../controller/upload/plan.js';
 import { Annotation, UploadAnnotation } from '../../src/api/cdi.js';
 import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
@@ -77,24 +78,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'signer.pub'), keys.publicKey.export({ type: 'spki', format: 'pem' }));
   proxyPort = await freePort();
   serverPort = await freePort();
-  proxy = startFerry(
-    ['uploadproxy'],
-    {
-      KUBECONFIG: cp.kubeconfigPath,
-      APISERVER_PUBLIC_KEY_FILE: join(dir, 'signer.pub'),
-      TLS_KEY_FILE: join(dir, 'proxy.key'),
-      TLS_CERT_FILE: join(dir, 'proxy.crt'),
-      UPLOAD_SERVER_CLIENT_KEY_FILE: join(dir, 'client.key'),
-      UPLOAD_SERVER_CLIENT_CERT_FILE: join(dir, 'client.crt'),
-      UPLOAD_SERVER_CA_CERT_FILE: join(dir, 'server-ca.crt'),
-      UPLOADPROXY_PORT: String(proxyPort),
-      UPLOADPROXY_HOST: '127.0.0.1',
-      // No cluster DNS here: every server is dialled on loopback; its certificate is still checked for cdi-upload-<pvc>.<ns>.svc.
-      UPLOADPROXY_SERVER_ADDRESS: `127.0.0.1:${serverPort}`,
-      FERRY_LOG_LEVEL: 'warn',
-    },
-    600_000,
-  );
+  proxy = startFerry(['uploadproxy'], uploadProxyEnv(dir, cp.kubeconfigPath, proxyPort, serverPort), 600_000);
   await waitFor('the proxy', async () => ((await send('/healthz', 'GET')).status === 200 ? true : undefined), 20_000);
 }, 180_000);
 
