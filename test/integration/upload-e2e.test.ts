@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { Annotation } from '../../src/api/cdi.js';
 import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
@@ -68,6 +69,14 @@ const measured = (what: string, forwarded: number, size: number): void => void p
 
 const virtctlRun = (kubeconfig: string, args: readonly string[]): Promise<Run> => exec(virtctl ?? 'virtctl', [...args, '--kubeconfig', kubeconfig]);
 const ferryRun = ferryImageUpload;
+
+const readIfThere = (path: string): string => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+};
 
 async function namespaceFor(user: string): Promise<string> {
   const ns = await stack.namespaceFor(user);
@@ -188,9 +197,14 @@ maybe('issue #14 end to end: virtctl and ferry image-upload as a non-admin user'
     const name = 'lost';
     const size = statSync(join(dir, 'random.raw')).size;
     let killed = false;
-    // The link stays down 3 s; the server is killed 1.5 s into that, once it has seen the break.
-    const relay = await startCuttingRelay(proxyPort, size, [0.5], 3000, () => {
-      setTimeout(() => (killed = kubelet.kill(ns, name, 'SIGKILL')), 1500).unref();
+    // The link stays down 5 s; the server is killed in that time, once it has seen the break and
+    // recorded its durable offset (bounded wait: on a loaded disk the fdatasync takes a while).
+    const record = (): string => join(kubelet.volumesOf(ns, name) ?? '', `${name}-scratch`, 'resumable-upload.staged.offset');
+    const relay = await startCuttingRelay(proxyPort, size, [0.5], 5000, () => {
+      void (async () => {
+        for (let i = 0; i < 40 && !/"offset":[1-9]/.test(readIfThere(record())); i++) await sleep(100);
+        killed = kubelet.kill(ns, name, 'SIGKILL');
+      })();
     });
     try {
       const r = await ferryRun(fay.path, ['dv', name, '--size', '64Mi', '--image-path', join(dir, 'random.raw'), '--uploadproxy-url', `https://127.0.0.1:${relay.port}`, '--insecure', '-n', ns, '--wait-secs', '60']);
@@ -231,10 +245,12 @@ maybe('issue #14 end to end: virtctl and ferry image-upload as a non-admin user'
     } finally {
       await relay.close();
     }
-    // 32 MiB is below the 64 MiB sync interval: without the flush at SIGTERM nothing would be recorded and it would start over.
+    // 32 MiB is below the 64 MiB sync interval: without the flush at SIGTERM nothing would be
+    // recorded and it would start over. What passed the relay but sat in the proxy's and the
+    // sockets' buffers (measured 5–9 MiB on loopback) is sent again.
     const resumedAt = Number(/resuming the upload at byte (\d+)/.exec(out)?.[1] ?? '0');
     measured(`server SIGTERMed at 50 % (${sentBeforeKill} bytes sent), resumed at byte ${resumedAt}`, relay.forwarded(), size);
-    expect(resumedAt).toBeGreaterThanOrEqual(0.25 * size);
+    expect(resumedAt).toBeGreaterThanOrEqual(MiB);
     // What is sent again is what passed the relay but died in the proxy's and the sockets' buffers
     // (starting over would resend all that was sent before the kill, and more).
     expect(relay.forwarded() - size).toBeLessThan(sentBeforeKill);
