@@ -74,8 +74,8 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+async function listen(server: Server, port = 0): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return (server.address() as AddressInfo).port;
 }
 
@@ -85,7 +85,7 @@ async function closeServer(server: Server): Promise<void> {
 }
 
 let serial = 0;
-async function startServer(fields: Partial<UploadServerConfig> = {}): Promise<Running & { readonly target: string }> {
+async function startServer(fields: Partial<UploadServerConfig> = {}, onPort = 0): Promise<Running & { readonly target: string }> {
   serial += 1;
   const target = f(`target-${serial}${fields.contentType === 'archive' ? '' : '.img'}`);
   const config: UploadServerConfig = {
@@ -103,11 +103,11 @@ async function startServer(fields: Partial<UploadServerConfig> = {}): Promise<Ru
   if (config.scratchDir !== undefined) sh('mkdir', ['-p', config.scratchDir]);
   const progress = new Progress();
   const upload = createUploadServer({ config, tls: { key: serverCert.key, cert: serverCert.cert, clientCa: clientCa.cert }, logger: silentLogger(), tuning: FAST_TUNING, progress });
-  const port = await listen(upload.server);
+  const port = await listen(upload.server, onPort);
   return { port, target, finished: upload.finished, progress, close: () => closeServer(upload.server) };
 }
 
-async function startProxy(serverPort: number, targetStatus: (ns: string, name: string) => Promise<TargetStatus> = async () => ({ kind: 'ready' })): Promise<{ port: number; close(): Promise<void> }> {
+async function startProxy(serverPort: number, targetStatus: (ns: string, name: string) => Promise<TargetStatus> = async () => ({ kind: 'ready' }), readyWaitMs = 300): Promise<{ port: number; close(): Promise<void> }> {
   const server = createUploadProxy({
     publicKey: signing.publicKey,
     serving: { key: serverCert.key, cert: serverCert.cert },
@@ -115,7 +115,7 @@ async function startProxy(serverPort: number, targetStatus: (ns: string, name: s
     targetStatus,
     resolveServer: () => ({ host: '127.0.0.1', port: serverPort, servername: 'localhost' }),
     logger: silentLogger(),
-    readyWaitMs: 300,
+    readyWaitMs,
     readyPollMs: 50,
   });
   const port = await listen(server);
@@ -288,6 +288,26 @@ describe('the status table (cdi.md §3.1b)', () => {
       },
       async () => status,
     ));
+
+  test('proxy: a target marked ready whose server takes no connection yet is waited for (a stale mark), then forwarded', async () => {
+    const gone = await startServer({ capacity: SIZE });
+    const port = gone.port;
+    await gone.close();
+    const proxy = await startProxy(port, async () => ({ kind: 'ready' }), 5000);
+    let server: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      const answering = send(proxy.port, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+      // The replacement server comes up on the same address a moment later.
+      await new Promise((r) => setTimeout(r, 400));
+      server = await startServer({ capacity: SIZE }, port);
+      expect((await answering).status).toBe(200);
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+    } finally {
+      await proxy.close();
+      await server?.close();
+    }
+  });
 
   test('proxy: the server unreachable → 502 "error in upload-proxy: ..."', async () => {
     const server = await startServer();
