@@ -43,14 +43,20 @@ export async function uploadServerMain(env: NodeJS.ProcessEnv = process.env): Pr
     const upload = createUploadServer({ config, tls, logger, tuning: tuningFromEnv(env), progress });
     const stopped = new Promise<TerminationMessage>((resolve) => {
       const stop = (message: string): void => {
-        upload.abort();
-        resolve({ kind: 'failure', code: ErrorCode.Interrupted, message, retryable: true });
+        // A resumable upload's bytes so far are made durable first (at most 10 s): the next server resumes there.
+        let timer: NodeJS.Timeout | undefined;
+        void Promise.race([upload.flush(), new Promise<void>((r) => (timer = setTimeout(r, 10_000)))]).finally(() => {
+          clearTimeout(timer);
+          upload.abort();
+          resolve({ kind: 'failure', code: ErrorCode.Interrupted, message, retryable: true });
+        });
       };
       process.once('SIGTERM', () => stop('the upload server was stopped before an upload finished'));
       if (config.deadline !== undefined) {
         setTimeout(() => stop('deadlinePassed: no upload finished before the deadline'), Math.max(0, config.deadline - Date.now())).unref();
       }
     });
+    await upload.ready;
     await new Promise<void>((resolve, reject) => {
       upload.server.once('error', reject);
       upload.server.listen(config.port, config.host, () => resolve());

@@ -9,7 +9,7 @@
  * comes with the first PATCH (`Upload-Length`, as tus's creation-defer-length).
  */
 
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Logger } from '../src/logging.js';
 import { byteCountOf, TUS_CONTENT_TYPE, TUS_VERSION, TusHeader, UploadAnswer } from '../src/contract/upload-api.js';
@@ -18,6 +18,9 @@ import { pulled } from './sources/upload-source.js';
 
 /** fsync at least this often while a PATCH streams (and always when it ends). */
 export const STAGE_SYNC_BYTES = 64 * 1024 * 1024;
+
+/** Beside the staged file: `{"offset":N,"length":L}`, the durable offset, replaced (write, fsync, rename) after each fsync of the staged file. */
+export const STAGE_RECORD_SUFFIX = '.offset';
 
 /** How long a HEAD or PATCH waits for a running PATCH to end before answering (423 for a PATCH). */
 export const WRITER_SETTLE_MS = 3000;
@@ -44,6 +47,60 @@ export interface ResumableUploads {
   /** Whether a resumable upload holds the target (so the one-shot paths answer Busy). */
   readonly active: () => boolean;
   readonly state: () => ResumableState;
+  /** Settles once an upload staged by an earlier pod (on the same scratch volume) has been taken up or discarded. */
+  readonly ready: Promise<void>;
+  /**
+   * The server is being stopped: ends a running PATCH where it is (its request destroyed, so the
+   * client sees the break at once rather than sending into a server that will not keep it) and
+   * settles once what it wrote is durable and recorded.
+   */
+  flush(): Promise<void>;
+}
+
+/** Pure: the durable-offset record, or undefined when it is not one (a torn or foreign file). */
+export function decodeStageRecord(text: string): { readonly offset: number; readonly length: number } | undefined {
+  try {
+    const v = JSON.parse(text) as { offset?: unknown; length?: unknown };
+    const ok = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+    if (!ok(v.offset) || !ok(v.length) || v.length === 0 || v.offset > v.length) return undefined;
+    return { offset: v.offset, length: v.length };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes a staged upload and its record (after it was imported, or when it cannot be trusted). */
+export async function removeStaged(stagedPath: string): Promise<void> {
+  await Promise.all([rm(stagedPath, { force: true }), rm(stagedPath + STAGE_RECORD_SUFFIX, { force: true }), rm(`${stagedPath}${STAGE_RECORD_SUFFIX}.tmp`, { force: true })]);
+}
+
+async function writeRecord(stagedPath: string, offset: number, length: number): Promise<void> {
+  const tmp = `${stagedPath}${STAGE_RECORD_SUFFIX}.tmp`;
+  const handle = await open(tmp, 'w');
+  try {
+    await handle.writeFile(JSON.stringify({ offset, length }));
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  // A rename lost in a crash leaves the previous record: a smaller offset, still true.
+  await rename(tmp, stagedPath + STAGE_RECORD_SUFFIX);
+}
+
+/**
+ * What an earlier pod staged on this scratch volume: its record says how much of the staged file
+ * was durable (a crash may leave more bytes, or garbage, past it: cut off). Without a valid record,
+ * or with a staged file shorter than it, nothing is trusted.
+ */
+async function recoverStaged(stagedPath: string): Promise<ResumableState> {
+  const record = decodeStageRecord(await readFile(stagedPath + STAGE_RECORD_SUFFIX, 'utf8').catch(() => ''));
+  const size = await stat(stagedPath).then((s) => s.size, () => -1);
+  if (!record || size < record.offset) {
+    await removeStaged(stagedPath);
+    return { kind: 'empty' };
+  }
+  await truncate(stagedPath, record.offset);
+  return record.offset >= record.length ? { kind: 'staged', length: record.length } : { kind: 'staging', offset: record.offset, length: record.length, writing: false };
 }
 
 type Answer = { readonly answer: UploadAnswer; readonly headers?: OutgoingHttpHeaders; readonly body?: string };
@@ -113,8 +170,24 @@ function answer(req: IncomingMessage, res: ServerResponse, { answer: name, heade
 /** The resumable path of one upload server, staging at `stagedPath` (on scratch); none without scratch. */
 export function createResumableUploads(stagedPath: string | undefined, host: ResumableHost): ResumableUploads {
   let state: ResumableState = { kind: 'empty' };
-  // A staged file left by an earlier pod is not trusted: its durable length died with that pod.
-  const cleared: Promise<void> = stagedPath === undefined ? Promise.resolve() : rm(stagedPath, { force: true });
+  /** The request of the PATCH writing now (for flush). */
+  let writing: IncomingMessage | undefined;
+  // An upload staged by an earlier pod resumes from its recorded durable offset (the scratch
+  // volume outlives the pod); one staged whole is imported now.
+  const cleared: Promise<void> =
+    stagedPath === undefined
+      ? Promise.resolve()
+      : recoverStaged(stagedPath).then(
+          (recovered) => {
+            state = recovered;
+            if (recovered.kind !== 'empty') host.logger.info({ ...recovered }, 'an upload staged by an earlier server resumes');
+            if (recovered.kind === 'staged') host.staged(stagedPath, recovered.length);
+          },
+          (err: unknown) => {
+            host.logger.warn({ err: (err as Error).message }, 'cannot read what an earlier server staged; starting over');
+            return removeStaged(stagedPath).catch(() => undefined);
+          },
+        );
 
   async function append(req: IncomingMessage, res: ServerResponse, path: string, offset: number, length: number): Promise<void> {
     await cleared;
@@ -127,6 +200,7 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
     try {
       handle = await open(path, offset === 0 ? 'w' : 'r+');
       if (offset === 0) await handle.truncate(0);
+      writing = req;
       let unsynced = 0;
       for await (const chunk of pulled(req)) {
         const room = length - position;
@@ -142,6 +216,7 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
         }
         if (unsynced >= STAGE_SYNC_BYTES) {
           await handle.datasync();
+          await writeRecord(path, position, length);
           unsynced = 0;
           state = { kind: 'staging', offset: position, length, writing: true };
         }
@@ -149,9 +224,13 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
     } catch (err) {
       broke = err as Error;
     } finally {
+      writing = undefined;
       if (handle) {
         // What was written before a break is kept: it becomes the durable offset once synced.
-        await handle.datasync().catch(() => (position = state.kind === 'staging' ? state.offset : offset));
+        await handle
+          .datasync()
+          .then(() => writeRecord(path, position, length))
+          .catch(() => (position = state.kind === 'staging' ? state.offset : offset));
         await handle.close().catch(() => undefined);
       }
     }
@@ -193,10 +272,18 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
     if (req.method === 'HEAD' || req.method === 'PATCH') {
-      void settled().then(() => respond(req, res));
+      void cleared.then(settled).then(() => respond(req, res));
       return;
     }
-    respond(req, res);
+    void cleared.then(() => respond(req, res));
+  }
+
+  async function flush(): Promise<void> {
+    if (!writing) return;
+    // The PATCH's own end (its finally) syncs and records what it wrote.
+    writing.destroy();
+    await writerDone;
+    host.logger.info({ durable: state.kind === 'staging' ? state.offset : undefined }, 'stopping: what was written is durable');
   }
 
   function respond(req: IncomingMessage, res: ServerResponse): void {
@@ -233,5 +320,7 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
     handle,
     active: () => state.kind !== 'empty',
     state: () => state,
+    ready: cleared,
+    flush: () => flush().catch((err: unknown) => host.logger.warn({ err: (err as Error).message }, 'cannot make the staged upload durable')),
   };
 }

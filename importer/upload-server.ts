@@ -23,11 +23,10 @@ import { Progress } from './progress.js';
 import { contentLengthOf, pulled, uploadBody } from './sources/upload-source.js';
 import { boundaryOf, formField } from './upload-server-multipart.js';
 import { endAfterBody } from '../src/io/http-answer.js';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ImportSpec } from '../src/contract/import-spec.js';
 import { openFile } from './sources/file-source.js';
-import { createResumableUploads } from './upload-server-resumable.js';
+import { createResumableUploads, removeStaged } from './upload-server-resumable.js';
 
 /** The staged body of a resumable upload, on scratch. */
 export const STAGED_UPLOAD_FILE = 'resumable-upload.staged';
@@ -51,6 +50,10 @@ export interface UploadServer {
   readonly finished: Promise<TerminationMessage>;
   /** Stops a running import (SIGTERM); its partial disk is removed. */
   abort(): void;
+  /** Settles once the server may listen: an upload an earlier pod staged has been taken up. */
+  readonly ready: Promise<void>;
+  /** Makes a running resumable upload's bytes durable (before a stop), so the next server resumes there. */
+  flush(): Promise<void>;
 }
 
 type State = 'idle' | 'busy' | 'done';
@@ -124,7 +127,7 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
       log.error({ code: error.code }, `processing a staged upload failed: ${error.message}`);
       outcome = { kind: 'failure', code: error.code, message: error.message, retryable: error.retryable };
     }
-    await rm(stagedPath, { force: true }).catch(() => undefined);
+    await removeStaged(stagedPath).catch(() => undefined);
     state = 'done';
     settle(outcome);
   }
@@ -224,5 +227,5 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
   // A multi-gigabyte body may take hours: no request timeout (CDI's proxy allows 24 h).
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
-  return { server, finished, abort: () => controller.abort() };
+  return { server, finished, abort: () => controller.abort(), ready: resumable.ready, flush: () => resumable.flush() };
 }

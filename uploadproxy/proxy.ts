@@ -12,6 +12,7 @@ import { request as httpsRequest } from 'node:https';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { KeyObject } from 'node:crypto';
+import { connect } from 'node:net';
 import type { Logger } from '../src/logging.js';
 import { bearerTokenOf, FORWARDED_REQUEST_HEADERS, isProxyUploadPath, proxyTransportMessage, UploadAnswer, UploadPath, UPLOAD_SERVER_PORT, uploadServiceHost } from '../src/contract/upload-api.js';
 import { TokenError, type UploadTokenClaims, verifyUploadToken } from '../src/contract/upload-token.js';
@@ -105,6 +106,20 @@ function forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
   return headers;
 }
 
+/** Whether a TCP connection to the server opens (at most 2 s). */
+function reachable(address: { readonly host: string; readonly port: number }): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: address.host, port: address.port, timeout: 2000 });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('timeout', () => done(false));
+  });
+}
+
 export function createUploadProxy(deps: UploadProxyDeps): Server {
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
@@ -113,10 +128,14 @@ export function createUploadProxy(deps: UploadProxyDeps): Server {
   const pollMs = Math.max(1, deps.readyPollMs ?? 500);
 
   async function statusOf(claims: UploadTokenClaims): Promise<TargetStatus> {
-    // Bounded: at most waitMs / pollMs + 1 questions.
+    // Bounded: at most waitMs / pollMs + 1 questions. A target marked ready whose server does not
+    // take a connection is waited for too: the mark is stale (the pod just died, its replacement
+    // is starting), and an early 502 would cost a client that retries fast (virtctl) its retries.
     for (let waited = 0; ; waited += pollMs) {
       const status = await deps.targetStatus(claims.namespace, claims.name);
-      if (status.kind !== 'not-ready' || waited >= waitMs) return status;
+      if (status.kind !== 'not-ready' && status.kind !== 'ready') return status;
+      if (waited >= waitMs) return status;
+      if (status.kind === 'ready' && (await reachable(resolveServer(claims.namespace, claims.name)))) return status;
       await sleep(pollMs);
     }
   }

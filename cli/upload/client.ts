@@ -192,6 +192,9 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
   let bytesWritten = 0;
   let resumes = 0;
   let lastError: FerryError | undefined;
+  // Once the server has offered tus, an attempt never falls back to a one-shot path: that would
+  // start over, and the server holds a staged upload that refuses one (503) anyway.
+  let tusSeen = false;
   const auth = (): Record<string, string> => ({ authorization: `Bearer ${token}` });
 
   for (let attempt = 1; attempt <= retry; attempt += 1) {
@@ -201,8 +204,13 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
         const probe = await exchange(uploadUrl(options.proxyUrl, UploadPath.Resumable), 'HEAD', { ...auth(), [TusHeader.Resumable]: TUS_VERSION }, tls);
         if (probe.status === 401) throw answerError(401, probe.body || 'the token was refused', probe.headers);
         if (probe.status === 409) throw answerError(409, probe.body || 'the upload is already complete', probe.headers);
+        if (tusSeen && probe.status !== 200) {
+          await sleep(1000);
+          throw answerError(probe.status, probe.body || 'the resumable path did not answer', probe.headers);
+        }
         if (probe.status === 200 && byteCountOf(probe.headers[TusHeader.Offset]) !== undefined) {
           tokenWorked = true;
+          tusSeen = true;
           const result = await resumableUpload(options, tls, auth, probe, (n) => (bytesWritten += n), sleep, say);
           resumes += result.resumes;
           if (result.done) return { method: UploadMethod.Resumable, bytesWritten, attempts: attempt, resumes };
@@ -312,7 +320,33 @@ async function resumableUpload(
     if (broke) say(`the connection broke at byte ${position}: ${broke.message}`);
     // The server may not have seen the break yet (423): give it a moment, then ask where it is.
     if (patched?.status === 423 || broke) await sleep(200 * Math.min(5, stalls + 1));
-    answer = await exchange(url, 'HEAD', { ...auth(), ...tus }, tls).catch((err: unknown) => ({ status: 0, headers: {}, body: toFerryError(err).message }));
+    answer = await headUntilAnswered(url, { ...auth(), ...tus }, tls, sleep, say);
   }
+}
+
+/** How many times a HEAD is asked again, a second apart, while the proxy or server cannot answer it. */
+export const RESUME_HEAD_TRIES = 60;
+
+/**
+ * The HEAD after a break. While the upload server is being replaced (its pod died; the proxy then
+ * fails to dial it, or waits 10 s for the new one and answers 503) there is nobody to answer: ask
+ * again, a second apart, at most `RESUME_HEAD_TRIES` times. The new server resumes what the old one
+ * staged (ADR 0010), so the wait saves the bytes already sent.
+ */
+async function headUntilAnswered(
+  url: URL,
+  headers: Record<string, string>,
+  tls: { readonly insecure: boolean; readonly ca?: string | Buffer },
+  sleep: (ms: number) => Promise<void>,
+  say: (text: string) => void,
+): Promise<Answer> {
+  let answer: Answer = { status: 0, headers: {}, body: '' };
+  for (let tries = 0; tries < RESUME_HEAD_TRIES; tries += 1) {
+    if (tries > 0) await sleep(1000);
+    answer = await exchange(url, 'HEAD', headers, tls).catch((err: unknown) => ({ status: 0, headers: {}, body: toFerryError(err).message }));
+    if (answer.status !== 0 && answer.status < 500) return answer;
+    if (tries === 0) say(`the upload server does not answer (${answer.status === 0 ? answer.body : `HTTP ${answer.status}`}); waiting for it to come back`);
+  }
+  return answer;
 }
 

@@ -146,6 +146,7 @@ export function uploadPvc(o: ImageUploadOptions, namespace: string): Record<stri
       annotations: {
         [UploadAnnotation.UploadTarget]: '',
         [Annotation.ContentType]: contentType(o),
+        [UploadAnnotation.Resumable]: 'true',
         ...(o.forceBind ? { [UploadAnnotation.BindImmediate]: '' } : {}),
       },
     },
@@ -163,7 +164,8 @@ export function uploadDataVolume(o: ImageUploadOptions, namespace: string): Reco
   return {
     apiVersion: 'cdi.kubevirt.io/v1beta1',
     kind: 'DataVolume',
-    metadata: { name: o.name, namespace, ...(o.forceBind ? { annotations: { [UploadAnnotation.BindImmediate]: '' } } : {}) },
+    // The DataVolume's annotations pass to its PVC: the upload server gets scratch, so the upload resumes.
+    metadata: { name: o.name, namespace, annotations: { [UploadAnnotation.Resumable]: 'true', ...(o.forceBind ? { [UploadAnnotation.BindImmediate]: '' } : {}) } },
     spec: {
       contentType: contentType(o),
       source: { upload: {} },

@@ -102,7 +102,7 @@ export async function imageUpload(o: ImageUploadOptions, deps: ImageUploadDeps):
       if ((await readDv()) === undefined) throw new FerryError(ErrorCode.InvalidSpec, `No DataVolume is associated with the existing PVC ${namespace}/${name}`);
     } else if (existingPvcVerdict(existing, o) === 'annotate') {
       await core
-        .patchNamespacedPersistentVolumeClaim({ name, namespace, body: { metadata: { annotations: { [UploadAnnotation.UploadTarget]: '' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+        .patchNamespacedPersistentVolumeClaim({ name, namespace, body: { metadata: { annotations: { [UploadAnnotation.UploadTarget]: '', [UploadAnnotation.Resumable]: 'true' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
         .catch((e: unknown) => Promise.reject(apiError(`annotate PVC ${namespace}/${name}`, e)));
       say(`PVC ${namespace}/${name} marked as an upload target`);
     }

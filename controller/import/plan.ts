@@ -4,7 +4,7 @@
  */
 
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
-import { Annotation, EventReason, PodPhase } from '../../src/api/cdi.js';
+import { Annotation, EventReason, PodPhase, UploadAnnotation } from '../../src/api/cdi.js';
 import { ErrorCode, isFerryError } from '../../src/errors.js';
 import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
 import type { CdiSettings } from '../../src/api/cdiconfig.js';
@@ -52,6 +52,8 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
   const { pvc, pod, scratchPvc, now } = observed;
   if (pvc.metadata?.deletionTimestamp) return NOTHING;
   const current = pvc.metadata?.annotations ?? {};
+  // An upload target is the upload controller's, which refuses one that asks for an import too (controller/upload/plan.ts).
+  if (current[UploadAnnotation.Target] !== undefined) return NOTHING;
 
   let request: ImportRequest | undefined;
   try {

@@ -6,13 +6,15 @@
  */
 
 import type { V1PersistentVolumeClaim, V1Pod, V1Service } from '@kubernetes/client-node';
-import { Annotation, PodPhase, UploadAnnotation, UploadEventReason } from '../../src/api/cdi.js';
+import { Annotation, EventReason, PodPhase, UploadAnnotation, UploadEventReason } from '../../src/api/cdi.js';
 import { ErrorCode } from '../../src/errors.js';
+import { importRequestFromAnnotations } from '../../src/api/import-request.js';
 import type { ContentType } from '../../src/contract/import-spec.js';
-import { uploadServiceName } from '../../src/contract/upload-api.js';
+import { UploadAnnotation as UploadClientAnnotation, uploadServiceName } from '../../src/contract/upload-api.js';
 import type { ControllerConfig } from '../config.js';
 import { annotate, backoffRemaining, countFailure, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildScratchPvc, scratchPvcName } from '../import/importer-pod.js';
+import { NOT_WAITING, WAIT_FOR_FIRST_CONSUMER, waitingAnnotations } from '../runtime/binding.js';
 import type { Action as ImportAction } from '../import/plan.js';
 import { buildUploadPod, buildUploadService, contentTypeOf, uploadPodName, uploadServerHosts, uploadTlsSecretName } from './upload-pod.js';
 
@@ -21,6 +23,12 @@ export interface UploadObserved {
   readonly pod?: V1Pod;
   readonly service?: V1Service;
   readonly scratchPvc?: V1PersistentVolumeClaim;
+  /**
+   * The PVC's storage class binds on first consumer, nothing has consumed it yet and it does not
+   * ask for immediate binding (runtime/binding.ts). With immediate binding asked for, the upload
+   * pod is the first consumer.
+   */
+  readonly waitForFirstConsumer?: boolean;
   /** Milliseconds since the epoch. */
   readonly now: number;
 }
@@ -46,6 +54,18 @@ const NOTHING: UploadPlan = Object.freeze({ actions: [] });
 
 /** The prefix of the upload server's termination message when its deadline passed (importer/upload-server-main.ts). */
 export const DEADLINE_PASSED = 'deadlinePassed';
+
+/** The condition reason and event reason of a PVC that asks for an import and an upload at once. */
+export const BOTH_IMPORT_AND_UPLOAD = 'ErrImportAndUploadRequested';
+
+/** Whether the annotations ask for an import (valid or not: the import controller's own reading). */
+export function asksForImport(annotations: Readonly<Record<string, string>>): boolean {
+  try {
+    return importRequestFromAnnotations(annotations) !== undefined;
+  } catch {
+    return true;
+  }
+}
 
 export function isUploadTarget(pvc: V1PersistentVolumeClaim): boolean {
   return pvc.metadata?.annotations?.[UploadAnnotation.Target] !== undefined;
@@ -77,6 +97,17 @@ export function planUpload(observed: UploadObserved, config: ControllerConfig): 
     o?.metadata?.ownerReferences?.some((r) => r.uid === pvc.metadata?.uid) === true;
   const retain = current[Annotation.RetainAfterCompletion] === 'true';
 
+  if (asksForImport(current) && current[Annotation.PodPhase] !== PodPhase.Succeeded) {
+    // One source per volume: neither controller starts a pod (the import controller leaves upload
+    // targets alone); this one says why, once, and removes an upload server started before.
+    const message = `PVC ${name} asks for an import (${Annotation.Endpoint} or ${Annotation.Source}) and for an upload (${UploadAnnotation.Target}); remove one of them`;
+    const changes = annotate(current, { [Annotation.PodPhase]: PodPhase.Failed, [Annotation.ErrorCode]: ErrorCode.InvalidSpec, [UploadAnnotation.PodReady]: 'false', ...running('false', BOTH_IMPORT_AND_UPLOAD, message) });
+    const tidy: UploadAction[] = [];
+    if (pod && ours(pod)) tidy.push({ type: 'deletePod', name: uploadPodName(name) });
+    if (service && ours(service)) tidy.push({ type: 'deleteTlsSecret', name: uploadTlsSecretName(name) }, { type: 'deleteService', name: uploadServiceName(name) });
+    return { actions: [...changes, ...withEvent(changes, 'Warning', BOTH_IMPORT_AND_UPLOAD, `${ErrorCode.InvalidSpec}: ${message}`), ...tidy] };
+  }
+
   const contentType = contentTypeOf(pvc);
   if (contentType === undefined) {
     const message = `${Annotation.ContentType} must be kubevirt or archive; got "${current[Annotation.ContentType]}"`;
@@ -100,6 +131,13 @@ export function planUpload(observed: UploadObserved, config: ControllerConfig): 
   }
 
   const ctx: Context = { pvc, contentType, current, observed, config, retain };
+  if (!pod && observed.waitForFirstConsumer) {
+    // CDI's HonorWaitForFirstConsumer: no upload server until a workload has picked the volume's
+    // node (virtctl reports the DataVolume's WaitForFirstConsumer phase; --force-bind asks for now).
+    const waiting = waitingAnnotations(pvc);
+    const changes = annotate(current, { ...waiting, [UploadAnnotation.PodReady]: 'false', ...running('false', WAIT_FOR_FIRST_CONSUMER, waiting[Annotation.BoundMessage] ?? '') });
+    return { actions: [...changes, ...withEvent(changes, 'Normal', EventReason.WaitForFirstConsumer, waiting[Annotation.BoundMessage] ?? '')] };
+  }
   if (!pod) return planStart(ctx);
 
   switch (pod.status?.phase) {
@@ -131,7 +169,9 @@ function planStart({ pvc, contentType, current, observed, config }: Context): Up
   const wait = backoffRemaining(current, now, config);
   if (wait > 0) return { actions: [], requeueAfterMs: wait };
   const name = pvc.metadata?.name ?? '';
-  const withScratch = current[Annotation.RequiresScratch] === 'true';
+  // Scratch once a format has needed it, or from the start when the client asked for a resumable
+  // upload: tus stages on scratch, and the scratch PVC outlives a server pod, so a new pod resumes.
+  const withScratch = current[Annotation.RequiresScratch] === 'true' || current[UploadClientAnnotation.Resumable] === 'true';
   const actions: UploadAction[] = [];
   if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc) });
   actions.push(
@@ -140,6 +180,7 @@ function planStart({ pvc, contentType, current, observed, config }: Context): Up
       [Annotation.PodPhase]: PodPhase.Pending,
       [UploadAnnotation.PodReady]: 'false',
       [Annotation.PodRestarts]: current[Annotation.PodRestarts] ?? '0',
+      ...(current[Annotation.BoundReason] === WAIT_FOR_FIRST_CONSUMER ? NOT_WAITING : {}),
     }),
   );
   actions.push({

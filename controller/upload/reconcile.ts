@@ -1,10 +1,11 @@
 /** One reconcile of an upload target: read the caches, plan, apply (level-triggered, as controller/import/reconcile.ts). */
 
-import type { V1PersistentVolumeClaim, V1Pod, V1Service } from '@kubernetes/client-node';
+import type { V1PersistentVolumeClaim, V1Pod, V1Service, V1StorageClass } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
 import { uploadServiceName } from '../../src/contract/upload-api.js';
 import { scratchPvcName } from '../import/importer-pod.js';
 import { splitKey } from '../runtime/keys.js';
+import { waitsForFirstConsumer } from '../runtime/binding.js';
 import type { HandlerResult } from '../runtime/work-queue.js';
 import type { UploadWriter } from './apply.js';
 import { planUpload } from './plan.js';
@@ -16,6 +17,7 @@ export interface UploadCaches {
   getPvc(namespace: string, name: string): V1PersistentVolumeClaim | undefined;
   getPod(namespace: string, name: string): V1Pod | undefined;
   getService(namespace: string, name: string): V1Service | undefined;
+  getStorageClass(name: string): V1StorageClass | undefined;
 }
 
 export interface UploadReconcilerDeps {
@@ -38,6 +40,7 @@ export async function reconcileUpload(key: string, deps: UploadReconcilerDeps): 
       pod: deps.caches.getPod(namespace, uploadPodName(name)),
       service: deps.caches.getService(namespace, uploadServiceName(name)),
       scratchPvc: deps.caches.getPvc(namespace, scratchPvcName(name)),
+      waitForFirstConsumer: waitsForFirstConsumer(pvc, pvc.spec?.storageClassName ? deps.caches.getStorageClass(pvc.spec.storageClassName) : undefined),
       now: deps.now(),
     },
     configWithSettings(deps.config, deps.settings?.current(), pvc.spec?.storageClassName),

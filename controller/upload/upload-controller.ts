@@ -4,7 +4,7 @@
  * at start and every `certCheckIntervalMs`. Handlers only enqueue keys `<ns>/<pvc>`.
  */
 
-import { CoreV1Api, type KubeConfig, type V1PersistentVolumeClaim, type V1Pod, type V1Service } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type V1PersistentVolumeClaim, type V1Pod, type V1Service, type V1StorageClass } from '@kubernetes/client-node';
 import { UPLOAD_POD_SELECTOR } from '../../src/api/cdi.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
@@ -34,6 +34,7 @@ export class UploadController {
   private readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
   private readonly pods: SharedInformer<V1Pod>;
   private readonly services: SharedInformer<V1Service>;
+  private readonly storageClasses: SharedInformer<V1StorageClass>;
   private readonly certs: UploadCertificates;
   private readonly queue: WorkQueue;
   private timers: NodeJS.Timeout[] = [];
@@ -50,6 +51,7 @@ export class UploadController {
     this.pvcs = this.informers.pvcs();
     this.pods = this.informers.pods(UPLOAD_POD_SELECTOR);
     this.services = this.informers.services(UPLOAD_POD_SELECTOR);
+    this.storageClasses = this.informers.storageClasses();
     const core = deps.kubeConfig.makeApiClient(CoreV1Api);
     const now = deps.now ?? Date.now;
     this.certs = new UploadCertificates(core, config.ferryNamespace, settings, logger, () => new Date(now()));
@@ -68,6 +70,7 @@ export class UploadController {
             getPvc: (ns, name) => this.pvcs.get(name, ns),
             getPod: (ns, name) => this.pods.get(name, ns),
             getService: (ns, name) => this.services.get(name, ns),
+            getStorageClass: (name) => this.storageClasses.get(name, ''),
           },
           writer,
           config,
@@ -94,7 +97,7 @@ export class UploadController {
     this.pods.onChange((pod) => this.enqueueOwner(pod));
     this.services.onChange((service) => this.enqueueOwner(service));
     await this.ensureCerts();
-    await Promise.all([this.pvcs.start(), this.pods.start(), this.services.start()]);
+    await Promise.all([this.pvcs.start(), this.pods.start(), this.services.start(), this.storageClasses.start()]);
     this.synced = true;
     const all = (): void => {
       for (const pvc of this.pvcs.list()) this.enqueuePvc(pvc);

@@ -175,6 +175,11 @@ export const UploadAnnotation = {
   PodReady: 'cdi.kubevirt.io/storage.pod.ready',
   /** `""`: bind now rather than wait for a first consumer (`--force-bind`). */
   BindImmediate: Annotation.ImmediateBinding,
+  /**
+   * Ferry's: `"true"` asks for a resumable upload, so the upload server gets scratch space from its
+   * first pod (tus stages there; ADR 0010). `ferry image-upload` sets it on what it creates.
+   */
+  Resumable: 'ferry.dev/upload.resumable',
 } as const;
 export const UploadLabel = {
   ApplyStorageProfile: 'cdi.kubevirt.io/applyStorageProfile',

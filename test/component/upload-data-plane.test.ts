@@ -20,7 +20,7 @@ import { Progress } from '../../importer/progress.js';
 import { createUploadServer, ERROR_CODE_HEADER } from '../../importer/upload-server.js';
 import { createUploadProxy, type TargetStatus } from '../../uploadproxy/proxy.js';
 import { uploadImage, UploadMethod } from '../../cli/upload/client.js';
-import { connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { startCuttingRelay } from '../helpers/upload-relay.js';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { TUS_CONTENT_TYPE, TUS_VERSION } from '../../src/contract/upload-api.js';
@@ -74,8 +74,8 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+async function listen(server: Server, port = 0): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return (server.address() as AddressInfo).port;
 }
 
@@ -85,7 +85,7 @@ async function closeServer(server: Server): Promise<void> {
 }
 
 let serial = 0;
-async function startServer(fields: Partial<UploadServerConfig> = {}): Promise<Running & { readonly target: string }> {
+async function startServer(fields: Partial<UploadServerConfig> = {}, onPort = 0): Promise<Running & { readonly target: string }> {
   serial += 1;
   const target = f(`target-${serial}${fields.contentType === 'archive' ? '' : '.img'}`);
   const config: UploadServerConfig = {
@@ -103,11 +103,11 @@ async function startServer(fields: Partial<UploadServerConfig> = {}): Promise<Ru
   if (config.scratchDir !== undefined) sh('mkdir', ['-p', config.scratchDir]);
   const progress = new Progress();
   const upload = createUploadServer({ config, tls: { key: serverCert.key, cert: serverCert.cert, clientCa: clientCa.cert }, logger: silentLogger(), tuning: FAST_TUNING, progress });
-  const port = await listen(upload.server);
+  const port = await listen(upload.server, onPort);
   return { port, target, finished: upload.finished, progress, close: () => closeServer(upload.server) };
 }
 
-async function startProxy(serverPort: number, targetStatus: (ns: string, name: string) => Promise<TargetStatus> = async () => ({ kind: 'ready' })): Promise<{ port: number; close(): Promise<void> }> {
+async function startProxy(serverPort: number, targetStatus: (ns: string, name: string) => Promise<TargetStatus> = async () => ({ kind: 'ready' }), readyWaitMs = 300): Promise<{ port: number; close(): Promise<void> }> {
   const server = createUploadProxy({
     publicKey: signing.publicKey,
     serving: { key: serverCert.key, cert: serverCert.cert },
@@ -115,7 +115,7 @@ async function startProxy(serverPort: number, targetStatus: (ns: string, name: s
     targetStatus,
     resolveServer: () => ({ host: '127.0.0.1', port: serverPort, servername: 'localhost' }),
     logger: silentLogger(),
-    readyWaitMs: 300,
+    readyWaitMs,
     readyPollMs: 50,
   });
   const port = await listen(server);
@@ -289,6 +289,26 @@ describe('the status table (cdi.md §3.1b)', () => {
       async () => status,
     ));
 
+  test('proxy: a target marked ready whose server takes no connection yet is waited for (a stale mark), then forwarded', async () => {
+    const gone = await startServer({ capacity: SIZE });
+    const port = gone.port;
+    await gone.close();
+    const proxy = await startProxy(port, async () => ({ kind: 'ready' }), 5000);
+    let server: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      const answering = send(proxy.port, UploadPath.Sync, { file: f('disk.raw'), bearer: token() });
+      // The replacement server comes up on the same address a moment later.
+      await new Promise((r) => setTimeout(r, 400));
+      server = await startServer({ capacity: SIZE }, port);
+      expect((await answering).status).toBe(200);
+      expect((await server.finished).kind).toBe('success');
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+    } finally {
+      await proxy.close();
+      await server?.close();
+    }
+  });
+
   test('proxy: the server unreachable → 502 "error in upload-proxy: ..."', async () => {
     const server = await startServer();
     const port = server.port;
@@ -391,64 +411,6 @@ describe('the status table (cdi.md §3.1b)', () => {
   });
 });
 
-
-/**
- * A loopback TCP relay in front of the proxy that cuts every open connection (client and proxy side)
- * when the bytes it has carried towards the proxy first pass each of `cutsAt` (fractions of
- * `of`): a laptop's Wi-Fi dropping twice. TLS passes through it untouched.
- */
-async function startCuttingRelay(targetPort: number, of: number, cutsAt: readonly number[], holdMs = 0): Promise<{ port: number; forwarded: () => number; cuts: () => number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const pending = cutsAt.map((fraction) => Math.floor(fraction * of));
-  let forwarded = 0;
-  let cuts = 0;
-  let heldUntil = 0;
-  const server = createTcpServer((client) => {
-    // For `holdMs` after a cut, new connections wait (the Wi-Fi takes a while to come back).
-    const upstream = connect(targetPort, '127.0.0.1');
-    const wait = heldUntil - Date.now();
-    if (wait > 0) {
-      client.pause();
-      upstream.pause();
-      setTimeout(() => {
-        client.resume();
-        upstream.resume();
-      }, wait).unref();
-    }
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => s.destroy());
-    }
-    client.on('data', (chunk: Buffer) => {
-      forwarded += chunk.length;
-      if (!upstream.write(chunk)) {
-        client.pause();
-        upstream.once('drain', () => client.resume());
-      }
-      if (pending.length > 0 && forwarded >= (pending[0] as number)) {
-        pending.shift();
-        cuts += 1;
-        heldUntil = Date.now() + holdMs;
-        for (const s of [...sockets]) s.destroy();
-      }
-    });
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    forwarded: () => forwarded,
-    cuts: () => cuts,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe('resumable uploads (tus 1.0 core on /v1beta1/upload-resumable, ADR 0010)', () => {
   const IMAGE = 32 * MiB;

@@ -74,7 +74,8 @@ describe('ferry image-upload pvc', () => {
     expect(took).toBeLessThan(15_000);
     const pvc = await readPvc(ns, 'up1');
     expect(pvc.metadata?.labels).toEqual({ 'cdi.kubevirt.io/applyStorageProfile': 'true' });
-    expect(pvc.metadata?.annotations).toEqual({ 'cdi.kubevirt.io/storage.upload.target': '', 'cdi.kubevirt.io/storage.contentType': 'kubevirt' });
+    // virtctl's annotations, and Ferry's request for a resumable upload (scratch from the first server on, ADR 0010).
+    expect(pvc.metadata?.annotations).toEqual({ 'cdi.kubevirt.io/storage.upload.target': '', 'cdi.kubevirt.io/storage.contentType': 'kubevirt', 'ferry.dev/upload.resumable': 'true' });
     expect(pvc.spec?.accessModes).toEqual(['ReadWriteOnce']);
     expect(pvc.spec?.resources?.requests).toEqual({ storage: '1Gi' });
     expect(pvc.spec?.storageClassName).toBeUndefined();

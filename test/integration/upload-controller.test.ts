@@ -12,7 +12,10 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { createReadStream, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { CoreV1Api, CustomObjectsApi, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, StorageV1Api, type V1Pod } from '@kubernetes/client-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { uploadProxyEnv } from '../helpers/upload-stack.js';
+import { BOTH_IMPORT_AND_UPLOAD } from '../../controller/upload/plan.js';
 import { Annotation, UploadAnnotation } from '../../src/api/cdi.js';
 import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { UploadServerEnv } from '../../src/contract/upload-server.js';
@@ -59,7 +62,7 @@ beforeAll(async () => {
   await makeTar(join(dir, 'root.tar'), [{ name: 'etc', type: 'directory' }, { name: 'etc/hostname', content: 'uploaded\n' }, { name: 'README', content: 'an archive upload\n' }]);
 
   controller = startFerry(
-    ['controller', '--kubeconfig', cp.kubeconfigPath, '--controllers', 'upload,datavolume', '--leader-elect', 'false', '--health-port', '0', '--ferry-namespace', ferryNs, '--importer-image', 'localhost/ferry:test', '--retry-backoff-ms', '300', '--log-level', 'warn'],
+    ['controller', '--kubeconfig', cp.kubeconfigPath, '--controllers', 'import,upload,datavolume', '--leader-elect', 'false', '--health-port', '0', '--ferry-namespace', ferryNs, '--importer-image', 'localhost/ferry:test', '--retry-backoff-ms', '300', '--log-level', 'warn'],
     {},
     600_000,
   );
@@ -75,24 +78,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'signer.pub'), keys.publicKey.export({ type: 'spki', format: 'pem' }));
   proxyPort = await freePort();
   serverPort = await freePort();
-  proxy = startFerry(
-    ['uploadproxy'],
-    {
-      KUBECONFIG: cp.kubeconfigPath,
-      APISERVER_PUBLIC_KEY_FILE: join(dir, 'signer.pub'),
-      TLS_KEY_FILE: join(dir, 'proxy.key'),
-      TLS_CERT_FILE: join(dir, 'proxy.crt'),
-      UPLOAD_SERVER_CLIENT_KEY_FILE: join(dir, 'client.key'),
-      UPLOAD_SERVER_CLIENT_CERT_FILE: join(dir, 'client.crt'),
-      UPLOAD_SERVER_CA_CERT_FILE: join(dir, 'server-ca.crt'),
-      UPLOADPROXY_PORT: String(proxyPort),
-      UPLOADPROXY_HOST: '127.0.0.1',
-      // No cluster DNS here: every server is dialled on loopback; its certificate is still checked for cdi-upload-<pvc>.<ns>.svc.
-      UPLOADPROXY_SERVER_ADDRESS: `127.0.0.1:${serverPort}`,
-      FERRY_LOG_LEVEL: 'warn',
-    },
-    600_000,
-  );
+  proxy = startFerry(['uploadproxy'], uploadProxyEnv(dir, cp.kubeconfigPath, proxyPort, serverPort), 600_000);
   await waitFor('the proxy', async () => ((await send('/healthz', 'GET')).status === 200 ? true : undefined), 20_000);
 }, 180_000);
 
@@ -351,4 +337,61 @@ describe('upload controller on a real apiserver, with the real upload server and
     await phase('Succeeded');
     expect(expectSameDisk(join(dir, `${ns}-up`, 'data', 'disk.img'), join(dir, 'disk.raw'))).toBe(true);
   }, 90_000);
+
+  test('WaitForFirstConsumer: no upload server until the PVC binds (CDI\'s bound condition, one event, the DataVolume\'s phase), or at once with immediate binding', async () => {
+    const ns = await cp.newNamespace();
+    const storage = cp.kubeConfig.makeApiClient(StorageV1Api);
+    const className = `${ns}-local`;
+    await storage.createStorageClass({ body: { metadata: { name: className }, provisioner: 'kubernetes.io/no-provisioner', volumeBindingMode: 'WaitForFirstConsumer' } });
+    try {
+      await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('later', { [UploadAnnotation.Target]: '' }, { storageClassName: className }) });
+      await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('now', { [UploadAnnotation.Target]: '', [Annotation.ImmediateBinding]: '' }, { storageClassName: className }) });
+      await custom.createNamespacedCustomObject({
+        group: DV_GROUP,
+        version: DV_VERSION,
+        namespace: ns,
+        plural: DV_PLURAL,
+        body: { apiVersion: `${DV_GROUP}/${DV_VERSION}`, kind: 'DataVolume', metadata: { name: 'dvlater' }, spec: { source: { upload: {} }, storage: { storageClassName: className, resources: { requests: { storage: '64Mi' } } } } },
+      });
+      const a = await annotationsWhen(core, ns, 'later', (x) => x[Annotation.BoundReason] === 'WaitForFirstConsumer');
+      expect(a[Annotation.BoundCondition]).toBe('false');
+      expect(a[Annotation.BoundMessage]).toContain(`storage class ${className} binds on first use`);
+      expect(a[UploadAnnotation.PodReady]).toBe('false');
+      // With immediate binding asked for, the upload server is the first consumer.
+      await uploadPod(ns, 'now');
+      await waitFor('DataVolume phase WaitForFirstConsumer', async () => {
+        const dv = (await custom.getNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace: ns, plural: DV_PLURAL, name: 'dvlater' })) as { status?: { phase?: string } };
+        return dv.status?.phase === 'WaitForFirstConsumer' ? true : undefined;
+      }, 30_000);
+      await sleep(2000);
+      expect((await core.listNamespacedPod({ namespace: ns })).items.map((p) => p.metadata?.name)).toEqual(['cdi-upload-now']);
+      const events = (await core.listNamespacedEvent({ namespace: ns, fieldSelector: 'involvedObject.name=later' })).items;
+      expect(events.filter((e) => e.reason === 'WaitForFirstConsumer')).toHaveLength(1);
+
+      // A consumer was scheduled: the PV binder binds the claim (played here through the status subresource).
+      await core.patchNamespacedPersistentVolumeClaimStatus({ namespace: ns, name: 'later', body: { status: { phase: 'Bound' } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await uploadPod(ns, 'later');
+      const after = await annotationsWhen(core, ns, 'later', (x) => x[Annotation.BoundReason] === undefined);
+      expect(after[Annotation.BoundCondition]).toBeUndefined();
+      expect(after[Annotation.PodPhase]).toBe('Pending');
+    } finally {
+      await storage.deleteStorageClass({ name: className });
+    }
+  }, 90_000);
+
+  test('a PVC annotated for an import and an upload: refused once (INVALID_SPEC, a Warning event, the running condition), neither an importer nor an upload pod', async () => {
+    const ns = await cp.newNamespace();
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: pvcBody('both', { [UploadAnnotation.Target]: '', [Annotation.Endpoint]: 'http://127.0.0.1:9/disk.img' }) });
+    const a = await annotationsWhen(core, ns, 'both', (x) => x[Annotation.RunningReason] === BOTH_IMPORT_AND_UPLOAD);
+    expect(a).toMatchObject({ [Annotation.PodPhase]: 'Failed', [Annotation.ErrorCode]: 'INVALID_SPEC', [Annotation.RunningCondition]: 'false', [UploadAnnotation.PodReady]: 'false' });
+    expect(a[Annotation.RunningMessage]).toMatch(/asks for an import .* and for an upload/);
+    const version = (await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'both' })).metadata?.resourceVersion;
+    // Both controllers have had time to act (the import controller starts a pod within a second otherwise).
+    await sleep(3000);
+    expect((await core.listNamespacedPod({ namespace: ns })).items).toEqual([]);
+    expect((await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'both' })).metadata?.resourceVersion).toBe(version);
+    const events = (await core.listNamespacedEvent({ namespace: ns, fieldSelector: 'involvedObject.name=both' })).items;
+    expect(events.map((e) => [e.type, e.reason])).toEqual([['Warning', BOTH_IMPORT_AND_UPLOAD]]);
+    expect(events[0]?.message).toContain('INVALID_SPEC');
+  }, 60_000);
 });

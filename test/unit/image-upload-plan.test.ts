@@ -70,12 +70,13 @@ describe('the objects, as virtctl renders them', () => {
         name: 'up1',
         namespace: 'default',
         labels: { 'cdi.kubevirt.io/applyStorageProfile': 'true' },
-        annotations: { 'cdi.kubevirt.io/storage.upload.target': '', 'cdi.kubevirt.io/storage.contentType': 'kubevirt' },
+        // Ferry's one addition: a resumable upload, so the server gets scratch from the start (ADR 0010).
+        annotations: { 'cdi.kubevirt.io/storage.upload.target': '', 'cdi.kubevirt.io/storage.contentType': 'kubevirt', 'ferry.dev/upload.resumable': 'true' },
       },
       spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
     });
     const full = uploadPvc(parse('pvc a --archive-path t --size 1Gi --storage-class sc --volume-mode block --force-bind --access-mode ReadWriteMany'), 'ns') as { metadata: { annotations: object }; spec: object };
-    expect(full.metadata.annotations).toEqual({ 'cdi.kubevirt.io/storage.upload.target': '', 'cdi.kubevirt.io/storage.contentType': 'archive', 'cdi.kubevirt.io/storage.bind.immediate.requested': '' });
+    expect(full.metadata.annotations).toEqual({ 'cdi.kubevirt.io/storage.upload.target': '', 'cdi.kubevirt.io/storage.contentType': 'archive', 'ferry.dev/upload.resumable': 'true', 'cdi.kubevirt.io/storage.bind.immediate.requested': '' });
     expect(full.spec).toEqual({ accessModes: ['ReadWriteMany'], resources: { requests: { storage: '1Gi' } }, storageClassName: 'sc', volumeMode: 'Block' });
   });
 
@@ -83,7 +84,7 @@ describe('the objects, as virtctl renders them', () => {
     expect(uploadDataVolume(parse('dv dv2 --image-path f --size 1Gi'), 'default')).toEqual({
       apiVersion: 'cdi.kubevirt.io/v1beta1',
       kind: 'DataVolume',
-      metadata: { name: 'dv2', namespace: 'default' },
+      metadata: { name: 'dv2', namespace: 'default', annotations: { 'ferry.dev/upload.resumable': 'true' } },
       spec: { contentType: 'kubevirt', source: { upload: {} }, storage: { resources: { requests: { storage: '1Gi' } } } },
     });
   });

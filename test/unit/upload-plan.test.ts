@@ -8,6 +8,9 @@ import { decodeUploadServerEnv } from '../../src/contract/upload-server.js';
 import { encodeTermination } from '../../src/contract/termination.js';
 import { ErrorCode } from '../../src/errors.js';
 import { targetStatusOf, addressResolver } from '../../uploadproxy/target-status.js';
+import { BOTH_IMPORT_AND_UPLOAD } from '../../controller/upload/plan.js';
+import { planImport } from '../../controller/import/plan.js';
+import { UploadAnnotation as UploadClientAnnotation } from '../../src/contract/upload-api.js';
 
 const NOW = Date.parse('2026-05-01T12:00:00.000Z');
 const PVC_UID = 'pvc-uid';
@@ -141,6 +144,48 @@ describe('planUpload', () => {
     const p = plan({ pvc: pvc({ ...TARGET, [Annotation.ContentType]: 'iso' }) });
     expect(annotated(p.actions)).toMatchObject({ [Annotation.PodPhase]: 'Failed', [Annotation.ErrorCode]: 'INVALID_SPEC' });
     expect(events(p.actions)).toEqual(['ErrUploadFailed']);
+  });
+});
+
+describe('planUpload: resumable uploads, WaitForFirstConsumer, one source per volume', () => {
+  test('a PVC that asks for a resumable upload gets scratch from its first server on', () => {
+    const p = plan({ pvc: pvc({ ...TARGET, [UploadClientAnnotation.Resumable]: 'true' }) });
+    expect(types(p.actions)).toEqual(['createScratchPvc', 'annotate', 'startServer']);
+    const start = p.actions.find((a) => a.type === 'startServer') as Extract<UploadAction, { type: 'startServer' }>;
+    expect(start.pod.spec?.containers[0]?.env?.find((e) => e.name === 'UPLOAD_SCRATCH_DIR')?.value).toBe('/scratch');
+    expect(start.pod.spec?.volumes?.find((v) => v.name === 'scratch')?.persistentVolumeClaim?.claimName).toBe('disk-scratch');
+    // A replacement server (after a failure) mounts the same scratch PVC: it is not made again.
+    const again = plan({ pvc: pvc({ ...TARGET, [UploadClientAnnotation.Resumable]: 'true', [Annotation.PodRestarts]: '1' }), scratchPvc: pvc({}), service: service() });
+    expect(types(again.actions)).toEqual(['annotate', 'startServer']);
+  });
+
+  test('WaitForFirstConsumer: no server, CDI\'s bound condition and one event; once bound (or asked to bind now) the server starts and the condition goes', () => {
+    const waiting = plan({ pvc: pvc(), waitForFirstConsumer: true });
+    expect(types(waiting.actions)).toEqual(['annotate', 'event']);
+    expect(annotated(waiting.actions)).toMatchObject({ [Annotation.BoundCondition]: 'false', [Annotation.BoundReason]: 'WaitForFirstConsumer', [UploadAnnotation.PodReady]: 'false', [Annotation.RunningReason]: 'WaitForFirstConsumer' });
+    expect(events(waiting.actions)).toEqual(['WaitForFirstConsumer']);
+    const marked = { ...TARGET, ...annotated(waiting.actions) };
+    expect(plan({ pvc: pvc(marked), waitForFirstConsumer: true }).actions).toEqual([]);
+    const bound = plan({ pvc: pvc(marked), waitForFirstConsumer: false });
+    expect(types(bound.actions)).toEqual(['annotate', 'startServer']);
+    expect(annotated(bound.actions)).toMatchObject({ [Annotation.BoundCondition]: null, [Annotation.BoundReason]: null, [Annotation.BoundMessage]: null });
+  });
+
+  test('a PVC annotated for an import and an upload: refused once (INVALID_SPEC, a Warning event, the running condition), no pod from either controller', () => {
+    const both = { ...TARGET, [Annotation.Endpoint]: 'http://example.test/disk.img' };
+    const p = plan({ pvc: pvc(both) });
+    expect(types(p.actions)).toEqual(['annotate', 'event']);
+    expect(annotated(p.actions)).toMatchObject({ [Annotation.PodPhase]: 'Failed', [Annotation.ErrorCode]: 'INVALID_SPEC', [Annotation.RunningCondition]: 'false', [Annotation.RunningReason]: BOTH_IMPORT_AND_UPLOAD });
+    expect(events(p.actions)).toEqual([BOTH_IMPORT_AND_UPLOAD]);
+    // Stable: the refused PVC is left as it is.
+    expect(plan({ pvc: pvc({ ...both, ...annotated(p.actions) }) }).actions).toEqual([]);
+    // An upload server started before the import annotation came is removed.
+    expect(types(plan({ pvc: pvc(both), pod: pod('Running'), service: service() }).actions)).toEqual(['annotate', 'event', 'deletePod', 'deleteTlsSecret', 'deleteService']);
+    // An invalid import request counts too; the import controller leaves every upload target alone.
+    expect(events(plan({ pvc: pvc({ ...TARGET, [Annotation.Source]: 'ftp' }) }).actions)).toEqual([BOTH_IMPORT_AND_UPLOAD]);
+    expect(planImport({ pvc: pvc(both), now: NOW }, cfg).actions).toEqual([]);
+    expect(planImport({ pvc: pvc({ ...TARGET, [Annotation.Source]: 'ftp' }), now: NOW }, cfg).actions).toEqual([]);
+    expect(planImport({ pvc: pvc({ [Annotation.Endpoint]: 'http://example.test/disk.img' }), now: NOW }, cfg).actions.map((a) => a.type)).toContain('createPod');
   });
 });
 

@@ -1,0 +1,143 @@
+/**
+ * Upload throughput and memory (issue #14, bench/README.md "Upload"): a 2 GiB raw image and its
+ * qcow2 through `ferry image-upload` and `virtctl image-upload` → `ferry uploadproxy` →
+ * `ferry uploadserver` (the whole stack of test/helpers/upload-stack.ts on a real control plane),
+ * against `curl -T` of the same files to a plain HTTPS file sink on the same machine, in the same
+ * run, interleaved (curl, ferry, virtctl for each file, then again). Each timing starts with a
+ * dropped page cache and ends with `sync` (bench/timing.ts); the target PVC is made and its server
+ * ready before the clock starts (`--no-create`), so a row is the token, the upload and the wait for
+ * processing (both clients poll the PVC every 2 s).
+ * Peak RSS: the server's VmHWM sampled every 100 ms by the kubelet loop; the proxy's VmHWM, reset
+ * (`/proc/<pid>/clear_refs` 5) before each row.
+ *
+ *   npm run build && node dist/bench/upload.js [runs=2] [GiB=2]     # as root
+ */
+
+import { execFileSync } from 'node:child_process';
+import { createWriteStream, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { Annotation } from '../src/api/cdi.js';
+import { UploadAnnotation } from '../src/contract/upload-api.js';
+import { FERRY_BIN } from '../test/helpers/ferry-process.js';
+import { convertImage, tempDir } from '../test/helpers/fixtures.js';
+import { waitFor } from '../test/helpers/kubelet.js';
+import { issueCert, makeCa } from '../test/helpers/tls.js';
+import { startUploadStack } from '../test/helpers/upload-stack.js';
+import { buildOrFindVirtctl } from '../test/helpers/virtctl.js';
+import { measure, median } from './timing.js';
+
+const GiB = 1024 ** 3;
+const runs = Number(process.argv[2] ?? 2);
+const size = Math.round(Number(process.argv[3] ?? 2) * GiB);
+const dir = tempDir('ferry-bench-upload-');
+const f = (n: string): string => join(dir, n);
+
+/** A plain HTTPS sink: the body to a file, 201 once it is all written. */
+async function startSink(): Promise<{ port: number; close(): void }> {
+  const ca = makeCa(dir, 'sink-ca');
+  const leaf = issueCert(ca, 'sink', '127.0.0.1', 'server');
+  const server = createServer({ key: leaf.key, cert: leaf.cert }, (req, res) => {
+    const out = createWriteStream(f('sink.out'));
+    req.pipe(out);
+    out.on('finish', () => {
+      res.writeHead(201);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+}
+
+function pidListening(port: number): number {
+  const line = execFileSync('ss', ['-ltnpH', `sport = :${port}`]).toString();
+  const pid = Number(/pid=(\d+)/.exec(line)?.[1]);
+  if (!pid) throw new Error(`nothing listens on ${port}: ${line}`);
+  return pid;
+}
+
+const vmHwm = (pid: number): number => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+const resetHwm = (pid: number): void => writeFileSync(`/proc/${pid}/clear_refs`, '5');
+const mib = (bytes: number | undefined): number => Math.round((bytes ?? 0) / 1024 ** 2);
+
+interface Row {
+  readonly label: string;
+  readonly seconds: number[];
+  readonly serverRss: number[];
+  readonly proxyRss: number[];
+}
+
+async function main(): Promise<void> {
+  const virtctl = buildOrFindVirtctl();
+  console.error(`images: ${size} bytes of random data, and its qcow2 …`);
+  execFileSync('sh', ['-c', `head -c ${size} /dev/urandom > ${f('disk.raw')}`]);
+  convertImage(f('disk.raw'), 'qcow2', f('disk.qcow2'));
+  const stack = await startUploadStack(dir, { serverTimeoutMs: 3_600_000, logLevel: 'warn' });
+  const sink = await startSink();
+  const proxyPid = pidListening(stack.proxyPort);
+  const ns = await stack.cp.newNamespace('bench');
+  const rows = new Map<string, Row>();
+  const add = (label: string, seconds: number, serverRss?: number, proxyRss?: number): void => {
+    const row = rows.get(label) ?? { label, seconds: [], serverRss: [], proxyRss: [] };
+    row.seconds.push(seconds);
+    if (serverRss !== undefined) row.serverRss.push(mib(serverRss));
+    if (proxyRss !== undefined) row.proxyRss.push(mib(proxyRss));
+    rows.set(label, row);
+    console.error(`${label}: ${seconds.toFixed(2)} s, ${(size / GiB / seconds * 1024).toFixed(0)} MiB/s${serverRss !== undefined ? `, server ${mib(serverRss)} MiB, proxy ${mib(proxyRss)} MiB` : ''}`);
+  };
+  let serial = 0;
+  try {
+    for (let run = 1; run <= runs; run += 1) {
+      for (const format of ['raw', 'qcow2'] as const) {
+        const image = f(`disk.${format}`);
+        const bytes = statSync(image).size;
+        const curl = await measure(`curl -sS --fail -k -T ${image} https://127.0.0.1:${sink.port}/sink -o /dev/null`);
+        add(`curl -T ${format} (${bytes} B) → HTTPS file sink`, curl.seconds);
+        rmSync(f('sink.out'), { force: true });
+        for (const client of ['ferry', 'virtctl'] as const) {
+          const name = `${client}-${format}-${(serial += 1)}`;
+          // The target as each client would make it: ferry's asks for a resumable upload (scratch from the start).
+          await stack.core.createNamespacedPersistentVolumeClaim({
+            namespace: ns,
+            body: {
+              metadata: { name, annotations: { [UploadAnnotation.UploadTarget]: '', [Annotation.ContentType]: 'kubevirt', ...(client === 'ferry' ? { [UploadAnnotation.Resumable]: 'true' } : {}) } },
+              spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: `${Math.ceil((size * 1.3) / GiB)}Gi` } } },
+            },
+          });
+          await waitFor(`${name} ready`, async () => ((await stack.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name })).metadata?.annotations?.[UploadAnnotation.PodReady] === 'true' ? true : undefined), 120_000, 200);
+          resetHwm(proxyPid);
+          const args = `pvc ${name} --no-create --image-path ${image} --uploadproxy-url ${stack.proxyUrl} --insecure -n ${ns} --wait-secs 600 --kubeconfig ${stack.cp.kubeconfigPath}`;
+          const command = client === 'ferry' ? `${process.execPath} ${FERRY_BIN} image-upload ${args} > /dev/null 2>&1` : `${virtctl} image-upload ${args} > /dev/null 2>&1`;
+          const sample = await measure(command);
+          const proxyRss = vmHwm(proxyPid);
+          await waitFor(`${name} Succeeded`, async () => ((await stack.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name })).metadata?.annotations?.[Annotation.PodPhase] === 'Succeeded' ? true : undefined), 600_000, 500);
+          add(`${client} image-upload ${format} → proxy → server`, sample.seconds, stack.kubelet.peakRssOf(ns, name), proxyRss);
+          rmSync(stack.kubelet.volumesOf(ns, name) ?? f('none'), { recursive: true, force: true });
+        }
+      }
+    }
+  } finally {
+    sink.close();
+    await stack.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(`\n${runs} runs, ${size} bytes, medians (runs):\n`);
+  console.log('| contender | median s (runs) | MiB/s | vs curl | server peak RSS MiB | proxy peak RSS MiB |');
+  console.log('|---|---|---|---|---|---|');
+  for (const format of ['raw', 'qcow2']) {
+    const curl = [...rows.values()].find((r) => r.label.startsWith(`curl -T ${format}`));
+    const curlMedian = median(curl?.seconds ?? []);
+    for (const row of [...rows.values()].filter((r) => r.label.includes(` ${format}`))) {
+      const s = median(row.seconds);
+      console.log(
+        `| ${row.label} | ${s.toFixed(2)} (${row.seconds.map((x) => x.toFixed(2)).join(', ')}) | ${((size / 1024 ** 2) / s).toFixed(0)} | ${(curlMedian / s).toFixed(2)}× | ${row.serverRss.length ? `${Math.max(...row.serverRss)}` : '—'} | ${row.proxyRss.length ? `${Math.max(...row.proxyRss)}` : '—'} |`,
+      );
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
