@@ -6,7 +6,7 @@
  * CA. Handlers only enqueue keys.
  */
 
-import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod, type V1Service } from '@kubernetes/client-node';
+import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod, type V1Service, type V1StorageClass } from '@kubernetes/client-node';
 import { UPLOAD_POD_SELECTOR } from '../../src/api/cdi.js';
 import { checkCertSettings } from '../certs/rotation.js';
 import { UploadCertificates } from '../certs/upload-certs.js';
@@ -29,6 +29,7 @@ export class CloneController {
   private readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
   private readonly pods: SharedInformer<V1Pod>;
   private readonly services: SharedInformer<V1Service>;
+  private readonly storageClasses: SharedInformer<V1StorageClass>;
   private readonly queue: WorkQueue;
   private timer: NodeJS.Timeout | undefined;
   private synced = false;
@@ -40,6 +41,7 @@ export class CloneController {
     this.pvcs = this.informers.pvcs();
     this.pods = this.informers.pods(CLONE_POD_SELECTOR);
     const services = (this.services = this.informers.services(UPLOAD_POD_SELECTOR));
+    const storageClasses = (this.storageClasses = this.informers.storageClasses());
     const core = deps.kubeConfig.makeApiClient(CoreV1Api);
     const now = deps.now ?? Date.now;
     const certs = new UploadCertificates(core, config.ferryNamespace, checkCertSettings({ caLifetimeMs: config.uploadCaLifetimeMs, leafLifetimeMs: config.uploadCertLifetimeMs }), logger, () => new Date(now()));
@@ -63,6 +65,7 @@ export class CloneController {
             getPvc: (ns, name) => this.pvcs.get(name, ns),
             getPod: (ns, name) => this.pods.get(name, ns),
             getService: (ns, name) => services.get(name, ns),
+            getStorageClass: (name) => storageClasses.get(name, ''),
           },
           writer,
           keys: new CloneKeys(core, config.ferryNamespace, now),
@@ -89,7 +92,7 @@ export class CloneController {
   async start(): Promise<void> {
     this.pvcs.onChange((pvc) => this.enqueuePvc(pvc));
     this.pods.onChange((pod) => this.enqueuePod(pod));
-    await Promise.all([this.pvcs.start(), this.pods.start(), this.services.start()]);
+    await Promise.all([this.pvcs.start(), this.pods.start(), this.services.start(), this.storageClasses.start()]);
     this.synced = true;
     const all = (): void => {
       for (const pvc of this.pvcs.list()) this.enqueuePvc(pvc);
