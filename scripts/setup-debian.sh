@@ -63,7 +63,7 @@ fetch_package() { # NAME VERSION INTEGRITY → prints the tarball's path
   fi
   got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
   if [ "$got" != "$3" ]; then
-    echo "setup: $tgz has integrity $got, images/node.env pins $3" >&2
+    echo "setup: $tgz has integrity $got, images/node.env pins $3 (delete it to download again)" >&2
     return 1
   fi
   echo "$tgz"
@@ -79,6 +79,7 @@ if [ "$(cat "$node_home/.ferry-node" 2>/dev/null)" != "$node_stamp" ]; then
   npm_tgz=$(fetch_package npm "$NPM_VERSION" "$NPM_INTEGRITY")
   mkdir -p "$FERRY_NODE_PREFIX"
   staging=$(mktemp -d "$FERRY_NODE_PREFIX/.install.XXXXXX")
+  trap 'rm -rf "$staging"' EXIT
   tar -xzf "$node_tgz" -C "$staging" --strip-components=1 --no-same-owner \
     package/bin/node package/include package/share package/LICENSE
   mkdir -p "$staging/lib/node_modules/npm"
@@ -93,7 +94,8 @@ if [ "$(cat "$node_home/.ferry-node" 2>/dev/null)" != "$node_stamp" ]; then
   fi
   echo "$node_stamp" > "$staging/.ferry-node"
   rm -rf "$node_home"
-  mv "$staging" "$node_home"
+  mv -T "$staging" "$node_home"
+  trap - EXIT
 fi
 mkdir -p "$FERRY_NODE_BIN_DIR"
 for tool in node npm npx; do
