@@ -120,6 +120,7 @@ interface Row {
 
 const fmt = (samples: readonly Sample[]): string => `${median(samples.map((s) => s.seconds)).toFixed(2)} (${samples.map((s) => s.seconds.toFixed(2)).join(', ')})`;
 const rss = (samples: readonly Sample[]): number => Math.max(...samples.map((s) => s.peakRssMiB));
+const cpu = (samples: readonly Sample[]): string => median(samples.map((s) => s.cpuSeconds)).toFixed(2);
 const ratio = (a: readonly Sample[], b: readonly Sample[]): string => median(a.map((s, i) => s.seconds / (b[i]?.seconds ?? NaN))).toFixed(2);
 
 async function main(): Promise<void> {
@@ -150,19 +151,19 @@ async function main(): Promise<void> {
           clean();
         }
         rows.push(row);
-        console.error(`${name} ${image}: ferry ${fmt(row.ferry)}${baseline ? `, baseline ${fmt(row.base)}` : ''}, reference ${fmt(row.reference)}, ratio ${ratio(row.ferry, row.reference)} (load ${row.load})`);
+        console.error(`${name} ${image}: ferry ${fmt(row.ferry)}${baseline ? `, baseline ${fmt(row.base)}` : ''}, reference ${fmt(row.reference)}, ratio ${ratio(row.ferry, row.reference)}, cpu ${cpu(row.ferry)} / ${cpu(row.reference)} (load ${row.load})`);
       }
     } finally {
       await server.stop();
     }
   }
-  console.log(`| server | image | ferry import s | ${baseline ? 'baseline s | ' : ''}reference s | ratio${baseline ? ' (baseline)' : ''} | peak RSS MiB ferry / ${baseline ? 'baseline / ' : ''}reference | load |`);
-  console.log(`|---|---|---|${baseline ? '---|' : ''}---|---|---|---|`);
+  console.log(`| server | image | ferry import s | ${baseline ? 'baseline s | ' : ''}reference s | ratio${baseline ? ' (baseline)' : ''} | peak RSS MiB ferry / ${baseline ? 'baseline / ' : ''}reference | CPU s ferry / ${baseline ? 'baseline / ' : ''}reference | load |`);
+  console.log(`|---|---|---|${baseline ? '---|' : ''}---|---|---|---|---|`);
   for (const r of rows) {
     const b = baseline ? `${fmt(r.base)} | ` : '';
     const br = baseline ? ` (${ratio(r.base, r.reference)})` : '';
     const bm = baseline ? `${rss(r.base)} / ` : '';
-    console.log(`| ${r.server} | ${r.image} | ${fmt(r.ferry)} | ${b}${fmt(r.reference)} | ${ratio(r.ferry, r.reference)}${br} | ${rss(r.ferry)} / ${bm}${rss(r.reference)} | ${r.load} |`);
+    console.log(`| ${r.server} | ${r.image} | ${fmt(r.ferry)} | ${b}${fmt(r.reference)} | ${ratio(r.ferry, r.reference)}${br} | ${rss(r.ferry)} / ${bm}${rss(r.reference)} | ${cpu(r.ferry)} / ${baseline ? `${cpu(r.base)} / ` : ''}${cpu(r.reference)} | ${r.load} |`);
   }
   rmSync(dir, { recursive: true, force: true });
 }
