@@ -153,7 +153,7 @@ async function main(): Promise<void> {
           clean();
         }
         rows.push(row);
-        console.error(`${name} ${image}: ferry ${fmt(row.ferry)}${baseline ? `, baseline ${fmt(row.base)}` : ''}, reference ${fmt(row.reference)}, ratio ${ratio(row.ferry, row.reference)}, cpu ${cpu(row.ferry)} / ${cpu(row.reference)} (load ${row.load})`);
+        console.error(`${name} ${image}: ferry ${fmt(row.ferry)}${baseline ? `, baseline ${fmt(row.base)}` : ''}, reference ${fmt(row.reference)}, ratio ${ratio(row.ferry, row.reference)}, cpu ${cpu(row.ferry)} / ${cpu(row.reference)}, peak RSS MiB ${rss(row.ferry)} / ${rss(row.reference)} (load ${row.load})`);
       }
     } finally {
       await server.stop();
