@@ -31,6 +31,8 @@ const f = (n: string): string => join(dir, n);
 /** FERRY_BENCH_WWW: a folder that already holds the four fixtures (made by `fixtures` below), reused. */
 const reuse = process.env.FERRY_BENCH_WWW;
 const www = reuse ?? f('www');
+/** FERRY_BENCH_PORT: the Python servers and nginx listen on this port + 1, 2, 3 (two runs side by side). */
+const port = Number(process.env.FERRY_BENCH_PORT ?? 18100);
 
 const IMAGES: Record<string, { readonly file: string; readonly reference: (url: string, out: string) => string }> = {
   raw: { file: 'disk.raw', reference: (u, out) => `curl -sf -o ${out} ${u}` },
@@ -70,9 +72,9 @@ async function child(command: string, args: readonly string[], port: number): Pr
 async function startNamed(name: string): Promise<Server> {
   switch (name) {
     case 'python':
-      return child('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', www, '18101'], 18101);
+      return child('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', www, String(port + 1)], port + 1);
     case 'range':
-      return child('python3', [join(REPO_ROOT, 'bench', 'range-server.py'), www, '18102'], 18102);
+      return child('python3', [join(REPO_ROOT, 'bench', 'range-server.py'), www, String(port + 2)], port + 2);
     case 'nginx': {
       // One process (no master), so the PID we start is the server; everything under the temp dir.
       const prefix = f('nginx');
@@ -83,10 +85,10 @@ async function startNamed(name: string): Promise<Server> {
 events { worker_connections 64; }
 http { access_log off; sendfile on; tcp_nopush on; types {} default_type application/octet-stream;
   client_body_temp_path ${prefix}/tmp; proxy_temp_path ${prefix}/tmp; fastcgi_temp_path ${prefix}/tmp; uwsgi_temp_path ${prefix}/tmp; scgi_temp_path ${prefix}/tmp;
-  server { listen 127.0.0.1:18103; root ${www}; } }
+  server { listen 127.0.0.1:${port + 3}; root ${www}; } }
 `,
       );
-      return child('nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf')], 18103);
+      return child('nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf')], port + 3);
     }
     case 'node': {
       const server: TestServer = await startServer();
@@ -120,6 +122,7 @@ interface Row {
 
 const fmt = (samples: readonly Sample[]): string => `${median(samples.map((s) => s.seconds)).toFixed(2)} (${samples.map((s) => s.seconds.toFixed(2)).join(', ')})`;
 const rss = (samples: readonly Sample[]): number => Math.max(...samples.map((s) => s.peakRssMiB));
+const cpu = (samples: readonly Sample[]): string => median(samples.map((s) => s.cpuSeconds)).toFixed(2);
 const ratio = (a: readonly Sample[], b: readonly Sample[]): string => median(a.map((s, i) => s.seconds / (b[i]?.seconds ?? NaN))).toFixed(2);
 
 async function main(): Promise<void> {
@@ -150,19 +153,19 @@ async function main(): Promise<void> {
           clean();
         }
         rows.push(row);
-        console.error(`${name} ${image}: ferry ${fmt(row.ferry)}${baseline ? `, baseline ${fmt(row.base)}` : ''}, reference ${fmt(row.reference)}, ratio ${ratio(row.ferry, row.reference)} (load ${row.load})`);
+        console.error(`${name} ${image}: ferry ${fmt(row.ferry)}${baseline ? `, baseline ${fmt(row.base)}` : ''}, reference ${fmt(row.reference)}, ratio ${ratio(row.ferry, row.reference)}, cpu ${cpu(row.ferry)} / ${cpu(row.reference)}, peak RSS MiB ${rss(row.ferry)} / ${rss(row.reference)} (load ${row.load})`);
       }
     } finally {
       await server.stop();
     }
   }
-  console.log(`| server | image | ferry import s | ${baseline ? 'baseline s | ' : ''}reference s | ratio${baseline ? ' (baseline)' : ''} | peak RSS MiB ferry / ${baseline ? 'baseline / ' : ''}reference | load |`);
-  console.log(`|---|---|---|${baseline ? '---|' : ''}---|---|---|---|`);
+  console.log(`| server | image | ferry import s | ${baseline ? 'baseline s | ' : ''}reference s | ratio${baseline ? ' (baseline)' : ''} | peak RSS MiB ferry / ${baseline ? 'baseline / ' : ''}reference | CPU s ferry / ${baseline ? 'baseline / ' : ''}reference | load |`);
+  console.log(`|---|---|---|${baseline ? '---|' : ''}---|---|---|---|---|`);
   for (const r of rows) {
     const b = baseline ? `${fmt(r.base)} | ` : '';
     const br = baseline ? ` (${ratio(r.base, r.reference)})` : '';
     const bm = baseline ? `${rss(r.base)} / ` : '';
-    console.log(`| ${r.server} | ${r.image} | ${fmt(r.ferry)} | ${b}${fmt(r.reference)} | ${ratio(r.ferry, r.reference)}${br} | ${rss(r.ferry)} / ${bm}${rss(r.reference)} | ${r.load} |`);
+    console.log(`| ${r.server} | ${r.image} | ${fmt(r.ferry)} | ${b}${fmt(r.reference)} | ${ratio(r.ferry, r.reference)}${br} | ${rss(r.ferry)} / ${bm}${rss(r.reference)} | ${cpu(r.ferry)} / ${baseline ? `${cpu(r.base)} / ` : ''}${cpu(r.reference)} | ${r.load} |`);
   }
   rmSync(dir, { recursive: true, force: true });
 }

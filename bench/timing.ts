@@ -6,6 +6,8 @@ import { writeFileSync } from 'node:fs';
 export interface Sample {
   readonly seconds: number;
   readonly peakRssMiB: number;
+  /** User + system CPU seconds of the command and its children (a figure load changes less than wall time). */
+  readonly cpuSeconds: number;
 }
 
 export function dropCaches(): void {
@@ -24,13 +26,13 @@ export function dropCaches(): void {
  */
 export async function measure(command: string, env: NodeJS.ProcessEnv = {}): Promise<Sample> {
   dropCaches();
-  const child = spawn('/usr/bin/time', ['-f', '%e %M', 'sh', '-c', `${command} && sync`], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('/usr/bin/time', ['-f', '%e %M %U %S', 'sh', '-c', `${command} && sync`], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
   if (status !== 0) throw new Error(`failed: ${command}\n${stderr}`);
-  const [seconds, kb] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
-  return { seconds: seconds ?? NaN, peakRssMiB: Math.round((kb ?? 0) / 1024) };
+  const [seconds, kb, user, system] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
+  return { seconds: seconds ?? NaN, peakRssMiB: Math.round((kb ?? 0) / 1024), cpuSeconds: (user ?? NaN) + (system ?? NaN) };
 }
 
 export function median(values: readonly number[]): number {
