@@ -70,6 +70,7 @@ export class CloneController {
           writer,
           keys: new CloneKeys(core, config.ferryNamespace, now),
           config,
+          ...(deps.settings ? { settings: deps.settings } : {}),
           logger,
           now,
           readPvc: (namespace, name) => kubeGet({ verb: 'get', resource: 'persistentvolumeclaims', namespace, name }, () => core.readNamespacedPersistentVolumeClaim({ namespace, name })),

@@ -11,6 +11,7 @@ import { parseCloneRequest } from '../../src/contract/clone-token.js';
 import { uploadServiceName } from '../../src/contract/upload-api.js';
 import type { Logger } from '../../src/logging.js';
 import type { ControllerConfig } from '../config.js';
+import { configWithSettings, type SettingsSource } from '../runtime/cdi-settings.js';
 import { splitKey } from '../runtime/keys.js';
 import type { HandlerResult } from '../runtime/work-queue.js';
 import type { CloneWriter } from './apply.js';
@@ -27,6 +28,8 @@ export interface CloneReconcileDeps {
   readonly writer: Pick<CloneWriter, 'apply'>;
   readonly keys: CloneKeySource;
   readonly config: ControllerConfig;
+  /** CDIConfig's settings (the worker pods' resources), read on every reconcile; absent: the flags. */
+  readonly settings?: SettingsSource;
   readonly logger: Logger;
   readonly now: () => number;
   readPvc(namespace: string, name: string): Promise<V1PersistentVolumeClaim | undefined>;
@@ -59,7 +62,7 @@ export async function reconcileClone(key: string, deps: CloneReconcileDeps): Pro
     }
   }
   const service = deps.caches.getService(namespace, uploadServiceName(name));
-  const plan = planClone({ pvc, ...facts, ...(service ? { service } : {}), now: deps.now() }, deps.config);
+  const plan = planClone({ pvc, ...facts, ...(service ? { service } : {}), now: deps.now() }, configWithSettings(deps.config, deps.settings?.current(), pvc.spec?.storageClassName));
   const log = deps.logger.child({ pvc: key });
   for (const action of plan.actions) {
     if (action.type === 'event') log.info({ reason: action.reason, eventType: action.eventType }, action.message);

@@ -116,6 +116,15 @@ describe('planClone', () => {
     expect(Object.fromEntries((block.pod.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.value])).VOLUME_MODE).toBe('block');
   });
 
+  test("both pods take the worker pods' resources (CDIConfig podResourceRequirements, resolved into the config)", () => {
+    const resources = { requests: { cpu: '250m', memory: '300Mi' }, limits: { cpu: '1', memory: '600Mi' } };
+    const withResources = { ...config, importerResources: resources };
+    const start = planClone(base(), withResources).actions.find((a) => a.type === 'startTarget') as Extract<CloneAction, { type: 'startTarget' }>;
+    expect(start.pod.spec?.containers[0]?.resources).toEqual(resources);
+    const src = planClone(base({ targetPod: pod('cdi-upload-disk', 'Running', { ready: true }) }), withResources).actions.find((a) => a.type === 'startSource') as Extract<CloneAction, { type: 'startSource' }>;
+    expect(src.pod.spec?.containers[0]?.resources).toEqual(resources);
+  });
+
   test('a wait says it once: the same observation again changes nothing', () => {
     const first = planClone(base({ sourcePvc: undefined }), config);
     const pvc = target(annotated(first.actions));
