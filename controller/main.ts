@@ -1,5 +1,5 @@
 /**
- * `ferry controller`: the PVC-annotation import and upload, DataVolume and VM controllers. Composition root: flags and
+ * `ferry controller`: the PVC-annotation import, upload and clone, DataVolume and VM controllers. Composition root: flags and
  * environment, Kubernetes clients, the health/metrics server, leader election and signals.
  */
 
@@ -13,6 +13,7 @@ import { createLogger, type Logger } from '../src/logging.js';
 import type { CdiConfigDefaults } from '../src/api/cdiconfig.js';
 import { CONTROLLER_NAMES, type ControllerConfig, type ControllerName, DEFAULT_CONFIG } from './config.js';
 import { CdiConfigController } from './cdiconfig/cdiconfig-controller.js';
+import { CloneController } from './clone/clone-controller.js';
 import { DataSourceController } from './datasource/datasource-controller.js';
 import { DataVolumeController } from './datavolume/datavolume-controller.js';
 import { ImportController } from './import/import-controller.js';
@@ -28,7 +29,8 @@ Watches PersistentVolumeClaims annotated for import (cdi.kubevirt.io/storage.imp
 importer pods for them; creates the PVCs of cdi.kubevirt.io/v1beta1 DataVolumes; runs kubevirt.io/v1
 VirtualMachines (creating the DataVolumes of their dataVolumeTemplates) and VirtualMachineInstances
 in launcher pods; runs an upload server pod, Service and certificate for each PVC annotated
-cdi.kubevirt.io/storage.upload.target (and DataVolumes with source.upload).
+cdi.kubevirt.io/storage.upload.target (and DataVolumes with source.upload); copies PVCs annotated
+k8s.io/CloneRequest with a clone token the clone webhook signed (and DataVolumes with source.pvc or sourceRef).
 
 Options:
   --kubeconfig FILE         cluster to use (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
@@ -40,7 +42,7 @@ Options:
   --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
   --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
   --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
-  --controllers LIST        any of import,vm,datavolume,upload,datasource (default all; datavolume also keeps CDIConfig "config")
+  --controllers LIST        any of import,vm,datavolume,upload,clone,datasource (default all; datavolume also keeps CDIConfig "config")
   --upload-proxy-url URL    the upload proxy's URL for users (https://…), published in CDIConfig status.uploadProxyURL
   --launcher-image IMAGE    image that runs "ferry launcher" (default ${DEFAULT_CONFIG.launcherImage})
   --allow-emulation         let guests run under QEMU TCG where the node has no working KVM
@@ -201,6 +203,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
         ...(config.controllers.includes('import') ? [new ImportController({ kubeConfig: kc, config, logger, registry, informers })] : []),
         ...(config.controllers.includes('vm') ? [new VmController({ kubeConfig: kc, config, logger: logger.child({ controller: 'vm' }), informers })] : []),
         ...(config.controllers.includes('upload') ? [new UploadController({ kubeConfig: kc, config, logger: logger.child({ controller: 'upload' }), informers })] : []),
+        ...(config.controllers.includes('clone') ? [new CloneController({ kubeConfig: kc, config, logger: logger.child({ controller: 'clone' }), informers })] : []),
         ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers })] : []),
         ...(config.controllers.includes('datasource') ? [new DataSourceController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datasource' }), informers })] : []),
         ...(config.controllers.includes('datavolume') ? [new CdiConfigController({ kubeConfig: kc, logger: logger.child({ controller: 'cdiconfig' }), defaults: cdiConfigDefaults(config, values['upload-proxy-url']) })] : []),

@@ -66,6 +66,11 @@ export interface ServerCertificate extends KeyAndCert {
   readonly clientCaBundle: string;
 }
 
+/** What a clone source pod is given: its client key and certificate, and the CA bundle its server must chain to. */
+export interface ClientCertificate extends KeyAndCert {
+  readonly serverCaBundle: string;
+}
+
 export class UploadCertificates {
   private cas = new Map<string, CaState>();
 
@@ -100,6 +105,16 @@ export class UploadCertificates {
     const client = this.ca(UploadSecret.ClientCa);
     const leaf = issueLeaf(signingCa(server, now, this.settings), { commonName, usage: CertUsage.Server, hosts }, now, this.settings);
     return { ...leaf, clientCaBundle: bundleOf(client, now) };
+  }
+
+  /**
+   * A client certificate for one clone source (CN = the clone's client name, which its target
+   * pins), from the upload client CA, with the server CA bundle it must trust (needs one `ensure()`).
+   */
+  clientCertificate(commonName: string): ClientCertificate {
+    const now = this.now();
+    const leaf = issueLeaf(signingCa(this.ca(UploadSecret.ClientCa), now, this.settings), { commonName, usage: CertUsage.Client }, now, this.settings);
+    return { ...leaf, serverCaBundle: bundleOf(this.ca(UploadSecret.ServerCa), now) };
   }
 
   get ready(): boolean {

@@ -32,22 +32,29 @@ export interface SourceRoute {
 const defined = (entries: Record<string, string | undefined>): Record<string, string> =>
   Object.fromEntries(Object.entries(entries).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
 
-/** The import controller's pod phase on the PVC → the DataVolume's import phase (CDI's mapping). */
-function importPhase(a: Readonly<Record<string, string>>): DvPhase | undefined {
-  switch (a[Annotation.PodPhase]) {
-    case PodPhase.Pending:
-      return DvPhase.ImportScheduled;
-    case PodPhase.Running:
-      return DvPhase.ImportInProgress;
-    case PodPhase.Succeeded:
-      return DvPhase.Succeeded;
-    // Ferry's import controller writes Failed only when it will not try again (ADR 0001).
-    case PodPhase.Failed:
-      return DvPhase.Failed;
-    default:
-      return undefined;
-  }
-}
+/**
+ * A run-once worker's pod phase on the PVC → the DataVolume's phase (CDI's mapping): import and
+ * clone differ only in the names of the two phases before the end.
+ */
+const workerPhase =
+  (scheduled: DvPhase, inProgress: DvPhase) =>
+  (a: Readonly<Record<string, string>>): DvPhase | undefined => {
+    switch (a[Annotation.PodPhase]) {
+      case PodPhase.Pending:
+        return scheduled;
+      case PodPhase.Running:
+        return inProgress;
+      case PodPhase.Succeeded:
+        return DvPhase.Succeeded;
+      // Ferry's import and clone controllers write Failed only when they will not try again (ADR 0001).
+      case PodPhase.Failed:
+        return DvPhase.Failed;
+      default:
+        return undefined;
+    }
+  };
+const importPhase = workerPhase(DvPhase.ImportScheduled, DvPhase.ImportInProgress);
+const clonePhase = workerPhase(DvPhase.CloneScheduled, DvPhase.CloneInProgress);
 
 const importRoute = (source: (spec: DataVolumeSpec) => Record<string, string | undefined>): SourceRoute => ({
   annotations: (spec) => defined(source(spec)),
@@ -80,6 +87,9 @@ export const ROUTES: Readonly<Partial<Record<SourceKind, SourceRoute>>> = Object
   [SourceKind.Blank]: importRoute(() => ({ [Annotation.Source]: 'none' })),
   // An upload target (CDI's empty value); the upload controller runs its server.
   [SourceKind.Upload]: { annotations: () => ({ [UploadAnnotation.Target]: '' }), phase: uploadPhase },
+  // A clone target: k8s.io/CloneRequest (the resolved source) is added by ./clone.ts; the clone controller copies.
+  [SourceKind.Pvc]: { annotations: () => ({}), phase: clonePhase },
+  [SourceKind.SourceRef]: { annotations: () => ({}), phase: clonePhase },
 });
 
 /** The upload controller's pod phase and readiness on the PVC → the DataVolume's upload phase (CDI's mapping). */

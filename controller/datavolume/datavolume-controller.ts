@@ -15,10 +15,12 @@ import { WorkQueue } from '../runtime/work-queue.js';
 import { DataVolumeWriter } from './apply.js';
 import { type DvReconcileDeps, reconcileDataVolume } from './reconcile.js';
 import { crdServed } from '../runtime/crds.js';
+import { DATASOURCE_GROUP, DATASOURCE_PLURAL, DATASOURCE_VERSION, type DataSource } from '../../src/api/datasource.js';
+import { CloneKeys } from '../clone/keys.js';
 
 export interface DataVolumeControllerDeps {
   readonly kubeConfig: KubeConfig;
-  readonly config: { readonly filesystemOverhead: number; readonly namespaces: readonly string[]; readonly concurrency: number };
+  readonly config: { readonly filesystemOverhead: number; readonly namespaces: readonly string[]; readonly concurrency: number; readonly ferryNamespace?: string };
   readonly logger: Logger;
   /** The process's shared informers; without it the controller makes (and stops) its own. */
   readonly informers?: InformerFactory;
@@ -58,6 +60,14 @@ export class DataVolumeController {
       now: deps.now ?? Date.now,
       readPvc: async (namespace, name) => {
         return kubeGet({ verb: 'get', resource: 'persistentvolumeclaims', namespace, name }, () => core.readNamespacedPersistentVolumeClaim({ namespace, name }));
+      },
+      clone: {
+        // The webhook's public key is in Ferry's namespace (ADR 0014).
+        keys: new CloneKeys(core, deps.config.ferryNamespace ?? 'ferry-system', deps.now),
+        readDataSource: (namespace, name) =>
+          kubeGet({ verb: 'get', resource: DATASOURCE_PLURAL, namespace, name }, () =>
+            this.custom.getNamespacedCustomObject({ group: DATASOURCE_GROUP, version: DATASOURCE_VERSION, namespace, plural: DATASOURCE_PLURAL, name }) as Promise<DataSource>,
+          ),
       },
     };
     this.queue = new WorkQueue((key) => reconcileDataVolume(key, reconcileDeps), {

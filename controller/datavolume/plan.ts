@@ -12,9 +12,10 @@
  */
 
 import type { V1OwnerReference, V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
+import { cloneSourceOfDv, type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
 import { isFerryError } from '../../src/errors.js';
 import { buildClaim, isOwnedBy, ownerReference, routeOf, type SourceRoute } from './claim.js';
+import { cloneClaim, type DvCloneFacts } from './clone.js';
 import { cond, type ConditionWanted, statusFromClaim, withTimes } from './status.js';
 
 export interface DvObserved {
@@ -23,6 +24,8 @@ export interface DvObserved {
   readonly pvc?: V1PersistentVolumeClaim;
   /** Milliseconds since the epoch. */
   readonly now: number;
+  /** For a cloning DataVolume without its PVC: the source and the token's verdict (./clone.ts). */
+  readonly clone?: DvCloneFacts;
 }
 
 export interface DvConfig {
@@ -49,6 +52,10 @@ export const DvEventReason = {
   UploadScheduled: 'UploadScheduled',
   UploadReady: 'UploadReady',
   UploadSucceeded: 'UploadSucceeded',
+  CloneScheduled: 'CloneScheduled',
+  CloneInProgress: 'CloneInProgress',
+  CloneSucceeded: 'CloneSucceeded',
+  CloneFailed: 'CloneFailed',
   ClaimExists: 'ErrClaimNotValid',
   ClaimDeleted: 'ErrClaimLost',
   InvalidSpec: 'ErrInvalidSpec',
@@ -82,6 +89,17 @@ export function planDataVolume(observed: DvObserved, config: DvConfig): DvPlan {
     } catch (err) {
       if (!isFerryError(err)) throw err;
       return report(observed, failedSpec(err.message), []);
+    }
+    if (cloneSourceOfDv(dv.spec, dv.metadata.namespace ?? '')) {
+      const decision = cloneClaim(dv, claim, observed.clone);
+      if (decision.kind !== 'create') {
+        const plan = report(observed, { phase: decision.phase, progress: 'N/A', restartCount: 0, conditions: decision.conditions }, []);
+        // The status carries the reason; the event goes with a change of it, as phase events do.
+        const changed = plan.actions.length > 0 && dv.status?.conditions?.find((c) => c.type === DvConditionType.Ready)?.message !== decision.conditions[0]?.message;
+        const eventType = decision.kind === 'refuse' ? 'Warning' : 'Normal';
+        return changed ? { actions: [...plan.actions.filter((a) => a.type !== 'event'), { type: 'event', eventType, reason: decision.event.reason, message: decision.event.message }] } : plan;
+      }
+      claim = decision.claim;
     }
     return report(observed, statusFromClaim(claim, route), [{ type: 'createPvc', pvc: claim }]);
   }
@@ -133,14 +151,20 @@ function phaseEvent(dv: DataVolume, status: DataVolumeStatus): DvAction | undefi
       return { type: 'event', eventType: 'Normal', reason: DvEventReason.UploadScheduled, message: `Upload into ${claim} scheduled` };
     case DvPhase.UploadReady:
       return { type: 'event', eventType: 'Normal', reason: DvEventReason.UploadReady, message: `Upload into ${claim} ready` };
+    case DvPhase.CloneScheduled:
+      return { type: 'event', eventType: 'Normal', reason: DvEventReason.CloneScheduled, message: `Cloning from ${cloneFrom(dv)} into ${claim} scheduled` };
+    case DvPhase.CloneInProgress:
+      return { type: 'event', eventType: 'Normal', reason: DvEventReason.CloneInProgress, message: `Cloning from ${cloneFrom(dv)} into ${claim} in progress` };
     case DvPhase.Succeeded:
+      if (cloneSourceOfDv(dv.spec, dv.metadata.namespace ?? '')) return { type: 'event', eventType: 'Normal', reason: DvEventReason.CloneSucceeded, message: `Successfully cloned from ${cloneFrom(dv)} into ${claim}` };
       return dv.spec.source?.upload !== undefined
         ? { type: 'event', eventType: 'Normal', reason: DvEventReason.UploadSucceeded, message: `Successfully uploaded into PVC ${claim}` }
         : { type: 'event', eventType: 'Normal', reason: DvEventReason.ImportSucceeded, message: `Successfully imported into PVC ${claim}` };
     case DvPhase.Failed: {
       const ready = status.conditions?.find((c) => c.type === DvConditionType.Ready);
-      const reason = ready?.reason === DvReason.InvalidSpec ? DvEventReason.InvalidSpec : bound?.reason === DvReason.NotFound ? DvEventReason.ClaimDeleted : DvEventReason.ImportFailed;
-      const message = reason === DvEventReason.ImportFailed ? (running?.message ?? 'import failed') : ((reason === DvEventReason.ClaimDeleted ? bound?.message : ready?.message) ?? '');
+      const failed = cloneSourceOfDv(dv.spec, dv.metadata.namespace ?? '') ? DvEventReason.CloneFailed : DvEventReason.ImportFailed;
+      const reason = ready?.reason === DvReason.InvalidSpec ? DvEventReason.InvalidSpec : bound?.reason === DvReason.NotFound ? DvEventReason.ClaimDeleted : failed;
+      const message = reason === failed ? (running?.message ?? `${failed === DvEventReason.CloneFailed ? 'clone' : 'import'} failed`) : ((reason === DvEventReason.ClaimDeleted ? bound?.message : ready?.message) ?? '');
       return { type: 'event', eventType: 'Warning', reason, message };
     }
     case DvPhase.Pending:
@@ -151,6 +175,12 @@ function phaseEvent(dv: DataVolume, status: DataVolumeStatus): DvAction | undefi
 }
 
 const notRunning = cond(DvConditionType.Running, 'False');
+
+/** `<ns>/<name>` of what a cloning DataVolume names (the PVC, or the DataSource). */
+function cloneFrom(dv: DataVolume): string {
+  const source = cloneSourceOfDv(dv.spec, dv.metadata.namespace ?? '');
+  return source ? `${source.kind === 'dataSource' ? 'DataSource ' : ''}${source.namespace}/${source.name}` : '';
+}
 
 function failedSpec(message: string): Wanted {
   return { phase: DvPhase.Failed, progress: 'N/A', restartCount: 0, conditions: [cond(DvConditionType.Ready, 'False', DvReason.InvalidSpec, message), cond(DvConditionType.Bound, 'False', DvReason.NotFound, 'No PVC found'), notRunning] };

@@ -6,12 +6,25 @@
  */
 
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import type { DataVolume } from '../../src/api/datavolume.js';
+import { cloneSourceOfDv, type DataVolume } from '../../src/api/datavolume.js';
 import type { Logger } from '../../src/logging.js';
 import { splitKey } from '../runtime/keys.js';
 import type { HandlerResult } from '../runtime/work-queue.js';
 import type { DataVolumeWriter } from './apply.js';
 import { type DvConfig, planDataVolume } from './plan.js';
+import { dataSourcePvc, type DataSource } from '../../src/api/datasource.js';
+import { CLONE_TOKEN_ANNOTATION } from '../../src/contract/clone-token.js';
+import { tokenVerdict } from '../clone/authorization.js';
+import type { CloneKeySource } from '../clone/keys.js';
+import type { DvCloneFacts } from './clone.js';
+
+const CLONE_WAIT_MS = 10_000;
+
+/** What the clone case reads: the webhook's public key, and DataSources. */
+export interface DvCloneDeps {
+  readonly keys: Pick<CloneKeySource, 'tokenKey'>;
+  readDataSource(namespace: string, name: string): Promise<DataSource | undefined>;
+}
 
 export interface DvCaches {
   getDataVolume(namespace: string, name: string): DataVolume | undefined;
@@ -26,6 +39,25 @@ export interface DvReconcileDeps {
   readonly now: () => number;
   /** Reads a PVC from the apiserver (undefined when it does not exist). */
   readonly readPvc: (namespace: string, name: string) => Promise<V1PersistentVolumeClaim | undefined>;
+  /** Without it a cloning DataVolume waits (its source is never resolved). */
+  readonly clone?: DvCloneDeps;
+}
+
+/** For a cloning DataVolume about to get its PVC: the source resolved and read, the token checked. */
+async function cloneFacts(dv: DataVolume, deps: DvReconcileDeps): Promise<DvCloneFacts | undefined> {
+  const namespace = dv.metadata.namespace ?? '';
+  const wanted = cloneSourceOfDv(dv.spec, namespace);
+  if (!wanted || !deps.clone) return undefined;
+  let source = { namespace: wanted.namespace, name: wanted.name };
+  if (wanted.kind === 'dataSource') {
+    const ds = await deps.clone.readDataSource(wanted.namespace, wanted.name);
+    const pvc = ds && dataSourcePvc(ds);
+    if (!pvc) return { problem: `DataSource ${wanted.namespace}/${wanted.name} ${ds ? 'names no spec.source.pvc' : 'not found'}` };
+    source = pvc;
+  }
+  const sourcePvc = deps.caches.getPvc(source.namespace, source.name) ?? (await deps.readPvc(source.namespace, source.name));
+  const verdict = tokenVerdict(dv.metadata.annotations?.[CLONE_TOKEN_ANNOTATION], await deps.clone.keys.tokenKey(), deps.now(), { source, target: { namespace, name: dv.metadata.name ?? '' } });
+  return { source, verdict, ...(sourcePvc ? { sourcePvc } : {}) };
 }
 
 export async function reconcileDataVolume(key: string, deps: DvReconcileDeps): Promise<HandlerResult> {
@@ -34,7 +66,8 @@ export async function reconcileDataVolume(key: string, deps: DvReconcileDeps): P
   if (!dv) return {};
   let pvc = deps.caches.getPvc(namespace, name);
   if (!pvc && dv.status?.claimName) pvc = await deps.readPvc(namespace, name);
-  const plan = planDataVolume({ dv, ...(pvc ? { pvc } : {}), now: deps.now() }, deps.config);
+  const clone = !pvc && !dv.status?.claimName && !dv.metadata.deletionTimestamp ? await cloneFacts(dv, deps) : undefined;
+  const plan = planDataVolume({ dv, ...(pvc ? { pvc } : {}), ...(clone ? { clone } : {}), now: deps.now() }, deps.config);
   const log = deps.logger.child({ dv: key });
   for (const action of plan.actions) {
     if (action.type === 'event') log.info({ reason: action.reason, eventType: action.eventType }, action.message);
@@ -42,5 +75,7 @@ export async function reconcileDataVolume(key: string, deps: DvReconcileDeps): P
     else log.info({ action: action.type }, 'applying');
     await deps.writer.apply(dv, action);
   }
-  return {};
+  // A clone waiting for its source (nothing watched wakes it) looks again.
+  const waiting = clone !== undefined && clone.verdict?.kind !== 'refused' && !plan.actions.some((a) => a.type === 'createPvc');
+  return waiting ? { requeueAfterMs: CLONE_WAIT_MS } : {};
 }

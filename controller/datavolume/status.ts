@@ -15,6 +15,7 @@ import {
   DvPhase,
   DvReason,
 } from '../../src/api/datavolume.js';
+import { CLONE_REQUEST_ANNOTATION } from '../../src/contract/clone-token.js';
 import { markedWaiting } from '../runtime/binding.js';
 import type { SourceRoute } from './claim.js';
 
@@ -80,8 +81,8 @@ export function runningCondition(a: Readonly<Record<string, string>>, failed: bo
 export function statusFromClaim(pvc: V1PersistentVolumeClaim, route: SourceRoute | undefined): Omit<DataVolumeStatus, 'conditions'> & { conditions: ConditionWanted[] } {
   const a = pvc.metadata?.annotations ?? {};
   const name = pvc.metadata?.name ?? '';
-  // An adopted PVC that asks for no import or upload holds its data already (CDI's populated-claim rule).
-  const requested = a[Annotation.Endpoint] !== undefined || a[Annotation.Source] !== undefined || a[UploadAnnotation.Target] !== undefined;
+  // An adopted PVC that asks for no import, upload or clone holds its data already (CDI's populated-claim rule).
+  const requested = a[Annotation.Endpoint] !== undefined || a[Annotation.Source] !== undefined || a[UploadAnnotation.Target] !== undefined || a[CLONE_REQUEST_ANNOTATION] !== undefined;
   const worker = requested ? route?.phase(a) : DvPhase.Succeeded;
   const phase = worker ?? (pvc.status?.phase === 'Bound' ? DvPhase.PVCBound : markedWaiting(pvc) ? DvPhase.WaitForFirstConsumer : DvPhase.Pending);
   const running = requested ? runningCondition(a, phase === DvPhase.Failed) : cond(DvConditionType.Running, 'False', DvReason.Completed, 'the PVC was populated before the DataVolume adopted it');

@@ -6,7 +6,7 @@
  * implement refused by name.
  */
 
-import { AGE_COLUMN, arr, bool, crd, empty, open, quantities, type Rule, refused, type Schema, str, validated } from './crd-schema.js';
+import { AGE_COLUMN, arr, bool, crd, empty, obj, open, quantities, type Rule, refused, type Schema, str, validated } from './crd-schema.js';
 import { ChecksumAlgorithm } from '../checksum.js';
 import { DV_GROUP, DV_KIND, DV_PLURAL, DV_VERSION, DvPhase, REFUSED_SOURCES } from './datavolume.js';
 
@@ -72,19 +72,23 @@ const objectRef = (what: string): Schema => ({ namespace: str(`Namespace of the 
 const SOURCE_KEYS = ['http', 's3', 'registry', 'blank', 'upload', 'pvc', ...REFUSED_SOURCES] as const;
 
 const source = validated(
-  open('Where the data comes from: exactly one of http, s3, registry, blank or upload.', {
+  open('Where the data comes from: exactly one of http, s3, registry, blank, upload or pvc.', {
     http,
     s3,
     registry,
     blank: empty('A blank raw disk of the PVC\'s usable size.'),
     upload: empty('Wait for an upload (virtctl image-upload or ferry image-upload) through the upload proxy.'),
-    pvc: refused('Clone another PVC.', `cloning (source pvc) is ${NOT_YET}`, objectRef('source PVC')),
+    pvc: obj(
+      'Clone another PVC (host-assisted copy). Across namespaces the creating user needs create on datavolumes/source (or create pods) in the source namespace, checked by the clone webhook.',
+      objectRef('source PVC'),
+      { required: ['name'] },
+    ),
     gcs: refused('Import from Google Cloud Storage.', `gcs is ${NEVER}`),
     imageio: refused('Import from oVirt ImageIO.', `imageio is ${NEVER}`),
     vddk: refused('Import from VMware through VDDK.', `vddk is ${NEVER}`),
     snapshot: refused('Clone a VolumeSnapshot.', `snapshot is ${NEVER}`),
   }),
-  { rule: `[${SOURCE_KEYS.map((k) => `has(self.${k})`).join(', ')}].filter(x, x).size() == 1`, message: `exactly one source is required: one of ${SOURCE_KEYS.slice(0, 5).join(', ')}` },
+  { rule: `[${SOURCE_KEYS.map((k) => `has(self.${k})`).join(', ')}].filter(x, x).size() == 1`, message: `exactly one source is required: one of ${SOURCE_KEYS.slice(0, 6).join(', ')}` },
 );
 
 const claimFields = (accessModes: string): Schema => ({
@@ -118,14 +122,16 @@ const storage = validated(
     'The PVC to create, with defaults: accessModes [ReadWriteOnce] and volumeMode Filesystem when absent; for Filesystem volumes the size is grown by the filesystem overhead (default 6 %) so that the requested size is usable.',
     claimFields('Access modes (default [ReadWriteOnce]).'),
   ),
-  sizeRequired('spec.storage'),
   noPopulation,
 );
 
-const sourceRef = refused('A DataSource to clone from.', `sourceRef (DataSource) is ${NOT_YET}`, {
-  kind: str('DataSource.', { enum: ['DataSource'] }),
-  ...objectRef('DataSource'),
-});
+const sourceRef = validated(
+  obj('A DataSource to clone from: its spec.source.pvc is the source (clone authorization as for source.pvc).', { kind: str('DataSource (the only kind).'), ...objectRef('DataSource') }, { required: ['kind', 'name'] }),
+  { rule: "self.kind == 'DataSource'", message: 'spec.sourceRef.kind must be DataSource', fieldPath: '.kind' },
+);
+
+/** A clone (source.pvc or sourceRef) may leave spec.storage's size out: the source's size is taken. */
+const CLONES = '(has(self.sourceRef) || (has(self.source) && has(self.source.pvc)))';
 
 const spec = validated(
   open('What to import and where: one source (spec.source) and one target (spec.pvc or spec.storage).', {
@@ -142,8 +148,14 @@ const spec = validated(
   { rule: 'has(self.source) != has(self.sourceRef)', message: 'exactly one of spec.source or spec.sourceRef is required' },
   { rule: 'has(self.pvc) != has(self.storage)', message: 'exactly one of spec.pvc or spec.storage is required' },
   {
+    rule: `!has(self.storage) || ${CLONES} || (has(self.storage.resources) && has(self.storage.resources.requests) && 'storage' in self.storage.resources.requests)`,
+    message: 'spec.storage.resources.requests.storage is required (only a clone may leave it out and take its source\'s size)',
+    fieldPath: '.storage.resources',
+    reason: 'FieldValueRequired',
+  },
+  {
     rule: "!(has(self.source) && (has(self.source.blank) || has(self.source.registry)) && has(self.contentType) && self.contentType == 'archive')",
-    message: 'contentType archive needs an http or s3 source',
+    message: 'contentType archive needs an http, s3 or pvc source',
     fieldPath: '.contentType',
   },
   { rule: 'self == oldSelf', message: 'spec is immutable' },
@@ -172,7 +184,7 @@ export const DATAVOLUME_CRD = crd({
   kind: DV_KIND,
   plural: DV_PLURAL,
   shortNames: ['dv', 'dvs'],
-  description: 'DataVolume (CDI\'s cdi.kubevirt.io/v1beta1): a PVC and the data to put in it, imported by Ferry.',
+  description: 'DataVolume (CDI\'s cdi.kubevirt.io/v1beta1): a PVC and the data to put in it, imported, uploaded or cloned by Ferry.',
   spec,
   status,
   columns: [

@@ -195,3 +195,13 @@ export function sourceKindOf(spec: DataVolumeSpec): string | undefined {
   const keys = Object.keys(spec.source ?? {});
   return keys.length === 1 ? keys[0] : undefined;
 }
+
+/**
+ * What a cloning DataVolume names as its source: a PVC (`spec.source.pvc`, namespace defaulting to
+ * the DataVolume's) or a DataSource to resolve (`spec.sourceRef`); undefined for any other source.
+ */
+export function cloneSourceOfDv(spec: DataVolumeSpec, namespace: string): { readonly kind: 'pvc' | 'dataSource'; readonly namespace: string; readonly name: string } | undefined {
+  if (spec.sourceRef) return { kind: 'dataSource', namespace: spec.sourceRef.namespace || namespace, name: spec.sourceRef.name };
+  const pvc = spec.source?.pvc;
+  return pvc && sourceKindOf(spec) === SourceKind.Pvc ? { kind: 'pvc', namespace: pvc.namespace || namespace, name: pvc.name } : undefined;
+}

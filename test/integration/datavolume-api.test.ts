@@ -69,20 +69,32 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
     ['vddk', { source: { vddk: { url: 'https://vc', uuid: 'u' } }, ...storage }, 'spec.source.vddk: Forbidden: vddk is not supported by Ferry'],
     ['snapshot', { source: { snapshot: { name: 'snap' } }, ...storage }, 'spec.source.snapshot: Forbidden: snapshot is not supported by Ferry'],
     ['node-pull', { source: { registry: { url: 'docker://r/i:1', pullMethod: 'node' } }, ...storage }, 'spec.source.registry.pullMethod: Forbidden: pullMethod node is not supported by Ferry; use pod'],
-    ['clone', { source: { pvc: { namespace: 'x', name: 'y' } }, ...storage }, 'spec.source.pvc: Forbidden: cloning (source pvc) is not supported by Ferry yet'],
-    ['sourceref', { sourceRef: { kind: 'DataSource', name: 'fedora' }, ...storage }, 'spec.sourceRef: Forbidden: sourceRef (DataSource) is not supported by Ferry yet'],
+    ['clone-no-name', { source: { pvc: { namespace: 'x' } }, storage: {} }, 'spec.source.pvc.name: Required value'],
+    ['sourceref-kind', { sourceRef: { kind: 'PersistentVolumeClaim', name: 'fedora' }, storage: {} }, 'spec.sourceRef.kind: Invalid value: spec.sourceRef.kind must be DataSource'],
     ['headers', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A: 1'] } }, ...storage }, 'spec.source.http.extraHeaders: Forbidden: extraHeaders are not supported by Ferry yet'],
     ['checksum', { source: { http: { url: 'https://x/y', checksum: 'sha256:abc' } }, ...storage }, 'spec.source.http.checksum: Invalid value: "sha256:abc": spec.source.http.checksum in body should match'],
     ['two-sources', { source: { http: { url: 'https://x/y' }, blank: {} }, ...storage }, 'spec.source: Invalid value: exactly one source is required'],
     ['no-target', { source: { blank: {} } }, 'spec: Invalid value: exactly one of spec.pvc or spec.storage is required'],
     ['no-size', { source: { blank: {} }, storage: {} }, 'spec.storage.resources: Required value: spec.storage.resources.requests.storage is required'],
     ['ftp', { source: { http: { url: 'ftp://x/y' } }, ...storage }, 'spec.source.http.url: Invalid value: url must start with http:// or https://'],
-    ['archive-blank', { source: { blank: {} }, ...storage, contentType: 'archive' }, 'spec.contentType: Invalid value: contentType archive needs an http or s3 source'],
+    ['archive-blank', { source: { blank: {} }, ...storage, contentType: 'archive' }, 'spec.contentType: Invalid value: contentType archive needs an http, s3 or pvc source'],
   ])('refuses %s at create time with a 422 naming the field', async (name, spec, expected) => {
     const ns = await cp.newNamespace();
     const { code, message } = await refusal(ns, dv(name, spec));
     expect(code).toBe(422);
     expect(message).toContain(expected);
+  });
+
+  test('clones (source.pvc, sourceRef) are accepted, and may leave spec.storage\'s size out', async () => {
+    const ns = await cp.newNamespace();
+    for (const [name, spec] of [
+      ['clone', { source: { pvc: { namespace: 'x', name: 'y' } }, storage: {} }],
+      ['sourceref', { sourceRef: { kind: 'DataSource', name: 'fedora' }, storage: {} }],
+      ['clone-sized', { source: { pvc: { name: 'y' } }, ...storage }],
+    ] as const) {
+      const created = (await create(ns, dv(name, spec))) as { metadata: { name: string } };
+      expect(created.metadata.name).toBe(name);
+    }
   });
 
   test('CDI fields Ferry does not read are kept, not pruned', async () => {

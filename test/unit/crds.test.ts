@@ -185,7 +185,7 @@ describe('DataVolume admission rules', () => {
   const dv = root(DATAVOLUME_CRD as unknown as Crd);
   const rules = (schema: Schema): Array<{ rule: string; message: string }> => (schema['x-kubernetes-validations'] as Array<{ rule: string; message: string }> | undefined) ?? [];
 
-  test.each([...REFUSED_SOURCES, 'pvc'])('spec.source.%s is declared and refused by a rule on itself (the error names the field)', (key) => {
+  test.each([...REFUSED_SOURCES])('spec.source.%s is declared and refused by a rule on itself (the error names the field)', (key) => {
     const node = at(dv, 'spec', 'source', key);
     expect(node.description).toContain('Refused by Ferry');
     expect(rules(node)).toEqual([expect.objectContaining({ rule: 'false' })]);
@@ -197,8 +197,11 @@ describe('DataVolume admission rules', () => {
     expect(rules(node)).toEqual([]);
   });
 
-  test('spec.sourceRef is refused until DataSources land', () => {
-    expect(rules(at(dv, 'spec', 'sourceRef'))).toEqual([expect.objectContaining({ rule: 'false' })]);
+  test('clones are accepted: spec.source.pvc and spec.sourceRef carry no refusal, and only a clone may leave spec.storage\'s size out', () => {
+    for (const node of [at(dv, 'spec', 'source', 'pvc'), at(dv, 'spec', 'sourceRef')]) expect(node.description).not.toContain('Refused by Ferry');
+    expect(rules(at(dv, 'spec', 'source', 'pvc'))).toEqual([]);
+    expect(rules(at(dv, 'spec', 'sourceRef')).map((r) => r.rule)).toEqual(["self.kind == 'DataSource'"]);
+    expect(rules(at(dv, 'spec')).find((r) => r.rule.includes('self.storage.resources'))?.rule).toContain('has(self.sourceRef) || (has(self.source) && has(self.source.pvc))');
   });
 
   test('exactly one source counts every declared source key', () => {

@@ -118,7 +118,6 @@ describe('a new DataVolume: the PVC it creates', () => {
   test('a source Ferry does not run, or a size that does not parse, fails the DataVolume and creates nothing', () => {
     for (const [spec, message] of [
       [{ source: { gcs: { url: 'gs://b/k' } }, ...STORAGE }, 'spec.source.gcs is not supported by Ferry'],
-      [{ sourceRef: { kind: 'DataSource', name: 'f' }, ...STORAGE }, 'spec.sourceRef is not supported by Ferry'],
       [{ source: { blank: {} }, storage: { resources: { requests: { storage: 'lots' } } } }, 'not a byte quantity: "lots"'],
     ] as Array<[DataVolumeSpec, string]>) {
       const p = plan(makeDv(spec));
