@@ -77,14 +77,14 @@ stage_node_modules() { # OUT_DIR (gets node_modules)
   cp -a "$dir/node_modules" "$1/"
 }
 
-# /opt/ferry: the bin script, the compiled programs (no tests, scripts or source maps), package.json
+# /opt/ferry: the bin script, every compiled program bin/ferry.js runs (no tests, scripts or source maps), package.json
 # and production node_modules; /usr/local/bin/ferry for pods that run `ferry` by name.
 stage_app() { # OUT_DIR
   local app="$1/opt/ferry"
   mkdir -p "$app/bin" "$app/dist" "$1/usr/local/bin"
   cp "$FERRY_ROOT/package.json" "$app/"
   cp "$FERRY_ROOT/bin/ferry.js" "$app/bin/"
-  for d in src importer controller launcher cli; do
+  for d in src importer controller launcher cli apiserver uploadproxy clone; do
     (cd "$FERRY_ROOT/dist" && find "$d" -name '*.js' -print0 | cpio --quiet -0 -pdm "$app/dist")
   done
   stage_node_modules "$app"

@@ -152,7 +152,12 @@ beforeAll(async () => {
   for (const ns of [GOLDEN, 'alice', 'bob']) await restrictedNamespace(cluster, ns);
   await installFerry(cluster, imageName(ferry), dir);
   // The clone webhook is ferry apiserver behind its Service: failurePolicy Fail, so wait for it.
-  await cluster.kubectlOk(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-apiserver', '--timeout=180s'], { timeoutMs: 200_000 });
+  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-apiserver', '--timeout=180s'], { timeoutMs: 200_000 });
+  if (rollout.code !== 0) {
+    const pods = await cluster.kubectl(['-n', 'ferry-system', 'describe', 'pods', '-l', 'app.kubernetes.io/component=apiserver']);
+    const logs = await cluster.kubectl(['-n', 'ferry-system', 'logs', '-l', 'app.kubernetes.io/component=apiserver', '--tail=20', '--prefix']);
+    throw new Error(`ferry-apiserver did not roll out: ${rollout.stderr}\n${pods.stdout.slice(-6000)}\n${logs.stdout}${logs.stderr}`);
+  }
   lap('kubectl apply -k → controller and apiserver rolled out:');
 
   bootDisk = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'make-boot-disk.sh')], { encoding: 'utf8' }).trim().split('\n').pop() ?? '';
