@@ -1,0 +1,481 @@
+/**
+ * The clone controller (with the DataVolume controller, in process) on a real kube-apiserver, with
+ * the real clone webhook (`ferry apiserver` as a process, registered as clone-admission.test.ts
+ * does it) and real users with client certificates. No kubelet: the tests play its part, and for
+ * the copy they run the pods' programs (`ferry clone-target`, `ferry clone-source`) as processes
+ * with the environment the controller put on the pods, temp dirs standing in for the volumes and
+ * Secrets. There is no cluster DNS: the source process resolves `*.svc` to 127.0.0.1 (a preload the
+ * test writes), so the target's certificate is still checked against `cdi-upload-<pvc>.<ns>.svc`.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  AdmissionregistrationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubernetesObjectApi,
+  type KubernetesObject,
+  loadAllYaml,
+  RbacAuthorizationV1Api,
+  type V1MutatingWebhookConfiguration,
+  type V1PersistentVolumeClaim,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import { Annotation } from '../../src/api/cdi.js';
+import { type DataVolume, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
+import { cloneClientName } from '../../src/contract/clone-env.js';
+import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION, CLONE_TOKEN_SIGNING_SECRET, cloneClaims } from '../../src/contract/clone-token.js';
+import { signToken } from '../../src/contract/upload-token.js';
+import { silentLogger } from '../../src/logging.js';
+import { CLONE_SEAL_ANNOTATION } from '../../controller/clone/authorization.js';
+import { CloneController } from '../../controller/clone/clone-controller.js';
+import { CLONE_TARGET_ANNOTATION, sourcePodName, sourceSecretName } from '../../controller/clone/clone-pods.js';
+import type { ControllerConfig } from '../../controller/config.js';
+import { DataVolumeController } from '../../controller/datavolume/datavolume-controller.js';
+import { InformerFactory } from '../../controller/runtime/informers.js';
+import { kubectlAs, startControlPlane, WEBHOOK_CLIENT_NAME, type ControlPlane } from '../helpers/cluster.js';
+import { installCrds } from '../helpers/crds.js';
+import { FERRY_BIN, freePort, REPO_ROOT, startFerry, type RunningProcess } from '../helpers/ferry-process.js';
+import { MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { testControllerConfig } from '../helpers/import-harness.js';
+import { setPodStatus, waitFor } from '../helpers/kubelet.js';
+
+let cp: ControlPlane;
+let core: CoreV1Api;
+let custom: CustomObjectsApi;
+let ferryNs: string;
+let golden: string;
+let port: number;
+let server: RunningProcess | undefined;
+let informers: InformerFactory;
+let clones: CloneController;
+let dvs: DataVolumeController;
+let config: ControllerConfig;
+let dir: string;
+let kubelet: CloneKubelet;
+const users: Record<string, { path: string; ns: string }> = {};
+
+const dvApi = { group: DV_GROUP, version: DV_VERSION, plural: DV_PLURAL };
+const SOURCE_SIZE = '1Gi';
+
+function manifestObjects(file: string): KubernetesObject[] {
+  return loadAllYaml(readFileSync(join(REPO_ROOT, 'manifests', file), 'utf8')) as KubernetesObject[];
+}
+
+async function bind(namespace: string, user: string, kind: 'Role' | 'ClusterRole', role: string): Promise<void> {
+  await cp.kubeConfig.makeApiClient(RbacAuthorizationV1Api).createNamespacedRoleBinding({
+    namespace,
+    body: { metadata: { name: `${user}-${role.replace(/:/g, '-')}` }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind, name: role }, subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }] },
+  });
+}
+
+/** A user with a namespace of its own where it may create and read PVCs and DataVolumes. */
+async function user(name: string): Promise<void> {
+  const own = await cp.newNamespace(name);
+  await cp.kubeConfig.makeApiClient(RbacAuthorizationV1Api).createNamespacedRole({
+    namespace: own,
+    body: {
+      metadata: { name: 'owner' },
+      rules: [
+        { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['create', 'get', 'list'] },
+        { apiGroups: [DV_GROUP], resources: ['datavolumes'], verbs: ['create', 'get', 'list'] },
+      ],
+    },
+  });
+  await bind(own, name, 'Role', 'owner');
+  users[name] = { path: cp.userKubeconfig(name, ['clone-testers']).path, ns: own };
+}
+
+async function sourcePvc(namespace: string, name: string, volumeDir?: string): Promise<void> {
+  await core.createNamespacedPersistentVolumeClaim({ namespace, body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: SOURCE_SIZE } } } } });
+  if (volumeDir) kubelet.volume(namespace, name, volumeDir);
+}
+
+function yamlFile(text: string): string {
+  const file = join(dir, `obj-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+/** `kubectl apply` of a DataVolume as `who`, in its namespace. */
+async function dvAs(who: string, name: string, source: string): Promise<void> {
+  const run = await kubectlAs(users[who]!.path, ['apply', '-n', users[who]!.ns, '-f', yamlFile(`apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: ${name}\nspec:\n${source}\n  storage: {}\n`)]);
+  expect(run).toMatchObject({ code: 0, stderr: '' });
+}
+
+const getDv = async (namespace: string, name: string): Promise<DataVolume> => (await custom.getNamespacedCustomObject({ ...dvApi, namespace, name })) as DataVolume;
+const getPvc = (namespace: string, name: string): Promise<V1PersistentVolumeClaim | undefined> => core.readNamespacedPersistentVolumeClaim({ namespace, name }).catch(() => undefined);
+const getPod = (namespace: string, name: string): Promise<V1Pod | undefined> => core.readNamespacedPod({ namespace, name }).catch(() => undefined);
+
+async function eventsOf(namespace: string, name: string): Promise<Array<[string, string]>> {
+  const list = await core.listNamespacedEvent({ namespace });
+  return list.items.filter((e) => e.involvedObject.name === name).map((e) => [e.reason ?? '', e.message ?? '']);
+}
+
+const annotation = async (namespace: string, name: string, key: string): Promise<string | undefined> => (await getPvc(namespace, name))?.metadata?.annotations?.[key];
+
+/** The target pod, once the controller made it (it seals the token first). */
+const targetPod = (namespace: string, pvc: string): Promise<V1Pod> => waitFor(`target pod of ${namespace}/${pvc}`, () => getPod(namespace, `cdi-upload-${pvc}`), 30_000);
+
+async function uidOf(namespace: string, name: string): Promise<string> {
+  return waitFor(`PVC ${namespace}/${name}`, async () => (await getPvc(namespace, name))?.metadata?.uid, 30_000);
+}
+
+const envOf = (pod: V1Pod): Record<string, string> => Object.fromEntries((pod.spec?.containers?.[0]?.env ?? []).map((e) => [e.name, e.value ?? '']));
+
+/** Plays the kubelet for a clone's target pod without running it: Running and Ready. */
+async function markReady(pod: V1Pod): Promise<void> {
+  await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: true });
+}
+
+// ---- the kubelet's part for the clone pods, with the real programs ----
+
+interface CloneKubelet {
+  /** The directory that stands in for a source PVC's volume. */
+  volume(namespace: string, pvc: string, dir: string): void;
+  /** Run the pods of clones into this namespace (others are left to the tests). */
+  run(targetNamespace: string): void;
+  /** The target volume directory of the last run for `namespace/pvc`. */
+  targetDir(namespace: string, pvc: string): string | undefined;
+  stop(): Promise<void>;
+}
+
+const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
+
+function probe(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port: p, path: '/healthz', rejectUnauthorized: false, agent: false, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+function startCloneKubelet(): CloneKubelet {
+  const volumes = new Map<string, string>();
+  const ports = new Map<string, number>();
+  const targets = new Map<string, string>();
+  const namespaces = new Set<string>();
+  const seen = new Set<string>();
+  const children = new Set<ChildProcess>();
+  const runs: Array<Promise<void>> = [];
+  let stopped = false;
+  let n = 0;
+  // Cluster DNS stand-in for the source process: *.svc is loopback.
+  const preload = join(dir, 'svc-dns.mjs');
+  writeFileSync(
+    preload,
+    `import dns from 'node:dns';\nconst lookup = dns.lookup;\ndns.lookup = function (host, opts, cb) {\n  if (typeof opts === 'function') { cb = opts; opts = {}; }\n  if (/\\.svc$/.test(host)) return opts && opts.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);\n  return lookup.call(this, host, opts, cb);\n};\n`,
+  );
+
+  async function secretFiles(namespace: string, name: string, into: string): Promise<void> {
+    mkdirSync(into, { recursive: true });
+    const secret = await core.readNamespacedSecret({ namespace, name });
+    for (const [key, value] of Object.entries(secret.data ?? {})) writeFileSync(join(into, key), b64(value));
+  }
+
+  async function runPod(pod: V1Pod): Promise<void> {
+    const ns = pod.metadata?.namespace ?? '';
+    const role = pod.metadata?.labels?.['ferry.dev/clone'];
+    const runDir = join(dir, `pod-${++n}`);
+    const tls = join(runDir, 'tls');
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', FERRY_LOG_LEVEL: 'warn', FERRY_TERMINATION_LOG: join(runDir, 'termination-log') };
+    const tlsVolume = pod.spec?.volumes?.find((v) => v.name === 'tls')?.secret?.secretName ?? '';
+    await secretFiles(ns, tlsVolume, tls);
+    let args: string[];
+    let listen = 0;
+    if (role === 'target') {
+      const pvc = pod.spec?.volumes?.find((v) => v.name === 'data')?.persistentVolumeClaim?.claimName ?? '';
+      mkdirSync(join(runDir, 'data'), { recursive: true });
+      listen = await freePort();
+      ports.set(`${ns}/${pvc}`, listen);
+      targets.set(`${ns}/${pvc}`, runDir);
+      for (const [k, v] of Object.entries(envOf(pod))) env[k] = v.replace(/^\/data(?=\/|$)/, join(runDir, 'data')).replace(/^\/etc\/ferry\/upload-tls(?=\/|$)/, tls);
+      Object.assign(env, { UPLOAD_PORT: String(listen), UPLOAD_HOST: '127.0.0.1', FERRY_TERMINATION_LOG: join(runDir, 'termination-log') });
+      args = [FERRY_BIN, 'clone-target'];
+    } else {
+      const claim = pod.spec?.volumes?.find((v) => v.name === 'source')?.persistentVolumeClaim?.claimName ?? '';
+      const volume = volumes.get(`${ns}/${claim}`) ?? '';
+      const target = pod.metadata?.annotations?.[CLONE_TARGET_ANNOTATION] ?? '';
+      const targetPort = ports.get(target) ?? 0;
+      for (const [k, v] of Object.entries(envOf(pod))) {
+        env[k] = v.replace(/^\/var\/run\/cdi\/clone\/source(?=\/|$)/, volume).replace(/^\/etc\/ferry\/clone-tls(?=\/|$)/, tls).replace(/:8443\//, `:${targetPort}/`);
+      }
+      args = ['--import', preload, FERRY_BIN, 'clone-source'];
+    }
+    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.add(child);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const exited = new Promise<number>((resolve) =>
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        children.delete(child);
+        resolve(code ?? 1);
+      }),
+    );
+    let done = false;
+    void exited.then(() => (done = true));
+    await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: role !== 'target' });
+    if (role === 'target') {
+      for (let i = 0; i < 200 && !done && !stopped; i++) {
+        if (await probe(listen)) {
+          await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: true });
+          break;
+        }
+        await sleep(100);
+      }
+    }
+    // A pod deleted under it stops its program, as the kubelet would.
+    while (!done && !stopped) {
+      const live = await getPod(ns, pod.metadata?.name ?? '');
+      if (!live || live.metadata?.uid !== pod.metadata?.uid || live.metadata?.deletionTimestamp) child.kill('SIGKILL');
+      await Promise.race([exited, sleep(300)]);
+    }
+    const code = await exited;
+    let message = stderr.slice(-2000);
+    try {
+      message = readFileSync(join(runDir, 'termination-log'), 'utf8');
+    } catch {
+      // the stderr tail stands in, as FallbackToLogsOnError would
+    }
+    if (stopped) return;
+    await setPodStatus(core, pod, code === 0 ? 'Succeeded' : 'Failed', { terminated: { exitCode: code, message } }).catch(() => undefined);
+  }
+
+  const loop = (async () => {
+    while (!stopped) {
+      const pods = await core.listPodForAllNamespaces({ labelSelector: 'ferry.dev/clone' }).catch(() => undefined);
+      for (const pod of pods?.items ?? []) {
+        const uid = pod.metadata?.uid ?? '';
+        const targetNs = pod.metadata?.labels?.['ferry.dev/clone'] === 'target' ? pod.metadata?.namespace : pod.metadata?.annotations?.[CLONE_TARGET_ANNOTATION]?.split('/')[0];
+        if (seen.has(uid) || pod.metadata?.deletionTimestamp || !namespaces.has(targetNs ?? '')) continue;
+        seen.add(uid);
+        runs.push(runPod(pod).catch((err: unknown) => void process.stderr.write(`clone kubelet: ${String(err)}\n`)));
+      }
+      await sleep(200);
+    }
+  })();
+
+  return {
+    volume: (namespace, pvc, d) => void volumes.set(`${namespace}/${pvc}`, d),
+    run: (namespace) => void namespaces.add(namespace),
+    targetDir: (namespace, pvc) => targets.get(`${namespace}/${pvc}`),
+    async stop() {
+      stopped = true;
+      await loop;
+      for (const child of children) child.kill('SIGKILL');
+      await Promise.all(runs);
+    },
+  };
+}
+
+/** A sparse raw disk with data at a few offsets (what an importer leaves in disk.img). */
+function goldenDisk(volumeDir: string, size = 64 * MiB): string {
+  mkdirSync(volumeDir, { recursive: true });
+  const path = join(volumeDir, 'disk.img');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', path, String(size)]);
+  for (const [offset, fill] of [[0, 0x11], [5 * MiB, 0x22], [40 * MiB + 4096, 0x33]] as const) {
+    const fd = openSync(path, 'r+');
+    writeSync(fd, Buffer.alloc(256 * 1024, fill), 0, 256 * 1024, offset);
+    closeSync(fd);
+  }
+  return path;
+}
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
+  await installCrds(cp.kubeConfig);
+  dir = tempDir('ferry-clone-');
+  ferryNs = await cp.newNamespace('ferry-system');
+  golden = await cp.newNamespace('golden-images');
+  port = await freePort();
+  const objects = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
+  for (const o of manifestObjects('rbac-clone.yaml')) await objects.create(o);
+  const webhooks = manifestObjects('apiserver.yaml').find((o) => o.kind === 'MutatingWebhookConfiguration') as V1MutatingWebhookConfiguration;
+  for (const w of webhooks.webhooks ?? []) w.clientConfig = { url: `https://127.0.0.1:${port}/admission/clone` };
+  await cp.kubeConfig.makeApiClient(AdmissionregistrationV1Api).createMutatingWebhookConfiguration({ body: webhooks });
+  server = startFerry(
+    ['apiserver', '--kubeconfig', cp.kubeconfigPath, '--namespace', ferryNs, '--port', String(port), '--bind-address', '127.0.0.1', '--apiservice', '', '--serving-host', '127.0.0.1', '--refresh-seconds', '1',
+      '--webhook-client-ca', cp.certs.webhookClientCa, '--webhook-client-name', WEBHOOK_CLIENT_NAME],
+    {},
+    900_000,
+  );
+  const admission = cp.kubeConfig.makeApiClient(AdmissionregistrationV1Api);
+  await waitFor('the webhook caBundle', async () => ((await admission.readMutatingWebhookConfiguration({ name: webhooks.metadata?.name ?? '' })).webhooks ?? []).every((w) => (w.clientConfig.caBundle ?? '') !== '') || undefined, 90_000, 500);
+  for (const name of ['alice', 'carol']) await user(name);
+  await bind(golden, 'alice', 'ClusterRole', 'ferry:clone-sourcer');
+  kubelet = startCloneKubelet();
+  config = await testControllerConfig({ ferryNamespace: ferryNs, retryBackoffMs: 300, retryBackoffMaxMs: 1000 });
+  informers = new InformerFactory(cp.kubeConfig, [], silentLogger());
+  clones = new CloneController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), informers });
+  dvs = new DataVolumeController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), informers });
+  await Promise.all([clones.start(), dvs.start()]);
+}, 300_000);
+
+afterAll(async () => {
+  await kubelet?.stop();
+  await Promise.all([clones?.stop(), dvs?.stop()]);
+  await informers?.stop();
+  if (server) {
+    server.kill('SIGTERM');
+    await server.done;
+  }
+  await cp?.stop();
+  if (dir) removeDir(dir);
+});
+
+describe('DataVolume clones through the webhook, as real users', () => {
+  test('same namespace: target pod (clone-target, upload-server shaped) and Service, then the source pod once the target is Ready', async () => {
+    const a = users.alice!;
+    await sourcePvc(a.ns, 'mine');
+    await dvAs('alice', 'copy', '  source:\n    pvc:\n      name: mine');
+    const pvc = await waitFor('the target PVC', () => getPvc(a.ns, 'copy'), 30_000);
+    expect(pvc.metadata?.annotations?.[CLONE_REQUEST_ANNOTATION]).toBe(`${a.ns}/mine`);
+    // spec.storage without a size: the source's.
+    expect(pvc.spec?.resources?.requests?.storage).toBe(SOURCE_SIZE);
+    const pod = await targetPod(a.ns, 'copy');
+    expect(await annotation(a.ns, 'copy', CLONE_SEAL_ANNOTATION)).toMatch(/^v1\./);
+    const c = pod.spec!.containers[0]!;
+    expect(c.args).toEqual(['clone-target']);
+    expect(envOf(pod)).toMatchObject({ CLIENT_NAME: cloneClientName({ namespace: a.ns, name: 'mine' }, { namespace: a.ns, name: 'copy' }), DESTINATION: '/data/disk.img', TLS_KEY_FILE: '/etc/ferry/upload-tls/tls.key' });
+    expect(pod.spec?.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 107, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    expect(pod.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'PersistentVolumeClaim', name: 'copy', uid: pvc.metadata?.uid });
+    expect((await core.readNamespacedService({ namespace: a.ns, name: 'cdi-upload-copy' })).spec?.ports?.[0]?.port).toBe(8443);
+    // No source pod before the target is Ready.
+    expect(await getPod(a.ns, sourcePodName(pvc.metadata!.uid!))).toBeUndefined();
+    await markReady(pod);
+    const source = await waitFor('the source pod', () => getPod(a.ns, sourcePodName(pvc.metadata!.uid!)), 30_000);
+    expect(source.spec?.containers[0]?.args).toEqual(['clone-source']);
+    expect(source.spec?.volumes).toEqual(expect.arrayContaining([{ name: 'source', persistentVolumeClaim: { claimName: 'mine', readOnly: true } }]));
+    expect(source.spec?.containers[0]?.volumeMounts).toEqual(expect.arrayContaining([{ name: 'source', mountPath: '/var/run/cdi/clone/source', readOnly: true }]));
+    expect(envOf(source)).toMatchObject({ VOLUME_MODE: 'filesystem', MOUNT_POINT: '/var/run/cdi/clone/source', UPLOAD_URL: `https://cdi-upload-copy.${a.ns}.svc:8443/v1beta1/clone` });
+    expect(source.spec?.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+    // The client certificate names the clone (the target pins that name).
+    const secret = await core.readNamespacedSecret({ namespace: a.ns, name: sourceSecretName(pvc.metadata!.uid!) });
+    const subject = execFileSync('openssl', ['x509', '-noout', '-subject', '-nameopt', 'RFC2253'], { input: b64(secret.data?.['tls.crt']) }).toString();
+    expect(subject).toContain(`CN=${cloneClientName({ namespace: a.ns, name: 'mine' }, { namespace: a.ns, name: 'copy' })}`);
+    await waitFor('CloneInProgress', async () => ((await getDv(a.ns, 'copy')).status?.phase === 'CloneInProgress' ? true : undefined), 30_000);
+  });
+
+  test('across namespaces (alice is a clone-sourcer in the golden namespace): the real copy, byte-identical, DataVolume Succeeded, everything cleaned up', async () => {
+    const a = users.alice!;
+    const volume = join(dir, 'golden-fedora');
+    const disk = goldenDisk(volume);
+    const sha = (): string => execFileSync('sha256sum', [disk]).toString().split(' ')[0]!;
+    const before = sha();
+    await sourcePvc(golden, 'fedora', volume);
+    kubelet.run(a.ns);
+    await dvAs('alice', 'fedora-copy', `  source:\n    pvc:\n      namespace: ${golden}\n      name: fedora`);
+    const dv = await waitFor('DataVolume Succeeded', async () => {
+      const got = await getDv(a.ns, 'fedora-copy');
+      if (got.status?.phase === 'Failed') throw new Error(`the clone failed: ${JSON.stringify(got.status)}`);
+      return got.status?.phase === 'Succeeded' ? got : undefined;
+    }, 120_000, 250);
+    expect(dv.status?.progress).toBe('100.0%');
+    const copied = join(kubelet.targetDir(a.ns, 'fedora-copy') ?? '', 'data', 'disk.img');
+    expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', disk, copied]).toString()).toContain('Images are identical');
+    const uid = await uidOf(a.ns, 'fedora-copy');
+    await waitFor('cleanup', async () => {
+      const left = await Promise.all([getPod(a.ns, 'cdi-upload-fedora-copy'), getPod(golden, sourcePodName(uid)), core.readNamespacedSecret({ namespace: golden, name: sourceSecretName(uid) }).catch(() => undefined), core.readNamespacedService({ namespace: a.ns, name: 'cdi-upload-fedora-copy' }).catch(() => undefined)]);
+      return left.every((x) => x === undefined) ? true : undefined;
+    }, 30_000);
+    expect((await eventsOf(a.ns, 'fedora-copy')).map((e) => e[0])).toEqual(expect.arrayContaining(['CloneScheduled', 'CloneSucceeded']));
+    // The source was never written.
+    expect(sha()).toBe(before);
+  }, 180_000);
+
+  test('sourceRef → DataSource → its PVC: pods for the resolved source', async () => {
+    const a = users.alice!;
+    await custom.createNamespacedCustomObject({ ...dvApi, plural: 'datasources', namespace: golden, body: { apiVersion: 'cdi.kubevirt.io/v1beta1', kind: 'DataSource', metadata: { name: 'fedora-latest' }, spec: { source: { pvc: { name: 'fedora' } } } } });
+    await dvAs('alice', 'from-ref', `  sourceRef:\n    kind: DataSource\n    namespace: ${golden}\n    name: fedora-latest`);
+    const pvc = await waitFor('the target PVC', () => getPvc(a.ns, 'from-ref'), 30_000);
+    expect(pvc.metadata?.annotations?.[CLONE_REQUEST_ANNOTATION]).toBe(`${golden}/fedora`);
+    const done = await waitFor('Succeeded', async () => ((await getDv(a.ns, 'from-ref')).status?.phase === 'Succeeded' ? true : undefined), 120_000, 250);
+    expect(done).toBe(true);
+    expect((await eventsOf(a.ns, 'from-ref')).map((e) => e[0])).toContain('CloneSucceeded');
+  }, 180_000);
+
+  test('the legacy PVC form (k8s.io/CloneRequest by kubectl apply): the webhook\'s token, then the pods', async () => {
+    const a = users.alice!;
+    const run = await kubectlAs(a.path, ['apply', '-n', a.ns, '-f', yamlFile(`apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: legacy\n  annotations:\n    k8s.io/CloneRequest: ${golden}/fedora\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: ${SOURCE_SIZE}\n`)]);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    await waitFor('Succeeded', async () => ((await annotation(a.ns, 'legacy', Annotation.PodPhase)) === 'Succeeded' ? true : undefined), 120_000, 250);
+    expect((await eventsOf(a.ns, 'legacy')).map((e) => e[0])).toContain('CloneSucceeded');
+  }, 180_000);
+
+  test('CloneSourceInUse: a pod writing the source holds the clone back; once it is done the clone goes on', async () => {
+    const a = users.alice!;
+    await sourcePvc(golden, 'busy');
+    const writer = await core.createNamespacedPod({ namespace: golden, body: { metadata: { name: 'writer' }, spec: { containers: [{ name: 'w', image: 'busybox' }], volumes: [{ name: 'v', persistentVolumeClaim: { claimName: 'busy' } }] } } });
+    await setPodStatus(core, writer, 'Running');
+    await dvAs('alice', 'busy-copy', `  source:\n    pvc:\n      namespace: ${golden}\n      name: busy`);
+    await waitFor('CloneSourceInUse', async () => ((await eventsOf(a.ns, 'busy-copy')).some((e) => e[0] === 'CloneSourceInUse' && e[1].includes('writer')) ? true : undefined), 30_000);
+    expect(await annotation(a.ns, 'busy-copy', Annotation.RunningReason)).toBe('CloneSourceInUse');
+    expect(await getPod(a.ns, 'cdi-upload-busy-copy')).toBeUndefined();
+    await setPodStatus(core, writer, 'Succeeded', { terminated: { exitCode: 0, message: '' } });
+    const pod = await targetPod(a.ns, 'busy-copy');
+    expect(pod.metadata?.ownerReferences?.[0]?.name).toBe('busy-copy');
+  }, 60_000);
+});
+
+describe('written around the webhook: no pods, the reason', () => {
+  let otherKey: ReturnType<typeof generateKeyPairSync>['privateKey'];
+  let realKey: ReturnType<typeof createPrivateKey>;
+
+  beforeAll(async () => {
+    otherKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const signing = await core.readNamespacedSecret({ namespace: ferryNs, name: CLONE_TOKEN_SIGNING_SECRET });
+    realKey = createPrivateKey(b64(signing.data?.['private.pem']));
+    // An admin deleted the webhook configuration: objects now arrive as written.
+    await cp.kubeConfig.makeApiClient(AdmissionregistrationV1Api).deleteMutatingWebhookConfiguration({ name: 'ferry-clone-authorization' });
+    await sleep(1500);
+  });
+
+  const clone = (ns: string, name: string) => ({ source: { namespace: golden, name: 'fedora' }, target: { namespace: ns, name } });
+  const cases: Array<[string, (ns: string, name: string) => Record<string, string>, string]> = [
+    ['no token at all', () => ({}), 'NO_TOKEN'],
+    ['a token signed by another key', (ns, name) => ({ [CLONE_TOKEN_ANNOTATION]: signToken(cloneClaims(clone(ns, name), Date.now()), otherKey) }), 'BAD_SIGNATURE'],
+    ['an expired token (the real key)', (ns, name) => ({ [CLONE_TOKEN_ANNOTATION]: signToken(cloneClaims(clone(ns, name), Date.now() - 600_000), realKey) }), 'EXPIRED'],
+    ['a real token for another target', (ns) => ({ [CLONE_TOKEN_ANNOTATION]: signToken(cloneClaims(clone(ns, 'elsewhere'), Date.now()), realKey) }), 'WRONG_TARGET'],
+    ['a hand-written seal', (ns, name) => ({ [CLONE_TOKEN_ANNOTATION]: signToken(cloneClaims(clone(ns, name), Date.now()), realKey), [CLONE_SEAL_ANNOTATION]: 'v1.forged' }), 'BAD_SEAL'],
+  ];
+
+  test.each(cases)('legacy PVC, %s', async (_what, annotations, code) => {
+    const ns = users.carol!.ns;
+    const name = `forged-${code.toLowerCase().replace(/_/g, '-')}`;
+    await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: { metadata: { name, annotations: { [CLONE_REQUEST_ANNOTATION]: `${golden}/fedora`, ...annotations(ns, name) } }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: SOURCE_SIZE } } } } });
+    await waitFor('the refusal', async () => ((await annotation(ns, name, Annotation.RunningReason)) === 'CloneAuthorizationFailed' ? true : undefined), 30_000);
+    expect(await annotation(ns, name, Annotation.RunningMessage)).toMatch(new RegExp(`^${code}: `));
+    expect(await annotation(ns, name, Annotation.PodPhase)).toBe('Failed');
+    expect((await eventsOf(ns, name)).find((e) => e[0] === 'CloneAuthorizationFailed')?.[1]).toMatch(new RegExp(`^${code}: `));
+    expect(await getPod(ns, `cdi-upload-${name}`)).toBeUndefined();
+    const uid = await uidOf(ns, name);
+    expect((await core.listNamespacedPod({ namespace: golden })).items.map((p) => p.metadata?.name)).not.toContain(sourcePodName(uid));
+  });
+
+  test('a DataVolume with a forged token: Failed with the reason, no PVC', async () => {
+    const ns = users.carol!.ns;
+    const token = signToken(cloneClaims(clone(ns, 'forged-dv'), Date.now()), otherKey);
+    await custom.createNamespacedCustomObject({ ...dvApi, namespace: ns, body: { apiVersion: 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', metadata: { name: 'forged-dv', annotations: { [CLONE_TOKEN_ANNOTATION]: token } }, spec: { source: { pvc: { namespace: golden, name: 'fedora' } }, storage: {} } } });
+    const dv = await waitFor('Failed', async () => {
+      const got = await getDv(ns, 'forged-dv');
+      return got.status?.phase === 'Failed' ? got : undefined;
+    }, 30_000);
+    expect(dv.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ reason: 'CloneAuthorizationFailed', message: expect.stringMatching(/^BAD_SIGNATURE: /) });
+    expect(await getPvc(ns, 'forged-dv')).toBeUndefined();
+  });
+});
