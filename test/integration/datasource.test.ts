@@ -41,14 +41,14 @@ async function createPvc(name: string, annotations: Record<string, string> = {})
   });
 }
 
-/** Polls the DataSource until its Ready condition has `status` and `reason` (bounded: 30 s). */
-async function readyBecomes(name: string, status: string, reason: string): Promise<{ status: string; reason?: string; message?: string }> {
+/** Polls the DataSource until its Ready condition has `status`, `reason` and (if given) `message` (bounded: 30 s). */
+async function readyBecomes(name: string, status: string, reason: string, message?: string): Promise<{ status: string; reason?: string; message?: string }> {
   let last: unknown;
   for (let i = 0; i < 150; i++) {
     const ds = (await custom.getNamespacedCustomObject({ ...dsWhere(), name })) as DataSource;
     const ready = ds.status?.conditions?.find((c) => c.type === 'Ready');
     last = ds.status;
-    if (ready?.status === status && ready.reason === reason) return ready;
+    if (ready?.status === status && ready.reason === reason && (message === undefined || ready.message === message)) return ready;
     await sleep(200);
   }
   throw new Error(`DataSource ${name} never became Ready=${status} (${reason}): ${JSON.stringify(last)}`);
@@ -85,7 +85,8 @@ describe('DataSource Ready', () => {
     expect(await readyBecomes('fedora', 'False', 'Pending')).toMatchObject({ message: 'PVC fedora-disk phase Pending' });
 
     await core.patchNamespacedPersistentVolumeClaimStatus({ namespace: ns, name: 'fedora-disk', body: { status: { phase: 'Bound' } } }, mergePatch);
-    expect(await readyBecomes('fedora', 'False', 'Pending')).toMatchObject({ message: 'PVC fedora-disk is being populated (pod phase Pending)' });
+    // Same reason as before (Pending), another message: waited for by the message.
+    await readyBecomes('fedora', 'False', 'Pending', 'PVC fedora-disk is being populated (pod phase Pending)');
 
     await core.patchNamespacedPersistentVolumeClaim({ namespace: ns, name: 'fedora-disk', body: { metadata: { annotations: { 'cdi.kubevirt.io/storage.pod.phase': 'Running' } } } }, mergePatch);
     await readyBecomes('fedora', 'False', 'Running');

@@ -104,6 +104,15 @@ type WithPhase = { status?: { phase?: string; conditions?: { type: string; statu
 const dvPhase = async (namespace: string, name: string): Promise<string | undefined> =>
   ((await custom.getNamespacedCustomObject({ group: 'cdi.kubevirt.io', version: 'v1beta1', namespace, plural: 'datavolumes', name })) as WithPhase).status?.phase;
 
+/** Waits for a DataVolume to succeed; a Failed one ends the wait at once (with what the cluster shows). */
+async function dvSucceeds(namespace: string, name: string, ms: number): Promise<void> {
+  const failed = await until(`DataVolume ${namespace}/${name} Succeeded`, ms, async () => {
+    const phase = await dvPhase(namespace, name);
+    return phase === 'Succeeded' || phase === 'Failed' ? phase : undefined;
+  }, diagnose);
+  if (failed === 'Failed') throw new Error(`DataVolume ${namespace}/${name} Failed\n${await diagnose()}`);
+}
+
 /** What a failing wait prints: DataVolumes, PVCs, pods, events, and the Ferry logs. */
 async function diagnose(): Promise<string> {
   const out = async (args: string[]): Promise<string> => {
@@ -189,7 +198,7 @@ describe('golden images on a real node (examples/golden-images)', () => {
     expect(changedLines(original, yaml)).toEqual([`      url: "${url}"`]);
     const t0 = Date.now();
     await cluster.kubectlOk(['apply', '-f', '-'], { input: yaml });
-    await until('DataVolume fedora-41 Succeeded', IMPORT_TIMEOUT_MS, async () => ((await dvPhase(GOLDEN, 'fedora-41')) === 'Succeeded' ? true : undefined), diagnose);
+    await dvSucceeds(GOLDEN, 'fedora-41', IMPORT_TIMEOUT_MS);
     timings['import'] = Date.now() - t0;
     note(`kubectl apply fedora-dv.yaml → Succeeded in ${seconds(timings['import'])} s`);
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
@@ -236,7 +245,7 @@ describe('golden images on a real node (examples/golden-images)', () => {
     const t0 = Date.now();
     const applied = await kubectlUser('alice', ['apply'], example('vm.yaml'));
     expect(applied).toMatchObject({ code: 0, stdout: expect.stringContaining('virtualmachine.kubevirt.io/fedora-vm created') });
-    await until('DataVolume alice/fedora-vm-root Succeeded', CLONE_TIMEOUT_MS, async () => ((await dvPhase('alice', 'fedora-vm-root')) === 'Succeeded' ? true : undefined), diagnose);
+    await dvSucceeds('alice', 'fedora-vm-root', CLONE_TIMEOUT_MS);
     timings['vm apply → clone Succeeded'] = Date.now() - t0;
     note(`kubectl apply vm.yaml → clone Succeeded in ${seconds(timings['vm apply → clone Succeeded'])} s`);
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', await diskOf(GOLDEN, 'fedora-41'), await diskOf('alice', 'fedora-vm-root')]);
