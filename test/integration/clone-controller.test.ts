@@ -4,7 +4,7 @@
  * does it) and real users with client certificates. No kubelet: the tests play its part, and for
  * the copy they run the pods' programs (`ferry clone-target`, `ferry clone-source`) as processes
  * with the environment the controller put on the pods, temp dirs standing in for the volumes and
- * Secrets. There is no cluster DNS: the source process resolves `*.svc` to 127.0.0.1 (a preload the
+ * Secrets. The namespaces enforce the "restricted" Pod Security Standard. There is no cluster DNS: the source process resolves `*.svc` to 127.0.0.1 (a preload the
  * test writes), so the target's certificate is still checked against `cdi-upload-<pvc>.<ns>.svc`.
  */
 
@@ -22,7 +22,9 @@ import {
   KubernetesObjectApi,
   type KubernetesObject,
   loadAllYaml,
+  PatchStrategy,
   RbacAuthorizationV1Api,
+  setHeaderOptions,
   type V1MutatingWebhookConfiguration,
   type V1PersistentVolumeClaim,
   type V1Pod,
@@ -317,6 +319,10 @@ beforeAll(async () => {
   await waitFor('the webhook caBundle', async () => ((await admission.readMutatingWebhookConfiguration({ name: webhooks.metadata?.name ?? '' })).webhooks ?? []).every((w) => (w.clientConfig.caBundle ?? '') !== '') || undefined, 90_000, 500);
   for (const name of ['alice', 'carol']) await user(name);
   await bind(golden, 'alice', 'ClusterRole', 'ferry:clone-sourcer');
+  // The apiserver's Pod Security admission refuses any clone pod that is not "restricted".
+  for (const namespace of [golden, users.alice!.ns, users.carol!.ns]) {
+    await core.patchNamespace({ name: namespace, body: { metadata: { labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  }
   kubelet = startCloneKubelet();
   config = await testControllerConfig({ ferryNamespace: ferryNs, retryBackoffMs: 300, retryBackoffMaxMs: 1000 });
   informers = new InformerFactory(cp.kubeConfig, [], silentLogger());
@@ -338,6 +344,12 @@ afterAll(async () => {
 });
 
 describe('DataVolume clones through the webhook, as real users', () => {
+  test('the namespaces enforce "restricted" (so every clone pod created below passed it): a plain pod is refused', async () => {
+    const err = await core.createNamespacedPod({ namespace: golden, body: { metadata: { name: 'plain' }, spec: { containers: [{ name: 'c', image: 'busybox' }] } } }).then(() => undefined, (e: unknown) => e as { code?: number; body?: string });
+    expect(err?.code).toBe(403);
+    expect((JSON.parse(String(err?.body)) as { message: string }).message).toContain('violates PodSecurity "restricted:latest"');
+  });
+
   test('same namespace: target pod (clone-target, upload-server shaped) and Service, then the source pod once the target is Ready', async () => {
     const a = users.alice!;
     await sourcePvc(a.ns, 'mine');
@@ -420,7 +432,8 @@ describe('DataVolume clones through the webhook, as real users', () => {
   test('CloneSourceInUse: a pod writing the source holds the clone back; once it is done the clone goes on', async () => {
     const a = users.alice!;
     await sourcePvc(golden, 'busy');
-    const writer = await core.createNamespacedPod({ namespace: golden, body: { metadata: { name: 'writer' }, spec: { containers: [{ name: 'w', image: 'busybox' }], volumes: [{ name: 'v', persistentVolumeClaim: { claimName: 'busy' } }] } } });
+    const restricted = { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } };
+    const writer = await core.createNamespacedPod({ namespace: golden, body: { metadata: { name: 'writer' }, spec: { containers: [{ name: 'w', image: 'busybox', securityContext: restricted }], volumes: [{ name: 'v', persistentVolumeClaim: { claimName: 'busy' } }] } } });
     await setPodStatus(core, writer, 'Running');
     await dvAs('alice', 'busy-copy', `  source:\n    pvc:\n      namespace: ${golden}\n      name: busy`);
     await waitFor('CloneSourceInUse', async () => ((await eventsOf(a.ns, 'busy-copy')).some((e) => e[0] === 'CloneSourceInUse' && e[1].includes('writer')) ? true : undefined), 30_000);
