@@ -11,6 +11,7 @@
  * no group), each with `edit` in their own namespace; only alice is bound to ferry:clone-sourcer in
  * golden-images. bob's VirtualMachine is refused by `kubectl apply` with the webhook's message and
  * nothing is created; alice's clones, the clone is byte-identical to the golden disk, and it boots.
+ * The node cluster has no CoreDNS: the test answers Service names itself (startClusterDns).
  *
  * Needs root, the binaries of scripts/build-control-plane.sh and dist/images/*.oci.tar.
  */
@@ -36,12 +37,16 @@ const BOOT_TIMEOUT_MS = 420_000;
 /** The example's placeholder, replaced here and nowhere else. */
 const EXAMPLE_URL = 'http://disk-server.golden-images.svc.cluster.local:8080/fedora.raw';
 /** What bob's `kubectl apply` must print: apiserver/clone-admission.ts cloneDeniedMessage. */
+/** The kubelet's clusterDNS (test/helpers/node-cluster.ts), where CoreDNS would answer. */
+const CLUSTER_DNS_IP = '10.96.0.10';
 const BOB_REFUSED = 'user "bob" may not clone golden-images/fedora-41: needs create on datavolumes/source in golden-images';
 
 let cluster: NodeCluster;
 let core: k8s.CoreV1Api;
 let custom: k8s.CustomObjectsApi;
 let http: NodeProcess;
+let dns: NodeProcess | undefined;
+let dnsSync: NodeJS.Timeout | undefined;
 let dir: string;
 let bootDisk: string;
 const users: Record<string, string> = {};
@@ -50,6 +55,57 @@ const timings: Record<string, number> = {};
 const seconds = (ms: number): string => (ms / 1000).toFixed(1);
 const note = (line: string): void => void process.stderr.write(`golden images: ${line}\n`);
 const example = (file: string): string => readFileSync(join(EXAMPLE, file), 'utf8');
+
+/**
+ * Cluster DNS for Services, as CoreDNS gives it (the node cluster has none, and the clone source pod
+ * reaches the target's Service by name, as CDI's does): a UDP responder in the node's netns on the
+ * kubelet's clusterDNS address, answering A for `<svc>.<ns>.svc[.cluster.local]` from a file this
+ * process rewrites every second from the Services the apiserver lists. Nothing else is answered.
+ */
+const DNS_SERVER = `
+import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
+const [file, address] = process.argv.slice(2);
+const sock = createSocket('udp4');
+sock.on('message', (q, peer) => {
+  if (q.length < 17) return;
+  let i = 12; const labels = [];
+  while (i < q.length && q[i] !== 0) { labels.push(q.subarray(i + 1, i + 1 + q[i]).toString()); i += q[i] + 1; }
+  const qtype = q.readUInt16BE(i + 1); const end = i + 5;
+  let names = {}; try { names = JSON.parse(readFileSync(file, 'utf8')); } catch {}
+  const ip = names[labels.join('.').toLowerCase()];
+  const head = Buffer.alloc(12); q.copy(head, 0, 0, 2);
+  head.writeUInt16BE(ip ? 0x8180 : 0x8183, 2); head.writeUInt16BE(1, 4);
+  const answer = ip && qtype === 1 ? Buffer.concat([Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]), Buffer.from(ip.split('.').map(Number))]) : Buffer.alloc(0);
+  head.writeUInt16BE(answer.length > 0 ? 1 : 0, 6);
+  sock.send(Buffer.concat([head, q.subarray(12, end), answer]), peer.port, peer.address);
+});
+sock.bind(53, address);
+`;
+
+async function startClusterDns(): Promise<void> {
+  const file = join(dir, 'services.json');
+  const script = join(dir, 'dns.mjs');
+  writeFileSync(file, '{}');
+  writeFileSync(script, DNS_SERVER);
+  execFileSync('ip', ['-n', cluster.netns, 'addr', 'add', `${CLUSTER_DNS_IP}/32`, 'dev', 'lo']);
+  dns = cluster.startInNode('cluster-dns', process.execPath, [script, file, CLUSTER_DNS_IP]);
+  const sync = async (): Promise<void> => {
+    const services = await core.listServiceForAllNamespaces({});
+    const names: Record<string, string> = {};
+    for (const svc of services.items) {
+      const ip = svc.spec?.clusterIP;
+      if (!ip || ip === 'None') continue;
+      const base = `${svc.metadata?.name}.${svc.metadata?.namespace}.svc`;
+      names[base] = ip;
+      names[`${base}.cluster.local`] = ip;
+    }
+    writeFileSync(`${file}.tmp`, JSON.stringify(names));
+    execFileSync('mv', [`${file}.tmp`, file]);
+  };
+  await sync();
+  dnsSync = setInterval(() => void sync().catch(() => undefined), 1000);
+}
 
 /** kubectl as a user (their kubeconfig), `yaml` given as a file as a user would. */
 async function kubectlUser(user: string, args: readonly string[], yaml?: string): Promise<KubectlRun> {
@@ -174,6 +230,7 @@ beforeAll(async () => {
   mkdirSync(www);
   copyFileSync(bootDisk, join(www, 'fedora.raw'));
   http = cluster.startInNode('httpd', 'busybox', ['httpd', '-f', '-v', '-p', `${NODE_IP}:${HTTP_PORT}`, '-h', www]);
+  await startClusterDns();
   for (const user of ['alice', 'bob']) {
     users[user] = await createUser(user, user);
     // Each user may edit their own namespace, nothing else (ferry:edit aggregates VMs and DataVolumes into edit).
@@ -183,6 +240,8 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
+  clearInterval(dnsSync);
+  await dns?.stop();
   await http?.stop();
   await cluster?.stop();
   if (dir) removeDir(dir);
