@@ -7,6 +7,9 @@
  * source namespace, or `create pods` there. Allowed → a JSON patch that drops any token the user
  * wrote and adds a freshly signed clone token; refused → 403 naming the missing permission.
  *
+ * A VirtualMachine's dataVolumeTemplates that clone are checked the same way for the user who
+ * creates or changes the VM (no token: see admitVirtualMachine).
+ *
  * On UPDATE the clone source is fixed: a PVC that gains or changes `k8s.io/CloneRequest`, or a
  * DataVolume whose clone source changes, is refused. Without that, a token minted for a clone (the
  * token is bound to source and target only) could be carried onto an object that never went
@@ -16,6 +19,7 @@
 import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION, parseCloneRequest, type CloneRef, type ObjectRef } from '../src/contract/clone-token.js';
 import { DATASOURCE_KIND, dataSourcePvc, type DataSource } from '../src/api/datasource.js';
 import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../src/api/datavolume.js';
+import { Plural } from '../src/api/kubevirt.js';
 import type { User } from './requestheader.js';
 import type { Decision, ResourceAttributes } from './token-api.js';
 
@@ -143,6 +147,70 @@ function userOf(info: AdmissionRequest['userInfo']): User {
   return { name: info.username, groups: info.groups ?? [], extra: info.extra ?? {}, ...(info.uid ? { uid: info.uid } : {}) };
 }
 
+type Refusal = { readonly code: number; readonly reason: string; readonly message: string };
+
+/**
+ * CDI's rule for one clone source, for `user` creating a clone target in `namespace`: resolves a
+ * DataSource to its PVC, then the same namespace is allowed, else one of the two reviews must allow.
+ * Fails closed: a failed read or review is a refusal.
+ */
+async function checkClone(source: Exclude<CloneSource, { kind: 'invalid' }>, namespace: string, user: User, deps: CloneAdmissionDeps): Promise<{ readonly pvc: ObjectRef } | { readonly refused: Refusal }> {
+  let pvc: ObjectRef;
+  if (source.kind === 'dataSource') {
+    let ds: DataSource | undefined;
+    try {
+      ds = await deps.dataSource(source.ref.namespace, source.ref.name);
+    } catch (err) {
+      return { refused: { code: 500, reason: 'InternalError', message: `reading DataSource ${source.ref.namespace}/${source.ref.name} failed: ${(err as Error).message.split('\n')[0]}` } };
+    }
+    const resolved = ds && dataSourcePvc(ds);
+    if (resolved === undefined) return { refused: { code: 422, reason: 'Invalid', message: `DataSource ${source.ref.namespace}/${source.ref.name} ${ds ? 'names no spec.source.pvc' : 'does not exist'}` } };
+    pvc = resolved;
+  } else pvc = source.ref;
+  if (pvc.namespace === namespace) return { pvc };
+  try {
+    for (const attributes of cloneAuthorizations(pvc)) {
+      if ((await deps.authorize(user, attributes)).allowed) return { pvc };
+    }
+  } catch (err) {
+    return { refused: { code: 500, reason: 'InternalError', message: `the authorization check failed: ${(err as Error).message.split('\n')[0]}` } };
+  }
+  return { refused: { code: 403, reason: 'Forbidden', message: cloneDeniedMessage(user.name, pvc) } };
+}
+
+type Template = { metadata?: { name?: string }; spec?: unknown };
+
+/** Pure: a VirtualMachine's dataVolumeTemplates that clone, as `name → source` (KubeVirt's own check, at virt-api). */
+export function vmCloneSources(object: unknown, namespace: string): ReadonlyMap<string, CloneSource> {
+  const templates = isRecord(object) && isRecord(object.spec) && Array.isArray(object.spec.dataVolumeTemplates) ? (object.spec.dataVolumeTemplates as Template[]) : [];
+  const out = new Map<string, CloneSource>();
+  for (const t of templates) {
+    const source = isRecord(t) ? cloneSourceOf(DV_PLURAL, { metadata: t.metadata, spec: t.spec }, namespace) : undefined;
+    if (source !== undefined) out.set(typeof t.metadata?.name === 'string' ? t.metadata.name : '', source);
+  }
+  return out;
+}
+
+/**
+ * A VirtualMachine whose dataVolumeTemplates clone: the user creating (or changing) it must be
+ * allowed each clone, as KubeVirt's virt-api checks. Without this a user could have the controller
+ * (which may create pods everywhere, so passes CDI's rule for any source) clone any PVC for them.
+ * No token here: the DataVolumes the controller creates from the templates get theirs from the
+ * DataVolume webhook. On UPDATE only a template whose clone source is new is checked.
+ */
+async function admitVirtualMachine(req: AdmissionRequest, deps: CloneAdmissionDeps): Promise<AdmissionReviewOut> {
+  const { uid } = req;
+  if (req.operation !== 'CREATE' && req.operation !== 'UPDATE') return review({ uid, allowed: true });
+  const before = req.operation === 'UPDATE' ? vmCloneSources(req.oldObject, req.namespace) : new Map<string, CloneSource>();
+  for (const [name, source] of vmCloneSources(req.object, req.namespace)) {
+    if (sameSource(source, before.get(name))) continue;
+    if (source.kind === 'invalid') return deny(uid, 422, 'Invalid', `spec.dataVolumeTemplates ${JSON.stringify(name)}: ${source.message}`);
+    const checked = await checkClone(source, req.namespace, userOf(req.userInfo), deps);
+    if ('refused' in checked) return deny(uid, checked.refused.code, checked.refused.reason, checked.refused.message);
+  }
+  return review({ uid, allowed: true });
+}
+
 /**
  * Answers one AdmissionReview. Fails closed: a failed SubjectAccessReview or DataSource read is a
  * refusal (the apiserver then refuses the create), never an allowed clone.
@@ -152,6 +220,7 @@ export async function admitClone(body: unknown, deps: CloneAdmissionDeps): Promi
   if ('problem' in req) return deny('', 400, 'BadRequest', req.problem);
   const { uid } = req;
   const resource = req.resource.resource;
+  if (resource === Plural.VM) return admitVirtualMachine(req, deps);
   const source = cloneSourceOf(resource, req.object, req.namespace);
   if (req.operation === 'UPDATE') {
     if (sameSource(source, cloneSourceOf(resource, req.oldObject, req.namespace))) return review({ uid, allowed: true });
@@ -161,34 +230,9 @@ export async function admitClone(body: unknown, deps: CloneAdmissionDeps): Promi
   if (source.kind === 'invalid') return deny(uid, 422, 'Invalid', source.message);
   const targetName = (req.object as Obj).metadata?.name ?? '';
   if (targetName === '' || req.namespace === '') return deny(uid, 422, 'Invalid', 'a clone target needs metadata.name and a namespace (generateName is not supported for clones)');
-  let pvc: ObjectRef;
-  if (source.kind === 'dataSource') {
-    let ds: DataSource | undefined;
-    try {
-      ds = await deps.dataSource(source.ref.namespace, source.ref.name);
-    } catch (err) {
-      return deny(uid, 500, 'InternalError', `reading DataSource ${source.ref.namespace}/${source.ref.name} failed: ${(err as Error).message.split('\n')[0]}`);
-    }
-    const resolved = ds && dataSourcePvc(ds);
-    if (resolved === undefined) return deny(uid, 422, 'Invalid', `DataSource ${source.ref.namespace}/${source.ref.name} ${ds ? 'names no spec.source.pvc' : 'does not exist'}`);
-    pvc = resolved;
-  } else pvc = source.ref;
-  const clone: CloneRef = { source: pvc, target: { namespace: req.namespace, name: targetName } };
-  if (pvc.namespace !== req.namespace) {
-    const user = userOf(req.userInfo);
-    let allowed = false;
-    try {
-      for (const attributes of cloneAuthorizations(pvc)) {
-        if ((await deps.authorize(user, attributes)).allowed) {
-          allowed = true;
-          break;
-        }
-      }
-    } catch (err) {
-      return deny(uid, 500, 'InternalError', `the authorization check failed: ${(err as Error).message.split('\n')[0]}`);
-    }
-    if (!allowed) return deny(uid, 403, 'Forbidden', cloneDeniedMessage(user.name, pvc));
-  }
+  const checked = await checkClone(source, req.namespace, userOf(req.userInfo), deps);
+  if ('refused' in checked) return deny(uid, checked.refused.code, checked.refused.reason, checked.refused.message);
+  const clone: CloneRef = { source: checked.pvc, target: { namespace: req.namespace, name: targetName } };
   const patch = tokenPatch(req.object, deps.signClone(clone));
   return review({ uid, allowed: true, patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(patch)).toString('base64') });
 }

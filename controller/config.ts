@@ -8,7 +8,7 @@ import { DEFAULT_LAUNCHER_STATUS_PORT } from '../src/contract/launcher-pod.js';
 const DAY_MS = 86_400_000;
 
 /** The controllers `ferry controller` can run (`--controllers`). */
-export const CONTROLLER_NAMES = ['import', 'vm', 'datavolume', 'upload', 'clone'] as const;
+export const CONTROLLER_NAMES = ['import', 'vm', 'datavolume', 'upload', 'clone', 'datasource'] as const;
 export type ControllerName = (typeof CONTROLLER_NAMES)[number];
 
 export interface ControllerConfig {

@@ -14,6 +14,7 @@ import type { CdiConfigDefaults } from '../src/api/cdiconfig.js';
 import { CONTROLLER_NAMES, type ControllerConfig, type ControllerName, DEFAULT_CONFIG } from './config.js';
 import { CdiConfigController } from './cdiconfig/cdiconfig-controller.js';
 import { CloneController } from './clone/clone-controller.js';
+import { DataSourceController } from './datasource/datasource-controller.js';
 import { DataVolumeController } from './datavolume/datavolume-controller.js';
 import { ImportController } from './import/import-controller.js';
 import { CdiSettingsCache, flagDefaults } from './runtime/cdi-settings.js';
@@ -44,7 +45,7 @@ Options:
   --concurrency N           reconciles at once (default ${DEFAULT_CONFIG.concurrency})
   --importer-metrics-port P port importers serve progress on (default ${DEFAULT_CONFIG.importerMetricsPort})
   --filesystem-overhead F   fraction of filesystem volumes kept free (default ${DEFAULT_CONFIG.filesystemOverhead})
-  --controllers LIST        any of import,vm,datavolume,upload,clone (default all; datavolume also keeps CDIConfig "config")
+  --controllers LIST        any of import,vm,datavolume,upload,clone,datasource (default all; datavolume also keeps CDIConfig "config")
   --upload-proxy-url URL    the upload proxy's URL for users (https://…), published in CDIConfig status.uploadProxyURL
   --launcher-image IMAGE    image that runs "ferry launcher" (default ${DEFAULT_CONFIG.launcherImage})
   --allow-emulation         let guests run under QEMU TCG where the node has no working KVM
@@ -211,6 +212,7 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
         ...(config.controllers.includes('upload') ? [new UploadController({ kubeConfig: kc, config, logger: logger.child({ controller: 'upload' }), informers, settings })] : []),
         ...(config.controllers.includes('clone') ? [new CloneController({ kubeConfig: kc, config, logger: logger.child({ controller: 'clone' }), informers, settings })] : []),
         ...(config.controllers.includes('datavolume') ? [new DataVolumeController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datavolume' }), informers, settings })] : []),
+        ...(config.controllers.includes('datasource') ? [new DataSourceController({ kubeConfig: kc, config, logger: logger.child({ controller: 'datasource' }), informers })] : []),
         ...(config.controllers.includes('datavolume') ? [new CdiConfigController({ kubeConfig: kc, logger: logger.child({ controller: 'cdiconfig' }), defaults })] : []),
       ],
       () => informers.stop(),

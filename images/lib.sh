@@ -77,7 +77,7 @@ stage_node_modules() { # OUT_DIR (gets node_modules)
   cp -a "$dir/node_modules" "$1/"
 }
 
-# /opt/ferry: the bin script, the compiled programs (no tests, scripts or source maps), package.json
+# /opt/ferry: the bin script, every compiled program bin/ferry.js runs (no tests, scripts or source maps), package.json
 # and production node_modules; /usr/local/bin/ferry for pods that run `ferry` by name.
 stage_app() { # OUT_DIR
   local app="$1/opt/ferry"
@@ -86,7 +86,7 @@ stage_app() { # OUT_DIR
   cp "$FERRY_ROOT/bin/ferry.js" "$app/bin/"
   # The launcher's Localhost seccomp profile, which manifests/seccomp-profile.yaml installs on every node (ADR 0011).
   install -D -m 0644 "$FERRY_ROOT/launcher/seccomp-launcher.json" "$app/seccomp/launcher.json"
-  for d in src importer controller launcher cli; do
+  for d in src importer controller launcher cli apiserver uploadproxy clone; do
     (cd "$FERRY_ROOT/dist" && find "$d" -name '*.js' -print0 | cpio --quiet -0 -pdm "$app/dist")
   done
   stage_node_modules "$app"

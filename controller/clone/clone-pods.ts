@@ -126,7 +126,9 @@ export function buildSourcePod(target: V1PersistentVolumeClaim, sourcePvc: V1Per
       ],
       volumes: [
         { name: 'source', persistentVolumeClaim: { claimName: clone.source.name, readOnly: true } },
-        { name: 'tls', secret: { secretName: sourceSecretName(uid), defaultMode: 0o440 } },
+        // 0444, not 0440: without fsGroup the kubelet leaves the files root's, and user 107 reads them
+        // only through the other bits (EACCES on a real node otherwise). The Secret is this pod's alone.
+        { name: 'tls', secret: { secretName: sourceSecretName(uid), defaultMode: 0o444 } },
       ],
     },
   };

@@ -33,7 +33,7 @@ export const DATASOURCE_CRD = crd({
   shortNames: ['das'],
   description: 'A named source to clone from (a PVC in the DataSource\'s namespace, usually a golden-image namespace); DataVolumes name it in spec.sourceRef.',
   spec: obj('What the DataSource points at.', { source }, { required: ['source'] }),
-  status: open('Observed state (set by a DataSource controller; Ferry has none yet).', {
+  status: open('Observed state (set by the DataSource controller).', {
     conditions: arr('Condition Ready: the source exists and is populated.', condition),
   }),
   columns: [AGE_COLUMN],

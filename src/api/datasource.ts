@@ -2,8 +2,8 @@
  * DataSource (`cdi.kubevirt.io/v1beta1`, namespaced), as CDI's: a name in a golden namespace for
  * the volume users clone from, so the golden PVC can be replaced without every DataVolume being
  * rewritten. Ferry reads `spec.source.pvc {namespace, name}`; `spec.source.snapshot` is refused
- * by the CRD (no snapshot clones). The `Ready` condition in status belongs to a DataSource
- * controller that does not exist yet: Ferry's clone webhook resolves a DataSource from its spec.
+ * by the CRD (no snapshot clones). The `Ready` condition in status is set by the DataSource
+ * controller (controller/datasource/); Ferry's clone webhook resolves a DataSource from its spec.
  */
 
 import type { KubernetesObject } from '@kubernetes/client-node';

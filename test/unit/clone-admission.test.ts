@@ -181,3 +181,44 @@ describe('clone admission: PVCs and tokens', () => {
     expect(webhookCallerProblem(config, peer)).toBe(problem);
   });
 });
+
+describe('clone admission: VirtualMachines (dataVolumeTemplates)', () => {
+  const vm = (templates: unknown[]): unknown => ({ metadata: { name: 'vm1', namespace: 'alice-ns' }, spec: { dataVolumeTemplates: templates, template: { spec: {} } } });
+  const fromDs = { metadata: { name: 'vm1-root' }, spec: { sourceRef: { kind: 'DataSource', namespace: 'golden-images', name: 'fedora' }, storage: {} } };
+  const http = { metadata: { name: 'vm1-data' }, spec: { source: { http: { url: 'http://x/disk.img' } }, storage: {} } };
+  const review = (object: unknown, opts: { user?: string; operation?: string; oldObject?: unknown } = {}): unknown => {
+    const r = reviewOf('datavolumes', object, opts) as { request: { resource: unknown } };
+    r.request.resource = { group: 'kubevirt.io', version: 'v1', resource: 'virtualmachines' };
+    return r;
+  };
+  const grants = { alice: ['create datavolumes/source golden-images/fedora-41'] };
+
+  test('the user writing the VM must be allowed each clone: allowed without a patch, refused with the DataVolume message', async () => {
+    const d = deps(grants, { 'golden-images/fedora': DATASOURCE });
+    expect((await admitClone(review(vm([http, fromDs])), d)).response).toEqual({ uid: 'u-1', allowed: true });
+    const bob = await admitClone(review(vm([http, fromDs]), { user: 'bob' }), d);
+    expect(bob.response).toEqual({ uid: 'u-1', allowed: false, status: { code: 403, reason: 'Forbidden', message: 'user "bob" may not clone golden-images/fedora-41: needs create on datavolumes/source in golden-images' } });
+    expect(d.asked).toEqual(['alice: create datavolumes/source golden-images/fedora-41', 'bob: create datavolumes/source golden-images/fedora-41', 'bob: create pods golden-images']);
+  });
+
+  test('no cloning template, a same-namespace clone, a missing DataSource, a bad kind', async () => {
+    const d = deps({}, { 'golden-images/fedora': DATASOURCE });
+    expect((await admitClone(review(vm([http]), { user: 'bob' }), d)).response.allowed).toBe(true);
+    expect((await admitClone(review(vm([{ metadata: { name: 'c' }, spec: { source: { pvc: { name: 'mine' } } } }]), { user: 'bob' }), d)).response.allowed).toBe(true);
+    expect(d.asked).toEqual([]);
+    const missing = await admitClone(review(vm([{ ...fromDs, spec: { sourceRef: { kind: 'DataSource', name: 'nope' } } }])), d);
+    expect(missing.response).toMatchObject({ allowed: false, status: { code: 422, message: 'DataSource alice-ns/nope does not exist' } });
+    const kind = await admitClone(review(vm([{ ...fromDs, spec: { sourceRef: { kind: 'PVC', name: 'x' } } }])), d);
+    expect(kind.response).toMatchObject({ allowed: false, status: { code: 422, message: 'spec.dataVolumeTemplates "vm1-root": spec.sourceRef.kind must be DataSource, not "PVC"' } });
+  });
+
+  test('UPDATE: an unchanged template is not checked again (the controller may update the VM); a new clone source is', async () => {
+    const d = deps({}, { 'golden-images/fedora': DATASOURCE });
+    const old = vm([fromDs]);
+    expect((await admitClone(review(vm([fromDs]), { user: 'system:serviceaccount:ferry-system:ferry-controller', operation: 'UPDATE', oldObject: old }), d)).response.allowed).toBe(true);
+    expect(d.asked).toEqual([]);
+    const added = vm([fromDs, { metadata: { name: 'vm1-more' }, spec: { source: { pvc: { namespace: 'golden-images', name: 'secret-disk' } } } }]);
+    const out = await admitClone(review(added, { user: 'bob', operation: 'UPDATE', oldObject: old }), d);
+    expect(out.response.status?.message).toBe('user "bob" may not clone golden-images/secret-disk: needs create on datavolumes/source in golden-images');
+  });
+});

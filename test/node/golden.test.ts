@@ -1,0 +1,321 @@
+/**
+ * Issue #15's walkthrough on a real one-node cluster (tools/node-cluster/node-cluster.ts), with Ferry
+ * installed from the built images and the manifests (`kubectl apply -k`: the controller, and
+ * `ferry apiserver` serving the clone webhook through its Service, the kube-apiserver calling it
+ * with the caBundle ferry apiserver wrote). The YAML of examples/golden-images/ is applied as it is
+ * in the repo, but for the DataVolume's URL (no cluster DNS here: the node address, where busybox
+ * httpd serves the boot disk inside the netns), asserted to be the only change.
+ *
+ * The admin imports the disk into `golden-images` and names it with a DataSource; alice and bob
+ * are real users (client certificates issued through the cluster's CertificateSigningRequest API,
+ * no group), each with `edit` in their own namespace; only alice is bound to ferry:clone-sourcer in
+ * golden-images. bob's VirtualMachine is refused by `kubectl apply` with the webhook's message and
+ * nothing is created; alice's clones, the clone is byte-identical to the golden disk, and it boots.
+ * The node cluster has no CoreDNS: the test answers Service names itself (startClusterDns).
+ *
+ * Needs root, the binaries of scripts/build-control-plane.sh and dist/images/*.oci.tar.
+ */
+
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import * as k8s from '@kubernetes/client-node';
+import { REPO_ROOT } from '../helpers/ferry-process.js';
+import { kubectlAs, type KubectlRun } from '../helpers/cluster.js';
+import { removeDir, tempDir } from '../helpers/fixtures.js';
+import {
+  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, startNodeCluster, until,
+} from '../../tools/node-cluster/node-cluster.js';
+
+const GOLDEN = 'golden-images';
+const HTTP_PORT = 8080;
+const EXAMPLE = join(REPO_ROOT, 'examples', 'golden-images');
+const IMPORT_TIMEOUT_MS = 240_000;
+const CLONE_TIMEOUT_MS = 300_000;
+const BOOT_TIMEOUT_MS = 420_000;
+/** The example's placeholder, replaced here and nowhere else. */
+const EXAMPLE_URL = 'http://disk-server.golden-images.svc.cluster.local:8080/fedora.raw';
+/** What bob's `kubectl apply` must print: apiserver/clone-admission.ts cloneDeniedMessage. */
+/** The kubelet's clusterDNS (tools/node-cluster/node-cluster.ts), where CoreDNS would answer. */
+const CLUSTER_DNS_IP = '10.96.0.10';
+const BOB_REFUSED = 'user "bob" may not clone golden-images/fedora-41: needs create on datavolumes/source in golden-images';
+
+let cluster: NodeCluster;
+let core: k8s.CoreV1Api;
+let custom: k8s.CustomObjectsApi;
+let http: NodeProcess;
+let dns: NodeProcess | undefined;
+let dnsSync: NodeJS.Timeout | undefined;
+let dir: string;
+let bootDisk: string;
+const users: Record<string, string> = {};
+const timings: Record<string, number> = {};
+
+const seconds = (ms: number): string => (ms / 1000).toFixed(1);
+const note = (line: string): void => void process.stderr.write(`golden images: ${line}\n`);
+const example = (file: string): string => readFileSync(join(EXAMPLE, file), 'utf8');
+
+/**
+ * Cluster DNS for Services, as CoreDNS gives it (the node cluster has none, and the clone source pod
+ * reaches the target's Service by name, as CDI's does): a UDP responder in the node's netns on the
+ * kubelet's clusterDNS address, answering A for `<svc>.<ns>.svc[.cluster.local]` from a file this
+ * process rewrites every second from the Services the apiserver lists. Nothing else is answered.
+ */
+const DNS_SERVER = `
+import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
+const [file, address] = process.argv.slice(2);
+const sock = createSocket('udp4');
+sock.on('message', (q, peer) => {
+  if (q.length < 17) return;
+  let i = 12; const labels = [];
+  while (i < q.length && q[i] !== 0) { labels.push(q.subarray(i + 1, i + 1 + q[i]).toString()); i += q[i] + 1; }
+  const qtype = q.readUInt16BE(i + 1); const end = i + 5;
+  let names = {}; try { names = JSON.parse(readFileSync(file, 'utf8')); } catch {}
+  const ip = names[labels.join('.').toLowerCase()];
+  const head = Buffer.alloc(12); q.copy(head, 0, 0, 2);
+  head.writeUInt16BE(ip ? 0x8180 : 0x8183, 2); head.writeUInt16BE(1, 4);
+  const answer = ip && qtype === 1 ? Buffer.concat([Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]), Buffer.from(ip.split('.').map(Number))]) : Buffer.alloc(0);
+  head.writeUInt16BE(answer.length > 0 ? 1 : 0, 6);
+  sock.send(Buffer.concat([head, q.subarray(12, end), answer]), peer.port, peer.address);
+});
+sock.bind(53, address);
+`;
+
+async function startClusterDns(): Promise<void> {
+  const file = join(dir, 'services.json');
+  const script = join(dir, 'dns.mjs');
+  writeFileSync(file, '{}');
+  writeFileSync(script, DNS_SERVER);
+  execFileSync('ip', ['-n', cluster.netns, 'addr', 'add', `${CLUSTER_DNS_IP}/32`, 'dev', 'lo']);
+  dns = cluster.startInNode('cluster-dns', process.execPath, [script, file, CLUSTER_DNS_IP]);
+  const sync = async (): Promise<void> => {
+    const services = await core.listServiceForAllNamespaces({});
+    const names: Record<string, string> = {};
+    for (const svc of services.items) {
+      const ip = svc.spec?.clusterIP;
+      if (!ip || ip === 'None') continue;
+      const base = `${svc.metadata?.name}.${svc.metadata?.namespace}.svc`;
+      names[base] = ip;
+      names[`${base}.cluster.local`] = ip;
+    }
+    writeFileSync(`${file}.tmp`, JSON.stringify(names));
+    execFileSync('mv', [`${file}.tmp`, file]);
+  };
+  await sync();
+  dnsSync = setInterval(() => void sync().catch(() => undefined), 1000);
+}
+
+/** kubectl as a user (their kubeconfig), `yaml` given as a file as a user would. */
+async function kubectlUser(user: string, args: readonly string[], yaml?: string): Promise<KubectlRun> {
+  if (yaml === undefined) return kubectlAs(users[user]!, args);
+  const file = join(dir, `${user}-${Date.now()}.yaml`);
+  writeFileSync(file, yaml);
+  return kubectlAs(users[user]!, [...args, '-f', file]);
+}
+
+/**
+ * A real user: a key, a CSR with CN `name` and no organization, signed by the cluster's signer
+ * (kubernetes.io/kube-apiserver-client) once the admin approves it; a kubeconfig with that pair and
+ * `namespace` as its default.
+ */
+async function createUser(name: string, namespace: string): Promise<string> {
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key], { stdio: 'pipe' });
+  execFileSync('openssl', ['req', '-new', '-key', key, '-subj', `/CN=${name}`, '-out', csr], { stdio: 'pipe' });
+  const certs = cluster.kubeConfig.makeApiClient(k8s.CertificatesV1Api);
+  const csrName = `user-${name}`;
+  await certs.createCertificateSigningRequest({
+    body: {
+      metadata: { name: csrName },
+      spec: { request: readFileSync(csr).toString('base64'), signerName: 'kubernetes.io/kube-apiserver-client', usages: ['client auth'], expirationSeconds: 86_400 },
+    },
+  });
+  await cluster.kubectlOk(['certificate', 'approve', csrName]);
+  const cert = await until(`${name}'s certificate`, 60_000, async () => (await certs.readCertificateSigningRequest({ name: csrName })).status?.certificate || undefined);
+  const server = cluster.kubeConfig.getCurrentCluster()!;
+  const kubeconfig = [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: fnode',
+    `  cluster: {server: "${server.server}", certificate-authority-data: ${server.caData}}`,
+    'users:',
+    `- name: ${name}`,
+    `  user: {client-certificate-data: ${cert}, client-key-data: ${readFileSync(key).toString('base64')}}`,
+    'contexts:',
+    `- name: ${name}`,
+    `  context: {cluster: fnode, user: ${name}, namespace: ${namespace}}`,
+    `current-context: ${name}`,
+    '',
+  ].join('\n');
+  const path = join(dir, `${name}.kubeconfig`);
+  writeFileSync(path, kubeconfig, { mode: 0o600 });
+  return path;
+}
+
+type WithPhase = { status?: { phase?: string; conditions?: { type: string; status: string; reason?: string }[] }; spec?: { volumeName?: string } };
+const dvPhase = async (namespace: string, name: string): Promise<string | undefined> =>
+  ((await custom.getNamespacedCustomObject({ group: 'cdi.kubevirt.io', version: 'v1beta1', namespace, plural: 'datavolumes', name })) as WithPhase).status?.phase;
+
+/** Waits for a DataVolume to succeed; a Failed one ends the wait at once (with what the cluster shows). */
+async function dvSucceeds(namespace: string, name: string, ms: number): Promise<void> {
+  const failed = await until(`DataVolume ${namespace}/${name} Succeeded`, ms, async () => {
+    const phase = await dvPhase(namespace, name);
+    return phase === 'Succeeded' || phase === 'Failed' ? phase : undefined;
+  }, diagnose);
+  if (failed === 'Failed') throw new Error(`DataVolume ${namespace}/${name} Failed\n${await diagnose()}`);
+}
+
+/** What a failing wait prints: DataVolumes, PVCs, pods, events, and the Ferry logs. */
+async function diagnose(): Promise<string> {
+  const out = async (args: string[]): Promise<string> => {
+    const r = await cluster.kubectl(args);
+    return `${r.stdout}${r.stderr}`.trim();
+  };
+  return [
+    `dv, pvc, vm, vmi:\n${await out(['get', '-A', 'dv,pvc,vm,vmi,datasource', '-o', 'wide'])}`,
+    `pods:\n${await out(['get', '-A', 'pods', '-o', 'wide'])}`,
+    `events:\n${(await out(['get', 'events', '-A', '--sort-by=.lastTimestamp'])).split('\n').slice(-20).join('\n')}`,
+    `controller log:\n${(await out(['-n', 'ferry-system', 'logs', 'deploy/ferry-controller', '--tail=25'])).slice(-5000)}`,
+    `apiserver log:\n${(await out(['-n', 'ferry-system', 'logs', 'deploy/ferry-apiserver', '--tail=10'])).slice(-3000)}`,
+  ].join('\n');
+}
+
+/** The lines of `changed` that differ from `original` (same line count asserted). */
+function changedLines(original: string, changed: string): string[] {
+  const a = original.split('\n');
+  const b = changed.split('\n');
+  expect(b).toHaveLength(a.length);
+  return b.filter((line, i) => line !== a[i]);
+}
+
+/** The disk file on the PV bound to `namespace/claim`. */
+async function diskOf(namespace: string, claim: string): Promise<string> {
+  const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace, name: claim });
+  return join(cluster.volumeDir(pvc.spec?.volumeName ?? ''), 'disk.img');
+}
+
+beforeAll(async () => {
+  let t = Date.now();
+  const lap = (what: string): void => {
+    note(`${what} ${seconds(Date.now() - t)} s`);
+    t = Date.now();
+  };
+  cluster = await startNodeCluster({ volumes: 4 });
+  core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+  lap(`cluster started (Node Ready ${cluster.readyAfterSeconds.toFixed(1)} s after containerd):`);
+  const ferry = imageArchive('ferry');
+  const launcher = imageArchive('ferry-launcher');
+  expect(await cluster.importImage(ferry)).toContain(imageName(ferry));
+  expect(await cluster.importImage(launcher)).toContain(imageName(launcher));
+  lap('images imported:');
+  dir = tempDir('ferry-golden-');
+  for (const ns of [GOLDEN, 'alice', 'bob']) await restrictedNamespace(cluster, ns);
+  await installFerry(cluster, imageName(ferry), dir);
+  // The clone webhook is ferry apiserver behind its Service: failurePolicy Fail, so wait for it.
+  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-apiserver', '--timeout=180s'], { timeoutMs: 200_000 });
+  if (rollout.code !== 0) {
+    const pods = await cluster.kubectl(['-n', 'ferry-system', 'describe', 'pods', '-l', 'app.kubernetes.io/component=apiserver']);
+    const logs = await cluster.kubectl(['-n', 'ferry-system', 'logs', '-l', 'app.kubernetes.io/component=apiserver', '--tail=20', '--prefix']);
+    throw new Error(`ferry-apiserver did not roll out: ${rollout.stderr}\n${pods.stdout.slice(-6000)}\n${logs.stdout}${logs.stderr}`);
+  }
+  lap('kubectl apply -k → controller and apiserver rolled out:');
+
+  bootDisk = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'make-boot-disk.sh')], { encoding: 'utf8' }).trim().split('\n').pop() ?? '';
+  const www = join(dir, 'www');
+  mkdirSync(www);
+  copyFileSync(bootDisk, join(www, 'fedora.raw'));
+  http = cluster.startInNode('httpd', 'busybox', ['httpd', '-f', '-v', '-p', `${NODE_IP}:${HTTP_PORT}`, '-h', www]);
+  await startClusterDns();
+  for (const user of ['alice', 'bob']) {
+    users[user] = await createUser(user, user);
+    // Each user may edit their own namespace, nothing else (ferry:edit aggregates VMs and DataVolumes into edit).
+    await cluster.kubectlOk(['-n', user, 'create', 'rolebinding', `${user}-edit`, '--clusterrole=edit', `--user=${user}`]);
+  }
+  lap('users alice and bob:');
+}, 600_000);
+
+afterAll(async () => {
+  clearInterval(dnsSync);
+  await dns?.stop();
+  await http?.stop();
+  await cluster?.stop();
+  if (dir) removeDir(dir);
+  note(`timings (s): ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Number(seconds(v))])))}`);
+}, 180_000);
+
+describe('golden images on a real node (examples/golden-images)', () => {
+  it('1. the admin imports the disk into golden-images (fedora-dv.yaml, only the URL changed): DataVolume Succeeded', async () => {
+    const original = example('fedora-dv.yaml');
+    expect(original).toContain(EXAMPLE_URL);
+    const url = `http://${NODE_IP}:${HTTP_PORT}/fedora.raw`;
+    const yaml = original.replace(EXAMPLE_URL, url);
+    expect(changedLines(original, yaml)).toEqual([`      url: "${url}"`]);
+    const t0 = Date.now();
+    await cluster.kubectlOk(['apply', '-f', '-'], { input: yaml });
+    await dvSucceeds(GOLDEN, 'fedora-41', IMPORT_TIMEOUT_MS);
+    timings['import'] = Date.now() - t0;
+    note(`kubectl apply fedora-dv.yaml → Succeeded in ${seconds(timings['import'])} s`);
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
+  }, IMPORT_TIMEOUT_MS + 30_000);
+
+  it('2. datasource.yaml unchanged: the DataSource controller sets Ready (kubectl wait)', async () => {
+    await cluster.kubectlOk(['apply', '-f', '-'], { input: example('datasource.yaml') });
+    const waited = await cluster.kubectl(['-n', GOLDEN, 'wait', '--for=condition=Ready', 'datasource/fedora', '--timeout=60s'], { timeoutMs: 70_000 });
+    expect(waited).toMatchObject({ code: 0, stdout: expect.stringContaining('datasource.cdi.kubevirt.io/fedora condition met') });
+    const ds = (await custom.getNamespacedCustomObject({ group: 'cdi.kubevirt.io', version: 'v1beta1', namespace: GOLDEN, plural: 'datasources', name: 'fedora' })) as WithPhase;
+    expect(ds.status?.conditions).toEqual([expect.objectContaining({ type: 'Ready', status: 'True', reason: 'Ready' })]);
+  }, 90_000);
+
+  it('3. clone-sourcer-alice.yaml unchanged: alice may clone from golden-images but still not read it', async () => {
+    await cluster.kubectlOk(['apply', '-f', '-'], { input: example('clone-sourcer-alice.yaml') });
+    expect(await kubectlUser('alice', ['auth', 'can-i', 'create', 'datavolumes.cdi.kubevirt.io/fedora-41', '--subresource=source', '-n', GOLDEN])).toMatchObject({ stdout: 'yes\n' });
+    expect(await kubectlUser('bob', ['auth', 'can-i', 'create', 'datavolumes.cdi.kubevirt.io/fedora-41', '--subresource=source', '-n', GOLDEN])).toMatchObject({ stdout: 'no\n' });
+    const read = await kubectlUser('alice', ['-n', GOLDEN, 'get', 'pvc,datasource']);
+    expect(read.code).not.toBe(0);
+    expect(read.stderr).toContain('Forbidden');
+  }, 60_000);
+
+  it('4. bob applies vm.yaml: refused at apply time with the webhook\'s message, nothing created', async () => {
+    const refused = await kubectlUser('bob', ['apply'], example('vm.yaml'));
+    note(`bob: ${refused.stderr.trim()}`);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain(`admission webhook "virtualmachine-clone-authorization.kubevirt.io" denied the request: ${BOB_REFUSED}`);
+    // A DataVolume of his own naming the same source: refused the same way.
+    const dvYaml = [
+      'apiVersion: cdi.kubevirt.io/v1beta1', 'kind: DataVolume', 'metadata:', '  name: stolen', 'spec:',
+      '  sourceRef: {kind: DataSource, namespace: golden-images, name: fedora}', '  storage: {resources: {requests: {storage: 1Gi}}}', '',
+    ].join('\n');
+    const dv = await kubectlUser('bob', ['apply'], dvYaml);
+    expect(dv.stderr).toContain(`admission webhook "datavolume-clone-authorization.cdi.kubevirt.io" denied the request: ${BOB_REFUSED}`);
+    const [vms, dvs, pvcs] = await Promise.all([
+      custom.listNamespacedCustomObject({ group: 'kubevirt.io', version: 'v1', namespace: 'bob', plural: 'virtualmachines' }) as Promise<{ items: unknown[] }>,
+      custom.listNamespacedCustomObject({ group: 'cdi.kubevirt.io', version: 'v1beta1', namespace: 'bob', plural: 'datavolumes' }) as Promise<{ items: unknown[] }>,
+      core.listNamespacedPersistentVolumeClaim({ namespace: 'bob' }),
+    ]);
+    expect([vms.items, dvs.items, pvcs.items]).toEqual([[], [], []]);
+  }, 60_000);
+
+  it('5. alice applies vm.yaml unchanged: the root disk is cloned from golden-images (byte-identical) and the VM boots, Running and Ready', async () => {
+    const t0 = Date.now();
+    const applied = await kubectlUser('alice', ['apply'], example('vm.yaml'));
+    expect(applied).toMatchObject({ code: 0, stdout: expect.stringContaining('virtualmachine.kubevirt.io/fedora-vm created') });
+    await dvSucceeds('alice', 'fedora-vm-root', CLONE_TIMEOUT_MS);
+    timings['vm apply → clone Succeeded'] = Date.now() - t0;
+    note(`kubectl apply vm.yaml → clone Succeeded in ${seconds(timings['vm apply → clone Succeeded'])} s`);
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', await diskOf(GOLDEN, 'fedora-41'), await diskOf('alice', 'fedora-vm-root')]);
+    await until('VMI alice/fedora-vm Running and Ready', BOOT_TIMEOUT_MS, async () => {
+      const vmi = (await custom.getNamespacedCustomObject({ group: 'kubevirt.io', version: 'v1', namespace: 'alice', plural: 'virtualmachineinstances', name: 'fedora-vm' })) as WithPhase;
+      return vmi.status?.phase === 'Running' && vmi.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
+    }, diagnose);
+    timings['vm apply → Running+Ready'] = Date.now() - t0;
+    note(`kubectl apply vm.yaml → Running and Ready in ${seconds(timings['vm apply → Running+Ready'])} s`);
+    // alice sees her VM as a KubeVirt user would; the golden PVC is untouched and still Ready to clone.
+    expect(await kubectlUser('alice', ['get', 'vmi', 'fedora-vm', '-o', 'jsonpath={.status.phase}'])).toMatchObject({ code: 0, stdout: 'Running' });
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
+  }, CLONE_TIMEOUT_MS + BOOT_TIMEOUT_MS + 30_000);
+});
