@@ -2,6 +2,7 @@
  * `ferry clone-target`: the clone target pod's program. Composition root: reads the upload
  * server's environment (src/contract/clone-env.ts: CLIENT_NAME required), loads the TLS files,
  * takes one clone, writes the termination message and exits with its code, as the importer does.
+ * While it runs it serves its progress (`FERRY_METRICS_PORT`, clone/progress.ts) as an importer does.
  * SIGTERM (or a DEADLINE passed with no clone) stops it with INTERRUPTED; no disk is left.
  */
 
@@ -11,7 +12,8 @@ import { TERMINATION_MESSAGE_PATH, type TerminationMessage } from '../src/contra
 import { readPemFile } from '../src/io/pem-file.js';
 import { endWith } from './outcome.js';
 import { UploadServerEnv } from '../src/contract/upload-server.js';
-import { decodeCloneTargetEnv } from '../src/contract/clone-env.js';
+import { decodeCloneTargetEnv, decodeCloneTargetProgress } from '../src/contract/clone-env.js';
+import { createCloneProgressMetrics, serveProgress } from './progress.js';
 import { createCloneTarget } from './target.js';
 
 export async function cloneTargetMain(env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -25,7 +27,11 @@ export async function cloneTargetMain(env: NodeJS.ProcessEnv = process.env): Pro
       cert: readPemFile(UploadServerEnv.TlsCertFile, config.tls.certFile),
       clientCa: readPemFile(UploadServerEnv.ClientCaFile, config.tls.clientCaFile),
     };
-    const target = createCloneTarget({ config, tls, logger });
+    const progress = decodeCloneTargetProgress(env, config.port);
+    const metrics = createCloneProgressMetrics(progress.ownerUid);
+    // Progress is best effort: a port that cannot be had costs the percentage, not the clone.
+    if (progress.metricsPort !== 0) await serveProgress(metrics.registry, progress.metricsPort, config.host).catch((err: unknown) => logger.warn({ port: progress.metricsPort, err: String(err) }, 'no progress endpoint'));
+    const target = createCloneTarget({ config, tls, logger, onProgress: (percent) => metrics.report(percent) });
     const stopped = new Promise<TerminationMessage>((resolve) => {
       const stop = (message: string): void => {
         target.abort();

@@ -17,12 +17,15 @@ import type { UploadServerConfig } from '../src/contract/upload-server.js';
 import type { Logger } from '../src/logging.js';
 import { endAfterBody } from '../src/io/http-answer.js';
 import { peerCommonName } from '../src/io/tls-peer.js';
+import { observeCoverage, progressPercent } from './progress.js';
 import { writeClone } from './target-writer.js';
 
 export interface CloneTargetDeps {
   readonly config: UploadServerConfig;
   readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer; readonly clientCa: string | Buffer };
   readonly logger: Logger;
+  /** Told the percent of the source the stream has covered, as records arrive. */
+  readonly onProgress?: (percent: number) => void;
 }
 
 export interface CloneTarget {
@@ -63,10 +66,13 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
     logger.info({ kind: header.kind, size: header.size, target: config.target }, 'clone started');
     // On a refusal the reader lets go of the body (without destroying it), so the rest can be
     // drained while the answer goes out.
-    const written = await writeClone(config, header, events).catch(async (err: unknown) => {
+    const counted = observeCoverage(events, (covered) => deps.onProgress?.(progressPercent(covered, header.size)));
+    const written = await writeClone(config, header, counted).catch(async (err: unknown) => {
+      await counted.return(undefined).catch(() => undefined);
       await events.return(undefined).catch(() => undefined);
       throw err;
     });
+    deps.onProgress?.(100);
     return {
       kind: 'success',
       message: `Clone Complete: ${written.dataBytes} bytes of data of ${header.size}`,

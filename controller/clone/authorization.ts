@@ -53,7 +53,7 @@ export function judgeClone(annotations: Readonly<Record<string, string>>, uid: s
   if (seal !== undefined) {
     return uid !== '' && sealMatches(keys.sealKey, uid, clone, seal)
       ? { kind: 'sealed' }
-      : { kind: 'refused', code: CloneRefusal.BadSeal, message: `annotation ${CLONE_SEAL_ANNOTATION} was not written by this controller for this PVC and clone` };
+      : { kind: 'refused', code: CloneRefusal.BadSeal, message: `annotation ${CLONE_SEAL_ANNOTATION} was not written by this controller for this object and clone` };
   }
   const token = annotations[CLONE_TOKEN_ANNOTATION];
   if (token === undefined || token === '') return { kind: 'refused', code: CloneRefusal.NoToken, message: `no clone token (${CLONE_TOKEN_ANNOTATION}): the clone webhook did not admit this object` };

@@ -7,9 +7,9 @@
  * "restricted" Pod Security Standard. The environments come from src/contract/clone-env.ts.
  */
 
-import type { V1PersistentVolumeClaim, V1Pod, V1Secret } from '@kubernetes/client-node';
+import type { V1Affinity, V1PersistentVolumeClaim, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { Label, LabelValue, UPLOAD_SERVICE_LABEL } from '../../src/api/cdi.js';
-import { CLONE_SOURCE_DEVICE, CLONE_SOURCE_MOUNT, cloneClientName, encodeCloneSourceEnv, sourceOf, VolumeMode } from '../../src/contract/clone-env.js';
+import { CLONE_SOURCE_DEVICE, CLONE_SOURCE_MOUNT, cloneClientName, decodeCloneTargetProgress, encodeCloneSourceEnv, encodeCloneTargetProgress, sourceOf, VolumeMode } from '../../src/contract/clone-env.js';
 import { CLONE_HEALTHZ_PATH, CLONE_PATH } from '../../src/contract/clone-stream.js';
 import type { CloneRef, ObjectRef } from '../../src/contract/clone-token.js';
 import { ContentType } from '../../src/contract/import-spec.js';
@@ -17,7 +17,7 @@ import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { UPLOAD_SERVER_PORT, uploadServiceName } from '../../src/contract/upload-api.js';
 import { encodeUploadServerEnv } from '../../src/contract/upload-server.js';
 import type { ControllerConfig } from '../config.js';
-import { isBlock } from '../import/importer-pod.js';
+import { isBlock, ownerUid } from '../import/importer-pod.js';
 import { buildUploadPod, uploadServerConfigFor } from '../upload/upload-pod.js';
 
 /** Labels on the clone pods: `ferry.dev/clone: target|source` (the controller's informer selects on the key). */
@@ -41,6 +41,25 @@ export function cloneOf(pvc: V1PersistentVolumeClaim, source: ObjectRef): CloneR
   return { source, target: { namespace: pvc.metadata?.namespace ?? '', name: pvc.metadata?.name ?? '' } };
 }
 
+/**
+ * Pure: where the target serves its progress: the importers' metrics port, or the one after the
+ * target's own port when they are the same (both default to 8443, CDI's).
+ */
+export function targetMetricsPort(config: ControllerConfig): number {
+  return config.importerMetricsPort === UPLOAD_SERVER_PORT ? UPLOAD_SERVER_PORT + 1 : config.importerMetricsPort;
+}
+
+/** Pure: the progress endpoint a target pod was made with (read back from its environment), or undefined. */
+export function targetProgressOf(pod: V1Pod): { readonly port: number; readonly ownerUid: string } | undefined {
+  const env = Object.fromEntries((pod.spec?.containers?.[0]?.env ?? []).map((e) => [e.name, e.value ?? '']));
+  try {
+    const { metricsPort, ownerUid: owner } = decodeCloneTargetProgress(env, -1);
+    return metricsPort === 0 ? undefined : { port: metricsPort, ownerUid: owner };
+  } catch {
+    return undefined;
+  }
+}
+
 /** The target pod: the upload server pod's shape, running `clone-target` for exactly this clone's client. */
 export function buildTargetPod(pvc: V1PersistentVolumeClaim, contentType: ContentType, clone: CloneRef, config: ControllerConfig, deadline: number): V1Pod {
   const base = buildUploadPod(pvc, contentType, config, { withScratch: false, deadline });
@@ -57,7 +76,7 @@ export function buildTargetPod(pvc: V1PersistentVolumeClaim, contentType: Conten
           ...container,
           name: 'clone-target',
           args: ['clone-target'],
-          env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
+          env: Object.entries({ ...env, ...encodeCloneTargetProgress({ ownerUid: ownerUid(pvc), metricsPort: targetMetricsPort(config) }) }).map(([k, v]) => ({ name: k, value: v })),
           readinessProbe: { httpGet: { path: CLONE_HEALTHZ_PATH, port: UPLOAD_SERVER_PORT, scheme: 'HTTPS' }, initialDelaySeconds: 1, periodSeconds: 5 },
         },
       ],
@@ -79,8 +98,47 @@ function sourceMeta(target: V1PersistentVolumeClaim, clone: CloneRef, name: stri
   };
 }
 
+/** Pure: whether a claim can be attached to one node at a time (ReadWriteOnce, ReadWriteOncePod). */
+export function singleNode(pvc: V1PersistentVolumeClaim): boolean {
+  const modes = pvc.spec?.accessModes ?? [];
+  return modes.length > 0 && modes.every((m) => m === 'ReadWriteOnce' || m === 'ReadWriteOncePod');
+}
+
+/**
+ * Pure: the nodes the source claim is in use on, when it can be attached to one node only: every
+ * unfinished pod (not the clone's own) with a volume of that claim, read-only or not, that has a
+ * node. CDI gives the source pod a required affinity to such pods; a required node affinity to
+ * their nodes says the same without a label to select them by.
+ */
+export function sourceNodes(sourcePvc: V1PersistentVolumeClaim, pods: readonly V1Pod[]): string[] {
+  if (!singleNode(sourcePvc)) return [];
+  const name = sourcePvc.metadata?.name;
+  const nodes = pods
+    .filter((p) => p.metadata?.labels?.[CLONE_LABEL] === undefined && p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed')
+    .filter((p) => (p.spec?.volumes ?? []).some((v) => v.persistentVolumeClaim?.claimName === name))
+    .map((p) => p.spec?.nodeName)
+    .filter((n): n is string => n !== undefined && n !== '');
+  return [...new Set(nodes)].sort();
+}
+
+/** Pure: the source pod's affinity: required to the nodes the RWO source is in use on, preferred next to the target pod. */
+export function sourceAffinity(sourcePvc: V1PersistentVolumeClaim, pods: readonly V1Pod[], clone: CloneRef): V1Affinity {
+  const nodes = sourceNodes(sourcePvc, pods);
+  return {
+    ...(nodes.length > 0
+      ? { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: nodes }] }] } } }
+      : {}),
+    // Next to the target pod when the scheduler can (CDI's preferred affinity).
+    podAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        { weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', namespaces: [clone.target.namespace], labelSelector: { matchLabels: { [UPLOAD_SERVICE_LABEL]: targetPodName(clone.target.name) } } } },
+      ],
+    },
+  };
+}
+
 /** The source pod: the source PVC read-only (its disk.img, its directory tree, or its device), nothing else writable. */
-export function buildSourcePod(target: V1PersistentVolumeClaim, sourcePvc: V1PersistentVolumeClaim, contentType: ContentType, clone: CloneRef, config: ControllerConfig): V1Pod {
+export function buildSourcePod(target: V1PersistentVolumeClaim, sourcePvc: V1PersistentVolumeClaim, contentType: ContentType, clone: CloneRef, config: ControllerConfig, sourceUsers: readonly V1Pod[] = []): V1Pod {
   const uid = target.metadata?.uid ?? '';
   const block = isBlock(sourcePvc);
   const { kind, path } = sourceOf(block ? VolumeMode.Block : VolumeMode.Filesystem, contentType, block ? CLONE_SOURCE_DEVICE : CLONE_SOURCE_MOUNT);
@@ -101,14 +159,7 @@ export function buildSourcePod(target: V1PersistentVolumeClaim, sourcePvc: V1Per
       automountServiceAccountToken: false,
       // No fsGroup: the kubelet would change ownership on the source volume.
       securityContext: { runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, seccompProfile: { type: 'RuntimeDefault' } },
-      // Next to the target pod when the scheduler can (CDI's preferred affinity).
-      affinity: {
-        podAffinity: {
-          preferredDuringSchedulingIgnoredDuringExecution: [
-            { weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', namespaces: [clone.target.namespace], labelSelector: { matchLabels: { [UPLOAD_SERVICE_LABEL]: targetPodName(clone.target.name) } } } },
-          ],
-        },
-      },
+      affinity: sourceAffinity(sourcePvc, sourceUsers, clone),
       containers: [
         {
           name: 'clone-source',

@@ -23,7 +23,7 @@ import { annotate, backoffRemaining, countFailure, running, terminationOf, waiti
 import { podReady } from '../upload/plan.js';
 import { buildUploadService, contentTypeOf, uploadServerHosts, uploadTlsSecretName } from '../upload/upload-pod.js';
 import { CLONE_AUTHORIZATION_FAILED, CLONE_SEAL_ANNOTATION, type CloneVerdict } from './authorization.js';
-import { buildSourcePod, buildTargetPod, CLONE_LABEL, cloneOf, sourcePodName, sourceSecretName, targetPodName } from './clone-pods.js';
+import { buildSourcePod, buildTargetPod, CLONE_LABEL, cloneOf, sourcePodName, sourceSecretName, targetPodName, targetProgressOf } from './clone-pods.js';
 
 export interface CloneObserved {
   readonly pvc: V1PersistentVolumeClaim;
@@ -31,7 +31,7 @@ export interface CloneObserved {
   readonly targetPod?: V1Pod;
   readonly sourcePod?: V1Pod;
   readonly service?: V1Service;
-  /** Pods in the source namespace (only needed before the pods start). */
+  /** Pods in the source namespace (only needed before the source pod starts: who writes it, where it is attached). */
   readonly sourceNamespacePods?: readonly V1Pod[];
   /** The authorization verdict; undefined once the clone is over (not looked at then). */
   readonly verdict?: CloneVerdict;
@@ -56,6 +56,8 @@ export type CloneAction =
 export interface ClonePlan {
   readonly actions: readonly CloneAction[];
   readonly requeueAfterMs?: number;
+  /** Scrape the running target's progress metric (the import contract) into the PVC's progress. */
+  readonly scrape?: { readonly podIP: string; readonly port: number; readonly ownerUid: string };
 }
 
 /** CDI's event reasons on the target PVC (CloneSourceInUse is CDI's exact word). */
@@ -162,8 +164,12 @@ export function planClone(observed: CloneObserved, config: ControllerConfig): Cl
       const changes = annotate(current, { [Annotation.PodPhase]: PodPhase.Running, ...running('true', 'Pod is running', '') });
       if (!sourcePod && podReady(targetPod)) {
         if (!sourcePvc) return waitWith(ctx, CloneEventReason.SourceNotFound, `source PVC ${request} not found`, CloneEventReason.SourceNotFound, 'Warning');
-        return { actions: [...changes, { type: 'startSource', pod: buildSourcePod(pvc, sourcePvc, contentType, clone, config), clone }] };
+        return { actions: [...changes, { type: 'startSource', pod: buildSourcePod(pvc, sourcePvc, contentType, clone, config, observed.sourceNamespacePods), clone }] };
       }
+      // The data moves while the source runs: look at the target's progress every interval.
+      const progress = targetProgressOf(targetPod);
+      const podIP = targetPod.status?.podIP;
+      if (sourcePod && progress && podIP) return { actions: changes, requeueAfterMs: config.progressIntervalMs, scrape: { podIP, ...progress } };
       return { actions: changes };
     }
     default: {

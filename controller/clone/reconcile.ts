@@ -19,6 +19,7 @@ import { CLONE_SEAL_ANNOTATION, judgeClone, sealClone } from './authorization.js
 import { cloneOf, sourcePodName, targetPodName } from './clone-pods.js';
 import type { CloneKeySource } from './keys.js';
 import { cloneRequestOf, planClone } from './plan.js';
+import { formatProgress, scrapeProgress } from '../import/progress-scrape.js';
 
 /** The upload controller's caches: the PVCs, the (clone) pods, the Services. */
 export type CloneCaches = UploadCaches;
@@ -34,6 +35,8 @@ export interface CloneReconcileDeps {
   readonly now: () => number;
   readPvc(namespace: string, name: string): Promise<V1PersistentVolumeClaim | undefined>;
   listPods(namespace: string): Promise<readonly V1Pod[]>;
+  /** Reads a target's progress (default: the import controller's scraper, the same contract). */
+  readonly scrape?: (podIP: string, port: number, ownerUid: string) => Promise<number | undefined>;
 }
 
 export async function reconcileClone(key: string, deps: CloneReconcileDeps): Promise<HandlerResult> {
@@ -56,8 +59,8 @@ export async function reconcileClone(key: string, deps: CloneReconcileDeps): Pro
       const tokenKey = a[CLONE_SEAL_ANNOTATION] === undefined ? await deps.keys.tokenKey() : undefined;
       const verdict = judgeClone(a, uid, clone, { ...(tokenKey ? { tokenKey } : {}), sealKey }, deps.now());
       const sourcePvc = deps.caches.getPvc(source.namespace, source.name) ?? (await deps.readPvc(source.namespace, source.name));
-      // Who else uses the source matters only before the pods start.
-      const sourceNamespacePods = verdict.kind === 'sealed' && !targetPod ? await deps.listPods(source.namespace) : undefined;
+      // Who else uses the source matters only before the source pod starts (CloneSourceInUse, the RWO node).
+      const sourceNamespacePods = verdict.kind === 'sealed' && !sourcePod ? await deps.listPods(source.namespace) : undefined;
       facts = { ...facts, verdict, seal: sealClone(sealKey, uid, clone), ...(sourcePvc ? { sourcePvc } : {}), ...(sourceNamespacePods ? { sourceNamespacePods } : {}) };
     }
   }
@@ -68,6 +71,11 @@ export async function reconcileClone(key: string, deps: CloneReconcileDeps): Pro
     if (action.type === 'event') log.info({ reason: action.reason, eventType: action.eventType }, action.message);
     else if (action.type !== 'annotate') log.info({ action: action.type }, 'applying');
     await deps.writer.apply(pvc, action);
+  }
+  if (plan.scrape) {
+    const percent = await (deps.scrape ?? scrapeProgress)(plan.scrape.podIP, plan.scrape.port, plan.scrape.ownerUid);
+    const text = percent === undefined ? undefined : formatProgress(percent);
+    if (text !== undefined && a[Annotation.Progress] !== text) await deps.writer.apply(pvc, { type: 'annotate', annotations: { [Annotation.Progress]: text } });
   }
   return plan.requeueAfterMs !== undefined ? { requeueAfterMs: plan.requeueAfterMs } : {};
 }

@@ -8,7 +8,7 @@
  */
 
 import { ErrorCode, FerryError } from '../errors.js';
-import { ContentType, ImportEnv } from './import-spec.js';
+import { ContentType, decodeMetricsPort, ImportEnv } from './import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from './termination.js';
 import { decodeUploadServerEnv, type UploadServerConfig, UploadServerEnv } from './upload-server.js';
 import { CLONE_PATH, SourceKind } from './clone-stream.js';
@@ -29,6 +29,29 @@ export function decodeCloneTargetEnv(env: Env): UploadServerConfig {
   const name = env[UploadServerEnv.ClientName];
   if (name === undefined || name === '') fail(`${UploadServerEnv.ClientName} must name the clone source's certificate (CDI: <srcNs>/<srcName>-<tgtNs>/<tgtName>); a clone target has no default client`);
   return decodeUploadServerEnv(env);
+}
+
+/**
+ * How the clone target reports progress, beside the upload server's variables: the importer's
+ * (`OWNER_UID`, the PVC's single owner else the PVC; `FERRY_METRICS_PORT`, where `GET /metrics`
+ * is served in plain HTTP), so the import controller's scraper and decoder read it unchanged.
+ * Unset port: no endpoint (the target's own port is the upload server's 8443, the importer's default).
+ */
+export interface CloneTargetProgress {
+  readonly ownerUid: string;
+  /** 0: no endpoint. */
+  readonly metricsPort: number;
+}
+
+export function decodeCloneTargetProgress(env: Env, serverPort: number): CloneTargetProgress {
+  const set = env[ImportEnv.MetricsPort] !== undefined && env[ImportEnv.MetricsPort] !== '';
+  const metricsPort = set ? decodeMetricsPort(env) : 0;
+  if (metricsPort !== 0 && metricsPort === serverPort) fail(`${ImportEnv.MetricsPort} (${metricsPort}) must differ from the clone target's own port`);
+  return Object.freeze({ ownerUid: env[ImportEnv.OwnerUid] ?? '', metricsPort });
+}
+
+export function encodeCloneTargetProgress(progress: CloneTargetProgress): Record<string, string> {
+  return { [ImportEnv.OwnerUid]: progress.ownerUid, [ImportEnv.MetricsPort]: String(progress.metricsPort) };
 }
 
 export const CloneSourceEnv = {
