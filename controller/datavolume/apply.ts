@@ -42,6 +42,11 @@ export class DataVolumeWriter {
           ),
           KubeError.NotFound,
         );
+      case 'annotateDv':
+        await kubeCall({ verb: 'patch', resource: DV_PLURAL, namespace, name }, () =>
+          this.custom.patchNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, name, body: { metadata: { annotations: action.annotations } } }, mergePatch),
+        );
+        return;
       case 'event':
         await recordEvent(this.core, { apiVersion: DV_API_VERSION, kind: DV_KIND, metadata: dv.metadata }, action.eventType, action.reason, action.message, this.now());
         return;

@@ -7,12 +7,19 @@
  * create is admitted for the controller's service account, which may clone anything, so this is
  * where the requesting user's authorization is held to. `spec.storage` without a size takes the
  * source PVC's.
+ *
+ * The webhook's token lives five minutes; a DataVolume may wait far longer for its source (CDI's
+ * "extended token"). So the first good verification seals the DataVolume (ADR 0014): the clone
+ * controller's HMAC seal, bound to the DataVolume's UID, its source and itself as target; from then
+ * on the seal is what is checked, and a seal that does not match is refused, never "try the token".
+ * The seal is not carried onto the PVC (another UID: it would be refused there); the PVC gets its
+ * own token from the PVC webhook and its own seal from the clone controller.
  */
 
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { type DataVolume, DvConditionType, DvPhase } from '../../src/api/datavolume.js';
 import { CLONE_REQUEST_ANNOTATION, type ObjectRef } from '../../src/contract/clone-token.js';
-import { CLONE_AUTHORIZATION_FAILED, type CloneVerdict } from '../clone/authorization.js';
+import { CLONE_AUTHORIZATION_FAILED, CLONE_SEAL_ANNOTATION, type CloneVerdict } from '../clone/authorization.js';
 import { cond, type ConditionWanted } from './status.js';
 
 /** What reconcile found out for a cloning DataVolume that has no PVC yet. */
@@ -21,8 +28,10 @@ export interface DvCloneFacts {
   readonly source?: ObjectRef;
   /** The source PVC, when it exists. */
   readonly sourcePvc?: V1PersistentVolumeClaim;
-  /** The DataVolume's token, checked for `source` → the DataVolume. */
+  /** The DataVolume's seal, else its token, checked for `source` → the DataVolume. */
   readonly verdict?: CloneVerdict;
+  /** The seal to write on the DataVolume when the verdict is `token` (../clone/authorization.ts `sealClone`). */
+  readonly seal?: string;
   /** Why the source cannot be resolved (a DataSource missing or naming no PVC). */
   readonly problem?: string;
 }
@@ -37,6 +46,14 @@ export type CloneClaimDecision =
   | { readonly kind: 'wait' | 'refuse'; readonly phase: DvPhase; readonly conditions: readonly ConditionWanted[]; readonly event: { readonly reason: string; readonly message: string } };
 
 const notRunning = cond(DvConditionType.Running, 'False');
+
+/** Writes annotations on the DataVolume (merge patch of metadata.annotations). */
+export type DvAnnotateAction = { readonly type: 'annotateDv'; readonly annotations: Readonly<Record<string, string>> };
+
+/** Pure: seal the DataVolume when its token has just verified (the seal then outlives the token). */
+export function sealDataVolume(facts: DvCloneFacts | undefined): DvAnnotateAction[] {
+  return facts?.verdict?.kind === 'token' && facts.seal !== undefined ? [{ type: 'annotateDv', annotations: { [CLONE_SEAL_ANNOTATION]: facts.seal } }] : [];
+}
 
 /** The source's size: its requested storage, else its capacity. */
 export function sourceSize(pvc: V1PersistentVolumeClaim | undefined): string | undefined {
@@ -65,7 +82,8 @@ export function cloneClaim(dv: DataVolume, claim: V1PersistentVolumeClaim, facts
     if (size === undefined) return wait(DvPhase.Pending, CloneReason.SourceNotFound, `source PVC ${source} has no size yet`);
     spec.resources = { ...spec.resources, requests: { ...spec.resources?.requests, storage: size } };
   }
-  return { kind: 'create', claim: { ...claim, metadata: { ...claim.metadata, annotations: { ...claim.metadata?.annotations, [CLONE_REQUEST_ANNOTATION]: source } }, spec } };
+  const { [CLONE_SEAL_ANNOTATION]: _dvSeal, ...annotations } = claim.metadata?.annotations ?? {};
+  return { kind: 'create', claim: { ...claim, metadata: { ...claim.metadata, annotations: { ...annotations, [CLONE_REQUEST_ANNOTATION]: source } }, spec } };
 }
 
 function wait(phase: DvPhase, reason: string, message: string): CloneClaimDecision {

@@ -15,7 +15,7 @@ import type { V1OwnerReference, V1PersistentVolumeClaim } from '@kubernetes/clie
 import { cloneSourceOfDv, type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
 import { isFerryError } from '../../src/errors.js';
 import { buildClaim, isOwnedBy, type OverheadOf, ownerReference, routeOf, type SourceRoute } from './claim.js';
-import { cloneClaim, type DvCloneFacts } from './clone.js';
+import { cloneClaim, type DvAnnotateAction, type DvCloneFacts, sealDataVolume } from './clone.js';
 import { cond, type ConditionWanted, statusFromClaim, withTimes } from './status.js';
 
 export interface DvObserved {
@@ -38,7 +38,8 @@ export type DvAction =
   | { readonly type: 'adoptPvc'; readonly name: string; readonly resourceVersion: string; readonly ownerReferences: readonly V1OwnerReference[] }
   /** Replaces the DataVolume's status (the controller owns all of it). */
   | { readonly type: 'patchStatus'; readonly status: DataVolumeStatus }
-  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+  | { readonly type: 'event'; readonly eventType: 'Normal' | 'Warning'; readonly reason: string; readonly message: string }
+  | DvAnnotateAction;
 
 export interface DvPlan {
   readonly actions: readonly DvAction[];
@@ -92,14 +93,15 @@ export function planDataVolume(observed: DvObserved, config: DvConfig): DvPlan {
     }
     if (cloneSourceOfDv(dv.spec, dv.metadata.namespace ?? '')) {
       const decision = cloneClaim(dv, claim, observed.clone);
+      const seal = sealDataVolume(observed.clone);
       if (decision.kind !== 'create') {
-        const plan = report(observed, { phase: decision.phase, progress: 'N/A', restartCount: 0, conditions: decision.conditions }, []);
+        const plan = report(observed, { phase: decision.phase, progress: 'N/A', restartCount: 0, conditions: decision.conditions }, seal);
         // The status carries the reason; the event goes with a change of it, as phase events do.
-        const changed = plan.actions.length > 0 && dv.status?.conditions?.find((c) => c.type === DvConditionType.Ready)?.message !== decision.conditions[0]?.message;
+        const changed = plan.actions.length > seal.length && dv.status?.conditions?.find((c) => c.type === DvConditionType.Ready)?.message !== decision.conditions[0]?.message;
         const eventType = decision.kind === 'refuse' ? 'Warning' : 'Normal';
         return changed ? { actions: [...plan.actions.filter((a) => a.type !== 'event'), { type: 'event', eventType, reason: decision.event.reason, message: decision.event.message }] } : plan;
       }
-      claim = decision.claim;
+      return report(observed, statusFromClaim(decision.claim, route), [...seal, { type: 'createPvc', pvc: decision.claim }]);
     }
     return report(observed, statusFromClaim(claim, route), [{ type: 'createPvc', pvc: claim }]);
   }

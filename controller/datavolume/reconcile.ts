@@ -13,16 +13,15 @@ import type { HandlerResult } from '../runtime/work-queue.js';
 import type { DataVolumeWriter } from './apply.js';
 import { type DvConfig, planDataVolume } from './plan.js';
 import { dataSourcePvc, type DataSource } from '../../src/api/datasource.js';
-import { CLONE_TOKEN_ANNOTATION } from '../../src/contract/clone-token.js';
-import { tokenVerdict } from '../clone/authorization.js';
+import { CLONE_SEAL_ANNOTATION, judgeClone, sealClone } from '../clone/authorization.js';
 import type { CloneKeySource } from '../clone/keys.js';
 import type { DvCloneFacts } from './clone.js';
 
 const CLONE_WAIT_MS = 10_000;
 
-/** What the clone case reads: the webhook's public key, and DataSources. */
+/** What the clone case reads: the webhook's public key, the controller's seal key, and DataSources. */
 export interface DvCloneDeps {
-  readonly keys: Pick<CloneKeySource, 'tokenKey'>;
+  readonly keys: CloneKeySource;
   readDataSource(namespace: string, name: string): Promise<DataSource | undefined>;
 }
 
@@ -56,8 +55,14 @@ async function cloneFacts(dv: DataVolume, deps: DvReconcileDeps): Promise<DvClon
     source = pvc;
   }
   const sourcePvc = deps.caches.getPvc(source.namespace, source.name) ?? (await deps.readPvc(source.namespace, source.name));
-  const verdict = tokenVerdict(dv.metadata.annotations?.[CLONE_TOKEN_ANNOTATION], await deps.clone.keys.tokenKey(), deps.now(), { source, target: { namespace, name: dv.metadata.name ?? '' } });
-  return { source, verdict, ...(sourcePvc ? { sourcePvc } : {}) };
+  // The DataVolume's seal once it has one (ADR 0014: the token's five minutes are over by then), else its token.
+  const annotations = dv.metadata.annotations ?? {};
+  const clone = { source, target: { namespace, name: dv.metadata.name ?? '' } };
+  const uid = dv.metadata.uid ?? '';
+  const sealKey = await deps.clone.keys.sealKey();
+  const tokenKey = annotations[CLONE_SEAL_ANNOTATION] === undefined ? await deps.clone.keys.tokenKey() : undefined;
+  const verdict = judgeClone(annotations, uid, clone, { ...(tokenKey ? { tokenKey } : {}), sealKey }, deps.now());
+  return { source, verdict, ...(uid !== '' ? { seal: sealClone(sealKey, uid, clone) } : {}), ...(sourcePvc ? { sourcePvc } : {}) };
 }
 
 export async function reconcileDataVolume(key: string, deps: DvReconcileDeps): Promise<HandlerResult> {

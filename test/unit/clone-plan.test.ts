@@ -4,7 +4,13 @@ import { describe, expect, test } from '@jest/globals';
 import { generateKeyPairSync } from 'node:crypto';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { CLONE_SEAL_ANNOTATION, judgeClone, sealClone } from '../../controller/clone/authorization.js';
+import { sourceNodes, targetMetricsPort } from '../../controller/clone/clone-pods.js';
 import { type CloneAction, type CloneObserved, planClone, sourceWriters } from '../../controller/clone/plan.js';
+import { coveredBy, createCloneProgressMetrics, progressPercent } from '../../clone/progress.js';
+import { decodeCloneTargetProgress } from '../../src/contract/clone-env.js';
+import type { CloneEvent } from '../../src/contract/clone-stream.js';
+import { CLONE_PROGRESS_METRIC, decodeProgress } from '../../src/contract/import-progress.js';
+import { codeOf } from './helpers.js';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { Annotation } from '../../src/api/cdi.js';
 import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION, cloneClaims, type CloneRef } from '../../src/contract/clone-token.js';
@@ -167,5 +173,95 @@ describe('judgeClone: the seal and the token', () => {
     const verdict = judge(annotations);
     expect(verdict.kind).toBe(kind);
     if (code) expect(verdict).toMatchObject({ code });
+  });
+});
+
+describe('progress: the target serves the import contract, the plan scrapes it while the data moves', () => {
+  const running = (env: Record<string, string>, podIP = '10.0.0.7'): V1Pod => ({
+    ...pod('cdi-upload-disk', 'Running', { ready: true }),
+    spec: { containers: [{ name: 'clone-target', env: Object.entries(env).map(([name, value]) => ({ name, value })) }] },
+    status: { ...pod('cdi-upload-disk', 'Running', { ready: true }).status, podIP },
+  });
+  const source = pod('target-uid-source-pod', 'Running', { owner: false });
+
+  test("the target pod is told its owner UID (the PVC's single owner, else the PVC) and a metrics port apart from its own 8443", () => {
+    const start = (pvc: V1PersistentVolumeClaim, cfg = config) => planClone(base({ pvc }), cfg).actions.find((a) => a.type === 'startTarget') as Extract<CloneAction, { type: 'startTarget' }>;
+    const env = (p: V1Pod) => Object.fromEntries((p.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+    expect(env(start(target()).pod)).toMatchObject({ OWNER_UID: UID, FERRY_METRICS_PORT: '8444', UPLOAD_PORT: '8443' });
+    const ofDv = { ...target(), metadata: { ...target().metadata, ownerReferences: [{ apiVersion: 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', name: 'disk', uid: 'dv-uid', controller: true }] } };
+    expect(env(start(ofDv).pod).OWNER_UID).toBe('dv-uid');
+    expect(env(start(target(), { ...config, importerMetricsPort: 9100 }).pod).FERRY_METRICS_PORT).toBe('9100');
+    expect(targetMetricsPort({ ...config, importerMetricsPort: 8443 })).toBe(8444);
+  });
+
+  test('target and source running: scrape the port and owner the target pod was made with, again after the interval', () => {
+    const plan = planClone(base({ targetPod: running({ FERRY_METRICS_PORT: '8444', OWNER_UID: 'dv-uid' }), sourcePod: source }), config);
+    expect(plan.scrape).toEqual({ podIP: '10.0.0.7', port: 8444, ownerUid: 'dv-uid' });
+    expect(plan.requeueAfterMs).toBe(config.progressIntervalMs);
+  });
+
+  test.each<[string, Partial<CloneObserved>]>([
+    ['no source pod yet (nothing moves)', { targetPod: running({ FERRY_METRICS_PORT: '8444', OWNER_UID: 'u' }) }],
+    ['a target pod made without a metrics port', { targetPod: running({ OWNER_UID: 'u' }), sourcePod: source }],
+    ['no pod IP yet', { targetPod: running({ FERRY_METRICS_PORT: '8444', OWNER_UID: 'u' }, ''), sourcePod: source }],
+  ])('no scrape: %s', (_what, o) => {
+    expect(planClone(base(o), config).scrape).toBeUndefined();
+  });
+
+  test('the counter the target serves is read back by the import decoder (either CDI name), only ever up', async () => {
+    const metrics = createCloneProgressMetrics('dv-uid');
+    metrics.report(12.5);
+    metrics.report(40);
+    metrics.report(30);
+    const page = await metrics.registry.metrics();
+    expect(page).toContain(`${CLONE_PROGRESS_METRIC}{ownerUID="dv-uid"} 40`);
+    expect(decodeProgress(page, 'dv-uid')).toBe(40);
+    expect(decodeProgress(page, 'someone-else')).toBeUndefined();
+  });
+
+  test.each<[string, CloneEvent, number | undefined]>([
+    ['data reaches its end', { type: 'data', offset: 4096, bytes: Buffer.alloc(512) }, 4608],
+    ['a hole is done when it arrives', { type: 'hole', offset: 1 << 20, length: 1 << 30 }, (1 << 20) + (1 << 30)],
+    ['the end record carries no position', { type: 'end', dataBytes: 10 }, undefined],
+  ])('coveredBy: %s', (_what, event, want) => {
+    expect(coveredBy(event)).toBe(want);
+  });
+
+  test.each([[0, 100, 0], [50, 200, 25], [300, 200, 100], [5, 0, 0]])('progressPercent(%d of %d) = %d', (covered, size, want) => {
+    expect(progressPercent(covered, size)).toBe(want);
+  });
+
+  test('the target env: the port must not be its own; unset means no endpoint', () => {
+    expect(decodeCloneTargetProgress({ OWNER_UID: 'u', FERRY_METRICS_PORT: '8444' }, 8443)).toEqual({ ownerUid: 'u', metricsPort: 8444 });
+    expect(decodeCloneTargetProgress({}, 8443)).toEqual({ ownerUid: '', metricsPort: 0 });
+    expect(codeOf(() => decodeCloneTargetProgress({ FERRY_METRICS_PORT: '8443' }, 8443))).toBe('INVALID_SPEC');
+    expect(codeOf(() => decodeCloneTargetProgress({ FERRY_METRICS_PORT: 'x' }, 8443))).toBe('INVALID_SPEC');
+  });
+});
+
+describe('the source pod on the node a ReadWriteOnce source is attached to', () => {
+  const user = (name: string, node: string | undefined, o: { phase?: string; claim?: string; readOnly?: boolean; clone?: boolean } = {}): V1Pod => ({
+    metadata: { name, ...(o.clone ? { labels: { 'ferry.dev/clone': 'source' } } : {}) },
+    spec: { ...(node ? { nodeName: node } : {}), containers: [], volumes: [{ name: 'v', persistentVolumeClaim: { claimName: o.claim ?? 'fedora', ...(o.readOnly ? { readOnly: true } : {}) } }] },
+    status: { phase: o.phase ?? 'Running' },
+  });
+  const rwo = (modes: string[]): V1PersistentVolumeClaim => ({ ...SOURCE, spec: { ...SOURCE.spec, accessModes: modes } });
+
+  test.each<[string, string[], V1Pod[], string[]]>([
+    ['RWO, a reader on node-a', ['ReadWriteOnce'], [user('reader', 'node-a', { readOnly: true })], ['node-a']],
+    ['RWOP, a pod on node-b', ['ReadWriteOncePod'], [user('p', 'node-b')], ['node-b']],
+    ['RWO, two pods on one node', ['ReadWriteOnce'], [user('a', 'node-a'), user('b', 'node-a')], ['node-a']],
+    ['RWO, nobody uses it', ['ReadWriteOnce'], [], []],
+    ['RWO, finished pods, unscheduled pods, other claims and our own clone pods do not count', ['ReadWriteOnce'], [user('done', 'n1', { phase: 'Succeeded' }), user('failed', 'n2', { phase: 'Failed' }), user('pending', undefined, { phase: 'Pending' }), user('other', 'n3', { claim: 'other' }), user('ours', 'n4', { clone: true })], []],
+    ['RWX: any node will do', ['ReadWriteMany'], [user('a', 'node-a')], []],
+    ['RWO and ROX: can be read on many nodes', ['ReadWriteOnce', 'ReadOnlyMany'], [user('a', 'node-a')], []],
+  ])('%s', (_what, modes, pods, nodes) => {
+    expect(sourceNodes(rwo(modes), pods)).toEqual(nodes);
+    const src = planClone(base({ sourcePvc: rwo(modes), targetPod: pod('cdi-upload-disk', 'Running', { ready: true }), sourceNamespacePods: pods }), config).actions.find((a) => a.type === 'startSource') as Extract<CloneAction, { type: 'startSource' }>;
+    const affinity = src.pod.spec?.affinity;
+    if (nodes.length === 0) expect(affinity?.nodeAffinity).toBeUndefined();
+    else expect(affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms).toEqual([{ matchFields: [{ key: 'metadata.name', operator: 'In', values: nodes }] }]);
+    // Next to the target stays a preference either way.
+    expect(affinity?.podAffinity?.preferredDuringSchedulingIgnoredDuringExecution?.[0]?.podAffinityTerm.labelSelector?.matchLabels).toEqual({ service: 'cdi-upload-disk' });
   });
 });

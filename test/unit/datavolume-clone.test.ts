@@ -7,7 +7,10 @@ import type { DvCloneFacts } from '../../controller/datavolume/clone.js';
 import { type DvAction, type DvPlan, planDataVolume } from '../../controller/datavolume/plan.js';
 import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import type { DataVolume, DataVolumeSpec, DataVolumeStatus } from '../../src/api/datavolume.js';
-import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION } from '../../src/contract/clone-token.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { CLONE_SEAL_ANNOTATION, judgeClone, sealClone } from '../../controller/clone/authorization.js';
+import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION, cloneClaims } from '../../src/contract/clone-token.js';
+import { signToken } from '../../src/contract/upload-token.js';
 
 const NOW = Date.parse('2026-12-01T10:00:00.000Z');
 const cfg = { filesystemOverhead: 0.06 };
@@ -91,5 +94,54 @@ describe('a cloning DataVolume with its PVC: the clone controller\'s phase read 
   });
   test('before the clone controller wrote anything: PVCBound, not Succeeded (a clone request is a request)', () => {
     expect(statusOf(plan(makeDv(PVC_SOURCE), undefined, own()))?.phase).toBe('PVCBound');
+  });
+});
+
+describe("the DataVolume's seal: the token's five minutes are not the clone's", () => {
+  const SEAL = 'v1.seal-for-dv-1';
+  test('a token that verifies seals the DataVolume, even while it waits for its source', () => {
+    const waiting = plan(makeDv(PVC_SOURCE), { source: GOLDEN, verdict: { kind: 'token' }, seal: SEAL });
+    expect(waiting.actions[0]).toEqual({ type: 'annotateDv', annotations: { [CLONE_SEAL_ANNOTATION]: SEAL } });
+    expect(created(waiting)).toBeUndefined();
+    const creating = plan(makeDv(PVC_SOURCE), { ...OK, seal: SEAL });
+    expect(creating.actions.map((a) => a.type).slice(0, 2)).toEqual(['annotateDv', 'createPvc']);
+  });
+
+  test('sealed: the PVC is created, and the seal (bound to the DataVolume\'s UID) is not carried onto it', () => {
+    const dv = makeDv(PVC_SOURCE);
+    const sealed = { ...dv, metadata: { ...dv.metadata, annotations: { ...dv.metadata.annotations, [CLONE_SEAL_ANNOTATION]: SEAL } } };
+    const p = plan(sealed, { source: GOLDEN, sourcePvc: sourcePvc(), verdict: { kind: 'sealed' }, seal: SEAL });
+    expect(p.actions.some((a) => a.type === 'annotateDv')).toBe(false);
+    expect(created(p)?.metadata?.annotations?.[CLONE_SEAL_ANNOTATION]).toBeUndefined();
+    expect(created(p)?.metadata?.annotations?.[CLONE_REQUEST_ANNOTATION]).toBe('golden/fedora');
+  });
+
+  test('a refused seal is not overwritten: Failed with the code', () => {
+    const p = plan(makeDv(PVC_SOURCE), { source: GOLDEN, sourcePvc: sourcePvc(), verdict: { kind: 'refused', code: 'BAD_SEAL', message: 'not ours' }, seal: SEAL });
+    expect(p.actions.some((a) => a.type === 'annotateDv')).toBe(false);
+    expect(statusOf(p)?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ reason: 'CloneAuthorizationFailed', message: 'BAD_SEAL: not ours' });
+  });
+});
+
+describe("judgeClone on a DataVolume (the verdict reconcile hands the plan), with the clock injected", () => {
+  const keys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const sealKey = Buffer.alloc(32, 3);
+  const CLONE = { source: GOLDEN, target: { namespace: 'vms', name: 'disk' } };
+  const token = signToken(cloneClaims(CLONE, NOW), keys.privateKey);
+  const later = NOW + 3_600_000;
+  const judge = (a: Record<string, string>, uid = 'dv-1', at = later) => judgeClone(a, uid, CLONE, { tokenKey: keys.publicKey, sealKey }, at);
+
+  test('an hour after admission the token alone is EXPIRED; with the seal written at first sight it still clones', () => {
+    expect(judge({ [CLONE_TOKEN_ANNOTATION]: token }, 'dv-1', NOW).kind).toBe('token');
+    expect(judge({ [CLONE_TOKEN_ANNOTATION]: token })).toMatchObject({ kind: 'refused', code: 'EXPIRED' });
+    expect(judge({ [CLONE_TOKEN_ANNOTATION]: token, [CLONE_SEAL_ANNOTATION]: sealClone(sealKey, 'dv-1', CLONE) }).kind).toBe('sealed');
+  });
+
+  test.each<[string, string]>([
+    ['forged', 'v1.forged'],
+    ['copied from another DataVolume', sealClone(sealKey, 'dv-2', CLONE)],
+    ['made under another key', sealClone(Buffer.alloc(32, 4), 'dv-1', CLONE)],
+  ])('a seal %s is BAD_SEAL, whatever the token', (_what, seal) => {
+    expect(judge({ [CLONE_TOKEN_ANNOTATION]: token, [CLONE_SEAL_ANNOTATION]: seal }, 'dv-1', NOW)).toMatchObject({ kind: 'refused', code: 'BAD_SEAL' });
   });
 });
