@@ -10,9 +10,10 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { request } from 'node:https';
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -32,8 +33,8 @@ import {
 import { Annotation } from '../../src/api/cdi.js';
 import { type DataVolume, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { cloneClientName } from '../../src/contract/clone-env.js';
-import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION, CLONE_TOKEN_SIGNING_SECRET, cloneClaims } from '../../src/contract/clone-token.js';
-import { signToken } from '../../src/contract/upload-token.js';
+import { CLONE_REQUEST_ANNOTATION, CLONE_TOKEN_ANNOTATION, CLONE_TOKEN_PUBLIC_CONFIGMAP, CLONE_TOKEN_PUBLIC_KEY, CLONE_TOKEN_SIGNING_SECRET, cloneClaims, verifyCloneToken } from '../../src/contract/clone-token.js';
+import { publicKeyFromPem, signToken } from '../../src/contract/upload-token.js';
 import { silentLogger } from '../../src/logging.js';
 import { CLONE_SEAL_ANNOTATION } from '../../controller/clone/authorization.js';
 import { CloneController } from '../../controller/clone/clone-controller.js';
@@ -61,6 +62,9 @@ let dvs: DataVolumeController;
 let config: ControllerConfig;
 let dir: string;
 let kubelet: CloneKubelet;
+/** The DataVolume controller's clock is Date.now() + skew (a test moves it past the token's five minutes). */
+let skew = 0;
+const loops: string[] = [];
 const users: Record<string, { path: string; ns: string }> = {};
 
 const dvApi = { group: DV_GROUP, version: DV_VERSION, plural: DV_PLURAL };
@@ -94,8 +98,8 @@ async function user(name: string): Promise<void> {
   users[name] = { path: cp.userKubeconfig(name, ['clone-testers']).path, ns: own };
 }
 
-async function sourcePvc(namespace: string, name: string, volumeDir?: string): Promise<void> {
-  await core.createNamespacedPersistentVolumeClaim({ namespace, body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: SOURCE_SIZE } } } } });
+async function sourcePvc(namespace: string, name: string, volumeDir?: string, volumeMode: 'Filesystem' | 'Block' = 'Filesystem'): Promise<void> {
+  await core.createNamespacedPersistentVolumeClaim({ namespace, body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], volumeMode, resources: { requests: { storage: SOURCE_SIZE } } } } });
   if (volumeDir) kubelet.volume(namespace, name, volumeDir);
 }
 
@@ -105,9 +109,9 @@ function yamlFile(text: string): string {
   return file;
 }
 
-/** `kubectl apply` of a DataVolume as `who`, in its namespace. */
-async function dvAs(who: string, name: string, source: string): Promise<void> {
-  const run = await kubectlAs(users[who]!.path, ['apply', '-n', users[who]!.ns, '-f', yamlFile(`apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: ${name}\nspec:\n${source}\n  storage: {}\n`)]);
+/** `kubectl apply` of a DataVolume as `who`, in its namespace (`spec` lines beside the source: `storage: {}` unless given). */
+async function dvAs(who: string, name: string, source: string, rest = '  storage: {}'): Promise<void> {
+  const run = await kubectlAs(users[who]!.path, ['apply', '-n', users[who]!.ns, '-f', yamlFile(`apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: ${name}\nspec:\n${source}\n${rest}\n`)]);
   expect(run).toMatchObject({ code: 0, stderr: '' });
 }
 
@@ -145,14 +149,65 @@ interface CloneKubelet {
   run(targetNamespace: string): void;
   /** The target volume directory of the last run for `namespace/pvc`. */
   targetDir(namespace: string, pvc: string): string | undefined;
+  /** The block device that stands in for a Block PVC (source or target). */
+  device(namespace: string, pvc: string, path: string): void;
+  /** Holds the source's stream to this target after `limit` bytes, until `release()`. */
+  gate(namespace: string, pvc: string, limit: number): { release(): void };
   stop(): Promise<void>;
+}
+
+/**
+ * A loopback relay that passes `limit` bytes from the client, then holds the rest until `open`
+ * settles (TLS passes through untouched; the target decrypts what whole records arrived).
+ */
+async function startGatedRelay(host: string, port: number, limit: number, open: Promise<void>): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const upstream = connect(port, host);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => s.destroy());
+    }
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    upstream.pipe(client);
+    let passed = 0;
+    let opened = false;
+    const held: Buffer[] = [];
+    void open.then(() => {
+      opened = true;
+      for (const b of held.splice(0)) upstream.write(b);
+      client.resume();
+    });
+    client.on('data', (chunk: Buffer) => {
+      if (opened) return void upstream.write(chunk);
+      const room = limit - passed;
+      if (chunk.length <= room) {
+        passed += chunk.length;
+        return void upstream.write(chunk);
+      }
+      if (room > 0) upstream.write(chunk.subarray(0, room));
+      passed = limit;
+      held.push(chunk.subarray(Math.max(room, 0)));
+      client.pause();
+    });
+    client.on('end', () => upstream.end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
 }
 
 const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
 
-function probe(p: number): Promise<boolean> {
+function probe(host: string, p: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port: p, path: '/healthz', rejectUnauthorized: false, agent: false, timeout: 2000 }, (res) => {
+    const req = request({ host, port: p, path: '/healthz', rejectUnauthorized: false, agent: false, timeout: 2000 }, (res) => {
       res.resume();
       resolve(res.statusCode === 200);
     });
@@ -165,6 +220,10 @@ function probe(p: number): Promise<boolean> {
 function startCloneKubelet(): CloneKubelet {
   const volumes = new Map<string, string>();
   const ports = new Map<string, number>();
+  const hosts = new Map<string, string>();
+  const devices = new Map<string, string>();
+  const gates = new Map<string, { limit: number; open: Promise<void> }>();
+  const relays: Array<{ close(): void }> = [];
   const targets = new Map<string, string>();
   const namespaces = new Set<string>();
   const seen = new Set<string>();
@@ -173,10 +232,11 @@ function startCloneKubelet(): CloneKubelet {
   let stopped = false;
   let n = 0;
   // Cluster DNS stand-in for the source process: *.svc is loopback.
+  // Each target pod gets a loopback address of its own (its "pod IP"), so their metrics ports never meet.
   const preload = join(dir, 'svc-dns.mjs');
   writeFileSync(
     preload,
-    `import dns from 'node:dns';\nconst lookup = dns.lookup;\ndns.lookup = function (host, opts, cb) {\n  if (typeof opts === 'function') { cb = opts; opts = {}; }\n  if (/\\.svc$/.test(host)) return opts && opts.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);\n  return lookup.call(this, host, opts, cb);\n};\n`,
+    `import dns from 'node:dns';\nconst lookup = dns.lookup;\nconst addr = process.env.FERRY_TEST_SVC_ADDR || '127.0.0.1';\ndns.lookup = function (host, opts, cb) {\n  if (typeof opts === 'function') { cb = opts; opts = {}; }\n  if (/\\.svc$/.test(host)) return opts && opts.all ? cb(null, [{ address: addr, family: 4 }]) : cb(null, addr, 4);\n  return lookup.call(this, host, opts, cb);\n};\n`,
   );
 
   async function secretFiles(namespace: string, name: string, into: string): Promise<void> {
@@ -195,23 +255,35 @@ function startCloneKubelet(): CloneKubelet {
     await secretFiles(ns, tlsVolume, tls);
     let args: string[];
     let listen = 0;
+    const host = `127.0.${Math.floor(n / 250) + 1}.${(n % 250) + 1}`;
     if (role === 'target') {
       const pvc = pod.spec?.volumes?.find((v) => v.name === 'data')?.persistentVolumeClaim?.claimName ?? '';
       mkdirSync(join(runDir, 'data'), { recursive: true });
       listen = await freePort();
       ports.set(`${ns}/${pvc}`, listen);
+      hosts.set(`${ns}/${pvc}`, host);
       targets.set(`${ns}/${pvc}`, runDir);
-      for (const [k, v] of Object.entries(envOf(pod))) env[k] = v.replace(/^\/data(?=\/|$)/, join(runDir, 'data')).replace(/^\/etc\/ferry\/upload-tls(?=\/|$)/, tls);
-      Object.assign(env, { UPLOAD_PORT: String(listen), UPLOAD_HOST: '127.0.0.1', FERRY_TERMINATION_LOG: join(runDir, 'termination-log') });
+      const device = devices.get(`${ns}/${pvc}`) ?? '';
+      for (const [k, v] of Object.entries(envOf(pod))) env[k] = v.replace(/^\/data(?=\/|$)/, join(runDir, 'data')).replace(/^\/etc\/ferry\/upload-tls(?=\/|$)/, tls).replace(/^\/dev\/cdi-block-volume$/, device);
+      Object.assign(env, { UPLOAD_PORT: String(listen), UPLOAD_HOST: host, FERRY_TERMINATION_LOG: join(runDir, 'termination-log') });
       args = [FERRY_BIN, 'clone-target'];
     } else {
       const claim = pod.spec?.volumes?.find((v) => v.name === 'source')?.persistentVolumeClaim?.claimName ?? '';
       const volume = volumes.get(`${ns}/${claim}`) ?? '';
+      const device = devices.get(`${ns}/${claim}`) ?? '';
       const target = pod.metadata?.annotations?.[CLONE_TARGET_ANNOTATION] ?? '';
-      const targetPort = ports.get(target) ?? 0;
-      for (const [k, v] of Object.entries(envOf(pod))) {
-        env[k] = v.replace(/^\/var\/run\/cdi\/clone\/source(?=\/|$)/, volume).replace(/^\/etc\/ferry\/clone-tls(?=\/|$)/, tls).replace(/:8443\//, `:${targetPort}/`);
+      let targetPort = ports.get(target) ?? 0;
+      let targetHost = hosts.get(target) ?? '127.0.0.1';
+      const gate = gates.get(target);
+      if (gate) {
+        const relay = await startGatedRelay(targetHost, targetPort, gate.limit, gate.open);
+        relays.push(relay);
+        [targetHost, targetPort] = ['127.0.0.1', relay.port];
       }
+      for (const [k, v] of Object.entries(envOf(pod))) {
+        env[k] = v.replace(/^\/var\/run\/cdi\/clone\/source(?=\/|$)/, volume).replace(/^\/dev\/cdi-block-volume$/, device).replace(/^\/etc\/ferry\/clone-tls(?=\/|$)/, tls).replace(/:8443\//, `:${targetPort}/`);
+      }
+      env.FERRY_TEST_SVC_ADDR = targetHost;
       args = ['--import', preload, FERRY_BIN, 'clone-source'];
     }
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -228,11 +300,12 @@ function startCloneKubelet(): CloneKubelet {
     );
     let done = false;
     void exited.then(() => (done = true));
-    await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: role !== 'target' });
+    const podIP = role === 'target' ? host : '127.0.0.1';
+    await setPodStatus(core, pod, 'Running', { podIP, ready: role !== 'target' });
     if (role === 'target') {
       for (let i = 0; i < 200 && !done && !stopped; i++) {
-        if (await probe(listen)) {
-          await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1', ready: true });
+        if (await probe(host, listen)) {
+          await setPodStatus(core, pod, 'Running', { podIP, ready: true });
           break;
         }
         await sleep(100);
@@ -273,10 +346,18 @@ function startCloneKubelet(): CloneKubelet {
     volume: (namespace, pvc, d) => void volumes.set(`${namespace}/${pvc}`, d),
     run: (namespace) => void namespaces.add(namespace),
     targetDir: (namespace, pvc) => targets.get(`${namespace}/${pvc}`),
+    device: (namespace, pvc, path) => void devices.set(`${namespace}/${pvc}`, path),
+    gate(namespace, pvc, limit) {
+      let release!: () => void;
+      const open = new Promise<void>((resolve) => (release = resolve));
+      gates.set(`${namespace}/${pvc}`, { limit, open });
+      return { release };
+    },
     async stop() {
       stopped = true;
       await loop;
       for (const child of children) child.kill('SIGKILL');
+      for (const relay of relays) relay.close();
       await Promise.all(runs);
     },
   };
@@ -327,7 +408,7 @@ beforeAll(async () => {
   config = await testControllerConfig({ ferryNamespace: ferryNs, retryBackoffMs: 300, retryBackoffMaxMs: 1000 });
   informers = new InformerFactory(cp.kubeConfig, [], silentLogger());
   clones = new CloneController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), informers });
-  dvs = new DataVolumeController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), informers });
+  dvs = new DataVolumeController({ kubeConfig: cp.kubeConfig, config, logger: silentLogger(), informers, now: () => Date.now() + skew });
   await Promise.all([clones.start(), dvs.start()]);
 }, 300_000);
 
@@ -340,6 +421,7 @@ afterAll(async () => {
     await server.done;
   }
   await cp?.stop();
+  for (const device of loops) execFileSync('losetup', ['-d', device]);
   if (dir) removeDir(dir);
 });
 
@@ -445,6 +527,131 @@ describe('DataVolume clones through the webhook, as real users', () => {
   }, 60_000);
 });
 
+/** A loop device over `file` (read-only if asked), detached after the tests; undefined where losetup cannot attach one. */
+function attachLoop(file: string, readOnly = false): string | undefined {
+  try {
+    const device = execFileSync('losetup', [...(readOnly ? ['-r'] : []), '-f', '--show', file], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
+    loops.push(device);
+    return device;
+  } catch {
+    return undefined;
+  }
+}
+
+const succeeded = (namespace: string, name: string): Promise<DataVolume> =>
+  waitFor(`DataVolume ${name} Succeeded`, async () => {
+    const got = await getDv(namespace, name);
+    if (got.status?.phase === 'Failed') throw new Error(`the clone failed: ${JSON.stringify(got.status)}`);
+    return got.status?.phase === 'Succeeded' ? got : undefined;
+  }, 150_000, 250);
+
+const fromGolden = (name: string): string => `  source:\n    pvc:\n      namespace: ${golden}\n      name: ${name}`;
+
+describe('through the controller: progress, a late source, block devices, archive content', () => {
+  test("progress: while the stream runs the DataVolume shows the clone target's percentage (scraped from its metric), 100.0% at the end", async () => {
+    const a = users.alice!;
+    // The relay passes the first 600 KiB of the source's stream (the first two data extents), then holds it.
+    const gate = kubelet.gate(a.ns, 'slow-copy', 600 * 1024);
+    await dvAs('alice', 'slow-copy', fromGolden('fedora'));
+    const during = await waitFor('a progress strictly between 0 and 100', async () => {
+      const got = await getDv(a.ns, 'slow-copy');
+      const m = /^(\d+\.\d\d)%$/.exec(got.status?.progress ?? '');
+      return m && Number(m[1]) > 0 && Number(m[1]) < 100 ? { dv: got, percent: Number(m[1]) } : undefined;
+    }, 60_000, 100);
+    expect(during.dv.status?.phase).toBe('CloneInProgress');
+    expect(await annotation(a.ns, 'slow-copy', Annotation.Progress)).toMatch(/^\d+\.\d\d%$/);
+    gate.release();
+    const dv = await succeeded(a.ns, 'slow-copy');
+    expect(dv.status?.progress).toBe('100.0%');
+    const copied = join(kubelet.targetDir(a.ns, 'slow-copy') ?? '', 'data', 'disk.img');
+    expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(dir, 'golden-fedora', 'disk.img'), copied]).toString()).toContain('Images are identical');
+  }, 180_000);
+
+  test("a DataVolume whose source appears after the token's five minutes still clones: the seal written at first sight is what counts", async () => {
+    const a = users.alice!;
+    await dvAs('alice', 'late-copy', fromGolden('late'));
+    const sealed = await waitFor('the DataVolume sealed while it waits for its source', async () => {
+      const got = await getDv(a.ns, 'late-copy');
+      return got.metadata.annotations?.[CLONE_SEAL_ANNOTATION]?.startsWith('v1.') ? got : undefined;
+    }, 30_000);
+    const ready = (dv: DataVolume) => dv.status?.conditions?.find((c) => c.type === 'Ready');
+    await waitFor('CloneSourceNotFound', async () => (ready(await getDv(a.ns, 'late-copy'))?.reason === 'CloneSourceNotFound' ? true : undefined), 30_000);
+    const publicPem = (await core.readNamespacedConfigMap({ namespace: ferryNs, name: CLONE_TOKEN_PUBLIC_CONFIGMAP })).data?.[CLONE_TOKEN_PUBLIC_KEY] ?? '';
+    const clone = { source: { namespace: golden, name: 'late' }, target: { namespace: a.ns, name: 'late-copy' } };
+    const token = sealed.metadata.annotations?.[CLONE_TOKEN_ANNOTATION] ?? '';
+    skew = 10 * 60_000;
+    try {
+      // As far as the DataVolume controller can tell, the webhook's token has expired.
+      expect(verifyCloneToken(token, publicKeyFromPem(publicPem), Date.now() + skew, clone)).toMatchObject({ ok: false, code: 'EXPIRED' });
+      const volume = join(dir, 'golden-late');
+      const disk = goldenDisk(volume);
+      await sourcePvc(golden, 'late', volume);
+      await succeeded(a.ns, 'late-copy');
+      const copied = join(kubelet.targetDir(a.ns, 'late-copy') ?? '', 'data', 'disk.img');
+      expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', disk, copied]).toString()).toContain('Images are identical');
+      // The PVC has its own seal (its own UID); the DataVolume's was not carried over.
+      const pvcSeal = await annotation(a.ns, 'late-copy', CLONE_SEAL_ANNOTATION);
+      expect(pvcSeal).toMatch(/^v1\./);
+      expect(pvcSeal).not.toBe(sealed.metadata.annotations?.[CLONE_SEAL_ANNOTATION]);
+    } finally {
+      skew = 0;
+    }
+  }, 180_000);
+
+  test.each([
+    ['Block', 'Block'],
+    ['Filesystem', 'Block'],
+    ['Block', 'Filesystem'],
+  ] as const)('%s → %s (loop devices): byte-identical through the controller', async (from, to) => {
+    const a = users.alice!;
+    const name = `${from}-${to}`.toLowerCase();
+    const volume = join(dir, `vol-${name}`);
+    const disk = goldenDisk(volume);
+    const source = from === 'Block' ? attachLoop(disk, true) : volume;
+    const backing = join(dir, `target-${name}.img`);
+    // Old contents the holes must not keep, and 16 MiB past the source's size.
+    writeFileSync(backing, Buffer.alloc(64 * MiB, 0xff));
+    execFileSync('truncate', ['-s', String(80 * MiB), backing]);
+    const targetDevice = to === 'Block' ? attachLoop(backing) : undefined;
+    if (source === undefined || (to === 'Block' && targetDevice === undefined)) {
+      console.warn(`SKIPPED ${from} → ${to}: losetup could not attach a loop device here`);
+      return;
+    }
+    await sourcePvc(golden, `src-${name}`, from === 'Block' ? undefined : volume, from);
+    if (from === 'Block') kubelet.device(golden, `src-${name}`, source);
+    if (targetDevice) kubelet.device(a.ns, `copy-${name}`, targetDevice);
+    await dvAs('alice', `copy-${name}`, fromGolden(`src-${name}`), to === 'Block' ? '  storage:\n    volumeMode: Block' : '  storage: {}');
+    await succeeded(a.ns, `copy-${name}`);
+    expect((await getPvc(a.ns, `copy-${name}`))?.spec?.volumeMode).toBe(to);
+    const out = targetDevice ?? join(kubelet.targetDir(a.ns, `copy-${name}`) ?? '', 'data', 'disk.img');
+    expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', disk, out]).toString()).toContain('Images are identical');
+  }, 180_000);
+});
+
+describe('archive content through the controller', () => {
+  test('contentType archive: the directory tree (files, modes, a relative symlink), lost+found left out', async () => {
+    const a = users.alice!;
+    const tree = join(dir, 'golden-tree');
+    mkdirSync(join(tree, 'etc'), { recursive: true });
+    mkdirSync(join(tree, 'lost+found'));
+    writeFileSync(join(tree, 'lost+found', 'junk'), 'x');
+    writeFileSync(join(tree, 'etc', 'hosts'), '127.0.0.1 localhost\n', { mode: 0o644 });
+    const blob = randomBytes(300_000);
+    writeFileSync(join(tree, 'data.bin'), blob, { mode: 0o600 });
+    symlinkSync('etc/hosts', join(tree, 'hosts-link'));
+    await sourcePvc(golden, 'tree', tree);
+    await dvAs('alice', 'tree-copy', fromGolden('tree'), '  contentType: archive\n  storage: {}');
+    await succeeded(a.ns, 'tree-copy');
+    expect(await annotation(a.ns, 'tree-copy', Annotation.ContentType)).toBe('archive');
+    const out = join(kubelet.targetDir(a.ns, 'tree-copy') ?? '', 'data');
+    expect(readFileSync(join(out, 'etc', 'hosts'), 'utf8')).toBe('127.0.0.1 localhost\n');
+    expect(readFileSync(join(out, 'data.bin')).equals(blob)).toBe(true);
+    expect(lstatSync(join(out, 'data.bin')).mode & 0o777).toBe(0o600);
+    expect(readlinkSync(join(out, 'hosts-link'))).toBe('etc/hosts');
+    expect(existsSync(join(out, 'lost+found'))).toBe(false);
+  }, 180_000);
+});
+
 describe('written around the webhook: no pods, the reason', () => {
   let otherKey: ReturnType<typeof generateKeyPairSync>['privateKey'];
   let realKey: ReturnType<typeof createPrivateKey>;
@@ -478,6 +685,23 @@ describe('written around the webhook: no pods, the reason', () => {
     expect(await getPod(ns, `cdi-upload-${name}`)).toBeUndefined();
     const uid = await uidOf(ns, name);
     expect((await core.listNamespacedPod({ namespace: golden })).items.map((p) => p.metadata?.name)).not.toContain(sourcePodName(uid));
+  });
+
+  test.each<[string, () => Promise<string>]>([
+    ['a hand-written seal', async () => 'v1.forged'],
+    ["another DataVolume's seal (another UID, another target)", async () => (await getDv(users.alice!.ns, 'late-copy')).metadata.annotations?.[CLONE_SEAL_ANNOTATION] ?? 'v1.missing'],
+  ])('a DataVolume with a real token and %s: Failed with BAD_SEAL, no PVC', async (what, seal) => {
+    const ns = users.carol!.ns;
+    const name = what.startsWith('a hand') ? 'forged-seal-dv' : 'copied-seal-dv';
+    const token = signToken(cloneClaims({ source: { namespace: golden, name: 'late' }, target: { namespace: ns, name } }, Date.now()), realKey);
+    await custom.createNamespacedCustomObject({ ...dvApi, namespace: ns, body: { apiVersion: 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', metadata: { name, annotations: { [CLONE_TOKEN_ANNOTATION]: token, [CLONE_SEAL_ANNOTATION]: await seal() } }, spec: { source: { pvc: { namespace: golden, name: 'late' } }, storage: {} } } });
+    const dv = await waitFor('Failed', async () => {
+      const got = await getDv(ns, name);
+      return got.status?.phase === 'Failed' ? got : undefined;
+    }, 30_000);
+    expect(dv.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ reason: 'CloneAuthorizationFailed', message: expect.stringMatching(/^BAD_SEAL: /) });
+    expect((await eventsOf(ns, name)).find((e) => e[0] === 'CloneAuthorizationFailed')?.[1]).toMatch(/^BAD_SEAL: /);
+    expect(await getPvc(ns, name)).toBeUndefined();
   });
 
   test('a DataVolume with a forged token: Failed with the reason, no PVC', async () => {
