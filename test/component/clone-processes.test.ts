@@ -16,6 +16,7 @@ import { cloneClientName, encodeCloneSourceEnv, type CloneSourceConfig } from '.
 import { decodeTermination, type TerminationMessage } from '../../src/contract/termination.js';
 import { encodeUploadServerEnv, type UploadServerConfig } from '../../src/contract/upload-server.js';
 import { allocatedBytes, MiB, removeDir, sh, sha256File, tempDir } from '../helpers/fixtures.js';
+import { attachLoop, detachLoops } from '../helpers/loop-device.js';
 import { freePort, type ProcessResult, startFerry } from '../helpers/ferry-process.js';
 import { issueCert, makeCa, type TestCa } from '../helpers/tls.js';
 
@@ -48,16 +49,6 @@ function makeSourceDisk(path: string): void {
   writeAt(path, 40 * MiB + 4096, randomBytes(12 * 1024));
   writeAt(path, 50 * MiB, Buffer.alloc(MiB, 0x5a));
   writeAt(path, SIZE - 512 * 1024, randomBytes(512 * 1024));
-}
-
-function attachLoop(file: string, readOnly = false): string | undefined {
-  try {
-    const device = execFileSync('losetup', [...(readOnly ? ['-r'] : []), '-f', '--show', file], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
-    loops.push(device);
-    return device;
-  } catch {
-    return undefined;
-  }
 }
 
 function readRange(path: string, length: number): Buffer {
@@ -101,7 +92,7 @@ beforeAll(() => {
 });
 
 afterAll(() => {
-  for (const device of loops) execFileSync('losetup', ['-d', device]);
+  detachLoops(loops);
   removeDir(dir);
 });
 
@@ -196,7 +187,7 @@ describe('disks', () => {
 
   test('fs → block (loop device): identical, holes zeroed by discard, not by writing zeros', async () => {
     writeFileSync(f('device-backing'), Buffer.alloc(SIZE + 16 * MiB, 0xff)); // old contents the holes must not keep
-    const device = attachLoop(f('device-backing'));
+    const device = attachLoop(f('device-backing'), loops);
     if (device === undefined) {
       console.warn('SKIPPED fs → block: losetup could not attach a loop device here');
       return;
@@ -212,7 +203,7 @@ describe('disks', () => {
 
   test('block (loop device, read-only) → fs: identical, holes found by zero detection', async () => {
     sh('cp', ['--sparse=always', SOURCE, f('source-for-device.img')]);
-    const device = attachLoop(f('source-for-device.img'), true);
+    const device = attachLoop(f('source-for-device.img'), loops, true);
     if (device === undefined) {
       console.warn('SKIPPED block → fs: losetup could not attach a loop device here');
       return;

@@ -46,6 +46,7 @@ import { kubectlAs, startControlPlane, WEBHOOK_CLIENT_NAME, type ControlPlane } 
 import { installCrds } from '../helpers/crds.js';
 import { FERRY_BIN, freePort, REPO_ROOT, startFerry, type RunningProcess } from '../helpers/ferry-process.js';
 import { MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { attachLoop, detachLoops } from '../helpers/loop-device.js';
 import { testControllerConfig } from '../helpers/import-harness.js';
 import { setPodStatus, waitFor } from '../helpers/kubelet.js';
 
@@ -421,7 +422,7 @@ afterAll(async () => {
     await server.done;
   }
   await cp?.stop();
-  for (const device of loops) execFileSync('losetup', ['-d', device]);
+  detachLoops(loops);
   if (dir) removeDir(dir);
 });
 
@@ -527,17 +528,6 @@ describe('DataVolume clones through the webhook, as real users', () => {
   }, 60_000);
 });
 
-/** A loop device over `file` (read-only if asked), detached after the tests; undefined where losetup cannot attach one. */
-function attachLoop(file: string, readOnly = false): string | undefined {
-  try {
-    const device = execFileSync('losetup', [...(readOnly ? ['-r'] : []), '-f', '--show', file], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
-    loops.push(device);
-    return device;
-  } catch {
-    return undefined;
-  }
-}
-
 const succeeded = (namespace: string, name: string): Promise<DataVolume> =>
   waitFor(`DataVolume ${name} Succeeded`, async () => {
     const got = await getDv(namespace, name);
@@ -607,12 +597,12 @@ describe('through the controller: progress, a late source, block devices, archiv
     const name = `${from}-${to}`.toLowerCase();
     const volume = join(dir, `vol-${name}`);
     const disk = goldenDisk(volume);
-    const source = from === 'Block' ? attachLoop(disk, true) : volume;
+    const source = from === 'Block' ? attachLoop(disk, loops, true) : volume;
     const backing = join(dir, `target-${name}.img`);
     // Old contents the holes must not keep, and 16 MiB past the source's size.
     writeFileSync(backing, Buffer.alloc(64 * MiB, 0xff));
     execFileSync('truncate', ['-s', String(80 * MiB), backing]);
-    const targetDevice = to === 'Block' ? attachLoop(backing) : undefined;
+    const targetDevice = to === 'Block' ? attachLoop(backing, loops) : undefined;
     if (source === undefined || (to === 'Block' && targetDevice === undefined)) {
       console.warn(`SKIPPED ${from} → ${to}: losetup could not attach a loop device here`);
       return;
