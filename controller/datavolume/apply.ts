@@ -47,6 +47,11 @@ export class DataVolumeWriter {
           this.custom.patchNamespacedCustomObject({ group: DV_GROUP, version: DV_VERSION, namespace, plural: DV_PLURAL, name, body: { metadata: { annotations: action.annotations } } }, mergePatch),
         );
         return;
+      case 'annotatePvc':
+        await kubeCall({ verb: 'patch', resource: 'persistentvolumeclaims', namespace, name }, () =>
+          this.core.patchNamespacedPersistentVolumeClaim({ namespace, name, body: { metadata: { annotations: action.annotations } } }, mergePatch),
+        );
+        return;
       case 'event':
         await recordEvent(this.core, { apiVersion: DV_API_VERSION, kind: DV_KIND, metadata: dv.metadata }, action.eventType, action.reason, action.message, this.now());
         return;

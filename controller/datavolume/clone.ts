@@ -12,8 +12,8 @@
  * "extended token"). So the first good verification seals the DataVolume (ADR 0014): the clone
  * controller's HMAC seal, bound to the DataVolume's UID, its source and itself as target; from then
  * on the seal is what is checked, and a seal that does not match is refused, never "try the token".
- * The seal is not carried onto the PVC (another UID: it would be refused there); the PVC gets its
- * own token from the PVC webhook and its own seal from the clone controller.
+ * The seal is not carried onto the PVC (another UID: it would be refused there); once the PVC exists
+ * this controller seals it for its own UID (sealClaim), the DataVolume's seal standing for the user.
  */
 
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
@@ -47,8 +47,8 @@ export type CloneClaimDecision =
 
 const notRunning = cond(DvConditionType.Running, 'False');
 
-/** Writes annotations on the DataVolume (merge patch of metadata.annotations). */
-export type DvAnnotateAction = { readonly type: 'annotateDv'; readonly annotations: Readonly<Record<string, string>> };
+/** Writes annotations on the DataVolume, or on its PVC (merge patch of metadata.annotations). */
+export type DvAnnotateAction = { readonly type: 'annotateDv' | 'annotatePvc'; readonly annotations: Readonly<Record<string, string>> };
 
 /** Pure: seal the DataVolume when its token has just verified (the seal then outlives the token). */
 export function sealDataVolume(facts: DvCloneFacts | undefined): DvAnnotateAction[] {
@@ -59,6 +59,16 @@ export function sealDataVolume(facts: DvCloneFacts | undefined): DvAnnotateActio
 export function sourceSize(pvc: V1PersistentVolumeClaim | undefined): string | undefined {
   const q = pvc?.spec?.resources?.requests?.storage ?? pvc?.status?.capacity?.storage;
   return q === undefined ? undefined : String(q);
+}
+
+/**
+ * Pure: seal the PVC the DataVolume made (`seal`: the clone controller's seal for the PVC's UID,
+ * given only while the DataVolume's own seal holds for the PVC's clone request), so the PVC's clone
+ * does not hang on the five minutes of the token the PVC webhook gave it either.
+ */
+export function sealClaim(pvc: V1PersistentVolumeClaim, seal: string | undefined): DvAnnotateAction[] {
+  const a = pvc.metadata?.annotations ?? {};
+  return seal !== undefined && a[CLONE_REQUEST_ANNOTATION] !== undefined && a[CLONE_SEAL_ANNOTATION] === undefined ? [{ type: 'annotatePvc', annotations: { [CLONE_SEAL_ANNOTATION]: seal } }] : [];
 }
 
 /** Pure: the target PVC for a cloning DataVolume (from the ordinary claim), or why not yet / never. */

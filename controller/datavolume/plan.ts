@@ -15,7 +15,7 @@ import type { V1OwnerReference, V1PersistentVolumeClaim } from '@kubernetes/clie
 import { cloneSourceOfDv, type DataVolume, type DataVolumeStatus, DvAnnotation, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
 import { isFerryError } from '../../src/errors.js';
 import { buildClaim, isOwnedBy, type OverheadOf, ownerReference, routeOf, type SourceRoute } from './claim.js';
-import { cloneClaim, type DvAnnotateAction, type DvCloneFacts, sealDataVolume } from './clone.js';
+import { cloneClaim, type DvAnnotateAction, type DvCloneFacts, sealClaim, sealDataVolume } from './clone.js';
 import { cond, type ConditionWanted, statusFromClaim, withTimes } from './status.js';
 
 export interface DvObserved {
@@ -26,6 +26,8 @@ export interface DvObserved {
   readonly now: number;
   /** For a cloning DataVolume without its PVC: the source and the token's verdict (./clone.ts). */
   readonly clone?: DvCloneFacts;
+  /** For a cloning DataVolume with its PVC unsealed: the seal for the PVC, when the DataVolume's seal holds. */
+  readonly pvcSeal?: string;
 }
 
 export interface DvConfig {
@@ -106,7 +108,7 @@ export function planDataVolume(observed: DvObserved, config: DvConfig): DvPlan {
     return report(observed, statusFromClaim(claim, route), [{ type: 'createPvc', pvc: claim }]);
   }
 
-  if (isOwnedBy(pvc, dv)) return report(observed, statusFromClaim(pvc, route), []);
+  if (isOwnedBy(pvc, dv)) return report(observed, statusFromClaim(pvc, route), sealClaim(pvc, observed.pvcSeal));
 
   const controlled = pvc.metadata?.ownerReferences?.some((o) => o.controller === true) === true;
   const adoptable =

@@ -16,6 +16,9 @@ import { dataSourcePvc, type DataSource } from '../../src/api/datasource.js';
 import { CLONE_SEAL_ANNOTATION, judgeClone, sealClone } from '../clone/authorization.js';
 import type { CloneKeySource } from '../clone/keys.js';
 import type { DvCloneFacts } from './clone.js';
+import { isOwnedBy } from './claim.js';
+import { Annotation, PodPhase } from '../../src/api/cdi.js';
+import { CLONE_REQUEST_ANNOTATION, parseCloneRequest } from '../../src/contract/clone-token.js';
 
 const CLONE_WAIT_MS = 10_000;
 
@@ -65,6 +68,22 @@ async function cloneFacts(dv: DataVolume, deps: DvReconcileDeps): Promise<DvClon
   return { source, verdict, ...(uid !== '' ? { seal: sealClone(sealKey, uid, clone) } : {}), ...(sourcePvc ? { sourcePvc } : {}) };
 }
 
+/**
+ * For a DataVolume's unsealed clone PVC: the PVC's seal, when the DataVolume's own seal holds for
+ * the PVC's clone request (the source the DataVolume controller wrote there). Else undefined: the
+ * clone controller then goes by the PVC's token.
+ */
+async function pvcSeal(dv: DataVolume, pvc: V1PersistentVolumeClaim, deps: DvReconcileDeps): Promise<string | undefined> {
+  const a = pvc.metadata?.annotations ?? {};
+  const source = parseCloneRequest(a[CLONE_REQUEST_ANNOTATION] ?? '');
+  const dvSeal = dv.metadata.annotations?.[CLONE_SEAL_ANNOTATION];
+  if (!deps.clone || !source || dvSeal === undefined || a[CLONE_SEAL_ANNOTATION] !== undefined || a[Annotation.PodPhase] === PodPhase.Succeeded || a[Annotation.FatalError] === 'true' || !isOwnedBy(pvc, dv)) return undefined;
+  const sealKey = await deps.clone.keys.sealKey();
+  const verdict = judgeClone({ [CLONE_SEAL_ANNOTATION]: dvSeal }, dv.metadata.uid ?? '', { source, target: { namespace: dv.metadata.namespace ?? '', name: dv.metadata.name ?? '' } }, { sealKey }, deps.now());
+  const uid = pvc.metadata?.uid ?? '';
+  return verdict.kind === 'sealed' && uid !== '' ? sealClone(sealKey, uid, { source, target: { namespace: pvc.metadata?.namespace ?? '', name: pvc.metadata?.name ?? '' } }) : undefined;
+}
+
 export async function reconcileDataVolume(key: string, deps: DvReconcileDeps): Promise<HandlerResult> {
   const [namespace, name] = splitKey(key);
   const dv = deps.caches.getDataVolume(namespace, name);
@@ -72,7 +91,8 @@ export async function reconcileDataVolume(key: string, deps: DvReconcileDeps): P
   let pvc = deps.caches.getPvc(namespace, name);
   if (!pvc && dv.status?.claimName) pvc = await deps.readPvc(namespace, name);
   const clone = !pvc && !dv.status?.claimName && !dv.metadata.deletionTimestamp ? await cloneFacts(dv, deps) : undefined;
-  const plan = planDataVolume({ dv, ...(pvc ? { pvc } : {}), ...(clone ? { clone } : {}), now: deps.now() }, deps.config);
+  const sealForPvc = pvc ? await pvcSeal(dv, pvc, deps) : undefined;
+  const plan = planDataVolume({ dv, ...(pvc ? { pvc } : {}), ...(clone ? { clone } : {}), ...(sealForPvc ? { pvcSeal: sealForPvc } : {}), now: deps.now() }, deps.config);
   const log = deps.logger.child({ dv: key });
   for (const action of plan.actions) {
     if (action.type === 'event') log.info({ reason: action.reason, eventType: action.eventType }, action.message);

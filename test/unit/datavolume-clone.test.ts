@@ -116,6 +116,15 @@ describe("the DataVolume's seal: the token's five minutes are not the clone's", 
     expect(created(p)?.metadata?.annotations?.[CLONE_REQUEST_ANNOTATION]).toBe('golden/fedora');
   });
 
+  test('the PVC it made, unsealed: sealed for its own UID when reconcile found the DataVolume\'s seal good; never twice, never without', () => {
+    const base = buildClaim(makeDv(PVC_SOURCE), 0.06);
+    const pvc = (extra: Record<string, string> = {}): V1PersistentVolumeClaim => ({ ...base, metadata: { ...base.metadata, uid: 'pvc-1', annotations: { ...base.metadata?.annotations, [CLONE_REQUEST_ANNOTATION]: 'golden/fedora', ...extra } } });
+    const withSeal = (p: V1PersistentVolumeClaim, pvcSeal?: string) => planDataVolume({ dv: makeDv(PVC_SOURCE), pvc: p, ...(pvcSeal ? { pvcSeal } : {}), now: NOW }, cfg).actions.filter((a) => a.type === 'annotatePvc');
+    expect(withSeal(pvc(), 'v1.pvc-seal')).toEqual([{ type: 'annotatePvc', annotations: { [CLONE_SEAL_ANNOTATION]: 'v1.pvc-seal' } }]);
+    expect(withSeal(pvc({ [CLONE_SEAL_ANNOTATION]: 'v1.already' }), 'v1.pvc-seal')).toEqual([]);
+    expect(withSeal(pvc())).toEqual([]);
+  });
+
   test('a refused seal is not overwritten: Failed with the code', () => {
     const p = plan(makeDv(PVC_SOURCE), { source: GOLDEN, sourcePvc: sourcePvc(), verdict: { kind: 'refused', code: 'BAD_SEAL', message: 'not ours' }, seal: SEAL });
     expect(p.actions.some((a) => a.type === 'annotateDv')).toBe(false);
