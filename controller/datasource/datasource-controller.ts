@@ -15,7 +15,7 @@ import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
 import { objectKey, splitKey } from '../runtime/keys.js';
 import { type HandlerResult, WorkQueue } from '../runtime/work-queue.js';
 import { mergePatch, tolerate } from '../runtime/writer.js';
-import { planDataSource } from './plan.js';
+import { planDataSource, planDataSourceLabels } from './plan.js';
 
 export interface DataSourceControllerDeps {
   readonly kubeConfig: KubeConfig;
@@ -100,6 +100,8 @@ export class DataSourceController {
     const ref = dataSourcePvc(dataSource);
     const pvc = ref && this.caches?.pvcs.get(ref.name, ref.namespace);
     const dataVolume = ref && this.caches?.dataVolumes.get(ref.name, ref.namespace);
+    const labels = planDataSourceLabels({ dataSource, ...(pvc ? { pvc } : {}) });
+    if (labels) await tolerate(kubeCall({ verb: 'patch', resource: DATASOURCE_PLURAL, namespace, name }, () => this.custom.patchNamespacedCustomObject({ ...where, namespace, name, body: { metadata: { labels } } }, mergePatch)), KubeError.NotFound);
     const status = planDataSource({ dataSource, ...(pvc ? { pvc } : {}), ...(dataVolume ? { dataVolume } : {}), now: (this.deps.now ?? Date.now)() });
     if (status === undefined) return {};
     const ready = status.conditions[0];

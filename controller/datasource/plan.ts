@@ -10,11 +10,17 @@
  *    offered for cloning; a PVC being deleted (held by its pvc-protection finalizer) is `Terminating`.
  * Ready True has CDI's reason `Ready` and message. Times move as CDI's updateConditionState moves
  * them; an unchanged condition plans no write.
+ *
+ * Also as CDI's: `status.source` mirrors `spec.source` (what the Ready condition was judged for),
+ * and the PVC's default instancetype and preference labels (`instancetype.kubevirt.io/default-*`)
+ * are copied onto the DataSource, so a VM that names the DataSource can infer its instancetype
+ * and preference from it. A label the PVC carries wins over the DataSource's; one it does not carry
+ * is left as the DataSource has it.
  */
 
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { Annotation, PodPhase, UploadAnnotation } from '../../src/api/cdi.js';
-import { type DataSource, dataSourcePvc } from '../../src/api/datasource.js';
+import { type DataSource, dataSourcePvc, type DataSourceSpec } from '../../src/api/datasource.js';
 import { type DataVolume, type DataVolumeCondition, DvConditionType, DvPhase, DvReason } from '../../src/api/datavolume.js';
 import { CLONE_REQUEST_ANNOTATION } from '../../src/contract/clone-token.js';
 import { cond, type ConditionWanted, withTimes } from '../datavolume/status.js';
@@ -35,7 +41,16 @@ export interface DataSourceObserved {
 
 export interface DataSourceStatus {
   readonly conditions: readonly DataVolumeCondition[];
+  readonly source: DataSourceSpec['source'];
 }
+
+/** KubeVirt's labels naming a volume's default instancetype and preference (and their kinds), which CDI copies from the PVC. */
+export const DEFAULT_INSTANCETYPE_LABELS = [
+  'instancetype.kubevirt.io/default-instancetype',
+  'instancetype.kubevirt.io/default-instancetype-kind',
+  'instancetype.kubevirt.io/default-preference',
+  'instancetype.kubevirt.io/default-preference-kind',
+] as const;
 
 /** The annotations that make a PVC the target of a worker pod (import, upload, clone). */
 const POPULATION_TARGET = [Annotation.Endpoint, Annotation.LegacyEndpoint, Annotation.Source, UploadAnnotation.Target, CLONE_REQUEST_ANNOTATION] as const;
@@ -63,12 +78,28 @@ export function readyCondition(o: Omit<DataSourceObserved, 'now'>): ConditionWan
   return cond(DvConditionType.Ready, 'True', DataSourceReason.Ready, READY_MESSAGE);
 }
 
+/** Pure: JSON with object keys sorted (the apiserver hands a custom object's keys back in its own order). */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  return JSON.stringify(value) ?? 'null';
+}
+
 /** Pure: the status to write (merge-patch of `status`), or undefined when it is already so. */
 export function planDataSource(o: DataSourceObserved): DataSourceStatus | undefined {
   const current = o.dataSource.status?.conditions as readonly DataVolumeCondition[] | undefined;
   const conditions = withTimes(current, [readyCondition(o)], new Date(o.now).toISOString());
+  const source = o.dataSource.spec?.source ?? {};
   // Field by field: the apiserver hands a custom object's keys back in its own order.
   const fields = ['type', 'status', 'reason', 'message', 'lastTransitionTime', 'lastHeartbeatTime'] as const;
-  const unchanged = current?.length === 1 && fields.every((f) => current[0]![f] === conditions[0]![f]);
-  return unchanged ? undefined : { conditions };
+  const unchanged = current?.length === 1 && fields.every((f) => current[0]![f] === conditions[0]![f]) && canonical(o.dataSource.status?.source) === canonical(source);
+  return unchanged ? undefined : { conditions, source };
+}
+
+/** Pure: the default instancetype/preference labels to set on the DataSource from its PVC (merge-patch of labels), or undefined. */
+export function planDataSourceLabels(o: Pick<DataSourceObserved, 'dataSource' | 'pvc'>): Record<string, string> | undefined {
+  const have = o.dataSource.metadata?.labels ?? {};
+  const from = o.pvc?.metadata?.labels ?? {};
+  const want = Object.fromEntries(DEFAULT_INSTANCETYPE_LABELS.filter((k) => from[k] !== undefined && from[k] !== have[k]).map((k) => [k, from[k]!]));
+  return Object.keys(want).length > 0 ? want : undefined;
 }

@@ -19,7 +19,11 @@ export interface DataSourceSpec {
 
 export interface DataSource extends KubernetesObject {
   readonly spec: DataSourceSpec;
-  readonly status?: { readonly conditions?: ReadonlyArray<{ readonly type: string; readonly status: string; readonly reason?: string; readonly message?: string }> };
+  readonly status?: {
+    readonly conditions?: ReadonlyArray<{ readonly type: string; readonly status: string; readonly reason?: string; readonly message?: string }>;
+    /** CDI's mirror of spec.source (written by the DataSource controller). */
+    readonly source?: DataSourceSpec['source'];
+  };
 }
 
 /** `spec.source.pvc` of a DataSource: the PVC it names, its namespace defaulting to the DataSource's. */

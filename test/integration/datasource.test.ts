@@ -18,6 +18,7 @@ import { DataSourceController } from '../../controller/datasource/datasource-con
 import { kubectlAs, startControlPlane, type ControlPlane } from '../helpers/cluster.js';
 import { installCrds } from '../helpers/crds.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
+import { waitFor } from '../helpers/kubelet.js';
 
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const SA_USER = 'system:serviceaccount:ferry-system:ferry-controller';
@@ -105,6 +106,21 @@ describe('DataSource Ready', () => {
     await readyBecomes('fedora', 'False', 'Terminating');
     await core.patchNamespacedPersistentVolumeClaim({ namespace: ns, name: 'fedora-disk', body: { metadata: { finalizers: null } } }, mergePatch);
     await readyBecomes('fedora', 'False', 'NotFound');
+  });
+
+  test("CDI's extras: status.source mirrors spec.source; the PVC's default instancetype and preference labels land on the DataSource", async () => {
+    await createDataSource('typed', 'typed-disk');
+    await readyBecomes('typed', 'False', 'NotFound');
+    const read = async (): Promise<DataSource> => (await custom.getNamespacedCustomObject({ group: DATASOURCE_GROUP, version: DATASOURCE_VERSION, plural: DATASOURCE_PLURAL, namespace: ns, name: 'typed' })) as DataSource;
+    expect((await read()).status?.source).toEqual({ pvc: { name: 'typed-disk' } });
+    await createPvc('typed-disk');
+    await core.patchNamespacedPersistentVolumeClaim({ namespace: ns, name: 'typed-disk', body: { metadata: { labels: { 'instancetype.kubevirt.io/default-instancetype': 'u1.medium', 'instancetype.kubevirt.io/default-preference': 'fedora', other: 'x' } } } }, mergePatch);
+    const labels = await waitFor('the labels copied', async () => {
+      const got = (await read()).metadata?.labels ?? {};
+      return got['instancetype.kubevirt.io/default-preference'] === 'fedora' ? got : undefined;
+    }, 30_000);
+    expect(labels).toMatchObject({ 'instancetype.kubevirt.io/default-instancetype': 'u1.medium', 'instancetype.kubevirt.io/default-preference': 'fedora' });
+    expect(labels.other).toBeUndefined();
   });
 
   test('a DataVolume of the PVC\'s name decides by its phase, as CDI\'s', async () => {
