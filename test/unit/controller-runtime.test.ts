@@ -15,36 +15,8 @@ import { createLogger } from '../../src/logging.js';
 import { combine, Controller, type ControllerOptions, RECONCILE_BACKOFF, type Runnable, type Source, type Watch } from '../../controller/runtime/controller.js';
 import { ownerPvcKey, servedPvcKey } from '../../controller/runtime/keys.js';
 import { reconcileMetrics } from '../../controller/runtime/metrics.js';
-import type { HandlerResult, Timers } from '../../controller/runtime/work-queue.js';
-
-/** Timers that only fire when the test says so. */
-class TestTimers implements Timers {
-  private nextId = 1;
-  readonly live = new Map<number, { fn: () => void; ms: number }>();
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.nextId++;
-    this.live.set(id, { fn, ms });
-    return id;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.live.delete(handle as number);
-  }
-
-  delays(): number[] {
-    return [...this.live.values()].map((t) => t.ms).sort((a, b) => a - b);
-  }
-
-  /** Fires the timers of `ms` that are live now. */
-  fire(ms: number): void {
-    for (const [id, t] of [...this.live.entries()]) {
-      if (t.ms !== ms) continue;
-      this.live.delete(id);
-      t.fn();
-    }
-  }
-}
+import type { HandlerResult } from '../../controller/runtime/work-queue.js';
+import { ManualTimers as TestTimers } from '../helpers/manual-timers.js';
 
 /** A source whose first list completes when the test says so. */
 class Deferred implements Source {
@@ -200,7 +172,7 @@ describe('controller runtime: start, resync, readiness', () => {
     expect(timers.delays()).toEqual([]);
     source.resolve();
     await started;
-    expect(timers.delays()).toEqual([250, 1000]);
+    expect(timers.delays().sort((a, b) => a - b)).toEqual([250, 1000]);
     timers.fire(250);
     timers.fire(250);
     expect(ticks).toBe(2);
