@@ -20,7 +20,6 @@ const GROUP = 'runtime-test.ferry.dev';
 const PLURAL = 'widgets';
 
 let cp: ControlPlane;
-let core: CoreV1Api;
 
 /** Reconciles nothing: records each key it is given. */
 class Recorder extends Controller {
@@ -64,17 +63,11 @@ async function until(what: string, check: () => boolean): Promise<void> {
 }
 
 async function createPvc(namespace: string, name: string): Promise<void> {
-  await core.createNamespacedPersistentVolumeClaim({ namespace, body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } } });
+  await cp.kubeConfig.makeApiClient(CoreV1Api).createNamespacedPersistentVolumeClaim({ namespace, body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } } });
 }
 
-beforeAll(async () => {
-  cp = await startControlPlane();
-  core = cp.kubeConfig.makeApiClient(CoreV1Api);
-}, 120_000);
-
-afterAll(async () => {
-  await cp?.stop();
-});
+beforeAll(async () => void (cp = await startControlPlane()), 120_000);
+afterAll(() => cp?.stop());
 
 describe('controller runtime on the real apiserver', () => {
   test('keys from the filled cache, from changes and from the resync; after stop nothing is reconciled (no event, no resync)', async () => {
