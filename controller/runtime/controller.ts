@@ -199,7 +199,14 @@ export abstract class Controller implements Runnable {
       this.pending.add(handle);
       return;
     }
-    const watch = await (this.watching ??= Promise.resolve(this.watch()));
+    // Made once; a failed watch (an apiserver error) is made again by the next start.
+    this.watching ??= Promise.resolve()
+      .then(() => this.watch())
+      .catch((err: unknown) => {
+        this.watching = undefined;
+        throw err;
+      });
+    const watch = await this.watching;
     await this.prepare();
     await Promise.all(watch.sources.map((s) => s?.start()));
     const all = (): void => {
@@ -208,6 +215,7 @@ export abstract class Controller implements Runnable {
     all();
     if (this.options.readyAfterFirstPass) await this.queue.idle();
     this.synced = true;
+    if (this.stopped) return;
     if (this.options.resyncMs !== undefined) this.schedule({ ms: this.options.resyncMs, fn: all });
     for (const p of this.periodic) this.schedule(p);
   }

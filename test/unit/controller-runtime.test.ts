@@ -52,7 +52,8 @@ interface Setup {
   readonly missing?: Array<string | undefined>;
   readonly reconcile?: (key: string) => Promise<HandlerResult>;
   readonly options?: Partial<ControllerOptions>;
-  readonly informers?: 'shared';
+  /** How many times watch throws before it works. */
+  readonly watchFails?: number;
 }
 
 /** A controller whose sources, keys and reconcile the test decides. */
@@ -80,6 +81,7 @@ class TestController extends Controller {
 
   protected watch(): Watch {
     this.watches += 1;
+    if (this.watches <= (this.setup.watchFails ?? 0)) throw new Error('the apiserver is not answering');
     return { sources: [...(this.setup.sources ?? []), undefined], keys: () => this.setup.keys ?? [] };
   }
 
@@ -204,6 +206,28 @@ describe('controller runtime: what is not served yet', () => {
     expect(c.reconciled).toEqual(['ns/a']);
     expect(timers.delays()).toEqual([1000]);
     await c.stop();
+  });
+
+  test('a watch that failed is made again by the next start; once made it is not made again', async () => {
+    const { c } = make({ watchFails: 1, keys: ['ns/a'] });
+    await expect(c.start()).rejects.toThrow('the apiserver is not answering');
+    expect(c.ready).toBe(false);
+    await c.start();
+    await c.start();
+    expect(c.watches).toBe(2);
+    expect(c.ready).toBe(true);
+    await c.stop();
+  });
+
+  test('stop during start: no resync is armed afterwards', async () => {
+    const source = new Deferred();
+    const { c, timers } = make({ sources: [source] });
+    const started = c.start();
+    await flush();
+    await c.stop();
+    source.resolve();
+    await started;
+    expect(timers.delays()).toEqual([]);
   });
 
   test('stop cancels the look-again', async () => {
