@@ -18,6 +18,7 @@ import { DataSourceController } from './datasource/datasource-controller.js';
 import { DataVolumeController } from './datavolume/datavolume-controller.js';
 import { ImportController } from './import/import-controller.js';
 import { CdiSettingsCache, flagDefaults } from './runtime/cdi-settings.js';
+import { combine, type Runnable } from './runtime/controller.js';
 import { errorLine } from './runtime/errors.js';
 import { InformerFactory } from './runtime/informers.js';
 import { LeaderElector } from './runtime/leader-election.js';
@@ -239,23 +240,6 @@ export async function controllerCommand(argv: readonly string[], env: NodeJS.Pro
     logger.error({ code: error.code }, errorLine(err));
     return error.exitCode;
   }
-}
-
-interface Runnable {
-  readonly ready: boolean;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-/** Several controllers started, stopped and judged ready as one; `alsoStop` (their shared informers) stops with them. */
-function combine(parts: readonly Runnable[], alsoStop: () => Promise<void>): Runnable {
-  return {
-    get ready() {
-      return parts.every((p) => p.ready);
-    },
-    start: async () => void (await Promise.all(parts.map((p) => p.start()))),
-    stop: async () => void (await Promise.all([...parts.map((p) => p.stop()), alsoStop()])),
-  };
 }
 
 function runUntilSignal(controller: Runnable, elector: LeaderElector | undefined, health: Server | undefined, logger: Logger, config: ControllerConfig): Promise<number> {

@@ -9,6 +9,8 @@ import { type CustomObjectsApi, type KubeConfig, CustomObjectsApi as CustomObjec
 import { type CdiConfig, type CdiConfigDefaults, CDICONFIG_GROUP, CDICONFIG_NAME, CDICONFIG_PLURAL, CDICONFIG_VERSION } from '../../src/api/cdiconfig.js';
 import type { Logger } from '../../src/logging.js';
 import { errorLine, isKube, KubeError, kubeCall, kubeGet } from '../runtime/errors.js';
+import { Controller, type Watch } from '../runtime/controller.js';
+import type { HandlerResult } from '../runtime/work-queue.js';
 import { jsonPatch } from '../runtime/writer.js';
 import { CdiConfigAction, planCdiConfig } from './plan.js';
 
@@ -40,47 +42,30 @@ export async function reconcileCdiConfig(custom: CustomObjectsApi, defaults: Cdi
   return false;
 }
 
-export class CdiConfigController {
+/**
+ * On the shared runtime (runtime/controller.ts) with no cache: the one key is queued on start and
+ * every `resyncMs`, and the controller is ready once the first pass ran (whatever its outcome).
+ */
+export class CdiConfigController extends Controller {
   private readonly custom: CustomObjectsApi;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> = Promise.resolve();
-  private stopped = false;
-  private passed = false;
 
-  constructor(private readonly deps: CdiConfigControllerDeps) {
-    this.custom = deps.kubeConfig.makeApiClient(CustomObjects);
+  constructor(private readonly cdiDeps: CdiConfigControllerDeps) {
+    super({ ...cdiDeps, config: { namespaces: [], concurrency: 1 } }, { name: 'CDIConfig controller', keyField: 'cdiConfig', resyncMs: cdiDeps.resyncMs ?? 10_000, readyAfterFirstPass: true });
+    this.custom = cdiDeps.kubeConfig.makeApiClient(CustomObjects);
   }
 
-  get ready(): boolean {
-    return this.passed;
-  }
-
-  private async pass(): Promise<void> {
+  /** A failed pass is logged and tried at the next resync (no backoff: one object, read every `resyncMs`). */
+  protected async reconcile(): Promise<HandlerResult> {
     try {
       // At most two rounds: create, then the status of what was created.
-      if (await reconcileCdiConfig(this.custom, this.deps.defaults)) await reconcileCdiConfig(this.custom, this.deps.defaults);
+      if (await reconcileCdiConfig(this.custom, this.cdiDeps.defaults)) await reconcileCdiConfig(this.custom, this.cdiDeps.defaults);
     } catch (err) {
-      this.deps.logger.warn({ err: errorLine(err) }, `CDIConfig ${CDICONFIG_NAME}: reconcile failed (the CRD may not be installed: manifests/crds); trying again`);
+      this.logger.warn({ err: errorLine(err) }, `CDIConfig ${CDICONFIG_NAME}: reconcile failed (the CRD may not be installed: manifests/crds); trying again`);
     }
-    this.passed = true;
+    return {};
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.pass().then(() => this.schedule());
-    }, this.deps.resyncMs ?? 10_000);
-  }
-
-  async start(): Promise<void> {
-    this.running = this.pass();
-    await this.running;
-    this.schedule();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  protected watch(): Watch {
+    return { sources: [], keys: () => [CDICONFIG_NAME] };
   }
 }

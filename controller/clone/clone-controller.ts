@@ -1,47 +1,38 @@
 /**
- * Wires the shared PVC cache, the clone pods' cache (label `ferry.dev/clone`, both namespaces) and
- * the upload Services' cache to a work queue of target PVC keys `<ns>/<pvc>` and the thin
- * reconcile in ./reconcile.ts. Certificates come from the upload CAs (controller/certs/): the
- * target's server certificate from the server CA, the source's client certificate from the client
- * CA. Handlers only enqueue keys.
+ * The clone controller on the shared runtime (runtime/controller.ts): the shared PVC cache, the
+ * clone pods' cache (label `ferry.dev/clone`, both namespaces) and the upload Services' cache wake
+ * target PVC keys `<ns>/<pvc>`, and each key runs ./reconcile.ts. Certificates come from the upload
+ * CAs (controller/certs/): the target's server certificate from the server CA, the source's client
+ * certificate from the client CA.
  */
 
-import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod, type V1Service, type V1StorageClass } from '@kubernetes/client-node';
+import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod } from '@kubernetes/client-node';
 import { UPLOAD_POD_SELECTOR } from '../../src/api/cdi.js';
 import { checkCertSettings } from '../certs/rotation.js';
 import { UploadCertificates } from '../certs/upload-certs.js';
-import { errorLine, kubeCall, kubeGet } from '../runtime/errors.js';
-import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
-import { WorkQueue } from '../runtime/work-queue.js';
-import type { UploadControllerDeps } from '../upload/upload-controller.js';
+import { Controller, type PvcControllerDeps, type Watch } from '../runtime/controller.js';
+import { kubeCall, kubeGet } from '../runtime/errors.js';
+import { objectKey, ownerPvcKey } from '../runtime/keys.js';
+import type { HandlerResult } from '../runtime/work-queue.js';
+import { type WorkerCaches, watchWorkers, workerCaches, workerReads } from '../runtime/worker-caches.js';
 import { CloneWriter } from './apply.js';
 import { CLONE_POD_SELECTOR, CLONE_TARGET_ANNOTATION } from './clone-pods.js';
 import { CloneKeys } from './keys.js';
 import { cloneRequestOf } from './plan.js';
-import { reconcileClone } from './reconcile.js';
+import { type CloneReconcileDeps, reconcileClone } from './reconcile.js';
 
 /** The upload controller's: a kubeconfig, the config, a logger, optionally the shared informers, a clock, the resync period. */
-export type CloneControllerDeps = UploadControllerDeps;
+export type CloneControllerDeps = PvcControllerDeps;
 
-export class CloneController {
-  private readonly informers: InformerFactory;
-  private readonly ownsInformers: boolean;
-  private readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
-  private readonly pods: SharedInformer<V1Pod>;
-  private readonly services: SharedInformer<V1Service>;
-  private readonly storageClasses: SharedInformer<V1StorageClass>;
-  private readonly queue: WorkQueue;
-  private timer: NodeJS.Timeout | undefined;
-  private synced = false;
+export class CloneController extends Controller {
+  private readonly caches: WorkerCaches;
+  private readonly reconcileDeps: CloneReconcileDeps;
 
-  constructor(private readonly deps: CloneControllerDeps) {
+  constructor(deps: CloneControllerDeps) {
+    super(deps, { name: 'clone controller', keyField: 'pvc', failedMessage: 'clone reconcile failed', resyncMs: deps.resyncMs ?? 300_000 });
     const { config, logger } = deps;
-    this.ownsInformers = deps.informers === undefined;
-    this.informers = deps.informers ?? new InformerFactory(deps.kubeConfig, config.namespaces, logger);
-    this.pvcs = this.informers.pvcs();
-    this.pods = this.informers.pods(CLONE_POD_SELECTOR);
-    const services = (this.services = this.informers.services(UPLOAD_POD_SELECTOR));
-    const storageClasses = (this.storageClasses = this.informers.storageClasses());
+    // Clone pods by their own label; the target's Service is an upload server's.
+    this.caches = workerCaches(this.informers, CLONE_POD_SELECTOR, UPLOAD_POD_SELECTOR);
     const core = deps.kubeConfig.makeApiClient(CoreV1Api);
     const now = deps.now ?? Date.now;
     const certs = new UploadCertificates(core, config.ferryNamespace, checkCertSettings({ caLifetimeMs: config.uploadCaLifetimeMs, leafLifetimeMs: config.uploadCertLifetimeMs }), logger, () => new Date(now()));
@@ -58,70 +49,37 @@ export class CloneController {
       },
       () => new Date(now()),
     );
-    this.queue = new WorkQueue(
-      (key) =>
-        reconcileClone(key, {
-          caches: {
-            getPvc: (ns, name) => this.pvcs.get(name, ns),
-            getPod: (ns, name) => this.pods.get(name, ns),
-            getService: (ns, name) => services.get(name, ns),
-            getStorageClass: (name) => storageClasses.get(name, ''),
-          },
-          writer,
-          keys: new CloneKeys(core, config.ferryNamespace, now),
-          config,
-          ...(deps.settings ? { settings: deps.settings } : {}),
-          logger,
-          now,
-          readPvc: (namespace, name) => kubeGet({ verb: 'get', resource: 'persistentvolumeclaims', namespace, name }, () => core.readNamespacedPersistentVolumeClaim({ namespace, name })),
-          listPods: async (namespace) => (await kubeCall({ verb: 'list', resource: 'pods', namespace }, () => core.listNamespacedPod({ namespace }))).items,
-        }),
-      {
-        concurrency: config.concurrency,
-        baseBackoffMs: 500,
-        maxBackoffMs: 60_000,
-        onError: (key, err, retryInMs) => logger.warn({ pvc: key, retryInMs, err: errorLine(err) }, 'clone reconcile failed'),
-      },
+    this.reconcileDeps = {
+      caches: workerReads(this.caches),
+      writer,
+      keys: new CloneKeys(core, config.ferryNamespace, now),
+      config,
+      ...(deps.settings ? { settings: deps.settings } : {}),
+      logger,
       now,
-    );
-  }
-
-  get ready(): boolean {
-    return this.synced;
-  }
-
-  async start(): Promise<void> {
-    this.pvcs.onChange((pvc) => this.enqueuePvc(pvc));
-    this.pods.onChange((pod) => this.enqueuePod(pod));
-    await Promise.all([this.pvcs.start(), this.pods.start(), this.services.start(), this.storageClasses.start()]);
-    this.synced = true;
-    const all = (): void => {
-      for (const pvc of this.pvcs.list()) this.enqueuePvc(pvc);
+      readPvc: (namespace, name) => kubeGet({ verb: 'get', resource: 'persistentvolumeclaims', namespace, name }, () => core.readNamespacedPersistentVolumeClaim({ namespace, name })),
+      listPods: async (namespace) => (await kubeCall({ verb: 'list', resource: 'pods', namespace }, () => core.listNamespacedPod({ namespace }))).items,
     };
-    all();
-    this.timer = setInterval(all, this.deps.resyncMs ?? 300_000);
-    this.timer.unref();
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    if (this.ownsInformers) await this.informers.stop();
-    await this.queue.shutdown();
+  protected reconcile(key: string): Promise<HandlerResult> {
+    return reconcileClone(key, this.reconcileDeps);
   }
 
-  idle(): Promise<void> {
-    return this.queue.idle();
+  protected watch(): Watch {
+    return watchWorkers(this.caches, { pvc: targetKey, pod: podTargetKey }, (key) => this.enqueue(key));
   }
+}
 
-  private enqueuePvc(pvc: V1PersistentVolumeClaim): void {
-    if (cloneRequestOf(pvc) !== undefined && pvc.metadata?.namespace && pvc.metadata.name) this.queue.add(`${pvc.metadata.namespace}/${pvc.metadata.name}`);
-  }
+/** A PVC that asks for a clone is a key of its own. */
+function targetKey(pvc: V1PersistentVolumeClaim): string | undefined {
+  return cloneRequestOf(pvc) !== undefined ? objectKey(pvc) : undefined;
+}
 
-  /** A target pod names its PVC as owner; a source pod (no owner across namespaces) in an annotation. */
-  private enqueuePod(pod: V1Pod): void {
-    const owner = pod.metadata?.ownerReferences?.find((o) => o.kind === 'PersistentVolumeClaim');
-    if (owner && pod.metadata?.namespace) return this.queue.add(`${pod.metadata.namespace}/${owner.name}`);
-    const target = pod.metadata?.annotations?.[CLONE_TARGET_ANNOTATION];
-    if (target?.includes('/')) this.queue.add(target);
-  }
+/** A target pod names its PVC as owner; a source pod (no owner across namespaces) in an annotation. */
+function podTargetKey(pod: V1Pod): string | undefined {
+  const owner = ownerPvcKey(pod);
+  if (owner) return owner;
+  const target = pod.metadata?.annotations?.[CLONE_TARGET_ANNOTATION];
+  return target?.includes('/') ? target : undefined;
 }

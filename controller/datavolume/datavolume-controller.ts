@@ -1,32 +1,27 @@
 /**
- * Wires the DataVolume cache and the shared PVC cache to a work queue (keys `<ns>/<name>`: a
- * DataVolume and its PVC share the name) and the thin reconcile in ./reconcile.ts. Handlers only
- * enqueue keys. Without the cdi.kubevirt.io CRD installed the controller waits and looks again, so
- * the controllers beside it are not held up.
+ * The DataVolume controller on the shared runtime (runtime/controller.ts): the DataVolume cache and
+ * the shared PVC cache wake keys `<ns>/<name>` (a DataVolume and its PVC share the name), and each
+ * key runs ./reconcile.ts. Without the cdi.kubevirt.io CRD installed the controller waits and looks
+ * again, so the controllers beside it are not held up.
  */
 
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { type DataVolume, DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
-import type { Logger } from '../../src/logging.js';
-import { errorLine, kubeGet } from '../runtime/errors.js';
-import { InformerFactory, type SharedInformer } from '../runtime/informers.js';
-import { objectKey } from '../runtime/keys.js';
-import { WorkQueue } from '../runtime/work-queue.js';
-import { DataVolumeWriter } from './apply.js';
-import { type DvReconcileDeps, reconcileDataVolume } from './reconcile.js';
-import { crdServed } from '../runtime/crds.js';
 import { overheadOfClass } from '../../src/api/cdiconfig.js';
-import type { SettingsSource } from '../runtime/cdi-settings.js';
 import { DATASOURCE_GROUP, DATASOURCE_PLURAL, DATASOURCE_VERSION, type DataSource } from '../../src/api/datasource.js';
 import { CloneKeys } from '../clone/keys.js';
+import type { SettingsSource } from '../runtime/cdi-settings.js';
+import { Controller, type RuntimeDeps, type Watch } from '../runtime/controller.js';
+import { crdServed } from '../runtime/crds.js';
+import { kubeGet } from '../runtime/errors.js';
+import type { SharedInformer } from '../runtime/informers.js';
+import { objectKey } from '../runtime/keys.js';
+import type { HandlerResult } from '../runtime/work-queue.js';
+import { DataVolumeWriter } from './apply.js';
+import { type DvReconcileDeps, reconcileDataVolume } from './reconcile.js';
 
-export interface DataVolumeControllerDeps {
-  readonly kubeConfig: KubeConfig;
-  readonly config: { readonly filesystemOverhead: number; readonly namespaces: readonly string[]; readonly concurrency: number; readonly ferryNamespace?: string };
-  readonly logger: Logger;
-  /** The process's shared informers; without it the controller makes (and stops) its own. */
-  readonly informers?: InformerFactory;
-  readonly now?: () => number;
+export interface DataVolumeControllerDeps extends RuntimeDeps {
+  readonly config: RuntimeDeps['config'] & { readonly filesystemOverhead: number; readonly ferryNamespace?: string };
   readonly retryCrdMs?: number;
   /** CDIConfig's settings (runtime/cdi-settings.ts): the filesystem overhead per storage class; absent: the flag. */
   readonly settings?: SettingsSource;
@@ -37,29 +32,22 @@ interface Caches {
   readonly pvcs: SharedInformer<V1PersistentVolumeClaim>;
 }
 
-export class DataVolumeController {
-  private readonly informers: InformerFactory;
-  private readonly ownsInformers: boolean;
+export class DataVolumeController extends Controller {
   private readonly custom: CustomObjectsApi;
-  private readonly queue: WorkQueue;
+  private readonly reconcileDeps: DvReconcileDeps;
   private caches: Caches | undefined;
-  private synced = false;
-  private stopped = false;
-  private retry: NodeJS.Timeout | undefined;
-  private resync: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: DataVolumeControllerDeps) {
-    this.ownsInformers = deps.informers === undefined;
-    this.informers = deps.informers ?? new InformerFactory(deps.kubeConfig, deps.config.namespaces, deps.logger);
+  constructor(deps: DataVolumeControllerDeps) {
+    super(deps, { name: 'DataVolume controller', keyField: 'dv', resyncMs: 300_000, retryMs: deps.retryCrdMs });
     const core = deps.kubeConfig.makeApiClient(CoreV1Api);
-    const settings = deps.settings;
-    this.custom = deps.kubeConfig.makeApiClient(CustomObjectsApi);
-    const reconcileDeps: DvReconcileDeps = {
+    const { settings } = deps;
+    const custom = (this.custom = deps.kubeConfig.makeApiClient(CustomObjectsApi));
+    this.reconcileDeps = {
       caches: {
         getDataVolume: (ns, name) => this.caches?.dvs.get(name, ns),
         getPvc: (ns, name) => this.caches?.pvcs.get(name, ns),
       },
-      writer: new DataVolumeWriter(core, this.custom),
+      writer: new DataVolumeWriter(core, custom),
       config: { filesystemOverhead: settings ? (storageClass) => overheadOfClass(settings.current(), storageClass) : deps.config.filesystemOverhead },
       logger: deps.logger,
       now: deps.now ?? Date.now,
@@ -71,71 +59,27 @@ export class DataVolumeController {
         keys: new CloneKeys(core, deps.config.ferryNamespace ?? 'ferry-system', deps.now),
         readDataSource: (namespace, name) =>
           kubeGet({ verb: 'get', resource: DATASOURCE_PLURAL, namespace, name }, () =>
-            this.custom.getNamespacedCustomObject({ group: DATASOURCE_GROUP, version: DATASOURCE_VERSION, namespace, plural: DATASOURCE_PLURAL, name }) as Promise<DataSource>,
+            custom.getNamespacedCustomObject({ group: DATASOURCE_GROUP, version: DATASOURCE_VERSION, namespace, plural: DATASOURCE_PLURAL, name }) as Promise<DataSource>,
           ),
       },
     };
-    this.queue = new WorkQueue((key) => reconcileDataVolume(key, reconcileDeps), {
-      concurrency: deps.config.concurrency,
-      baseBackoffMs: 500,
-      maxBackoffMs: 60_000,
-      onError: (key, err, retryInMs) => deps.logger.warn({ dv: key, retryInMs, err: errorLine(err) }, 'reconcile failed'),
-    });
   }
 
-  get ready(): boolean {
-    return this.synced;
+  protected reconcile(key: string): Promise<HandlerResult> {
+    return reconcileDataVolume(key, this.reconcileDeps);
   }
 
-  /** Starts the informers; resolves once the caches are filled, or once the CRD was found missing. */
-  async start(): Promise<void> {
-    if (!(await crdServed(this.custom, DV_GROUP, DV_VERSION, DV_PLURAL))) {
-      this.deps.logger.warn('the cdi.kubevirt.io DataVolume CRD is not installed (manifests/crds); the DataVolume controller waits for it');
-      this.synced = true;
-      this.retry = setTimeout(() => {
-        this.synced = false;
-        if (!this.stopped) this.start().catch((e: unknown) => this.deps.logger.error({ err: errorLine(e) }, 'DataVolume controller start failed'));
-      }, this.deps.retryCrdMs ?? 30_000);
-      this.retry.unref();
-      return;
-    }
-    const caches = this.watch();
-    await Promise.all([caches.dvs.start(), caches.pvcs.start()]);
-    this.synced = true;
-    const all = (): void => {
-      for (const dv of caches.dvs.list()) this.enqueue(dv);
-    };
-    all();
-    this.resync = setInterval(all, 300_000);
-    this.resync.unref();
+  protected override async missing(): Promise<string | undefined> {
+    if (await crdServed(this.custom, DV_GROUP, DV_VERSION, DV_PLURAL)) return undefined;
+    return 'the cdi.kubevirt.io DataVolume CRD is not installed (manifests/crds); the DataVolume controller waits for it';
   }
 
-  /** Stops taking work and waits for reconciles in flight (the caller bounds the wait). */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.retry) clearTimeout(this.retry);
-    if (this.resync) clearInterval(this.resync);
-    if (this.ownsInformers) await this.informers.stop();
-    await this.queue.shutdown();
-  }
-
-  /** Waits until nothing is queued or running (for tests). */
-  idle(): Promise<void> {
-    return this.queue.idle();
-  }
-
-  private watch(): Caches {
-    if (this.caches) return this.caches;
+  protected watch(): Watch {
     const caches: Caches = { dvs: this.informers.custom<DataVolume>(DV_GROUP, DV_VERSION, DV_PLURAL), pvcs: this.informers.pvcs() };
-    caches.dvs.onChange((dv) => this.enqueue(dv));
+    caches.dvs.onChange((dv) => this.enqueue(objectKey(dv)));
     // A PVC wakes the DataVolume of its name (its owner, or one that may adopt it or report it gone).
-    caches.pvcs.onChange((pvc) => this.enqueue(pvc));
+    caches.pvcs.onChange((pvc) => this.enqueue(objectKey(pvc)));
     this.caches = caches;
-    return caches;
-  }
-
-  private enqueue(obj: KubernetesObject): void {
-    const key = objectKey(obj);
-    if (key) this.queue.add(key);
+    return { sources: [caches.dvs, caches.pvcs], keys: () => caches.dvs.list().map(objectKey) };
   }
 }

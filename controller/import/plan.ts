@@ -11,7 +11,7 @@ import type { CdiSettings } from '../../src/api/cdiconfig.js';
 import type { ControllerConfig } from '../config.js';
 import { annotate, type AnnotateAction, backoffRemaining, countFailure, type EventAction, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildImporterPod, buildScratchPvc, importerPodName, proxyCaConfigMapName, scratchPvcName, settingsOf } from './importer-pod.js';
-import { NOT_WAITING, WAIT_FOR_FIRST_CONSUMER, waitingAnnotations } from '../runtime/binding.js';
+import { planWaiting, stopWaiting } from '../runtime/binding.js';
 
 export interface Observed {
   readonly pvc: V1PersistentVolumeClaim;
@@ -93,9 +93,7 @@ export function planImport(observed: Observed, config: ControllerConfig): Plan {
   const ctx: Context = { pvc, request, current, scratchPvc, now, config, settings: settingsOf(config, observed.settings) };
   if (!pod && observed.waitForFirstConsumer) {
     // CDI's HonorWaitForFirstConsumer: the workload that consumes the PVC picks its node; import after.
-    const waiting = waitingAnnotations(pvc);
-    const changes = annotate(current, waiting);
-    return { actions: [...changes, ...withEvent(changes, 'Normal', EventReason.WaitForFirstConsumer, waiting[Annotation.BoundMessage] ?? '')] };
+    return { actions: planWaiting(pvc, current) };
   }
   if (!pod) return planStart(ctx);
 
@@ -146,7 +144,7 @@ function planStart({ pvc, request, current, scratchPvc, now, config, settings }:
       [Annotation.ImportPodName]: importerPodName(pvc.metadata?.name ?? ''),
       [Annotation.PodPhase]: PodPhase.Pending,
       [Annotation.PodRestarts]: current[Annotation.PodRestarts] ?? '0',
-      ...(current[Annotation.BoundReason] === WAIT_FOR_FIRST_CONSUMER ? NOT_WAITING : {}),
+      ...stopWaiting(current),
     }),
   );
   actions.push({ type: 'createPod', pod: buildImporterPod(pvc, request, config, { withScratch, settings }) });

@@ -28,3 +28,16 @@ export function splitKindKey(key: string): { kind: string; namespace: string; na
   const [namespace, name] = splitKey(key.slice(colon + 1));
   return { kind: key.slice(0, colon), namespace, name };
 }
+
+/** `namespace/name` of the PVC that owns `obj` (a worker pod or Service names its PVC as owner). */
+export function ownerPvcKey(obj: KubernetesObject): string | undefined {
+  const owner = obj.metadata?.ownerReferences?.find((o) => o.kind === 'PersistentVolumeClaim');
+  return owner && obj.metadata?.namespace ? `${obj.metadata.namespace}/${owner.name}` : undefined;
+}
+
+/** `namespace/name` of the PVC a PVC serves: its controlling owner PVC (a scratch PVC), else itself. */
+export function servedPvcKey(pvc: KubernetesObject): string | undefined {
+  const owner = pvc.metadata?.ownerReferences?.find((o) => o.kind === 'PersistentVolumeClaim' && o.controller);
+  const name = owner?.name ?? pvc.metadata?.name;
+  return name && pvc.metadata?.namespace ? `${pvc.metadata.namespace}/${name}` : undefined;
+}

@@ -6,7 +6,7 @@
  */
 
 import type { V1PersistentVolumeClaim, V1Pod, V1Service } from '@kubernetes/client-node';
-import { Annotation, EventReason, PodPhase, UploadAnnotation, UploadEventReason } from '../../src/api/cdi.js';
+import { Annotation, PodPhase, UploadAnnotation, UploadEventReason } from '../../src/api/cdi.js';
 import { ErrorCode } from '../../src/errors.js';
 import { importRequestFromAnnotations } from '../../src/api/import-request.js';
 import type { ContentType } from '../../src/contract/import-spec.js';
@@ -14,7 +14,7 @@ import { UploadAnnotation as UploadClientAnnotation, uploadServiceName } from '.
 import type { ControllerConfig } from '../config.js';
 import { annotate, backoffRemaining, countFailure, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
 import { buildScratchPvc, scratchPvcName } from '../import/importer-pod.js';
-import { NOT_WAITING, WAIT_FOR_FIRST_CONSUMER, waitingAnnotations } from '../runtime/binding.js';
+import { planWaiting, stopWaiting, WAIT_FOR_FIRST_CONSUMER, waitingMessage } from '../runtime/binding.js';
 import type { Action as ImportAction } from '../import/plan.js';
 import { buildUploadPod, buildUploadService, contentTypeOf, uploadPodName, uploadServerHosts, uploadTlsSecretName } from './upload-pod.js';
 
@@ -134,9 +134,7 @@ export function planUpload(observed: UploadObserved, config: ControllerConfig): 
   if (!pod && observed.waitForFirstConsumer) {
     // CDI's HonorWaitForFirstConsumer: no upload server until a workload has picked the volume's
     // node (virtctl reports the DataVolume's WaitForFirstConsumer phase; --force-bind asks for now).
-    const waiting = waitingAnnotations(pvc);
-    const changes = annotate(current, { ...waiting, [UploadAnnotation.PodReady]: 'false', ...running('false', WAIT_FOR_FIRST_CONSUMER, waiting[Annotation.BoundMessage] ?? '') });
-    return { actions: [...changes, ...withEvent(changes, 'Normal', EventReason.WaitForFirstConsumer, waiting[Annotation.BoundMessage] ?? '')] };
+    return { actions: planWaiting(pvc, current, { [UploadAnnotation.PodReady]: 'false', ...running('false', WAIT_FOR_FIRST_CONSUMER, waitingMessage(pvc)) }) };
   }
   if (!pod) return planStart(ctx);
 
@@ -180,7 +178,7 @@ function planStart({ pvc, contentType, current, observed, config }: Context): Up
       [Annotation.PodPhase]: PodPhase.Pending,
       [UploadAnnotation.PodReady]: 'false',
       [Annotation.PodRestarts]: current[Annotation.PodRestarts] ?? '0',
-      ...(current[Annotation.BoundReason] === WAIT_FOR_FIRST_CONSUMER ? NOT_WAITING : {}),
+      ...stopWaiting(current),
     }),
   );
   actions.push({

@@ -1,33 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { type HandlerResult, type QueueOptions, type Timers, WorkQueue } from '../../controller/runtime/work-queue.js';
-
-/** Timers that only fire when the test says so. */
-class FakeTimers implements Timers {
-  private nextId = 1;
-  readonly live = new Map<number, { fn: () => void; ms: number }>();
-  readonly cleared: number[] = [];
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.nextId++;
-    this.live.set(id, { fn, ms });
-    return id;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.cleared.push(handle as number);
-    this.live.delete(handle as number);
-  }
-
-  delays(): number[] {
-    return [...this.live.values()].map((t) => t.ms);
-  }
-
-  fireAll(): void {
-    const all = [...this.live.entries()];
-    this.live.clear();
-    for (const [, t] of all) t.fn();
-  }
-}
+import { type HandlerResult, type QueueOptions, WorkQueue } from '../../controller/runtime/work-queue.js';
+import { ManualTimers as FakeTimers } from '../helpers/manual-timers.js';
 
 interface Call {
   readonly key: string;
