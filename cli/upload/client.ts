@@ -156,8 +156,12 @@ async function exchange(
   return new Promise<Answer>((resolve, reject) => {
     const req = send(url, options);
     let settled = false;
+    // Once an answer has come, a broken connection ends it with what it said (a server that refused
+    // the body may cut the connection after its answer).
+    let answered: (() => void) | undefined;
     const fail = (err: unknown): void => {
       if (settled) return;
+      if (answered) return answered();
       settled = true;
       req.destroy();
       reject(transportError(err));
@@ -176,11 +180,12 @@ async function exchange(
         req.destroy();
         resolve({ status, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') });
       };
-      // A refusal comes before the body is all sent; the server then reads and drops the rest (up
-      // to 10 s) before ending its answer. Stop sending at once, and take what the answer said.
+      // A refusal comes before the body is all sent, and the proxy stops reading the rest (it holds
+      // the connection up to 10 s, then cuts it). Stop sending at once, and take what the answer said.
       let timer: NodeJS.Timeout | undefined;
       if (status < 200 || status >= 300) {
         stopBody();
+        answered = finish;
         timer = setTimeout(finish, 1000);
       }
       res.on('data', (c: Buffer) => {
@@ -188,6 +193,7 @@ async function exchange(
         kept += c.length;
       });
       res.on('error', fail);
+      res.on('aborted', () => fail(new Error('the answer was cut off')));
       res.on('end', finish);
     });
     if (!body || body.end <= body.start) {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { generateKeyPairSync } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { request, type Server } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -670,6 +671,62 @@ describe('a staged upload is resumed only by the same file (ADR 0010, "Which fil
       expect(outcome.bytesWritten).toBe(other.length);
       expect(await server.finished).toMatchObject({ kind: 'success', sourceFormat: 'qcow2' });
       expect(readFileSync(server.target).equals(readFileSync(f('other-qcow2.raw')))).toBe(true);
+    }),
+  60_000);
+});
+
+describe('an early answer stops the body: client and proxy stop sending (issue #14)', () => {
+  const BIG = 96 * MiB;
+  beforeAll(() => writeFileSync(f('big.raw'), randomBytes(BIG)));
+
+  test.each<[string, boolean]>([
+    ['resumable (tus): refused from its first bytes', true],
+    ['one-shot (virtctl\'s POST): refused from its Content-Length', false],
+  ])('an image too big for the volume, %s: 400 with CDI\'s message, and far less than the image crosses the wire', (_what, resumable) =>
+    withPlane({ capacity: 8 * MiB }, async (server, proxyPort) => {
+      // A relay that only counts: what the client put on the wire towards the proxy.
+      const relay = await startCuttingRelay(proxyPort, BIG, []);
+      const started = Date.now();
+      try {
+        const error = (await uploadImage({ proxyUrl: `https://127.0.0.1:${relay.port}`, file: f('big.raw'), size: BIG, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 1, resumable }).catch((e: unknown) => e)) as FerryError;
+        expect(error).toMatchObject({ code: ErrorCode.TargetTooSmall });
+        expect(error.message).toMatch(/upload refused \(HTTP 400\): Saving stream failed: effective image size is larger than the reported available storage/);
+        process.stderr.write(`early answer (${resumable ? 'tus' : 'one-shot'}): ${relay.forwarded()} bytes of a ${BIG}-byte image crossed the relay in ${Date.now() - started} ms\n`);
+        expect(relay.forwarded()).toBeLessThan(BIG / 4);
+      } finally {
+        await relay.close();
+      }
+      expect(existsSync(server.target)).toBe(false);
+    }),
+  60_000);
+
+  test('a client that does not stop (it never looks at the answer while sending): the proxy stops reading its body and cuts it off; the answer still reaches it', () =>
+    withPlane({ capacity: 8 * MiB }, async (server, proxyPort) => {
+      const relay = await startCuttingRelay(proxyPort, BIG, []);
+      try {
+        // As Go's transport (virtctl) does: the body is written on, whatever comes back (Node's own
+        // client stops at an early answer). Raw TLS: the request head, then the file; settles at close.
+        const answer = await new Promise<{ status: number; body: string }>((resolve) => {
+          const received: Buffer[] = [];
+          const socket = tlsConnect({ host: '127.0.0.1', port: relay.port, ca: serverCa.cert, servername: 'localhost' }, () => {
+            socket.write(`POST ${UploadPath.Sync} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/octet-stream\r\ncontent-length: ${BIG}\r\nauthorization: Bearer ${token()}\r\n\r\n`);
+            createReadStream(f('big.raw')).pipe(socket);
+          });
+          socket.on('data', (c: Buffer) => received.push(c));
+          socket.on('error', () => undefined);
+          socket.on('close', () => {
+            const text = Buffer.concat(received).toString('latin1');
+            resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), body: text.split('\r\n\r\n').slice(1).join('\r\n\r\n') });
+          });
+        });
+        expect(answer.status).toBe(400);
+        expect(answer.body).toMatch(/^Saving stream failed: effective image size is larger than the reported available storage/);
+        process.stderr.write(`early answer, a client that keeps sending: ${relay.forwarded()} bytes of a ${BIG}-byte image crossed the relay\n`);
+        expect(relay.forwarded()).toBeLessThan(BIG / 4);
+      } finally {
+        await relay.close();
+      }
+      expect(existsSync(server.target)).toBe(false);
     }),
   60_000);
 });
