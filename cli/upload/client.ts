@@ -17,6 +17,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { Transform } from 'node:stream';
 import { ErrorCode, FerryError, isErrorCode, toFerryError } from '../../src/errors.js';
 import { byteCountOf, encodeUploadMetadata, ERROR_CODE_HEADER, FINGERPRINT_KEY, TUS_CONTENT_TYPE, TUS_VERSION, TusHeader, UploadPath } from '../../src/contract/upload-api.js';
@@ -115,6 +116,30 @@ export function uploadUrl(proxyUrl: string, path: string): URL {
   }
   url.pathname = base + path;
   return url;
+}
+
+/** How long the reachability probe waits for a TCP connection to the proxy. */
+export const PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * Whether a TCP connection to the proxy opens within `timeoutMs`: undefined if it does, else why
+ * not. The commonest upload failure is a proxy address not reachable from the user's machine (a
+ * ClusterIP): found here in seconds, not after every retry's connection timeout.
+ */
+export function proxyUnreachable(proxyUrl: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<string | undefined> {
+  const url = uploadUrl(proxyUrl, '');
+  const port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: timeoutMs });
+    const done = (why: string | undefined): void => {
+      socket.destroy();
+      resolve(why);
+    };
+    socket.once('connect', () => done(undefined));
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code ?? err.message));
+    socket.once('timeout', () => done(`no connection within ${Math.round(timeoutMs / 1000)} s`));
+  });
 }
 
 /** Pure: the error an answer that is not success means, with the server's reason and code. */

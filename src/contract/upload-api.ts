@@ -116,6 +116,12 @@ export function byteCountOf(header: string | string[] | undefined): number | und
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
+/**
+ * Where Ferry's upload proxy runs (manifests/uploadproxy.yaml): what a user outside the cluster
+ * forwards a local port to when its URL is not reachable, and the local port the hint suggests.
+ */
+export const UploadProxyService = { namespace: 'ferry-system', name: 'ferry-uploadproxy', port: 443, localPort: 18443 } as const;
+
 /** The header that carries Ferry's error code beside CDI's text body (server and proxy answers). */
 export const ERROR_CODE_HEADER = 'x-ferry-error-code';
 
