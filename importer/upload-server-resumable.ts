@@ -440,6 +440,9 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
         await restart(stagedPath);
       } else if (state.kind === 'staged') {
         return answer(req, res, { answer: 'Busy', body: 'another file, uploaded whole, is being processed' });
+      } else {
+        // Still writing the other file's bytes (its break not seen yet): never answer its offset to this one.
+        return answer(req, res, { answer: 'TusLocked', body: 'another file is still being written; ask again shortly' });
       }
     }
     const other = host.otherUpload();
