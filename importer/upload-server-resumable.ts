@@ -315,6 +315,8 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
     let position = offset;
     let handle: FileHandle | undefined;
     let overrun = false;
+    /** The periodic fdatasync and record in flight (one at a time): the stream goes on meanwhile. */
+    let syncing: Promise<void> = Promise.resolve();
     try {
       let sparse = false;
       if (mode === 'in-place') ({ handle, sparse } = await (host.inPlace as InPlaceWrites).open(offset));
@@ -330,10 +332,15 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
         if (chunk.length > room) return (overrun = true);
         if (writer.position - synced >= STAGE_SYNC_BYTES) {
           synced = writer.position;
-          position = await writer.drain();
-          await handle?.datasync();
-          await writeRecord(path, { offset: position, length, ...kept });
-          state = { kind: 'staging', offset: position, length, writing: true, ...kept };
+          const upTo = await writer.drain();
+          await syncing;
+          // Bytes written after this point may be synced too; the record names only what was written before it.
+          const file = handle as FileHandle;
+          syncing = file
+            .datasync()
+            .then(() => writeRecord(path, { offset: upTo, length, ...kept }))
+            .then(() => void (state = { kind: 'staging', offset: upTo, length, writing: true, ...kept }));
+          syncing.catch(() => undefined); // awaited before the next one and at the end
         }
         return false;
       };
@@ -348,6 +355,7 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
       } finally {
         // What was received before a break is kept: it becomes the durable offset once synced.
         position = await writer.drain().catch(() => (state.kind === 'staging' ? state.offset : offset));
+        await syncing.catch(() => undefined);
       }
     } catch (err) {
       broke = err as Error;
