@@ -608,6 +608,19 @@ describe('raw resumable uploads are written in place (ADR 0010, "Raw uploads in 
     expect(existsSync(join(scratch, 'resumable-upload.staged.offset'))).toBe(false);
   }, 60_000);
 
+  test('a fixed VHD (raw with a footer after the disk), one footer larger than the volume: accepted (in place, unit-tested verdict), the footer cut, the disk exact', async () => {
+    convertImage(f('disk.raw'), 'vpc', f('fixed.vhd'), ['-o', 'subformat=fixed']);
+    const vhd = readFileSync(f('fixed.vhd'));
+    const disk = vhd.length - 512;
+    await withPlane({ capacity: disk }, async (server, proxy) => {
+      const outcome = await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('fixed.vhd'), size: vhd.length, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 1 });
+      expect(outcome.method).toBe(UploadMethod.Resumable);
+      expect(await server.finished).toMatchObject({ kind: 'success', diskSize: disk });
+      expect(readFileSync(server.target).equals(vhd.subarray(0, disk))).toBe(true);
+      expect(existsSync(join(f(`scratch-${serial}`), 'resumable-upload.staged'))).toBe(false);
+    });
+  }, 60_000);
+
   test('a raw image larger than the volume: 400 with CDI\'s message before a byte is written; the server takes another upload', () =>
     withPlane({ capacity: 8 * MiB }, async (server, proxy) => {
       const refused = await send(proxy, UploadPath.Resumable, { method: 'PATCH', bearer: token(), body: image.subarray(0, 2 * MiB), headers: patch(0) });
