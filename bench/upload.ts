@@ -55,11 +55,9 @@ async function startSink(): Promise<{ port: number; close(): void }> {
   return { port: (server.address() as AddressInfo).port, close: () => server.close() };
 }
 
-function pidListening(port: number): number {
-  const line = execFileSync('ss', ['-ltnpH', `sport = :${port}`]).toString();
-  const pid = Number(/pid=(\d+)/.exec(line)?.[1]);
-  if (!pid) throw new Error(`nothing listens on ${port}: ${line}`);
-  return pid;
+/** The PID listening on `port`, once one does. */
+function pidListening(port: number): Promise<number> {
+  return waitFor(`a listener on ${port}`, async () => Number(/pid=(\d+)/.exec(execFileSync('ss', ['-ltnpH', `sport = :${port}`]).toString())?.[1]) || undefined, 30_000, 200);
 }
 
 const vmHwm = (pid: number): number => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
@@ -103,8 +101,6 @@ async function main(): Promise<void> {
   convertImage(f('disk.raw'), 'qcow2', f('disk.qcow2'));
   const stack = await startUploadStack(dir, { serverTimeoutMs: 3_600_000, logLevel: 'warn' });
   const sink = await startSink();
-  const proxyPid = pidListening(stack.proxyPort);
-  const ns = await stack.cp.newNamespace('bench');
   const rows = new Map<string, Row>();
   const add = (label: string, seconds: number, cost: Cost, serverRss?: number, proxyRss?: number): void => {
     const row = rows.get(label) ?? { label, seconds: [], serverRss: [], proxyRss: [], cpu: [], proxyCpu: [], written: [] };
@@ -121,6 +117,9 @@ async function main(): Promise<void> {
   };
   let serial = 0;
   try {
+    // Inside the try: whatever fails from here, the stack's processes are stopped.
+    const proxyPid = await pidListening(stack.proxyPort);
+    const ns = await stack.cp.newNamespace('bench');
     for (let run = 1; run <= runs; run += 1) {
       for (const format of ['raw', 'qcow2'] as const) {
         const image = f(`disk.${format}`);
