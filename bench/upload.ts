@@ -9,6 +9,11 @@
  * processing (both clients poll the PVC every 2 s).
  * Peak RSS: the server's VmHWM sampled every 100 ms by the kubelet loop; the proxy's VmHWM, reset
  * (`/proc/<pid>/clear_refs` 5) before each row.
+ * CPU and disk (load does not change them): per row, the change in this process's
+ * `/proc/self/stat` utime+stime+cutime+cstime and `/proc/self/io` write_bytes, read once the
+ * row's processes have exited and been reaped (a reaped child's CPU and I/O are added to its
+ * parent's, recursively): the client and the upload server with its qemu-img for a ferry/virtctl
+ * row, curl and the sink for a curl row. The proxy (alive throughout) is read from its own /proc.
  *
  *   npm run build && node dist/bench/upload.js [runs=2] [GiB=2]     # as root
  */
@@ -50,22 +55,43 @@ async function startSink(): Promise<{ port: number; close(): void }> {
   return { port: (server.address() as AddressInfo).port, close: () => server.close() };
 }
 
-function pidListening(port: number): number {
-  const line = execFileSync('ss', ['-ltnpH', `sport = :${port}`]).toString();
-  const pid = Number(/pid=(\d+)/.exec(line)?.[1]);
-  if (!pid) throw new Error(`nothing listens on ${port}: ${line}`);
-  return pid;
+/** The PID listening on `port`, once one does. */
+function pidListening(port: number): Promise<number> {
+  return waitFor(`a listener on ${port}`, async () => Number(/pid=(\d+)/.exec(execFileSync('ss', ['-ltnpH', `sport = :${port}`]).toString())?.[1]) || undefined, 30_000, 200);
 }
 
 const vmHwm = (pid: number): number => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
 const resetHwm = (pid: number): void => writeFileSync(`/proc/${pid}/clear_refs`, '5');
 const mib = (bytes: number | undefined): number => Math.round((bytes ?? 0) / 1024 ** 2);
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+/** CPU seconds and bytes written to storage: `pid`'s own, or with `children` those of its reaped children too. */
+function usage(pid: number | 'self', children: boolean): { readonly cpu: number; readonly written: number } {
+  // Fields after the command's closing parenthesis: utime is the 12th, stime, cutime, cstime follow.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const ticks = (fields[11] ?? 0) + (fields[12] ?? 0) + (children ? (fields[13] ?? 0) + (fields[14] ?? 0) : 0);
+  const written = Number(/write_bytes:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
+  return { cpu: ticks / CLK_TCK, written };
+}
+const since = (before: { cpu: number; written: number }, after: { cpu: number; written: number }) => ({ cpu: after.cpu - before.cpu, written: after.written - before.written });
 
 interface Row {
   readonly label: string;
   readonly seconds: number[];
   readonly serverRss: number[];
   readonly proxyRss: number[];
+  /** CPU seconds of the client and server processes (curl and sink for curl), and of the proxy. */
+  readonly cpu: number[];
+  readonly proxyCpu: number[];
+  /** Bytes written to storage by those processes. */
+  readonly written: number[];
+}
+
+interface Cost {
+  readonly cpu: number;
+  readonly written: number;
+  readonly proxyCpu?: number;
 }
 
 async function main(): Promise<void> {
@@ -75,25 +101,32 @@ async function main(): Promise<void> {
   convertImage(f('disk.raw'), 'qcow2', f('disk.qcow2'));
   const stack = await startUploadStack(dir, { serverTimeoutMs: 3_600_000, logLevel: 'warn' });
   const sink = await startSink();
-  const proxyPid = pidListening(stack.proxyPort);
-  const ns = await stack.cp.newNamespace('bench');
   const rows = new Map<string, Row>();
-  const add = (label: string, seconds: number, serverRss?: number, proxyRss?: number): void => {
-    const row = rows.get(label) ?? { label, seconds: [], serverRss: [], proxyRss: [] };
+  const add = (label: string, seconds: number, cost: Cost, serverRss?: number, proxyRss?: number): void => {
+    const row = rows.get(label) ?? { label, seconds: [], serverRss: [], proxyRss: [], cpu: [], proxyCpu: [], written: [] };
     row.seconds.push(seconds);
+    row.cpu.push(cost.cpu);
+    row.written.push(cost.written);
+    if (cost.proxyCpu !== undefined) row.proxyCpu.push(cost.proxyCpu);
     if (serverRss !== undefined) row.serverRss.push(mib(serverRss));
     if (proxyRss !== undefined) row.proxyRss.push(mib(proxyRss));
     rows.set(label, row);
-    console.error(`${label}: ${seconds.toFixed(2)} s, ${(size / GiB / seconds * 1024).toFixed(0)} MiB/s${serverRss !== undefined ? `, server ${mib(serverRss)} MiB, proxy ${mib(proxyRss)} MiB` : ''}`);
+    console.error(
+      `${label}: ${seconds.toFixed(2)} s, ${(size / GiB / seconds * 1024).toFixed(0)} MiB/s, CPU ${cost.cpu.toFixed(2)} s${cost.proxyCpu !== undefined ? ` + proxy ${cost.proxyCpu.toFixed(2)} s` : ''}, written ${mib(cost.written)} MiB${serverRss !== undefined ? `, server ${mib(serverRss)} MiB, proxy ${mib(proxyRss)} MiB` : ''}`,
+    );
   };
   let serial = 0;
   try {
+    // Inside the try: whatever fails from here, the stack's processes are stopped.
+    const proxyPid = await pidListening(stack.proxyPort);
+    const ns = await stack.cp.newNamespace('bench');
     for (let run = 1; run <= runs; run += 1) {
       for (const format of ['raw', 'qcow2'] as const) {
         const image = f(`disk.${format}`);
         const bytes = statSync(image).size;
+        const curlBefore = usage('self', true);
         const curl = await measure(`curl -sS --fail -k -T ${image} https://127.0.0.1:${sink.port}/sink -o /dev/null`);
-        add(`curl -T ${format} (${bytes} B) → HTTPS file sink`, curl.seconds);
+        add(`curl -T ${format} (${bytes} B) → HTTPS file sink`, curl.seconds, since(curlBefore, usage('self', true)));
         rmSync(f('sink.out'), { force: true });
         for (const client of ['ferry', 'virtctl'] as const) {
           const name = `${client}-${format}-${(serial += 1)}`;
@@ -107,12 +140,17 @@ async function main(): Promise<void> {
           });
           await waitFor(`${name} ready`, async () => ((await stack.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name })).metadata?.annotations?.[UploadAnnotation.PodReady] === 'true' ? true : undefined), 120_000, 200);
           resetHwm(proxyPid);
+          const before = usage('self', true);
+          const proxyBefore = usage(proxyPid, false);
           const args = `pvc ${name} --no-create --image-path ${image} --uploadproxy-url ${stack.proxyUrl} --insecure -n ${ns} --wait-secs 600 --kubeconfig ${stack.cp.kubeconfigPath}`;
           const command = client === 'ferry' ? `${process.execPath} ${FERRY_BIN} image-upload ${args} > /dev/null 2>&1` : `${virtctl} image-upload ${args} > /dev/null 2>&1`;
           const sample = await measure(command);
           const proxyRss = vmHwm(proxyPid);
           await waitFor(`${name} Succeeded`, async () => ((await stack.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name })).metadata?.annotations?.[Annotation.PodPhase] === 'Succeeded' ? true : undefined), 600_000, 500);
-          add(`${client} image-upload ${format} → proxy → server`, sample.seconds, stack.kubelet.peakRssOf(ns, name), proxyRss);
+          // The server has exited once no signal reaches it (SIGCONT changes nothing), and the kubelet loop has reaped it.
+          await waitFor(`${name} server exited`, async () => (stack.kubelet.kill(ns, name, 'SIGCONT') ? undefined : true), 120_000, 200);
+          const cost = { ...since(before, usage('self', true)), proxyCpu: since(proxyBefore, usage(proxyPid, false)).cpu };
+          add(`${client} image-upload ${format} → proxy → server`, sample.seconds, cost, stack.kubelet.peakRssOf(ns, name), proxyRss);
           rmSync(stack.kubelet.volumesOf(ns, name) ?? f('none'), { recursive: true, force: true });
         }
       }
@@ -123,15 +161,15 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   console.log(`\n${runs} runs, ${size} bytes, medians (runs):\n`);
-  console.log('| contender | median s (runs) | MiB/s | vs curl | server peak RSS MiB | proxy peak RSS MiB |');
-  console.log('|---|---|---|---|---|---|');
+  console.log('| contender | median s (runs) | MiB/s | vs curl | CPU s (client+server; curl+sink) | proxy CPU s | written to disk MiB | server peak RSS MiB | proxy peak RSS MiB |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const format of ['raw', 'qcow2']) {
     const curl = [...rows.values()].find((r) => r.label.startsWith(`curl -T ${format}`));
     const curlMedian = median(curl?.seconds ?? []);
     for (const row of [...rows.values()].filter((r) => r.label.includes(` ${format}`))) {
       const s = median(row.seconds);
       console.log(
-        `| ${row.label} | ${s.toFixed(2)} (${row.seconds.map((x) => x.toFixed(2)).join(', ')}) | ${((size / 1024 ** 2) / s).toFixed(0)} | ${(curlMedian / s).toFixed(2)}× | ${row.serverRss.length ? `${Math.max(...row.serverRss)}` : '—'} | ${row.proxyRss.length ? `${Math.max(...row.proxyRss)}` : '—'} |`,
+        `| ${row.label} | ${s.toFixed(2)} (${row.seconds.map((x) => x.toFixed(2)).join(', ')}) | ${((size / 1024 ** 2) / s).toFixed(0)} | ${(curlMedian / s).toFixed(2)}× | ${median(row.cpu).toFixed(2)} | ${row.proxyCpu.length ? median(row.proxyCpu).toFixed(2) : '—'} | ${mib(median(row.written))} | ${row.serverRss.length ? `${Math.max(...row.serverRss)}` : '—'} | ${row.proxyRss.length ? `${Math.max(...row.proxyRss)}` : '—'} |`,
       );
     }
   }

@@ -32,56 +32,90 @@ export interface RawWriteOptions {
 export const DEFAULT_SYNC_EVERY_BYTES = 64 * 1024 * 1024;
 
 /**
- * Returns the number of bytes of disk written (holes included). Syncs before returning.
- *
- * Network and pipe chunks are small (16–64 KiB): they are gathered into 4 MiB buffers, and one
- * buffer is written while the next fills, so reading the source and writing the disk overlap
- * (with a single buffer the producer — a socket, a decompressor's pipe — stalls during each write).
+ * Writes chunks at increasing positions of an open file or device. Network and pipe chunks are
+ * small (16–64 KiB): they are gathered into 4 MiB buffers, and one buffer is written while the next
+ * fills, so reading the source and writing the disk overlap (with a single buffer the producer — a
+ * socket, a decompressor's pipe — stalls during each write). `sparse`: blocks of zeros are skipped
+ * (the region must read as zeros already: a fresh file, or one cut at `start`).
  */
+export class GatheredWriter {
+  private fill = Buffer.allocUnsafe(STAGING_BYTES);
+  private spare = Buffer.allocUnsafe(STAGING_BYTES);
+  private staged = 0;
+  /** A write in flight; awaited before the next one starts. */
+  private writing: Promise<void> = Promise.resolve();
+  /** Where the gathered bytes go next: every byte before it has been handed to a write. */
+  private next: number;
+
+  constructor(
+    private readonly handle: FileHandle,
+    start: number,
+    private readonly sparse: boolean,
+  ) {
+    this.next = start;
+  }
+
+  /** Bytes taken so far, written or gathered: the position after the last pushed byte. */
+  get position(): number {
+    return this.next + this.staged;
+  }
+
+  async push(chunk: Buffer): Promise<void> {
+    for (let used = 0; used < chunk.length; ) {
+      const n = chunk.copy(this.fill, this.staged, used);
+      this.staged += n;
+      used += n;
+      if (this.staged === STAGING_BYTES) await this.writeStaged();
+    }
+  }
+
+  /** Writes what is gathered and waits for every write; returns the position written up to. */
+  async drain(): Promise<number> {
+    await this.writeStaged();
+    await this.writing;
+    return this.next;
+  }
+
+  /** Waits for the write in flight (never throws: the failure surfaces at the next push or drain). */
+  settled(): Promise<void> {
+    return this.writing.catch(() => undefined);
+  }
+
+  private async writeStaged(): Promise<void> {
+    if (this.staged === 0) return;
+    await this.writing;
+    const data = this.fill.subarray(0, this.staged);
+    this.writing = this.sparse ? writeSparse(this.handle, data, this.next) : writeAll(this.handle, data, this.next);
+    this.writing.catch(() => undefined); // awaited before the next write; only keeps an early failure from going unhandled
+    this.next += this.staged;
+    this.staged = 0;
+    [this.fill, this.spare] = [this.spare, this.fill];
+  }
+}
+
+/** Returns the number of bytes of disk written (holes included). Syncs before returning. */
 export async function writeRaw(source: ByteStream, options: RawWriteOptions): Promise<number> {
   const handle = await (options.sparse ? createExclusive(options.path) : open(options.path, 'r+')).catch((err: unknown) => {
     throw toFerryError(err, 'TARGET_ERROR');
   });
-  // A write or flush in flight; awaited before the next one starts (and before returning).
-  let writing: Promise<void> = Promise.resolve();
+  const writer = new GatheredWriter(handle, 0, options.sparse);
+  // A flush in flight; awaited before the next one starts (and before returning).
   let flushing: Promise<void> = Promise.resolve();
   try {
-    let offset = 0;
-    let unsynced = 0;
+    let synced = 0;
     const syncEvery = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
-    let fill = Buffer.allocUnsafe(STAGING_BYTES);
-    let spare = Buffer.allocUnsafe(STAGING_BYTES);
-    let staged = 0;
-    const writeStaged = async (): Promise<void> => {
-      if (staged === 0) return;
-      await writing;
-      const data = fill.subarray(0, staged);
-      const at = offset;
-      writing = options.sparse ? writeSparse(handle, data, at) : writeAll(handle, data, at);
-      writing.catch(() => undefined); // awaited before the next write; only keeps an early failure from going unhandled
-      offset += staged;
-      unsynced += staged;
-      staged = 0;
-      [fill, spare] = [spare, fill];
-      if (syncEvery > 0 && unsynced >= syncEvery) {
+    for await (const chunk of source) {
+      await writer.push(chunk);
+      if (syncEvery > 0 && writer.position - synced >= syncEvery) {
         // One flush in flight at a time: dirty data stays within about two intervals.
-        await writing;
+        synced = writer.position;
+        await writer.drain();
         await flushing;
         flushing = handle.datasync();
         flushing.catch(() => undefined);
-        unsynced = 0;
-      }
-    };
-    for await (const chunk of source) {
-      for (let used = 0; used < chunk.length; ) {
-        const n = chunk.copy(fill, staged, used);
-        staged += n;
-        used += n;
-        if (staged === STAGING_BYTES) await writeStaged();
       }
     }
-    await writeStaged();
-    await writing;
+    const offset = await writer.drain();
     await flushing;
     if (options.sparse) await handle.truncate(offset);
     await handle.sync();
@@ -89,7 +123,7 @@ export async function writeRaw(source: ByteStream, options: RawWriteOptions): Pr
   } catch (err) {
     throw toFerryError(err, 'TARGET_ERROR');
   } finally {
-    await writing.catch(() => undefined);
+    await writer.settled();
     await flushing.catch(() => undefined);
     await handle.close();
   }

@@ -12,9 +12,13 @@
 import { open, readFile, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Logger } from '../src/logging.js';
-import { byteCountOf, TUS_CONTENT_TYPE, TUS_VERSION, TusHeader, UploadAnswer } from '../src/contract/upload-api.js';
+import { type FerryError, toFerryError } from '../src/errors.js';
+import type { ImportSuccess } from '../src/contract/termination.js';
+import { byteCountOf, ERROR_CODE_HEADER, fingerprintOf, TUS_CONTENT_TYPE, TUS_VERSION, TusHeader, UploadAnswer } from '../src/contract/upload-api.js';
 import { endAfterBody } from '../src/io/http-answer.js';
+import { GatheredWriter } from './raw-writer.js';
 import { pulled } from './sources/upload-source.js';
+import { IN_PLACE_HEAD_BYTES, type InPlaceWrites } from './upload-server-in-place.js';
 
 /** fsync at least this often while a PATCH streams (and always when it ends). */
 export const STAGE_SYNC_BYTES = 64 * 1024 * 1024;
@@ -25,13 +29,28 @@ export const STAGE_RECORD_SUFFIX = '.offset';
 /** How long a HEAD or PATCH waits for a running PATCH to end before answering (423 for a PATCH). */
 export const WRITER_SETTLE_MS = 3000;
 
+/**
+ * Where a resumable upload's bytes go: absent, staged on scratch (then imported by the engine);
+ * 'in-place', a raw image written straight into the target (importer/upload-server-in-place.ts).
+ */
+export type StageMode = 'in-place';
+
+/** What every non-empty state carries: the mode, and the fingerprint the first PATCH sent (if any). */
+export interface StagedFacts {
+  readonly mode?: StageMode;
+  readonly fingerprint?: string;
+}
+
 export type ResumableState =
   /** Nothing staged and no request running. */
   | { readonly kind: 'empty' }
   /** Bytes staged up to `offset` (durable); `writing` while a PATCH streams. */
-  | { readonly kind: 'staging'; readonly offset: number; readonly length: number; readonly writing: boolean }
-  /** Every byte is in; the import runs or ran. */
-  | { readonly kind: 'staged'; readonly length: number };
+  | ({ readonly kind: 'staging'; readonly offset: number; readonly length: number; readonly writing: boolean } & StagedFacts)
+  /** Every byte is in; the import (or the in-place finish) runs or ran. */
+  | ({ readonly kind: 'staged'; readonly length: number } & StagedFacts);
+
+/** The durable-offset record, as written beside the staged file. */
+export type StageRecord = { readonly offset: number; readonly length: number } & StagedFacts;
 
 /** What the rest of the upload server decides: whether an upload may start, and what to do once staged. */
 export interface ResumableHost {
@@ -40,6 +59,12 @@ export interface ResumableHost {
   /** Called once, when the whole body is durable in `stagedPath`; imports it in the background. */
   readonly staged: (stagedPath: string, length: number) => void;
   readonly logger: Logger;
+  /** Raw images written into the target as they stream; without it every upload is staged. */
+  readonly inPlace?: InPlaceWrites;
+  /** Called once, when an upload written in place is complete (its last PATCH answered) or failed after an earlier pod had all its bytes. */
+  readonly completed?: (outcome: ImportSuccess | FerryError) => void;
+  /** The answer for a refused or failed upload (CDI's wording for an image too big). */
+  readonly failure?: (error: FerryError) => { readonly answer: UploadAnswer; readonly body: string };
 }
 
 export interface ResumableUploads {
@@ -58,15 +83,31 @@ export interface ResumableUploads {
 }
 
 /** Pure: the durable-offset record, or undefined when it is not one (a torn or foreign file). */
-export function decodeStageRecord(text: string): { readonly offset: number; readonly length: number } | undefined {
+export function decodeStageRecord(text: string): StageRecord | undefined {
   try {
-    const v = JSON.parse(text) as { offset?: unknown; length?: unknown };
+    const v = JSON.parse(text) as { offset?: unknown; length?: unknown; mode?: unknown; fingerprint?: unknown };
     const ok = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
     if (!ok(v.offset) || !ok(v.length) || v.length === 0 || v.offset > v.length) return undefined;
-    return { offset: v.offset, length: v.length };
+    if (v.mode !== undefined && v.mode !== 'in-place') return undefined;
+    if (v.fingerprint !== undefined && typeof v.fingerprint !== 'string') return undefined;
+    return { offset: v.offset, length: v.length, ...(v.mode !== undefined ? { mode: v.mode } : {}), ...(v.fingerprint !== undefined ? { fingerprint: v.fingerprint } : {}) };
   } catch {
     return undefined;
   }
+}
+
+/** Pure: the record's text (what decodeStageRecord reads back). */
+export function encodeStageRecord(record: StageRecord): string {
+  return JSON.stringify({ offset: record.offset, length: record.length, ...(record.mode ? { mode: record.mode } : {}), ...(record.fingerprint !== undefined ? { fingerprint: record.fingerprint } : {}) });
+}
+
+/**
+ * Pure: whether a request may go on with what is staged: only with the fingerprint the upload was
+ * started with (none, for a client that sends none). A different file of the same length must
+ * start over, never be appended to another's bytes.
+ */
+export function sameUpload(state: ResumableState, fingerprint: string | undefined): boolean {
+  return state.kind === 'empty' || state.fingerprint === fingerprint;
 }
 
 /** Removes a staged upload and its record (after it was imported, or when it cannot be trusted). */
@@ -74,11 +115,11 @@ export async function removeStaged(stagedPath: string): Promise<void> {
   await Promise.all([rm(stagedPath, { force: true }), rm(stagedPath + STAGE_RECORD_SUFFIX, { force: true }), rm(`${stagedPath}${STAGE_RECORD_SUFFIX}.tmp`, { force: true })]);
 }
 
-async function writeRecord(stagedPath: string, offset: number, length: number): Promise<void> {
+async function writeRecord(stagedPath: string, record: StageRecord): Promise<void> {
   const tmp = `${stagedPath}${STAGE_RECORD_SUFFIX}.tmp`;
   const handle = await open(tmp, 'w');
   try {
-    await handle.writeFile(JSON.stringify({ offset, length }));
+    await handle.writeFile(encodeStageRecord(record));
     await handle.datasync();
   } finally {
     await handle.close();
@@ -92,15 +133,24 @@ async function writeRecord(stagedPath: string, offset: number, length: number): 
  * was durable (a crash may leave more bytes, or garbage, past it: cut off). Without a valid record,
  * or with a staged file shorter than it, nothing is trusted.
  */
-async function recoverStaged(stagedPath: string): Promise<ResumableState> {
+async function recoverStaged(stagedPath: string, inPlace: InPlaceWrites | undefined): Promise<ResumableState> {
   const record = decodeStageRecord(await readFile(stagedPath + STAGE_RECORD_SUFFIX, 'utf8').catch(() => ''));
-  const size = await stat(stagedPath).then((s) => s.size, () => -1);
-  if (!record || size < record.offset) {
-    await removeStaged(stagedPath);
-    return { kind: 'empty' };
+  if (record?.mode === 'in-place') {
+    // The bytes are in the target; a file target's upload file is cut to the offset when the next PATCH opens it.
+    if (!inPlace || !(await inPlace.present())) {
+      await removeStaged(stagedPath);
+      return { kind: 'empty' };
+    }
+  } else {
+    const size = await stat(stagedPath).then((s) => s.size, () => -1);
+    if (!record || size < record.offset) {
+      await removeStaged(stagedPath);
+      return { kind: 'empty' };
+    }
+    await truncate(stagedPath, record.offset);
   }
-  await truncate(stagedPath, record.offset);
-  return record.offset >= record.length ? { kind: 'staged', length: record.length } : { kind: 'staging', offset: record.offset, length: record.length, writing: false };
+  const facts: StagedFacts = { ...(record.mode ? { mode: record.mode } : {}), ...(record.fingerprint !== undefined ? { fingerprint: record.fingerprint } : {}) };
+  return record.offset >= record.length ? { kind: 'staged', length: record.length, ...facts } : { kind: 'staging', offset: record.offset, length: record.length, writing: false, ...facts };
 }
 
 type Answer = { readonly answer: UploadAnswer; readonly headers?: OutgoingHttpHeaders; readonly body?: string };
@@ -172,16 +222,20 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
   let state: ResumableState = { kind: 'empty' };
   /** The request of the PATCH writing now (for flush). */
   let writing: IncomingMessage | undefined;
+  const failure = host.failure ?? ((error: FerryError) => ({ answer: 'Failed' as const, body: error.message }));
   // An upload staged by an earlier pod resumes from its recorded durable offset (the scratch
-  // volume outlives the pod); one staged whole is imported now.
+  // volume outlives the pod); one staged whole is imported now (written in place: finished now).
   const cleared: Promise<void> =
     stagedPath === undefined
       ? Promise.resolve()
-      : recoverStaged(stagedPath).then(
+      : recoverStaged(stagedPath, host.inPlace).then(
           (recovered) => {
             state = recovered;
             if (recovered.kind !== 'empty') host.logger.info({ ...recovered }, 'an upload staged by an earlier server resumes');
-            if (recovered.kind === 'staged') host.staged(stagedPath, recovered.length);
+            if (recovered.kind === 'staged') {
+              if (recovered.mode === 'in-place') void finishInPlace(stagedPath, recovered.length).then((outcome) => host.completed?.(outcome));
+              else host.staged(stagedPath, recovered.length);
+            }
           },
           (err: unknown) => {
             host.logger.warn({ err: (err as Error).message }, 'cannot read what an earlier server staged; starting over');
@@ -189,62 +243,157 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
           },
         );
 
-  async function append(req: IncomingMessage, res: ServerResponse, path: string, offset: number, length: number): Promise<void> {
+  /** All bytes of an in-place upload are durable: the disk is completed, or given up (and the server may take another upload). */
+  async function finishInPlace(path: string, length: number): Promise<ImportSuccess | FerryError> {
+    const inPlace = host.inPlace as InPlaceWrites;
+    try {
+      const result = await inPlace.finish(length);
+      await removeStaged(path).catch(() => undefined);
+      host.logger.info({ ...result }, 'upload written in place');
+      return result;
+    } catch (err) {
+      const error = toFerryError(err);
+      host.logger.error({ code: error.code }, `finishing an upload written in place failed: ${error.message}`);
+      await inPlace.discard().catch(() => undefined);
+      await removeStaged(path).catch(() => undefined);
+      state = { kind: 'empty' };
+      return error;
+    }
+  }
+
+  /** Throws away what is staged or written (another file is being uploaded now). */
+  async function restart(path: string): Promise<void> {
+    if (state.kind !== 'empty' && state.mode === 'in-place') await host.inPlace?.discard();
+    await removeStaged(path);
+    state = { kind: 'empty' };
+  }
+
+  /** The first bytes of the first PATCH, enough to tell a raw image (IN_PLACE_HEAD_BYTES, or the whole body when shorter). */
+  async function firstBytes(chunks: AsyncIterator<Buffer>, want: number): Promise<{ readonly head: Buffer[]; readonly complete: boolean; readonly broke?: Error }> {
+    const head: Buffer[] = [];
+    let bytes = 0;
+    try {
+      while (bytes < want) {
+        const next = await chunks.next();
+        if (next.done) break;
+        head.push(next.value);
+        bytes += next.value.length;
+      }
+    } catch (err) {
+      return { head, complete: false, broke: err as Error };
+    }
+    return { head, complete: bytes >= want };
+  }
+
+  async function append(req: IncomingMessage, res: ServerResponse, path: string, offset: number, length: number, facts: StagedFacts): Promise<void> {
     await cleared;
-    state = { kind: 'staging', offset, length, writing: true };
+    let { mode } = facts;
+    const { fingerprint } = facts;
     const log = host.logger.child({ path: 'resumable', offset, length });
+    const chunks = pulled(req)[Symbol.asyncIterator]();
+    writing = req;
+    let pending: Buffer[] = [];
+    let broke: Error | undefined;
+    if (offset === 0) {
+      // Where the bytes go is decided once, from the first ones: a raw image into the target, the rest staged.
+      const first = await firstBytes(chunks, Math.min(IN_PLACE_HEAD_BYTES, length));
+      pending = first.head;
+      broke = first.broke;
+      const verdict = first.complete && host.inPlace ? await host.inPlace.verdict(Buffer.concat(first.head), length).catch((err: unknown) => ({ kind: 'refused' as const, error: toFerryError(err) })) : { kind: 'staged' as const };
+      if (verdict.kind === 'refused') {
+        writing = undefined;
+        state = { kind: 'empty' };
+        log.warn({ code: verdict.error.code }, `upload refused: ${verdict.error.message}`);
+        const { answer: name, body } = failure(verdict.error);
+        return answer(req, res, { answer: name, body, headers: { [ERROR_CODE_HEADER]: verdict.error.code } });
+      }
+      mode = verdict.kind === 'in-place' ? 'in-place' : undefined;
+      if (mode) log.info('a raw image: written straight into the target');
+    }
+    const kept: StagedFacts = { ...(mode ? { mode } : {}), ...(fingerprint !== undefined ? { fingerprint } : {}) };
+    state = { kind: 'staging', offset, length, writing: true, ...kept };
     let position = offset;
     let handle: FileHandle | undefined;
-    let broke: Error | undefined;
     let overrun = false;
+    /** The periodic fdatasync and record in flight (one at a time): the stream goes on meanwhile. */
+    let syncing: Promise<void> = Promise.resolve();
     try {
-      handle = await open(path, offset === 0 ? 'w' : 'r+');
-      if (offset === 0) await handle.truncate(0);
-      writing = req;
-      let unsynced = 0;
-      for await (const chunk of pulled(req)) {
-        const room = length - position;
-        const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
-        if (part.length > 0) {
-          await handle.write(part, 0, part.length, position);
-          position += part.length;
-          unsynced += part.length;
+      let sparse = false;
+      if (mode === 'in-place') ({ handle, sparse } = await (host.inPlace as InPlaceWrites).open(offset));
+      else {
+        handle = await open(path, offset === 0 ? 'w' : 'r+');
+        if (offset === 0) await handle.truncate(0);
+      }
+      const writer = new GatheredWriter(handle, offset, sparse);
+      let synced = offset;
+      const take = async (chunk: Buffer): Promise<boolean> => {
+        const room = length - writer.position;
+        await writer.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
+        if (chunk.length > room) return (overrun = true);
+        if (writer.position - synced >= STAGE_SYNC_BYTES) {
+          synced = writer.position;
+          const upTo = await writer.drain();
+          await syncing;
+          // Bytes written after this point may be synced too; the record names only what was written before it.
+          const file = handle as FileHandle;
+          syncing = file
+            .datasync()
+            .then(() => writeRecord(path, { offset: upTo, length, ...kept }))
+            .then(() => void (state = { kind: 'staging', offset: upTo, length, writing: true, ...kept }));
+          syncing.catch(() => undefined); // awaited before the next one and at the end
         }
-        if (chunk.length > room) {
-          overrun = true;
-          break;
+        return false;
+      };
+      try {
+        for (const chunk of pending) if (await take(chunk)) break;
+        pending = [];
+        if (broke) throw broke;
+        while (!overrun) {
+          const next = await chunks.next();
+          if (next.done || (await take(next.value))) break;
         }
-        if (unsynced >= STAGE_SYNC_BYTES) {
-          await handle.datasync();
-          await writeRecord(path, position, length);
-          unsynced = 0;
-          state = { kind: 'staging', offset: position, length, writing: true };
-        }
+      } finally {
+        // What was received before a break is kept: it becomes the durable offset once synced.
+        position = await writer.drain().catch(() => (state.kind === 'staging' ? state.offset : offset));
+        await syncing.catch(() => undefined);
       }
     } catch (err) {
       broke = err as Error;
     } finally {
       writing = undefined;
       if (handle) {
-        // What was written before a break is kept: it becomes the durable offset once synced.
+        const written = position;
         await handle
           .datasync()
-          .then(() => writeRecord(path, position, length))
+          .then(() => writeRecord(path, { offset: written, length, ...kept }))
           .catch(() => (position = state.kind === 'staging' ? state.offset : offset));
         await handle.close().catch(() => undefined);
       }
     }
     if (!handle) {
-      state = offset === 0 ? { kind: 'empty' } : { kind: 'staging', offset, length, writing: false };
+      state = offset === 0 ? { kind: 'empty' } : { kind: 'staging', offset, length, writing: false, ...kept };
       log.error({ err: broke?.message }, 'cannot open the staging file');
       return answer(req, res, { answer: 'Failed', body: `cannot stage the upload: ${broke?.message ?? 'unknown error'}` });
     }
     if (position >= length) {
-      state = { kind: 'staged', length };
-      log.info({ bytes: position - offset }, 'upload staged whole; importing it');
-      host.staged(path, length);
+      state = { kind: 'staged', length, ...kept };
+      if (mode !== 'in-place') {
+        log.info({ bytes: position - offset }, 'upload staged whole; importing it');
+        host.staged(path, length);
+      } else {
+        // Finished before the last PATCH is answered: its answer says whether the disk is complete.
+        const outcome = await finishInPlace(path, length);
+        if (outcome instanceof Error) {
+          const { answer: name, body } = failure(outcome);
+          return answer(req, res, { answer: name, body, headers: { [ERROR_CODE_HEADER]: outcome.code } });
+        }
+        // Settled once the answer is out: the server exits after that.
+        const done = (): void => host.completed?.(outcome);
+        res.once('finish', done);
+        res.once('close', done);
+      }
     } else {
-      state = { kind: 'staging', offset: position, length, writing: false };
+      state = { kind: 'staging', offset: position, length, writing: false, ...kept };
     }
     if (overrun) return answer(req, res, { answer: 'TusBadHeaders', headers: { [TusHeader.Offset]: String(position) }, body: `the body goes past Upload-Length ${length}` });
     if (broke) {
@@ -271,11 +420,13 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
-    if (req.method === 'HEAD' || req.method === 'PATCH') {
-      void cleared.then(settled).then(() => respond(req, res));
-      return;
-    }
-    void cleared.then(() => respond(req, res));
+    const ready = req.method === 'HEAD' || req.method === 'PATCH' ? cleared.then(settled) : cleared;
+    void ready
+      .then(() => respond(req, res))
+      .catch((err: unknown) => {
+        host.logger.error({ err: (err as Error).message }, 'resumable upload error');
+        answer(req, res, { answer: 'Failed', body: (err as Error).message });
+      });
   }
 
   async function flush(): Promise<void> {
@@ -286,10 +437,22 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
     host.logger.info({ durable: state.kind === 'staging' ? state.offset : undefined }, 'stopping: what was written is durable');
   }
 
-  function respond(req: IncomingMessage, res: ServerResponse): void {
+  async function respond(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const version = tusVersionRefusal(req.method, req.headers[TusHeader.Resumable]);
     if (version) return answer(req, res, version);
     if (stagedPath === undefined) return answer(req, res, { answer: 'TusUnavailable', body: 'this upload server has no scratch space to stage a resumable upload on; use /v1beta1/upload' });
+    const fingerprint = fingerprintOf(req.headers[TusHeader.Metadata]);
+    if ((req.method === 'HEAD' || req.method === 'PATCH') && !sameUpload(state, fingerprint)) {
+      if (state.kind === 'staging' && !state.writing) {
+        host.logger.warn({ offset: state.offset, length: state.length, staged: state.fingerprint ?? null, sent: fingerprint ?? null }, 'another file than the one staged: the staged bytes are dropped and the upload starts over from byte 0');
+        await restart(stagedPath);
+      } else if (state.kind === 'staged') {
+        return answer(req, res, { answer: 'Busy', body: 'another file, uploaded whole, is being processed' });
+      } else {
+        // Still writing the other file's bytes (its break not seen yet): never answer its offset to this one.
+        return answer(req, res, { answer: 'TusLocked', body: 'another file is still being written; ask again shortly' });
+      }
+    }
     const other = host.otherUpload();
     switch (req.method) {
       case 'OPTIONS':
@@ -304,8 +467,12 @@ export function createResumableUploads(stagedPath: string | undefined, host: Res
           contentLength: req.headers['content-length'],
         });
         if (!verdict.ok) return answer(req, res, verdict.refusal);
-        state = { kind: 'staging', offset: verdict.offset, length: verdict.length, writing: true };
-        writerDone = append(req, res, stagedPath, verdict.offset, verdict.length).catch((err: unknown) => {
+        const facts: StagedFacts = {
+          ...(state.kind === 'staging' && state.mode ? { mode: state.mode } : {}),
+          ...(fingerprint !== undefined ? { fingerprint } : {}),
+        };
+        state = { kind: 'staging', offset: verdict.offset, length: verdict.length, writing: true, ...facts };
+        writerDone = append(req, res, stagedPath, verdict.offset, verdict.length, facts).catch((err: unknown) => {
           host.logger.error({ err: (err as Error).message }, 'resumable upload error');
           answer(req, res, { answer: 'Failed', body: (err as Error).message });
         });

@@ -16,7 +16,7 @@ import { ErrorCode, type FerryError, toFerryError } from '../src/errors.js';
 import { ImportSource, validateSpec } from '../src/contract/import-spec.js';
 import type { Logger } from '../src/logging.js';
 import type { ImportSuccess, TerminationMessage } from '../src/contract/termination.js';
-import { TOO_BIG_REASON, UPLOAD_FORM_FIELD, UploadAnswer, UploadPath, uploadModeOf, savingFailedMessage, type UploadMode } from '../src/contract/upload-api.js';
+import { ERROR_CODE_HEADER, TOO_BIG_REASON, UPLOAD_FORM_FIELD, UploadAnswer, UploadPath, uploadModeOf, savingFailedMessage, type UploadMode } from '../src/contract/upload-api.js';
 import type { UploadServerConfig } from '../src/contract/upload-server.js';
 import { type ImportTuning, runImport } from './engine.js';
 import { Progress } from './progress.js';
@@ -27,12 +27,12 @@ import { join } from 'node:path';
 import type { ImportSpec } from '../src/contract/import-spec.js';
 import { openFile } from './sources/file-source.js';
 import { createResumableUploads, removeStaged } from './upload-server-resumable.js';
+import { inPlaceWrites } from './upload-server-in-place.js';
 
 /** The staged body of a resumable upload, on scratch. */
 export const STAGED_UPLOAD_FILE = 'resumable-upload.staged';
 
-/** The header that carries Ferry's error code beside CDI's text body. */
-export const ERROR_CODE_HEADER = 'x-ferry-error-code';
+export { ERROR_CODE_HEADER };
 
 export interface UploadServerDeps {
   readonly config: UploadServerConfig;
@@ -136,6 +136,14 @@ export function createUploadServer(deps: UploadServerDeps): UploadServer {
     otherUpload: () => (state === 'done' ? 'done' : state === 'busy' ? 'busy' : 'none'),
     staged: (stagedPath, length) => void importStaged(stagedPath, length),
     logger,
+    inPlace: inPlaceWrites(specFor(UploadPath.Resumable)),
+    completed: (outcome) => {
+      // A failure here leaves nothing behind (the upload file is gone): another upload may try.
+      if (outcome instanceof Error) return;
+      state = 'done';
+      settle(outcome);
+    },
+    failure: failureAnswer,
   });
 
   async function upload(req: IncomingMessage, res: ServerResponse, path: string, mode: UploadMode): Promise<void> {

@@ -16,7 +16,6 @@ import { connect } from 'node:net';
 import type { Logger } from '../src/logging.js';
 import { bearerTokenOf, FORWARDED_REQUEST_HEADERS, isProxyUploadPath, proxyTransportMessage, UploadAnswer, UploadPath, UPLOAD_SERVER_PORT, uploadServiceHost } from '../src/contract/upload-api.js';
 import { TokenError, type UploadTokenClaims, verifyUploadToken } from '../src/contract/upload-token.js';
-import { endAfterBody } from '../src/io/http-answer.js';
 
 /** What the Kubernetes API says about an upload target (the controller part fills this in). */
 export type TargetStatus =
@@ -86,13 +85,43 @@ function send(res: ServerResponse, answer: UploadAnswer, body: string): void {
   res.end(body);
 }
 
-/** Answers before the body is read: the rest is read and dropped (at most 10 s, then cut). */
+/** How long a client that was answered before its body ended may keep the connection (then it is cut). */
+export const EARLY_ANSWER_HOLD_MS = 10_000;
+
+/**
+ * After an answer that came before the body ended: the body is no longer read at all, so TCP stops
+ * the client after what the socket buffers hold (reading and dropping it, as before, took the whole
+ * image from a client that writes on whatever the answer says, as Go's transport does). The answer
+ * is complete (its Content-Length) but the response is not ended: ending it with a body unread would
+ * make Node drain it, or reset the connection before the client has read the answer. The
+ * connection closes when the client closes it, or after EARLY_ANSWER_HOLD_MS.
+ */
+export function stopReading(req: IncomingMessage, res: ServerResponse, holdMs = EARLY_ANSWER_HOLD_MS): void {
+  if (!bodyPending(req)) {
+    res.end();
+    return;
+  }
+  req.pause();
+  const socket = req.socket;
+  const timer = setTimeout(() => socket.destroy(), holdMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
+/** Whether part of a request's body has not arrived yet (a request without one has none to wait for). */
+function bodyPending(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  return hasBody && !req.complete;
+}
+
+/** Answers before the body is read: the body is left unread (stopReading). */
 function sendEarly(req: IncomingMessage, res: ServerResponse, answer: UploadAnswer, body: string): void {
   if (res.headersSent) return;
   const bytes = Buffer.from(body);
-  res.writeHead(UploadAnswer[answer].status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': bytes.length });
+  res.writeHead(UploadAnswer[answer].status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': bytes.length, ...(bodyPending(req) ? { connection: 'close' } : {}) });
   res.write(bytes);
-  endAfterBody(req, res);
+  stopReading(req, res);
 }
 
 
@@ -155,22 +184,26 @@ export function createUploadProxy(deps: UploadProxyDeps): Server {
       agent: false,
     });
     upstream.on('response', (answer) => {
+      const early = bodyPending(req);
+      if (early) {
+        // The server answered before the body ended (refused it): not one more byte goes on to it.
+        req.unpipe(upstream);
+        req.pause();
+      }
       const headers: OutgoingHttpHeaders = {};
       for (const [name, value] of Object.entries(answer.headers)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') headers[name] = value;
-      res.writeHead(answer.statusCode ?? 502, headers);
+      res.writeHead(answer.statusCode ?? 502, early ? { ...headers, connection: 'close' } : headers);
       answer.pipe(res, { end: false });
       answer.once('end', () => {
-        log.info({ status: answer.statusCode }, 'upload answered');
-        if (!req.readableEnded) {
-          // The server answered before the body ended (refused it): stop sending it on.
-          req.unpipe(upstream);
-          upstream.destroy();
-        }
-        endAfterBody(req, res);
+        log.info({ status: answer.statusCode, early }, 'upload answered');
+        if (early) upstream.destroy();
+        // A body the server no longer wants is not read from the client either.
+        stopReading(req, res);
       });
     });
     upstream.on('error', (err) => {
       log.warn({ err: err.message }, 'cannot reach the upload server');
+      req.unpipe(upstream);
       if (!res.headersSent) sendEarly(req, res, 'ProxyTransport', escapeHtml(proxyTransportMessage(err.message)));
       else res.destroy(err);
     });

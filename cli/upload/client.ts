@@ -12,15 +12,16 @@
  * gets a new token, at most 3 times; everything else is retried. Bodies are streamed from the file with backpressure: the socket pulls, the file is read.
  */
 
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { Transform } from 'node:stream';
 import { ErrorCode, FerryError, isErrorCode, toFerryError } from '../../src/errors.js';
-import { byteCountOf, TUS_CONTENT_TYPE, TUS_VERSION, TusHeader, UploadPath } from '../../src/contract/upload-api.js';
+import { byteCountOf, encodeUploadMetadata, ERROR_CODE_HEADER, FINGERPRINT_KEY, TUS_CONTENT_TYPE, TUS_VERSION, TusHeader, UploadPath } from '../../src/contract/upload-api.js';
 
-/** The header the upload server puts its error code in (importer/upload-server.ts). */
-const ERROR_CODE_HEADER = 'x-ferry-error-code';
 
 export const UploadMethod = { Resumable: 'resumable', Async: 'async', Sync: 'sync' } as const;
 export type UploadMethod = (typeof UploadMethod)[keyof typeof UploadMethod];
@@ -63,6 +64,39 @@ interface Answer {
   readonly body: string;
 }
 
+/** How much of each end of the file the fingerprint hashes. */
+export const FINGERPRINT_SAMPLE_BYTES = 1024 * 1024;
+
+/**
+ * Pure: the fingerprint of a file of `size` bytes from its first and last bytes (at most
+ * FINGERPRINT_SAMPLE_BYTES each; the whole file when it is smaller than both): `v1:<size>:<sha256>`.
+ * Cheap for any size, and two images of one length differ in their first or last MiB in practice
+ * (a disk's partition table and boot code at the start, a GPT backup or filesystem tail at the end).
+ */
+export function fingerprintFrom(size: number, head: Buffer, tail: Buffer): string {
+  const hash = createHash('sha256').update(`${size}\n`).update(head).update(tail);
+  return `v1:${size}:${hash.digest('hex')}`;
+}
+
+/** Reads the ends of `file` and fingerprints it (sent with every tus request, ADR 0010). */
+export async function fileFingerprint(file: string, size: number): Promise<string> {
+  const handle = await open(file, 'r');
+  try {
+    const read = async (start: number, length: number): Promise<Buffer> => {
+      const buffer = Buffer.alloc(Math.max(0, length));
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, start);
+      return buffer.subarray(0, bytesRead);
+    };
+    const head = await read(0, Math.min(size, FINGERPRINT_SAMPLE_BYTES));
+    const tailStart = Math.max(head.length, size - FINGERPRINT_SAMPLE_BYTES);
+    return fingerprintFrom(size, head, await read(tailStart, size - tailStart));
+  } catch (err) {
+    throw new FerryError(ErrorCode.SourceNotFound, `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Pure: the URL of `path` on the proxy (virtctl: appended unless the URL already ends with it). */
 export function uploadUrl(proxyUrl: string, path: string): URL {
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(proxyUrl) ? proxyUrl : `https://${proxyUrl}`;
@@ -82,6 +116,30 @@ export function uploadUrl(proxyUrl: string, path: string): URL {
   }
   url.pathname = base + path;
   return url;
+}
+
+/** How long the reachability probe waits for a TCP connection to the proxy. */
+export const PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * Whether a TCP connection to the proxy opens within `timeoutMs`: undefined if it does, else why
+ * not. The commonest upload failure is a proxy address not reachable from the user's machine (a
+ * ClusterIP): found here in seconds, not after every retry's connection timeout.
+ */
+export function proxyUnreachable(proxyUrl: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<string | undefined> {
+  const url = uploadUrl(proxyUrl, '');
+  const port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: timeoutMs });
+    const done = (why: string | undefined): void => {
+      socket.destroy();
+      resolve(why);
+    };
+    socket.once('connect', () => done(undefined));
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code ?? err.message));
+    socket.once('timeout', () => done(`no connection within ${Math.round(timeoutMs / 1000)} s`));
+  });
 }
 
 /** Pure: the error an answer that is not success means, with the server's reason and code. */
@@ -123,8 +181,12 @@ async function exchange(
   return new Promise<Answer>((resolve, reject) => {
     const req = send(url, options);
     let settled = false;
+    // Once an answer has come, a broken connection ends it with what it said (a server that refused
+    // the body may cut the connection after its answer).
+    let answered: (() => void) | undefined;
     const fail = (err: unknown): void => {
       if (settled) return;
+      if (answered) return answered();
       settled = true;
       req.destroy();
       reject(transportError(err));
@@ -143,11 +205,12 @@ async function exchange(
         req.destroy();
         resolve({ status, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') });
       };
-      // A refusal comes before the body is all sent; the server then reads and drops the rest (up
-      // to 10 s) before ending its answer. Stop sending at once, and take what the answer said.
+      // A refusal comes before the body is all sent, and the proxy stops reading the rest (it holds
+      // the connection up to 10 s, then cuts it). Stop sending at once, and take what the answer said.
       let timer: NodeJS.Timeout | undefined;
       if (status < 200 || status >= 300) {
         stopBody();
+        answered = finish;
         timer = setTimeout(finish, 1000);
       }
       res.on('data', (c: Buffer) => {
@@ -155,6 +218,7 @@ async function exchange(
         kept += c.length;
       });
       res.on('error', fail);
+      res.on('aborted', () => fail(new Error('the answer was cut off')));
       res.on('end', finish);
     });
     if (!body || body.end <= body.start) {
@@ -196,12 +260,14 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
   // start over, and the server holds a staged upload that refuses one (503) anyway.
   let tusSeen = false;
   const auth = (): Record<string, string> => ({ authorization: `Bearer ${token}` });
+  // Which file this is: the server resumes a staged upload only for the same one.
+  const metadata: Record<string, string> = options.resumable !== false ? { [TusHeader.Metadata]: encodeUploadMetadata({ [FINGERPRINT_KEY]: await fileFingerprint(options.file, options.size) }) } : {};
 
   for (let attempt = 1; attempt <= retry; attempt += 1) {
     if (attempt > 1) await sleep(Math.floor(attempt * random() * 50));
     try {
       if (options.resumable !== false) {
-        const probe = await exchange(uploadUrl(options.proxyUrl, UploadPath.Resumable), 'HEAD', { ...auth(), [TusHeader.Resumable]: TUS_VERSION }, tls);
+        const probe = await exchange(uploadUrl(options.proxyUrl, UploadPath.Resumable), 'HEAD', { ...auth(), ...metadata, [TusHeader.Resumable]: TUS_VERSION }, tls);
         if (probe.status === 401) throw answerError(401, probe.body || 'the token was refused', probe.headers);
         if (probe.status === 409) throw answerError(409, probe.body || 'the upload is already complete', probe.headers);
         if (tusSeen && probe.status !== 200) {
@@ -211,7 +277,7 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
         if (probe.status === 200 && byteCountOf(probe.headers[TusHeader.Offset]) !== undefined) {
           tokenWorked = true;
           tusSeen = true;
-          const result = await resumableUpload(options, tls, auth, probe, (n) => (bytesWritten += n), sleep, say);
+          const result = await resumableUpload(options, tls, () => ({ ...auth(), ...metadata }), probe, (n) => (bytesWritten += n), sleep, say);
           resumes += result.resumes;
           if (result.done) return { method: UploadMethod.Resumable, bytesWritten, attempts: attempt, resumes };
           // Breaks that made progress resume without using an attempt; this one made none.

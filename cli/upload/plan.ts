@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { Annotation } from '../../src/api/cdi.js';
 import { parseQuantity } from '../../src/quantity.js';
-import { CdiConfigApi, FERRY_TOKEN_REQUEST_PREFIX, UploadAnnotation, UploadLabel, UploadTokenApi } from '../../src/contract/upload-api.js';
+import { CdiConfigApi, FERRY_TOKEN_REQUEST_PREFIX, UploadAnnotation, UploadLabel, UploadProxyService, UploadTokenApi } from '../../src/contract/upload-api.js';
 
 export const IMAGE_UPLOAD_USAGE = `Usage: ferry image-upload pvc|dv NAME --image-path FILE [--size SIZE] [options]
 
@@ -267,10 +267,25 @@ export function processingStep(pvc: PvcLike | undefined): WaitStep {
   return { done: false };
 }
 
+/**
+ * Pure: how to reach the proxy from outside the cluster (virtctl prints a hint too): the exact
+ * `kubectl port-forward` to Ferry's proxy Service, and the flags to run the same upload through it
+ * (--insecure: the proxy's certificate names the Service, not 127.0.0.1; or trust its CA with
+ * SSL_CERT_FILE and keep verifying).
+ */
+export function portForwardHint(): string {
+  const { namespace, name, port, localPort } = UploadProxyService;
+  return [
+    `to reach the upload proxy through the Kubernetes API, forward a local port to it in another terminal:`,
+    `  kubectl port-forward -n ${namespace} service/${name} ${localPort}:${port}`,
+    `and run this command again with --uploadproxy-url https://127.0.0.1:${localPort} --insecure`,
+  ].join('\n');
+}
+
 /** Pure: the proxy URL from CDIConfig `config` (override first), with https:// added as virtctl does. */
 export function proxyUrlFromConfig(config: { readonly spec?: { readonly uploadProxyURLOverride?: string }; readonly status?: { readonly uploadProxyURL?: string } } | undefined): string {
   const url = config?.spec?.uploadProxyURLOverride || config?.status?.uploadProxyURL;
-  if (!url) return invalid(`uploadproxy URL not found: pass --uploadproxy-url or set spec.uploadProxyURLOverride in ${CdiConfigApi.plural}/${CdiConfigApi.name}`);
+  if (!url) return invalid(`uploadproxy URL not found: pass --uploadproxy-url or set spec.uploadProxyURLOverride in ${CdiConfigApi.plural}/${CdiConfigApi.name};\n${portForwardHint()}`);
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `https://${url}`;
 }
 

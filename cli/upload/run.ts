@@ -11,7 +11,7 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderO
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
 import { CdiConfigApi, UploadAnnotation, UploadTokenApi } from '../../src/contract/upload-api.js';
-import { uploadImage, type UploadOutcome } from './client.js';
+import { proxyUnreachable, uploadImage, type UploadOutcome } from './client.js';
 import {
   type DvLike,
   dvReadiness,
@@ -20,6 +20,7 @@ import {
   fatalEvent,
   type ImageUploadOptions,
   pollUntil,
+  portForwardHint,
   processingStep,
   proxyUrlFromConfig,
   type PvcLike,
@@ -132,8 +133,10 @@ export async function imageUpload(o: ImageUploadOptions, deps: ImageUploadDeps):
   await waitReady(o, namespace, core, readPvc, readDv, deps);
   say('Pod now ready');
 
-  // 3. The proxy, the token, the upload.
+  // 3. The proxy (reachable from here?), the token, the upload.
   const proxyUrl = o.proxyUrl ?? proxyUrlFromConfig(await orUndefined(custom.getClusterCustomObject({ group: CdiConfigApi.group, version: CdiConfigApi.version, plural: CdiConfigApi.plural, name: CdiConfigApi.name })).catch((e: unknown) => Promise.reject(apiError('get CDIConfig config', e))) as Parameters<typeof proxyUrlFromConfig>[0]);
+  const unreachable = await proxyUnreachable(proxyUrl);
+  if (unreachable !== undefined) throw new FerryError(ErrorCode.SourceUnavailable, `cannot reach the upload proxy at ${proxyUrl} (${unreachable});\n${portForwardHint()}`, { retryable: false });
   const token = async (): Promise<string> => {
     const answer = (await custom
       .createNamespacedCustomObject({ group: UploadTokenApi.group, version: UploadTokenApi.version, namespace, plural: UploadTokenApi.plural, body: tokenRequest(name) })

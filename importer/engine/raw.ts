@@ -68,7 +68,7 @@ export async function importDecoded(attempt: Attempt, bound: number | undefined,
  * `written` bytes are a fixed VHD's footer, they are cut from a file or zeroed on a device.
  * Returns the disk's size.
  */
-async function dropVhdFooter(target: PreparedTarget, written: number): Promise<number> {
+export async function dropVhdFooter(target: PreparedTarget, written: number): Promise<number> {
   if (written < 2 * VHD_FOOTER_BYTES) return written;
   const disk = written - VHD_FOOTER_BYTES;
   const handle = await open(target.writePath, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);

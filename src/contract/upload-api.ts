@@ -74,10 +74,40 @@ export const TusHeader = {
   Length: 'upload-length',
   DeferLength: 'upload-defer-length',
   MaxSize: 'tus-max-size',
+  /** tus's `key base64value,...`; Ferry's client puts its fingerprint of the file here (FINGERPRINT_KEY). */
+  Metadata: 'upload-metadata',
 } as const;
 
 /** Headers the proxy passes on to the server: what describes the body or its place, nothing that authenticates. */
-export const FORWARDED_REQUEST_HEADERS = ['content-type', 'content-length', 'x-cdi-content-type', TusHeader.Resumable, TusHeader.Offset, TusHeader.Length] as const;
+export const FORWARDED_REQUEST_HEADERS = ['content-type', 'content-length', 'x-cdi-content-type', TusHeader.Resumable, TusHeader.Offset, TusHeader.Length, TusHeader.Metadata] as const;
+
+/**
+ * The Upload-Metadata key of the uploaded file's fingerprint (ADR 0010, "Which file is resumed"):
+ * sent with every HEAD and PATCH, recorded with the durable offset; a staged upload is resumed only
+ * by a request with the same fingerprint, else it starts over.
+ */
+export const FINGERPRINT_KEY = 'fingerprint';
+/** A fingerprint is short and printable: `v1:<size>:<sha256 hex>`. */
+const FINGERPRINT_RE = /^[A-Za-z0-9:._-]{1,200}$/;
+
+/** Pure: the Upload-Metadata header value for `fields` (tus: `key base64(value)`, comma-separated). */
+export function encodeUploadMetadata(fields: Readonly<Record<string, string>>): string {
+  return Object.entries(fields)
+    .map(([key, value]) => `${key} ${Buffer.from(value, 'utf8').toString('base64')}`)
+    .join(',');
+}
+
+/** Pure: the fingerprint an Upload-Metadata header carries, or undefined (absent, malformed, not one). */
+export function fingerprintOf(header: string | string[] | undefined): string | undefined {
+  if (typeof header !== 'string' || header.length > 4096) return undefined;
+  for (const pair of header.split(',')) {
+    const [key, value, ...rest] = pair.trim().split(' ');
+    if (key !== FINGERPRINT_KEY || value === undefined || rest.length > 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(value)) continue;
+    const text = Buffer.from(value, 'base64').toString('utf8');
+    return FINGERPRINT_RE.test(text) ? text : undefined;
+  }
+  return undefined;
+}
 
 /** Pure: a non-negative integer header (Upload-Offset, Upload-Length, Content-Length), or undefined. */
 export function byteCountOf(header: string | string[] | undefined): number | undefined {
@@ -85,6 +115,15 @@ export function byteCountOf(header: string | string[] | undefined): number | und
   const n = Number(header);
   return Number.isSafeInteger(n) ? n : undefined;
 }
+
+/**
+ * Where Ferry's upload proxy runs (manifests/uploadproxy.yaml): what a user outside the cluster
+ * forwards a local port to when its URL is not reachable, and the local port the hint suggests.
+ */
+export const UploadProxyService = { namespace: 'ferry-system', name: 'ferry-uploadproxy', port: 443, localPort: 18443 } as const;
+
+/** The header that carries Ferry's error code beside CDI's text body (server and proxy answers). */
+export const ERROR_CODE_HEADER = 'x-ferry-error-code';
 
 /** CDI's message prefix for a failed upload, and its wording for an image too big for the volume. */
 export const SAVING_FAILED = 'Saving stream failed';

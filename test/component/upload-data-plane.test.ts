@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { generateKeyPairSync } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { request, type Server } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -19,11 +20,11 @@ import { PVC_RESOURCE, signUploadToken, TokenOperation, uploadClaims } from '../
 import { Progress } from '../../importer/progress.js';
 import { createUploadServer, ERROR_CODE_HEADER } from '../../importer/upload-server.js';
 import { createUploadProxy, type TargetStatus } from '../../uploadproxy/proxy.js';
-import { uploadImage, UploadMethod } from '../../cli/upload/client.js';
+import { fileFingerprint, uploadImage, UploadMethod } from '../../cli/upload/client.js';
 import { startCuttingRelay } from '../helpers/upload-relay.js';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { TUS_CONTENT_TYPE, TUS_VERSION } from '../../src/contract/upload-api.js';
+import { encodeUploadMetadata, TUS_CONTENT_TYPE, TUS_VERSION } from '../../src/contract/upload-api.js';
 import { ErrorCode, type FerryError } from '../../src/errors.js';
 import { compress, convertImage, expectSameDisk, makeRawDisk, makeTar, MiB, removeDir, sh, tempDir } from '../helpers/fixtures.js';
 import { FAST_TUNING } from '../helpers/engine.js';
@@ -87,7 +88,7 @@ async function closeServer(server: Server): Promise<void> {
 let serial = 0;
 async function startServer(fields: Partial<UploadServerConfig> = {}, onPort = 0): Promise<Running & { readonly target: string }> {
   serial += 1;
-  const target = f(`target-${serial}${fields.contentType === 'archive' ? '' : '.img'}`);
+  const target = fields.target?.path ?? f(`target-${serial}${fields.contentType === 'archive' ? '' : '.img'}`);
   const config: UploadServerConfig = {
     target: { kind: fields.contentType === 'archive' ? 'directory' : 'file', path: target },
     contentType: 'kubevirt',
@@ -551,4 +552,194 @@ describe('resumable uploads (tus 1.0 core on /v1beta1/upload-resumable, ADR 0010
       expect((await server.finished).kind).toBe('success');
       expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
     }));
+});
+
+describe('raw resumable uploads are written in place (ADR 0010, "Raw uploads in place")', () => {
+  const IMAGE = 16 * MiB;
+  const CUT = 9 * MiB + 512 * 1024;
+  const tus = (extra: Record<string, string> = {}): Record<string, string> => ({ 'tus-resumable': TUS_VERSION, ...extra });
+  const patch = (offset: number, fingerprint?: string): Record<string, string> =>
+    tus({ 'content-type': TUS_CONTENT_TYPE, 'upload-offset': String(offset), 'upload-length': String(IMAGE), ...(fingerprint !== undefined ? { 'upload-metadata': encodeUploadMetadata({ fingerprint }) } : {}) });
+  let image: Buffer;
+  beforeAll(() => {
+    // Data at both ends and across the cut, zeros between: the zeros must stay holes.
+    image = Buffer.alloc(IMAGE);
+    randomBytes(MiB).copy(image, 0);
+    randomBytes(2 * MiB).copy(image, 8 * MiB);
+    randomBytes(MiB).copy(image, IMAGE - MiB);
+    writeFileSync(f('sparse.raw'), image);
+  });
+
+  test('cut, then a new server on the same volumes: resumed from the record, no staged copy, sparse, the disk named only when complete', async () => {
+    const first = await startServer({ capacity: IMAGE });
+    const scratch = f(`scratch-${serial}`);
+    const target = first.target;
+    let proxy = await startProxy(first.port);
+    const fp = await fileFingerprint(f('sparse.raw'), IMAGE);
+    try {
+      const part = await send(proxy.port, UploadPath.Resumable, { method: 'PATCH', bearer: token(), body: image.subarray(0, CUT), headers: patch(0, fp) });
+      expect(part).toMatchObject({ status: 204, headers: expect.objectContaining({ 'upload-offset': String(CUT) }) });
+      // The bytes are in the target's upload file, not on scratch; the record (on scratch) says so.
+      expect(existsSync(join(scratch, 'resumable-upload.staged'))).toBe(false);
+      expect(JSON.parse(readFileSync(join(scratch, 'resumable-upload.staged.offset'), 'utf8'))).toEqual({ offset: CUT, length: IMAGE, mode: 'in-place', fingerprint: fp });
+      expect(existsSync(`${target}.ferry-upload`)).toBe(true);
+      expect(existsSync(target)).toBe(false);
+    } finally {
+      await proxy.close();
+      await first.close();
+    }
+    // The pod is replaced: a new server on the same target and scratch resumes from the record.
+    const second = await startServer({ capacity: IMAGE, target: { kind: 'file', path: target }, scratchDir: scratch });
+    proxy = await startProxy(second.port);
+    try {
+      const head = await send(proxy.port, UploadPath.Resumable, { method: 'HEAD', bearer: token(), headers: tus({ 'upload-metadata': encodeUploadMetadata({ fingerprint: fp }) }) });
+      expect(head).toMatchObject({ status: 200, headers: expect.objectContaining({ 'upload-offset': String(CUT), 'upload-length': String(IMAGE) }) });
+      const rest = await send(proxy.port, UploadPath.Resumable, { method: 'PATCH', bearer: token(), body: image.subarray(CUT), headers: patch(CUT, fp) });
+      expect(rest).toMatchObject({ status: 204, headers: expect.objectContaining({ 'upload-offset': String(IMAGE) }) });
+      expect(await second.finished).toMatchObject({ kind: 'success', sourceFormat: 'raw', diskSize: IMAGE });
+    } finally {
+      await proxy.close();
+      await second.close();
+    }
+    expect(readFileSync(target).equals(image)).toBe(true);
+    // 4 MiB of data; the 12 MiB of zeros are holes (allowing a few blocks of metadata).
+    expect(statSync(target).blocks * 512).toBeLessThan(5 * MiB);
+    expect(existsSync(`${target}.ferry-upload`)).toBe(false);
+    expect(existsSync(join(scratch, 'resumable-upload.staged.offset'))).toBe(false);
+  }, 60_000);
+
+  test('a fixed VHD (raw with a footer after the disk), one footer larger than the volume: accepted (in place, unit-tested verdict), the footer cut, the disk exact', async () => {
+    convertImage(f('disk.raw'), 'vpc', f('fixed.vhd'), ['-o', 'subformat=fixed']);
+    const vhd = readFileSync(f('fixed.vhd'));
+    const disk = vhd.length - 512;
+    await withPlane({ capacity: disk }, async (server, proxy) => {
+      const outcome = await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('fixed.vhd'), size: vhd.length, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 1 });
+      expect(outcome.method).toBe(UploadMethod.Resumable);
+      expect(await server.finished).toMatchObject({ kind: 'success', diskSize: disk });
+      expect(readFileSync(server.target).equals(vhd.subarray(0, disk))).toBe(true);
+      expect(existsSync(join(f(`scratch-${serial}`), 'resumable-upload.staged'))).toBe(false);
+    });
+  }, 60_000);
+
+  test('a raw image larger than the volume: 400 with CDI\'s message before a byte is written; the server takes another upload', () =>
+    withPlane({ capacity: 8 * MiB }, async (server, proxy) => {
+      const refused = await send(proxy, UploadPath.Resumable, { method: 'PATCH', bearer: token(), body: image.subarray(0, 2 * MiB), headers: patch(0) });
+      expect(refused.status).toBe(400);
+      expect(refused.body).toMatch(/^Saving stream failed: effective image size is larger than the reported available storage: the raw image has 16777216 bytes; the usable target capacity is 8388608/);
+      expect(refused.headers[ERROR_CODE_HEADER]).toBe(ErrorCode.TargetTooSmall);
+      expect(existsSync(`${server.target}.ferry-upload`)).toBe(false);
+      expect(existsSync(server.target)).toBe(false);
+      expect(await send(proxy, UploadPath.Resumable, { method: 'HEAD', bearer: token(), headers: tus() })).toMatchObject({ status: 200, headers: expect.objectContaining({ 'upload-offset': '0' }) });
+      const outcome = await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('disk.raw'), size: SIZE, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 2 });
+      expect(outcome.method).toBe(UploadMethod.Resumable);
+      expect(await server.finished).toMatchObject({ kind: 'success' });
+      expect(readFileSync(server.target).equals(readFileSync(f('disk.raw')))).toBe(true);
+    }));
+});
+
+describe('a staged upload is resumed only by the same file (ADR 0010, "Which file is resumed")', () => {
+  const LENGTH = 8 * MiB;
+  const tus = { 'tus-resumable': TUS_VERSION, 'content-type': TUS_CONTENT_TYPE };
+  beforeAll(() => {
+    writeFileSync(f('one.raw'), randomBytes(LENGTH));
+    writeFileSync(f('other.raw'), randomBytes(LENGTH));
+    writeFileSync(f('two.raw'), randomBytes(2 * LENGTH));
+    convertImage(f('two.raw'), 'qcow2', f('two.qcow2'));
+  });
+  const flip = (bytes: Buffer, at: number): void => void bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
+
+  test.each<[string, string, boolean]>([
+    ['another file of the same length starts over from byte 0', 'other.raw', false],
+    ['the same file resumes where the first left off', 'one.raw', true],
+  ])('%s', (_what, file, resumes) =>
+    withPlane({ capacity: LENGTH }, async (server, proxy) => {
+      const half = readFileSync(f('one.raw')).subarray(0, LENGTH / 2);
+      const fp = await fileFingerprint(f('one.raw'), LENGTH);
+      const part = await send(proxy, UploadPath.Resumable, { method: 'PATCH', bearer: token(), body: half, headers: { ...tus, 'upload-offset': '0', 'upload-length': String(LENGTH), 'upload-metadata': encodeUploadMetadata({ fingerprint: fp }) } });
+      expect(part.status).toBe(204);
+      const outcome = await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f(file), size: LENGTH, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 2 });
+      expect(outcome.method).toBe(UploadMethod.Resumable);
+      if (resumes) expect(outcome.bytesWritten).toBe(LENGTH / 2);
+      else expect(outcome.bytesWritten).toBe(LENGTH);
+      expect(await server.finished).toMatchObject({ kind: 'success' });
+      expect(readFileSync(server.target).equals(readFileSync(f(file)))).toBe(true);
+    }));
+
+  test('staged on scratch too (a qcow2): another file of the same length is not appended to it', () =>
+    withPlane({ capacity: 2 * LENGTH }, async (server, proxy) => {
+      const qcow2 = readFileSync(f('two.qcow2'));
+      const other = Buffer.from(qcow2);
+      // Same length; another byte in a data cluster of the first half (appending to the staged half
+      // would lose it) and in the last cluster (so the fingerprint, which reads the ends, differs).
+      flip(other, Math.floor(other.length / 4));
+      flip(other, other.length - 1);
+      writeFileSync(f('other.qcow2'), other);
+      sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', f('other.qcow2'), f('other-qcow2.raw')]);
+      expect(readFileSync(f('other-qcow2.raw')).equals(readFileSync(f('two.raw')))).toBe(false);
+      const fp = await fileFingerprint(f('two.qcow2'), qcow2.length);
+      const part = await send(proxy, UploadPath.Resumable, { method: 'PATCH', bearer: token(), body: qcow2.subarray(0, qcow2.length / 2), headers: { ...tus, 'upload-offset': '0', 'upload-length': String(qcow2.length), 'upload-metadata': encodeUploadMetadata({ fingerprint: fp }) } });
+      expect(part.status).toBe(204);
+      expect(existsSync(join(f(`scratch-${serial}`), 'resumable-upload.staged'))).toBe(true);
+      const outcome = await uploadImage({ proxyUrl: `https://127.0.0.1:${proxy}`, file: f('other.qcow2'), size: other.length, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 2 });
+      expect(outcome.bytesWritten).toBe(other.length);
+      expect(await server.finished).toMatchObject({ kind: 'success', sourceFormat: 'qcow2' });
+      expect(readFileSync(server.target).equals(readFileSync(f('other-qcow2.raw')))).toBe(true);
+    }),
+  60_000);
+});
+
+describe('an early answer stops the body: client and proxy stop sending (issue #14)', () => {
+  const BIG = 96 * MiB;
+  beforeAll(() => writeFileSync(f('big.raw'), randomBytes(BIG)));
+
+  test.each<[string, boolean]>([
+    ['resumable (tus): refused from its first bytes', true],
+    ['one-shot (virtctl\'s POST): refused from its Content-Length', false],
+  ])('an image too big for the volume, %s: 400 with CDI\'s message, and far less than the image crosses the wire', (_what, resumable) =>
+    withPlane({ capacity: 8 * MiB }, async (server, proxyPort) => {
+      // A relay that only counts: what the client put on the wire towards the proxy.
+      const relay = await startCuttingRelay(proxyPort, BIG, []);
+      const started = Date.now();
+      try {
+        const error = (await uploadImage({ proxyUrl: `https://127.0.0.1:${relay.port}`, file: f('big.raw'), size: BIG, token: async () => token(), insecure: false, ca: serverCa.cert, retry: 1, resumable }).catch((e: unknown) => e)) as FerryError;
+        expect(error).toMatchObject({ code: ErrorCode.TargetTooSmall });
+        expect(error.message).toMatch(/upload refused \(HTTP 400\): Saving stream failed: effective image size is larger than the reported available storage/);
+        process.stderr.write(`early answer (${resumable ? 'tus' : 'one-shot'}): ${relay.forwarded()} bytes of a ${BIG}-byte image crossed the relay in ${Date.now() - started} ms\n`);
+        expect(relay.forwarded()).toBeLessThan(BIG / 4);
+      } finally {
+        await relay.close();
+      }
+      expect(existsSync(server.target)).toBe(false);
+    }),
+  60_000);
+
+  test('a client that does not stop (it never looks at the answer while sending): the proxy stops reading its body and cuts it off; the answer still reaches it', () =>
+    withPlane({ capacity: 8 * MiB }, async (server, proxyPort) => {
+      const relay = await startCuttingRelay(proxyPort, BIG, []);
+      try {
+        // As Go's transport (virtctl) does: the body is written on, whatever comes back (Node's own
+        // client stops at an early answer). Raw TLS: the request head, then the file; settles at close.
+        const answer = await new Promise<{ status: number; body: string }>((resolve) => {
+          const received: Buffer[] = [];
+          const socket = tlsConnect({ host: '127.0.0.1', port: relay.port, ca: serverCa.cert, servername: 'localhost' }, () => {
+            socket.write(`POST ${UploadPath.Sync} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/octet-stream\r\ncontent-length: ${BIG}\r\nauthorization: Bearer ${token()}\r\n\r\n`);
+            createReadStream(f('big.raw')).pipe(socket);
+          });
+          socket.on('data', (c: Buffer) => received.push(c));
+          socket.on('error', () => undefined);
+          socket.on('close', () => {
+            const text = Buffer.concat(received).toString('latin1');
+            resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), body: text.split('\r\n\r\n').slice(1).join('\r\n\r\n') });
+          });
+        });
+        expect(answer.status).toBe(400);
+        expect(answer.body).toMatch(/^Saving stream failed: effective image size is larger than the reported available storage/);
+        process.stderr.write(`early answer, a client that keeps sending: ${relay.forwarded()} bytes of a ${BIG}-byte image crossed the relay\n`);
+        expect(relay.forwarded()).toBeLessThan(BIG / 4);
+      } finally {
+        await relay.close();
+      }
+      expect(existsSync(server.target)).toBe(false);
+    }),
+  60_000);
 });

@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
@@ -24,8 +25,14 @@ let virtctl: string;
 let cp: ControlPlane;
 let core: CoreV1Api;
 let dir: string;
+/** A TCP port that takes connections: `ferry image-upload` checks that the proxy's does before the token. */
+let listening: TcpServer;
+let openPort: number;
 
 beforeAll(async () => {
+  listening = createTcpServer((socket) => socket.destroy());
+  await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
+  openPort = (listening.address() as AddressInfo).port;
   virtctl = buildOrFindVirtctl();
   cp = await startControlPlane();
   core = cp.kubeConfig.makeApiClient(CoreV1Api);
@@ -34,6 +41,7 @@ beforeAll(async () => {
 }, VIRTCTL_BUILD_TIMEOUT_MS + 120_000);
 
 afterAll(async () => {
+  await new Promise<void>((resolve) => (listening ? listening.close(() => resolve()) : resolve()));
   await cp?.stop();
   if (dir) removeDir(dir);
 });
@@ -64,7 +72,7 @@ describe(`the real virtctl ${VIRTCTL_VERSION}`, () => {
   test('virtctl and ferry image-upload create the same PVC, wait for the same annotation, and stop at the same token request', async () => {
     const ns = await cp.newNamespace('vc');
     const image = join(dir, 'disk.raw');
-    const args = (name: string) => ['pvc', name, '--image-path', image, '--size', '1Gi', '--wait-secs', '30', '-n', ns, '--uploadproxy-url', 'https://127.0.0.1:1', '--insecure'];
+    const args = (name: string) => ['pvc', name, '--image-path', image, '--size', '1Gi', '--wait-secs', '30', '-n', ns, '--uploadproxy-url', `https://127.0.0.1:${openPort}`, '--insecure'];
     const readyV = markReadyWhenCreated(ns, 'by-virtctl');
     const v = await virtctlRun(['image-upload', ...args('by-virtctl')]);
     await readyV;

@@ -9,6 +9,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { join } from 'node:path';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { imageUploadCommand } from '../../cli/image-upload-main.js';
@@ -20,6 +21,9 @@ let cp: ControlPlane;
 let core: CoreV1Api;
 let dir: string;
 let image: string;
+/** A TCP port that takes connections (the proxy's address is probed before the token is asked for). */
+let listening: TcpServer;
+let openPort: number;
 
 beforeAll(async () => {
   cp = await startControlPlane();
@@ -27,9 +31,13 @@ beforeAll(async () => {
   dir = tempDir('ferry-image-upload-');
   image = join(dir, 'disk.raw');
   writeFileSync(image, Buffer.alloc(1 << 20, 7));
+  listening = createTcpServer((socket) => socket.destroy());
+  await new Promise<void>((resolve) => listening.listen(0, '127.0.0.1', resolve));
+  openPort = (listening.address() as AddressInfo).port;
 }, 120_000);
 
 afterAll(async () => {
+  await new Promise<void>((resolve) => (listening ? listening.close(() => resolve()) : resolve()));
   await cp?.stop();
   if (dir) removeDir(dir);
 });
@@ -84,7 +92,7 @@ describe('ferry image-upload pvc', () => {
   test('--archive-path: content type archive; once pod.ready is set it asks for a token (without the token API: that error, with the apiserver\'s reason)', async () => {
     const ns = await cp.newNamespace('iu');
     const ready = markReadyWhenCreated(ns, 'up2');
-    const result = await run(['pvc', 'up2', '--archive-path', image, '--size', '1Gi', '--wait-secs', '20', '-n', ns, '--uploadproxy-url', 'https://127.0.0.1:1']);
+    const result = await run(['pvc', 'up2', '--archive-path', image, '--size', '1Gi', '--wait-secs', '20', '-n', ns, '--uploadproxy-url', `https://127.0.0.1:${openPort}`]);
     await ready;
     expect(result.stdout).toContain('Pod now ready');
     expect(result.stderr).toMatch(/request an upload token \(UploadTokenRequest\): .*404/);
@@ -138,10 +146,29 @@ describe('ferry image-upload pvc', () => {
     await ready;
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('uploadproxy URL not found');
+    expect(result.stderr).toContain('kubectl port-forward -n ferry-system service/ferry-uploadproxy 18443:443');
     const sc = await run(['pvc', 'sc', '--image-path', image, '--size', '1Gi', '--storage-class', 'nosuch', '-n', ns]);
     expect(sc.code).toBe(10);
     expect(sc.stderr).toContain('storage class nosuch');
     expect(await readPvc(ns, 'sc').catch((e: { code?: number }) => e.code)).toBe(404);
+  }, 60_000);
+
+  test('a proxy URL that takes no connection: SOURCE_UNAVAILABLE at once, before a token is asked for, with the exact kubectl port-forward to use', async () => {
+    const ns = await cp.newNamespace('iu');
+    const closed = createTcpServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const ready = markReadyWhenCreated(ns, 'unreach');
+    const result = await run(['pvc', 'unreach', '--image-path', image, '--size', '1Gi', '--wait-secs', '20', '-n', ns, '--uploadproxy-url', `https://127.0.0.1:${port}`]);
+    await ready;
+    expect(result.stdout).toContain('Pod now ready');
+    expect(result.stderr).toContain(`error: cannot reach the upload proxy at https://127.0.0.1:${port} (ECONNREFUSED);`);
+    expect(result.stderr).toContain('  kubectl port-forward -n ferry-system service/ferry-uploadproxy 18443:443\n');
+    expect(result.stderr).toContain('--uploadproxy-url https://127.0.0.1:18443 --insecure [SOURCE_UNAVAILABLE]');
+    // Not the token request's error (the test cluster has no token API): the probe came first.
+    expect(result.stderr).not.toContain('UploadTokenRequest');
+    expect(result.code).not.toBe(0);
   }, 60_000);
 
   test('a missing image fails before any request', async () => {

@@ -9,6 +9,7 @@ import {
   type ImageUploadOptions,
   parseImageUploadArgs,
   pollUntil,
+  portForwardHint,
   processingStep,
   proxyUrlFromConfig,
   pvcReadiness,
@@ -159,5 +160,14 @@ describe('the waits', () => {
     expect(proxyUrlFromConfig({ spec: {}, status: { uploadProxyURL: '127.0.0.1:42211' } })).toBe('https://127.0.0.1:42211');
     expect(ferryErrorOf(() => proxyUrlFromConfig({ spec: {}, status: {} })).message).toMatch(/uploadproxy URL not found/);
     expect(codeOf(() => proxyUrlFromConfig(undefined))).toBe(ErrorCode.InvalidSpec);
+  });
+
+  test('no proxy URL: the error says how to port-forward to Ferry\'s proxy Service and how to run again through it', () => {
+    expect(portForwardHint().split('\n')).toEqual([
+      'to reach the upload proxy through the Kubernetes API, forward a local port to it in another terminal:',
+      '  kubectl port-forward -n ferry-system service/ferry-uploadproxy 18443:443',
+      'and run this command again with --uploadproxy-url https://127.0.0.1:18443 --insecure',
+    ]);
+    expect(ferryErrorOf(() => proxyUrlFromConfig({})).message).toContain(portForwardHint());
   });
 });

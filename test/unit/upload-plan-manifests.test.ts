@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { UploadSecret, UPLOAD_PROXY_SERVICE } from '../../controller/certs/upload-certs.js';
 import { UploadProxyEnv } from '../../uploadproxy/main.js';
+import { UploadProxyService } from '../../src/contract/upload-api.js';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 
 type Obj = { kind: string; metadata: { name: string; namespace?: string }; spec?: Record<string, any>; rules?: Array<{ resources: string[]; verbs: string[] }> };
@@ -31,6 +32,8 @@ describe('manifests/uploadproxy.yaml and rbac-upload.yaml', () => {
     expect(service.metadata.name).toBe(UPLOAD_PROXY_SERVICE);
     expect(service.spec!.ports).toEqual([expect.objectContaining({ port: 443, targetPort: 8443 })]);
     expect(proxy.find((o) => o.kind === 'ClusterRole')!.rules).toEqual([{ apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['get'] }]);
+    // What `ferry image-upload` tells a user to port-forward to (src/contract/upload-api.ts) is this Service.
+    expect({ namespace: service.metadata.namespace, name: service.metadata.name, port: service.spec!.ports[0].port }).toEqual({ namespace: UploadProxyService.namespace, name: UploadProxyService.name, port: UploadProxyService.port });
   });
 
   test('the controller may make Services and Secrets for uploads, and read Secrets only in its namespace', () => {
