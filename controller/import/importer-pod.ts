@@ -229,7 +229,8 @@ export function buildScratchPvc(pvc: V1PersistentVolumeClaim, settings: CdiSetti
   const name = pvc.metadata?.name ?? '';
   const storageClassName = settings.scratchSpaceStorageClass ?? pvc.spec?.storageClassName;
   const request = requestedBytes(pvc);
-  const size = request === undefined ? '1Gi' : String(scratchBytes(request, isBlock(pvc) ? 0 : overheadOfClass(settings, pvc.spec?.storageClassName), overheadOfClass(settings, storageClassName)));
+  // Whole MiB: written as `<n>Mi`, as a person would.
+  const size = request === undefined ? '1Gi' : `${scratchBytes(request, isBlock(pvc) ? 0 : overheadOfClass(settings, pvc.spec?.storageClassName), overheadOfClass(settings, storageClassName)) / MiB}Mi`;
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',

@@ -12,7 +12,6 @@ import { Annotation, UploadAnnotation } from '../../src/api/cdi.js';
 import { CDICONFIG_GROUP, CDICONFIG_NAME, CDICONFIG_PLURAL, CDICONFIG_VERSION } from '../../src/api/cdiconfig.js';
 import { UploadAnnotation as UploadClientAnnotation } from '../../src/contract/upload-api.js';
 import { silentLogger } from '../../src/logging.js';
-import { MiB } from '../../src/quantity.js';
 import type { ControllerConfig } from '../../controller/config.js';
 import { ImportController } from '../../controller/import/import-controller.js';
 import { CdiSettingsCache, flagDefaults } from '../../controller/runtime/cdi-settings.js';
@@ -70,9 +69,9 @@ const scratchOf = (namespace: string, pvc: string) =>
 
 // By hand, CDI's formula: 1Gi on `local` (20 %): usable floor(ceil(0.8 * 1024 MiB) / MiB) = 819 MiB;
 // on `scratchy` (10 %): ceil(819 MiB / 0.9) = 910 MiB.
-const SCRATCH_FOR_1GI_LOCAL = 910 * MiB;
+const SCRATCH_FOR_1GI_LOCAL = '910Mi';
 // A Block target keeps all 1024 MiB: ceil(1024 MiB / 0.9) → 1138 MiB.
-const SCRATCH_FOR_1GI_BLOCK = 1138 * MiB;
+const SCRATCH_FOR_1GI_BLOCK = '1138Mi';
 
 describe('scratch PVCs take CDIConfig\'s scratch class and CDI\'s size', () => {
   test('import: a PVC that requires scratch', async () => {
@@ -84,10 +83,10 @@ describe('scratch PVCs take CDIConfig\'s scratch class and CDI\'s size', () => {
     const scratch = await scratchOf(ns, 'staged');
     expect(scratch.spec?.storageClassName).toBe('scratchy');
     expect(scratch.spec?.volumeMode).toBe('Filesystem');
-    expect(scratch.spec?.resources?.requests?.storage).toBe(String(SCRATCH_FOR_1GI_LOCAL));
+    expect(scratch.spec?.resources?.requests?.storage).toBe(SCRATCH_FOR_1GI_LOCAL);
   });
 
-  test.each<[string, 'Filesystem' | 'Block', number]>([
+  test.each<[string, 'Filesystem' | 'Block', string]>([
     ['a Filesystem target', 'Filesystem', SCRATCH_FOR_1GI_LOCAL],
     ['a Block target', 'Block', SCRATCH_FOR_1GI_BLOCK],
   ])('upload: a resumable upload (scratch from the start) to %s', async (_what, volumeMode, size) => {
@@ -100,7 +99,7 @@ describe('scratch PVCs take CDIConfig\'s scratch class and CDI\'s size', () => {
     const scratch = await scratchOf(ns, name);
     expect(scratch.spec?.storageClassName).toBe('scratchy');
     expect(scratch.spec?.volumeMode).toBe('Filesystem');
-    expect(scratch.spec?.resources?.requests?.storage).toBe(String(size));
+    expect(scratch.spec?.resources?.requests?.storage).toBe(size);
     // Owned by the target, as the import's scratch is (removed with it).
     expect(scratch.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'PersistentVolumeClaim', name, controller: true });
   });

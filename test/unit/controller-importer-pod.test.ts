@@ -398,7 +398,7 @@ describe('buildScratchPvc', () => {
     ['scratchSpaceStorageClass with no overhead of its own: the global', { size: '10Gi', storageClass: 'thin' }, { global: 0.06, perClass: { thin: 0 }, scratchClass: 'scratchy' }, 10894],
   ])('the size from CDIConfig: %s', (_name, o, s, mib) => {
     const scratch = buildScratchPvc(makePvc(o), settings(s));
-    expect(scratch.spec?.resources?.requests?.storage).toBe(String(mib * MiB));
+    expect(scratch.spec?.resources?.requests?.storage).toBe(`${mib}Mi`);
     if (s?.scratchClass) expect(scratch.spec?.storageClassName).toBe(s.scratchClass);
   });
 });
