@@ -151,14 +151,21 @@ function parseOverhead(value: string | undefined): number {
 
 /** RFC 9110's token: the characters a header name may have. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Visible characters, spaces and tabs (field-content); no CR, LF, NUL or other control character. */
-const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/**
+ * Visible ASCII, spaces and tabs; no CR, LF, NUL or other control character. Not RFC 9110's
+ * obs-text either: node sends such a byte as Latin-1, curl and nbdkit as UTF-8, so the paths would
+ * send different headers.
+ */
+const HEADER_VALUE = /^[\t\x20-\x7e]*$/;
+/** Headers that frame or address the request itself: a user's value would break a path or smuggle a request. */
+const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'range', 'if-range']);
 
 /**
  * Pure: a "Name: value" line as a header, or INVALID_SPEC (details.reason `bad-header`) naming
  * `what` but never echoing the line: a misplaced colon would put a secret in the message. The
  * value is trimmed and may not be empty (curl and nbdkit read "Name:" as "remove this header",
- * got as an empty one: the paths would differ).
+ * got as an empty one: the paths would differ); the headers that frame the request (Host, Range,
+ * Content-Length, ...) are the importer's own.
  */
 export function parseHeaderLine(line: string, what: string): HttpHeader {
   const fail = (why: string): never => {
@@ -169,7 +176,8 @@ export function parseHeaderLine(line: string, what: string): HttpHeader {
   const name = line.slice(0, colon);
   const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
   if (!HEADER_NAME.test(name)) fail('the name must be a token (letters, digits, !#$%&\'*+.^_`|~-) with no space before the colon');
-  if (!HEADER_VALUE.test(value)) fail('the value holds a line break or another control character');
+  if (RESERVED_HEADERS.has(name.toLowerCase())) fail(`${name} is set by the importer itself`);
+  if (!HEADER_VALUE.test(value)) fail('the value holds a line break, another control character or a character beyond ASCII');
   if (value === '') fail('the value is empty');
   return Object.freeze({ name, value });
 }

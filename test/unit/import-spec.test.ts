@@ -231,6 +231,10 @@ describe('extra headers', () => {
     ['a NUL in the value', 'X-Key: secret-value\u0000'],
     ['an empty value', 'X-Key:   '],
     ['a character past Latin-1', 'X-Key: secret-value\u2028'],
+    ['a character beyond ASCII (node would send Latin-1, curl UTF-8)', 'X-Key: secret-value\u00e9'],
+    ['Range, which the importer sets itself', 'Range: bytes=0-1 secret-value'],
+    ['Host, in any case', 'hOST: secret-value'],
+    ['Transfer-Encoding (request smuggling)', 'Transfer-Encoding: chunked secret-value'],
   ])('%s: INVALID_SPEC (reason bad-header), the line not in the message', (_what, line) => {
     let error: unknown;
     try {
