@@ -19,7 +19,7 @@ export interface ImportRequest {
   readonly insecureTls: boolean;
   /** Parsed once here; the importer pod's environment carries it on (import-spec.ts). */
   readonly checksum?: Checksum;
-  /** http only: header lines, validated (`storage.import.extraHeaders.<n>`); the values are secrets to log. */
+  /** http only: header lines, validated (`storage.import.extraHeaders.<n>`); the values are secrets, never logged. */
   readonly extraHeaders?: readonly HttpHeader[];
   /** http only: Secrets whose every key is one header line, mounted into the importer (`storage.import.secretExtraHeaders.<n>`). */
   readonly secretExtraHeaders?: readonly string[];
