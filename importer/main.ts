@@ -13,6 +13,7 @@ import { DEFAULT_TUNING, type ImportTuning, parseConnections, runImport } from '
 import { createImporterMetrics, serveMetrics } from './metrics.js';
 import { Progress, throttled } from './progress.js';
 import { curlInstalled } from './sources/curl-fetch.js';
+import { withSecretHeaders } from './sources/header-files.js';
 import { DEFAULT_HTTP_TIMEOUTS } from './sources/http-source.js';
 
 function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -24,13 +25,14 @@ function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number 
 }
 
 /**
- * Removes the import secret from this process's environment once the spec holds it, so no child
+ * Removes the import secret (and the extra headers) from this process's environment once the spec holds it, so no child
  * (nbdkit, qemu-img, xz, ...) inherits it: /proc/<child>/environ shows what a child was given.
  * A proxy variable with user:password goes too (the spec keeps its own copy; nothing here reads
  * proxies from the environment).
  */
 export function scrubSecrets(env: NodeJS.ProcessEnv): void {
   delete env[ImportEnv.SecretKey];
+  for (const name of Object.keys(env)) if (name.startsWith(ImportEnv.ExtraHeaderPrefix)) delete env[name];
   for (const name of [ImportEnv.HttpProxy, ImportEnv.HttpsProxy, 'HTTP_PROXY', 'HTTPS_PROXY']) {
     if (/\/\/[^/]*@/.test(env[name] ?? '')) delete env[name];
   }
@@ -83,8 +85,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   let outcome: TerminationMessage;
   let status: number;
   try {
-    const spec = decodeImportEnv(env);
+    const decoded = decodeImportEnv(env);
     scrubSecrets(process.env);
+    const spec = await withSecretHeaders(decoded);
     const tuning = tuningFromEnv(env);
     const progress = new Progress();
     const metrics = createImporterMetrics(spec.ownerUid ?? '');

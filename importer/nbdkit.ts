@@ -13,7 +13,8 @@
  *
  * Secrets: no password on nbdkit's argv or in its environment. The HTTP and proxy passwords go
  * over inherited pipes (`password=-FD`); the URL and proxy lose any user:password part; the
- * environment is an allowlist, so the pod's IMPORTER_SECRET_KEY is not inherited.
+ * environment is an allowlist, so the pod's IMPORTER_SECRET_KEY is not inherited; extra headers
+ * come from a 0600 file in nbdkit's private directory (`header-script`).
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -25,13 +26,19 @@ import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { runTool } from '../src/io/child-process.js';
-import type { Credentials } from '../src/contract/import-spec.js';
+import { type Credentials, formatHeaderLine, type HttpHeader } from '../src/contract/import-spec.js';
 import { type MinSpeed, SpeedVerdict, SpeedWindow, tooSlowError } from './min-speed.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, minSpeedOf, redactUrl } from './sources/http-source.js';
 
 export interface NbdHttpOptions {
   readonly url: string;
   readonly credentials?: Credentials;
+  /**
+   * Extra headers (values are secrets): written to a 0600 file nbdkit's `header-script` prints,
+   * never on its argv (`header=` would be); with them, redirects are not followed (libcurl would
+   * send custom headers to any host a redirect names).
+   */
+  readonly extraHeaders?: readonly HttpHeader[];
   /** Extra CA certificates (PEM), trusted in addition to the system roots. */
   readonly caPems?: readonly string[];
   readonly insecureTls: boolean;
@@ -198,6 +205,11 @@ export async function serveHttpOverNbd(options: NbdHttpOptions): Promise<NbdExpo
     await writeFile(bundle, [...rootCertificates, ...options.caPems].join('\n'), { mode: 0o600 });
     extraArgs.push(`cainfo=${bundle}`);
   }
+  if (options.extraHeaders && options.extraHeaders.length > 0) {
+    const headerFile = join(dir, 'headers');
+    await writeFile(headerFile, options.extraHeaders.map((h) => `${formatHeaderLine(h)}\n`).join(''), { mode: 0o600 });
+    extraArgs.push(`header-script=exec cat -- ${shellQuote(headerFile)}`, 'followlocation=false');
+  }
   const log = await openLogFifo(logFile);
   const args = [
     ...nbdkitArgs(options, socket, logFile, timeoutSeconds, {
@@ -316,6 +328,11 @@ function bytesRead(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Pure: a word for /bin/sh, single-quoted. */
+export function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 function lastLine(text: string): string {

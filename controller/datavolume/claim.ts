@@ -20,6 +20,7 @@ import {
   storageClaimSpec,
 } from '../../src/api/datavolume.js';
 import { ErrorCode, FerryError } from '../../src/errors.js';
+import { extraHeaderAnnotations } from '../../src/api/import-request.js';
 
 /** How one kind of source is asked for on the PVC and read back from it. */
 export interface SourceRoute {
@@ -69,6 +70,7 @@ export const ROUTES: Readonly<Partial<Record<SourceKind, SourceRoute>>> = Object
     [Annotation.CertConfigMap]: source?.http?.certConfigMap,
     [Annotation.Checksum]: source?.http?.checksum,
     [Annotation.InsecureSkipVerify]: source?.http?.insecureSkipVerify ? 'true' : undefined,
+    ...extraHeaderAnnotations(source?.http?.extraHeaders, source?.http?.secretExtraHeaders),
   })),
   [SourceKind.S3]: importRoute(({ source }) => ({
     [Annotation.Source]: 's3',

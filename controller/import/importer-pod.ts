@@ -8,11 +8,11 @@ import { createHash } from 'node:crypto';
 import type { V1ConfigMap, V1EnvVar, V1ObjectMeta, V1PersistentVolumeClaim, V1Pod, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
 import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../../src/api/cdi.js';
 import { type CdiSettings, overheadOfClass, resolveSettings } from '../../src/api/cdiconfig.js';
-import { DvAnnotation } from '../../src/api/datavolume.js';
+import { DvAnnotation, requiredSpace } from '../../src/api/datavolume.js';
 import { encodeImportEnv, encodeImporterSettings, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
-import { parseQuantity } from '../../src/quantity.js';
+import { MiB, parseQuantity, usableSpace } from '../../src/quantity.js';
 import type { ControllerConfig } from '../config.js';
 import { flagDefaults } from '../runtime/cdi-settings.js';
 
@@ -95,6 +95,8 @@ export function importSpecFor(pvc: V1PersistentVolumeClaim, request: ImportReque
     ...(request.certConfigMap || trustedCAProxy ? { caPath: PodPath.Certs } : {}),
     insecureTls: request.insecureTls,
     ...(request.checksum ? { checksum: request.checksum } : {}),
+    ...(request.extraHeaders?.length ? { extraHeaders: request.extraHeaders } : {}),
+    ...(request.secretExtraHeaders?.length ? { secretHeadersDir: PodPath.ExtraHeaders } : {}),
     ...(capacity !== undefined ? { capacity } : {}),
     filesystemOverhead: block ? 0 : overheadOfClass(settings, pvc.spec?.storageClassName),
     preallocation: request.preallocation,
@@ -135,6 +137,11 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
     volumes.push({ name: 'certs', configMap: { name: request.certConfigMap } });
     mounts.push({ name: 'certs', mountPath: PodPath.Certs, readOnly: true });
   }
+  request.secretExtraHeaders?.forEach((secretName, n) => {
+    // CDI's layout: Secret n at /extraheaders/n, every key one header line; only the importer's user (group) reads them.
+    volumes.push({ name: `extra-headers-${n}`, secret: { secretName, defaultMode: 0o440 } });
+    mounts.push({ name: `extra-headers-${n}`, mountPath: `${PodPath.ExtraHeaders}/${n}`, readOnly: true });
+  });
   if (options.withScratch) {
     volumes.push({ name: 'scratch', persistentVolumeClaim: { claimName: scratchPvcName(name) } });
     mounts.push({ name: 'scratch', mountPath: PodPath.Scratch });
@@ -202,12 +209,28 @@ function ownedBy(pvc: V1PersistentVolumeClaim, objectName: string): V1ObjectMeta
 }
 
 /**
- * Scratch space for images that must be staged before conversion; deleted after the import. Its
- * class is CDIConfig's scratchSpaceStorageClass, else the target's (CDI's rule); its size the target's request.
+ * The scratch PVC's size as CDI computes it (pkg/controller/util.go): what the target can use
+ * (GetUsableSpace of its request under its own overhead, a MiB multiple), grown so that much stays
+ * usable on the scratch volume under the scratch class's overhead (GetRequiredSpace), rounded up
+ * to a MiB.
  */
-export function buildScratchPvc(pvc: V1PersistentVolumeClaim, settings?: Pick<CdiSettings, 'scratchSpaceStorageClass'>): V1PersistentVolumeClaim {
+export function scratchBytes(request: number, targetOverhead: number, scratchOverhead: number): number {
+  const usable = Math.floor(usableSpace(request, targetOverhead) / MiB) * MiB;
+  return Math.ceil(requiredSpace(usable, scratchOverhead) / MiB) * MiB;
+}
+
+/**
+ * Scratch space for images that must be staged before conversion; deleted after the import. Its
+ * class is CDIConfig's scratchSpaceStorageClass, else the target's (CDI's rule); its size
+ * `scratchBytes` under the two classes' filesystem overheads (a Block target has none; scratch is
+ * always a Filesystem volume).
+ */
+export function buildScratchPvc(pvc: V1PersistentVolumeClaim, settings: CdiSettings): V1PersistentVolumeClaim {
   const name = pvc.metadata?.name ?? '';
-  const storageClassName = settings?.scratchSpaceStorageClass ?? pvc.spec?.storageClassName;
+  const storageClassName = settings.scratchSpaceStorageClass ?? pvc.spec?.storageClassName;
+  const request = requestedBytes(pvc);
+  // Whole MiB: written as `<n>Mi`, as a person would.
+  const size = request === undefined ? '1Gi' : `${scratchBytes(request, isBlock(pvc) ? 0 : overheadOfClass(settings, pvc.spec?.storageClassName), overheadOfClass(settings, storageClassName)) / MiB}Mi`;
   return {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',
@@ -215,7 +238,7 @@ export function buildScratchPvc(pvc: V1PersistentVolumeClaim, settings?: Pick<Cd
     spec: {
       accessModes: ['ReadWriteOnce'],
       volumeMode: 'Filesystem',
-      resources: { requests: { storage: String(pvc.spec?.resources?.requests?.storage ?? '1Gi') } },
+      resources: { requests: { storage: size } },
       ...(storageClassName ? { storageClassName } : {}),
     },
   };

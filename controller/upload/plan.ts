@@ -13,7 +13,8 @@ import type { ContentType } from '../../src/contract/import-spec.js';
 import { UploadAnnotation as UploadClientAnnotation, uploadServiceName } from '../../src/contract/upload-api.js';
 import type { ControllerConfig } from '../config.js';
 import { annotate, backoffRemaining, countFailure, running, terminationOf, waitingReason, withEvent } from '../runtime/pvc-status.js';
-import { buildScratchPvc, scratchPvcName } from '../import/importer-pod.js';
+import { buildScratchPvc, scratchPvcName, settingsOf } from '../import/importer-pod.js';
+import type { CdiSettings } from '../../src/api/cdiconfig.js';
 import { planWaiting, stopWaiting, WAIT_FOR_FIRST_CONSUMER, waitingMessage } from '../runtime/binding.js';
 import type { Action as ImportAction } from '../import/plan.js';
 import { buildUploadPod, buildUploadService, contentTypeOf, uploadPodName, uploadServerHosts, uploadTlsSecretName } from './upload-pod.js';
@@ -31,6 +32,8 @@ export interface UploadObserved {
   readonly waitForFirstConsumer?: boolean;
   /** Milliseconds since the epoch. */
   readonly now: number;
+  /** CDIConfig's settings in effect (scratch class and overheads); absent: the controller's flags. */
+  readonly settings?: CdiSettings;
 }
 
 export type UploadAction =
@@ -171,7 +174,7 @@ function planStart({ pvc, contentType, current, observed, config }: Context): Up
   // upload: tus stages on scratch, and the scratch PVC outlives a server pod, so a new pod resumes.
   const withScratch = current[Annotation.RequiresScratch] === 'true' || current[UploadClientAnnotation.Resumable] === 'true';
   const actions: UploadAction[] = [];
-  if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc) });
+  if (withScratch && !scratchPvc) actions.push({ type: 'createScratchPvc', pvc: buildScratchPvc(pvc, settingsOf(config, observed.settings)) });
   actions.push(
     ...annotate(current, {
       [UploadAnnotation.PodName]: uploadPodName(name),

@@ -42,6 +42,7 @@ export async function reconcileUpload(key: string, deps: UploadReconcilerDeps): 
       scratchPvc: deps.caches.getPvc(namespace, scratchPvcName(name)),
       waitForFirstConsumer: waitsForFirstConsumer(pvc, pvc.spec?.storageClassName ? deps.caches.getStorageClass(pvc.spec.storageClassName) : undefined),
       now: deps.now(),
+      ...(deps.settings ? { settings: deps.settings.current() } : {}),
     },
     configWithSettings(deps.config, deps.settings?.current(), pvc.spec?.storageClassName),
   );

@@ -1,7 +1,7 @@
 /** What the steps of one import share: the context they are given, and small helpers. */
 
 import { ErrorCode, FerryError } from '../../src/errors.js';
-import type { ImportSpec } from '../../src/contract/import-spec.js';
+import type { Credentials, HttpHeader, ImportSpec } from '../../src/contract/import-spec.js';
 import type { Logger } from '../../src/logging.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
 import type { Peeled } from '../layers.js';
@@ -10,6 +10,7 @@ import type { Progress } from '../progress.js';
 import type { OpenedSource, SourceOpener } from '../sources/source.js';
 import type { ByteStream } from '../streams.js';
 import type { PreparedTarget } from '../target.js';
+import { sameOrigin } from '../sources/http-source.js';
 import type { RangedFetch } from './route.js';
 import type { ImportTuning } from './tuning.js';
 
@@ -61,6 +62,16 @@ export function describe(peeled: Peeled): string {
 export const closeStream = async (stream: ByteStream): Promise<void> => {
   await stream[Symbol.asyncIterator]().return?.();
 };
+
+/**
+ * What a child (curl, nbdkit) may send to `url`, where the first request ended up: the
+ * credentials and extra headers only when it is the origin they were given for, never where a
+ * redirect to another origin led.
+ */
+export function secretsFor(spec: ImportSpec, url: string): { credentials?: Credentials; extraHeaders?: readonly HttpHeader[] } {
+  if (!sameOrigin(url, spec.endpoint)) return {};
+  return { ...(spec.credentials ? { credentials: spec.credentials } : {}), ...(spec.extraHeaders?.length ? { extraHeaders: spec.extraHeaders } : {}) };
+}
 
 export function retryOptions(deps: EngineDeps) {
   return {

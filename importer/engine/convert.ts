@@ -10,11 +10,11 @@ import { serveHttpOverNbd } from '../nbdkit.js';
 import { Phase } from '../progress.js';
 import { checkInfo, qemuCheck, qemuConvert, qemuInfo, supportsDirectIo } from '../qemu-img.js';
 import { writeRaw } from '../raw-writer.js';
-import { loadCaBundle, proxyFor, sameOrigin } from '../sources/http-source.js';
+import { loadCaBundle, proxyFor } from '../sources/http-source.js';
 import { type ByteStream, capped } from '../streams.js';
 import { finishDisk } from '../target.js';
 import { interruption, raceAbort } from './abort.js';
-import { type Attempt, closeStream, describe, fetchRanged, success } from './context.js';
+import { type Attempt, closeStream, describe, fetchRanged, secretsFor, success } from './context.js';
 import { fetchWithCurl } from './curl-path.js';
 import type { RangedFetch, Route, Transport } from './route.js';
 
@@ -56,8 +56,7 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
           url: opened.remoteUrl,
           insecureTls: spec.insecureTls,
           timeouts: deps.tuning.http,
-          // Credentials only for the origin they were given for, not for where a redirect led.
-          ...(spec.credentials && sameOrigin(opened.remoteUrl, spec.endpoint) ? { credentials: spec.credentials } : {}),
+          ...secretsFor(spec, opened.remoteUrl),
           ...(caPems ? { caPems } : {}),
           ...(proxy ? { proxy } : {}),
         }),

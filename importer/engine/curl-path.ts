@@ -14,8 +14,8 @@ import { interruption } from './abort.js';
 import { fetchRange } from '../parallel-fetch.js';
 import { writeAll } from '../raw-writer.js';
 import { curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
-import { loadCaBundle, proxyFor, sameOrigin } from '../sources/http-source.js';
-import { type Attempt, closeStream, retryOptions } from './context.js';
+import { loadCaBundle, proxyFor } from '../sources/http-source.js';
+import { type Attempt, closeStream, retryOptions, secretsFor } from './context.js';
 
 /** Fills the new file `path` with the whole source; returns its size. At most `limit` bytes. */
 export async function fetchWithCurl(attempt: Attempt, path: string, limit: number | undefined): Promise<number> {
@@ -36,8 +36,7 @@ export async function fetchWithCurl(attempt: Attempt, path: string, limit: numbe
       url,
       insecureTls: spec.insecureTls,
       timeouts: deps.tuning.http,
-      // Credentials only for the origin they were given for, not for where a redirect led.
-      ...(spec.credentials && sameOrigin(url, spec.endpoint) ? { credentials: spec.credentials } : {}),
+      ...secretsFor(spec, url),
       ...(caPems ? { caPems } : {}),
       ...(proxy ? { proxy } : {}),
       ...(limit !== undefined ? { limit } : {}),

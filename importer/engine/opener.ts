@@ -30,6 +30,7 @@ export function openerFor(spec: ImportSpec, tuning: ImportTuning, sleep: (ms: nu
             timeouts: tuning.http,
             ...(spec.credentials ? { credentials: spec.credentials } : {}),
             ...(spec.caPath !== undefined ? { caPath: spec.caPath } : {}),
+            ...(spec.extraHeaders?.length ? { extraHeaders: spec.extraHeaders } : {}),
           },
           resume,
         );

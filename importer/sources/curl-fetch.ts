@@ -5,7 +5,7 @@
  * the node process on a 2-core machine where the server needs the other core.
  *
  * The same rules as the node source: no secret on argv or in the environment (the URL, user and
- * proxy credentials go in a config on stdin, `-K -`; no ~/.curlrc, `-q`); the environment is an
+ * proxy credentials and the extra headers go in a config on stdin, `-K -`; no ~/.curlrc, `-q`); the environment is an
  * allowlist; no redirects (the engine fetches the URL the first request ended at, credentials only
  * for the origin they were given for); http and https only; the trust is the same as node's (its
  * root certificates plus the given CA bundle, or `--insecure` when opted in); the minimum speed is
@@ -18,7 +18,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { rootCertificates } from 'node:tls';
-import type { Credentials } from '../../src/contract/import-spec.js';
+import { type Credentials, formatHeaderLine, type HttpHeader } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { type ChildExit, childToFile } from '../decode-to-file.js';
 import { tooSlowError } from '../min-speed.js';
@@ -28,6 +28,8 @@ import { type HttpTimeouts, minSpeedOf, redactUrl } from './http-source.js';
 export interface CurlFetchOptions {
   readonly url: string;
   readonly credentials?: Credentials;
+  /** Extra headers (values are secrets): in the config on stdin, never on argv. */
+  readonly extraHeaders?: readonly HttpHeader[];
   /** Extra CA certificates (PEM), trusted in addition to the root certificates node trusts. */
   readonly caPems?: readonly string[];
   readonly insecureTls: boolean;
@@ -59,7 +61,7 @@ export function isBrokenTransfer(err: unknown): boolean {
 
 /** Pure: a string as a double-quoted value of a curl config file. */
 export function configQuote(value: string): string {
-  if (/[\r\n\0]/.test(value)) throw new FerryError(ErrorCode.InvalidSpec, 'a URL or credential contains a line break');
+  if (/[\r\n\0]/.test(value)) throw new FerryError(ErrorCode.InvalidSpec, 'a URL, credential or header contains a line break');
   return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
@@ -70,6 +72,7 @@ export function curlInvocation(options: CurlFetchOptions, caFile?: string): { re
   const username = options.credentials?.username ?? target.username;
   const password = options.credentials?.password ?? target.password;
   if (username !== undefined || password !== undefined) lines.push(`user = ${configQuote(`${username ?? ''}:${password ?? ''}`)}`);
+  for (const header of options.extraHeaders ?? []) lines.push(`header = ${configQuote(formatHeaderLine(header))}`);
   if (options.proxy) {
     const proxy = splitUserinfo(options.proxy);
     lines.push(`proxy = ${configQuote(proxy.url)}`);

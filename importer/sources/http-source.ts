@@ -10,7 +10,7 @@ import { rootCertificates } from 'node:tls';
 import type { Agent as HttpAgent } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
 import got, { type Response } from 'got';
-import type { Credentials, ProxySettings } from '../../src/contract/import-spec.js';
+import type { Credentials, HttpHeader, ProxySettings } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError, isFerryError } from '../../src/errors.js';
 import { isTooSlow, type MinSpeed, minimumBytes, watchSpeed } from '../min-speed.js';
 import type { ByteStream } from '../streams.js';
@@ -64,6 +64,22 @@ export interface HttpSourceOptions {
   readonly proxy: ProxySettings;
   readonly timeouts: HttpTimeouts;
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The import's extra headers (values are secrets): sent to `url`'s origin only, with every
+   * request and every redirect back to it, never to another origin a redirect leads to.
+   */
+  readonly extraHeaders?: readonly HttpHeader[];
+}
+
+/** Pure: headers as got takes them (lower-case names; a name given twice is sent twice). */
+export function headerObject(headers: readonly HttpHeader[] | undefined): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const { name, value } of headers ?? []) {
+    const key = name.toLowerCase();
+    const had = out[key];
+    out[key] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value];
+  }
+  return out;
 }
 
 const TLS_CODES = new Set([
@@ -210,15 +226,29 @@ interface Opened {
 }
 
 /** Sends one request and resolves once its response headers arrive (or rejects, classified). */
-async function send(options: HttpSourceOptions, ca: string[] | undefined, extraHeaders: Record<string, string>): Promise<Opened> {
+async function send(options: HttpSourceOptions, ca: string[] | undefined, perRequest: Record<string, string>): Promise<Opened> {
   const agent = await proxyAgents(options.url, options.proxy);
+  const extra = headerObject(options.extraHeaders);
   const request = got.stream(options.url, {
     retry: { limit: 0 },
     decompress: false,
     followRedirect: true,
     maxRedirects: 10,
     throwHttpErrors: true,
-    headers: { 'user-agent': 'ferry-importer', ...options.headers, ...extraHeaders },
+    headers: { 'user-agent': 'ferry-importer', ...options.headers, ...extra, ...perRequest },
+    hooks: {
+      // curl's rule for --location without --location-trusted: the extra headers go to the
+      // origin they were given for, on each hop that leads there, and to no other.
+      beforeRedirect: [
+        (next) => {
+          const trusted = sameOrigin(next.url?.toString() ?? '', options.url);
+          for (const [name, value] of Object.entries(extra)) {
+            if (trusted) next.headers[name] = value;
+            else delete next.headers[name];
+          }
+        },
+      ],
+    },
     timeout: {
       connect: options.timeouts.connectMs,
       secureConnect: options.timeouts.connectMs,
@@ -254,12 +284,12 @@ export function sameOrigin(a: string, b: string): boolean {
 /**
  * Pure: the options for requests sent straight to `url` (where a redirect led). Credentials and
  * authorization or cookie headers go only to the origin they were given for, as got does itself
- * when it follows a redirect to another origin.
+ * when it follows a redirect to another origin; so do the extra headers.
  */
 export function optionsFor(options: HttpSourceOptions, url: string): HttpSourceOptions {
   if (sameOrigin(url, options.url)) return { ...options, url };
   const headers = Object.fromEntries(Object.entries(options.headers ?? {}).filter(([name]) => !/^(authorization|cookie)$/i.test(name)));
-  const { credentials: _dropped, ...rest } = options;
+  const { credentials: _dropped, extraHeaders: _alsoDropped, ...rest } = options;
   return { ...rest, url, headers };
 }
 

@@ -15,6 +15,10 @@ export const Annotation = {
   InsecureSkipVerify: `${CDI}/storage.import.insecureSkipVerify`,
   ContentType: `${CDI}/storage.contentType`,
   Checksum: `${CDI}/storage.import.checksum`,
+  /** Numbered: `<key>.0`, `<key>.1`, ...: one "Name: value" header line each (a DataVolume's http.extraHeaders). */
+  ExtraHeaders: `${CDI}/storage.import.extraHeaders`,
+  /** Numbered: `<key>.0`, ...: the name of a Secret whose every key is one header line (http.secretExtraHeaders). */
+  SecretExtraHeaders: `${CDI}/storage.import.secretExtraHeaders`,
   RetainAfterCompletion: `${CDI}/storage.pod.retainAfterCompletion`,
   PreallocationRequested: `${CDI}/storage.preallocation.requested`,
   /** Present (any value, as CDI reads it): import now, even where the storage class binds on first consumer. */
@@ -91,6 +95,8 @@ export const PodPath = {
   BlockDevice: '/dev/cdi-block-volume',
   Scratch: '/scratch',
   Certs: '/certs',
+  /** The secretExtraHeaders Secrets, one directory each: `/extraheaders/<n>`. */
+  ExtraHeaders: '/extraheaders',
 } as const;
 
 /** Upload targets and their server pods (CDI's keys; appended with the upload controller). */

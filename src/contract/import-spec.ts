@@ -41,6 +41,12 @@ export interface Credentials {
   readonly password: string;
 }
 
+/** One extra HTTP header the importer sends to the source (CDI's `extraHeaders`, `secretExtraHeaders`). */
+export interface HttpHeader {
+  readonly name: string;
+  readonly value: string;
+}
+
 export interface ProxySettings {
   readonly httpProxy?: string;
   readonly httpsProxy?: string;
@@ -68,6 +74,18 @@ export interface ImportSpec {
   /** UID that labels the progress metric (the PVC's owner, as CDI does). */
   readonly ownerUid?: string;
   readonly proxy: ProxySettings;
+  /**
+   * http only: headers sent with every request to the endpoint's origin (scheme, host, port), on
+   * every path (node, curl, nbdkit, ranged reads); never to another origin a redirect leads to.
+   * Their values are secrets: never logged, never in a message.
+   */
+  readonly extraHeaders?: readonly HttpHeader[];
+  /**
+   * Where the Secrets of CDI's `secretExtraHeaders` are mounted (`/extraheaders`, one directory per
+   * Secret, each key one "Name: value" line). The importer reads them before it sends anything and
+   * adds them to `extraHeaders` (importer/sources/header-files.ts).
+   */
+  readonly secretHeadersDir?: string;
   /** s3 only: the store an `s3://bucket/key` endpoint is read from (`http(s)://host:port`); default AWS. */
   readonly s3Endpoint?: string;
   /** s3 only: the region requests are signed for (default us-east-1). */
@@ -93,6 +111,10 @@ export const ImportEnv = {
   ScratchDir: 'IMPORTER_SCRATCH_DIR',
   S3Endpoint: 'IMPORTER_S3_ENDPOINT',
   S3Region: 'IMPORTER_S3_REGION',
+  /** `IMPORTER_EXTRA_HEADER_<n>` (n = 0, 1, ...): one "Name: value" line each, CDI's variables. */
+  ExtraHeaderPrefix: 'IMPORTER_EXTRA_HEADER_',
+  /** Ferry's: the directory of the mounted secretExtraHeaders Secrets (CDI's fixed `/extraheaders`). */
+  SecretHeadersDir: 'IMPORTER_SECRET_EXTRA_HEADERS_DIR',
   HttpProxy: 'http_proxy',
   HttpsProxy: 'https_proxy',
   NoProxy: 'no_proxy',
@@ -127,6 +149,55 @@ function parseOverhead(value: string | undefined): number {
   return n;
 }
 
+/** RFC 9110's token: the characters a header name may have. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * Visible ASCII, spaces and tabs; no CR, LF, NUL or other control character. Not RFC 9110's
+ * obs-text either: node sends such a byte as Latin-1, curl and nbdkit as UTF-8, so the paths would
+ * send different headers.
+ */
+const HEADER_VALUE = /^[\t\x20-\x7e]*$/;
+/** Headers that frame or address the request itself: a user's value would break a path or smuggle a request. */
+const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'range', 'if-range']);
+
+/**
+ * Pure: a "Name: value" line as a header, or INVALID_SPEC (details.reason `bad-header`) naming
+ * `what` but never echoing the line: a misplaced colon would put a secret in the message. The
+ * value is trimmed and may not be empty (curl and nbdkit read "Name:" as "remove this header",
+ * got as an empty one: the paths would differ); the headers that frame the request (Host, Range,
+ * Content-Length, ...) are the importer's own.
+ */
+export function parseHeaderLine(line: string, what: string): HttpHeader {
+  const fail = (why: string): never => {
+    throw new FerryError(ErrorCode.InvalidSpec, `${what} is not a "Name: value" header line: ${why}`, { details: { reason: 'bad-header' } });
+  };
+  const colon = line.indexOf(':');
+  if (colon < 0) fail('no colon');
+  const name = line.slice(0, colon);
+  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+  if (!HEADER_NAME.test(name)) fail('the name must be a token (letters, digits, !#$%&\'*+.^_`|~-) with no space before the colon');
+  if (RESERVED_HEADERS.has(name.toLowerCase())) fail(`${name} is set by the importer itself`);
+  if (!HEADER_VALUE.test(value)) fail('the value holds a line break, another control character or a character beyond ASCII');
+  if (value === '') fail('the value is empty');
+  return Object.freeze({ name, value });
+}
+
+export function formatHeaderLine(header: HttpHeader): string {
+  return `${header.name}: ${header.value}`;
+}
+
+/** Pure: the `IMPORTER_EXTRA_HEADER_<n>` variables, in the order of n (CDI numbers them from 0). */
+function decodeExtraHeaders(env: Env): HttpHeader[] {
+  const numbered: Array<[number, string]> = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ImportEnv.ExtraHeaderPrefix) || value === undefined) continue;
+    const n = name.slice(ImportEnv.ExtraHeaderPrefix.length);
+    if (!/^\d+$/.test(n)) throw new FerryError(ErrorCode.InvalidSpec, `${name}: the suffix must be a number`, { details: { reason: 'bad-header' } });
+    numbered.push([Number(n), value]);
+  }
+  return numbered.sort((a, b) => a[0] - b[0]).map(([n, line]) => parseHeaderLine(line, `${ImportEnv.ExtraHeaderPrefix}${n}`));
+}
+
 /**
  * Maps a source name to Ferry's: CDI's `none` is a blank disk, and CDI treats a missing source as
  * http, so we do too.
@@ -156,6 +227,8 @@ export function validateSpec(spec: ImportSpec): ImportSpec {
   if (spec.capacity !== undefined && (!Number.isSafeInteger(spec.capacity) || spec.capacity <= 0)) {
     fail(`capacity must be a positive number of bytes; got ${spec.capacity}`);
   }
+  if ((spec.extraHeaders?.length || spec.secretHeadersDir !== undefined) && spec.source !== ImportSource.Http) fail(`extra headers are for the http source, not ${spec.source}`);
+  spec.extraHeaders?.forEach((h, i) => parseHeaderLine(formatHeaderLine(h), `extra header ${i}`));
   return Object.freeze(spec);
 }
 
@@ -174,6 +247,7 @@ export function decodeImportEnv(env: Env): ImportSpec {
   const password = get(ImportEnv.SecretKey);
   const size = get(ImportEnv.ImageSize);
   const checksum = get(ImportEnv.Checksum);
+  const extraHeaders = decodeExtraHeaders(env);
   const spec: ImportSpec = {
     source,
     endpoint: get(ImportEnv.Endpoint) ?? '',
@@ -188,6 +262,8 @@ export function decodeImportEnv(env: Env): ImportSpec {
     preallocation: parseBool(ImportEnv.Preallocation, get(ImportEnv.Preallocation)),
     ...(get(ImportEnv.ScratchDir) !== undefined ? { scratchDir: get(ImportEnv.ScratchDir) } : {}),
     ...(get(ImportEnv.OwnerUid) !== undefined ? { ownerUid: get(ImportEnv.OwnerUid) } : {}),
+    ...(extraHeaders.length > 0 ? { extraHeaders } : {}),
+    ...(get(ImportEnv.SecretHeadersDir) !== undefined ? { secretHeadersDir: get(ImportEnv.SecretHeadersDir) } : {}),
     ...(get(ImportEnv.S3Endpoint) !== undefined ? { s3Endpoint: get(ImportEnv.S3Endpoint) } : {}),
     ...(get(ImportEnv.S3Region) !== undefined ? { s3Region: get(ImportEnv.S3Region) } : {}),
     proxy: {
@@ -223,6 +299,10 @@ export function encodeImportEnv(spec: ImportSpec): Record<string, string> {
   if (spec.capacity !== undefined) env[ImportEnv.ImageSize] = String(spec.capacity);
   if (spec.scratchDir !== undefined) env[ImportEnv.ScratchDir] = spec.scratchDir;
   if (spec.ownerUid !== undefined) env[ImportEnv.OwnerUid] = spec.ownerUid;
+  spec.extraHeaders?.forEach((h, i) => {
+    env[`${ImportEnv.ExtraHeaderPrefix}${i}`] = formatHeaderLine(h);
+  });
+  if (spec.secretHeadersDir !== undefined) env[ImportEnv.SecretHeadersDir] = spec.secretHeadersDir;
   if (spec.s3Endpoint !== undefined) env[ImportEnv.S3Endpoint] = spec.s3Endpoint;
   if (spec.s3Region !== undefined) env[ImportEnv.S3Region] = spec.s3Region;
   if (spec.proxy.httpProxy !== undefined) env[ImportEnv.HttpProxy] = spec.proxy.httpProxy;

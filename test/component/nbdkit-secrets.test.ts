@@ -1,7 +1,8 @@
 /**
  * No secret on nbdkit's command line or in its environment, which anything that lists processes
  * in the pod (or on the node) can read: /proc/<pid>/cmdline and /proc/<pid>/environ are read while
- * a real import runs through nbdkit, against a loopback server (and proxy) that require basic auth.
+ * a real import runs through nbdkit, against a loopback server (and proxy) that require basic auth
+ * (or an extra header).
  */
 
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
@@ -110,6 +111,27 @@ describe('nbdkit and secrets', () => {
     const ranged = server.requests.filter((r) => r.path === '/private.qcow2' && r.range !== undefined);
     expect(ranged.length).toBeGreaterThan(0);
     expect(ranged.every((r) => r.authorization === basic('ferry', password))).toBe(true);
+  });
+
+  test('extra headers: in neither argv nor environ of nbdkit (a 0600 file its header-script prints), and the server saw them', async () => {
+    const token = secret();
+    server.route('/headers.qcow2', { file: qcow2, require: { 'x-api-key': token }, trickle: PACED });
+    const out = join(dir, 'headers.img');
+    const { value, samples } = await watching(() =>
+      runEngine(spec({ endpoint: `${server.url}/headers.qcow2`, target: { kind: 'file', path: out }, extraHeaders: [{ name: 'X-Api-Key', value: token }] })),
+    );
+    expect(value.error).toBeUndefined();
+    expect(value.result?.via).toBe('nbd');
+    expect(expectSameDisk(out, raw, 4 * MiB)).toBe(true);
+    expect(samples.length).toBeGreaterThan(0);
+    for (const s of samples) {
+      expect(s.cmdline).toContain('header-script=');
+      expect(s.cmdline).not.toContain(token);
+      expect(s.environ).not.toContain(token);
+    }
+    const ranged = server.requests.filter((r) => r.path === '/headers.qcow2' && r.range !== undefined);
+    expect(ranged.length).toBeGreaterThan(0);
+    expect(ranged.every((r) => r.headers['x-api-key'] === token)).toBe(true);
   });
 
   test('a proxy with user:password: nbdkit gets the password over a pipe, and the proxy saw it', async () => {

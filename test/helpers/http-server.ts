@@ -11,7 +11,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 
 export type Route =
-  | { readonly file: string; readonly ranges?: boolean; readonly auth?: { user: string; pass: string } }
+  | { readonly file: string; readonly ranges?: boolean; readonly auth?: { user: string; pass: string }; readonly require?: Readonly<Record<string, string>> }
   | { readonly status: number }
   | { readonly file: string; readonly failFirst: number; readonly failStatus?: number }
   | { readonly file: string; readonly closeAfter: number; readonly times?: number; readonly ranges?: boolean }
@@ -19,7 +19,7 @@ export type Route =
   | { readonly file: string; readonly stallAfter: number }
   | { readonly redirect: string }
   | { readonly file: string; readonly slow: { readonly chunk: number; readonly delayMs: number } }
-  | { readonly file: string; readonly trickle: Trickle; readonly auth?: { user: string; pass: string } };
+  | { readonly file: string; readonly trickle: Trickle; readonly auth?: { user: string; pass: string }; readonly require?: Readonly<Record<string, string>> };
 
 /**
  * A body that goes slow: `after` bytes at full speed, then `bytes` every `everyMs` (one byte per
@@ -39,6 +39,8 @@ export interface RecordedRequest {
   readonly path: string;
   readonly range?: string;
   readonly authorization?: string;
+  /** Every header of the request. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
 }
 
 export interface TestServer {
@@ -76,6 +78,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
       path,
       ...(req.headers.range ? { range: req.headers.range } : {}),
       ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}),
+      headers: { ...req.headers },
     });
     const hit = (hits.get(path) ?? 0) + 1;
     hits.set(path, hit);
@@ -123,6 +126,8 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
       return;
     }
   }
+  // Headers the request must carry (an API key, a bearer token): else 401, as such servers answer.
+  if ('require' in route && route.require && Object.entries(route.require).some(([name, value]) => req.headers[name.toLowerCase()] !== value)) return end(res, 401);
   if ('failFirst' in route && hit <= route.failFirst) return end(res, route.failStatus ?? 503);
   const info = await stat(route.file);
   const size = info.size;

@@ -53,6 +53,7 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
     const ns = await cp.newNamespace();
     for (const [name, source] of [
       ['http', { http: { url: 'https://images.example/disk.qcow2', checksum: `sha256:${'ab'.repeat(32)}`, insecureSkipVerify: true, secretRef: 's', certConfigMap: 'c' } }],
+      ['http-headers', { http: { url: 'https://images.example/disk.qcow2', extraHeaders: ['Authorization: Bearer abc', "X-Odd!#$%&'*+.^_`|~: a: b\tc"], secretExtraHeaders: ['tokens', 'more.tokens'] } }],
       ['s3', { s3: { url: 'https://s3.example/bucket/disk.img', secretRef: 's' } }],
       ['registry', { registry: { url: 'docker://quay.io/containerdisks/fedora:40', pullMethod: 'pod' } }],
       ['blank', { blank: {} }],
@@ -71,7 +72,12 @@ describe('DataVolume admission (CEL rules in the CRD schema)', () => {
     ['node-pull', { source: { registry: { url: 'docker://r/i:1', pullMethod: 'node' } }, ...storage }, 'spec.source.registry.pullMethod: Forbidden: pullMethod node is not supported by Ferry; use pod'],
     ['clone-no-name', { source: { pvc: { namespace: 'x' } }, storage: {} }, 'spec.source.pvc.name: Required value'],
     ['sourceref-kind', { sourceRef: { kind: 'PersistentVolumeClaim', name: 'fedora' }, storage: {} }, 'spec.sourceRef.kind: Invalid value: spec.sourceRef.kind must be DataSource'],
-    ['headers', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A: 1'] } }, ...storage }, 'spec.source.http.extraHeaders: Forbidden: extraHeaders are not supported by Ferry yet'],
+    ['a header without a colon', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A: 1', 'Bearer xyz'] } }, ...storage }, 'spec.source.http.extraHeaders[1] in body should match'],
+    ['a header with a space in its name', { source: { http: { url: 'https://x/y', extraHeaders: ['X A: 1'] } }, ...storage }, 'spec.source.http.extraHeaders[0] in body should match'],
+    ['a header with a line break', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A: 1\r\nX-B: 2'] } }, ...storage }, 'spec.source.http.extraHeaders[0] in body should match'],
+    ['a header with an empty value', { source: { http: { url: 'https://x/y', extraHeaders: ['X-A:  '] } }, ...storage }, 'spec.source.http.extraHeaders[0] in body should match'],
+    ['a secretExtraHeaders entry that is not a Secret name', { source: { http: { url: 'https://x/y', secretExtraHeaders: ['Not_A_Secret'] } }, ...storage }, 'spec.source.http.secretExtraHeaders[0] in body should match'],
+    ['33 extra headers', { source: { http: { url: 'https://x/y', extraHeaders: Array.from({ length: 33 }, (_, i) => `X-${i}: v`) } }, ...storage }, 'spec.source.http.extraHeaders: Too many: 33: must have at most 32 items'],
     ['checksum', { source: { http: { url: 'https://x/y', checksum: 'sha256:abc' } }, ...storage }, 'spec.source.http.checksum: Invalid value: "sha256:abc": spec.source.http.checksum in body should match'],
     ['two-sources', { source: { http: { url: 'https://x/y' }, blank: {} }, ...storage }, 'spec.source: Invalid value: exactly one source is required'],
     ['no-target', { source: { blank: {} } }, 'spec: Invalid value: exactly one of spec.pvc or spec.storage is required'],

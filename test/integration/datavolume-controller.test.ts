@@ -8,7 +8,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
@@ -141,6 +141,61 @@ describe('DataVolumes over the import controller', () => {
         ['fedora', 'Succeeded', '100.0%', '0'],
       ]);
     }
+  });
+
+  test('http with extraHeaders and secretExtraHeaders: CDI\'s numbered PVC annotations, the pod\'s env and read-only Secret volumes; the real importer sends every header, the Secret\'s value shows nowhere', async () => {
+    const ns = await cp.newNamespace();
+    const token = `t-${Date.now().toString(36)}-secret`;
+    server.route('/private.raw', { file: join(dir, 'disk.raw'), require: { authorization: `Bearer ${token}`, 'x-tenant': 'blue' } });
+    await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'api-token' }, stringData: { auth: `Authorization: Bearer ${token}` } } });
+    await createDv(ns, 'private', { source: { http: { url: `${server.url}/private.raw`, extraHeaders: ['X-Tenant: blue'], secretExtraHeaders: ['api-token'] } }, ...storage('64Mi') });
+    const pvc = await waitFor('the PVC', () => core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'private' }).catch(() => undefined));
+    expect(pvc.metadata?.annotations).toMatchObject({
+      [`${Annotation.ExtraHeaders}.0`]: 'X-Tenant: blue',
+      [`${Annotation.SecretExtraHeaders}.0`]: 'api-token',
+    });
+
+    const pod = await importerPod(core, ns, 'private');
+    const container = pod.spec?.containers?.[0];
+    expect(container?.env).toEqual(expect.arrayContaining([
+      { name: 'IMPORTER_EXTRA_HEADER_0', value: 'X-Tenant: blue' },
+      { name: 'IMPORTER_SECRET_EXTRA_HEADERS_DIR', value: '/extraheaders' },
+    ]));
+    expect(pod.spec?.volumes).toContainEqual({ name: 'extra-headers-0', secret: { secretName: 'api-token', defaultMode: 0o440 } });
+    expect(container?.volumeMounts).toContainEqual({ name: 'extra-headers-0', mountPath: '/extraheaders/0', readOnly: true });
+    // The apiserver accepted the pod as built: still the restricted profile's settings.
+    expect(container?.securityContext).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, runAsNonRoot: true });
+    expect(JSON.stringify(pod)).not.toContain(token);
+
+    // The kubelet's part: the Secret mounted as files, one per key.
+    const volumes = join(dir, 'private-volumes');
+    const secret = await core.readNamespacedSecret({ namespace: ns, name: 'api-token' });
+    mkdirSync(join(volumes, 'extraheaders', '0'), { recursive: true });
+    for (const [key, value] of Object.entries(secret.data ?? {})) writeFileSync(join(volumes, 'extraheaders', '0', key), Buffer.from(value, 'base64'));
+    const since = server.requests.length;
+    await setPodStatus(core, pod, 'Running', { podIP: '127.0.0.1' });
+    const run = await runImporterLocally(pod, volumes, { FERRY_METRICS_PORT: '0', IMPORTER_SECRET_EXTRA_HEADERS_DIR: join(volumes, 'extraheaders') }).done;
+    expect(run.exitCode).toBe(0);
+    await setPodStatus(core, pod, 'Succeeded', { terminated: { exitCode: 0, message: run.terminationMessage } });
+    await statusWhen(ns, 'private', (st) => st.phase === 'Succeeded');
+    const seen = server.requests.slice(since).filter((r) => r.path === '/private.raw');
+    expect(seen.length).toBeGreaterThan(0);
+    for (const r of seen) expect([r.headers.authorization, r.headers['x-tenant']]).toEqual([`Bearer ${token}`, 'blue']);
+    expect(run.terminationMessage).not.toContain(token);
+    const events = await core.listNamespacedEvent({ namespace: ns });
+    expect(JSON.stringify(events.items)).not.toContain(token);
+    const after = await core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'private' });
+    expect(JSON.stringify(after.metadata)).not.toContain(token);
+  });
+
+  test('a bad header line on the PVC: INVALID_SPEC on the DataVolume, no importer pod, the line not in the message', async () => {
+    const ns = await cp.newNamespace();
+    // The CRD refuses a bad line at create; a PVC annotation can still carry one (CDI's key on a bare or edited PVC).
+    await createDv(ns, 'badheader', { source: { http: { url: `${server.url}/disk.raw` } }, ...storage('64Mi') }, { [`${Annotation.ExtraHeaders}.0`]: 'Bearer t-oops-secret' });
+    const failed = await statusWhen(ns, 'badheader', (st) => (condition(st, 'Running')?.message ?? '').includes('INVALID_SPEC'));
+    expect(condition(failed, 'Running')?.message).toContain(`${Annotation.ExtraHeaders}.0`);
+    expect(JSON.stringify(failed)).not.toContain('t-oops-secret');
+    expect(await core.readNamespacedPod({ namespace: ns, name: 'importer-badheader' }).then(() => true, () => false)).toBe(false);
   });
 
   test.each<[string, object, Record<string, string>, string]>([

@@ -1,7 +1,10 @@
 import { describe, expect, test } from '@jest/globals';
 import type { V1Container, V1EnvVar, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { DEFAULT_CONFIG } from '../../controller/config.js';
-import { boundedName, buildImporterPod, buildScratchPvc, importerPodName, scratchPvcName } from '../../controller/import/importer-pod.js';
+import { boundedName, buildImporterPod, buildScratchPvc, importerPodName, scratchBytes, scratchPvcName } from '../../controller/import/importer-pod.js';
+import { type CdiSettings, resolveSettings } from '../../src/api/cdiconfig.js';
+import { decodeImportEnv } from '../../src/contract/import-spec.js';
+import { MiB } from '../../src/quantity.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
 import { parseChecksum } from '../../src/checksum.js';
 
@@ -154,6 +157,14 @@ describe('importerPodName / scratchPvcName', () => {
   });
 });
 
+const HEADERS: Partial<ImportRequest> = {
+  extraHeaders: [
+    { name: 'X-Api-Key', value: 'k-1' },
+    { name: 'Accept', value: '*/*' },
+  ],
+  secretExtraHeaders: ['tokens', 'more-tokens'],
+};
+
 describe('buildImporterPod', () => {
   interface Variant {
     readonly pvc: V1PersistentVolumeClaim;
@@ -176,6 +187,7 @@ describe('buildImporterPod', () => {
       },
     ],
     ['blank', { pvc: makePvc(), request: makeRequest({ source: 'blank', endpoint: '' }), withScratch: false }],
+    ['extra headers and their Secrets', { pvc: makePvc(), request: makeRequest(HEADERS), withScratch: true }],
   ];
 
   test.each(variants)('%s: passes the restricted Pod Security Standard', (_name, v) => {
@@ -311,6 +323,30 @@ describe('buildImporterPod', () => {
     expect(env(pod, 'INSECURE_TLS')).toBe('true');
   });
 
+  test('extra headers: CDI\'s IMPORTER_EXTRA_HEADER_<n>; each Secret read-only at /extraheaders/<n>, named, never copied', () => {
+    const pod = buildImporterPod(makePvc(), makeRequest(HEADERS), DEFAULT_CONFIG, { withScratch: false });
+    expect(env(pod, 'IMPORTER_EXTRA_HEADER_0')).toBe('X-Api-Key: k-1');
+    expect(env(pod, 'IMPORTER_EXTRA_HEADER_1')).toBe('Accept: */*');
+    expect(env(pod, 'IMPORTER_SECRET_EXTRA_HEADERS_DIR')).toBe('/extraheaders');
+    expect(pod.spec?.volumes).toEqual(expect.arrayContaining([
+      { name: 'extra-headers-0', secret: { secretName: 'tokens', defaultMode: 0o440 } },
+      { name: 'extra-headers-1', secret: { secretName: 'more-tokens', defaultMode: 0o440 } },
+    ]));
+    expect(container(pod).volumeMounts).toEqual(expect.arrayContaining([
+      { name: 'extra-headers-0', mountPath: '/extraheaders/0', readOnly: true },
+      { name: 'extra-headers-1', mountPath: '/extraheaders/1', readOnly: true },
+    ]));
+    // What the importer decodes from this environment: the literal headers, the directory of the rest.
+    const plain = Object.fromEntries((container(pod).env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
+    expect(decodeImportEnv({ ...plain, IMPORTER_TARGET_PATH: '/data/disk.img' })).toMatchObject({ extraHeaders: HEADERS.extraHeaders, secretHeadersDir: '/extraheaders' });
+  });
+
+  test('no extra headers: no variable, no Secret volume', () => {
+    const pod = buildImporterPod(makePvc(), makeRequest(), DEFAULT_CONFIG, { withScratch: false });
+    expect((container(pod).env ?? []).filter((e) => e.name.startsWith('IMPORTER_EXTRA_HEADER_') || e.name === 'IMPORTER_SECRET_EXTRA_HEADERS_DIR')).toEqual([]);
+    expect(pod.spec?.volumes?.some((v) => v.secret !== undefined)).toBe(false);
+  });
+
   test('the metrics port comes from the config', () => {
     const pod = buildImporterPod(makePvc(), makeRequest(), { ...DEFAULT_CONFIG, importerMetricsPort: 9999 }, { withScratch: false });
     expect(env(pod, 'FERRY_METRICS_PORT')).toBe('9999');
@@ -319,21 +355,50 @@ describe('buildImporterPod', () => {
 });
 
 describe('buildScratchPvc', () => {
+  const settings = (o: { global?: number; perClass?: Record<string, number>; scratchClass?: string } = {}): CdiSettings =>
+    resolveSettings(
+      { ...(o.scratchClass ? { scratchSpaceStorageClass: o.scratchClass } : {}), filesystemOverhead: { global: String(o.global ?? 0.06), storageClass: Object.fromEntries(Object.entries(o.perClass ?? {}).map(([k, v]) => [k, String(v)])) } },
+      { filesystemOverhead: 0.06, podResourceRequirements: {} },
+    );
+
   test.each<[string, PvcOptions]>([
     ['with a storage class', { size: '20Gi', storageClass: 'fast' }],
     ['without a storage class', { size: '5G' }],
     ['for a block PVC', { size: '7Gi', block: true, storageClass: 'rbd' }],
     ['for a long name', { name: 'n'.repeat(253), size: '1Gi' }],
-  ])('%s', (_name, o) => {
+  ])('%s: named, owned, Filesystem, the target\'s class', (_name, o) => {
     const pvc = makePvc(o);
-    const scratch = buildScratchPvc(pvc);
+    const scratch = buildScratchPvc(pvc, settings());
     const name = pvc.metadata?.name ?? '';
     expect(scratch.metadata?.name).toBe(scratchPvcName(name));
     expect(scratch.metadata?.namespace).toBe('vms');
-    expect(scratch.spec?.resources?.requests?.storage).toBe(o.size);
     expect(scratch.spec?.volumeMode).toBe('Filesystem');
+    expect(scratch.spec?.accessModes).toEqual(['ReadWriteOnce']);
     if (o.storageClass) expect(scratch.spec?.storageClassName).toBe(o.storageClass);
     else expect(scratch.spec?.storageClassName).toBeUndefined();
     expect(scratch.metadata?.ownerReferences).toEqual([expect.objectContaining({ kind: 'PersistentVolumeClaim', name, uid: PVC_UID, controller: true })]);
+  });
+
+  // Worked by hand from CDI's formula: usable = floor(ceil((1 - t) * request) / MiB) MiB;
+  // scratch = ceil(ceil(usable / (1 - s)) / MiB) MiB.
+  test.each<[string, number, number, number, number]>([
+    ['10Gi, both 6 %: the usable 9625 MiB grows back to 10Gi', 10 * GiB, 0.06, 0.06, 10240],
+    ['10Gi Block target (0 %), scratch 6 %: all 10Gi usable, grown', 10 * GiB, 0, 0.06, 10894],
+    ['10Gi, target 6 %, scratch 0 %: only the usable part', 10 * GiB, 0.06, 0, 9625],
+    ['1Gi, target 6 %, scratch 10 %', GiB, 0.06, 0.1, 1069],
+    ['5G (not a MiB multiple), no overheads: rounded down to a MiB', 5e9, 0, 0, 4768],
+  ])('scratchBytes: %s', (_name, request, target, scratch, mib) => {
+    expect(scratchBytes(request, target, scratch)).toBe(mib * MiB);
+  });
+
+  test.each<[string, PvcOptions, Parameters<typeof settings>[0], number]>([
+    ['the global overhead for both', { size: '10Gi' }, {}, 10240],
+    ['a Block target has none; scratch the global', { size: '10Gi', block: true }, {}, 10894],
+    ['the target class\'s and the scratch class\'s own', { size: '1Gi', storageClass: 'fast' }, { perClass: { fast: 0.06, scratchy: 0.1 }, scratchClass: 'scratchy' }, 1069],
+    ['scratchSpaceStorageClass with no overhead of its own: the global', { size: '10Gi', storageClass: 'thin' }, { global: 0.06, perClass: { thin: 0 }, scratchClass: 'scratchy' }, 10894],
+  ])('the size from CDIConfig: %s', (_name, o, s, mib) => {
+    const scratch = buildScratchPvc(makePvc(o), settings(s));
+    expect(scratch.spec?.resources?.requests?.storage).toBe(`${mib}Mi`);
+    if (s?.scratchClass) expect(scratch.spec?.storageClassName).toBe(s.scratchClass);
   });
 });

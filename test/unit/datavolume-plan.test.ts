@@ -80,6 +80,16 @@ describe('a new DataVolume: the PVC it creates', () => {
       { http: { url: URL, secretRef: 'creds', certConfigMap: 'ca', checksum: 'sha256:ab', insecureSkipVerify: true } },
       { [Annotation.Source]: 'http', [Annotation.Endpoint]: URL, [Annotation.SecretName]: 'creds', [Annotation.CertConfigMap]: 'ca', [Annotation.Checksum]: 'sha256:ab', [Annotation.InsecureSkipVerify]: 'true' },
     ],
+    [
+      'http with extra headers and their Secrets (CDI\'s numbered keys)',
+      { http: { url: URL, extraHeaders: ['Authorization: Bearer t', 'X-A: 1'], secretExtraHeaders: ['tokens'] } },
+      {
+        [Annotation.Source]: 'http',
+        [`${Annotation.ExtraHeaders}.0`]: 'Authorization: Bearer t',
+        [`${Annotation.ExtraHeaders}.1`]: 'X-A: 1',
+        [`${Annotation.SecretExtraHeaders}.0`]: 'tokens',
+      },
+    ],
     ['s3', { s3: { url: 'https://s3.example/b/k', secretRef: 'keys' } }, { [Annotation.Source]: 's3', [Annotation.Endpoint]: 'https://s3.example/b/k', [Annotation.SecretName]: 'keys' }],
     [
       'registry',

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { Annotation } from '../../src/api/cdi.js';
-import { type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
+import { extraHeaderAnnotations, type ImportRequest, importRequestFromAnnotations } from '../../src/api/import-request.js';
 import { parseChecksum } from '../../src/checksum.js';
 import { codeOf } from './helpers.js';
 
@@ -119,5 +119,49 @@ describe('importRequestFromAnnotations: invalid requests → INVALID_SPEC', () =
     ['checksum with non-hex digits', { [Annotation.Endpoint]: URL, [Annotation.Checksum]: `sha256:${'zz'.repeat(32)}` }],
   ])('%s', (_name, annotations) => {
     expect(codeOf(() => importRequestFromAnnotations(annotations))).toBe('INVALID_SPEC');
+  });
+});
+
+describe('extra headers: the numbered annotations, both ways', () => {
+  test('a DataVolume\'s lists become CDI\'s numbered keys and read back in order (10 after 9)', () => {
+    const lines = Array.from({ length: 11 }, (_, i) => `X-H${i}: v${i}`);
+    const annotations = extraHeaderAnnotations(lines, ['tokens', 'more.tokens']);
+    expect(annotations).toMatchObject({
+      'cdi.kubevirt.io/storage.import.extraHeaders.0': 'X-H0: v0',
+      'cdi.kubevirt.io/storage.import.extraHeaders.10': 'X-H10: v10',
+      'cdi.kubevirt.io/storage.import.secretExtraHeaders.0': 'tokens',
+      'cdi.kubevirt.io/storage.import.secretExtraHeaders.1': 'more.tokens',
+    });
+    const shuffled = Object.fromEntries(Object.entries({ [Annotation.Endpoint]: URL, ...annotations }).reverse());
+    const request = importRequestFromAnnotations(shuffled);
+    expect(request?.extraHeaders).toEqual(lines.map((_, i) => ({ name: `X-H${i}`, value: `v${i}` })));
+    expect(request?.secretExtraHeaders).toEqual(['tokens', 'more.tokens']);
+  });
+
+  test('none: no keys, and the request has neither field', () => {
+    expect(extraHeaderAnnotations(undefined, [])).toEqual({});
+    const request = importRequestFromAnnotations({ [Annotation.Endpoint]: URL });
+    expect(request).not.toHaveProperty('extraHeaders');
+    expect(request).not.toHaveProperty('secretExtraHeaders');
+  });
+
+  test.each<[string, Record<string, string>]>([
+    ['a header that is not "Name: value"', { [`${Annotation.ExtraHeaders}.0`]: 'Bearer secret-value' }],
+    ['a line break in a value', { [`${Annotation.ExtraHeaders}.0`]: 'X: secret-value\r\nY: z' }],
+    ['a suffix that is not a number', { [`${Annotation.ExtraHeaders}.first`]: 'X: secret-value' }],
+    ['a Secret name that is not one', { [`${Annotation.SecretExtraHeaders}.0`]: 'Not_A_Name' }],
+    ['headers on a registry source', { [Annotation.Source]: 'registry', [`${Annotation.ExtraHeaders}.0`]: 'X: secret-value' }],
+  ])('%s → INVALID_SPEC, no header value in the message', (_name, extra) => {
+    let message = '';
+    const code = codeOf(() => {
+      try {
+        importRequestFromAnnotations({ [Annotation.Endpoint]: URL, ...extra });
+      } catch (err) {
+        message = (err as Error).message;
+        throw err;
+      }
+    });
+    expect(code).toBe('INVALID_SPEC');
+    expect(message).not.toContain('secret-value');
   });
 });

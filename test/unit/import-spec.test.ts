@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { decodeImportEnv, encodeImportEnv, type ImportSpec, normalizeSource } from '../../src/contract/import-spec.js';
+import { decodeImportEnv, encodeImportEnv, formatHeaderLine, type ImportSpec, normalizeSource, parseHeaderLine } from '../../src/contract/import-spec.js';
 import { codeOf } from './helpers.js';
 
 const GiB = 2 ** 30;
@@ -33,6 +33,18 @@ const specs: Array<[string, ImportSpec]> = [
     },
   ],
   ['minimal http', base],
+  [
+    'http with extra headers (one name twice) and the secret headers directory',
+    {
+      ...base,
+      extraHeaders: [
+        { name: 'Authorization', value: 'Bearer abc.def' },
+        { name: 'X-Trace', value: 'a: b, c' },
+        { name: 'X-Trace', value: '2' },
+      ],
+      secretHeadersDir: '/extraheaders',
+    },
+  ],
   ['insecure http', { ...base, insecureTls: true }],
   ['blank with capacity', { ...base, source: 'blank', endpoint: '', capacity: 5 * GiB }],
   ['blank on a block device without capacity', { ...base, source: 'blank', endpoint: '', target: { kind: 'block', path: '/dev/cdi-block-volume' }, filesystemOverhead: 0 }],
@@ -186,5 +198,64 @@ describe('decodeImportEnv (CDI compatibility)', () => {
     ['invalid checksum', { IMPORTER_CHECKSUM: 'sha256:abc' }],
   ])('%s -> INVALID_SPEC', (_name, extra) => {
     expect(codeOf(() => decodeImportEnv(env(extra)))).toBe('INVALID_SPEC');
+  });
+});
+
+describe('extra headers', () => {
+  test('travel as CDI\'s IMPORTER_EXTRA_HEADER_<n>, read back in the order of n (10 after 9)', () => {
+    const headers = Array.from({ length: 11 }, (_, i) => ({ name: `X-H${i}`, value: `v${i}` }));
+    const env = encodeImportEnv({ ...base, extraHeaders: headers });
+    expect(env).toMatchObject({ IMPORTER_EXTRA_HEADER_0: 'X-H0: v0', IMPORTER_EXTRA_HEADER_10: 'X-H10: v10' });
+    // An environment does not keep order: shuffle it.
+    const shuffled = Object.fromEntries(Object.entries(env).reverse());
+    expect(decodeImportEnv(shuffled).extraHeaders).toEqual(headers);
+  });
+
+  test.each([
+    ['Authorization: Bearer x', { name: 'Authorization', value: 'Bearer x' }],
+    ['X-Key:v', { name: 'X-Key', value: 'v' }],
+    ["x!#$%&'*+.^_`|~9:  spaced value \t", { name: "x!#$%&'*+.^_`|~9", value: 'spaced value' }],
+    ['X: a:b:c', { name: 'X', value: 'a:b:c' }],
+  ])('%j parses', (line, header) => {
+    expect(parseHeaderLine(line, 'h')).toEqual(header);
+    expect(parseHeaderLine(formatHeaderLine(header), 'h')).toEqual(header);
+  });
+
+  test.each([
+    ['no colon', 'Bearer secret-value'],
+    ['a space before the colon', 'X-Key : secret-value'],
+    ['an empty name', ': secret-value'],
+    ['a name with a slash', 'X/Key: secret-value'],
+    ['a LF in the value', 'X-Key: secret-value\nInjected: 1'],
+    ['a CR in the value', 'X-Key: secret-value\rx'],
+    ['a NUL in the value', 'X-Key: secret-value\u0000'],
+    ['an empty value', 'X-Key:   '],
+    ['a character past Latin-1', 'X-Key: secret-value\u2028'],
+    ['a character beyond ASCII (node would send Latin-1, curl UTF-8)', 'X-Key: secret-value\u00e9'],
+    ['Range, which the importer sets itself', 'Range: bytes=0-1 secret-value'],
+    ['Host, in any case', 'hOST: secret-value'],
+    ['Transfer-Encoding (request smuggling)', 'Transfer-Encoding: chunked secret-value'],
+  ])('%s: INVALID_SPEC (reason bad-header), the line not in the message', (_what, line) => {
+    let error: unknown;
+    try {
+      parseHeaderLine(line, 'IMPORTER_EXTRA_HEADER_3');
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toMatchObject({ code: 'INVALID_SPEC', details: { reason: 'bad-header' } });
+    expect((error as Error).message).toContain('IMPORTER_EXTRA_HEADER_3');
+    expect((error as Error).message).not.toContain('secret-value');
+  });
+
+  test('a bad variable fails the decode, before anything runs; so does a suffix that is not a number', () => {
+    const env = encodeImportEnv(base);
+    expect(codeOf(() => decodeImportEnv({ ...env, IMPORTER_EXTRA_HEADER_0: 'no colon here' }))).toBe('INVALID_SPEC');
+    expect(codeOf(() => decodeImportEnv({ ...env, IMPORTER_EXTRA_HEADER_X: 'A: b' }))).toBe('INVALID_SPEC');
+  });
+
+  test('only the http source takes them', () => {
+    const env = encodeImportEnv({ ...base, source: 's3', endpoint: 'https://s3.example.com/b/k' });
+    expect(codeOf(() => decodeImportEnv({ ...env, IMPORTER_EXTRA_HEADER_0: 'A: b' }))).toBe('INVALID_SPEC');
+    expect(codeOf(() => decodeImportEnv({ ...env, IMPORTER_SECRET_EXTRA_HEADERS_DIR: '/extraheaders' }))).toBe('INVALID_SPEC');
   });
 });
