@@ -3,7 +3,7 @@
  * output into dist/bundle/ (issue #16: node loads a handful of files instead of ~200, which saves
  * start-up CPU in every import pod; bench/README.md "Importer against ordinary servers").
  *
- *   node dist/scripts/bundle.js        (after tsc; `npm run build` does both)
+ *   node dist/scripts/bundle.js [OUT_DIR]   (after tsc; `npm run build` does both; default dist/bundle)
  *
  * One entry per composition root, at the same relative path as in dist/ (dist/bundle/importer/cli-main.js
  * exports what dist/importer/cli-main.js does); code shared by several programs and every dynamic
@@ -14,8 +14,9 @@
  * bin/ferry.js can tell a bundle older than tsc's output (a `tsc` without this step) and not use it.
  */
 
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build, type Plugin } from 'esbuild';
 
@@ -43,24 +44,69 @@ export interface BundleManifest {
 
 // dist/scripts → dist
 const DIST = join(fileURLToPath(new URL('.', import.meta.url)), '..');
-const OUT = join(DIST, 'bundle');
+const OUT = process.argv[2] !== undefined ? resolve(process.argv[2]) : join(DIST, 'bundle');
 
 /**
  * node:http is required, not imported: an ES module import of node:http reads every export of the
  * module, the lazy WebSocket, CloseEvent and MessageEvent getters too, and those load undici
  * (measured cold: `import 'node:http'` 0.11 CPU-s, `require('node:http')` 0.05, `node -e 0` 0.04;
- * no other built-in the programs import differs). So each ES module import of it (ours and got's)
- * resolves to one CommonJS stub, `module.exports = require('node:http')`, whose properties esbuild
- * reads where they are used.
+ * no other built-in the programs import differs). So each static ES module import of it (ours and
+ * got's) resolves to one CommonJS stub, `module.exports = require('node:http')`, whose properties
+ * esbuild reads where they are used. A dynamic import() is left alone: a stub's chunk would export
+ * only `default` (see namedDynamicCommonJs).
  */
 const requireHttp: Plugin = {
   name: 'require-node-http',
   setup(b) {
     b.onResolve({ filter: /^(node:)?http$/ }, (args) =>
-      args.kind === 'import-statement' || args.kind === 'dynamic-import' ? { path: 'node:http', namespace: 'require-stub' } : undefined);
+      args.kind === 'import-statement' ? { path: 'node:http', namespace: 'require-stub' } : undefined);
     b.onLoad({ filter: /.*/, namespace: 'require-stub' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
 };
+
+/**
+ * A dynamic import of a CommonJS package (`await import('http-proxy-agent')`): node gives the module
+ * its named exports (`{ HttpProxyAgent }`), but in an esbuild bundle with code splitting the chunk it
+ * loads exports only `default` (module.exports), so the name is undefined. The import is routed to
+ * an ES module facade that re-exports module.exports's keys by name, read from the package at build
+ * time, as node's own CommonJS lexer would find them.
+ */
+const namedDynamicCommonJs: Plugin = {
+  name: 'named-dynamic-commonjs',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, async (args) => {
+      // Ours only: the dependencies' own dynamic imports are of ES modules (the AWS SDK's dist-es).
+      if (args.kind !== 'dynamic-import' || args.namespace === 'cjs-facade' || args.path.startsWith('node:') || args.importer.includes('/node_modules/')) return undefined;
+      const resolved = await b.resolve(args.path, { kind: 'import-statement', resolveDir: args.resolveDir, namespace: 'file' });
+      if (resolved.errors.length > 0 || resolved.external || !commonJs(resolved.path)) return undefined;
+      return { path: resolved.path, namespace: 'cjs-facade', pluginData: { specifier: args.path, resolveDir: args.resolveDir } };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'cjs-facade' }, (args) => {
+      const { specifier, resolveDir } = args.pluginData as { specifier: string; resolveDir: string };
+      const names = Object.keys(createRequire(args.path)(args.path) as object).filter((k) => /^[A-Za-z_$][\w$]*$/.test(k) && k !== 'default');
+      const from = JSON.stringify(specifier);
+      return {
+        // require(), not `import m from`: node's default is module.exports itself, __esModule or not.
+        contents: [`const m = require(${from});`, 'export default m;', ...names.map((k) => `export const ${k} = m.${k};`)].join('\n'),
+        loader: 'js',
+        resolveDir,
+      };
+    });
+  },
+};
+
+/** Whether node loads this file as CommonJS: .cjs, or .js under a package.json without "type": "module". */
+function commonJs(file: string): boolean {
+  if (file.endsWith('.cjs')) return true;
+  if (!file.endsWith('.js')) return false;
+  for (let dir = join(file, '..'); ; dir = join(dir, '..')) {
+    try {
+      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { type?: string }).type !== 'module';
+    } catch {
+      if (dir === join(dir, '..')) return true;
+    }
+  }
+}
 
 /** The npm packages (folders under some node_modules/) that bundled files came from. */
 function bundledPackages(inputs: readonly string[]): string[] {
@@ -88,11 +134,17 @@ function licenceText(packages: readonly string[]): string {
 }
 
 async function main(): Promise<void> {
-  rmSync(OUT, { recursive: true, force: true });
+  // Built beside OUT_DIR and moved in whole, so a failed build leaves the last one as it was. Replaces
+  // only an earlier bundle (or nothing): OUT_DIR may be a mistyped path.
+  if (existsSync(OUT) && readdirSync(OUT).length > 0 && !existsSync(join(OUT, 'manifest.json'))) {
+    throw new Error(`${OUT} is not empty and holds no manifest.json: not a bundle, not replaced`);
+  }
+  const work = `${OUT}.tmp`;
+  rmSync(work, { recursive: true, force: true });
   const result = await build({
     absWorkingDir: DIST,
     entryPoints: BUNDLE_ENTRIES.map((e) => ({ in: e, out: e.replace(/\.js$/, '') })),
-    outdir: OUT,
+    outdir: work,
     bundle: true,
     splitting: true,
     format: 'esm',
@@ -103,24 +155,28 @@ async function main(): Promise<void> {
     metafile: true,
     logLevel: 'warning',
     legalComments: 'none',
-    plugins: [requireHttp],
+    plugins: [requireHttp, namedDynamicCommonJs],
     // CommonJS dependencies (pino, prom-client, …) call require() for node's built-ins; an ES module
     // has no require, so each output file gets one (named so it cannot clash with bundled code).
     banner: { js: "import { createRequire as __ferryCreateRequire } from 'node:module'; const require = __ferryCreateRequire(import.meta.url);" },
   });
-  const inputs = Object.keys(result.metafile.inputs)
-    .filter((p) => !p.includes('node_modules/') && !p.includes(':'))
+  // Files only: a plugin's modules are named `namespace:path`.
+  const files = Object.keys(result.metafile.inputs).filter((p) => !/^[a-z-]+:/.test(p));
+  const inputs = files
+    .filter((p) => !p.includes('node_modules/'))
     .map((p) => relative(DIST, join(DIST, p)))
     .sort();
-  const packages = bundledPackages(Object.keys(result.metafile.inputs));
-  writeFileSync(join(OUT, 'THIRD-PARTY-LICENSES.txt'), licenceText(packages));
+  const packages = bundledPackages(files);
+  writeFileSync(join(work, 'THIRD-PARTY-LICENSES.txt'), licenceText(packages));
   const manifest: BundleManifest = { entries: [...BUNDLE_ENTRIES], inputs };
-  writeFileSync(join(OUT, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
+  writeFileSync(join(work, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
+  rmSync(OUT, { recursive: true, force: true });
+  renameSync(work, OUT);
   const bytes = Object.entries(result.metafile.outputs)
     .filter(([p]) => p.endsWith('.js'))
     .reduce((sum, [, o]) => sum + o.bytes, 0);
-  const files = Object.keys(result.metafile.outputs).filter((p) => p.endsWith('.js')).length;
-  process.stdout.write(`bundle: ${BUNDLE_ENTRIES.length} entries, ${files} files, ${(bytes / 1048576).toFixed(1)} MiB in ${relative(process.cwd(), OUT) || OUT} (from ${inputs.length} dist files and ${packages.length} npm packages)\n`);
+  const outputs = Object.keys(result.metafile.outputs).filter((p) => p.endsWith('.js')).length;
+  process.stdout.write(`bundle: ${BUNDLE_ENTRIES.length} entries, ${outputs} files, ${(bytes / 1048576).toFixed(1)} MiB in ${relative(process.cwd(), OUT) || OUT} (from ${inputs.length} dist files and ${packages.length} npm packages)\n`);
 }
 
 await main();
