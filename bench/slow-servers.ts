@@ -9,6 +9,7 @@
  *   npm run build && node dist/bench/slow-servers.js [runs] [MiB] [servers] [images]
  *   e.g. node dist/bench/slow-servers.js 3 512 python,range,nginx,node raw,qcow2,gz,xz
  * FERRY_BENCH_BASELINE=<other checkout>/bin/ferry.js adds that build's `ferry import` to each row.
+ * bin/ferry.js runs the bundle `npm run build` makes (dist/bundle/); FERRY_BUNDLE=0 measures tsc output.
  */
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';

@@ -1,6 +1,41 @@
 #!/usr/bin/env node
 // Routes `ferry <command>` to the program that owns it. Each program is its own composition root.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+
 const [command, ...args] = process.argv.slice(2);
+
+// The programs run from dist/bundle/ (scripts/bundle.ts: a few files instead of ~200, less start-up
+// CPU per pod) when the bundle is there and not older than tsc's output beside it; otherwise from tsc's
+// output, so a `tsc` alone still runs what it compiled. FERRY_BUNDLE=0 never uses the bundle;
+// FERRY_BUNDLE=1 fails when it cannot (the tests that must exercise the bundle set it).
+const DIST = new URL('../dist/', import.meta.url);
+let bundle;
+function program(path) {
+  bundle ??= bundleState();
+  if (bundle.use) return import(new URL(`bundle/${path}`, DIST));
+  if (process.env.FERRY_BUNDLE === '1') throw new Error(`FERRY_BUNDLE=1 but the bundle is not used: ${bundle.why}`);
+  return import(new URL(path, DIST));
+}
+
+function bundleState() {
+  if (process.env.FERRY_BUNDLE === '0') return { use: false, why: 'FERRY_BUNDLE=0' };
+  let manifest;
+  try {
+    manifest = readFileSync(new URL('bundle/manifest.json', DIST), 'utf8');
+  } catch {
+    return { use: false, why: 'no dist/bundle/manifest.json (npm run build makes it)' };
+  }
+  // An image ships only the bundle: nothing to compare with.
+  if (!existsSync(new URL('src', DIST))) return { use: true };
+  const built = statSync(new URL('bundle/manifest.json', DIST)).mtimeMs;
+  const lock = statSync(new URL('../node_modules/.package-lock.json', DIST), { throwIfNoEntry: false });
+  if (lock && lock.mtimeMs > built) return { use: false, why: 'node_modules changed after the bundle was built' };
+  for (const input of JSON.parse(manifest).inputs) {
+    const s = statSync(new URL(input, DIST), { throwIfNoEntry: false });
+    if (s && s.mtimeMs > built) return { use: false, why: `dist/${input} is newer than the bundle (run npm run build)` };
+  }
+  return { use: true };
+}
 
 const USAGE = `Usage: ferry <command> [options]
 
@@ -25,71 +60,70 @@ Commands:
 async function run() {
   switch (command) {
     case 'import': {
-      const { importCommand } = await import('../dist/importer/cli-main.js');
+      const { importCommand } = await program('importer/cli-main.js');
       return importCommand({ argv: args, stderr: process.stderr, env: process.env });
     }
     case 'controller': {
-      const { controllerCommand } = await import('../dist/controller/main.js');
+      const { controllerCommand } = await program('controller/main.js');
       return controllerCommand(args, process.env);
     }
     case 'apiserver': {
-      const { apiServerCommand } = await import('../dist/apiserver/main.js');
+      const { apiServerCommand } = await program('apiserver/main.js');
       return apiServerCommand(args, process.env);
     }
     case 'vm': {
-      const { vmCommand } = await import('../dist/cli/vm-main.js');
+      const { vmCommand } = await program('cli/vm-main.js');
       return vmCommand(args, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'expose': {
-      const { exposeCommand } = await import('../dist/cli/vm-main.js');
+      const { exposeCommand } = await program('cli/vm-main.js');
       return exposeCommand(args, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'launcher': {
-      const { launcherCommand } = await import('../dist/launcher/main.js');
+      const { launcherCommand } = await program('launcher/main.js');
       return launcherCommand(args, process.env, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'console': {
       // With --socket: the launcher's local attach (also what runs inside the pod); else the cluster.
       if (args.some((a) => a === '--socket' || a.startsWith('--socket=') || a === '-h' || a === '--help')) {
-        const { consoleCommand } = await import('../dist/launcher/main.js');
+        const { consoleCommand } = await program('launcher/main.js');
         return consoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
       }
-      const { clusterConsoleCommand } = await import('../dist/cli/console-main.js');
+      const { clusterConsoleCommand } = await program('cli/console-main.js');
       return clusterConsoleCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     }
     case 'image-upload': {
-      const { imageUploadCommand } = await import('../dist/cli/image-upload-main.js');
+      const { imageUploadCommand } = await program('cli/image-upload-main.js');
       return imageUploadCommand(args, { stdout: process.stdout, stderr: process.stderr });
     }
     case 'vnc': {
-      const { vncCommand } = await import('../dist/cli/console-main.js');
+      const { vncCommand } = await program('cli/console-main.js');
       return vncCommand(args, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     }
     case 'importer': {
-      const { main } = await import('../dist/importer/main.js');
+      const { main } = await program('importer/main.js');
       return main(process.env);
     }
     case 'uploadserver': {
-      const { uploadServerMain } = await import('../dist/importer/upload-server-main.js');
+      const { uploadServerMain } = await program('importer/upload-server-main.js');
       return uploadServerMain(process.env);
     }
     case 'uploadproxy': {
-      const { uploadProxyMain } = await import('../dist/uploadproxy/main.js');
+      const { uploadProxyMain } = await program('uploadproxy/main.js');
       return uploadProxyMain(process.env);
     }
     case 'version':
     case '--version': {
-      const { readFileSync } = await import('node:fs');
       const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
       process.stdout.write(`ferry ${version}\n`);
       return 0;
     }
     case 'clone-source': {
-      const { cloneSourceMain } = await import('../dist/clone/source-main.js');
+      const { cloneSourceMain } = await program('clone/source-main.js');
       return cloneSourceMain(process.env);
     }
     case 'clone-target': {
-      const { cloneTargetMain } = await import('../dist/clone/target-main.js');
+      const { cloneTargetMain } = await program('clone/target-main.js');
       return cloneTargetMain(process.env);
     }
     case undefined:

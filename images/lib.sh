@@ -60,36 +60,19 @@ fetch_node() { # OUT_DIR (gets usr/local/bin/node and its licence)
   tar -xzf "$tgz" -C "$1/usr/local/share/doc/node" --strip-components=1 package/LICENSE
 }
 
-# Production node_modules of package-lock.json (npm ci --omit=dev), cached by the lock's hash.
-# Type declarations and source maps are dropped: node never loads them.
-stage_node_modules() { # OUT_DIR (gets node_modules)
-  local key dir
-  key=$(cat "$FERRY_ROOT/package.json" "$FERRY_ROOT/package-lock.json" | sha256sum | cut -c1-16)
-  dir="$FERRY_IMAGES_CACHE/node_modules/$key"
-  if [ ! -d "$dir/node_modules" ]; then
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    cp "$FERRY_ROOT/package.json" "$FERRY_ROOT/package-lock.json" "$dir.tmp/"
-    (cd "$dir.tmp" && npm ci --silent --omit=dev --ignore-scripts --no-audit --no-fund \
-      --cache "$FERRY_IMAGES_CACHE/npm" > /dev/null)
-    find "$dir.tmp/node_modules" \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  fi
-  cp -a "$dir/node_modules" "$1/"
-}
-
-# /opt/ferry: the bin script, every compiled program bin/ferry.js runs (no tests, scripts or source maps), package.json
-# and production node_modules; /usr/local/bin/ferry for pods that run `ferry` by name.
+# /opt/ferry: the bin script, the bundle of every program bin/ferry.js runs (dist/bundle/, made by
+# `npm run build`: scripts/bundle.ts; no source maps), its licence file and manifest, package.json;
+# /usr/local/bin/ferry for pods that run `ferry` by name. The bundle holds every npm dependency, so the
+# image has no node_modules and no tsc output (bin/ferry.js uses the bundle when dist/src is absent).
 stage_app() { # OUT_DIR
-  local app="$1/opt/ferry"
-  mkdir -p "$app/bin" "$app/dist" "$1/usr/local/bin"
+  local app="$1/opt/ferry" bundle="$FERRY_ROOT/dist/bundle"
+  [ -f "$bundle/manifest.json" ] || { echo "error: no $bundle/manifest.json: run npm run build" >&2; return 1; }
+  mkdir -p "$app/bin" "$app/dist/bundle" "$1/usr/local/bin"
   cp "$FERRY_ROOT/package.json" "$app/"
   cp "$FERRY_ROOT/bin/ferry.js" "$app/bin/"
   # The launcher's Localhost seccomp profile, which manifests/seccomp-profile.yaml installs on every node (ADR 0011).
   install -D -m 0644 "$FERRY_ROOT/launcher/seccomp-launcher.json" "$app/seccomp/launcher.json"
-  for d in src importer controller launcher cli apiserver uploadproxy clone; do
-    (cd "$FERRY_ROOT/dist" && find "$d" -name '*.js' -print0 | cpio --quiet -0 -pdm "$app/dist")
-  done
-  stage_node_modules "$app"
+  (cd "$bundle" && find . \( -name '*.js' -o -name manifest.json -o -name THIRD-PARTY-LICENSES.txt \) -print0 | cpio --quiet -0 -pdm "$app/dist/bundle")
   ln -s /opt/ferry/bin/ferry.js "$1/usr/local/bin/ferry"
   chmod -R u=rwX,go=rX "$1"
   chmod 0755 "$app/bin/ferry.js"

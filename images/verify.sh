@@ -72,6 +72,10 @@ if [ -f "$DIR/ferry.oci.tar" ]; then
   done
   check "no shell runs here (/bin/sh is hidden)" fails "${P[@]}" "${RUN[@]}" --entrypoint /bin/sh "$I" -c true
   check "ferry import --help" contains "Usage: ferry import" "${P[@]}" "${RUN[@]}" "$I" import --help
+  # The app layer is the bundle (scripts/bundle.ts): no node_modules, no tsc output; FERRY_BUNDLE=1 fails if it is not what runs.
+  check "/opt/ferry holds the bundle only (no node_modules, no tsc output)" contains "bin,dist,package.json,seccomp bundle" "${P[@]}" "${RUN[@]}" --entrypoint /usr/local/bin/node "$I" \
+    -e 'const f=require("fs");console.log(f.readdirSync("/opt/ferry").sort().join(), f.readdirSync("/opt/ferry/dist").join())'
+  check "ferry import --help from the bundle (FERRY_BUNDLE=1)" contains "Usage: ferry import" "${P[@]}" "${RUN[@]}" -e FERRY_BUNDLE=1 "$I" import --help
   # A 64 MiB qcow2 with two written ranges; the raw result must read the same.
   qemu-img create -q -f qcow2 "$T/data/in.qcow2" 64M
   qemu-io -c 'write -P 0xab 0 8M' -c 'write -P 0x5c 40M 4M' "$T/data/in.qcow2" > /dev/null

@@ -9,7 +9,8 @@
 #   FERRY_IMAGES_OUT     output directory (default dist/images)
 #   FERRY_IMAGE_REPO     repository part of the names in the archives (default localhost)
 #   FERRY_IMAGE_TAG      tag (default: the commit, short, with -dirty for uncommitted changes)
-#   FERRY_SKIP_TSC=1     use dist/ as it is instead of running `npm run build`
+#   FERRY_SKIP_TSC=1     use dist/ (and its bundle, which must be newer than tsc's output) as it is
+#                        instead of running `npm run build`
 #   FERRY_DEBIAN_MIRROR, FERRY_DEBIAN_SECURITY, FERRY_DEBIAN_SUITE (default deb.debian.org, bookworm)
 set -euo pipefail
 
@@ -62,6 +63,12 @@ t0=$(now)
 if [ "${FERRY_SKIP_TSC:-}" != 1 ]; then
   echo "== npm run build"
   npm run build --silent
+fi
+# The images run the bundle (dist/bundle/, scripts/bundle.ts); one older than tsc's output is not shipped.
+if ! FERRY_BUNDLE=1 node bin/ferry.js import --help > /dev/null 2> "$WORK/bundle-check.txt"; then
+  cat "$WORK/bundle-check.txt" >&2
+  echo "error: dist/bundle is missing or older than dist/ (npm run build makes it)" >&2
+  exit 1
 fi
 echo "== shared layers: node $NODE_VERSION ($NODE_PACKAGE), /opt/ferry"
 mkdir -p "$WORK/node" "$WORK/app"

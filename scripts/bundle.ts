@@ -1,0 +1,182 @@
+/**
+ * `npm run build`'s second step: the programs bin/ferry.js runs, bundled by esbuild from tsc's
+ * output into dist/bundle/ (issue #16: node loads a handful of files instead of ~200, which saves
+ * start-up CPU in every import pod; bench/README.md "Importer against ordinary servers").
+ *
+ *   node dist/scripts/bundle.js [OUT_DIR]   (after tsc; `npm run build` does both; default dist/bundle)
+ *
+ * One entry per composition root, at the same relative path as in dist/ (dist/bundle/importer/cli-main.js
+ * exports what dist/importer/cli-main.js does); code shared by several programs and every dynamic
+ * import (tar-stream, the proxy agents, the S3 and registry sources, metrics) goes into chunks under
+ * dist/bundle/chunks/, so what a program loads lazily it still loads lazily. Every npm dependency is
+ * bundled: the image needs no node_modules (docs/adr/0007-images.md).
+ * dist/bundle/manifest.json lists the entries and the dist/ files they were built from, so
+ * bin/ferry.js can tell a bundle older than tsc's output (a `tsc` without this step) and not use it.
+ */
+
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build, type Plugin } from 'esbuild';
+
+/** The composition roots bin/ferry.js imports, relative to dist/. */
+const BUNDLE_ENTRIES = [
+  'importer/cli-main.js',
+  'importer/main.js',
+  'importer/upload-server-main.js',
+  'clone/source-main.js',
+  'clone/target-main.js',
+  'controller/main.js',
+  'apiserver/main.js',
+  'uploadproxy/main.js',
+  'launcher/main.js',
+  'cli/vm-main.js',
+  'cli/console-main.js',
+  'cli/image-upload-main.js',
+] as const;
+
+/** The manifest bin/ferry.js reads: bundle entries and the dist/ inputs (relative to dist/). */
+export interface BundleManifest {
+  readonly entries: readonly string[];
+  readonly inputs: readonly string[];
+}
+
+// dist/scripts → dist
+const DIST = join(fileURLToPath(new URL('.', import.meta.url)), '..');
+const OUT = process.argv[2] !== undefined ? resolve(process.argv[2]) : join(DIST, 'bundle');
+
+/**
+ * node:http is required, not imported: an ES module import of node:http reads every export of the
+ * module, the lazy WebSocket, CloseEvent and MessageEvent getters too, and those load undici
+ * (measured cold: `import 'node:http'` 0.11 CPU-s, `require('node:http')` 0.05, `node -e 0` 0.04;
+ * no other built-in the programs import differs). So each static ES module import of it (ours and
+ * got's) resolves to one CommonJS stub, `module.exports = require('node:http')`, whose properties
+ * esbuild reads where they are used. A dynamic import() is left alone: a stub's chunk would export
+ * only `default` (see namedDynamicCommonJs).
+ */
+const requireHttp: Plugin = {
+  name: 'require-node-http',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?http$/ }, (args) =>
+      args.kind === 'import-statement' ? { path: 'node:http', namespace: 'require-stub' } : undefined);
+    b.onLoad({ filter: /.*/, namespace: 'require-stub' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
+  },
+};
+
+/**
+ * A dynamic import of a CommonJS package (`await import('http-proxy-agent')`): node gives the module
+ * its named exports (`{ HttpProxyAgent }`), but in an esbuild bundle with code splitting the chunk it
+ * loads exports only `default` (module.exports), so the name is undefined. The import is routed to
+ * an ES module facade that re-exports module.exports's keys by name, read from the package at build
+ * time, as node's own CommonJS lexer would find them.
+ */
+const namedDynamicCommonJs: Plugin = {
+  name: 'named-dynamic-commonjs',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, async (args) => {
+      // Ours only: the dependencies' own dynamic imports are of ES modules (the AWS SDK's dist-es).
+      if (args.kind !== 'dynamic-import' || args.namespace === 'cjs-facade' || args.path.startsWith('node:') || args.importer.includes('/node_modules/')) return undefined;
+      const resolved = await b.resolve(args.path, { kind: 'import-statement', resolveDir: args.resolveDir, namespace: 'file' });
+      if (resolved.errors.length > 0 || resolved.external || !commonJs(resolved.path)) return undefined;
+      return { path: resolved.path, namespace: 'cjs-facade', pluginData: { specifier: args.path, resolveDir: args.resolveDir } };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'cjs-facade' }, (args) => {
+      const { specifier, resolveDir } = args.pluginData as { specifier: string; resolveDir: string };
+      const names = Object.keys(createRequire(args.path)(args.path) as object).filter((k) => /^[A-Za-z_$][\w$]*$/.test(k) && k !== 'default');
+      const from = JSON.stringify(specifier);
+      return {
+        // require(), not `import m from`: node's default is module.exports itself, __esModule or not.
+        contents: [`const m = require(${from});`, 'export default m;', ...names.map((k) => `export const ${k} = m.${k};`)].join('\n'),
+        loader: 'js',
+        resolveDir,
+      };
+    });
+  },
+};
+
+/** Whether node loads this file as CommonJS: .cjs, or .js under a package.json without "type": "module". */
+function commonJs(file: string): boolean {
+  if (file.endsWith('.cjs')) return true;
+  if (!file.endsWith('.js')) return false;
+  for (let dir = join(file, '..'); ; dir = join(dir, '..')) {
+    try {
+      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { type?: string }).type !== 'module';
+    } catch {
+      if (dir === join(dir, '..')) return true;
+    }
+  }
+}
+
+/** The npm packages (folders under some node_modules/) that bundled files came from. */
+function bundledPackages(inputs: readonly string[]): string[] {
+  const roots = new Set<string>();
+  for (const input of inputs) {
+    const m = /^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//.exec(input);
+    if (m?.[1]) roots.add(join(DIST, m[1]));
+  }
+  return [...roots].sort();
+}
+
+/**
+ * The bundle replaces node_modules in the images, and with it the packages' own licence files: their
+ * names, versions, licences and licence texts, in one file beside the bundle.
+ */
+function licenceText(packages: readonly string[]): string {
+  const parts = packages.map((dir) => {
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string; license?: string };
+    const files = readdirSync(dir).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort();
+    const texts = files.map((f) => readFileSync(join(dir, f), 'utf8').trimEnd());
+    const where = relative(join(DIST, '..'), dir);
+    return [`${pkg.name ?? where}@${pkg.version ?? '?'} (${pkg.license ?? 'see below'}; ${where})`, ...(texts.length > 0 ? texts : ['(no licence file in the package)'])].join('\n\n');
+  });
+  return `Third-party packages bundled into dist/bundle/ (scripts/bundle.ts), ${packages.length} in all.\n\n${parts.join(`\n\n${'-'.repeat(72)}\n\n`)}\n`;
+}
+
+async function main(): Promise<void> {
+  // Built beside OUT_DIR and moved in whole, so a failed build leaves the last one as it was. Replaces
+  // only an earlier bundle (or nothing): OUT_DIR may be a mistyped path.
+  if (existsSync(OUT) && readdirSync(OUT).length > 0 && !existsSync(join(OUT, 'manifest.json'))) {
+    throw new Error(`${OUT} is not empty and holds no manifest.json: not a bundle, not replaced`);
+  }
+  const work = `${OUT}.tmp`;
+  rmSync(work, { recursive: true, force: true });
+  const result = await build({
+    absWorkingDir: DIST,
+    entryPoints: BUNDLE_ENTRIES.map((e) => ({ in: e, out: e.replace(/\.js$/, '') })),
+    outdir: work,
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node24',
+    chunkNames: 'chunks/[name]-[hash]',
+    sourcemap: 'linked',
+    metafile: true,
+    logLevel: 'warning',
+    legalComments: 'none',
+    plugins: [requireHttp, namedDynamicCommonJs],
+    // CommonJS dependencies (pino, prom-client, …) call require() for node's built-ins; an ES module
+    // has no require, so each output file gets one (named so it cannot clash with bundled code).
+    banner: { js: "import { createRequire as __ferryCreateRequire } from 'node:module'; const require = __ferryCreateRequire(import.meta.url);" },
+  });
+  // Files only: a plugin's modules are named `namespace:path`.
+  const files = Object.keys(result.metafile.inputs).filter((p) => !/^[a-z-]+:/.test(p));
+  const inputs = files
+    .filter((p) => !p.includes('node_modules/'))
+    .map((p) => relative(DIST, join(DIST, p)))
+    .sort();
+  const packages = bundledPackages(files);
+  writeFileSync(join(work, 'THIRD-PARTY-LICENSES.txt'), licenceText(packages));
+  const manifest: BundleManifest = { entries: [...BUNDLE_ENTRIES], inputs };
+  writeFileSync(join(work, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
+  rmSync(OUT, { recursive: true, force: true });
+  renameSync(work, OUT);
+  const bytes = Object.entries(result.metafile.outputs)
+    .filter(([p]) => p.endsWith('.js'))
+    .reduce((sum, [, o]) => sum + o.bytes, 0);
+  const outputs = Object.keys(result.metafile.outputs).filter((p) => p.endsWith('.js')).length;
+  process.stdout.write(`bundle: ${BUNDLE_ENTRIES.length} entries, ${outputs} files, ${(bytes / 1048576).toFixed(1)} MiB in ${relative(process.cwd(), OUT) || OUT} (from ${inputs.length} dist files and ${packages.length} npm packages)\n`);
+}
+
+await main();
