@@ -9,7 +9,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1Deployment } from '@kubernetes/client-node';
 import { DV_GROUP, DV_PLURAL } from '../../src/api/datavolume.js';
 import { UPLOAD_APISERVICE_NAME } from '../../src/api/upload-token-request.js';
 import { UPLOAD_TOKEN_PUBLIC_CONFIGMAP, UPLOAD_TOKEN_PUBLIC_KEY } from '../../src/contract/upload-token.js';
@@ -67,7 +67,15 @@ export function uploadProxyEnv(dir: string, kubeconfig: string, proxyPort: numbe
     UPLOADPROXY_HOST: '127.0.0.1',
     UPLOADPROXY_SERVER_ADDRESS: `127.0.0.1:${serverPort}`,
     FERRY_LOG_LEVEL: logLevel,
+    // The V8 settings the proxy's Deployment gives it, so tests and benches run what is installed.
+    NODE_OPTIONS: manifestEnv('uploadproxy.yaml', 'uploadproxy', 'NODE_OPTIONS') ?? '',
   };
+}
+
+/** The value of `name` in the env of container `container` of the Deployment in manifests/`file`. */
+function manifestEnv(file: string, container: string, name: string): string | undefined {
+  const deployment = manifestObjects(file).find((o): o is V1Deployment => o.kind === 'Deployment');
+  return deployment?.spec?.template.spec?.containers.find((c) => c.name === container)?.env?.find((e) => e.name === name)?.value;
 }
 
 const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
