@@ -26,7 +26,7 @@ import { removeDir, tempDir } from '../helpers/fixtures.js';
 import { launchInNetns, Netns, POD_IP, serialMarker, sshArgs, sshKeyPair, stopLauncher, tcpRead } from '../helpers/netns-guest.js';
 import { type NodeCluster, NODE_IP, SECCOMP_DAEMONSET, startNodeCluster, until } from '../../tools/node-cluster/node-cluster.js';
 import {
-  changedLines, describeCluster, DISK_SERVER_YAML, type DiskServer, setUpFerry, sshIntoGuest, startDiskServer, vmiRunningAndReady,
+  changedLines, describeCluster, DISK_SERVER_YAML, type DiskServer, formatTimings, setUpFerry, sshIntoGuest, startDiskServer, vmiRunningAndReady,
 } from '../../tools/node-cluster/ferry-on-node.js';
 
 const NS = 'seed-demo';
@@ -61,10 +61,9 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  await disk?.http.stop();
   await cluster?.stop();
   if (dir) removeDir(dir);
-  note(`timings (s): ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Number(seconds(v))])))}`);
+  note(`timings (s): ${formatTimings(timings)}`);
 }, 180_000);
 
 describe('the seed demo on a real node (examples/seed-demo, the talk\'s YAML)', () => {

@@ -92,6 +92,11 @@ export async function startDiskServer(cluster: NodeCluster, dir: string, fileNam
   return { bootDisk, http };
 }
 
+/** `{"step": seconds, …}` of step → milliseconds, for a test's last line. */
+export function formatTimings(timings: Readonly<Record<string, number>>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Number((v / 1000).toFixed(1))])));
+}
+
 /** The lines of `changed` that differ from `original`; throws when the line counts differ (a line was added or lost). */
 export function changedLines(original: string, changed: string): string[] {
   const a = original.split('\n');
