@@ -20,8 +20,9 @@ import { ErrorCode } from '../../src/errors.js';
 import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import {
-  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, SECCOMP_DAEMONSET, startNodeCluster, StorageClass, until,
+  imageArchive, imageName, NODE_IP, type NodeCluster, type NodeProcess, SECCOMP_DAEMONSET, startNodeCluster, StorageClass, until,
 } from '../../tools/node-cluster/node-cluster.js';
+import { setUpFerry, vmiRunningAndReady, vmiStatus } from '../../tools/node-cluster/ferry-on-node.js';
 
 const NS = 'ferry-node-test';
 const HTTP_PORT = 8080;
@@ -85,16 +86,9 @@ beforeAll(async () => {
   cluster = await startNodeCluster({ volumes: 6 });
   lap(`cluster started (Node Ready ${cluster.readyAfterSeconds.toFixed(1)} s after containerd):`);
   core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
-  const imported = await cluster.importImage(ferryArchive);
-  ferryImage = imageName(ferryArchive);
-  expect(imported).toContain(ferryImage);
-  lap('ferry image imported:');
-
-  await restrictedNamespace(cluster, NS);
-
   fixtures = tempDir('ferry-node-fixtures-');
-  overlay = await installFerry(cluster, ferryImage, fixtures);
-  lap('kubectl apply -k → controller Deployment rolled out:');
+  ({ ferryImage, overlay } = await setUpFerry(cluster, fixtures, { images: ['ferry'], namespaces: [NS], progress: (line) => void process.stderr.write(`node test: ${line}\n`) }));
+  expect(ferryImage).toBe(imageName(ferryArchive));
 
   makeRawDisk(raw(), 64 * MiB);
   served = join(fixtures, 'www');
@@ -428,14 +422,9 @@ spec:
         ferry-hold: yes
 `,
     });
-    const custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
-    type Vmi = { status?: { phase?: string; nodeName?: string; conditions?: { type: string; status: string }[] } };
-    const vmiStatus = async (): Promise<Vmi> =>
-      (await custom.getNamespacedCustomObject({ group: 'kubevirt.io', version: 'v1', namespace: NS, plural: 'virtualmachineinstances', name: 'guest' })) as Vmi;
-    const running = await until('VMI guest Running and Ready', 300_000, async () => {
-      const v = await vmiStatus();
-      return v.status?.phase === 'Running' && v.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? v : undefined;
-    }, async () => `${JSON.stringify((await vmiStatus().catch(() => ({}))), null, 1)}\n${await diagnose('boot')}`);
+    const running = await vmiRunningAndReady(cluster, NS, 'guest', 300_000, {
+      describe: async () => `${JSON.stringify(await vmiStatus(cluster, NS, 'guest').catch(() => ({})), null, 1)}\n${await diagnose('boot')}`,
+    });
     process.stderr.write(`node test: VMI applied → Running and Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     expect(running.status?.nodeName).toBe('fnode');
     const seen = await consoleUntil('guest', 'FERRY-CLOUDINIT on-a-real-node', 240_000);
