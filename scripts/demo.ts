@@ -1,40 +1,52 @@
 /**
- * `npm run demo`: the README's main job on an embedded default. It starts a real one-node
- * Kubernetes cluster inside a network namespace (tools/node-cluster/), installs Ferry from the
- * built image with `kubectl apply -k`, applies examples/demo/pvc.yaml (a CDI-annotated PVC) whose
- * endpoint is an HTTP server inside the namespace serving a generated qcow2, prints what the
- * importer pod reports as it runs (the PVC's phase and progress annotations, its events), checks
- * the result with `qemu-img compare` through the local PV's directory, and tears everything down.
- * What it needs and lacks is built first with the project's scripts (the control-plane binaries,
- * the ferry image).
+ * `npm run demo`: the README's main job on an embedded default — the talk's seed demo
+ * (examples/seed-demo/) end to end. It starts a real one-node Kubernetes cluster inside a network
+ * namespace (tools/node-cluster/), installs Ferry from the built images with `kubectl apply -k`,
+ * serves the boot disk of scripts/make-boot-disk.sh as the talk's `disk-server` Service
+ * (examples/demo/disk-server.yaml, named by the cluster's DNS), and then, printing each step the way
+ * a presenter runs it: applies pvc.yaml (a real importer pod; its phases, progress and events as
+ * they come; `qemu-img compare` of the PV against the source), vmi.yaml with a key made here in
+ * place of the placeholder (a real launcher pod boots it under TCG; Running and Ready), and
+ * service.yaml, then `ssh -p 30000 root@<node>` into the guest and prints what the command said.
+ * The steps are tools/node-cluster/ferry-on-node.ts's, the ones the node tests run. What it needs
+ * and lacks is built first with the project's scripts (the control-plane binaries, the images).
  *
  *   npm run demo [-- --keep] [-- --no-build]   on the embedded cluster (root)
  *   npm run demo -- --local                    `ferry import` only, no Kubernetes (any machine)
  *
- * --keep leaves the cluster running after the check, prints its KUBECONFIG, and stops it on Ctrl-C
- * (or SIGTERM). --no-build fails instead of building what is missing (the node test uses it).
- * Exit status: 0 when the imported disk is the source's, 1 otherwise, 2 for a bad flag, 130 when
+ * --keep leaves the cluster running after the ssh step, prints its KUBECONFIG, and stops it on
+ * Ctrl-C (or SIGTERM). --no-build fails instead of building what is missing (the node test uses it).
+ * Exit status: 0 when every step did what it should, 1 otherwise, 2 for a bad flag, 130 when
  * interrupted before the end.
  */
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { Annotation, PodPhase } from '../src/api/cdi.js';
 import { controlPlaneBinDir } from '../tools/control-plane/bin-dir.js';
+import { IMAGES_DIR, imageName, NODE_IP, type NodeCluster, type NodeProcess, REPO_ROOT, startNodeCluster } from '../tools/node-cluster/node-cluster.js';
 import {
-  IMAGES_DIR, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, REPO_ROOT, restrictedNamespace, startNodeCluster,
-} from '../tools/node-cluster/node-cluster.js';
+  changedLines, describeCluster, DISK_SERVER_PORT, DISK_SERVER_YAML, type FerryImage, setUpFerry, sshCommand, sshIntoGuest, startDiskServer, vmiRunningAndReady,
+} from '../tools/node-cluster/ferry-on-node.js';
+import { sshKeyPair } from '../tools/node-cluster/ssh.js';
 
 const FERRY_BIN = join(REPO_ROOT, 'bin', 'ferry.js');
-const EXAMPLE = join(REPO_ROOT, 'examples', 'demo', 'pvc.yaml');
-const NS = 'ferry-demo';
-const PVC = 'demo-disk';
-const HTTP_PORT = 8080;
+const SEED = join(REPO_ROOT, 'examples', 'seed-demo');
+const IMAGES: readonly FerryImage[] = ['ferry', 'ferry-launcher'];
+/** The talk's names (examples/seed-demo/). */
+const NS = 'seed-demo';
+const PVC = 'seed-disk';
+const VMI = 'seed';
+const NODE_PORT = 30000;
+const PLACEHOLDER_KEY = /ssh-ed25519 AAAA\S*Placeholder\S* you@laptop/;
+/** What the demo runs in the guest over ssh. */
+const GUEST_COMMAND = 'uname -sr; echo "hello from the guest: $(grep -c ^processor /proc/cpuinfo) vCPU, up $(cut -d" " -f1 /proc/uptime) s"';
 const IMPORT_TIMEOUT_MS = 300_000;
+const BOOT_TIMEOUT_MS = 420_000;
 const NODE_BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'];
 
 /** The PVC annotations the demo prints as they change: what a user would watch with kubectl. */
@@ -70,8 +82,8 @@ function makeImage(image: string, scratch: string): void {
 }
 
 /** `qemu-img compare` of the source and the imported raw disk: its verdict line and its status. */
-function compare(image: string, disk: string): { line: string; ok: boolean } {
-  const cmp = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, disk], { encoding: 'utf8' });
+function compare(image: string, format: 'qcow2' | 'raw', disk: string): { line: string; ok: boolean } {
+  const cmp = spawnSync('qemu-img', ['compare', '-f', format, '-F', 'raw', image, disk], { encoding: 'utf8' });
   // compare warns that the sizes differ: the import grew the disk to the volume's capacity on purpose.
   const verdict = `${cmp.stdout}${cmp.stderr}`.split('\n').filter((l) => l !== '' && !l.startsWith('Warning')).join(' ');
   const info = spawnSync('qemu-img', ['info', '-f', 'raw', disk], { encoding: 'utf8' });
@@ -127,7 +139,7 @@ async function localDemo(dir: string, stopping: AbortSignal): Promise<number> {
     const code = await runInherit(process.execPath, [FERRY_BIN, 'import', '--url', url, '--dest', dest, '--size', '2Gi', '--scratch-dir', join(dir, 'scratch')]);
     if (stopping.aborted) return 130;
     if (code !== 0) return code;
-    return compare(image, dest).ok ? 0 : 1;
+    return compare(image, 'qcow2', dest).ok ? 0 : 1;
   } finally {
     httpd.kill('SIGTERM');
   }
@@ -139,8 +151,8 @@ async function localDemo(dir: string, stopping: AbortSignal): Promise<number> {
 /** The commit part of a built image's tag (`localhost/ferry:<commit>[-dirty]`). */
 const tagCommit = (ref: string): string => ref.slice(ref.lastIndexOf(':') + 1).replace(/-dirty$/, '');
 
-/** Builds the control-plane binaries and the ferry image when they are missing (or the image is of another commit). */
-async function ensureBuilt(build: boolean): Promise<string> {
+/** Builds the control-plane binaries and the two images when they are missing (or of another commit). */
+async function ensureBuilt(build: boolean): Promise<void> {
   const bin = controlPlaneBinDir();
   const missing = NODE_BINARIES.filter((b) => !existsSync(join(bin, b)));
   if (missing.length > 0) {
@@ -150,26 +162,27 @@ async function ensureBuilt(build: boolean): Promise<string> {
     if ((await runInherit('bash', [join(REPO_ROOT, 'scripts', 'build-control-plane.sh')])) !== 0) throw new Error('scripts/build-control-plane.sh failed');
     say(`control-plane binaries built in ${seconds(Date.now() - t)}`);
   }
-  const archive = join(IMAGES_DIR, 'ferry.oci.tar');
   const head = spawnSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
-  const stale = existsSync(archive) && head !== '' && tagCommit(imageName(archive)) !== head;
-  const why = stale ? `${archive} is of commit ${tagCommit(imageName(archive))}, HEAD is ${head}` : `${archive} missing`;
-  if (stale && !build) say(`${why}: using it as it is (--no-build)`);
-  else if (!existsSync(archive) || stale) {
-    if (!build) throw new Error(`${why} (npm run images -- ferry)`);
-    say(`${why}: building the ferry image (npm run images -- ferry; a few minutes warm, longer with an empty package cache)`);
-    const t = Date.now();
-    const code = await runInherit('bash', [join(REPO_ROOT, 'scripts', 'build-images.sh'), 'ferry'], { ...process.env, FERRY_SKIP_TSC: '1' });
-    if (code !== 0) throw new Error('scripts/build-images.sh ferry failed');
-    say(`ferry image built in ${seconds(Date.now() - t)}`);
-  }
-  return archive;
+  const why = IMAGES.map((name) => {
+    const archive = join(IMAGES_DIR, `${name}.oci.tar`);
+    if (!existsSync(archive)) return `${archive} missing`;
+    const commit = tagCommit(imageName(archive));
+    return head !== '' && commit !== head ? `${archive} is of commit ${commit}, HEAD is ${head}` : undefined;
+  }).filter((w) => w !== undefined);
+  if (why.length === 0) return;
+  const absent = why.some((w) => w.endsWith('missing'));
+  if (!build && !absent) return say(`${why.join('; ')}: using them as they are (--no-build)`);
+  if (!build) throw new Error(`${why.join('; ')} (npm run images)`);
+  say(`${why.join('; ')}: building the images (npm run images; a few minutes warm, longer with an empty package cache)`);
+  const t = Date.now();
+  const code = await runInherit('bash', [join(REPO_ROOT, 'scripts', 'build-images.sh'), ...IMAGES], { ...process.env, FERRY_SKIP_TSC: '1' });
+  if (code !== 0) throw new Error('scripts/build-images.sh failed');
+  say(`images built in ${seconds(Date.now() - t)}`);
 }
 
 /** Prints every change of the PVC's status annotations and every new event about it, until a final phase. */
-async function follow(cluster: NodeCluster, stopping: AbortSignal): Promise<string> {
+async function follow(cluster: NodeCluster, stopping: AbortSignal, seenEvents: Set<string>): Promise<string> {
   const core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
-  const seenEvents = new Set<string>();
   const last: Record<string, string | undefined> = {};
   const deadline = Date.now() + IMPORT_TIMEOUT_MS;
   const t0 = Date.now();
@@ -187,13 +200,7 @@ async function follow(cluster: NodeCluster, stopping: AbortSignal): Promise<stri
         if (a[key] !== undefined) say(`${at}  ${key}: ${a[key]}`);
       }
     }
-    const events = await core.listNamespacedEvent({ namespace: NS }).catch(() => undefined);
-    for (const e of events?.items ?? []) {
-      const uid = e.metadata?.uid ?? '';
-      if (seenEvents.has(uid)) continue;
-      seenEvents.add(uid);
-      say(`${at}  event ${e.type} ${e.reason} (${e.involvedObject.kind}/${e.involvedObject.name}): ${e.message ?? ''}`);
-    }
+    await printEvents(cluster, seenEvents, at);
     const phase = a[Annotation.PodPhase];
     if (phase === PodPhase.Succeeded || (phase === PodPhase.Failed && a[Annotation.FatalError] === 'true')) return phase;
     if (Date.now() > deadline) throw new Error(`no final phase after ${seconds(IMPORT_TIMEOUT_MS)}`);
@@ -202,56 +209,96 @@ async function follow(cluster: NodeCluster, stopping: AbortSignal): Promise<stri
   return 'interrupted';
 }
 
-async function clusterDemo(dir: string, flags: Flags, stopping: AbortSignal, hold: (c: NodeCluster, h: NodeProcess) => void): Promise<number> {
+/** Prints the namespace's events not printed yet. */
+async function printEvents(cluster: NodeCluster, seen: Set<string>, at: string): Promise<void> {
+  const core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  const events = await core.listNamespacedEvent({ namespace: NS }).catch(() => undefined);
+  for (const e of events?.items ?? []) {
+    const uid = e.metadata?.uid ?? '';
+    if (seen.has(uid)) continue;
+    seen.add(uid);
+    say(`${at}  event ${e.type} ${e.reason} (${e.involvedObject.kind}/${e.involvedObject.name}): ${e.message ?? ''}`);
+  }
+}
+
+/** A presenter's command line and, indented, the YAML it applies (comments left out). */
+function showApply(file: string, yaml: string, note = ''): void {
+  const body = yaml.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `      ${l}`).join('\n');
+  say(`$ kubectl -n ${NS} apply -f ${relative(REPO_ROOT, file)}${note ? `   # ${note}` : ''}\n${body}`);
+}
+
+async function clusterDemo(dir: string, flags: Flags, stopping: AbortSignal, hold: (c: NodeCluster, h?: NodeProcess) => void): Promise<number> {
   if (process.getuid?.() !== 0) {
     say('the embedded cluster needs root (network namespaces, containerd, kubelet); `npm run demo -- --local` runs the importer alone');
     return 1;
   }
   const tStart = Date.now();
-  const archive = await ensureBuilt(flags.build);
+  await ensureBuilt(flags.build);
   if (stopping.aborted) return 130;
-  const www = join(dir, 'www');
-  mkdirSync(www);
-  const image = join(www, 'demo.qcow2');
-  say(`building a 1 GiB qcow2 with 256 MiB of data: ${image}`);
-  makeImage(image, join(dir, 'random.bin'));
 
   let t = Date.now();
-  say('starting a one-node cluster in its own network namespace: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy');
+  say('starting a one-node cluster in its own network namespace: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, cluster DNS');
   const cluster = await startNodeCluster({ volumes: 2 });
-  // Served inside the namespace on the node address only; stopped by PID with the cluster.
-  const http = cluster.startInNode('httpd', 'busybox', ['httpd', '-f', '-v', '-p', `${NODE_IP}:${HTTP_PORT}`, '-h', www]);
-  hold(cluster, http);
+  hold(cluster);
   say(`node Ready (${cluster.netns}, ${seconds(Date.now() - t)}), work dir ${cluster.workDir}`);
-  say(`busybox httpd serves http://${NODE_IP}:${HTTP_PORT}/demo.qcow2 inside the namespace`);
   if (stopping.aborted) return 130;
 
-  t = Date.now();
-  const ref = imageName(archive);
-  await unlessStopped(cluster.importImage(archive), stopping);
-  say(`imported ${ref} into the node's containerd (${seconds(Date.now() - t)})`);
-  t = Date.now();
-  say('kubectl apply -k manifests/ (an overlay that only names the built image): CRDs, ferry-system, RBAC, the controller Deployment, the seccomp DaemonSet');
-  await unlessStopped(installFerry(cluster, ref, dir), stopping);
-  say(`Ferry's controller rolled out (${seconds(Date.now() - t)})`);
+  say('kubectl apply -k manifests/ (an overlay that only names the built images): CRDs, ferry-system, RBAC, the controller Deployment, the seccomp DaemonSet');
+  await unlessStopped(setUpFerry(cluster, dir, { images: IMAGES, namespaces: [NS], progress: say }), stopping);
+  say(`namespace ${NS} enforces the restricted Pod Security Standard`);
   if (stopping.aborted) return 130;
 
-  await unlessStopped(restrictedNamespace(cluster, NS), stopping);
-  say(`kubectl -n ${NS} apply -f examples/demo/pvc.yaml (namespace ${NS} enforces the restricted Pod Security Standard):\n${readFileSync(EXAMPLE, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => `    ${l}`).join('\n')}`);
+  // The talk's disk server: httpd on the node, named by a Service the cluster DNS answers.
+  const disk = await unlessStopped(startDiskServer(cluster, dir, 'disk.raw', [NS]), stopping);
+  hold(cluster, disk.http);
+  say(`$ kubectl -n ${NS} apply -f ${relative(REPO_ROOT, DISK_SERVER_YAML)}   # busybox httpd on ${NODE_IP}:${DISK_SERVER_PORT} serves the boot disk of scripts/make-boot-disk.sh as disk-server.${NS}.svc.cluster.local`);
+
+  // 1. The PVC: a real importer pod fetches the disk.
+  say('step 1: the disk');
+  const pvcYaml = readFileSync(join(SEED, 'pvc.yaml'), 'utf8');
+  showApply(join(SEED, 'pvc.yaml'), pvcYaml);
   t = Date.now();
-  await unlessStopped(cluster.kubectlOk(['-n', NS, 'apply', '-f', EXAMPLE]), stopping);
-  const phase = await follow(cluster, stopping);
+  await unlessStopped(cluster.kubectlOk(['-n', NS, 'apply', '-f', '-'], { input: pvcYaml }), stopping);
+  const seenEvents = new Set<string>();
+  const phase = await follow(cluster, stopping, seenEvents);
   if (phase === 'interrupted') return 130;
   say(`PVC ${PVC}: ${phase} ${seconds(Date.now() - t)} after kubectl apply`);
   if (phase !== PodPhase.Succeeded) return 1;
-
   const core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
   const pv = (await core.readNamespacedPersistentVolumeClaim({ name: PVC, namespace: NS })).spec?.volumeName ?? '';
-  const disk = join(cluster.volumeDir(pv), 'disk.img');
   say(`the local PV ${pv} is the node directory ${cluster.volumeDir(pv)}`);
-  const { ok } = compare(image, disk);
+  const { ok } = compare(disk.bootDisk, 'raw', join(cluster.volumeDir(pv), 'disk.img'));
+  if (!ok || stopping.aborted) return stopping.aborted ? 130 : 1;
+
+  // 2. The VMI: a real launcher pod boots the disk under TCG.
+  say('step 2: the virtual machine');
+  const key = sshKeyPair(dir);
+  const vmiOriginal = readFileSync(join(SEED, 'vmi.yaml'), 'utf8');
+  const vmiYaml = vmiOriginal.replace(PLACEHOLDER_KEY, key.publicKey);
+  if (changedLines(vmiOriginal, vmiYaml).length !== 1) throw new Error(`${join(SEED, 'vmi.yaml')}: no placeholder key to replace`);
+  showApply(join(SEED, 'vmi.yaml'), vmiYaml, `the placeholder key replaced by ${key.key}.pub`);
+  t = Date.now();
+  await unlessStopped(cluster.kubectlOk(['-n', NS, 'apply', '-f', '-'], { input: vmiYaml }), stopping);
+  await unlessStopped(vmiRunningAndReady(cluster, NS, VMI, BOOT_TIMEOUT_MS, {
+    describe: () => describeCluster(cluster, [NS]),
+    onPhase: async (p) => {
+      await printEvents(cluster, seenEvents, `+${seconds(Date.now() - t).padStart(7)}`);
+      say(`+${seconds(Date.now() - t).padStart(7)}  VMI ${VMI} ${p}`);
+    },
+  }), stopping);
+  const launcher = (await core.listNamespacedPod({ namespace: NS, labelSelector: 'kubevirt.io=virt-launcher' })).items[0]?.metadata?.name ?? '(none)';
+  say(`VMI ${VMI} Running and Ready ${seconds(Date.now() - t)} after kubectl apply (launcher pod ${launcher}: libvirtd, passt and QEMU under TCG)`);
+
+  // 3. The Service: ssh through the NodePort into the guest.
+  say('step 3: ssh into the guest');
+  const serviceYaml = readFileSync(join(SEED, 'service.yaml'), 'utf8');
+  showApply(join(SEED, 'service.yaml'), serviceYaml);
+  await unlessStopped(cluster.kubectlOk(['-n', NS, 'apply', '-f', '-'], { input: serviceYaml }), stopping);
+  say(`$ ssh -p ${NODE_PORT} -i ${key.key} root@${NODE_IP} '${GUEST_COMMAND}'   # from the node's network; the guest boots under TCG, so the demo waits for its SSH banner`);
+  const ssh = await unlessStopped(sshIntoGuest(cluster, { key: key.key, port: NODE_PORT, command: GUEST_COMMAND, bannerMs: BOOT_TIMEOUT_MS, loginMs: 120_000, describe: () => describeCluster(cluster, [NS]) }), stopping);
+  say(`${ssh.banner} answered ${seconds(ssh.bannerAt - t)} after the VMI was applied; the guest says:\n${ssh.out.trimEnd().split('\n').map((l) => `    guest> ${l}`).join('\n')}`);
   say(`the whole run took ${seconds(Date.now() - tStart)}`);
-  if (!flags.keep || stopping.aborted) return ok ? 0 : 1;
+  if (!flags.keep || stopping.aborted) return 0;
 
   const kubectl = join(controlPlaneBinDir(), 'kubectl');
   process.stderr.write(
@@ -261,16 +308,17 @@ async function clusterDemo(dir: string, flags: Flags, stopping: AbortSignal, hol
       `  export KUBECONFIG=${cluster.kubeconfigPath}`,
       `  alias kubectl=${kubectl}`,
       `  kubectl -n ${NS} get pvc ${PVC} -o yaml        # CDI's annotations as Ferry wrote them`,
+      `  kubectl -n ${NS} get vmi,pods,svc`,
       `  kubectl -n ${NS} get events`,
       '  kubectl -n ferry-system get pods,lease        # the controller Deployment and its Lease',
-      '  kubectl -n ferry-node get daemonset          # the launcher seccomp profile installer',
-      `  sed 's/demo-disk/my-disk/' ${EXAMPLE} | kubectl -n ${NS} apply -f -   # another import`,
+      `  node ${FERRY_BIN} console ${VMI} -n ${NS}      # the guest's serial console (Ctrl-] leaves)`,
+      `  ${sshCommand(cluster, key.key, NODE_PORT, 'uname -a').map((a) => (/[\s'"$]/.test(a) ? `'${a}'` : a)).join(' ')}`,
       `Stop it with Ctrl-C here (or kill ${process.pid}): every process, the namespace and the work dir go.`,
       '',
     ].join('\n'),
   );
   await new Promise<void>((resolve) => stopping.addEventListener('abort', () => resolve(), { once: true }));
-  return ok ? 0 : 1;
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------

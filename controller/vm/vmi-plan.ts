@@ -79,6 +79,22 @@ function podReady(pod: V1Pod): boolean {
   return ready ? ready.status === 'True' : pod.status?.containerStatuses?.[0]?.ready === true;
 }
 
+/** Reasons a container waits in while the kubelet gets on with starting it. */
+const PROGRESSING_WAITS: readonly string[] = ['ContainerCreating', 'PodInitializing'];
+
+/**
+ * Why the launcher pod's containers cannot start, from the kubelet's waiting state: any reason but
+ * the progressing ones (CreateContainerError — a missing seccomp profile, say —, ErrImagePull,
+ * ImagePullBackOff, CreateContainerConfigError, CrashLoopBackOff, …), with its message.
+ */
+function launcherWaiting(pod: V1Pod): { reason: string; message: string } | undefined {
+  for (const s of [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])]) {
+    const w = s.state?.waiting;
+    if (w?.reason && !PROGRESSING_WAITS.includes(w.reason)) return { reason: w.reason, message: `container ${s.name}: ${w.message ?? w.reason}`.slice(0, 1024) };
+  }
+  return undefined;
+}
+
 /** The state of each DataVolume the VMI's volumes name that exists. */
 function dataVolumeStates(vmi: VirtualMachineInstance, dataVolumes: ObservedDataVolumes | undefined): DvState[] {
   return dataVolumeNames(vmi.spec).flatMap((name) => {
@@ -319,10 +335,14 @@ function planVmiLauncher(observed: VmiObserved, config: LauncherConfig): VmiPlan
     };
   } else {
     const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
+    // A launcher the kubelet cannot start says why in Ready (the kubelet keeps retrying: not Failed).
+    const waiting = pod.metadata?.deletionTimestamp ? undefined : launcherWaiting(pod);
     desired = {
       phase: VmiPhase.Scheduling,
       conditions: [
-        notReady(pod.metadata?.deletionTimestamp ? ConditionReason.PodTerminating : ConditionReason.GuestNotRunning),
+        pod.metadata?.deletionTimestamp
+          ? notReady(ConditionReason.PodTerminating)
+          : waiting ? notReady(waiting.reason, waiting.message) : notReady(ConditionReason.GuestNotRunning),
         ...(scheduled && scheduled.status !== 'True'
           ? [{ type: ConditionType.PodScheduled, status: scheduled.status as Condition['status'], ...(scheduled.reason ? { reason: scheduled.reason } : {}), ...(scheduled.message ? { message: scheduled.message } : {}) }]
           : []),

@@ -8,7 +8,7 @@
 
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { FERRY_BIN } from './ferry-process.js';
@@ -102,29 +102,8 @@ export class Netns {
   }
 }
 
-/** An ed25519 key pair made by ssh-keygen: `{ key, publicKey }` (the private key's path, the public line). */
-export function sshKeyPair(dir: string): { key: string; publicKey: string } {
-  const key = join(dir, 'id_ed25519');
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ferry-test', '-f', key]);
-  chmodSync(key, 0o600);
-  return { key, publicKey: readFileSync(`${key}.pub`, 'utf8').trim() };
-}
-
-/** OpenSSH client options for a throwaway guest: its key only, no host-key memory, bounded waits. */
-export function sshArgs(key: string, port: number, host: string, command: string): string[] {
-  return [
-    '-i', key,
-    '-p', String(port),
-    '-o', 'BatchMode=yes',
-    '-o', 'IdentitiesOnly=yes',
-    '-o', 'StrictHostKeyChecking=no',
-    '-o', 'UserKnownHostsFile=/dev/null',
-    '-o', 'LogLevel=ERROR',
-    '-o', 'ConnectTimeout=20',
-    `root@${host}`,
-    command,
-  ];
-}
+// The SSH key and client options live with the node harness (scripts/demo.ts uses them too).
+export { sshArgs, sshKeyPair } from '../../tools/node-cluster/ssh.js';
 
 /** A VMI with the boot disk as its PVC and cloud-init user-data, and no interfaces or ports (the seed demo's shape). */
 export function guestVmi(name: string, userData: string, extraSpec = ''): string {

@@ -11,101 +11,44 @@
  * no group), each with `edit` in their own namespace; only alice is bound to ferry:clone-sourcer in
  * golden-images. bob's VirtualMachine is refused by `kubectl apply` with the webhook's message and
  * nothing is created; alice's clones, the clone is byte-identical to the golden disk, and it boots.
- * The node cluster has no CoreDNS: the test answers Service names itself (startClusterDns).
+ * The clone source pod reaches the target's Service by name through the same cluster DNS.
+ * Common steps: tools/node-cluster/ferry-on-node.ts.
  *
  * Needs root, the binaries of scripts/build-control-plane.sh and dist/images/*.oci.tar.
  */
 
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
 import { REPO_ROOT } from '../helpers/ferry-process.js';
 import { kubectlAs, type KubectlRun } from '../helpers/cluster.js';
 import { removeDir, tempDir } from '../helpers/fixtures.js';
-import {
-  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, startNodeCluster, until,
-} from '../../tools/node-cluster/node-cluster.js';
+import { type NodeCluster, startNodeCluster, until } from '../../tools/node-cluster/node-cluster.js';
+import { describeCluster, type DiskServer, formatTimings, setUpFerry, startDiskServer, vmiRunningAndReady } from '../../tools/node-cluster/ferry-on-node.js';
 
 const GOLDEN = 'golden-images';
-const HTTP_PORT = 8080;
 const EXAMPLE = join(REPO_ROOT, 'examples', 'golden-images');
 const IMPORT_TIMEOUT_MS = 240_000;
 const CLONE_TIMEOUT_MS = 300_000;
 const BOOT_TIMEOUT_MS = 420_000;
-/** The example's placeholder, replaced here and nowhere else. */
+/** The example's URL: the disk-server Service, by name. */
 const EXAMPLE_URL = 'http://disk-server.golden-images.svc.cluster.local:8080/fedora.raw';
 /** What bob's `kubectl apply` must print: apiserver/clone-admission.ts cloneDeniedMessage. */
-/** The kubelet's clusterDNS (tools/node-cluster/node-cluster.ts), where CoreDNS would answer. */
-const CLUSTER_DNS_IP = '10.96.0.10';
 const BOB_REFUSED = 'user "bob" may not clone golden-images/fedora-41: needs create on datavolumes/source in golden-images';
 
 let cluster: NodeCluster;
 let core: k8s.CoreV1Api;
 let custom: k8s.CustomObjectsApi;
-let http: NodeProcess;
-let dns: NodeProcess | undefined;
-let dnsSync: NodeJS.Timeout | undefined;
+let disk: DiskServer;
 let dir: string;
-let bootDisk: string;
 const users: Record<string, string> = {};
 const timings: Record<string, number> = {};
 
 const seconds = (ms: number): string => (ms / 1000).toFixed(1);
 const note = (line: string): void => void process.stderr.write(`golden images: ${line}\n`);
 const example = (file: string): string => readFileSync(join(EXAMPLE, file), 'utf8');
-
-/**
- * Cluster DNS for Services, as CoreDNS gives it (the node cluster has none, and the clone source pod
- * reaches the target's Service by name, as CDI's does): a UDP responder in the node's netns on the
- * kubelet's clusterDNS address, answering A for `<svc>.<ns>.svc[.cluster.local]` from a file this
- * process rewrites every second from the Services the apiserver lists. Nothing else is answered.
- */
-const DNS_SERVER = `
-import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
-const [file, address] = process.argv.slice(2);
-const sock = createSocket('udp4');
-sock.on('message', (q, peer) => {
-  if (q.length < 17) return;
-  let i = 12; const labels = [];
-  while (i < q.length && q[i] !== 0) { labels.push(q.subarray(i + 1, i + 1 + q[i]).toString()); i += q[i] + 1; }
-  const qtype = q.readUInt16BE(i + 1); const end = i + 5;
-  let names = {}; try { names = JSON.parse(readFileSync(file, 'utf8')); } catch {}
-  const ip = names[labels.join('.').toLowerCase()];
-  const head = Buffer.alloc(12); q.copy(head, 0, 0, 2);
-  head.writeUInt16BE(ip ? 0x8180 : 0x8183, 2); head.writeUInt16BE(1, 4);
-  const answer = ip && qtype === 1 ? Buffer.concat([Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]), Buffer.from(ip.split('.').map(Number))]) : Buffer.alloc(0);
-  head.writeUInt16BE(answer.length > 0 ? 1 : 0, 6);
-  sock.send(Buffer.concat([head, q.subarray(12, end), answer]), peer.port, peer.address);
-});
-sock.bind(53, address);
-`;
-
-async function startClusterDns(): Promise<void> {
-  const file = join(dir, 'services.json');
-  const script = join(dir, 'dns.mjs');
-  writeFileSync(file, '{}');
-  writeFileSync(script, DNS_SERVER);
-  execFileSync('ip', ['-n', cluster.netns, 'addr', 'add', `${CLUSTER_DNS_IP}/32`, 'dev', 'lo']);
-  dns = cluster.startInNode('cluster-dns', process.execPath, [script, file, CLUSTER_DNS_IP]);
-  const sync = async (): Promise<void> => {
-    const services = await core.listServiceForAllNamespaces({});
-    const names: Record<string, string> = {};
-    for (const svc of services.items) {
-      const ip = svc.spec?.clusterIP;
-      if (!ip || ip === 'None') continue;
-      const base = `${svc.metadata?.name}.${svc.metadata?.namespace}.svc`;
-      names[base] = ip;
-      names[`${base}.cluster.local`] = ip;
-    }
-    writeFileSync(`${file}.tmp`, JSON.stringify(names));
-    execFileSync('mv', [`${file}.tmp`, file]);
-  };
-  await sync();
-  dnsSync = setInterval(() => void sync().catch(() => undefined), 1000);
-}
 
 /** kubectl as a user (their kubeconfig), `yaml` given as a file as a user would. */
 async function kubectlUser(user: string, args: readonly string[], yaml?: string): Promise<KubectlRun> {
@@ -171,25 +114,8 @@ async function dvSucceeds(namespace: string, name: string, ms: number): Promise<
 
 /** What a failing wait prints: DataVolumes, PVCs, pods, events, and the Ferry logs. */
 async function diagnose(): Promise<string> {
-  const out = async (args: string[]): Promise<string> => {
-    const r = await cluster.kubectl(args);
-    return `${r.stdout}${r.stderr}`.trim();
-  };
-  return [
-    `dv, pvc, vm, vmi:\n${await out(['get', '-A', 'dv,pvc,vm,vmi,datasource', '-o', 'wide'])}`,
-    `pods:\n${await out(['get', '-A', 'pods', '-o', 'wide'])}`,
-    `events:\n${(await out(['get', 'events', '-A', '--sort-by=.lastTimestamp'])).split('\n').slice(-20).join('\n')}`,
-    `controller log:\n${(await out(['-n', 'ferry-system', 'logs', 'deploy/ferry-controller', '--tail=25'])).slice(-5000)}`,
-    `apiserver log:\n${(await out(['-n', 'ferry-system', 'logs', 'deploy/ferry-apiserver', '--tail=10'])).slice(-3000)}`,
-  ].join('\n');
-}
-
-/** The lines of `changed` that differ from `original` (same line count asserted). */
-function changedLines(original: string, changed: string): string[] {
-  const a = original.split('\n');
-  const b = changed.split('\n');
-  expect(b).toHaveLength(a.length);
-  return b.filter((line, i) => line !== a[i]);
+  const apiserver = await cluster.kubectl(['-n', 'ferry-system', 'logs', 'deploy/ferry-apiserver', '--tail=10']);
+  return `${await describeCluster(cluster, [GOLDEN, 'alice', 'bob'])}\napiserver log:\n${`${apiserver.stdout}${apiserver.stderr}`.slice(-3000)}`;
 }
 
 /** The disk file on the PV bound to `namespace/claim`. */
@@ -208,59 +134,34 @@ beforeAll(async () => {
   core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
   custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
   lap(`cluster started (Node Ready ${cluster.readyAfterSeconds.toFixed(1)} s after containerd):`);
-  const ferry = imageArchive('ferry');
-  const launcher = imageArchive('ferry-launcher');
-  expect(await cluster.importImage(ferry)).toContain(imageName(ferry));
-  expect(await cluster.importImage(launcher)).toContain(imageName(launcher));
-  lap('images imported:');
   dir = tempDir('ferry-golden-');
-  for (const ns of [GOLDEN, 'alice', 'bob']) await restrictedNamespace(cluster, ns);
-  await installFerry(cluster, imageName(ferry), dir);
-  // The clone webhook is ferry apiserver behind its Service: failurePolicy Fail, so wait for it.
-  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-apiserver', '--timeout=180s'], { timeoutMs: 200_000 });
-  if (rollout.code !== 0) {
-    const pods = await cluster.kubectl(['-n', 'ferry-system', 'describe', 'pods', '-l', 'app.kubernetes.io/component=apiserver']);
-    const logs = await cluster.kubectl(['-n', 'ferry-system', 'logs', '-l', 'app.kubernetes.io/component=apiserver', '--tail=20', '--prefix']);
-    throw new Error(`ferry-apiserver did not roll out: ${rollout.stderr}\n${pods.stdout.slice(-6000)}\n${logs.stdout}${logs.stderr}`);
-  }
-  lap('kubectl apply -k → controller and apiserver rolled out:');
-
-  bootDisk = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'make-boot-disk.sh')], { encoding: 'utf8' }).trim().split('\n').pop() ?? '';
-  const www = join(dir, 'www');
-  mkdirSync(www);
-  copyFileSync(bootDisk, join(www, 'fedora.raw'));
-  http = cluster.startInNode('httpd', 'busybox', ['httpd', '-f', '-v', '-p', `${NODE_IP}:${HTTP_PORT}`, '-h', www]);
-  await startClusterDns();
+  await setUpFerry(cluster, dir, { images: ['ferry', 'ferry-launcher'], namespaces: [GOLDEN, 'alice', 'bob'], apiserver: true, progress: note });
+  t = Date.now();
+  disk = await startDiskServer(cluster, dir, 'fedora.raw', [GOLDEN]);
   for (const user of ['alice', 'bob']) {
     users[user] = await createUser(user, user);
     // Each user may edit their own namespace, nothing else (ferry:edit aggregates VMs and DataVolumes into edit).
     await cluster.kubectlOk(['-n', user, 'create', 'rolebinding', `${user}-edit`, '--clusterrole=edit', `--user=${user}`]);
   }
-  lap('users alice and bob:');
+  lap('disk server, users alice and bob:');
 }, 600_000);
 
 afterAll(async () => {
-  clearInterval(dnsSync);
-  await dns?.stop();
-  await http?.stop();
   await cluster?.stop();
   if (dir) removeDir(dir);
-  note(`timings (s): ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Number(seconds(v))])))}`);
+  note(`timings (s): ${formatTimings(timings)}`);
 }, 180_000);
 
 describe('golden images on a real node (examples/golden-images)', () => {
-  it('1. the admin imports the disk into golden-images (fedora-dv.yaml, only the URL changed): DataVolume Succeeded', async () => {
-    const original = example('fedora-dv.yaml');
-    expect(original).toContain(EXAMPLE_URL);
-    const url = `http://${NODE_IP}:${HTTP_PORT}/fedora.raw`;
-    const yaml = original.replace(EXAMPLE_URL, url);
-    expect(changedLines(original, yaml)).toEqual([`      url: "${url}"`]);
+  it('1. the admin imports the disk into golden-images (fedora-dv.yaml unchanged, the cluster DNS names disk-server): DataVolume Succeeded', async () => {
+    const yaml = example('fedora-dv.yaml');
+    expect(yaml).toContain(EXAMPLE_URL);
     const t0 = Date.now();
     await cluster.kubectlOk(['apply', '-f', '-'], { input: yaml });
     await dvSucceeds(GOLDEN, 'fedora-41', IMPORT_TIMEOUT_MS);
     timings['import'] = Date.now() - t0;
     note(`kubectl apply fedora-dv.yaml → Succeeded in ${seconds(timings['import'])} s`);
-    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', disk.bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
   }, IMPORT_TIMEOUT_MS + 30_000);
 
   it('2. datasource.yaml unchanged: the DataSource controller sets Ready (kubectl wait)', async () => {
@@ -308,14 +209,11 @@ describe('golden images on a real node (examples/golden-images)', () => {
     timings['vm apply → clone Succeeded'] = Date.now() - t0;
     note(`kubectl apply vm.yaml → clone Succeeded in ${seconds(timings['vm apply → clone Succeeded'])} s`);
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', await diskOf(GOLDEN, 'fedora-41'), await diskOf('alice', 'fedora-vm-root')]);
-    await until('VMI alice/fedora-vm Running and Ready', BOOT_TIMEOUT_MS, async () => {
-      const vmi = (await custom.getNamespacedCustomObject({ group: 'kubevirt.io', version: 'v1', namespace: 'alice', plural: 'virtualmachineinstances', name: 'fedora-vm' })) as WithPhase;
-      return vmi.status?.phase === 'Running' && vmi.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
-    }, diagnose);
+    await vmiRunningAndReady(cluster, 'alice', 'fedora-vm', BOOT_TIMEOUT_MS, { describe: diagnose });
     timings['vm apply → Running+Ready'] = Date.now() - t0;
     note(`kubectl apply vm.yaml → Running and Ready in ${seconds(timings['vm apply → Running+Ready'])} s`);
     // alice sees her VM as a KubeVirt user would; the golden PVC is untouched and still Ready to clone.
     expect(await kubectlUser('alice', ['get', 'vmi', 'fedora-vm', '-o', 'jsonpath={.status.phase}'])).toMatchObject({ code: 0, stdout: 'Running' });
-    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', disk.bootDisk, await diskOf(GOLDEN, 'fedora-41')]);
   }, CLONE_TIMEOUT_MS + BOOT_TIMEOUT_MS + 30_000);
 });

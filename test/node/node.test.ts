@@ -9,7 +9,7 @@
  */
 
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -19,12 +19,17 @@ import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode } from '../../src/errors.js';
 import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
+import { pushImage, startRegistry, writeOciLayout } from '../helpers/registry.js';
+import { startRgw } from '../helpers/rgw.js';
 import {
-  imageArchive, imageName, installFerry, NODE_IP, type NodeCluster, type NodeProcess, restrictedNamespace, SECCOMP_DAEMONSET, startNodeCluster, StorageClass, until,
+  imageArchive, imageName, NODE_IP, type NodeCluster, type NodeProcess, SECCOMP_DAEMONSET, startNodeCluster, StorageClass, until,
 } from '../../tools/node-cluster/node-cluster.js';
+import { setUpFerry, vmiRunningAndReady, vmiStatus } from '../../tools/node-cluster/ferry-on-node.js';
 
 const NS = 'ferry-node-test';
 const HTTP_PORT = 8080;
+const REGISTRY_PORT = 5000;
+const S3_PORT = 9000;
 const IMPORT_TIMEOUT_MS = 240_000;
 
 let cluster: NodeCluster;
@@ -82,19 +87,12 @@ beforeAll(async () => {
     process.stderr.write(`node test: ${what} ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
     t = Date.now();
   };
-  cluster = await startNodeCluster({ volumes: 6 });
+  cluster = await startNodeCluster({ volumes: 9 });
   lap(`cluster started (Node Ready ${cluster.readyAfterSeconds.toFixed(1)} s after containerd):`);
   core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
-  const imported = await cluster.importImage(ferryArchive);
-  ferryImage = imageName(ferryArchive);
-  expect(imported).toContain(ferryImage);
-  lap('ferry image imported:');
-
-  await restrictedNamespace(cluster, NS);
-
   fixtures = tempDir('ferry-node-fixtures-');
-  overlay = await installFerry(cluster, ferryImage, fixtures);
-  lap('kubectl apply -k → controller Deployment rolled out:');
+  ({ ferryImage, overlay } = await setUpFerry(cluster, fixtures, { images: ['ferry'], namespaces: [NS], progress: (line) => void process.stderr.write(`node test: ${line}\n`) }));
+  expect(ferryImage).toBe(imageName(ferryArchive));
 
   makeRawDisk(raw(), 64 * MiB);
   served = join(fixtures, 'www');
@@ -373,6 +371,67 @@ describe('the launcher\'s seccomp profile, installed by the DaemonSet (ADR 0011)
   }, 400_000);
 });
 
+describe('a registry import on the node', () => {
+  it('imports a containerDisk image from docker-registry on the node address (plain HTTP, insecureSkipVerify): Succeeded, the PV holds the disk', async () => {
+    // The image is pushed to a loopback registry (skopeo runs in the root namespace), whose store a
+    // second docker-registry then serves inside the netns on the node address, where pods reach it.
+    const regDir = join(fixtures, 'registry');
+    const layout = join(fixtures, 'layout');
+    await writeOciLayout(layout, 'v1', { layers: [{ entries: [{ name: 'disk', type: 'directory' }, { name: 'disk/disk.img', file: raw() }] }] });
+    const loopback = await startRegistry(regDir);
+    try {
+      await pushImage(layout, 'v1', loopback, 'ferry/disk');
+    } finally {
+      await loopback.stop();
+    }
+    const config = join(regDir, 'node-config.yml');
+    writeFileSync(config, `version: 0.1\nlog: {level: warn, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: ${JSON.stringify(loopback.dataDir)}}}\nhttp: {addr: "${NODE_IP}:${REGISTRY_PORT}"}\n`);
+    const registry = cluster.startInNode('registry', 'docker-registry', ['serve', config]);
+    try {
+      const t0 = Date.now();
+      await createPvc('registry-disk', StorageClass.Immediate, {
+        [Annotation.Source]: 'registry',
+        [Annotation.Endpoint]: `docker://${NODE_IP}:${REGISTRY_PORT}/ferry/disk:v1`,
+        [Annotation.InsecureSkipVerify]: 'true',
+      });
+      await phaseOf('registry-disk', PodPhase.Succeeded);
+      process.stderr.write(`node test: registry PVC created → Succeeded in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+      execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), join(await boundDir('registry-disk'), 'disk.img')]);
+    } finally {
+      await registry.stop();
+    }
+  }, IMPORT_TIMEOUT_MS + 120_000);
+});
+
+describe('an S3 import on the node', () => {
+  it('imports a qcow2 object from radosgw (SigV4, keys in a Secret) reached from the pod network on the node address: Succeeded, the PV holds the disk', async () => {
+    // radosgw (test/helpers/rgw.ts) listens on the root namespace's loopback; the node reaches it
+    // on its own address through socat → a unix socket in the fixtures → socat → 127.0.0.1.
+    const rgw = await startRgw();
+    const sock = join(fixtures, 's3.sock');
+    const out = spawn('socat', [`UNIX-LISTEN:${sock},fork,mode=600`, `TCP:${new URL(rgw.url).host}`], { stdio: 'ignore' });
+    const relay = cluster.startInNode('s3-relay', 'socat', [`TCP-LISTEN:${S3_PORT},bind=${NODE_IP},reuseaddr,fork`, `UNIX-CONNECT:${sock}`]);
+    try {
+      await rgw.createBucket('images');
+      await rgw.putFile('images', 'disk.qcow2', join(served, 'disk.qcow2'));
+      await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 's3-creds' }, stringData: { accessKeyId: rgw.accessKeyId, secretKey: rgw.secretKey } } });
+      const t0 = Date.now();
+      await createPvc('s3-disk', StorageClass.Immediate, {
+        [Annotation.Source]: 's3',
+        [Annotation.Endpoint]: `http://${NODE_IP}:${S3_PORT}/images/disk.qcow2`,
+        [Annotation.SecretName]: 's3-creds',
+      });
+      await phaseOf('s3-disk', PodPhase.Succeeded);
+      process.stderr.write(`node test: S3 PVC created → Succeeded in ${((Date.now() - t0) / 1000).toFixed(1)} s (radosgw cold start ${(rgw.startMs / 1000).toFixed(1)} s)\n`);
+      execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), join(await boundDir('s3-disk'), 'disk.img')]);
+    } finally {
+      await relay.stop();
+      out.kill('SIGKILL');
+      await rgw.stop();
+    }
+  }, IMPORT_TIMEOUT_MS + 180_000);
+});
+
 /** `ferry console` (root namespace, through the kubelet's exec) until `marker` shows or `ms` pass; then stopped by PID. */
 function consoleUntil(vmi: string, marker: string, ms: number): Promise<string> {
   return new Promise((resolve) => {
@@ -428,14 +487,9 @@ spec:
         ferry-hold: yes
 `,
     });
-    const custom = cluster.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
-    type Vmi = { status?: { phase?: string; nodeName?: string; conditions?: { type: string; status: string }[] } };
-    const vmiStatus = async (): Promise<Vmi> =>
-      (await custom.getNamespacedCustomObject({ group: 'kubevirt.io', version: 'v1', namespace: NS, plural: 'virtualmachineinstances', name: 'guest' })) as Vmi;
-    const running = await until('VMI guest Running and Ready', 300_000, async () => {
-      const v = await vmiStatus();
-      return v.status?.phase === 'Running' && v.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? v : undefined;
-    }, async () => `${JSON.stringify((await vmiStatus().catch(() => ({}))), null, 1)}\n${await diagnose('boot')}`);
+    const running = await vmiRunningAndReady(cluster, NS, 'guest', 300_000, {
+      describe: async () => `${JSON.stringify(await vmiStatus(cluster, NS, 'guest').catch(() => ({})), null, 1)}\n${await diagnose('boot')}`,
+    });
     process.stderr.write(`node test: VMI applied → Running and Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     expect(running.status?.nodeName).toBe('fnode');
     const seen = await consoleUntil('guest', 'FERRY-CLOUDINIT on-a-real-node', 240_000);

@@ -21,6 +21,7 @@ interface PodOptions {
   readonly deleting?: boolean;
   readonly scheduled?: { status: string; reason?: string; message?: string };
   readonly terminated?: string;
+  readonly waiting?: { reason: string; message?: string };
   readonly noNode?: boolean;
 }
 
@@ -42,6 +43,7 @@ function makeLauncherPod(o: PodOptions = {}): V1Pod {
       conditions,
       ...(started ? { podIP: POD_IP, podIPs: [{ ip: POD_IP }] } : {}),
       ...(o.terminated !== undefined ? { containerStatuses: [{ name: 'compute', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 1, message: o.terminated } } }] } : {}),
+      ...(o.waiting !== undefined ? { containerStatuses: [{ name: 'compute', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: o.waiting } }] } : {}),
     },
   };
 }
@@ -187,6 +189,10 @@ describe('planVmi: following the launcher pod', () => {
       undefined,
     ],
     ['pod Pending and scheduled → no PodScheduled', VmiPhase.Scheduling, { phase: 'Pending', scheduled: { status: 'True' } }, undefined, VmiPhase.Scheduling, [{ type: 'Ready', status: 'False', reason: 'GuestNotRunning' }], undefined],
+    ['pod Pending, container creating', VmiPhase.Scheduling, { phase: 'Pending', scheduled: { status: 'True' }, waiting: { reason: 'ContainerCreating' } }, undefined, VmiPhase.Scheduling, [{ type: 'Ready', status: 'False', reason: 'GuestNotRunning' }], undefined],
+    ['pod Pending, seccomp profile missing → Ready says CreateContainerError', VmiPhase.Scheduling, { phase: 'Pending', scheduled: { status: 'True' }, waiting: { reason: 'CreateContainerError', message: 'failed to generate security options: cannot load seccomp profile' } }, undefined, VmiPhase.Scheduling, [{ type: 'Ready', status: 'False', reason: 'CreateContainerError' }], undefined],
+    ['pod Pending, image not on the node', VmiPhase.Scheduling, { phase: 'Pending', scheduled: { status: 'True' }, waiting: { reason: 'ErrImageNeverPull' } }, undefined, VmiPhase.Scheduling, [{ type: 'Ready', status: 'False', reason: 'ErrImageNeverPull' }], undefined],
+    ['a Pending pod being deleted while its container waits', VmiPhase.Scheduling, { phase: 'Pending', deleting: true, waiting: { reason: 'CreateContainerError' } }, undefined, VmiPhase.Scheduling, [{ type: 'Ready', status: 'False', reason: 'PodTerminating' }], undefined],
     ['pod Running, not ready', VmiPhase.Scheduling, { phase: 'Running' }, undefined, VmiPhase.Scheduled, [{ type: 'Ready', status: 'False', reason: 'GuestNotRunning' }], undefined],
     ['pod Running + Ready', VmiPhase.Scheduled, { phase: 'Running', ready: true }, undefined, VmiPhase.Running, [{ type: 'Ready', status: 'True' }], 'Started'],
     ['pod Running + Ready straight from Scheduling', VmiPhase.Scheduling, { phase: 'Running', ready: true }, undefined, VmiPhase.Running, [{ type: 'Ready', status: 'True' }], 'Started'],
@@ -222,6 +228,15 @@ describe('planVmi: following the launcher pod', () => {
     expect(conds(status)).toEqual(conditions);
     expect(of(p, 'createPod')).toEqual([]);
     expect(of(p, 'event').map((e) => e.reason)).toEqual(eventReason ? [eventReason] : []);
+  });
+
+  test('a launcher container that cannot start: its message (with the container) in Ready, no event, and none again while it stays so', () => {
+    const pod = makeLauncherPod({ phase: 'Pending', scheduled: { status: 'True' }, waiting: { reason: 'CreateContainerError', message: 'cannot load seccomp profile "/var/lib/kubelet/seccomp/ferry/launcher.json"' } });
+    const first = plan({ vmi: vmiAt(VmiPhase.Scheduling), pod });
+    const ready = statusOf(first)?.conditions?.find((c) => c.type === 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'CreateContainerError', message: 'container compute: cannot load seccomp profile "/var/lib/kubelet/seccomp/ferry/launcher.json"' });
+    expect(of(first, 'event')).toEqual([]);
+    expect(of(plan({ vmi: applied(vmiAt(VmiPhase.Scheduling), first), pod }), 'patchStatus')).toEqual([]);
   });
 
   test('Running + Ready: node, addresses, active pod, no reason', () => {

@@ -29,6 +29,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as k8s from '@kubernetes/client-node';
 import { createServer } from 'node:net';
@@ -55,6 +56,12 @@ export const NODE_IP = '10.77.0.10';
 const POD_CIDR = '10.244.0.0/24';
 const CLUSTER_CIDR = '10.244.0.0/16';
 const SERVICE_CIDR = '10.96.0.0/16';
+/**
+ * The kubelet's clusterDNS: cluster-dns.ts answers Service names there (docs/adr/0015), on the
+ * netns's lo, so pods reach it through their gateway. The address is in the Service range's lower
+ * band, which the apiserver hands out only on request, so no Service gets it by chance.
+ */
+export const CLUSTER_DNS_IP = '10.96.0.10';
 const PAUSE_IMAGE = 'localhost/ferry-node-pause:busybox';
 
 /** The StorageClasses start() creates; both are `kubernetes.io/no-provisioner` over pre-created local PVs. */
@@ -315,8 +322,9 @@ state = "${p.run}/containerd/state"
       ],
     }),
   );
-  // No cluster DNS runs; pods get an address inside the netns that answers nothing.
-  writeFileSync(join(p.cfg, 'resolv.conf'), 'nameserver 10.96.0.10\n');
+  // The node's own resolver (hostNetwork pods, dnsPolicy Default): the cluster DNS too, since
+  // nothing outside the namespace is reachable.
+  writeFileSync(join(p.cfg, 'resolv.conf'), `nameserver ${CLUSTER_DNS_IP}\n`);
   writeFileSync(
     join(p.cfg, 'kubelet.yaml'),
     `apiVersion: kubelet.config.k8s.io/v1beta1
@@ -340,7 +348,7 @@ authentication:
 authorization:
   mode: Webhook
 clusterDomain: cluster.local
-clusterDNS: [10.96.0.10]
+clusterDNS: [${CLUSTER_DNS_IP}]
 resolvConf: ${p.cfg}/resolv.conf
 podLogsDir: ${p.run}/pod-logs
 serializeImagePulls: false
@@ -757,6 +765,7 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
     ipn('addr', 'add', `${NODE_IP}/24`, 'dev', 'fnode0');
     ipn('link', 'set', 'fnode0', 'up');
     ipn('route', 'add', 'default', 'dev', 'fnode0');
+    ipn('addr', 'add', `${CLUSTER_DNS_IP}/32`, 'dev', 'lo');
     sh('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.bridge.bridge-nf-call-iptables=1', 'net.bridge.bridge-nf-call-ip6tables=1']);
     recordSysctls(id);
     // kubelet's cgroup root must exist in every hierarchy; cpuset needs its cpus/mems filled in.
@@ -824,6 +833,10 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
     const core = kc.makeApiClient(k8s.CoreV1Api);
     await waitFor('kube-apiserver /readyz', async () => (await kubectl(['get', '--raw', '/readyz'], { timeoutMs: 10_000 })).code === 0, [holder, containerd, etcd, api, bridgeIn, bridgeOut]);
 
+    // Cluster DNS (cluster-dns.ts, next to this file in dist/) from the in-namespace admin kubeconfig.
+    const dns = inNode('cluster-dns', process.execPath, [fileURLToPath(new URL('./cluster-dns.js', import.meta.url)), join(paths.cfg, 'admin.kubeconfig'), CLUSTER_DNS_IP]);
+    await waitFor('cluster DNS', () => readFileSync(dns.logFile, 'utf8').includes('cluster-dns: serving'), [holder, containerd, etcd, api, dns]);
+
     const cm = inNode('kube-controller-manager', bins.controllerManager, [
       `--kubeconfig=${paths.cfg}/controller-manager.kubeconfig`,
       `--authentication-kubeconfig=${paths.cfg}/controller-manager.kubeconfig`, `--authorization-kubeconfig=${paths.cfg}/controller-manager.kubeconfig`,
@@ -843,7 +856,7 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
       `--hostname-override=${NODE_NAME}`, `--node-ip=${NODE_IP}`, '--v=1',
     ]);
     const proxy = inNode('kube-proxy', bins.proxy, [`--config=${paths.cfg}/kube-proxy.yaml`]);
-    const all = [holder, containerd, etcd, api, bridgeIn, bridgeOut, cm, scheduler, kubelet, proxy];
+    const all = [holder, containerd, etcd, api, bridgeIn, bridgeOut, dns, cm, scheduler, kubelet, proxy];
     await waitFor(`Node ${NODE_NAME} Ready`, async () => {
       const node = await core.readNode({ name: NODE_NAME });
       return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
@@ -926,7 +939,7 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
 }
 
 /** Stop order: what tests started in the node first, then the bridge, the node, the control plane. */
-const STOP_ORDER = ['bridge-root', 'bridge-netns', 'kube-proxy', 'kubelet', 'containerd', 'kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd', 'holder'];
+const STOP_ORDER = ['bridge-root', 'bridge-netns', 'cluster-dns', 'kube-proxy', 'kubelet', 'containerd', 'kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd', 'holder'];
 
 function rank(name: string): number {
   return STOP_ORDER.indexOf(name);
