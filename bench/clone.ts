@@ -27,6 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import { diskStream } from '../clone/source.js';
 import { openSourceDisk } from '../clone/disk-extents.js';
 import { cloneClientName, encodeCloneSourceEnv } from '../src/contract/clone-env.js';
+import { WORKER_NODE_OPTIONS } from '../src/contract/import-spec.js';
 import { CLONE_PATH } from '../src/contract/clone-stream.js';
 import { decodeTermination } from '../src/contract/termination.js';
 import { encodeUploadServerEnv } from '../src/contract/upload-server.js';
@@ -101,7 +102,7 @@ function pki(): { server: { key: string; cert: string }; client: { key: string; 
 }
 
 function run(args: string[], env: Record<string, string>): { done: Promise<{ code: number | null; stderr: string; peakRssMiB: number }> } {
-  const child = spawn('/usr/bin/time', ['-f', '%M', process.execPath, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('/usr/bin/time', ['-f', '%M', process.execPath, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   return {

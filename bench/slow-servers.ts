@@ -20,6 +20,7 @@ import { FERRY_BIN, REPO_ROOT } from '../test/helpers/ferry-process.js';
 import { tempDir } from '../test/helpers/fixtures.js';
 import { startServer, type TestServer } from '../test/helpers/http-server.js';
 import { measure, median, type Sample } from './timing.js';
+import { WORKER_NODE_OPTIONS } from '../src/contract/import-spec.js';
 
 const MiB = 1024 * 1024;
 const runs = Number(process.argv[2] ?? 3);
@@ -130,7 +131,8 @@ async function main(): Promise<void> {
   fixtures();
   const out = f('out.img');
   const clean = (): void => ['out.img', 'dl.qcow2', 'scratch'].forEach((n) => rmSync(f(n), { force: true, recursive: true }));
-  const ferry = (bin: string, url: string): string => `node ${bin} import --quiet --url ${url} --dest ${out} --scratch-dir ${f('scratch')}`;
+  // The V8 heap settings an importer pod runs with (src/contract/import-spec.ts), so RSS is the pod's.
+  const ferry = (bin: string, url: string): string => `NODE_OPTIONS='${WORKER_NODE_OPTIONS}' node ${bin} import --quiet --url ${url} --dest ${out} --scratch-dir ${f('scratch')}`;
   const rows: Row[] = [];
   for (const name of servers) {
     const server = await startNamed(name);

@@ -12,7 +12,7 @@ import { Label, LabelValue, UPLOAD_SERVICE_LABEL } from '../../src/api/cdi.js';
 import { CLONE_SOURCE_DEVICE, CLONE_SOURCE_MOUNT, cloneClientName, decodeCloneTargetProgress, encodeCloneSourceEnv, encodeCloneTargetProgress, sourceOf, VolumeMode } from '../../src/contract/clone-env.js';
 import { CLONE_HEALTHZ_PATH, CLONE_PATH } from '../../src/contract/clone-stream.js';
 import type { CloneRef, ObjectRef } from '../../src/contract/clone-token.js';
-import { ContentType } from '../../src/contract/import-spec.js';
+import { ContentType, WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { UPLOAD_SERVER_PORT, uploadServiceName } from '../../src/contract/upload-api.js';
 import { encodeUploadServerEnv } from '../../src/contract/upload-server.js';
@@ -76,7 +76,7 @@ export function buildTargetPod(pvc: V1PersistentVolumeClaim, contentType: Conten
           ...container,
           name: 'clone-target',
           args: ['clone-target'],
-          env: Object.entries({ ...env, ...encodeCloneTargetProgress({ ownerUid: ownerUid(pvc), metricsPort: targetMetricsPort(config) }) }).map(([k, v]) => ({ name: k, value: v })),
+          env: Object.entries({ ...env, ...encodeCloneTargetProgress({ ownerUid: ownerUid(pvc), metricsPort: targetMetricsPort(config) }), NODE_OPTIONS: WORKER_NODE_OPTIONS }).map(([k, v]) => ({ name: k, value: v })),
           readinessProbe: { httpGet: { path: CLONE_HEALTHZ_PATH, port: UPLOAD_SERVER_PORT, scheme: 'HTTPS' }, initialDelaySeconds: 1, periodSeconds: 5 },
         },
       ],
@@ -166,7 +166,7 @@ export function buildSourcePod(target: V1PersistentVolumeClaim, sourcePvc: V1Per
           image: config.importerImage,
           imagePullPolicy: config.importerPullPolicy,
           args: ['clone-source'],
-          env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
+          env: Object.entries({ ...env, NODE_OPTIONS: WORKER_NODE_OPTIONS }).map(([k, v]) => ({ name: k, value: v })),
           resources: config.importerResources,
           volumeMounts: [{ name: 'tls', mountPath: CloneTlsPath.Dir, readOnly: true }, ...(block ? [] : [{ name: 'source', mountPath: CLONE_SOURCE_MOUNT, readOnly: true }])],
           ...(block ? { volumeDevices: [{ name: 'source', devicePath: CLONE_SOURCE_DEVICE }] } : {}),

@@ -9,7 +9,7 @@ import type { V1ConfigMap, V1EnvVar, V1ObjectMeta, V1PersistentVolumeClaim, V1Po
 import { Annotation, IMPORTER_POD_LABELS, Label, PodPath } from '../../src/api/cdi.js';
 import { type CdiSettings, overheadOfClass, resolveSettings } from '../../src/api/cdiconfig.js';
 import { DvAnnotation, requiredSpace } from '../../src/api/datavolume.js';
-import { encodeImportEnv, encodeImporterSettings, ImportEnv, type ImportSpec, TargetKind } from '../../src/contract/import-spec.js';
+import { encodeImportEnv, encodeImporterSettings, ImportEnv, type ImportSpec, TargetKind, WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
 import { MiB, parseQuantity, usableSpace } from '../../src/quantity.js';
@@ -111,7 +111,7 @@ export function buildImporterPod(pvc: V1PersistentVolumeClaim, request: ImportRe
   const namespace = pvc.metadata?.namespace ?? '';
   const settings = settingsOf(config, options.settings);
   const spec = importSpecFor(pvc, request, config, { ...options, settings });
-  const env: V1EnvVar[] = Object.entries({ ...encodeImportEnv(spec), ...encodeImporterSettings({ metricsPort: config.importerMetricsPort }) }).map(([k, v]) => ({ name: k, value: v }));
+  const env: V1EnvVar[] = Object.entries({ ...encodeImportEnv(spec), ...encodeImporterSettings({ metricsPort: config.importerMetricsPort }), NODE_OPTIONS: WORKER_NODE_OPTIONS }).map(([k, v]) => ({ name: k, value: v }));
   if (request.secretName) {
     env.push(
       { name: ImportEnv.AccessKeyId, valueFrom: { secretKeyRef: { name: request.secretName, key: 'accessKeyId', optional: true } } },

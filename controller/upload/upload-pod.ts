@@ -7,7 +7,7 @@
 
 import type { V1OwnerReference, V1PersistentVolumeClaim, V1Pod, V1Secret, V1Service, V1Volume, V1VolumeDevice, V1VolumeMount } from '@kubernetes/client-node';
 import { Annotation, PodPath, UPLOAD_POD_LABELS, UPLOAD_SERVICE_LABEL, UploadAnnotation, Label } from '../../src/api/cdi.js';
-import { ContentType, type ImportTarget, TargetKind } from '../../src/contract/import-spec.js';
+import { ContentType, type ImportTarget, TargetKind, WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import { TERMINATION_MESSAGE_PATH } from '../../src/contract/termination.js';
 import { UPLOAD_PROXY_CLIENT_NAME, UPLOAD_SERVER_PORT, UploadPath, uploadServiceName } from '../../src/contract/upload-api.js';
 import { encodeUploadServerEnv, type UploadServerConfig, UploadServerEnv } from '../../src/contract/upload-server.js';
@@ -83,7 +83,7 @@ export function uploadServerConfigFor(pvc: V1PersistentVolumeClaim, contentType:
 
 export function buildUploadPod(pvc: V1PersistentVolumeClaim, contentType: ContentType, config: ControllerConfig, options: UploadPodOptions): V1Pod {
   const name = pvc.metadata?.name ?? '';
-  const env = Object.entries(encodeUploadServerEnv(uploadServerConfigFor(pvc, contentType, config, options))).map(([k, v]) => ({ name: k, value: v }));
+  const env = Object.entries({ ...encodeUploadServerEnv(uploadServerConfigFor(pvc, contentType, config, options)), NODE_OPTIONS: WORKER_NODE_OPTIONS }).map(([k, v]) => ({ name: k, value: v }));
   const volumes: V1Volume[] = [
     { name: 'data', persistentVolumeClaim: { claimName: name } },
     { name: 'tls', secret: { secretName: uploadTlsSecretName(name), defaultMode: 0o440 } },

@@ -335,6 +335,14 @@ export function decodeTerminationLog(env: Env): string {
 }
 
 /**
+ * V8's heap settings for the data-path pods (importer, upload server, clone target), set as their
+ * `NODE_OPTIONS`: without a cap V8 grows its old space lazily with the stream's garbage, and a gzip
+ * import from a plain server peaked at 163 MiB RSS; with it, 129 MiB at the same speed
+ * (bench/README.md, issue #16, quiet re-run).
+ */
+export const WORKER_NODE_OPTIONS = '--max-semi-space-size=4 --max-old-space-size=64';
+
+/**
  * The settings as environment variables (those given). Decoded by two functions, since the importer
  * needs the termination log before anything can fail and the port only once it is running.
  */

@@ -8,6 +8,7 @@ import { sourceNodes, targetMetricsPort } from '../../controller/clone/clone-pod
 import { type CloneAction, type CloneObserved, planClone, sourceWriters } from '../../controller/clone/plan.js';
 import { coveredBy, createCloneProgressMetrics, progressPercent } from '../../clone/progress.js';
 import { decodeCloneTargetProgress } from '../../src/contract/clone-env.js';
+import { WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import type { CloneEvent } from '../../src/contract/clone-stream.js';
 import { CLONE_PROGRESS_METRIC, decodeProgress } from '../../src/contract/import-progress.js';
 import { codeOf } from './helpers.js';
@@ -120,6 +121,9 @@ describe('planClone', () => {
     const block = planClone(base({ sourcePvc: { ...SOURCE, spec: { ...SOURCE.spec, volumeMode: 'Block' } }, targetPod: pod('cdi-upload-disk', 'Running', { ready: true }) }), config).actions.find((a) => a.type === 'startSource') as Extract<CloneAction, { type: 'startSource' }>;
     expect(block.pod.spec?.containers[0]?.volumeDevices).toEqual([{ name: 'source', devicePath: '/dev/cdi-block-volume' }]);
     expect(Object.fromEntries((block.pod.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.value])).VOLUME_MODE).toBe('block');
+    // Both run with the data-path pods' V8 heap cap.
+    expect(env.NODE_OPTIONS).toBe(WORKER_NODE_OPTIONS);
+    expect(src.pod.spec?.containers[0]?.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(WORKER_NODE_OPTIONS);
   });
 
   test("both pods take the worker pods' resources (CDIConfig podResourceRequirements, resolved into the config)", () => {

@@ -3,7 +3,7 @@ import type { V1Container, V1EnvVar, V1PersistentVolumeClaim, V1Pod } from '@kub
 import { DEFAULT_CONFIG } from '../../controller/config.js';
 import { boundedName, buildImporterPod, buildScratchPvc, importerPodName, scratchBytes, scratchPvcName } from '../../controller/import/importer-pod.js';
 import { type CdiSettings, resolveSettings } from '../../src/api/cdiconfig.js';
-import { decodeImportEnv } from '../../src/contract/import-spec.js';
+import { decodeImportEnv, WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import { MiB } from '../../src/quantity.js';
 import type { ImportRequest } from '../../src/api/import-request.js';
 import { parseChecksum } from '../../src/checksum.js';
@@ -233,6 +233,9 @@ describe('buildImporterPod', () => {
     expect(env(pod, 'OWNER_UID')).toBe(PVC_UID);
     expect(env(pod, 'INSECURE_TLS')).toBe('false');
     expect(env(pod, 'PREALLOCATION')).toBe('false');
+    // V8's heap is capped as the data-path pods' contract says (bench/README.md #16).
+    expect(env(pod, 'NODE_OPTIONS')).toBe(WORKER_NODE_OPTIONS);
+    expect(WORKER_NODE_OPTIONS).toMatch(/--max-old-space-size=\d+/);
     expect(envVar(pod, 'IMPORTER_SCRATCH_DIR')).toBeUndefined();
     expect(envVar(pod, 'IMPORTER_CERT_DIR')).toBeUndefined();
     expect(envVar(pod, 'IMPORTER_ACCESS_KEY_ID')).toBeUndefined();

@@ -5,6 +5,7 @@ import { planUpload, podReady, type UploadAction, type UploadObserved } from '..
 import { buildUploadPod, uploadServerHosts, withEarlierDeadline } from '../../controller/upload/upload-pod.js';
 import { Annotation, UploadAnnotation } from '../../src/api/cdi.js';
 import { decodeUploadServerEnv } from '../../src/contract/upload-server.js';
+import { WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import { encodeTermination } from '../../src/contract/termination.js';
 import { ErrorCode } from '../../src/errors.js';
 import { targetStatusOf, addressResolver } from '../../uploadproxy/target-status.js';
@@ -196,6 +197,11 @@ describe('upload pod helpers', () => {
     expect(deadlineOf(withEarlierDeadline(p, NOW + 5000))).toBe(new Date(NOW + 5000).toISOString());
     expect(deadlineOf(withEarlierDeadline(p, NOW + 50_000))).toBe(new Date(NOW + 10_000).toISOString());
     expect(uploadServerHosts('ns', 'x')[2]).toBe('cdi-upload-x.ns.svc');
+  });
+
+  test('the server runs with the data-path pods\' V8 heap cap', () => {
+    const p = buildUploadPod(pvc(), 'kubevirt', cfg, { withScratch: false, deadline: NOW + 10_000 });
+    expect(p.spec?.containers[0]?.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(WORKER_NODE_OPTIONS);
   });
 });
 
