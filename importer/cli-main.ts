@@ -77,7 +77,7 @@ Options:
   --retries <n>            attempts for network failures, ${LIMITS.retries.min}..${LIMITS.retries.max} (default ${DEFAULT_TUNING.attempts})
   --connections <n|auto>   ranged connections for big downloads, ${LIMITS.connections.min}..${LIMITS.connections.max} (default auto: one for a
                            server that answers within ${DEFAULT_TUNING.nearLatencyMs} ms, read in place by qemu-img through
-                           nbdkit; ${DEFAULT_TUNING.autoConnections} for one farther away)
+                           nbdkit when reads through it are cheap; ${DEFAULT_TUNING.autoConnections} for one farther away)
   --idle-timeout <sec>     fail a transfer that receives nothing for this long, ${LIMITS.idleSeconds.min}..${LIMITS.idleSeconds.max} (default ${DEFAULT_TUNING.http.idleMs / 1000})
   --speed-limit <bytes>    with --speed-time: fail (or resume) a transfer slower than this many
                            bytes/s (default ${DEFAULT_HTTP_TIMEOUTS.minSpeedBytes}; 0: off)

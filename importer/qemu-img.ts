@@ -167,6 +167,38 @@ async function withReader<T>(image: string, timeoutMs: number, fn: (read: ReadAt
 }
 
 /**
+ * Times `count` reads of `chunkBytes`, one after another from offset 0, through the NBD export
+ * Ferry started (qemu-io, raw driver, read-only), after one 4 KiB read that opens the connection:
+ * what each of qemu-img's requests will cost through nbdkit. Milliseconds per read.
+ */
+export async function timeNbdReads(uri: string, chunkBytes: number, count: number, timeoutMs = 10_000, signal?: AbortSignal): Promise<number[]> {
+  const image = safePath(uri);
+  const reads = Array.from({ length: count }, (_, i) => ['-c', `read ${i * chunkBytes} ${chunkBytes}`]).flat();
+  const result = await run(['-r', '-f', 'raw', '-c', 'read 0 4096', ...reads, image], { timeoutMs, ...(signal ? { signal } : {}) }, 'qemu-io');
+  if (result.timedOut) throw new FerryError(ErrorCode.SourceUnavailable, `${count} reads through nbdkit did not finish within ${timeoutMs} ms`);
+  if (result.code !== 0 || /^read failed/m.test(`${result.stderr}\n${result.stdout}`)) {
+    throw new FerryError(ErrorCode.SourceUnavailable, `cannot read through nbdkit: ${lastLine(result.stderr || result.stdout)}`);
+  }
+  const times = parseReadTimes(result.stdout);
+  if (times.length !== count + 1) throw new FerryError(ErrorCode.Internal, `qemu-io reported ${times.length} reads, not ${count + 1}`);
+  return times.slice(1);
+}
+
+/**
+ * Pure: each read's milliseconds from qemu-io's reports ("2 MiB, 1 ops; 00.00 sec (435.222 MiB/sec
+ * and 217.6109 ops/sec)"): the ops/sec figure, since the seconds are printed to 10 ms only.
+ */
+export function parseReadTimes(text: string): number[] {
+  const times: number[] = [];
+  for (const m of text.matchAll(/^\S+ \S+, (\d+) ops; [\d:.]+ sec \([\d.]+ \S+ and ([\d.]+|inf) ops\/sec\)$/gm)) {
+    const ops = Number(m[1]);
+    const rate = m[2] === 'inf' ? Infinity : Number(m[2]);
+    times.push(rate > 0 ? (1000 * ops) / rate : Infinity);
+  }
+  return times;
+}
+
+/**
  * Pure: the bytes of a `qemu-io -c 'read -v OFFSET LENGTH'` dump ("0000c000:  4b 44 … 00  KD…"),
  * checked to start at `offset`, run on without gaps and hold exactly `length` bytes.
  */

@@ -5,6 +5,7 @@ import type { Credentials, HttpHeader, ImportSpec } from '../../src/contract/imp
 import type { Logger } from '../../src/logging.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
 import type { Peeled } from '../layers.js';
+import type { NbdExport } from '../nbdkit.js';
 import { fetchParallelToFile } from '../parallel-fetch.js';
 import type { Progress } from '../progress.js';
 import type { OpenedSource, SourceOpener } from '../sources/source.js';
@@ -43,6 +44,8 @@ export interface Attempt extends Run {
   readonly peeled: Peeled;
   /** Ranged reads of the source, each failing INTERRUPTED on abort. */
   readonly openRange?: (start: number, end: number) => Promise<ByteStream>;
+  /** nbdkit already serving the source, started while routing to time reads through it (nbd route only). */
+  readonly nbd?: NbdExport;
 }
 
 export function success(fields: Partial<Omit<ImportSuccess, 'kind'>>): ImportSuccess {

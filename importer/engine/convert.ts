@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { TargetKind } from '../../src/contract/import-spec.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
-import { serveHttpOverNbd } from '../nbdkit.js';
+import { type NbdExport, serveHttpOverNbd } from '../nbdkit.js';
 import { Phase } from '../progress.js';
 import { checkInfo, qemuCheck, qemuConvert, qemuInfo, supportsDirectIo } from '../qemu-img.js';
 import { writeRaw } from '../raw-writer.js';
@@ -46,23 +46,10 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
       return { image: opened.localPath, how: 'in-place', release: none };
     }
     case 'nbd': {
-      if (opened.remoteUrl === undefined) throw new FerryError(ErrorCode.Internal, 'the nbd route needs a remote URL');
       await closeStream(peeled.stream);
-      const proxy = proxyFor(opened.remoteUrl, spec.proxy);
-      const caPems = spec.caPath !== undefined ? await loadCaBundle(spec.caPath) : undefined;
-      const nbd = await raceAbort(
-        signal,
-        serveHttpOverNbd({
-          url: opened.remoteUrl,
-          insecureTls: spec.insecureTls,
-          timeouts: deps.tuning.http,
-          ...secretsFor(spec, opened.remoteUrl),
-          ...(caPems ? { caPems } : {}),
-          ...(proxy ? { proxy } : {}),
-        }),
-        (late) => void late.stop().catch(() => undefined),
-      );
-      log.info({ via: 'nbdkit' }, 'reading the remote image in place, no scratch copy');
+      // The export the route's reads were timed through, if any: nbdkit is started once.
+      const nbd = attempt.nbd ?? (await startExport(attempt));
+      log.info({ via: 'nbdkit', timedExport: attempt.nbd !== undefined }, 'reading the remote image in place, no scratch copy');
       return { image: nbd.uri, how: 'nbd', release: () => nbd.stop() };
     }
     case 'scratch': {
@@ -88,6 +75,25 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
       return { image: scratchFile, how: 'scratch', release };
     }
   }
+}
+
+/** nbdkit serving the remote image (its first URL after redirects) as an NBD export. */
+export async function startExport({ spec, deps, signal, opened }: Attempt): Promise<NbdExport> {
+  if (opened.remoteUrl === undefined) throw new FerryError(ErrorCode.Internal, 'the nbd route needs a remote URL');
+  const proxy = proxyFor(opened.remoteUrl, spec.proxy);
+  const caPems = spec.caPath !== undefined ? await loadCaBundle(spec.caPath) : undefined;
+  return raceAbort(
+    signal,
+    serveHttpOverNbd({
+      url: opened.remoteUrl,
+      insecureTls: spec.insecureTls,
+      timeouts: deps.tuning.http,
+      ...secretsFor(spec, opened.remoteUrl),
+      ...(caPems ? { caPems } : {}),
+      ...(proxy ? { proxy } : {}),
+    }),
+    (late) => void late.stop().catch(() => undefined),
+  );
 }
 
 function isRanged(fill: Transport | RangedFetch): fill is RangedFetch {

@@ -16,13 +16,15 @@ import type { SourceOpener } from '../sources/source.js';
 import { type ByteStream, counted, exactLength, handover, verified } from '../streams.js';
 import { createBlank, discardPartial, finishDisk, prepareTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
+import type { NbdExport } from '../nbdkit.js';
+import { timeNbdReads } from '../qemu-img.js';
 import { guarded, linkedSignal, raceAbort } from './abort.js';
 import { type Attempt, closeStream, describe, type EngineDeps, retryOptions, type Run, success } from './context.js';
-import { importConverted } from './convert.js';
+import { importConverted, startExport } from './convert.js';
 import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
 import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
-import { type Route, route, type RouteFacts, tailMatters, wantsLatency } from './route.js';
+import { type Route, route, type RouteFacts, tailMatters, wantsLatency, wantsNbdReads } from './route.js';
 import { autoConnectionsFor, chunkTuning } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
@@ -91,11 +93,13 @@ async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess
   wire = counted(wire, counter, (n) => deps.progress.bytes(n));
   const peeled = await peel(wire, { signal });
   try {
-    const attempt: Attempt = { ...run, opened, peeled, ...(guardedRange ? { openRange: guardedRange } : {}) };
+    let attempt: Attempt = { ...run, opened, peeled, ...(guardedRange ? { openRange: guardedRange } : {}) };
     if (peeled.head.length === 0) throw new FerryError(ErrorCode.InvalidImage, 'the source is empty');
     log.info({ format: describe(peeled) }, 'format detected');
     checkHeader(peeled.format, peeled.head);
-    const chosen = await chooseRoute(attempt);
+    const routed = await chooseRoute(attempt);
+    const { chosen } = routed;
+    if (routed.nbd) attempt = { ...attempt, nbd: routed.nbd };
     log.info({ route: chosen.path }, 'route chosen');
     const transport = 'transport' in chosen ? chosen.transport : chosen.path === 'scratch' && 'kind' in chosen.fill ? chosen.fill : undefined;
     if (transport?.kind === 'ordered-ranges' && attempt.openRange && opened.size !== undefined) {
@@ -105,15 +109,24 @@ async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess
       source.takeOver((offset) => orderedRanges({ ...retryOptions(deps), openRange: ranges, size, start: offset, connections: transport.connections, chunkBytes: transport.chunkBytes }));
       log.info({ connections: transport.connections, chunkBytes: transport.chunkBytes }, 'compressed image: ranged connections, read in order');
     }
-    return await execute(attempt, chosen);
+    try {
+      return await execute(attempt, chosen);
+    } finally {
+      // The nbd route stops it when qemu-img is done; this is for a failure before it got there.
+      await attempt.nbd?.stop().catch(() => undefined);
+    }
   } finally {
     // Whatever path ran, end the source: closes the connection and stops any decompressor child.
     await closeStream(peeled.stream).catch(() => undefined);
   }
 }
 
-/** Gathers the facts (measuring latency, reading a raw image's last bytes only where they matter) and routes. */
-async function chooseRoute(attempt: Attempt): Promise<Route> {
+/**
+ * Gathers the facts (measuring latency, reading a raw image's last bytes only where they matter,
+ * timing reads through nbdkit where the route says nbd) and routes. An export started to be timed
+ * is handed on when the route keeps nbd, stopped when it does not.
+ */
+async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: NbdExport }> {
   const { spec, target, deps, log, signal, opened, peeled } = attempt;
   const compressed = peeled.compressed;
   let facts: RouteFacts = {
@@ -158,7 +171,35 @@ async function chooseRoute(attempt: Attempt): Promise<Route> {
     if (facts.tail === 'fixed-vhd') log.info({ disk: opened.size - VHD_FOOTER_BYTES }, 'a fixed VHD: its footer is left out');
     chosen = route(facts);
   }
-  return chosen;
+  if (!wantsNbdReads(facts, chosen)) return { chosen };
+  const nbd = onceStopped(await startExport(attempt));
+  const { probeChunkBytes, nbdProbeReads } = chunkTuning(deps.tuning);
+  const reads = Math.min(nbdProbeReads, Math.floor((opened.size ?? 0) / probeChunkBytes));
+  let times: number[] | undefined;
+  try {
+    times = await timeNbdReads(nbd.uri, probeChunkBytes, reads, undefined, signal);
+  } catch (err) {
+    if (signal.aborted) {
+      await nbd.stop().catch(() => undefined);
+      throw err;
+    }
+    log.warn({ err: toFerryError(err).message }, 'reads through nbdkit failed: not reading through it');
+  }
+  // Nothing measured counts as dear: the one stream does not depend on nbdkit.
+  const nbdReadMs = times && times.length > 0 ? times.reduce((a, b) => a + b, 0) / times.length : Infinity;
+  facts = { ...facts, nbdReadMs };
+  chosen = route(facts);
+  const kept = chosen.path === 'nbd';
+  log.info({ nbdReadMs: Math.round(nbdReadMs * 10) / 10, readsMs: times?.map((t) => Math.round(t * 10) / 10), chunkBytes: probeChunkBytes, kept }, 'reads through nbdkit measured');
+  if (kept) return { chosen, nbd };
+  await nbd.stop().catch(() => undefined);
+  return { chosen };
+}
+
+/** The export with a `stop` that runs once: later calls get the first call's outcome. */
+function onceStopped(nbd: NbdExport): NbdExport {
+  let stopped: Promise<void> | undefined;
+  return { uri: nbd.uri, stop: () => (stopped ??= nbd.stop()) };
 }
 
 /** A child curl can fetch the one stream: an http(s) image of known size, big enough, curl installed. */

@@ -37,6 +37,11 @@ export interface RouteFacts {
   /** Measured time of two such reads at once, when the server looked far (`chunkMs` and latency). */
   readonly pairMs?: number;
   /**
+   * Mean time of such reads through the nbdkit export itself, measured once the route said nbd
+   * (see `wantsNbdReads`); it then decides alone whether qemu-img reads through nbdkit.
+   */
+  readonly nbdReadMs?: number;
+  /**
    * The one stream can be fetched by a child curl into a file (an http(s) source of known size,
    * at least `curlMinBytes`, curl installed); the engine sets it, the route decides where it applies.
    */
@@ -58,7 +63,7 @@ export interface RouteFacts {
 
 export type RouteTuning = Pick<
   ImportTuning,
-  'directHttp' | 'connections' | 'nearLatencyMs' | 'autoConnections' | 'rawViaNbdMinBytes' | 'parallelMinBytes' | 'chunkBytes' | 'streamChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs' | 'serverBoundRatio'
+  'directHttp' | 'connections' | 'nearLatencyMs' | 'autoConnections' | 'rawViaNbdMinBytes' | 'parallelMinBytes' | 'chunkBytes' | 'streamChunkBytes' | 'nbdMaxChunkMs' | 'nbdProbeReads' | 'nbdReadMaxMs' | 'farChunkMs' | 'serverBoundRatio'
 >;
 
 /** How a route that reads the stream gets its bytes. */
@@ -141,11 +146,23 @@ export function connectionsFor(facts: Pick<RouteFacts, 'latencyMs' | 'chunkMs' |
 
 /**
  * Whether qemu-img may read in place through nbdkit as far as the server's cost goes: nbdkit's curl
- * plugin sends one request at a time, so a server whose measured chunk read is slow (a Python
- * server: ~10 ms per 2 MiB where nginx takes 2) makes every one of them wait. Unmeasured: yes.
+ * plugin sends one request at a time, so a server that is slow to answer each one makes every one
+ * of them wait. The reads through the export decide where they were measured; before that, node's
+ * chunk read rules out a server too slow to be worth trying. Unmeasured: yes.
  */
-function cheapRequests(facts: Pick<RouteFacts, 'chunkMs' | 'tuning'>): boolean {
-  return facts.chunkMs === undefined || facts.chunkMs <= chunkTuning(facts.tuning).nbdMaxChunkMs;
+function cheapRequests(facts: Pick<RouteFacts, 'chunkMs' | 'nbdReadMs' | 'tuning'>): boolean {
+  const knobs = chunkTuning(facts.tuning);
+  if (facts.nbdReadMs !== undefined) return facts.nbdReadMs <= knobs.nbdReadMaxMs;
+  return facts.chunkMs === undefined || facts.chunkMs <= knobs.nbdMaxChunkMs;
+}
+
+/**
+ * Whether to time reads through the nbdkit export before qemu-img reads from it: the route says
+ * nbd, and says so on measured costs (under 'auto'; a set `--connections 1` is the user's choice).
+ * A server can answer node's reads quickly and nbdkit's slowly (bench/README.md, "Fourth pass").
+ */
+export function wantsNbdReads(facts: Pick<RouteFacts, 'chunkMs' | 'nbdReadMs' | 'tuning'>, chosen: Route): boolean {
+  return chosen.path === 'nbd' && facts.chunkMs !== undefined && facts.nbdReadMs === undefined && chunkTuning(facts.tuning).nbdProbeReads > 0;
 }
 
 function toDetail(n: bigint): number | string {

@@ -46,8 +46,19 @@ export interface ImportTuning {
    * what a request costs on this server for real data, not only its latency.
    */
   readonly probeChunkBytes?: number;
-  /** Slowest such read that still lets qemu-img read in place through nbdkit. */
+  /**
+   * Slowest such read (through node) for which nbdkit is worth trying at all; the export itself
+   * then decides (`nbdReadMaxMs`).
+   */
   readonly nbdMaxChunkMs?: number;
+  /**
+   * Reads of `probeChunkBytes` timed through the nbdkit export itself before qemu-img reads from
+   * it (0: none, node's measure decides alone): a server can answer node's reads fast and nbdkit's
+   * curl plugin slowly (the Python server's delayed-ACK stall on every other request).
+   */
+  readonly nbdProbeReads?: number;
+  /** Slowest mean of those reads that keeps the export for qemu-img; slower: the one stream. */
+  readonly nbdReadMaxMs?: number;
   /** Fastest such read of a server that answers later than `nearLatencyMs` and still gets ranged connections. */
   readonly farChunkMs?: number;
   /** Two such reads at once taking this many times one read: the server is the limit, not the path. */
@@ -70,16 +81,22 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   http: DEFAULT_HTTP_TIMEOUTS,
   curlMinBytes: 16 * 1024 * 1024,
   probeChunkBytes: 2 * 1024 * 1024,
-  nbdMaxChunkMs: 6,
+  nbdMaxChunkMs: 15,
+  nbdProbeReads: 4,
+  nbdReadMaxMs: 6,
   farChunkMs: 25,
 });
 
 /** The optional knobs with their defaults filled in. */
-export function chunkTuning(tuning: Pick<ImportTuning, 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs'>): Required<Pick<ImportTuning, 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'farChunkMs'>> {
+type ChunkKnobs = 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'nbdProbeReads' | 'nbdReadMaxMs' | 'farChunkMs';
+
+export function chunkTuning(tuning: Pick<ImportTuning, ChunkKnobs>): Required<Pick<ImportTuning, ChunkKnobs>> {
   return {
     curlMinBytes: tuning.curlMinBytes ?? (DEFAULT_TUNING.curlMinBytes as number),
     probeChunkBytes: tuning.probeChunkBytes ?? (DEFAULT_TUNING.probeChunkBytes as number),
     nbdMaxChunkMs: tuning.nbdMaxChunkMs ?? (DEFAULT_TUNING.nbdMaxChunkMs as number),
+    nbdProbeReads: tuning.nbdProbeReads ?? (DEFAULT_TUNING.nbdProbeReads as number),
+    nbdReadMaxMs: tuning.nbdReadMaxMs ?? (DEFAULT_TUNING.nbdReadMaxMs as number),
     farChunkMs: tuning.farChunkMs ?? (DEFAULT_TUNING.farChunkMs as number),
   };
 }

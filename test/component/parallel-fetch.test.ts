@@ -94,7 +94,18 @@ describe('parallel ranged download', () => {
 describe('connections auto: chosen from the measured request latency', () => {
   // The measured costs are pinned by the thresholds (a loaded test machine measures anything):
   // near tests allow any chunk read for nbd, far tests count any chunk read as far.
-  const AUTO = { connections: 'auto' as const, parallelMinBytes: MiB, chunkBytes: 512 * 1024, rawViaNbdMinBytes: MiB, autoConnections: 4, nbdMaxChunkMs: 60_000, farChunkMs: -1, serverBoundRatio: Infinity, probeChunkBytes: 64 * 1024 };
+  const AUTO = {
+    connections: 'auto' as const,
+    parallelMinBytes: MiB,
+    chunkBytes: 512 * 1024,
+    rawViaNbdMinBytes: MiB,
+    autoConnections: 4,
+    nbdMaxChunkMs: 60_000,
+    nbdReadMaxMs: 60_000,
+    farChunkMs: -1,
+    serverBoundRatio: Infinity,
+    probeChunkBytes: 64 * 1024,
+  };
   const CHUNK_PROBE = 'bytes=0-65535';
   const probes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === 'bytes=0-0').length;
   const chunkProbes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === CHUNK_PROBE).length;
@@ -116,6 +127,52 @@ describe('connections auto: chosen from the measured request latency', () => {
     const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000, nbdMaxChunkMs: -1 });
     expect(error).toBeUndefined();
     expect(result?.via).toBeUndefined();
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  const logged = (logs: ReadonlyArray<Record<string, unknown>>, msg: string): Array<Record<string, unknown>> => logs.filter((l) => l.msg === msg);
+  const MEASURED = 'reads through nbdkit measured';
+  const READING = 'reading the remote image in place, no scratch copy';
+
+  test.each([['disk.raw'], ['disk.qcow2']])('%s: reads through the export are timed, and cheap ones keep it for qemu-img', async (name) => {
+    const since = server.requests.length;
+    const out = f(`auto-kept-${name}.img`);
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: 60_000 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('nbd');
+    const [measured] = logged(logs, MEASURED);
+    expect(measured).toMatchObject({ kept: true, chunkBytes: 64 * 1024 });
+    expect(measured?.readsMs).toHaveLength(4);
+    expect(logged(logs, READING)).toEqual([expect.objectContaining({ timedExport: true })]);
+    // The timed reads went to the server through nbdkit: 64 KiB ranges after node's three.
+    const probeRanges = rangesOf(`/${name}`, since).filter((r) => /^bytes=\d+-\d+$/.test(r)).filter((r) => {
+      const [a, b] = r.slice(6).split('-').map(Number);
+      return (b ?? 0) - (a ?? 0) + 1 >= 64 * 1024;
+    });
+    expect(probeRanges.length).toBeGreaterThanOrEqual(3 + 4);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test.each([
+    ['disk.raw', undefined],
+    ['disk.qcow2', 'scratch'],
+  ])('%s: cheap for node, dear through nbdkit (over nbdReadMaxMs): the export is stopped, the one stream taken', async (name, via) => {
+    const out = f(`auto-dropped-${name}.img`);
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: 60_000, nbdReadMaxMs: -1 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe(via);
+    expect(logged(logs, MEASURED)).toEqual([expect.objectContaining({ kept: false })]);
+    expect(logged(logs, READING)).toEqual([]);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('--connections 1 (the user chose nbd): nothing timed through the export', async () => {
+    const out = f('one-nbd.img');
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, connections: 1, nbdReadMaxMs: -1 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('nbd');
+    expect(logged(logs, MEASURED)).toEqual([]);
+    expect(logged(logs, READING)).toEqual([expect.objectContaining({ timedExport: false })]);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 

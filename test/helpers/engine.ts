@@ -2,7 +2,7 @@
 
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { type ImportSpec, validateSpec } from '../../src/contract/import-spec.js';
-import { silentLogger } from '../../src/logging.js';
+import { createLogger } from '../../src/logging.js';
 import type { ImportSuccess } from '../../src/contract/termination.js';
 import { DEFAULT_TUNING, type ImportTuning, runImport } from '../../importer/engine.js';
 import { Progress, type ProgressSnapshot } from '../../importer/progress.js';
@@ -40,6 +40,8 @@ export interface RunOutcome {
   readonly result?: ImportSuccess;
   readonly error?: FerryError;
   readonly snapshots: ProgressSnapshot[];
+  /** What the engine logged (info and up), one object per line. */
+  readonly logs: Array<Record<string, unknown>>;
 }
 
 export interface RunOptions {
@@ -62,11 +64,13 @@ export async function runEngine(s: ImportSpec, tuning: Partial<ImportTuning> = {
   const progress = new Progress();
   const snapshots: ProgressSnapshot[] = [];
   progress.subscribe((x) => snapshots.push(x));
+  const logs: Array<Record<string, unknown>> = [];
+  const logger = createLogger({ level: 'info', destination: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
   try {
-    const result = await runImport(s, { logger: silentLogger(), progress, tuning: { ...DEFAULT_TUNING, ...FAST_TUNING, ...tuning }, sleep: (ms) => sleep(ms, options.signal), ...(options.signal ? { signal: options.signal } : {}) });
-    return { result, snapshots };
+    const result = await runImport(s, { logger, progress, tuning: { ...DEFAULT_TUNING, ...FAST_TUNING, ...tuning }, sleep: (ms) => sleep(ms, options.signal), ...(options.signal ? { signal: options.signal } : {}) });
+    return { result, snapshots, logs };
   } catch (err) {
-    if (err instanceof FerryError) return { error: err, snapshots };
-    return { error: new FerryError(ErrorCode.Internal, String(err)), snapshots };
+    if (err instanceof FerryError) return { error: err, snapshots, logs };
+    return { error: new FerryError(ErrorCode.Internal, String(err)), snapshots, logs };
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { checkInfo, dataImageArg, type ImageInfo, parseConvertProgress, parseHexDump, parseInfo, qemuCheck, qemuConvert, qemuInfo } from '../../importer/qemu-img.js';
+import { checkInfo, dataImageArg, type ImageInfo, parseConvertProgress, parseHexDump, parseInfo, parseReadTimes, qemuCheck, qemuConvert, qemuInfo } from '../../importer/qemu-img.js';
 import { codeOf } from './helpers.js';
 
 const GiB = 2 ** 30;
@@ -137,6 +137,28 @@ describe('parseConvertProgress', () => {
     ['(45.50/99%)', undefined],
   ])('%j -> %p', (text, percent) => {
     expect(parseConvertProgress(text)).toBe(percent);
+  });
+});
+
+describe('parseReadTimes (qemu-io read reports)', () => {
+  test('each read\'s milliseconds from its ops/sec, in order, the 10 ms seconds column ignored', () => {
+    const text = [
+      'read 4096/4096 bytes at offset 0',
+      '4 KiB, 1 ops; 00.01 sec (298.980 KiB/sec and 74.7450 ops/sec)',
+      'read 2097152/2097152 bytes at offset 0',
+      '2 MiB, 1 ops; 00.00 sec (435.222 MiB/sec and 217.6109 ops/sec)',
+      'read 2097152/2097152 bytes at offset 2097152',
+      '2 MiB, 1 ops; 00.04 sec (45.800 MiB/sec and 22.9000 ops/sec)',
+    ].join('\n');
+    const times = parseReadTimes(text);
+    expect(times).toHaveLength(3);
+    expect(times[0]).toBeCloseTo(13.379, 2);
+    expect(times[1]).toBeCloseTo(4.595, 2);
+    expect(times[2]).toBeCloseTo(43.668, 2);
+  });
+
+  test('nothing reported: no times (the caller fails on the count)', () => {
+    expect(parseReadTimes('read failed: Input/output error')).toEqual([]);
   });
 });
 

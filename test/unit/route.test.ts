@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, scratchBound, tailMatters, wantsLatency } from '../../importer/engine/route.js';
+import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, scratchBound, tailMatters, wantsLatency, wantsNbdReads } from '../../importer/engine/route.js';
 
 const MiB = 1024 * 1024;
 
@@ -189,9 +189,14 @@ describe('route: what a request costs (auto) and the one stream written by curl'
   const AUTO = { connections: 'auto' as const };
   test.each<[string, Over, Route]>([
     ['raw, cheap requests (nginx-like chunk read): nbd', { size: BIG, latencyMs: 1, chunkMs: 3, tuning: AUTO }, { path: 'nbd', qemuFormat: 'raw' }],
-    ['raw, dear requests (a Python server), curl available: one stream by curl', { size: BIG, latencyMs: 4, chunkMs: 9, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
-    ['raw, dear requests, no curl: one stream through node', { size: BIG, latencyMs: 4, chunkMs: 9, tuning: AUTO }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
-    ['raw, late answer but a fast chunk (busy, not far): one stream, not ranges', { size: BIG, latencyMs: 8, chunkMs: 12, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw, dear requests (node reads 2 MiB in 20 ms), curl available: one stream by curl', { size: BIG, latencyMs: 4, chunkMs: 20, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw, dear requests, no curl: one stream through node', { size: BIG, latencyMs: 4, chunkMs: 20, tuning: AUTO }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
+    ['raw, cheap for node, cheap through nbdkit: nbd', { size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 3, curl: true, tuning: AUTO }, { path: 'nbd', qemuFormat: 'raw' }],
+    ['raw, cheap for node, dear through nbdkit (the Python server\'s stall): one stream by curl', { size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 24, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw, node\'s chunk read dear but reads through nbdkit cheap: nbd (the export decides)', { size: BIG, latencyMs: 1, chunkMs: 40, nbdReadMs: 3, curl: true, tuning: AUTO }, { path: 'nbd', qemuFormat: 'raw' }],
+    ['raw, reads through nbdkit failed (Infinity): one stream by curl', { size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: Infinity, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
+    ['raw, late answer but a fast chunk (busy, not far): not ranges; nbd, as its reads through nbdkit decide', { size: BIG, latencyMs: 8, chunkMs: 12, curl: true, tuning: AUTO }, { path: 'nbd', qemuFormat: 'raw' }],
+    ['raw, busy, reads through nbdkit dear: one stream by curl', { size: BIG, latencyMs: 8, chunkMs: 12, nbdReadMs: 9, curl: true, tuning: AUTO }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
     ['raw, late answer and a slow chunk (far): ranges', { size: BIG, latencyMs: 20, chunkMs: 60, curl: true, tuning: AUTO }, { path: 'ranged', fetch: { connections: 4, chunkBytes: 16 * MiB, length: BIG } }],
     ['raw, no Range, curl: one stream by curl', { size: BIG, ranged: false, nbdReadable: false, curl: true }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
     ['raw with a checksum: node reads every byte, never curl', { size: BIG, ranged: false, nbdReadable: false, curl: true, checksum: true }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
@@ -204,7 +209,9 @@ describe('route: what a request costs (auto) and the one stream written by curl'
 
   test.each<[string, Over, Route]>([
     ['cheap requests: read in place', { latencyMs: 1, chunkMs: 4, tuning: AUTO }, { path: 'nbd', qemuFormat: 'qcow2' }],
-    ['dear requests: scratch filled by curl, then converted', { latencyMs: 6, chunkMs: 10, curl: true, tuning: AUTO }, { path: 'scratch', qemuFormat: 'qcow2', fill: CURL, bound: scratchBound(512 * MiB) }],
+    ['dear requests: scratch filled by curl, then converted', { latencyMs: 6, chunkMs: 20, curl: true, tuning: AUTO }, { path: 'scratch', qemuFormat: 'qcow2', fill: CURL, bound: scratchBound(512 * MiB) }],
+    ['cheap for node, dear through nbdkit: scratch filled by curl', { latencyMs: 1, chunkMs: 4, nbdReadMs: 24, curl: true, tuning: AUTO }, { path: 'scratch', qemuFormat: 'qcow2', fill: CURL, bound: scratchBound(512 * MiB) }],
+    ['cheap through nbdkit: read in place', { latencyMs: 1, chunkMs: 4, nbdReadMs: 4, curl: true, tuning: AUTO }, { path: 'nbd', qemuFormat: 'qcow2' }],
     ['no Range: scratch filled by curl', { ranged: false, nbdReadable: false, curl: true }, { path: 'scratch', qemuFormat: 'qcow2', fill: CURL, bound: scratchBound(512 * MiB) }],
     ['compressed: node decodes into scratch', { layers: ['gzip'], curl: true }, { path: 'scratch', qemuFormat: 'qcow2', fill: SINGLE, bound: scratchBound(512 * MiB) }],
   ])('qcow2, %s', (_name, over, expected) => {
@@ -214,6 +221,25 @@ describe('route: what a request costs (auto) and the one stream written by curl'
   test('the thresholds are the tuning\'s: a chunk read at exactly nbdMaxChunkMs still reads in place', () => {
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 6, tuning: { ...AUTO, nbdMaxChunkMs: 6 } }))).toEqual({ path: 'nbd', qemuFormat: 'raw' });
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 6.1, curl: true, tuning: { ...AUTO, nbdMaxChunkMs: 6 } }))).toEqual({ path: 'streamed', transport: CURL, bound: 1024 * MiB });
+  });
+});
+
+describe('wantsNbdReads: reads through the export are timed only where the route says nbd on measured costs', () => {
+  const AUTO = { connections: 'auto' as const };
+  test.each<[string, Over, boolean]>([
+    ['nbd on measured costs', { size: BIG, latencyMs: 1, chunkMs: 4, tuning: AUTO }, true],
+    ['nbd, already timed', { size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 3, tuning: AUTO }, false],
+    ['nbd with --connections 1 (nothing measured): the user chose it', { size: BIG }, false],
+    ['nbd, timing turned off (nbdProbeReads 0)', { size: BIG, latencyMs: 1, chunkMs: 4, tuning: { ...AUTO, nbdProbeReads: 0 } }, false],
+    ['not nbd (far: ranges)', { size: BIG, latencyMs: 20, chunkMs: 60, tuning: AUTO }, false],
+  ])('%s', (_name, over, expected) => {
+    const f = facts(over);
+    expect(wantsNbdReads(f, route(f))).toBe(expected);
+  });
+
+  test('the export\'s threshold is the tuning\'s nbdReadMaxMs', () => {
+    expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 6, tuning: { connections: 'auto', nbdReadMaxMs: 6 } }))).toEqual({ path: 'nbd', qemuFormat: 'raw' });
+    expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 6.1, tuning: { connections: 'auto', nbdReadMaxMs: 6 } }))).toMatchObject({ path: 'streamed' });
   });
 });
 
