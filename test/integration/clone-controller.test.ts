@@ -125,6 +125,10 @@ async function eventsOf(namespace: string, name: string): Promise<Array<[string,
   return list.items.filter((e) => e.involvedObject.name === name).map((e) => [e.reason ?? '', e.message ?? '']);
 }
 
+/** The message of the first event `reason` on the object, once it is there: events follow the status they explain. */
+const eventMessage = (namespace: string, name: string, reason: string): Promise<string> =>
+  waitFor(`event ${reason} on ${namespace}/${name}`, async () => (await eventsOf(namespace, name)).find((e) => e[0] === reason)?.[1], 15_000);
+
 const annotation = async (namespace: string, name: string, key: string): Promise<string | undefined> => (await getPvc(namespace, name))?.metadata?.annotations?.[key];
 
 /** The target pod, once the controller made it (it seals the token first). */
@@ -488,6 +492,7 @@ describe('DataVolume clones through the webhook, as real users', () => {
       const left = await Promise.all([getPod(a.ns, 'cdi-upload-fedora-copy'), getPod(golden, sourcePodName(uid)), core.readNamespacedSecret({ namespace: golden, name: sourceSecretName(uid) }).catch(() => undefined), core.readNamespacedService({ namespace: a.ns, name: 'cdi-upload-fedora-copy' }).catch(() => undefined)]);
       return left.every((x) => x === undefined) ? true : undefined;
     }, 30_000);
+    await eventMessage(a.ns, 'fedora-copy', 'CloneSucceeded');
     expect((await eventsOf(a.ns, 'fedora-copy')).map((e) => e[0])).toEqual(expect.arrayContaining(['CloneScheduled', 'CloneSucceeded']));
     // The source was never written.
     expect(sha()).toBe(before);
@@ -501,7 +506,7 @@ describe('DataVolume clones through the webhook, as real users', () => {
     expect(pvc.metadata?.annotations?.[CLONE_REQUEST_ANNOTATION]).toBe(`${golden}/fedora`);
     const done = await waitFor('Succeeded', async () => ((await getDv(a.ns, 'from-ref')).status?.phase === 'Succeeded' ? true : undefined), 120_000, 250);
     expect(done).toBe(true);
-    expect((await eventsOf(a.ns, 'from-ref')).map((e) => e[0])).toContain('CloneSucceeded');
+    expect(await eventMessage(a.ns, 'from-ref', 'CloneSucceeded')).toContain(`${golden}/fedora`);
   }, 180_000);
 
   test('the legacy PVC form (k8s.io/CloneRequest by kubectl apply): the webhook\'s token, then the pods', async () => {
@@ -509,7 +514,7 @@ describe('DataVolume clones through the webhook, as real users', () => {
     const run = await kubectlAs(a.path, ['apply', '-n', a.ns, '-f', yamlFile(`apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: legacy\n  annotations:\n    k8s.io/CloneRequest: ${golden}/fedora\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: ${SOURCE_SIZE}\n`)]);
     expect(run).toMatchObject({ code: 0, stderr: '' });
     await waitFor('Succeeded', async () => ((await annotation(a.ns, 'legacy', Annotation.PodPhase)) === 'Succeeded' ? true : undefined), 120_000, 250);
-    expect((await eventsOf(a.ns, 'legacy')).map((e) => e[0])).toContain('CloneSucceeded');
+    expect(await eventMessage(a.ns, 'legacy', 'CloneSucceeded')).toContain(`${golden}/fedora`);
   }, 180_000);
 
   test('CloneSourceInUse: a pod writing the source holds the clone back; once it is done the clone goes on', async () => {
@@ -671,7 +676,7 @@ describe('written around the webhook: no pods, the reason', () => {
     await waitFor('the refusal', async () => ((await annotation(ns, name, Annotation.RunningReason)) === 'CloneAuthorizationFailed' ? true : undefined), 30_000);
     expect(await annotation(ns, name, Annotation.RunningMessage)).toMatch(new RegExp(`^${code}: `));
     expect(await annotation(ns, name, Annotation.PodPhase)).toBe('Failed');
-    expect((await eventsOf(ns, name)).find((e) => e[0] === 'CloneAuthorizationFailed')?.[1]).toMatch(new RegExp(`^${code}: `));
+    expect(await eventMessage(ns, name, 'CloneAuthorizationFailed')).toMatch(new RegExp(`^${code}: `));
     expect(await getPod(ns, `cdi-upload-${name}`)).toBeUndefined();
     const uid = await uidOf(ns, name);
     expect((await core.listNamespacedPod({ namespace: golden })).items.map((p) => p.metadata?.name)).not.toContain(sourcePodName(uid));
@@ -690,7 +695,7 @@ describe('written around the webhook: no pods, the reason', () => {
       return got.status?.phase === 'Failed' ? got : undefined;
     }, 30_000);
     expect(dv.status?.conditions?.find((c) => c.type === 'Ready')).toMatchObject({ reason: 'CloneAuthorizationFailed', message: expect.stringMatching(/^BAD_SEAL: /) });
-    expect((await eventsOf(ns, name)).find((e) => e[0] === 'CloneAuthorizationFailed')?.[1]).toMatch(/^BAD_SEAL: /);
+    expect(await eventMessage(ns, name, 'CloneAuthorizationFailed')).toMatch(/^BAD_SEAL: /);
     expect(await getPvc(ns, name)).toBeUndefined();
   });
 
