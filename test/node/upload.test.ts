@@ -13,12 +13,13 @@
  * Needs root, the binaries of scripts/build-control-plane.sh and dist/images/ferry.oci.tar.
  */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
-import { freePort, startFerry } from '../helpers/ferry-process.js';
+import { FERRY_BIN, freePort, startFerry } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { type NodeCluster, startNodeCluster, until } from '../../tools/node-cluster/node-cluster.js';
 import { describeCluster, setUpFerry } from '../../tools/node-cluster/ferry-on-node.js';
@@ -50,8 +51,8 @@ async function diskOf(name: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  // Three upload targets, each with scratch (ferry image-upload asks for a resumable upload): six PVs.
-  cluster = await startNodeCluster({ volumes: 6 });
+  // Four upload targets, each with scratch (ferry image-upload asks for a resumable upload): eight PVs.
+  cluster = await startNodeCluster({ volumes: 8 });
   core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
   dir = tempDir('ferry-upload-node-');
   // The token API (ferry apiserver) and the proxy must be up: both are in the manifests.
@@ -96,6 +97,37 @@ describe('ferry image-upload through a port-forward (real apiserver, kubelet and
     if (r.code !== 0) throw new Error(`exit ${r.code}\n${r.stdout}\n${r.stderr}\n${await describeCluster(cluster, [NS, 'ferry-system'])}`);
     expect(r.stderr).toContain('no upload proxy URL is configured (CDIConfig config): uploading through a port-forward over the Kubernetes API to pod ferry-system/ferry-uploadproxy-');
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), await diskOf('pf-qcow2')]);
+  }, UPLOAD_TIMEOUT_MS + 60_000);
+
+  it('Ctrl-C while the bytes go through the forward: INTERRUPTED (exit 33) at once, its listener gone', async () => {
+    const big = join(dir, 'big.raw');
+    makeRawDisk(big, 512 * MiB);
+    const child = spawn(process.execPath, [FERRY_BIN, 'image-upload', 'pvc', 'pf-int', '--image-path', big, '--size', '1Gi', '-n', NS, '--kubeconfig', cluster.kubeconfigPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      const port = await until('the port-forward notice', UPLOAD_TIMEOUT_MS, async () => /\(local https:\/\/127\.0\.0\.1:(\d+)\)/.exec(stderr)?.[1], async () => `${stdout}\n${stderr}`);
+      // Let bytes flow through it first (512 MiB take more than 8 s here), and interrupt mid-upload.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      expect(stdout).toContain('Uploading data to https://127.0.0.1:');
+      expect(stdout).not.toContain('Uploading data completed successfully');
+      const t0 = Date.now();
+      child.kill('SIGINT');
+      const code = await exited;
+      note(`SIGINT → exit ${code} in ${seconds(Date.now() - t0)} s`);
+      expect(code).toBe(33);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(stderr).toContain('error: interrupted (SIGINT) [INTERRUPTED]');
+      expect(stdout).not.toContain('Uploading data completed successfully');
+      const refused = await new Promise<string>((resolve) => connect({ host: '127.0.0.1', port: Number(port) }).once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? '')).once('connect', () => resolve('connected')));
+      expect(refused).toBe('ECONNREFUSED');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    }
   }, UPLOAD_TIMEOUT_MS + 60_000);
 
   it('a user who may upload in the namespace but not port-forward in ferry-system: the hint, UNAUTHORIZED', async () => {
