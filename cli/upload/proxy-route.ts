@@ -17,11 +17,11 @@ export type ProxyRoute =
 
 export interface RouteFacts {
   /** --uploadproxy-url, when given: used as it is (an unreachable one fails with the hint). */
-  readonly flagUrl?: string;
+  readonly flagUrl?: string | undefined;
   /** CDIConfig's URL (override first), when it names one. */
-  readonly configUrl?: string;
+  readonly configUrl?: string | undefined;
   /** Why the URL to use took no TCP connection (undefined: it did, or it was not probed). */
-  readonly unreachable?: string;
+  readonly unreachable?: string | undefined;
 }
 
 /**

@@ -62,14 +62,14 @@ const withHint = (err: unknown): FerryError => {
 export async function reachProxy(flagUrl: string | undefined, insecure: boolean, deps: ReachDeps): Promise<ProxyAccess> {
   const none = async (): Promise<void> => undefined;
   if (flagUrl !== undefined) {
-    const route = proxyRoute({ flagUrl, ...optional(await proxyUnreachable(flagUrl, PROBE_TIMEOUT_MS)) });
+    const route = proxyRoute({ flagUrl, unreachable: await proxyUnreachable(flagUrl, PROBE_TIMEOUT_MS) });
     return { url: route.via === 'url' ? route.url : flagUrl, close: none };
   }
   const custom = deps.kc.makeApiClient(CustomObjectsApi);
   const config = await orUndefined(custom.getClusterCustomObject({ group: CdiConfigApi.group, version: CdiConfigApi.version, plural: CdiConfigApi.plural, name: CdiConfigApi.name })).catch((e: unknown) => Promise.reject(apiError('get CDIConfig config', e)));
   const configUrl = proxyUrlFromConfig(config as Parameters<typeof proxyUrlFromConfig>[0]);
   const unreachable = configUrl !== undefined ? await proxyUnreachable(configUrl, CONFIGURED_PROBE_TIMEOUT_MS) : undefined;
-  const route = proxyRoute({ ...optional(configUrl, 'configUrl'), ...optional(unreachable) });
+  const route = proxyRoute({ configUrl, unreachable });
   if (route.via === 'url') return { url: route.url, close: none };
 
   const { namespace, name } = UploadProxyService;
@@ -107,7 +107,3 @@ export async function reachProxy(flagUrl: string | undefined, insecure: boolean,
   };
 }
 
-/** `{ unreachable: why }` (or another key) when there is a value, else nothing (exactOptionalPropertyTypes). */
-function optional(value: string | undefined, key: 'unreachable' | 'configUrl' = 'unreachable'): Record<string, string> {
-  return value === undefined ? {} : { [key]: value };
-}

@@ -14,7 +14,7 @@
  */
 
 import { execFileSync, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -23,6 +23,9 @@ import { FERRY_BIN, freePort, startFerry } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { type NodeCluster, startNodeCluster, until } from '../../tools/node-cluster/node-cluster.js';
 import { describeCluster, setUpFerry } from '../../tools/node-cluster/ferry-on-node.js';
+import { controlPlaneBinDir } from '../../tools/control-plane/bin-dir.js';
+import { virtctlPath } from '../helpers/virtctl.js';
+import { exec } from '../helpers/upload-stack.js';
 
 const NS = 'upload-node-test';
 const UPLOAD_TIMEOUT_MS = 300_000;
@@ -51,8 +54,8 @@ async function diskOf(name: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  // Four upload targets, each with scratch (ferry image-upload asks for a resumable upload): eight PVs.
-  cluster = await startNodeCluster({ volumes: 8 });
+  // Five upload targets, each with scratch (ferry image-upload and the controller ask for a resumable upload): ten PVs.
+  cluster = await startNodeCluster({ volumes: 10 });
   core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
   dir = tempDir('ferry-upload-node-');
   // The token API (ferry apiserver) and the proxy must be up: both are in the manifests.
@@ -127,6 +130,29 @@ describe('ferry image-upload through a port-forward (real apiserver, kubelet and
     } finally {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
+    }
+  }, UPLOAD_TIMEOUT_MS + 60_000);
+
+  const virtctl = virtctlPath();
+  (existsSync(virtctl) ? it : it.skip)('the hint\'s manual way, as printed but for the local port: `kubectl port-forward` to the Service, then the real virtctl image-upload through it', async () => {
+    const port = await freePort();
+    // The cluster's kubectl (1.36: SPDY tunnelled over WebSocket, the apiserver translating), by PID.
+    const forward = spawn(join(controlPlaneBinDir(), 'kubectl'), ['--kubeconfig', cluster.kubeconfigPath, 'port-forward', '-n', 'ferry-system', 'service/ferry-uploadproxy', `${port}:443`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let said = '';
+    forward.stdout.on('data', (d: Buffer) => (said += d.toString()));
+    forward.stderr.on('data', (d: Buffer) => (said += d.toString()));
+    const gone = new Promise<void>((resolve) => forward.on('close', () => resolve()));
+    try {
+      await until(`kubectl port-forward on 127.0.0.1:${port}`, 60_000, async () => (said.includes(`Forwarding from 127.0.0.1:${port}`) ? true : undefined), async () => said);
+      const t0 = Date.now();
+      const r = await exec(virtctl, ['image-upload', 'pvc', 'vc-raw', '--image-path', raw(), '--size', '1Gi', '--uploadproxy-url', `https://127.0.0.1:${port}`, '--insecure', '-n', NS, '--kubeconfig', cluster.kubeconfigPath, '--wait-secs', '120'], {}, UPLOAD_TIMEOUT_MS);
+      note(`virtctl through kubectl port-forward: exit ${r.code} in ${seconds(Date.now() - t0)} s`);
+      if (r.code !== 0) throw new Error(`virtctl exit ${r.code}\n${r.out}\n${await describeCluster(cluster, [NS, 'ferry-system'])}`);
+      expect(r.out).toContain('Processing completed successfully');
+      execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), await diskOf('vc-raw')]);
+    } finally {
+      forward.kill('SIGTERM');
+      await gone;
     }
   }, UPLOAD_TIMEOUT_MS + 60_000);
 
