@@ -34,8 +34,10 @@ export interface UploadClientOptions {
   /** A token for the target; called again after a 401 on a later attempt. */
   readonly token: () => Promise<string>;
   readonly insecure: boolean;
-  /** PEM CA bundle to verify the proxy with (else the system's). */
-  readonly ca?: string | Buffer;
+  /** PEM CA bundle(s) to verify the proxy with (else the system's). */
+  readonly ca?: string | Buffer | readonly (string | Buffer)[];
+  /** The name the proxy's certificate must hold when it is not the URL's host (a port-forward's 127.0.0.1). */
+  readonly servername?: string;
   /** Attempts, as virtctl's --retry (default 5). */
   readonly retry: number;
   /** Bytes the server has, after each chunk sent (and after a resume: the offset it reported). */
@@ -163,19 +165,25 @@ function transportError(err: unknown): FerryError {
   return new FerryError(ErrorCode.SourceUnavailable, `cannot reach the upload proxy: ${e.message}`, { cause: err, retryable: true });
 }
 
+interface Tls {
+  readonly insecure: boolean;
+  readonly ca?: string | Buffer | readonly (string | Buffer)[];
+  readonly servername?: string;
+}
+
 /** One HTTP request; `body` (a file range) is streamed with backpressure, counting into `sent`. */
 async function exchange(
   url: URL,
   method: string,
   headers: Record<string, string>,
-  tls: { readonly insecure: boolean; readonly ca?: string | Buffer },
+  tls: Tls,
   body?: { readonly file: string; readonly start: number; readonly end: number; readonly sent: (n: number) => void },
 ): Promise<Answer> {
   const options: RequestOptions = {
     method,
     headers,
     agent: false,
-    ...(url.protocol === 'https:' ? { rejectUnauthorized: !tls.insecure, ...(tls.ca !== undefined ? { ca: tls.ca } : {}) } : {}),
+    ...(url.protocol === 'https:' ? { rejectUnauthorized: !tls.insecure, ...(tls.ca !== undefined ? { ca: tls.ca as string | Buffer | (string | Buffer)[] } : {}), ...(tls.servername !== undefined ? { servername: tls.servername } : {}) } : {}),
   };
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<Answer>((resolve, reject) => {
@@ -246,7 +254,7 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const random = options.random ?? Math.random;
   const say = options.onMessage ?? (() => undefined);
-  const tls = { insecure: options.insecure, ...(options.ca !== undefined ? { ca: options.ca } : {}) };
+  const tls: Tls = { insecure: options.insecure, ...(options.ca !== undefined ? { ca: options.ca } : {}), ...(options.servername !== undefined ? { servername: options.servername } : {}) };
   const retry = Math.max(1, options.retry);
   let token = await options.token();
   let refreshes = 0;
@@ -326,7 +334,7 @@ export async function uploadImage(options: UploadClientOptions): Promise<UploadO
  */
 async function resumableUpload(
   options: UploadClientOptions,
-  tls: { readonly insecure: boolean; readonly ca?: string | Buffer },
+  tls: Tls,
   auth: () => Record<string, string>,
   first: Answer,
   sent: (n: number) => void,
@@ -402,7 +410,7 @@ export const RESUME_HEAD_TRIES = 60;
 async function headUntilAnswered(
   url: URL,
   headers: Record<string, string>,
-  tls: { readonly insecure: boolean; readonly ca?: string | Buffer },
+  tls: Tls,
   sleep: (ms: number) => Promise<void>,
   say: (text: string) => void,
 ): Promise<Answer> {

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { Annotation } from '../../src/api/cdi.js';
 import { parseQuantity } from '../../src/quantity.js';
-import { CdiConfigApi, FERRY_TOKEN_REQUEST_PREFIX, UploadAnnotation, UploadLabel, UploadProxyService, UploadTokenApi } from '../../src/contract/upload-api.js';
+import { FERRY_TOKEN_REQUEST_PREFIX, UploadAnnotation, UploadLabel, UploadProxyService, UploadTokenApi } from '../../src/contract/upload-api.js';
 
 export const IMAGE_UPLOAD_USAGE = `Usage: ferry image-upload pvc|dv NAME --image-path FILE [--size SIZE] [options]
 
@@ -21,7 +21,9 @@ after a broken connection where the proxy offers it) and waits for the import to
   --image-path FILE        the image to upload
   --archive-path TAR       a tar archive to unpack into the volume (content type archive)
   --size SIZE              size of a new PVC/DataVolume (e.g. 10Gi); required unless it exists
-  --uploadproxy-url URL    the upload proxy; default: CDIConfig "config" (spec.uploadProxyURLOverride, else status.uploadProxyURL)
+  --uploadproxy-url URL    the upload proxy; default: CDIConfig "config" (spec.uploadProxyURLOverride, else
+                           status.uploadProxyURL) if it answers, else a port-forward through the Kubernetes API
+                           to a ready pod of Service ferry-system/ferry-uploadproxy
   --insecure               do not verify the proxy's TLS certificate
   --no-create              use an existing PVC/DataVolume (a PVC gets the upload annotation if it lacks it)
   --storage-class SC       storage class of a new target
@@ -282,10 +284,13 @@ export function portForwardHint(): string {
   ].join('\n');
 }
 
-/** Pure: the proxy URL from CDIConfig `config` (override first), with https:// added as virtctl does. */
-export function proxyUrlFromConfig(config: { readonly spec?: { readonly uploadProxyURLOverride?: string }; readonly status?: { readonly uploadProxyURL?: string } } | undefined): string {
+/**
+ * Pure: the proxy URL CDIConfig `config` names (override first), with https:// added as virtctl
+ * does; undefined when it names none (the upload then goes through a port-forward, proxy-route.ts).
+ */
+export function proxyUrlFromConfig(config: { readonly spec?: { readonly uploadProxyURLOverride?: string }; readonly status?: { readonly uploadProxyURL?: string } } | undefined): string | undefined {
   const url = config?.spec?.uploadProxyURLOverride || config?.status?.uploadProxyURL;
-  if (!url) return invalid(`uploadproxy URL not found: pass --uploadproxy-url or set spec.uploadProxyURLOverride in ${CdiConfigApi.plural}/${CdiConfigApi.name};\n${portForwardHint()}`);
+  if (!url) return undefined;
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `https://${url}`;
 }
 

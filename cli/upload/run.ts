@@ -1,7 +1,8 @@
 /**
  * `ferry image-upload`, the calls, in virtctl's order (shared/reference/virtctl-upload.md §2): the
  * target is read, created or annotated; its upload server is waited for every 2 s up to
- * --wait-secs (Events read meanwhile); the proxy URL comes from the flag or CDIConfig; a token
+ * --wait-secs (Events read meanwhile); the proxy is reached at the flag's or CDIConfig's URL, or
+ * through a port-forward (reach-proxy.ts); a token
  * from an UploadTokenRequest; the upload (cli/upload/client.ts); then the PVC is watched every 2 s
  * until the import is done. Decisions are cli/upload/plan.ts's.
  */
@@ -10,8 +11,10 @@ import { stat } from 'node:fs/promises';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions, StorageV1Api } from '@kubernetes/client-node';
 import { ErrorCode, FerryError } from '../../src/errors.js';
 import { DV_GROUP, DV_PLURAL, DV_VERSION } from '../../src/api/datavolume.js';
-import { CdiConfigApi, UploadAnnotation, UploadTokenApi } from '../../src/contract/upload-api.js';
-import { proxyUnreachable, uploadImage, type UploadOutcome } from './client.js';
+import { UploadAnnotation, UploadTokenApi } from '../../src/contract/upload-api.js';
+import { apiError, orUndefined } from './api-errors.js';
+import { uploadImage, type UploadOutcome } from './client.js';
+import { reachProxy } from './reach-proxy.js';
 import {
   type DvLike,
   dvReadiness,
@@ -20,9 +23,7 @@ import {
   fatalEvent,
   type ImageUploadOptions,
   pollUntil,
-  portForwardHint,
   processingStep,
-  proxyUrlFromConfig,
   type PvcLike,
   pvcReadiness,
   TargetKind,
@@ -47,36 +48,10 @@ export interface ImageUploadDeps {
   readonly sleep: (ms: number) => Promise<void>;
   /** PEM bundle to verify the proxy with, beside the system's (the composition root reads it). */
   readonly ca?: string | Buffer;
-}
-
-const notFound = (err: unknown): boolean => (err as { code?: unknown }).code === 404;
-
-async function orUndefined<T>(read: Promise<T>): Promise<T | undefined> {
-  try {
-    return await read;
-  } catch (err) {
-    if (notFound(err)) return undefined;
-    throw err;
-  }
-}
-
-/** The apiserver's reason from a client-node error, for messages. */
-function apiReason(err: unknown): string {
-  const e = err as { code?: number; body?: unknown; message?: string };
-  const body = typeof e.body === 'string' ? e.body : JSON.stringify(e.body ?? '');
-  try {
-    const status = JSON.parse(body) as { message?: string };
-    if (status.message) return `${status.message} (HTTP ${e.code})`;
-  } catch {
-    /* not JSON */
-  }
-  return e.message ?? String(err);
-}
-
-function apiError(what: string, err: unknown): FerryError {
-  if (err instanceof FerryError) return err;
-  const code = (err as { code?: number }).code;
-  return new FerryError(code === 401 || code === 403 ? ErrorCode.Unauthorized : code === 404 ? ErrorCode.SourceNotFound : ErrorCode.SourceUnavailable, `${what}: ${apiReason(err)}`, { cause: err });
+  /** Notices that are not the command's output (stderr): that a port-forward is used, its errors. */
+  readonly warn: (line: string) => void;
+  /** Aborted on Ctrl-C/SIGTERM: the port-forward is closed at once. */
+  readonly signal?: AbortSignal;
 }
 
 export async function imageUpload(o: ImageUploadOptions, deps: ImageUploadDeps): Promise<UploadOutcome> {
@@ -133,33 +108,41 @@ export async function imageUpload(o: ImageUploadOptions, deps: ImageUploadDeps):
   await waitReady(o, namespace, core, readPvc, readDv, deps);
   say('Pod now ready');
 
-  // 3. The proxy (reachable from here?), the token, the upload.
-  const proxyUrl = o.proxyUrl ?? proxyUrlFromConfig(await orUndefined(custom.getClusterCustomObject({ group: CdiConfigApi.group, version: CdiConfigApi.version, plural: CdiConfigApi.plural, name: CdiConfigApi.name })).catch((e: unknown) => Promise.reject(apiError('get CDIConfig config', e))) as Parameters<typeof proxyUrlFromConfig>[0]);
-  const unreachable = await proxyUnreachable(proxyUrl);
-  if (unreachable !== undefined) throw new FerryError(ErrorCode.SourceUnavailable, `cannot reach the upload proxy at ${proxyUrl} (${unreachable});\n${portForwardHint()}`, { retryable: false });
-  const token = async (): Promise<string> => {
-    const answer = (await custom
-      .createNamespacedCustomObject({ group: UploadTokenApi.group, version: UploadTokenApi.version, namespace, plural: UploadTokenApi.plural, body: tokenRequest(name) })
-      .catch((e: unknown) => Promise.reject(apiError('request an upload token (UploadTokenRequest)', e)))) as { status?: { token?: string } };
-    const t = answer.status?.token;
-    if (!t) throw new FerryError(ErrorCode.Unauthorized, 'the UploadTokenRequest came back without a token (is the upload token API installed?)');
-    return t;
-  };
-  say(`Uploading data to ${proxyUrl}`);
-  const progress = createProgressReporter({ total: size, out: deps.progressOut, now: deps.now });
-  const outcome = await uploadImage({
-    proxyUrl,
-    file: o.imagePath,
-    size,
-    token,
-    insecure: o.insecure,
-    ...(deps.ca !== undefined ? { ca: deps.ca } : {}),
-    retry: o.retry,
-    onProgress: (n) => progress.update(n),
-    onMessage: say,
-    sleep: deps.sleep,
-  });
-  progress.done();
+  // 3. The proxy (the URL, or a port-forward: reach-proxy.ts), the token, the upload.
+  const proxy = await reachProxy(o.proxyUrl, o.insecure, { kc, warn: deps.warn, ...(deps.ca !== undefined ? { ca: deps.ca } : {}) });
+  const stopOnInterrupt = (): void => void proxy.close();
+  deps.signal?.addEventListener('abort', stopOnInterrupt, { once: true });
+  let outcome: UploadOutcome;
+  try {
+    const token = async (): Promise<string> => {
+      const answer = (await custom
+        .createNamespacedCustomObject({ group: UploadTokenApi.group, version: UploadTokenApi.version, namespace, plural: UploadTokenApi.plural, body: tokenRequest(name) })
+        .catch((e: unknown) => Promise.reject(apiError('request an upload token (UploadTokenRequest)', e)))) as { status?: { token?: string } };
+      const t = answer.status?.token;
+      if (!t) throw new FerryError(ErrorCode.Unauthorized, 'the UploadTokenRequest came back without a token (is the upload token API installed?)');
+      return t;
+    };
+    say(`Uploading data to ${proxy.forwardedTo !== undefined ? `${proxy.url} (port-forward to pod ${proxy.forwardedTo})` : proxy.url}`);
+    const progress = createProgressReporter({ total: size, out: deps.progressOut, now: deps.now });
+    const ca = proxy.ca ?? (deps.ca !== undefined ? [deps.ca] : undefined);
+    outcome = await uploadImage({
+      proxyUrl: proxy.url,
+      file: o.imagePath,
+      size,
+      token,
+      insecure: o.insecure,
+      ...(ca !== undefined ? { ca } : {}),
+      ...(proxy.servername !== undefined ? { servername: proxy.servername } : {}),
+      retry: o.retry,
+      onProgress: (n) => progress.update(n),
+      onMessage: say,
+      sleep: deps.sleep,
+    });
+    progress.done();
+  } finally {
+    deps.signal?.removeEventListener('abort', stopOnInterrupt);
+    await proxy.close();
+  }
 
   // 4. The import behind it.
   say('Uploading data completed successfully, waiting for processing to complete, you can hit ctrl-c without interrupting the progress');

@@ -14,7 +14,7 @@
 
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
-import { UPLOAD_PROXY_CLIENT_NAME } from '../../src/contract/upload-api.js';
+import { UPLOAD_PROXY_CLIENT_NAME, UploadProxyCaBundle } from '../../src/contract/upload-api.js';
 import { CertUsage, type KeyAndCert } from '../../src/pki/x509.js';
 import { kubeCall, kubeGet } from '../runtime/errors.js';
 import {
@@ -34,7 +34,7 @@ import {
 export const UploadSecret = {
   ServerCa: 'ferry-upload-server-ca',
   ClientCa: 'ferry-upload-client-ca',
-  ProxyCa: 'ferry-uploadproxy-ca',
+  ProxyCa: UploadProxyCaBundle.secret,
   ProxyClient: 'ferry-uploadproxy-client',
   ProxyServing: 'ferry-uploadproxy-tls',
 } as const;

@@ -122,6 +122,16 @@ export function byteCountOf(header: string | string[] | undefined): number | und
  */
 export const UploadProxyService = { namespace: 'ferry-system', name: 'ferry-uploadproxy', port: 443, localPort: 18443 } as const;
 
+/** The name the proxy's serving certificate is checked for when it is reached by a port-forward (127.0.0.1). */
+export const UPLOAD_PROXY_TLS_NAME = `${UploadProxyService.name}.${UploadProxyService.namespace}.svc`;
+
+/**
+ * Where the CA that signs the proxy's serving certificate is kept (controller/certs: a Secret in
+ * Ferry's namespace, its trust bundle under this key): a client that reaches the proxy through a
+ * port-forward verifies the certificate against it when its kubeconfig may read it.
+ */
+export const UploadProxyCaBundle = { namespace: UploadProxyService.namespace, secret: 'ferry-uploadproxy-ca', key: 'ca-bundle.crt' } as const;
+
 /** The header that carries Ferry's error code beside CDI's text body (server and proxy answers). */
 export const ERROR_CODE_HEADER = 'x-ferry-error-code';
 

@@ -139,14 +139,15 @@ describe('ferry image-upload pvc', () => {
     expect(result.stderr).toContain('provisioning failed: storageclass "nosuch" not found [TARGET_ERROR]');
   }, 60_000);
 
-  test('without --uploadproxy-url and no CDIConfig: "uploadproxy URL not found"; a missing --storage-class is refused before the PVC', async () => {
+  test('without --uploadproxy-url and no CDIConfig: a port-forward is tried, and without the proxy Service it fails with the hint; a missing --storage-class is refused before the PVC', async () => {
     const ns = await cp.newNamespace('iu');
     const ready = markReadyWhenCreated(ns, 'nourl');
     const result = await run(['pvc', 'nourl', '--image-path', image, '--size', '1Gi', '--wait-secs', '20', '-n', ns]);
     await ready;
-    expect(result.code).toBe(2);
-    expect(result.stderr).toContain('uploadproxy URL not found');
+    expect(result.code).toBe(10);
+    expect(result.stderr).toContain('error: cannot port-forward to the upload proxy: Service ferry-system/ferry-uploadproxy not found (is Ferry installed?);\n');
     expect(result.stderr).toContain('kubectl port-forward -n ferry-system service/ferry-uploadproxy 18443:443');
+    expect(result.stderr).toContain('[SOURCE_NOT_FOUND]');
     const sc = await run(['pvc', 'sc', '--image-path', image, '--size', '1Gi', '--storage-class', 'nosuch', '-n', ns]);
     expect(sc.code).toBe(10);
     expect(sc.stderr).toContain('storage class nosuch');

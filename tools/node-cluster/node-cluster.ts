@@ -63,6 +63,8 @@ const SERVICE_CIDR = '10.96.0.0/16';
  */
 export const CLUSTER_DNS_IP = '10.96.0.10';
 const PAUSE_IMAGE = 'localhost/ferry-node-pause:busybox';
+/** The common name of the kube-apiserver's front-proxy client certificate (--requestheader-allowed-names). */
+const FRONT_PROXY_CLIENT_NAME = 'front-proxy-client';
 
 /** The StorageClasses start() creates; both are `kubernetes.io/no-provisioner` over pre-created local PVs. */
 export const StorageClass = {
@@ -226,13 +228,13 @@ function makePki(dir: string): Pki {
   const openssl = (args: string[]): void => void sh('openssl', args);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   openssl(['req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '7', '-subj', '/CN=ferry-node-ca']);
-  const cert = (name: string, subject: string, san?: string): void => {
+  const cert = (name: string, subject: string, san?: string, ca = 'ca'): void => {
     writeFileSync(
       p(`${name}.ext`),
       `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n${san ? `subjectAltName=${san}\n` : ''}`,
     );
     openssl(['req', '-new', ...ec, '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', subject]);
-    openssl(['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '7', '-sha256', '-extfile', p(`${name}.ext`), '-out', p(`${name}.crt`)]);
+    openssl(['x509', '-req', '-in', p(`${name}.csr`), '-CA', p(`${ca}.crt`), '-CAkey', p(`${ca}.key`), '-CAcreateserial', '-days', '7', '-sha256', '-extfile', p(`${name}.ext`), '-out', p(`${name}.crt`)]);
   };
   cert('apiserver', '/CN=kube-apiserver', `IP:127.0.0.1,IP:${NODE_IP},IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local`);
   cert('apiserver-kubelet-client', '/O=system:masters/CN=kube-apiserver-kubelet-client');
@@ -241,6 +243,11 @@ function makePki(dir: string): Pki {
   cert('scheduler', '/CN=system:kube-scheduler');
   cert('kubelet', `/O=system:nodes/CN=system:node:${NODE_NAME}`, `IP:${NODE_IP},DNS:${NODE_NAME}`);
   cert('kube-proxy', '/CN=system:kube-proxy');
+  // The aggregation layer's front proxy (kubeadm's front-proxy-ca, never the client CA): the
+  // kube-apiserver forwards a user to an APIService's server (ferry apiserver's upload tokens)
+  // with this client certificate, which is what makes its X-Remote-* headers believable.
+  openssl(['req', '-x509', ...ec, '-keyout', p('front-proxy-ca.key'), '-out', p('front-proxy-ca.crt'), '-days', '7', '-subj', '/CN=ferry-node-front-proxy-ca']);
+  cert('front-proxy-client', `/CN=${FRONT_PROXY_CLIENT_NAME}`, undefined, 'front-proxy-ca');
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('sa.key')]);
   openssl(['pkey', '-in', p('sa.key'), '-pubout', '-out', p('sa.pub')]);
   return { dir, path: p };
@@ -810,6 +817,9 @@ export async function startNodeCluster(options: { volumes?: number } = {}): Prom
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${pk('sa.pub')}`, `--service-account-signing-key-file=${pk('sa.key')}`,
       '--authorization-mode=Node,RBAC', '--enable-admission-plugins=NodeRestriction',
+      `--requestheader-client-ca-file=${pk('front-proxy-ca.crt')}`, `--requestheader-allowed-names=${FRONT_PROXY_CLIENT_NAME}`,
+      '--requestheader-username-headers=X-Remote-User', '--requestheader-group-headers=X-Remote-Group', '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+      `--proxy-client-cert-file=${pk('front-proxy-client.crt')}`, `--proxy-client-key-file=${pk('front-proxy-client.key')}`,
     ]);
     // The loopback bridge for the root namespace: socat inside the netns serves a unix socket in
     // the work dir (unix sockets are not bound to a netns) → 127.0.0.1:6443; socat in the root
