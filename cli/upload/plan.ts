@@ -298,14 +298,28 @@ export function proxyUrlFromConfig(config: { readonly spec?: { readonly uploadPr
  * The 2 s poll virtctl uses (wait.PollUntilContextTimeout, immediate): `step` until done or
  * `timeoutMs` has passed; bounded by the injected clock. A timeout is an error naming `what`.
  */
-export async function pollUntil(step: () => Promise<WaitStep>, options: { readonly what: string; readonly intervalMs: number; readonly timeoutMs: number; readonly now: () => number; readonly sleep: (ms: number) => Promise<void>; readonly onNote?: (note: string) => void }): Promise<void> {
+export async function pollUntil(
+  step: () => Promise<WaitStep>,
+  options: {
+    readonly what: string;
+    readonly intervalMs: number;
+    /** Start at `firstIntervalMs` and grow by half each look up to `intervalMs` (default: `intervalMs` throughout). */
+    readonly firstIntervalMs?: number;
+    readonly timeoutMs: number;
+    readonly now: () => number;
+    readonly sleep: (ms: number) => Promise<void>;
+    readonly onNote?: (note: string) => void;
+  },
+): Promise<void> {
   const deadline = options.now() + options.timeoutMs;
+  let interval = Math.min(options.firstIntervalMs ?? options.intervalMs, options.intervalMs);
   for (;;) {
     const result = await step();
     if (result.done) return;
     if (result.note !== undefined) options.onNote?.(result.note);
     const left = deadline - options.now();
     if (left <= 0) throw new FerryError(ErrorCode.SourceUnavailable, `timed out after ${Math.round(options.timeoutMs / 1000)} s waiting for ${options.what}`, { retryable: false });
-    await options.sleep(Math.min(options.intervalMs, left));
+    await options.sleep(Math.min(interval, left));
+    interval = Math.min(Math.round(interval * 1.5), options.intervalMs);
   }
 }

@@ -155,6 +155,18 @@ describe('the waits', () => {
     expect(timedOut).toMatchObject({ code: ErrorCode.SourceUnavailable, message: 'timed out after 5 s waiting for the upload server of pvc ns/x' });
   });
 
+  test('pollUntil with firstIntervalMs: looks soon, then half again as long each time, up to the interval', async () => {
+    let t = 0;
+    const looks: number[] = [];
+    const clock = { now: () => t, sleep: async (ms: number) => void (t += ms) };
+    await pollUntil(async () => {
+      looks.push(t);
+      return { done: looks.length >= 9 };
+    }, { what: 'x', intervalMs: 2000, firstIntervalMs: 200, timeoutMs: 60_000, ...clock });
+    // Gaps 200, 300, 450, 675, 1013, 1520, 2000, 2000.
+    expect(looks.slice(1).map((l, i) => l - (looks[i] ?? 0))).toEqual([200, 300, 450, 675, 1013, 1520, 2000, 2000]);
+  });
+
   test('proxy URL from CDIConfig: the override first, then status; https:// added; none → undefined (a port-forward then)', () => {
     expect(proxyUrlFromConfig({ spec: { uploadProxyURLOverride: 'https://o:1' }, status: { uploadProxyURL: 'https://s:2' } })).toBe('https://o:1');
     expect(proxyUrlFromConfig({ spec: {}, status: { uploadProxyURL: '127.0.0.1:42211' } })).toBe('https://127.0.0.1:42211');
