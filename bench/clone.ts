@@ -101,12 +101,20 @@ function pki(): { server: { key: string; cert: string }; client: { key: string; 
   };
 }
 
-function run(args: string[], env: Record<string, string>): { done: Promise<{ code: number | null; stderr: string; peakRssMiB: number }> } {
-  const child = spawn('/usr/bin/time', ['-f', '%M', process.execPath, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+/** FERRY_BENCH_NODE_ARGS: extra node flags for both programs (e.g. `--cpu-prof --cpu-prof-dir=DIR`). */
+const nodeArgs = (process.env.FERRY_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+
+function run(args: string[], env: Record<string, string>): { done: Promise<{ code: number | null; stderr: string; peakRssMiB: number; cpuSeconds: number }> } {
+  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', process.execPath, ...nodeArgs, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   return {
-    done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stderr, peakRssMiB: Math.round(Number(stderr.trim().split('\n').at(-1)) / 1024) }))),
+    done: new Promise((resolve) =>
+      child.on('close', (code) => {
+        const [user, sys, rss] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
+        resolve({ code, stderr, peakRssMiB: Math.round((rss ?? 0) / 1024), cpuSeconds: (user ?? 0) + (sys ?? 0) });
+      }),
+    ),
   };
 }
 
@@ -160,6 +168,8 @@ interface CloneRun {
   readonly tcpBytes?: number;
   readonly sourceRss: number;
   readonly targetRss: number;
+  readonly sourceCpu: number;
+  readonly targetCpu: number;
 }
 
 async function ferryClone(source: string, dest: string, certs: ReturnType<typeof pki>, viaRelay: boolean): Promise<CloneRun> {
@@ -196,7 +206,7 @@ async function ferryClone(source: string, dest: string, certs: ReturnType<typeof
   if (sent.code !== 0 || received.code !== 0) throw new Error(`clone failed: source ${sent.code}, target ${received.code}\n${sent.stderr}\n${received.stderr}`);
   const message = decodeTermination(readFileSync(sourceTermination, 'utf8')).message;
   const streamBytes = Number(/(\d+) on the wire/.exec(message)?.[1]);
-  return { seconds, streamBytes, ...(relay ? { tcpBytes: relay.bytes() } : {}), sourceRss: sent.peakRssMiB, targetRss: received.peakRssMiB };
+  return { seconds, streamBytes, ...(relay ? { tcpBytes: relay.bytes() } : {}), sourceRss: sent.peakRssMiB, targetRss: received.peakRssMiB, sourceCpu: sent.cpuSeconds, targetCpu: received.cpuSeconds };
 }
 
 async function partOne(): Promise<void> {
@@ -208,10 +218,13 @@ async function partOne(): Promise<void> {
   const allocated = allocatedBytes(source);
   const certs = pki();
   const cp: number[] = [];
+  const cpCpu: number[] = [];
   const clone: CloneRun[] = [];
   for (let i = 0; i < runs; i += 1) {
     rmSync(f('copy/cp.img'), { force: true });
-    cp.push((await measure(`cp --sparse=always ${source} ${f('copy/cp.img')}`)).seconds);
+    const copied = await measure(`cp --sparse=always ${source} ${f('copy/cp.img')}`);
+    cp.push(copied.seconds);
+    cpCpu.push(copied.cpuSeconds);
     clone.push(await ferryClone(source, f('copy/disk.img'), certs, false));
     if (i === 0) {
       sh('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', source, f('copy/disk.img')]); // skips holes: cmp reads 20 GiB
@@ -221,10 +234,11 @@ async function partOne(): Promise<void> {
   const counted = await ferryClone(source, f('copy/disk.img'), certs, true);
   const cpMedian = median(cp);
   const cloneMedian = median(clone.map((c) => c.seconds));
-  console.log('\n| contender | median s (runs) | × cp | bytes sent | × allocated | peak RSS MiB (source / target) |');
-  console.log('|---|---|---|---|---|---|');
-  console.log(`| \`cp --sparse=always\` | ${cpMedian.toFixed(2)} (${cp.map((s) => s.toFixed(2)).join(', ')}) | 1 | — | — | — |`);
-  console.log(`| ferry clone-source → clone-target (mTLS, loopback) | ${cloneMedian.toFixed(2)} (${clone.map((c) => c.seconds.toFixed(2)).join(', ')}) | ${(cloneMedian / cpMedian).toFixed(2)} | stream ${clone[0]?.streamBytes}; TCP ${counted.tcpBytes} | ${((clone[0]?.streamBytes ?? 0) / allocated).toFixed(4)}; ${((counted.tcpBytes ?? 0) / allocated).toFixed(4)} | ${median(clone.map((c) => c.sourceRss))} / ${median(clone.map((c) => c.targetRss))} |`);
+  const cpu = (xs: readonly number[]): string => median(xs).toFixed(2);
+  console.log('\n| contender | median s (runs) | × cp | bytes sent | × allocated | peak RSS MiB (source / target) | CPU s (source / target) |');
+  console.log('|---|---|---|---|---|---|---|');
+  console.log(`| \`cp --sparse=always\` | ${cpMedian.toFixed(2)} (${cp.map((s) => s.toFixed(2)).join(', ')}) | 1 | — | — | — | ${cpu(cpCpu)} |`);
+  console.log(`| ferry clone-source → clone-target (mTLS, loopback) | ${cloneMedian.toFixed(2)} (${clone.map((c) => c.seconds.toFixed(2)).join(', ')}) | ${(cloneMedian / cpMedian).toFixed(2)} | stream ${clone[0]?.streamBytes}; TCP ${counted.tcpBytes} | ${((clone[0]?.streamBytes ?? 0) / allocated).toFixed(4)}; ${((counted.tcpBytes ?? 0) / allocated).toFixed(4)} | ${median(clone.map((c) => c.sourceRss))} / ${median(clone.map((c) => c.targetRss))} | ${cpu(clone.map((c) => c.sourceCpu))} / ${cpu(clone.map((c) => c.targetCpu))} |`);
   console.log(`allocated bytes of the source: ${allocated}; through the counting relay the clone took ${counted.seconds.toFixed(2)} s`);
 }
 
