@@ -101,13 +101,19 @@ function pki(): { server: { key: string; cert: string }; client: { key: string; 
   };
 }
 
-/** FERRY_BENCH_NODE_ARGS: extra node flags for both programs (e.g. `--cpu-prof --cpu-prof-dir=DIR`). */
+/**
+ * FERRY_BENCH_NODE_ARGS: extra node flags for both programs (e.g. `--cpu-prof --cpu-prof-dir=DIR`);
+ * FERRY_BENCH_LOGS=DIR: keep their logs.
+ */
 const nodeArgs = (process.env.FERRY_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 
 function run(args: string[], env: Record<string, string>): { done: Promise<{ code: number | null; stderr: string; peakRssMiB: number; cpuSeconds: number }> } {
-  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', process.execPath, ...nodeArgs, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const logs = process.env.FERRY_BENCH_LOGS; // a directory: each program's log lines are appended to <program>.log there
+  const stdout = logs !== undefined ? openSync(join(logs, `${args[0]}.log`), 'a') : 'ignore';
+  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', process.execPath, ...nodeArgs, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', stdout, 'pipe'] });
+  if (typeof stdout === 'number') closeSync(stdout);
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   return {
     done: new Promise((resolve) =>
       child.on('close', (code) => {

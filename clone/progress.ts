@@ -24,19 +24,6 @@ export function coveredBy(event: CloneEvent): number | undefined {
   return undefined;
 }
 
-/** Passes `events` through, telling `onCovered` how far each reaches. */
-export async function* observeCoverage(events: AsyncIterator<CloneEvent>, onCovered: (covered: number) => void): AsyncGenerator<CloneEvent, void, undefined> {
-  try {
-    for (let next = await events.next(); !next.done; next = await events.next()) {
-      const covered = coveredBy(next.value);
-      if (covered !== undefined) onCovered(covered);
-      yield next.value;
-    }
-  } finally {
-    await events.return?.(undefined);
-  }
-}
-
 export interface CloneProgressMetrics {
   readonly registry: Registry;
   /** Reports the percent done; the counter only ever goes up. */

@@ -2,13 +2,14 @@
  * The clone source: the source volume as a clone stream (src/contract/clone-stream.ts), POSTed to
  * the target over HTTPS with a client certificate. Only allocated data travels: a disk file's
  * extents come from SEEK_DATA/SEEK_HOLE (disk-extents.ts), a device's from zero detection; holes
- * travel as lengths. Memory is one read (4 MiB) plus what the socket buffers: the body is pulled.
+ * travel as lengths. Memory is READ_BUFFERS reads of 4 MiB, reused: a buffer is read into again
+ * only once the socket has sent everything that points into it (the write callbacks), so the
+ * source allocates no garbage per read and a disk read overlaps the sending of the one before.
  */
 
+import { once } from 'node:events';
 import { request } from 'node:https';
-import type { IncomingMessage } from 'node:http';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { ErrorCode, FerryError, isErrorCode, toFerryError } from '../src/errors.js';
 import { CLONE_ERROR_CODE_HEADER, CLONE_MEDIA_TYPE, CloneAnswer, CloneStreamEncoder, SourceKind } from '../src/contract/clone-stream.js';
 import type { CloneSourceConfig } from '../src/contract/clone-env.js';
@@ -22,8 +23,65 @@ export interface SendCounters {
   dataBytes: number;
 }
 
-/** The stream of a disk (file or device), from its extents. */
-export async function* diskStream(disk: SourceDisk, counters: SendCounters, signal?: AbortSignal): AsyncGenerator<Buffer> {
+/** Reads in flight at most: one being read, the others queued in the socket. */
+export const READ_BUFFERS = 3;
+
+/**
+ * A few read buffers, each handed out again only when nothing still points into it. The reader's
+ * `take` counts as one hold, each piece the sender queues as another (`hold`); the reader lets go
+ * once it has yielded the pieces of its read, each write callback when its piece is sent
+ * (`release`), and the buffer is free when the count is back at zero. `fail` wakes a waiting
+ * reader when the connection is gone (a callback that will never come).
+ */
+export class ReadBuffers {
+  private readonly free: Buffer[] = [];
+  private readonly holds = new Map<ArrayBufferLike, number>();
+  private readonly owned = new Map<ArrayBufferLike, Buffer>();
+  private waiter: { resolve: (b: Buffer) => void; reject: (e: unknown) => void } | undefined;
+  private failure: unknown;
+
+  constructor(count: number, size: number) {
+    for (let i = 0; i < count; i += 1) {
+      const b = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, so a piece names its buffer
+      this.free.push(b);
+      this.owned.set(b.buffer, b);
+    }
+  }
+
+  async take(): Promise<Buffer> {
+    if (this.failure !== undefined) throw this.failure;
+    const b = this.free.shift() ?? (await new Promise<Buffer>((resolve, reject) => (this.waiter = { resolve, reject })));
+    this.holds.set(b.buffer, 1);
+    return b;
+  }
+
+  hold(piece: Buffer): void {
+    const n = this.holds.get(piece.buffer);
+    if (n !== undefined) this.holds.set(piece.buffer, n + 1);
+  }
+
+  release(piece: Buffer): void {
+    const n = this.holds.get(piece.buffer);
+    if (n === undefined) return;
+    if (n > 1) return void this.holds.set(piece.buffer, n - 1);
+    this.holds.delete(piece.buffer);
+    const b = this.owned.get(piece.buffer) as Buffer;
+    const w = this.waiter;
+    this.waiter = undefined;
+    if (w !== undefined) w.resolve(b);
+    else this.free.push(b);
+  }
+
+  fail(err: unknown): void {
+    this.failure ??= err;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(err);
+  }
+}
+
+/** The stream of a disk (file or device), from its extents, read into `buffers` (by default fresh ones). */
+export async function* diskStream(disk: SourceDisk, counters: SendCounters, signal?: AbortSignal, buffers?: ReadBuffers): AsyncGenerator<Buffer> {
   const extents = await sourceExtents(disk, signal);
   const encoder = new CloneStreamEncoder({ kind: disk.kind, size: disk.size, blockSize: disk.blockSize });
   yield* encoder.start();
@@ -34,12 +92,14 @@ export async function* diskStream(disk: SourceDisk, counters: SendCounters, sign
     }
     for (let at = extent.offset; at < extent.offset + extent.length; ) {
       const want = Math.min(READ_CHUNK, extent.offset + extent.length - at);
-      const buf = Buffer.allocUnsafe(want);
+      const whole = buffers !== undefined ? await buffers.take() : Buffer.allocUnsafe(want);
+      const buf = whole.subarray(0, want);
       const { bytesRead } = await disk.handle.read(buf, 0, want, at);
       if (bytesRead !== want) throw new FerryError(ErrorCode.SourceUnavailable, `the source ended at ${at + bytesRead}, inside its size ${disk.size}: it changed during the clone`);
       for (const piece of splitZeros(buf, at)) {
         yield* piece.zero ? encoder.hole(piece.offset, piece.bytes.length) : encoder.data(piece.offset, piece.bytes);
       }
+      buffers?.release(whole); // the reader's hold: the buffer is free once its queued pieces are sent
       at += want;
     }
   }
@@ -61,12 +121,25 @@ export async function* archiveStream(root: string, counters: SendCounters): Asyn
   counters.dataBytes = encoder.dataBytes;
 }
 
-/** Counts what passes. */
-async function* counted(stream: AsyncIterable<Buffer>, counters: SendCounters): AsyncGenerator<Buffer> {
+/** What the socket may hold queued before the sender waits for it to drain. */
+const QUEUED_LIMIT = READ_BUFFERS * READ_CHUNK;
+
+/**
+ * Writes the stream into the request and ends it. Pieces of the read buffers are queued without a
+ * copy and released by their write callbacks; the sender waits for `drain` only when more than
+ * QUEUED_LIMIT is queued (the read buffers bound a disk stream; this bounds an archive's). Stops
+ * early, without ending the request, when `stopped()` says the target has already answered.
+ */
+async function sendStream(stream: AsyncIterable<Buffer>, req: ClientRequest, buffers: ReadBuffers, counters: SendCounters, stopped: () => boolean, closed: AbortSignal): Promise<void> {
   for await (const chunk of stream) {
+    if (stopped()) return;
     counters.wireBytes += chunk.length;
-    yield chunk;
+    buffers.hold(chunk);
+    req.write(chunk, () => buffers.release(chunk));
+    if (req.writableLength > QUEUED_LIMIT) await once(req, 'drain', { signal: closed });
   }
+  if (stopped()) return;
+  await new Promise<void>((resolve) => req.end(resolve));
 }
 
 export interface CloneSourceDeps {
@@ -101,7 +174,8 @@ export async function sendClone(deps: CloneSourceDeps): Promise<CloneSent> {
   const counters: SendCounters = { wireBytes: 0, dataBytes: 0 };
   const disk = config.kind === SourceKind.Archive ? undefined : await openSourceDisk(config.path, config.kind);
   try {
-    const stream = disk === undefined ? archiveStream(config.path, counters) : diskStream(disk, counters, deps.signal);
+    const buffers = new ReadBuffers(READ_BUFFERS, READ_CHUNK);
+    const stream = disk === undefined ? archiveStream(config.path, counters) : diskStream(disk, counters, deps.signal, buffers);
     const url = new URL(config.url);
     const req = request(url, {
       method: 'POST',
@@ -124,17 +198,30 @@ export async function sendClone(deps: CloneSourceDeps): Promise<CloneSent> {
       req.once('error', reject);
     });
     answered.catch(() => undefined);
-    // Read ahead of the socket, so a disk read overlaps the sending of the one before it.
-    const body = Readable.from(counted(stream, counters), { objectMode: false, highWaterMark: 2 * READ_CHUNK });
-    // An early answer (a refusal) ends the sending: the body is not worth finishing.
+    // An early answer (a refusal) ends the sending: the body is not worth finishing. A broken
+    // connection wakes a reader waiting for a buffer whose write callback will not come.
+    let refused = false;
     req.once('response', (res) => {
-      if (res.statusCode !== CloneAnswer.Ok) body.destroy();
+      if (res.statusCode !== CloneAnswer.Ok) {
+        refused = true;
+        buffers.fail(new FerryError(ErrorCode.Interrupted, 'the clone target answered before the end'));
+      }
     });
-    const sent = pipeline(body, req).then(
+    const closed = new AbortController();
+    req.once('error', (err) => buffers.fail(err));
+    req.once('close', () => {
+      buffers.fail(new FerryError(ErrorCode.SourceUnavailable, 'the connection to the clone target closed', { retryable: true }));
+      closed.abort();
+    });
+    const sent = sendStream(stream, req, buffers, counters, () => refused, closed.signal).then(
       () => undefined,
-      (err: unknown) => err,
+      (err: unknown) => {
+        req.destroy(); // the stream failed (a refusal of the source's own, a read error): so does the request
+        return err;
+      },
     );
     const [sendError, answer] = await Promise.all([sent, answered.then((a) => a, (err: unknown) => ({ error: err }))]);
+    if (!req.writableFinished) req.destroy(); // refused or broken: nothing more goes out
     if ('error' in answer) throw transportError(sendError ?? answer.error);
     if (answer.res.statusCode !== CloneAnswer.Ok) throw answerError(answer.res, answer.body);
     if (sendError !== undefined) throw transportError(sendError);

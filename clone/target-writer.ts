@@ -4,7 +4,7 @@
  * - A file is written as `<dest>.ferry-partial` (whatever was at that name unlinked first, the
  *   file made O_CREAT|O_EXCL|O_NOFOLLOW), sized with ftruncate so every hole stays a hole (no
  *   zero is ever written for one), data written at its offsets, grown to the usable capacity,
- *   synced, and renamed over the destination only after the stream's digest matched. A failure
+ *   synced, and renamed over the destination only after the stream's check (CRC-32) matched. A failure
  *   removes the partial file: no disk.img is left by a stream that did not check out.
  * - A device is written in place. Its old contents must read as zeros where the source has holes:
  *   the range is first discarded with fallocate(1) --punch-hole (the kernel's zero-out, which a
@@ -13,7 +13,7 @@
  *   import's does, so a half-written disk does not look bootable.
  * - A directory gets the tar extracted by the importer's confined extractor (src/io/archive.ts),
  *   which commits only after the tar's last byte, and that byte is only handed over after the
- *   digest matched.
+ *   check matched.
  */
 
 import { constants } from 'node:fs';
@@ -70,36 +70,58 @@ async function writeAllAt(handle: FileHandle, buffers: Buffer[], position: numbe
 
 /** Contiguous data gathered into writes of up to this many bytes. */
 export const WRITE_BATCH = 4 * 1024 * 1024;
+/** Written bytes after which the disk is told to start writing them back. */
+export const SYNC_EVERY = 64 * 1024 * 1024;
 
 /**
  * Writes data events at their offsets; holes go to `onHole`. Returns the data bytes after `end`.
- * Pieces arrive in the sizes the socket delivers (16 KiB TLS records): contiguous ones are gathered
- * into one writev of up to WRITE_BATCH, and one batch is written while the next is gathered, so the
- * socket keeps flowing while the disk writes.
+ * Pieces arrive in the sizes the socket delivers (16 KiB TLS records) and are copied at once into
+ * one of two WRITE_BATCH buffers: one is filled while the other is written, so the socket keeps
+ * flowing while the disk writes. The copy (0.1 CPU-s per GiB) lets each socket chunk die young:
+ * held until its batch was written, the chunks outlived V8's young generation and their gigabyte
+ * of external memory was freed only by full mark-compacts (bench/README.md, "Where the clone's
+ * CPU goes").
  */
 async function writeExtents(events: Events, handle: FileHandle, onHole: (offset: number, length: number) => Promise<void>): Promise<number> {
-  let batch: Buffer[] = [];
+  const buffers = [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)];
+  // Every SYNC_EVERY bytes an fdatasync is started and not waited for (one at a time): the disk
+  // writes while the stream goes on, instead of the whole clone waiting for one final fsync.
+  let unsynced = 0;
+  let syncing: Promise<void> | undefined;
+  const kickWriteback = (): void => {
+    unsynced += WRITE_BATCH;
+    if (unsynced < SYNC_EVERY || syncing !== undefined) return;
+    unsynced = 0;
+    syncing = handle.datasync().then(
+      () => void (syncing = undefined),
+      () => void (syncing = undefined), // a failing disk fails the writes and the final sync
+    );
+  };
+  let which = 0;
   let start = 0;
-  let length = 0;
+  let filled = 0;
   let inFlight: Promise<void> = Promise.resolve();
   const flush = async (): Promise<void> => {
-    if (batch.length === 0) return;
-    const buffers = batch;
+    if (filled === 0) return;
+    const batch = (buffers[which] as Buffer).subarray(0, filled);
     const at = start;
-    batch = [];
-    length = 0;
-    await inFlight;
-    inFlight = writeAllAt(handle, buffers, at);
+    filled = 0;
+    await inFlight; // the other buffer's write: it is free once this settles
+    inFlight = writeAllAt(handle, [batch], at).then(kickWriteback);
     inFlight.catch(() => undefined); // awaited by the next flush or at the end
+    which = 1 - which;
   };
   for (let next = await events.next(); !next.done; next = await events.next()) {
     const ev = next.value;
     if (ev.type === 'data') {
-      if (batch.length > 0 && ev.offset !== start + length) await flush();
-      if (batch.length === 0) start = ev.offset;
-      batch.push(ev.bytes);
-      length += ev.bytes.length;
-      if (length >= WRITE_BATCH) await flush();
+      if (filled > 0 && ev.offset !== start + filled) await flush();
+      for (let from = 0; from < ev.bytes.length; ) {
+        if (filled === 0) start = ev.offset + from;
+        const copied = ev.bytes.copy(buffers[which] as Buffer, filled, from);
+        filled += copied;
+        from += copied;
+        if (filled === WRITE_BATCH) await flush();
+      }
     } else if (ev.type === 'hole') {
       await flush();
       await inFlight;
@@ -107,6 +129,7 @@ async function writeExtents(events: Events, handle: FileHandle, onHole: (offset:
     } else if (ev.type === 'end') {
       await flush();
       await inFlight;
+      await syncing;
       return ev.dataBytes;
     }
   }

@@ -17,7 +17,7 @@ import type { UploadServerConfig } from '../src/contract/upload-server.js';
 import type { Logger } from '../src/logging.js';
 import { endAfterBody } from '../src/io/http-answer.js';
 import { peerCommonName } from '../src/io/tls-peer.js';
-import { observeCoverage, progressPercent } from './progress.js';
+import { coveredBy, progressPercent } from './progress.js';
 import { writeClone } from './target-writer.js';
 
 export interface CloneTargetDeps {
@@ -59,16 +59,19 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
   const finished = new Promise<TerminationMessage>((resolve) => (settle = resolve));
 
   async function receive(req: IncomingMessage): Promise<TerminationMessage> {
-    const events = decodeCloneStream(bodyOf(req, controller.signal));
+    let size = 0;
+    const events = decodeCloneStream(bodyOf(req, controller.signal), (event) => {
+      if (event.type === 'header') size = event.header.size;
+      const covered = coveredBy(event);
+      if (covered !== undefined) deps.onProgress?.(progressPercent(covered, size));
+    });
     const first = await events.next();
     if (first.done || first.value.type !== 'header') throw new CloneStreamError(CloneStreamFault.Truncated, 'the clone stream has no header');
     const header = first.value.header;
     logger.info({ kind: header.kind, size: header.size, target: config.target }, 'clone started');
     // On a refusal the reader lets go of the body (without destroying it), so the rest can be
     // drained while the answer goes out.
-    const counted = observeCoverage(events, (covered) => deps.onProgress?.(progressPercent(covered, header.size)));
-    const written = await writeClone(config, header, counted).catch(async (err: unknown) => {
-      await counted.return(undefined).catch(() => undefined);
+    const written = await writeClone(config, header, events).catch(async (err: unknown) => {
       await events.return(undefined).catch(() => undefined);
       throw err;
     });

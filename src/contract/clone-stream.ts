@@ -2,32 +2,36 @@
  * The host-assisted clone's wire format: what `ferry clone-source` sends and `ferry clone-target`
  * reads, one codec for both sides (docs/adr/0012-clone-data-plane.md). Big-endian throughout.
  *
- *   header  "FERRYCLN" | version u8 (1) | kind u8 | flags u16 (0) | block size u32 | size u64   (24 bytes)
+ *   header  "FERRYCLN" | version u8 (2) | kind u8 | flags u16 (0) | block size u32 | size u64   (24 bytes)
  *   data    'D' | offset u64 | length u32 (1..MAX_DATA_RECORD) | bytes                          (13 + length)
  *   hole    'H' | offset u64 | length u64 (> 0)                                                (17)
- *   end     'E' | data bytes u64 | sha256 u8[32]                                               (41)
+ *   end     'E' | data bytes u64 | crc32 u32                                                   (13)
  *
  * Extents are contiguous and in order: each starts where the previous one ended, the first at 0,
  * so an overlap, a gap or a reordering is refused as it arrives rather than reconciled. For disk
  * kinds (`fs`, `block`) `size` is the virtual size, no extent may end past it and the extents must
  * cover it exactly; only allocated data travels, holes as lengths. For `archive` the extents are
  * the bytes of a tar stream, data only, and `size` is the bytes of file content in it (what the
- * target's capacity must hold). The end record's digest is the sha256 of every byte before it
- * (header, records, the end tag and its count), so a stream cut short anywhere, or changed, never
- * reads as complete: with contiguous extents covering the disk, the stream fixes every byte of it.
+ * target's capacity must hold). The end record's check is the CRC-32 of every byte before it
+ * (header, records, the end tag and its count), so a stream cut short anywhere, or changed by a
+ * defect of either program, never reads as complete: with contiguous extents covering the disk, the
+ * stream fixes every byte of it. It is a check against Ferry's own faults (a buffer reused before it
+ * was sent, a record split wrong), not against an attacker: the stream travels over mutual TLS
+ * between pinned endpoints, whose AEAD already authenticates every record (version 1 carried a
+ * sha256 here, a quarter of the clone's CPU; ADR 0012).
  *
  * Also here: the HTTP side of the contract (path, media type, answers), which both programs use.
  */
 
-import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../errors.js';
 
 export const CLONE_MAGIC = Buffer.from('FERRYCLN', 'latin1');
-export const CLONE_STREAM_VERSION = 1;
+export const CLONE_STREAM_VERSION = 2;
 export const HEADER_BYTES = 24;
 export const DATA_RECORD_HEADER = 13;
 export const HOLE_RECORD_BYTES = 17;
-export const END_RECORD_BYTES = 41;
+export const END_RECORD_BYTES = 13;
 /** The largest data record: bounds what a reader holds for one record's header. */
 export const MAX_DATA_RECORD = 4 * 1024 * 1024;
 /** The largest size a stream may announce: 2^53 - 1 bytes (JavaScript's exact integers). */
@@ -155,7 +159,7 @@ export class ExtentCursor {
  * without a copy.
  */
 export class CloneStreamEncoder {
-  private readonly hash: Hash = createHash('sha256');
+  private crc = 0;
   private readonly cursor: ExtentCursor;
   private pending: { offset: number; length: number } | undefined;
   private ended = false;
@@ -166,7 +170,7 @@ export class CloneStreamEncoder {
 
   /** The header: send first. */
   start(): Buffer[] {
-    return [this.hashed(encodeHeader(this.cursor.header))];
+    return [this.checked(encodeHeader(this.cursor.header))];
   }
 
   data(offset: number, bytes: Buffer): Buffer[] {
@@ -179,7 +183,7 @@ export class CloneStreamEncoder {
       head.writeUInt8(Tag.Data, 0);
       head.writeBigUInt64BE(BigInt(offset + at), 1);
       head.writeUInt32BE(piece.length, 9);
-      out.push(this.hashed(head), this.hashed(piece));
+      out.push(this.checked(head), this.checked(piece));
     }
     return out;
   }
@@ -202,8 +206,9 @@ export class CloneStreamEncoder {
     const tail = Buffer.alloc(9);
     tail.writeUInt8(Tag.End, 0);
     tail.writeBigUInt64BE(BigInt(this.cursor.dataBytes), 1);
-    this.hash.update(tail);
-    out.push(tail, this.hash.digest());
+    const check = Buffer.alloc(4);
+    check.writeUInt32BE(crc32(tail, this.crc), 0);
+    out.push(tail, check);
     return out;
   }
 
@@ -224,11 +229,11 @@ export class CloneStreamEncoder {
     rec.writeUInt8(Tag.Hole, 0);
     rec.writeBigUInt64BE(BigInt(hole.offset), 1);
     rec.writeBigUInt64BE(BigInt(hole.length), 9);
-    return [this.hashed(rec)];
+    return [this.checked(rec)];
   }
 
-  private hashed(buf: Buffer): Buffer {
-    this.hash.update(buf);
+  private checked(buf: Buffer): Buffer {
+    this.crc = crc32(buf, this.crc);
     return buf;
   }
 }
@@ -238,112 +243,194 @@ export type CloneEvent =
   /** A piece of a data record (a record may arrive in several pieces). */
   | { readonly type: 'data'; readonly offset: number; readonly bytes: Buffer }
   | { readonly type: 'hole'; readonly offset: number; readonly length: number }
-  /** Only after the digest matched. */
+  /** Only after the check matched. */
   | { readonly type: 'end'; readonly dataBytes: number };
 
-/** Pulls exact byte counts out of a chunked input, hashing what it hands out. */
-class Reader {
-  private chunk: Buffer = Buffer.alloc(0);
-  private readonly it: AsyncIterator<Buffer>;
-  readonly hash: Hash = createHash('sha256');
-  /** Bytes consumed so far (for messages). */
-  consumed = 0;
+const Part = { Header: 0, Tag: 1, DataHead: 2, Data: 3, Hole: 4, End: 5, Done: 6 } as const;
+type Part = (typeof Part)[keyof typeof Part];
+/** The bytes of each fixed-size part (the end record's without its 4-byte check). */
+const PART_BYTES: Readonly<Record<Part, number>> = { 0: HEADER_BYTES, 1: 1, 2: DATA_RECORD_HEADER - 1, 3: 0, 4: HOLE_RECORD_BYTES - 1, 5: 12, 6: 0 };
+const TRUNCATED_INSIDE: Readonly<Record<Part, string>> = { 0: 'the header', 1: '', 2: 'a data record header', 3: 'a data extent', 4: 'a hole record', 5: 'its end record', 6: '' };
 
-  constructor(input: AsyncIterable<Buffer>) {
-    this.it = input[Symbol.asyncIterator]();
-  }
+/**
+ * Reads a stream as it arrives, a push parser: `push` each chunk of input, `end` when the input
+ * ends. Events go to `emit` synchronously, data as pieces of the pushed chunks (no copy), `end`
+ * only from `end()`, once the check matched and nothing followed. Anything else throws a
+ * CloneStreamError with its fault, when the offending byte arrives. A consumer must not treat what
+ * it wrote as complete before `end`.
+ */
+export class CloneStreamDecoder {
+  private part: Part = Part.Header;
+  /** The fixed-size part being gathered (a part may span chunks). */
+  private readonly fixed = Buffer.alloc(HEADER_BYTES);
+  private filled = 0;
+  private crc = 0;
+  private consumed = 0;
+  private cursor: ExtentCursor | undefined;
+  /** In a data record: where it starts, where its next byte goes and how many are left. */
+  private recordStart = 0;
+  private dataAt = 0;
+  private dataLeft = 0;
+  private dataBytes = 0;
 
-  /** Up to `max` bytes (at least one), or undefined at the end of the input. */
-  async some(max: number, hashed = true): Promise<Buffer | undefined> {
-    while (this.chunk.length === 0) {
-      const { value, done } = await this.it.next();
-      if (done) return undefined;
-      this.chunk = Buffer.isBuffer(value) ? value : Buffer.from(value as Uint8Array);
+  constructor(private readonly emit: (event: CloneEvent) => void) {}
+
+  push(chunk: Buffer): void {
+    for (let at = 0; at < chunk.length; ) {
+      if (this.part === Part.Done) refuse(CloneStreamFault.TrailingBytes, 'bytes follow the end record');
+      if (this.part === Part.Data) {
+        const piece = chunk.subarray(at, at + Math.min(this.dataLeft, chunk.length - at));
+        this.crc = crc32(piece, this.crc);
+        this.consumed += piece.length;
+        at += piece.length;
+        const offset = this.dataAt;
+        this.dataAt += piece.length;
+        this.dataLeft -= piece.length;
+        if (this.dataLeft === 0) this.part = Part.Tag;
+        this.emit({ type: 'data', offset, bytes: piece });
+        continue;
+      }
+      const need = PART_BYTES[this.part];
+      const n = Math.min(need - this.filled, chunk.length - at);
+      chunk.copy(this.fixed, this.filled, at, at + n);
+      this.filled += n;
+      this.consumed += n;
+      at += n;
+      if (this.filled < need) return;
+      this.filled = 0;
+      this.complete(this.fixed.subarray(0, need));
     }
-    const out = this.chunk.subarray(0, max);
-    this.chunk = this.chunk.subarray(out.length);
-    this.consumed += out.length;
-    if (hashed) this.hash.update(out);
-    return out;
   }
 
-  /** Exactly `n` bytes, or fewer if the input ends first. */
-  async exact(n: number, hashed = true): Promise<Buffer> {
-    const parts: Buffer[] = [];
-    let have = 0;
-    while (have < n) {
-      const part = await this.some(n - have, hashed);
-      if (part === undefined) break;
-      parts.push(part);
-      have += part.length;
+  /** The input ended: emits `end` if the stream was whole, else throws TRUNCATED. */
+  end(): void {
+    if (this.part === Part.Done) return this.emit({ type: 'end', dataBytes: this.dataBytes });
+    if (this.part === Part.Tag && this.filled === 0) refuse(CloneStreamFault.Truncated, `the stream ended after ${this.consumed} bytes, before its end record`);
+    if (this.part === Part.Data) {
+      const got = this.dataAt - this.recordStart;
+      refuse(CloneStreamFault.Truncated, `the stream ended inside the data extent at ${this.recordStart} (${got} of ${got + this.dataLeft} bytes)`);
     }
-    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, have);
+    refuse(CloneStreamFault.Truncated, `the stream ended inside ${TRUNCATED_INSIDE[this.part]} (${this.filled} of ${PART_BYTES[this.part]} bytes)`);
   }
 
-  async atEnd(): Promise<boolean> {
-    return (await this.some(1, false)) === undefined;
-  }
-
-  async return(): Promise<void> {
-    await this.it.return?.();
+  private complete(buf: Buffer): void {
+    switch (this.part) {
+      case Part.Header: {
+        const header = decodeHeader(buf);
+        this.crc = crc32(buf, this.crc);
+        this.cursor = new ExtentCursor(header);
+        this.part = Part.Tag;
+        return this.emit({ type: 'header', header });
+      }
+      case Part.Tag: {
+        this.crc = crc32(buf, this.crc);
+        const t = buf.readUInt8(0);
+        if (t === Tag.Data) this.part = Part.DataHead;
+        else if (t === Tag.Hole) this.part = Part.Hole;
+        else if (t === Tag.End) this.part = Part.End;
+        else refuse(CloneStreamFault.UnknownRecord, `unknown record tag 0x${t.toString(16)} at byte ${this.consumed - 1}`);
+        return;
+      }
+      case Part.DataHead: {
+        this.crc = crc32(buf, this.crc);
+        const offset = safeOffset(buf.readBigUInt64BE(0));
+        const length = buf.readUInt32BE(8);
+        (this.cursor as ExtentCursor).take('data', offset, length);
+        this.recordStart = offset;
+        this.dataAt = offset;
+        this.dataLeft = length;
+        this.part = Part.Data;
+        return;
+      }
+      case Part.Hole: {
+        this.crc = crc32(buf, this.crc);
+        const offset = safeOffset(buf.readBigUInt64BE(0));
+        const length = safeOffset(buf.readBigUInt64BE(8));
+        (this.cursor as ExtentCursor).take('hole', offset, length);
+        this.part = Part.Tag;
+        return this.emit({ type: 'hole', offset, length });
+      }
+      case Part.End: {
+        const expected = crc32(buf.subarray(0, 8), this.crc);
+        const sent = buf.readUInt32BE(8);
+        if (sent !== expected) refuse(CloneStreamFault.ChecksumMismatch, `the CRC-32 of the stream is ${hex32(expected)}, the source sent ${hex32(sent)}`);
+        const cursor = this.cursor as ExtentCursor;
+        const dataBytes = safeOffset(buf.readBigUInt64BE(0));
+        if (dataBytes !== cursor.dataBytes) refuse(CloneStreamFault.CountMismatch, `the end record counts ${dataBytes} data bytes, ${cursor.dataBytes} arrived`);
+        cursor.finish();
+        this.dataBytes = dataBytes;
+        this.part = Part.Done;
+        return;
+      }
+      default:
+        return;
+    }
   }
 }
 
 /**
- * Reads a stream, yielding the header, data pieces and holes as they arrive, and `end` only once
- * the digest matched and nothing follows. Anything else is a CloneStreamError with its fault. A
- * consumer must not treat what it wrote as complete before `end`.
+ * The decoder over an iterable input: the events of each chunk, in order, as an async iterator
+ * (one await per chunk, none per event). `observe` sees each event as it is decoded. Events decoded
+ * before a fault are handed out first; then the fault is thrown. Returning early stops reading the
+ * input (its `return`), without reading it to the end.
  */
-export async function* decodeCloneStream(input: AsyncIterable<Buffer>): AsyncGenerator<CloneEvent> {
-  const reader = new Reader(input);
-  try {
-    const header = decodeHeader(await reader.exact(HEADER_BYTES));
-    yield { type: 'header', header };
-    const cursor = new ExtentCursor(header);
-    for (;;) {
-      const tag = await reader.exact(1);
-      if (tag.length === 0) refuse(CloneStreamFault.Truncated, `the stream ended after ${reader.consumed} bytes, before its end record`);
-      const t = tag.readUInt8(0);
-      if (t === Tag.Data) {
-        const head = await reader.exact(DATA_RECORD_HEADER - 1);
-        if (head.length < DATA_RECORD_HEADER - 1) refuse(CloneStreamFault.Truncated, 'the stream ended inside a data record header');
-        const offset = safeOffset(head.readBigUInt64BE(0));
-        const length = head.readUInt32BE(8);
-        cursor.take('data', offset, length);
-        for (let at = 0; at < length; ) {
-          const piece = await reader.some(length - at);
-          if (piece === undefined) refuse(CloneStreamFault.Truncated, `the stream ended inside the data extent at ${offset} (${at} of ${length} bytes)`);
-          yield { type: 'data', offset: offset + at, bytes: piece as Buffer };
-          at += (piece as Buffer).length;
+export function decodeCloneStream(input: AsyncIterable<Buffer>, observe?: (event: CloneEvent) => void): AsyncIterableIterator<CloneEvent> & { return(value?: unknown): Promise<IteratorResult<CloneEvent>> } {
+  const queue: CloneEvent[] = [];
+  const decoder = new CloneStreamDecoder((event) => {
+    observe?.(event);
+    queue.push(event);
+  });
+  const it = input[Symbol.asyncIterator]();
+  let fault: unknown;
+  let finished = false;
+  const done = (): IteratorResult<CloneEvent> => ({ done: true, value: undefined });
+  const stop = async (): Promise<void> => {
+    if (finished) return;
+    finished = true;
+    await it.return?.();
+  };
+  const iterator = {
+    async next(): Promise<IteratorResult<CloneEvent>> {
+      for (;;) {
+        const event = queue.shift();
+        if (event !== undefined) return { done: false, value: event };
+        if (fault !== undefined) {
+          const err = fault;
+          fault = undefined;
+          await stop();
+          throw err;
         }
-      } else if (t === Tag.Hole) {
-        const rec = await reader.exact(HOLE_RECORD_BYTES - 1);
-        if (rec.length < HOLE_RECORD_BYTES - 1) refuse(CloneStreamFault.Truncated, 'the stream ended inside a hole record');
-        const offset = safeOffset(rec.readBigUInt64BE(0));
-        const length = safeOffset(rec.readBigUInt64BE(8));
-        cursor.take('hole', offset, length);
-        yield { type: 'hole', offset, length };
-      } else if (t === Tag.End) {
-        const count = await reader.exact(8);
-        if (count.length < 8) refuse(CloneStreamFault.Truncated, 'the stream ended inside its end record');
-        const expected = reader.hash.digest();
-        const digest = await reader.exact(32, false);
-        if (digest.length < 32) refuse(CloneStreamFault.Truncated, 'the stream ended inside its digest');
-        if (!digest.equals(expected)) refuse(CloneStreamFault.ChecksumMismatch, `sha256 of the stream is ${expected.toString('hex')}, the source sent ${digest.toString('hex')}`);
-        const dataBytes = safeOffset(count.readBigUInt64BE(0));
-        if (dataBytes !== cursor.dataBytes) refuse(CloneStreamFault.CountMismatch, `the end record counts ${dataBytes} data bytes, ${cursor.dataBytes} arrived`);
-        cursor.finish();
-        if (!(await reader.atEnd())) refuse(CloneStreamFault.TrailingBytes, 'bytes follow the end record');
-        yield { type: 'end', dataBytes };
-        return;
-      } else {
-        refuse(CloneStreamFault.UnknownRecord, `unknown record tag 0x${t.toString(16)} at byte ${reader.consumed - 1}`);
+        if (finished) return done();
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await it.next();
+        } catch (err) {
+          finished = true;
+          throw err;
+        }
+        try {
+          if (next.done) {
+            finished = true;
+            decoder.end();
+          } else decoder.push(Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value as Uint8Array));
+        } catch (err) {
+          fault = err; // handed out after the events decoded before it
+        }
       }
-    }
-  } finally {
-    await reader.return();
-  }
+    },
+    async return(): Promise<IteratorResult<CloneEvent>> {
+      queue.length = 0;
+      await stop();
+      return done();
+    },
+    [Symbol.asyncIterator]() {
+      return iterator;
+    },
+  };
+  return iterator;
 }
+
+const hex32 = (n: number): string => n.toString(16).padStart(8, '0');
 
 function safeOffset(value: bigint): number {
   if (value > BigInt(MAX_STREAM_SIZE)) refuse(CloneStreamFault.BeyondSize, `offset or length ${value} is beyond ${MAX_STREAM_SIZE}`);

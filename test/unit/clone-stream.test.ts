@@ -2,7 +2,9 @@
 
 import { describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import {
+  CloneStreamDecoder,
   CloneStreamEncoder,
   CloneStreamError,
   CloneStreamFault,
@@ -16,6 +18,7 @@ import {
 } from '../../src/contract/clone-stream.js';
 import { cloneClientName, decodeCloneSourceEnv, decodeCloneTargetEnv, encodeCloneSourceEnv, sourceOf } from '../../src/contract/clone-env.js';
 import { parseQemuImgMap, splitZeros } from '../../clone/disk-extents.js';
+import { ReadBuffers } from '../../clone/source.js';
 import { checkFits, checkKinds } from '../../clone/target-writer.js';
 
 const disk: CloneHeader = { kind: 'fs', size: 1 << 20, blockSize: 4096 };
@@ -134,8 +137,9 @@ const end = (body: readonly Buffer[], dataBytes: number): Buffer => {
   const tail = Buffer.alloc(9);
   tail.writeUInt8(0x45, 0);
   tail.writeBigUInt64BE(BigInt(dataBytes), 1);
-  const digest = createHash('sha256').update(Buffer.concat([...body, tail])).digest();
-  return Buffer.concat([tail, digest]);
+  const check = Buffer.alloc(4);
+  check.writeUInt32BE(crc32(Buffer.concat([...body, tail])), 0);
+  return Buffer.concat([tail, check]);
 };
 const small: CloneHeader = { kind: 'fs', size: 100, blockSize: 4096 };
 const withEnd = (records: Buffer[], dataBytes: number): Buffer[] => {
@@ -147,7 +151,7 @@ describe('malformed streams: a stable fault and code each', () => {
   const x = Buffer.alloc(50, 7);
   test.each<[string, () => Buffer[], string, string]>([
     ['bad magic', () => [Buffer.from('NOTCLONE'), Buffer.alloc(16)], CloneStreamFault.BadMagic, 'INVALID_IMAGE'],
-    ['another version', () => [Buffer.concat([encodeHeader(small).subarray(0, 8), Buffer.from([2]), encodeHeader(small).subarray(9)])], CloneStreamFault.BadVersion, 'INVALID_IMAGE'],
+    ['version 1 (sha256 end record)', () => [Buffer.concat([encodeHeader(small).subarray(0, 8), Buffer.from([1]), encodeHeader(small).subarray(9)])], CloneStreamFault.BadVersion, 'INVALID_IMAGE'],
     ['unknown kind', () => [Buffer.concat([encodeHeader(small).subarray(0, 9), Buffer.from([9]), encodeHeader(small).subarray(10)])], CloneStreamFault.BadHeader, 'INVALID_IMAGE'],
     ['block size not a power of two', () => {
       const h = encodeHeader(small);
@@ -282,5 +286,74 @@ describe('the pods environments', () => {
 
   test('sourceOf: the disk file is disk.img in the mount', () => {
     expect(sourceOf('filesystem', 'kubevirt', '/')).toEqual({ kind: 'fs', path: '/disk.img' });
+  });
+});
+
+describe('the push decoder', () => {
+  test('events come as the bytes arrive; `end` only once the input has ended', () => {
+    const { buffers, content } = sample();
+    const whole = Buffer.concat(buffers);
+    const events: CloneEvent[] = [];
+    const decoder = new CloneStreamDecoder((ev) => events.push(ev));
+    decoder.push(whole.subarray(0, HEADER_BYTES - 1));
+    expect(events).toEqual([]);
+    decoder.push(whole.subarray(HEADER_BYTES - 1, HEADER_BYTES + 17 + 13 + 100));
+    expect(events.map((e) => e.type)).toEqual(['header', 'hole', 'data']);
+    expect(events[2]).toMatchObject({ type: 'data', offset: 4096 });
+    expect((events[2] as { bytes: Buffer }).bytes.length).toBe(100);
+    decoder.push(whole.subarray(HEADER_BYTES + 17 + 13 + 100));
+    expect(events.some((e) => e.type === 'end')).toBe(false);
+    decoder.end();
+    expect(events.at(-1)).toEqual({ type: 'end', dataBytes: 8192 + 64 });
+    expect(assemble(events, disk.size).equals(content)).toBe(true);
+  });
+
+  test('a byte after the end record, in a later chunk, is TRAILING_BYTES', () => {
+    const decoder = new CloneStreamDecoder(() => undefined);
+    decoder.push(Buffer.concat(sample().buffers));
+    expect(() => decoder.push(Buffer.from([0]))).toThrow(expect.objectContaining({ fault: CloneStreamFault.TrailingBytes }) as unknown as Error);
+  });
+
+  test('the iterator hands out what was decoded before a fault in the same chunk, then the fault', async () => {
+    const x = Buffer.alloc(50, 7);
+    const e = new CloneStreamEncoder(small);
+    const good = Buffer.concat([...e.start(), ...e.data(0, x)]);
+    const events: string[] = [];
+    await expect((async () => {
+      for await (const ev of decodeCloneStream(chunks([good, data(40, x)]))) events.push(ev.type);
+    })()).rejects.toMatchObject({ fault: CloneStreamFault.Overlap });
+    expect(events).toEqual(['header', 'data']);
+  });
+});
+
+describe('the source\'s read buffers', () => {
+  test('a buffer is handed out again only when the reader and every queued piece have let go', async () => {
+    const pool = new ReadBuffers(2, 16);
+    const a = await pool.take();
+    const b = await pool.take();
+    const pieces = [a.subarray(0, 4), a.subarray(8, 12)];
+    for (const p of pieces) pool.hold(p);
+    pool.release(a); // the reader is done with a; two pieces of it are still queued
+    let third: Buffer | undefined;
+    const waiting = pool.take().then((buf) => (third = buf));
+    await Promise.resolve();
+    pool.release(pieces[0] as Buffer);
+    await Promise.resolve();
+    expect(third).toBeUndefined();
+    pool.release(pieces[1] as Buffer);
+    await waiting;
+    expect(third?.buffer).toBe(a.buffer);
+    pool.hold(Buffer.alloc(4)); // not a pool buffer: ignored
+    pool.release(b);
+    expect((await pool.take()).buffer).toBe(b.buffer);
+  });
+
+  test('a failed connection wakes a reader waiting for a buffer', async () => {
+    const pool = new ReadBuffers(1, 16);
+    await pool.take();
+    const waiting = pool.take();
+    pool.fail(new Error('connection closed'));
+    await expect(waiting).rejects.toThrow('connection closed');
+    await expect(pool.take()).rejects.toThrow('connection closed');
   });
 });
