@@ -9,7 +9,7 @@
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1Deployment } from '@kubernetes/client-node';
+import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1Deployment, type V1StatefulSet } from '@kubernetes/client-node';
 import { DV_GROUP, DV_PLURAL } from '../../src/api/datavolume.js';
 import { UPLOAD_APISERVICE_NAME } from '../../src/api/upload-token-request.js';
 import { UPLOAD_TOKEN_PUBLIC_CONFIGMAP, UPLOAD_TOKEN_PUBLIC_KEY } from '../../src/contract/upload-token.js';
@@ -105,10 +105,10 @@ export async function proxyServiceAccount(cp: ControlPlane, namespace: string, d
   return { inCluster: { server: cp.server, dir: saDir } };
 }
 
-/** The value of `name` in the env of container `container` of the Deployment in manifests/`file`. */
+/** The value of `name` in the env of container `container` of the workload (Deployment, StatefulSet) in manifests/`file`. */
 function manifestEnv(file: string, container: string, name: string): string | undefined {
-  const deployment = manifestObjects(file).find((o): o is V1Deployment => o.kind === 'Deployment');
-  return deployment?.spec?.template.spec?.containers.find((c) => c.name === container)?.env?.find((e) => e.name === name)?.value;
+  const workload = manifestObjects(file).find((o): o is V1Deployment | V1StatefulSet => o.kind === 'Deployment' || o.kind === 'StatefulSet');
+  return workload?.spec?.template.spec?.containers.find((c) => c.name === container)?.env?.find((e) => e.name === name)?.value;
 }
 
 const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');

@@ -61,7 +61,7 @@ beforeAll(async () => {
   // The token API (ferry apiserver) and the proxy must be up: both are in the manifests.
   await setUpFerry(cluster, dir, { images: ['ferry'], namespaces: [NS], apiserver: true, progress: note });
   const t = Date.now();
-  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-uploadproxy', '--timeout=180s'], { timeoutMs: 200_000 });
+  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'statefulset/ferry-uploadproxy', '--timeout=180s'], { timeoutMs: 200_000 });
   if (rollout.code !== 0) throw new Error(`ferry-uploadproxy did not roll out: ${rollout.stderr}\n${await describeCluster(cluster, ['ferry-system'])}`);
   note(`ferry-uploadproxy rolled out: ${seconds(Date.now() - t)} s`);
   makeRawDisk(raw(), 64 * MiB);
