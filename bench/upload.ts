@@ -9,7 +9,7 @@
  * processing (both clients poll the PVC every 2 s).
  * Peak RSS: the server's VmHWM sampled every 100 ms by the kubelet loop; the proxy's VmHWM, reset
  * (`/proc/<pid>/clear_refs` 5) before each row, and its VmRSS just before (idle).
- * The proxy runs as its Deployment does, in-cluster (its ServiceAccount's token). With
+ * The proxy runs as its pod does, in-cluster (its ServiceAccount's token). With
  * FERRY_BENCH_PROXY_ACCESS=both a second proxy reaching the API through a kubeconfig (which loads
  * client-node, as every proxy did before bench/README.md's "The proxy's memory") takes each
  * client's upload too, in the same run, interleaved.

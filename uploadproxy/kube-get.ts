@@ -1,7 +1,8 @@
 /**
  * One GET on the Kubernetes API, and nothing more: the proxy's whole use of the API
- * (target-status.ts). In a pod (the Deployment's case) it is node:https with the service
- * account's token and CA, both read again for each request (the kubelet rotates the token).
+ * (target-status.ts). In a pod (as manifests/uploadproxy.yaml runs it) it is node:https with
+ * the service account's token and CA, both read again for each request (the kubelet rotates the
+ * token).
  * Elsewhere (`$KUBECONFIG` or ~/.kube/config: a developer's run, some tests) client-node's
  * KubeConfig supplies server and credentials, loaded only then: importing client-node at all
  * loads the whole package (its bundle chunk is 14 MiB) and made the idle proxy ~50 MiB bigger

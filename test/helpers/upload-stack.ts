@@ -53,7 +53,7 @@ export const ferryImageUpload = (kubeconfig: string, args: readonly string[], ti
 
 /**
  * How `ferry uploadproxy` reaches the API in a test: as in its pod (a token of its ServiceAccount
- * and the cluster CA in a directory, KUBERNETES_SERVICE_HOST/PORT: the Deployment's path, with the
+ * and the cluster CA in a directory, KUBERNETES_SERVICE_HOST/PORT: the installed pod's path, with the
  * RBAC of manifests/uploadproxy.yaml), or through a kubeconfig (client-node loaded: a developer's run).
  */
 export type ProxyApiAccess = { readonly kubeconfig: string } | { readonly inCluster: { readonly server: string; readonly dir: string } };
@@ -79,7 +79,7 @@ export function uploadProxyEnv(dir: string, access: ProxyApiAccess, proxyPort: n
     UPLOADPROXY_HOST: '127.0.0.1',
     UPLOADPROXY_SERVER_ADDRESS: `127.0.0.1:${serverPort}`,
     FERRY_LOG_LEVEL: logLevel,
-    // The V8 settings the proxy's Deployment gives it, so tests and benches run what is installed.
+    // The V8 settings the proxy's StatefulSet gives it, so tests and benches run what is installed.
     NODE_OPTIONS: manifestEnv('uploadproxy.yaml', 'uploadproxy', 'NODE_OPTIONS') ?? '',
   };
 }
@@ -164,7 +164,7 @@ export async function startUploadStack(dir: string, options: { blockDevice?: Upl
       writeFileSync(join(dir, name), text ?? '');
     }
     const serverPort = await freePort();
-    // As its Deployment runs it: in-cluster, with its ServiceAccount's token and RBAC.
+    // As its pod runs it: in-cluster, with its ServiceAccount's token and RBAC.
     const access = await proxyServiceAccount(cp, ferryNs, dir);
     processes.push(startFerry(['uploadproxy'], uploadProxyEnv(dir, access, proxyPort, serverPort, logLevel), 3_600_000));
     let kubeconfigProxy: UploadStack['kubeconfigProxy'];
