@@ -2,7 +2,8 @@
  * `ferry uploadproxy`: composition root of the upload proxy. Reads its files from the environment
  * (names as CDI's proxy Deployment: the token signer's public key, the serving certificate, the
  * client certificate for the upload servers and their CA), asks the Kubernetes API about each
- * target PVC (target-status.ts; in-cluster, else $KUBECONFIG), listens, and stops on SIGTERM.
+ * target PVC (target-status.ts through kube-get.ts: $KUBECONFIG when set, else in-cluster, else
+ * ~/.kube/config), listens, and stops on SIGTERM.
  *
  * The certificate files are Secret volumes the controller rotates (controller/certs/): they are
  * read again every UPLOADPROXY_CERT_RELOAD_MS (default 60 s), the serving certificate swapped
@@ -10,10 +11,10 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import { createLogger } from '../src/logging.js';
 import { publicKeyFromPem } from '../src/contract/upload-token.js';
+import { inClusterAccess, kubeconfigAccess, kubeGet, SERVICE_ACCOUNT_DIR } from './kube-get.js';
 import { createUploadProxy } from './proxy.js';
 import { addressResolver, DEFAULT_SERVER_ADDRESS, kubeTargetStatus } from './target-status.js';
 
@@ -29,8 +30,13 @@ export const UploadProxyEnv = {
   /** Where an upload server is dialled: `{service}` and `{namespace}` replaced (default CDI's `{service}.{namespace}.svc:8443`). */
   ServerAddress: 'UPLOADPROXY_SERVER_ADDRESS',
   CertReloadMs: 'UPLOADPROXY_CERT_RELOAD_MS',
-  /** A kubeconfig file; default in-cluster, then $KUBECONFIG. */
+  /** A kubeconfig file: when set, it is used (through client-node); else in-cluster, else ~/.kube/config. */
   Kubeconfig: 'KUBECONFIG',
+  /** Set by the kubelet in every pod: the API server's address (in-cluster access). */
+  ServiceHost: 'KUBERNETES_SERVICE_HOST',
+  ServicePort: 'KUBERNETES_SERVICE_PORT',
+  /** Where the service account's `token` and `ca.crt` are (default the kubelet's mount; tests point it elsewhere). */
+  ServiceAccountDir: 'UPLOADPROXY_SERVICE_ACCOUNT_DIR',
 } as const;
 
 function file(env: NodeJS.ProcessEnv, name: string): Buffer {
@@ -55,8 +61,11 @@ export async function uploadProxyMain(env: NodeJS.ProcessEnv = process.env): Pro
   try {
     const port = number(env, UploadProxyEnv.Port, 8443, 65535);
     const reloadMs = number(env, UploadProxyEnv.CertReloadMs, 60_000, 86_400_000);
-    const kc = new KubeConfig();
-    kc.loadFromDefault();
+    const host = env[UploadProxyEnv.ServiceHost];
+    const access =
+      env[UploadProxyEnv.Kubeconfig] || !host
+        ? await kubeconfigAccess()
+        : inClusterAccess(host, env[UploadProxyEnv.ServicePort] || '443', env[UploadProxyEnv.ServiceAccountDir] || SERVICE_ACCOUNT_DIR);
     const resolveServer = addressResolver(env[UploadProxyEnv.ServerAddress] || DEFAULT_SERVER_ADDRESS);
     const loadClient = () => ({ key: file(env, UploadProxyEnv.ClientKeyFile), cert: file(env, UploadProxyEnv.ClientCertFile), serverCa: file(env, UploadProxyEnv.ServerCaFile) });
     const loadServing = () => ({ key: file(env, UploadProxyEnv.TlsKeyFile), cert: file(env, UploadProxyEnv.TlsCertFile) });
@@ -77,7 +86,7 @@ export async function uploadProxyMain(env: NodeJS.ProcessEnv = process.env): Pro
           return client.serverCa;
         },
       },
-      targetStatus: kubeTargetStatus(kc.makeApiClient(CoreV1Api)),
+      targetStatus: kubeTargetStatus(kubeGet(access)),
       resolveServer,
       logger,
     });

@@ -7,10 +7,10 @@
  * a template (another cluster domain, or a local test).
  */
 
-import type { CoreV1Api } from '@kubernetes/client-node';
 import { Annotation, PodPhase, UploadAnnotation } from '../src/api/cdi.js';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { UPLOAD_SERVER_PORT, uploadServiceHost, uploadServiceName } from '../src/contract/upload-api.js';
+import type { KubeGet } from './kube-get.js';
 import type { ServerAddress, TargetStatus } from './proxy.js';
 
 /** Pure: a PVC's annotations (or its absence) → what the proxy does with an upload to it. */
@@ -21,15 +21,13 @@ export function targetStatusOf(annotations: Readonly<Record<string, string>> | u
   return annotations[UploadAnnotation.PodReady] === 'true' ? { kind: 'ready' } : { kind: 'not-ready' };
 }
 
-export function kubeTargetStatus(core: CoreV1Api): (namespace: string, name: string) => Promise<TargetStatus> {
+export function kubeTargetStatus(get: KubeGet): (namespace: string, name: string) => Promise<TargetStatus> {
   return async (namespace, name) => {
-    try {
-      const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace, name });
-      return targetStatusOf(pvc.metadata?.annotations ?? {});
-    } catch (err) {
-      if ((err as { code?: unknown } | null)?.code === 404) return targetStatusOf(undefined);
-      throw err;
-    }
+    const answer = await get(`/api/v1/namespaces/${encodeURIComponent(namespace)}/persistentvolumeclaims/${encodeURIComponent(name)}`);
+    if (answer.status === 404) return targetStatusOf(undefined);
+    if (answer.status !== 200) throw new FerryError(answer.status === 401 || answer.status === 403 ? ErrorCode.Unauthorized : ErrorCode.SourceUnavailable, `cannot read PVC ${namespace}/${name} (HTTP ${answer.status}): ${answer.body.slice(0, 300)}`, { retryable: answer.status >= 500 || answer.status === 429 });
+    const pvc = JSON.parse(answer.body) as { metadata?: { annotations?: Record<string, string> } };
+    return targetStatusOf(pvc.metadata?.annotations ?? {});
   };
 }
 

@@ -6,8 +6,9 @@
  * calls and cli/upload/port-forward.ts the forwarding.
  */
 
+import { rootCertificates } from 'node:tls';
 import { ErrorCode, FerryError } from '../../src/errors.js';
-import { UploadProxyService } from '../../src/contract/upload-api.js';
+import { UPLOAD_PROXY_TLS_NAME, UploadProxyCaBundle, UploadProxyService } from '../../src/contract/upload-api.js';
 import { portForwardHint } from './plan.js';
 
 export type ProxyRoute =
@@ -140,4 +141,27 @@ export function forwardTarget(service: ServiceLike | undefined, slices: readonly
 /** Pure: the line (stderr) that says the upload goes through a port-forward, and why. */
 export function portForwardNotice(why: string, target: ForwardTarget, localUrl: string): string {
   return `${why}: uploading through a port-forward over the Kubernetes API to pod ${target.namespace}/${target.pod} port ${target.port} (local ${localUrl})`;
+}
+
+/**
+ * Pure: what the proxy's certificate is checked against. Ferry's bundle joins the user's trust:
+ * SSL_CERT_FILE's bundle when given (it replaces the system's roots, as for Go's virtctl), else
+ * the system's roots (a configured URL may be an Ingress with a public certificate). Undefined:
+ * nothing to add, the caller's default. Through a forward nothing but Ferry's CA or the user's
+ * bundle can sign the proxy's certificate, so neither is an error there.
+ */
+export function proxyTrust(route: 'url' | 'port-forward', bundle: Buffer | undefined, userCa: string | Buffer | undefined, roots: readonly string[] = rootCertificates): (string | Buffer)[] | undefined {
+  const user = userCa !== undefined ? [userCa] : [];
+  if (route === 'port-forward') {
+    const ca = [...(bundle ? [bundle] : []), ...user];
+    if (ca.length > 0) return ca;
+    throw new FerryError(
+      ErrorCode.TlsError,
+      `the upload proxy's certificate is signed by Ferry's own CA (ConfigMap ${UploadProxyCaBundle.namespace}/${UploadProxyCaBundle.configMap}, key ${UploadProxyCaBundle.configMapKey}), which this kubeconfig could not read, and no SSL_CERT_FILE was given; ` +
+        `pass that bundle with SSL_CERT_FILE to verify the proxy as ${UPLOAD_PROXY_TLS_NAME}, or --insecure (the bytes still travel inside the apiserver's authenticated TLS connection; only the proxy's identity is not checked)`,
+      { retryable: false, details: { route: 'port-forward' } },
+    );
+  }
+  if (bundle === undefined) return undefined;
+  return [bundle, ...(userCa !== undefined ? user : roots)];
 }

@@ -10,9 +10,13 @@
  *   ferry-uploadproxy-ca      signs the proxy's serving certificate; its bundle is for clients of the proxy
  *   ferry-uploadproxy-client  the proxy's client certificate (CN client.upload-server.cdi.kubevirt.io) + ca.crt = server CA bundle
  *   ferry-uploadproxy-tls     the proxy's serving certificate (its Service's DNS names) + ca.crt = proxy CA bundle
+ *
+ * and one ConfigMap, the proxy CA's bundle alone (no key), written in the same round as the CA:
+ *
+ *   ferry-uploadproxy-ca      ca.crt = proxy CA bundle; every authenticated user may read it (manifests/rbac-upload-users.yaml)
  */
 
-import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
+import type { CoreV1Api, V1ConfigMap, V1Secret } from '@kubernetes/client-node';
 import type { Logger } from '../../src/logging.js';
 import { UPLOAD_PROXY_CLIENT_NAME, UploadProxyCaBundle } from '../../src/contract/upload-api.js';
 import { CertUsage, type KeyAndCert } from '../../src/pki/x509.js';
@@ -94,6 +98,7 @@ export class UploadCertificates {
       if (decision !== 'keep') this.logger.info({ secret: `${this.namespace}/${name}`, decision }, 'upload CA updated');
       this.cas.set(name, next);
     }
+    await this.publishProxyCa(bundleOf(this.ca(UploadSecret.ProxyCa), now));
     await this.ensureLeaf(UploadSecret.ProxyClient, UploadSecret.ClientCa, UploadSecret.ServerCa, { commonName: UPLOAD_PROXY_CLIENT_NAME, usage: CertUsage.Client }, now);
     await this.ensureLeaf(UploadSecret.ProxyServing, UploadSecret.ProxyCa, UploadSecret.ProxyCa, { commonName: UPLOAD_PROXY_SERVICE, usage: CertUsage.Server, hosts: serviceHosts(UPLOAD_PROXY_SERVICE, this.namespace) }, now);
   }
@@ -138,6 +143,23 @@ export class UploadCertificates {
     const next = leaf && !leafNeedsIssue(leaf, signer, now) ? leaf : issueLeaf(signer, request, now, this.settings);
     if (next !== leaf) this.logger.info({ secret: `${this.namespace}/${name}` }, 'upload certificate issued');
     await this.write(name, secret, { [CertKey.Key]: next.key, [CertKey.Cert]: next.cert, [CertKey.Ca]: trust }, 'leaf');
+  }
+
+  /** The proxy CA's bundle where users may read it: replaced when it differs (a rotation, a dropped predecessor). */
+  private async publishProxyCa(bundle: string): Promise<void> {
+    const namespace = this.namespace;
+    const name = UploadProxyCaBundle.configMap;
+    const existing = await kubeGet({ verb: 'get', resource: 'configmaps', namespace, name }, () => this.core.readNamespacedConfigMap({ namespace, name }));
+    if (existing?.data?.[UploadProxyCaBundle.configMapKey] === bundle) return;
+    const body: V1ConfigMap = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name, namespace, labels: { [CERT_LABEL]: 'ca-bundle' }, ...(existing?.metadata?.resourceVersion ? { resourceVersion: existing.metadata.resourceVersion } : {}) },
+      data: { [UploadProxyCaBundle.configMapKey]: bundle },
+    };
+    if (existing) await kubeCall({ verb: 'replace', resource: 'configmaps', namespace, name }, () => this.core.replaceNamespacedConfigMap({ namespace, name, body }));
+    else await kubeCall({ verb: 'create', resource: 'configmaps', namespace, name }, () => this.core.createNamespacedConfigMap({ namespace, body }));
+    this.logger.info({ configMap: `${namespace}/${name}` }, 'upload proxy CA bundle published');
   }
 
   private get(name: string): Promise<V1Secret | undefined> {

@@ -119,18 +119,21 @@ export function byteCountOf(header: string | string[] | undefined): number | und
 /**
  * Where Ferry's upload proxy runs (manifests/uploadproxy.yaml): what a user outside the cluster
  * forwards a local port to when its URL is not reachable, and the local port the hint suggests.
+ * `pod` is the StatefulSet's one pod, the name RBAC lets every user find and port-forward to
+ * (manifests/rbac-upload-users.yaml) when it may not list the pods or EndpointSlices.
  */
-export const UploadProxyService = { namespace: 'ferry-system', name: 'ferry-uploadproxy', port: 443, localPort: 18443 } as const;
+export const UploadProxyService = { namespace: 'ferry-system', name: 'ferry-uploadproxy', port: 443, localPort: 18443, pod: 'ferry-uploadproxy-0' } as const;
 
 /** The name the proxy's serving certificate is checked for when it is reached by a port-forward (127.0.0.1). */
 export const UPLOAD_PROXY_TLS_NAME = `${UploadProxyService.name}.${UploadProxyService.namespace}.svc`;
 
 /**
- * Where the CA that signs the proxy's serving certificate is kept (controller/certs: a Secret in
- * Ferry's namespace, its trust bundle under this key): a client that reaches the proxy through a
- * port-forward verifies the certificate against it when its kubeconfig may read it.
+ * Where the CA that signs the proxy's serving certificate is kept (controller/certs): a Secret in
+ * Ferry's namespace (the CA's key too, its trust bundle under `key`), and its trust bundle alone
+ * in a ConfigMap every authenticated user may read (manifests/rbac-upload-users.yaml), under
+ * `configMapKey`. `ferry image-upload` verifies the proxy against it.
  */
-export const UploadProxyCaBundle = { namespace: UploadProxyService.namespace, secret: 'ferry-uploadproxy-ca', key: 'ca-bundle.crt' } as const;
+export const UploadProxyCaBundle = { namespace: UploadProxyService.namespace, secret: 'ferry-uploadproxy-ca', key: 'ca-bundle.crt', configMap: 'ferry-uploadproxy-ca', configMapKey: 'ca.crt' } as const;
 
 /** The header that carries Ferry's error code beside CDI's text body (server and proxy answers). */
 export const ERROR_CODE_HEADER = 'x-ferry-error-code';

@@ -7,9 +7,9 @@
  */
 
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1Deployment } from '@kubernetes/client-node';
+import { ApiregistrationV1Api, CoreV1Api, CustomObjectsApi, KubernetesObjectApi, type KubernetesObject, loadAllYaml, RbacAuthorizationV1Api, type V1Deployment, type V1StatefulSet } from '@kubernetes/client-node';
 import { DV_GROUP, DV_PLURAL } from '../../src/api/datavolume.js';
 import { UPLOAD_APISERVICE_NAME } from '../../src/api/upload-token-request.js';
 import { UPLOAD_TOKEN_PUBLIC_CONFIGMAP, UPLOAD_TOKEN_PUBLIC_KEY } from '../../src/contract/upload-token.js';
@@ -27,6 +27,8 @@ export interface UploadStack {
   readonly proxyPort: number;
   /** https://127.0.0.1:<proxyPort> */
   readonly proxyUrl: string;
+  /** With `kubeconfigProxy`: a second proxy on the same servers that reaches the API through a kubeconfig (client-node loaded). */
+  readonly kubeconfigProxy?: { readonly port: number; readonly url: string };
   /** A namespace where `user` may make PVCs and DataVolumes and ask for upload tokens (no more). */
   namespaceFor(user: string): Promise<string>;
   stop(): Promise<void>;
@@ -50,13 +52,23 @@ export function exec(bin: string, args: readonly string[], env: NodeJS.ProcessEn
 export const ferryImageUpload = (kubeconfig: string, args: readonly string[], timeoutMs?: number): Promise<Run> => exec(process.execPath, [FERRY_BIN, 'image-upload', ...args, '--kubeconfig', kubeconfig], {}, timeoutMs);
 
 /**
+ * How `ferry uploadproxy` reaches the API in a test: as in its pod (a token of its ServiceAccount
+ * and the cluster CA in a directory, KUBERNETES_SERVICE_HOST/PORT: the installed pod's path, with the
+ * RBAC of manifests/uploadproxy.yaml), or through a kubeconfig (client-node loaded: a developer's run).
+ */
+export type ProxyApiAccess = { readonly kubeconfig: string } | { readonly inCluster: { readonly server: string; readonly dir: string } };
+
+/**
  * `ferry uploadproxy`'s environment on loopback, its files in `dir` (signer.pub, proxy.key/.crt,
  * client.key/.crt, server-ca.crt). No cluster DNS here: every server is dialled at `serverPort`;
  * its certificate is still checked for cdi-upload-<pvc>.<ns>.svc.
  */
-export function uploadProxyEnv(dir: string, kubeconfig: string, proxyPort: number, serverPort: number, logLevel = 'warn'): NodeJS.ProcessEnv {
+export function uploadProxyEnv(dir: string, access: ProxyApiAccess, proxyPort: number, serverPort: number, logLevel = 'warn'): NodeJS.ProcessEnv {
+  const api = 'kubeconfig' in access
+    ? { KUBECONFIG: access.kubeconfig }
+    : { KUBERNETES_SERVICE_HOST: new URL(access.inCluster.server).hostname, KUBERNETES_SERVICE_PORT: new URL(access.inCluster.server).port || '443', UPLOADPROXY_SERVICE_ACCOUNT_DIR: access.inCluster.dir };
   return {
-    KUBECONFIG: kubeconfig,
+    ...api,
     APISERVER_PUBLIC_KEY_FILE: join(dir, 'signer.pub'),
     TLS_KEY_FILE: join(dir, 'proxy.key'),
     TLS_CERT_FILE: join(dir, 'proxy.crt'),
@@ -67,15 +79,36 @@ export function uploadProxyEnv(dir: string, kubeconfig: string, proxyPort: numbe
     UPLOADPROXY_HOST: '127.0.0.1',
     UPLOADPROXY_SERVER_ADDRESS: `127.0.0.1:${serverPort}`,
     FERRY_LOG_LEVEL: logLevel,
-    // The V8 settings the proxy's Deployment gives it, so tests and benches run what is installed.
+    // The V8 settings the proxy's StatefulSet gives it, so tests and benches run what is installed.
     NODE_OPTIONS: manifestEnv('uploadproxy.yaml', 'uploadproxy', 'NODE_OPTIONS') ?? '',
   };
 }
 
-/** The value of `name` in the env of container `container` of the Deployment in manifests/`file`. */
+/**
+ * The proxy's in-cluster access as its pod would have it: manifests/uploadproxy.yaml's
+ * ServiceAccount, ClusterRole and ClusterRoleBinding (in `namespace`), a token for that account
+ * from the TokenRequest API, and the cluster CA, written to `<dir>/serviceaccount/`.
+ */
+export async function proxyServiceAccount(cp: ControlPlane, namespace: string, dir: string): Promise<ProxyApiAccess> {
+  const objects = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
+  for (const o of manifestObjects('uploadproxy.yaml').filter((o) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind ?? ''))) {
+    const text = JSON.stringify(o).replaceAll('"namespace":"ferry-system"', `"namespace":${JSON.stringify(namespace)}`);
+    await objects.create(JSON.parse(text) as KubernetesObject);
+  }
+  const name = manifestObjects('uploadproxy.yaml').find((o) => o.kind === 'ServiceAccount')?.metadata?.name ?? 'ferry-uploadproxy';
+  const core = cp.kubeConfig.makeApiClient(CoreV1Api);
+  const answer = await core.createNamespacedServiceAccountToken({ namespace, name, body: { spec: { audiences: [], expirationSeconds: 24 * 3600 } } });
+  const saDir = join(dir, 'serviceaccount');
+  mkdirSync(saDir, { recursive: true });
+  writeFileSync(join(saDir, 'token'), answer.status?.token ?? '');
+  writeFileSync(join(saDir, 'ca.crt'), Buffer.from(cp.kubeConfig.getCurrentCluster()?.caData ?? '', 'base64'));
+  return { inCluster: { server: cp.server, dir: saDir } };
+}
+
+/** The value of `name` in the env of container `container` of the workload (Deployment, StatefulSet) in manifests/`file`. */
 function manifestEnv(file: string, container: string, name: string): string | undefined {
-  const deployment = manifestObjects(file).find((o): o is V1Deployment => o.kind === 'Deployment');
-  return deployment?.spec?.template.spec?.containers.find((c) => c.name === container)?.env?.find((e) => e.name === name)?.value;
+  const workload = manifestObjects(file).find((o): o is V1Deployment | V1StatefulSet => o.kind === 'Deployment' || o.kind === 'StatefulSet');
+  return workload?.spec?.template.spec?.containers.find((c) => c.name === container)?.env?.find((e) => e.name === name)?.value;
 }
 
 const b64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
@@ -84,7 +117,7 @@ function manifestObjects(file: string): KubernetesObject[] {
   return loadAllYaml(readFileSync(join(REPO_ROOT, 'manifests', file), 'utf8')) as KubernetesObject[];
 }
 
-export async function startUploadStack(dir: string, options: { blockDevice?: UploadKubeletOptions['blockDevice']; serverTimeoutMs?: number; logLevel?: string } = {}): Promise<UploadStack> {
+export async function startUploadStack(dir: string, options: { blockDevice?: UploadKubeletOptions['blockDevice']; serverTimeoutMs?: number; logLevel?: string; kubeconfigProxy?: boolean } = {}): Promise<UploadStack> {
   const cp = await startControlPlane();
   const core = cp.kubeConfig.makeApiClient(CoreV1Api);
   const custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
@@ -131,8 +164,15 @@ export async function startUploadStack(dir: string, options: { blockDevice?: Upl
       writeFileSync(join(dir, name), text ?? '');
     }
     const serverPort = await freePort();
-    const proxy = startFerry(['uploadproxy'], uploadProxyEnv(dir, cp.kubeconfigPath, proxyPort, serverPort, logLevel), 3_600_000);
-    processes.push(proxy);
+    // As its pod runs it: in-cluster, with its ServiceAccount's token and RBAC.
+    const access = await proxyServiceAccount(cp, ferryNs, dir);
+    processes.push(startFerry(['uploadproxy'], uploadProxyEnv(dir, access, proxyPort, serverPort, logLevel), 3_600_000));
+    let kubeconfigProxy: UploadStack['kubeconfigProxy'];
+    if (options.kubeconfigProxy) {
+      const port = await freePort();
+      processes.push(startFerry(['uploadproxy'], uploadProxyEnv(dir, { kubeconfig: cp.kubeconfigPath }, port, serverPort, logLevel), 3_600_000));
+      kubeconfigProxy = { port, url: `https://127.0.0.1:${port}` };
+    }
     kubelet = startUploadKubelet(core, { serverPort, dir, ...(options.blockDevice ? { blockDevice: options.blockDevice } : {}), ...(options.serverTimeoutMs ? { serverTimeoutMs: options.serverTimeoutMs } : {}) });
     const apireg = cp.kubeConfig.makeApiClient(ApiregistrationV1Api);
     await waitFor('the APIService Available', async () => ((await apireg.readAPIService({ name: UPLOAD_APISERVICE_NAME })).status?.conditions?.find((c) => c.type === 'Available')?.status === 'True' ? true : undefined), 60_000, 500);
@@ -157,7 +197,7 @@ export async function startUploadStack(dir: string, options: { blockDevice?: Upl
       await rbac.createNamespacedRoleBinding({ namespace: ns, body: { metadata: { name: 'tokens' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'ferry:upload-token-requester' }, subjects } });
       return ns;
     };
-    return { cp, core, custom, kubelet, proxyPort, proxyUrl, namespaceFor, stop };
+    return { cp, core, custom, kubelet, proxyPort, proxyUrl, ...(kubeconfigProxy ? { kubeconfigProxy } : {}), namespaceFor, stop };
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;

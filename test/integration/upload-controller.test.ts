@@ -78,7 +78,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'signer.pub'), keys.publicKey.export({ type: 'spki', format: 'pem' }));
   proxyPort = await freePort();
   serverPort = await freePort();
-  proxy = startFerry(['uploadproxy'], uploadProxyEnv(dir, cp.kubeconfigPath, proxyPort, serverPort), 600_000);
+  proxy = startFerry(['uploadproxy'], uploadProxyEnv(dir, { kubeconfig: cp.kubeconfigPath }, proxyPort, serverPort), 600_000);
   await waitFor('the proxy', async () => ((await send('/healthz', 'GET')).status === 200 ? true : undefined), 20_000);
 }, 180_000);
 

@@ -4,9 +4,11 @@
  * from the built images and the manifests: no --uploadproxy-url, and CDIConfig names either a URL
  * that does not answer or none, so the upload goes through a port-forward over the Kubernetes API
  * (the apiserver → the kubelet → containerd's streaming server → the proxy pod's port) to the
- * `ferry uploadproxy` pod, then to a real upload server pod. The proxy's certificate is checked
- * for its Service name with the CA Ferry keeps (the admin kubeconfig may read it). A user who
- * may not port-forward in ferry-system gets the hint and UNAUTHORIZED.
+ * `ferry uploadproxy` pod (ferry-uploadproxy-0, a StatefulSet's), then to a real upload server
+ * pod. The proxy's certificate is checked for its Service name with the CA Ferry publishes
+ * (ConfigMap ferry-uploadproxy-ca). A user with `edit` in the namespace and no role of its own in
+ * ferry-system uploads the same way, verified, with nothing but its kubeconfig (the manifests let
+ * every user forward to that one pod: rbac-upload-users.yaml).
  *
  * This process runs in the root network namespace and reaches only 127.0.0.1 (the apiserver's
  * loopback bridge, the forward's listener, a closed loopback port as the "unreachable" URL).
@@ -61,7 +63,7 @@ beforeAll(async () => {
   // The token API (ferry apiserver) and the proxy must be up: both are in the manifests.
   await setUpFerry(cluster, dir, { images: ['ferry'], namespaces: [NS], apiserver: true, progress: note });
   const t = Date.now();
-  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'deployment/ferry-uploadproxy', '--timeout=180s'], { timeoutMs: 200_000 });
+  const rollout = await cluster.kubectl(['-n', 'ferry-system', 'rollout', 'status', 'statefulset/ferry-uploadproxy', '--timeout=180s'], { timeoutMs: 200_000 });
   if (rollout.code !== 0) throw new Error(`ferry-uploadproxy did not roll out: ${rollout.stderr}\n${await describeCluster(cluster, ['ferry-system'])}`);
   note(`ferry-uploadproxy rolled out: ${seconds(Date.now() - t)} s`);
   makeRawDisk(raw(), 64 * MiB);
@@ -156,7 +158,7 @@ describe('ferry image-upload through a port-forward (real apiserver, kubelet and
     }
   }, UPLOAD_TIMEOUT_MS + 60_000);
 
-  it('a user who may upload in the namespace but not port-forward in ferry-system: the hint, UNAUTHORIZED', async () => {
+  it('a user with `edit` in the namespace only, from a laptop: through the port-forward to ferry-uploadproxy-0, the proxy verified with the published CA, no --insecure', async () => {
     // A ServiceAccount with the namespace's `edit` role (PVCs, upload tokens), nothing in ferry-system.
     await cluster.kubectlOk(['-n', NS, 'create', 'serviceaccount', 'uploader']);
     await cluster.kubectlOk(['-n', NS, 'create', 'rolebinding', 'uploader-edit', '--clusterrole=edit', `--serviceaccount=${NS}:uploader`]);
@@ -172,12 +174,18 @@ describe('ferry image-upload through a port-forward (real apiserver, kubelet and
       'current-context: uploader',
       '',
     ].join('\n'), { mode: 0o600 });
-    const r = await imageUpload(['pvc', 'pf-denied', '--image-path', raw(), '--size', '1Gi'], kubeconfig);
-    note(`without RBAC in ferry-system: exit ${r.code}: ${r.stderr.trim().split('\n').slice(-4).join(' | ')}`);
-    expect(r.stdout).toContain('Pod now ready');
-    expect(r.stderr).toContain('cannot port-forward to the upload proxy: ');
-    expect(r.stderr).toContain('  kubectl port-forward -n ferry-system service/ferry-uploadproxy 18443:443\n');
-    expect(r.stderr).toMatch(/\[UNAUTHORIZED\]\n$/);
-    expect(r.code).toBe(11);
+    const r = await imageUpload(['pvc', 'pf-user', '--image-path', raw(), '--size', '1Gi'], kubeconfig);
+    note(`as a namespace user: exit ${r.code}: ${r.stderr.trim().split('\n').filter((l) => !l.includes('\r')).slice(-3).join(' | ')}`);
+    if (r.code !== 0) throw new Error(`exit ${r.code}\n${r.stdout}\n${r.stderr}\n${await describeCluster(cluster, [NS, 'ferry-system'])}`);
+    expect(r.stderr).toContain('uploading through a port-forward over the Kubernetes API to pod ferry-system/ferry-uploadproxy-0 port 8443');
+    expect(r.stdout).toContain('Processing completed successfully');
+    execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), await diskOf('pf-user')]);
+    // What it may not do there: forward to another pod, or read the CA's Secret.
+    const other = (await core.listNamespacedPod({ namespace: 'ferry-system' })).items.map((p) => p.metadata?.name ?? '').find((n) => n.startsWith('ferry-controller-'));
+    expect(other).toBeDefined();
+    const asUser = async (args: string[]): Promise<string> => (await exec(join(controlPlaneBinDir(), 'kubectl'), ['--kubeconfig', kubeconfig, ...args])).out.trim().split('\n').pop() ?? '';
+    expect(await asUser(['auth', 'can-i', 'create', `pods/${other}`, '--subresource=portforward', '-n', 'ferry-system'])).toBe('no');
+    expect(await asUser(['auth', 'can-i', 'create', 'pods/ferry-uploadproxy-0', '--subresource=portforward', '-n', 'ferry-system'])).toBe('yes');
+    expect(await asUser(['auth', 'can-i', 'get', 'secrets/ferry-uploadproxy-ca', '-n', 'ferry-system'])).toBe('no');
   }, UPLOAD_TIMEOUT_MS + 60_000);
 });

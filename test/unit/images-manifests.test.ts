@@ -74,7 +74,7 @@ describe('manifests/ image names (kustomize images:)', () => {
       'DaemonSet/ferry-seccomp-profile: spec/template/spec/containers/0/image=ferry',
       'Deployment/ferry-apiserver: spec/template/spec/containers/0/image=ferry',
       'Deployment/ferry-controller: spec/template/spec/containers/0/image=ferry',
-      'Deployment/ferry-uploadproxy: spec/template/spec/containers/0/image=ferry',
+      'StatefulSet/ferry-uploadproxy: spec/template/spec/containers/0/image=ferry',
     ]);
   });
 

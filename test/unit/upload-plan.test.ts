@@ -9,6 +9,7 @@ import { WORKER_NODE_OPTIONS } from '../../src/contract/import-spec.js';
 import { encodeTermination } from '../../src/contract/termination.js';
 import { ErrorCode } from '../../src/errors.js';
 import { targetStatusOf, addressResolver } from '../../uploadproxy/target-status.js';
+import { inClusterServer } from '../../uploadproxy/kube-get.js';
 import { BOTH_IMPORT_AND_UPLOAD } from '../../controller/upload/plan.js';
 import { planImport } from '../../controller/import/plan.js';
 import { UploadAnnotation as UploadClientAnnotation } from '../../src/contract/upload-api.js';
@@ -220,5 +221,10 @@ describe('the proxy target status', () => {
     expect(addressResolver('{service}.{namespace}.svc:8443')('vms', 'disk')).toEqual({ host: 'cdi-upload-disk.vms.svc', port: 8443, servername: 'cdi-upload-disk.vms.svc' });
     expect(addressResolver('127.0.0.1:9000')('vms', 'disk')).toEqual({ host: '127.0.0.1', port: 9000, servername: 'cdi-upload-disk.vms.svc' });
     expect(() => addressResolver('host:99999')).toThrow(/address template/);
+  });
+
+  test('in a pod, the API server from the kubelet variables, an IPv6 host bracketed', () => {
+    expect(inClusterServer('10.96.0.1', '443')).toBe('https://10.96.0.1:443');
+    expect(inClusterServer('fd00::1', '6443')).toBe('https://[fd00::1]:6443');
   });
 });

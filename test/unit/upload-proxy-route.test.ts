@@ -6,7 +6,7 @@ import { UPLOAD_PROXY_TLS_NAME, UploadProxyCaBundle, UploadProxyService } from '
 import { CertKey } from '../../controller/certs/rotation.js';
 import { serviceHosts, UploadSecret } from '../../controller/certs/upload-certs.js';
 import { portForwardHint } from '../../cli/upload/plan.js';
-import { type EndpointSliceLike, forwardTarget, type PodLike, portForwardNotice, proxyRoute, type ServiceLike } from '../../cli/upload/proxy-route.js';
+import { type EndpointSliceLike, forwardTarget, type PodLike, portForwardNotice, proxyRoute, proxyTrust, type ServiceLike } from '../../cli/upload/proxy-route.js';
 import { dataMessage, portForwardUrl, splitForwardMessage } from '../../cli/upload/port-forward.js';
 import { codeOf, ferryErrorOf } from './helpers.js';
 
@@ -103,5 +103,25 @@ describe('TLS through the forward: names shared with the controller', () => {
     expect(UploadProxyCaBundle.secret).toBe(UploadSecret.ProxyCa);
     expect(UploadProxyCaBundle.key).toBe(CertKey.Bundle);
     expect(serviceHosts(UploadProxyService.name, UploadProxyService.namespace)).toContain(UPLOAD_PROXY_TLS_NAME);
+  });
+});
+
+describe("what the proxy's certificate is checked against", () => {
+  const ferry = Buffer.from('ferry CA');
+  const roots = ['root A', 'root B'];
+  test("a URL: Ferry's bundle beside the system's roots, or beside SSL_CERT_FILE's bundle (which replaces them); nothing read, the default", () => {
+    expect(proxyTrust('url', ferry, undefined, roots)).toEqual([ferry, 'root A', 'root B']);
+    expect(proxyTrust('url', ferry, 'mine', roots)).toEqual([ferry, 'mine']);
+    expect(proxyTrust('url', undefined, undefined, roots)).toBeUndefined();
+    expect(proxyTrust('url', undefined, 'mine', roots)).toBeUndefined();
+  });
+  test("a port-forward: Ferry's bundle and the user's only; with neither it stops with TLS_ERROR and names the ConfigMap", () => {
+    expect(proxyTrust('port-forward', ferry, undefined, roots)).toEqual([ferry]);
+    expect(proxyTrust('port-forward', ferry, 'mine', roots)).toEqual([ferry, 'mine']);
+    expect(proxyTrust('port-forward', undefined, 'mine', roots)).toEqual(['mine']);
+    const e = ferryErrorOf(() => proxyTrust('port-forward', undefined, undefined, roots));
+    expect(e.code).toBe(ErrorCode.TlsError);
+    expect(e.message).toContain(`ConfigMap ${UploadProxyCaBundle.namespace}/${UploadProxyCaBundle.configMap}, key ${UploadProxyCaBundle.configMapKey}`);
+    expect(e.details).toEqual({ route: 'port-forward' });
   });
 });
