@@ -174,11 +174,11 @@ describe('the seed demo on a real node (examples/seed-demo, the talk\'s YAML)', 
     }, async () => `${(await cluster.kubectl(['-n', NS, 'get', 'all,pvc'])).stdout}\n${await diagnose()}`);
     expect(left).toEqual([]);
     // Nor anywhere else: no importer, launcher or scratch claim of Ferry's in any namespace; what
-    // runs is the install (ferry-system's Deployments: every pod there owned by a ReplicaSet; the
-    // seccomp profile's DaemonSet in ferry-node).
+    // runs is the install (ferry-system's Deployments and the upload proxy's StatefulSet: every pod
+    // there owned by a ReplicaSet or the StatefulSet; the seccomp profile's DaemonSet in ferry-node).
     const pods = await core.listPodForAllNamespaces({});
     const installed = (ns: string | undefined, owner: string | undefined): boolean =>
-      (ns === 'ferry-system' && owner === 'ReplicaSet') || (ns === SECCOMP_DAEMONSET.namespace && owner === 'DaemonSet');
+      (ns === 'ferry-system' && (owner === 'ReplicaSet' || owner === 'StatefulSet')) || (ns === SECCOMP_DAEMONSET.namespace && owner === 'DaemonSet');
     const notInstalled = pods.items.filter((p) => !installed(p.metadata?.namespace, p.metadata?.ownerReferences?.[0]?.kind));
     expect(notInstalled.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`)).toEqual([]);
     const claims = await core.listPersistentVolumeClaimForAllNamespaces({});
