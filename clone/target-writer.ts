@@ -59,13 +59,9 @@ async function zeroFirstMiB(handle: FileHandle): Promise<void> {
   await handle.sync().catch(() => undefined);
 }
 
-/** Writes `buffers` at `position` with one writev, and the rest of a short write piece by piece. */
-async function writeAllAt(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
-  const total = buffers.reduce((n, b) => n + b.length, 0);
-  let done = (await handle.writev(buffers, position)).bytesWritten;
-  if (done === total) return;
-  const rest = Buffer.concat(buffers).subarray(done);
-  for (let at = 0; at < rest.length; at += done) done = (await handle.write(rest, at, rest.length - at, position + (total - rest.length) + at)).bytesWritten;
+/** Writes all of `data` at `position` (a short write is continued). */
+async function writeAllAt(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < data.length; ) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten;
 }
 
 /** Contiguous data gathered into writes of up to this many bytes. */
@@ -112,7 +108,7 @@ async function writeExtents(events: Events, handle: FileHandle, onHole: (offset:
     const at = start;
     filled = 0;
     await inFlight; // the other buffer's write: it is free once this settles
-    inFlight = writeAllAt(handle, [batch], at).then(kickWriteback);
+    inFlight = writeAllAt(handle, batch, at).then(kickWriteback);
     inFlight.catch(() => undefined); // awaited by the next flush or at the end
     which = 1 - which;
   };

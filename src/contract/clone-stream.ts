@@ -248,9 +248,25 @@ export type CloneEvent =
 
 const Part = { Header: 0, Tag: 1, DataHead: 2, Data: 3, Hole: 4, End: 5, Done: 6 } as const;
 type Part = (typeof Part)[keyof typeof Part];
-/** The bytes of each fixed-size part (the end record's without its 4-byte check). */
-const PART_BYTES: Readonly<Record<Part, number>> = { 0: HEADER_BYTES, 1: 1, 2: DATA_RECORD_HEADER - 1, 3: 0, 4: HOLE_RECORD_BYTES - 1, 5: 12, 6: 0 };
-const TRUNCATED_INSIDE: Readonly<Record<Part, string>> = { 0: 'the header', 1: '', 2: 'a data record header', 3: 'a data extent', 4: 'a hole record', 5: 'its end record', 6: '' };
+/** The bytes of each fixed-size part (a record's after its one-byte tag); data and done have none. */
+const PART_BYTES: Readonly<Record<Part, number>> = {
+  [Part.Header]: HEADER_BYTES,
+  [Part.Tag]: 1,
+  [Part.DataHead]: DATA_RECORD_HEADER - 1,
+  [Part.Data]: 0,
+  [Part.Hole]: HOLE_RECORD_BYTES - 1,
+  [Part.End]: END_RECORD_BYTES - 1,
+  [Part.Done]: 0,
+};
+const TRUNCATED_INSIDE: Readonly<Record<Part, string>> = {
+  [Part.Header]: 'the header',
+  [Part.Tag]: '',
+  [Part.DataHead]: 'a data record header',
+  [Part.Data]: 'a data extent',
+  [Part.Hole]: 'a hole record',
+  [Part.End]: 'its end record',
+  [Part.Done]: '',
+};
 
 /**
  * Reads a stream as it arrives, a push parser: `push` each chunk of input, `end` when the input
