@@ -109,6 +109,9 @@ async function admission(method: string, body: Buffer | 'tooLarge', callerProble
   return { status: out.response.uid === '' ? 400 : 200, body: out };
 }
 
+/** Longer than the kube-apiserver's idle connections live (90 s). */
+export const KEEP_ALIVE_MS = 120_000;
+
 export function createApiServer(initial: ServingMaterial, deps: TokenApiDeps & CloneAdmissionDeps, logger: Logger): ApiServer {
   let material = initial;
   const server = createServer({ ...tlsOptions(initial), minVersion: 'TLSv1.2' }, (req, res) => {
@@ -136,6 +139,12 @@ export function createApiServer(initial: ServingMaterial, deps: TokenApiDeps & C
       else res.destroy();
     });
   });
+  // The kube-apiserver keeps connections to an aggregated server and a webhook idle for up to 90 s
+  // (Go's IdleConnTimeout) and does not retry a POST whose reused connection turns out closed: with
+  // Node's 5 s default the two raced, and an UploadTokenRequest or an admission review failed 503
+  // ("write: broken pipe"). The idle connection is the client's to close.
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = KEEP_ALIVE_MS + 1000;
   return {
     server,
     update(next: ServingMaterial): void {
