@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { diskStream } from '../clone/source.js';
-import { openSourceDisk } from '../clone/disk-extents.js';
+import { openSourceDisk, sourceExtents } from '../clone/disk-extents.js';
 import { cloneClientName, encodeCloneSourceEnv } from '../src/contract/clone-env.js';
 import { WORKER_NODE_OPTIONS } from '../src/contract/import-spec.js';
 import { CLONE_PATH } from '../src/contract/clone-stream.js';
@@ -103,14 +103,15 @@ function pki(): { server: { key: string; cert: string }; client: { key: string; 
 
 /**
  * FERRY_BENCH_NODE_ARGS: extra node flags for both programs (e.g. `--cpu-prof --cpu-prof-dir=DIR`);
- * FERRY_BENCH_LOGS=DIR: keep their logs.
+ * FERRY_BENCH_LOGS=DIR: keep their logs; FERRY_BENCH_CPU_SPLIT=1: print each program's user and sys CPU;
+ * FERRY_BENCH_NODE_OPTIONS: NODE_OPTIONS for both instead of the pods' (WORKER_NODE_OPTIONS).
  */
 const nodeArgs = (process.env.FERRY_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 
 function run(args: string[], env: Record<string, string>): { done: Promise<{ code: number | null; stderr: string; peakRssMiB: number; cpuSeconds: number }> } {
   const logs = process.env.FERRY_BENCH_LOGS; // a directory: each program's log lines are appended to <program>.log there
   const stdout = logs !== undefined ? openSync(join(logs, `${args[0]}.log`), 'a') : 'ignore';
-  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', process.execPath, ...nodeArgs, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', stdout, 'pipe'] });
+  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', process.execPath, ...nodeArgs, FERRY_BIN, ...args], { env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: process.env.FERRY_BENCH_NODE_OPTIONS ?? WORKER_NODE_OPTIONS, ...env }, stdio: ['ignore', stdout, 'pipe'] });
   if (typeof stdout === 'number') closeSync(stdout);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -118,6 +119,7 @@ function run(args: string[], env: Record<string, string>): { done: Promise<{ cod
     done: new Promise((resolve) =>
       child.on('close', (code) => {
         const [user, sys, rss] = (stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number);
+        if (process.env.FERRY_BENCH_CPU_SPLIT !== undefined) console.error(`${args[0]}: user ${user} s, sys ${sys} s`);
         resolve({ code, stderr, peakRssMiB: Math.round((rss ?? 0) / 1024), cpuSeconds: (user ?? 0) + (sys ?? 0) });
       }),
     ),
@@ -278,7 +280,7 @@ async function sendStream(path: string, port: number, compress: boolean, arrived
   const socket = connect(port, '127.0.0.1');
   await new Promise<void>((r) => socket.once('connect', () => r()));
   const counters = { wireBytes: 0, dataBytes: 0 };
-  const stream = diskStream(disk, counters);
+  const stream = diskStream(disk, await sourceExtents(disk), counters);
   if (compress) {
     const zstd = spawn('zstd', ['-1', '-q', '-c'], { stdio: ['pipe', 'pipe', 'inherit'] });
     await Promise.all([pipeline(Readable.from(stream), zstd.stdin), pipeline(zstd.stdout, socket)]);

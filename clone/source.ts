@@ -13,7 +13,9 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import { ErrorCode, FerryError, isErrorCode, toFerryError } from '../src/errors.js';
 import { CLONE_ERROR_CODE_HEADER, CLONE_MEDIA_TYPE, CloneAnswer, CloneStreamEncoder, SourceKind } from '../src/contract/clone-stream.js';
 import type { CloneSourceConfig } from '../src/contract/clone-env.js';
-import { openSourceDisk, READ_CHUNK, type SourceDisk, sourceExtents, splitZeros } from './disk-extents.js';
+import type { FileHandle } from 'node:fs/promises';
+import { DIRECT_ALIGN, type DirectHandle, openDirect, readDirect } from '../src/io/direct-io.js';
+import { type Extent, openSourceDisk, READ_CHUNK, type SourceDisk, sourceExtents, splitZeros } from './disk-extents.js';
 import { packArchive, planArchive } from './archive-pack.js';
 
 export interface SendCounters {
@@ -40,9 +42,10 @@ export class ReadBuffers {
   private waiter: { resolve: (b: Buffer) => void; reject: (e: unknown) => void } | undefined;
   private failure: unknown;
 
-  constructor(count: number, size: number) {
+  /** `given`: the buffers to use (each on its own ArrayBuffer, as direct-io's are), else `count` fresh ones of `size` bytes. */
+  constructor(count: number, size: number, given?: readonly Buffer[]) {
     for (let i = 0; i < count; i += 1) {
-      const b = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, so a piece names its buffer
+      const b = given?.[i] ?? Buffer.allocUnsafeSlow(size); // its own ArrayBuffer, so a piece names its buffer
       this.free.push(b);
       this.owned.set(b.buffer, b);
     }
@@ -80,9 +83,12 @@ export class ReadBuffers {
   }
 }
 
-/** The stream of a disk (file or device), from its extents, read into `buffers` (by default fresh ones). */
-export async function* diskStream(disk: SourceDisk, counters: SendCounters, signal?: AbortSignal, buffers?: ReadBuffers): AsyncGenerator<Buffer> {
-  const extents = await sourceExtents(disk, signal);
+/**
+ * The stream of a disk (file or device), from its extents (sourceExtents), read into `buffers` (by
+ * default fresh ones). `direct`: the disk opened O_DIRECT, `buffers` being its aligned ones
+ * (src/io/direct-io.ts); aligned reads go through it, the rest through the disk's own handle.
+ */
+export async function* diskStream(disk: SourceDisk, extents: readonly Extent[], counters: SendCounters, buffers?: ReadBuffers, direct?: FileHandle): AsyncGenerator<Buffer> {
   const encoder = new CloneStreamEncoder({ kind: disk.kind, size: disk.size, blockSize: disk.blockSize });
   yield* encoder.start();
   for (const extent of extents) {
@@ -94,7 +100,8 @@ export async function* diskStream(disk: SourceDisk, counters: SendCounters, sign
       const want = Math.min(READ_CHUNK, extent.offset + extent.length - at);
       const whole = buffers !== undefined ? await buffers.take() : Buffer.allocUnsafe(want);
       const buf = whole.subarray(0, want);
-      const { bytesRead } = await disk.handle.read(buf, 0, want, at);
+      const directly = direct !== undefined ? await readDirect(direct, whole, want, at) : undefined;
+      const bytesRead = directly ?? (await disk.handle.read(buf, 0, want, at)).bytesRead;
       if (bytesRead !== want) throw new FerryError(ErrorCode.SourceUnavailable, `the source ended at ${at + bytesRead}, inside its size ${disk.size}: it changed during the clone`);
       for (const piece of splitZeros(buf, at)) {
         yield* piece.zero ? encoder.hole(piece.offset, piece.bytes.length) : encoder.data(piece.offset, piece.bytes);
@@ -121,13 +128,20 @@ export async function* archiveStream(root: string, counters: SendCounters): Asyn
   counters.dataBytes = encoder.dataBytes;
 }
 
-/** What the socket may hold queued before the sender waits for it to drain. */
-const QUEUED_LIMIT = READ_BUFFERS * READ_CHUNK;
+/**
+ * What the socket may hold queued before the sender waits for it to drain. A disk stream never
+ * reaches it: its read buffers bound it (READ_BUFFERS × READ_CHUNK of data and the records'
+ * headers), so the next read runs while the socket sends the others. Waiting for `drain` there
+ * (which comes only once the queue is empty) left the socket idle during every read: a 1 GiB
+ * clone spent 1.5 s waiting for drains and 1.5 s reading (bench/README.md, "The clone reads and
+ * writes O_DIRECT"). This bounds an archive's stream.
+ */
+const QUEUED_LIMIT = (READ_BUFFERS + 1) * READ_CHUNK;
 
 /**
  * Writes the stream into the request and ends it. Pieces of the read buffers are queued without a
  * copy and released by their write callbacks; the sender waits for `drain` only when more than
- * QUEUED_LIMIT is queued (the read buffers bound a disk stream; this bounds an archive's). Stops
+ * QUEUED_LIMIT is queued. Stops
  * early, without ending the request, when `stopped()` says the target has already answered.
  */
 async function sendStream(stream: AsyncIterable<Buffer>, req: ClientRequest, buffers: ReadBuffers, counters: SendCounters, stopped: () => boolean, closed: AbortSignal): Promise<void> {
@@ -173,9 +187,15 @@ export async function sendClone(deps: CloneSourceDeps): Promise<CloneSent> {
   const { config } = deps;
   const counters: SendCounters = { wireBytes: 0, dataBytes: 0 };
   const disk = config.kind === SourceKind.Archive ? undefined : await openSourceDisk(config.path, config.kind);
+  let direct: DirectHandle | undefined;
   try {
-    const buffers = new ReadBuffers(READ_BUFFERS, READ_CHUNK);
-    const stream = disk === undefined ? archiveStream(config.path, counters) : diskStream(disk, counters, deps.signal, buffers);
+    const extents = disk === undefined ? [] : await sourceExtents(disk, deps.signal);
+    // Reads bypass the page cache where the filesystem allows (src/io/direct-io.ts): a clone reads
+    // each byte once, and buffered reads cost this machine's kernel 2-40x the CPU.
+    const firstData = extents.find((e) => e.data && e.offset % DIRECT_ALIGN === 0);
+    if (disk !== undefined && firstData !== undefined) direct = await openDirect(disk.handle, READ_BUFFERS, READ_CHUNK, { readAt: firstData.offset }, false);
+    const buffers = new ReadBuffers(READ_BUFFERS, READ_CHUNK, direct?.buffers);
+    const stream = disk === undefined ? archiveStream(config.path, counters) : diskStream(disk, extents, counters, buffers, direct?.handle);
     const url = new URL(config.url);
     const req = request(url, {
       method: 'POST',
@@ -229,6 +249,7 @@ export async function sendClone(deps: CloneSourceDeps): Promise<CloneSent> {
   } catch (err) {
     throw toFerryError(err);
   } finally {
+    await direct?.handle.close();
     await disk?.handle.close();
   }
 }

@@ -20,11 +20,13 @@ import { constants } from 'node:fs';
 import { type FileHandle, lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { type CloneEvent, type CloneHeader, SourceKind } from '../src/contract/clone-stream.js';
+import { type CloneHeader, SourceKind } from '../src/contract/clone-stream.js';
+import type { PolledEvents } from './body-events.js';
 import { TargetKind } from '../src/contract/import-spec.js';
 import type { UploadServerConfig } from '../src/contract/upload-server.js';
 import { runTool } from '../src/io/child-process.js';
 import { extractArchive } from '../src/io/archive.js';
+import { DIRECT_ALIGN, type DirectHandle, openDirect, writeDirect } from '../src/io/direct-io.js';
 import { usableSpace } from '../src/quantity.js';
 import { deviceSize } from './disk-extents.js';
 
@@ -52,7 +54,7 @@ export function checkFits(header: CloneHeader, usable: number | undefined): void
   }
 }
 
-type Events = AsyncIterator<CloneEvent>;
+type Events = PolledEvents;
 
 async function zeroFirstMiB(handle: FileHandle): Promise<void> {
   await handle.write(Buffer.alloc(1 << 20), 0, 1 << 20, 0).catch(() => undefined);
@@ -80,23 +82,31 @@ export const SYNC_EVERY = 16 * 1024 * 1024;
  * flowing while the disk writes. The copy (0.1 CPU-s per GiB) lets each socket chunk die young:
  * held until its batch was written, the chunks outlived V8's young generation and their gigabyte
  * of external memory was freed only by full mark-compacts (bench/README.md, "Where the clone's
- * CPU goes").
+ * CPU goes"). With `direct` (src/io/direct-io.ts) the buffers are its aligned ones and each batch
+ * is written O_DIRECT as far as it is aligned; the rest, and everything without `direct`, is
+ * written buffered, with writeback started every SYNC_EVERY bytes.
  */
-async function writeExtents(events: Events, handle: FileHandle, onHole: (offset: number, length: number) => Promise<void>): Promise<number> {
-  const buffers = [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)];
-  // Every SYNC_EVERY bytes an fdatasync is started and not waited for (one at a time): the disk
-  // writes while the stream goes on, instead of the whole clone waiting for one final fsync, and
-  // the dirty page cache a clone leaves stays small.
+async function writeExtents(events: Events, handle: FileHandle, onHole: (offset: number, length: number) => Promise<void>, direct?: DirectHandle): Promise<number> {
+  const buffers = direct?.buffers ?? [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)];
+  // Every SYNC_EVERY buffered bytes an fdatasync is started and not waited for (one at a time):
+  // the disk writes while the stream goes on, instead of the whole clone waiting for one final
+  // fsync, and the dirty page cache a clone leaves stays small.
   let unsynced = 0;
   let syncing: Promise<void> | undefined;
-  const kickWriteback = (): void => {
-    unsynced += WRITE_BATCH;
+  const kickWriteback = (bytes: number): void => {
+    unsynced += bytes;
     if (unsynced < SYNC_EVERY || syncing !== undefined) return;
     unsynced = 0;
     syncing = handle.datasync().then(
       () => void (syncing = undefined),
       () => void (syncing = undefined), // a failing disk fails the writes and the final sync
     );
+  };
+  const writeBatch = async (batch: Buffer, at: number): Promise<void> => {
+    const written = direct === undefined ? 0 : await writeDirect(direct.handle, batch, at);
+    if (written === batch.length) return;
+    await writeAllAt(handle, batch.subarray(written), at + written);
+    kickWriteback(batch.length - written);
   };
   let which = 0;
   let start = 0;
@@ -108,12 +118,18 @@ async function writeExtents(events: Events, handle: FileHandle, onHole: (offset:
     const at = start;
     filled = 0;
     await inFlight; // the other buffer's write: it is free once this settles
-    inFlight = writeAllAt(handle, batch, at).then(kickWriteback);
+    inFlight = writeBatch(batch, at);
     inFlight.catch(() => undefined); // awaited by the next flush or at the end
     which = 1 - which;
   };
-  for (let next = await events.next(); !next.done; next = await events.next()) {
-    const ev = next.value;
+  for (;;) {
+    // The queued events are taken without a promise each; the writer waits only when there are none.
+    let ev = events.poll();
+    if (ev === undefined) {
+      const next = await events.next();
+      if (next.done) break;
+      ev = next.value;
+    }
     if (ev.type === 'data') {
       if (filled > 0 && ev.offset !== start + filled) await flush();
       for (let from = 0; from < ev.bytes.length; ) {
@@ -137,6 +153,17 @@ async function writeExtents(events: Events, handle: FileHandle, onHole: (offset:
   throw new FerryError(ErrorCode.Internal, 'the clone stream reader stopped before its end');
 }
 
+/** Runs `write` with an O_DIRECT handle on the same file when the filesystem takes one, and closes it after. */
+async function withDirect<T>(handle: FileHandle, size: number, probePath: string | undefined, write: (direct: DirectHandle | undefined) => Promise<T>): Promise<T> {
+  if (probePath !== undefined) await rm(probePath, { force: true }); // left by a target that was killed
+  const direct = size >= DIRECT_ALIGN ? await openDirect(handle, 2, WRITE_BATCH, probePath !== undefined ? { writeFile: probePath } : { readAt: 0 }, true) : undefined;
+  try {
+    return await write(direct);
+  } finally {
+    await direct?.handle.close();
+  }
+}
+
 async function writeFile(config: UploadServerConfig, header: CloneHeader, events: Events): Promise<CloneWritten> {
   const path = resolve(config.target.path);
   const usable = config.capacity !== undefined ? usableSpace(config.capacity, config.filesystemOverhead) : undefined;
@@ -152,7 +179,7 @@ async function writeFile(config: UploadServerConfig, header: CloneHeader, events
   let done = false;
   try {
     await handle.truncate(header.size);
-    const dataBytes = await writeExtents(events, handle, async () => undefined);
+    const dataBytes = await withDirect(handle, header.size, `${path}.ferry-direct-probe`, (direct) => writeExtents(events, handle, async () => undefined, direct));
     const size = Math.max(header.size, usable ?? 0);
     if (size > header.size) await handle.truncate(size);
     let preallocationApplied = false;
@@ -187,7 +214,7 @@ async function writeDevice(config: UploadServerConfig, header: CloneHeader, even
     const zeroFill = async (offset: number, length: number): Promise<void> => {
       for (let at = offset; at < offset + length; at += zeros.length) await handle.write(zeros, 0, Math.min(zeros.length, offset + length - at), at);
     };
-    const dataBytes = await writeExtents(events, handle, punched ? async () => undefined : zeroFill);
+    const dataBytes = await withDirect(handle, device, undefined, (direct) => writeExtents(events, handle, punched ? async () => undefined : zeroFill, direct));
     await handle.sync();
     written = true;
     return { size: device, dataBytes, preallocationApplied: false, sourceFormat: 'raw' };

@@ -11,12 +11,13 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
-import { CLONE_ERROR_CODE_HEADER, CLONE_HEALTHZ_PATH, CLONE_PATH, CloneAnswer, CloneStreamError, CloneStreamFault, decodeCloneStream } from '../src/contract/clone-stream.js';
+import { CLONE_ERROR_CODE_HEADER, CLONE_HEALTHZ_PATH, CLONE_PATH, CloneAnswer, CloneStreamError, CloneStreamFault } from '../src/contract/clone-stream.js';
 import type { TerminationMessage } from '../src/contract/termination.js';
 import type { UploadServerConfig } from '../src/contract/upload-server.js';
 import type { Logger } from '../src/logging.js';
 import { endAfterBody } from '../src/io/http-answer.js';
 import { peerCommonName } from '../src/io/tls-peer.js';
+import { BodyEvents } from './body-events.js';
 import { coveredBy, progressPercent } from './progress.js';
 import { writeClone } from './target-writer.js';
 
@@ -60,7 +61,7 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
 
   async function receive(req: IncomingMessage): Promise<TerminationMessage> {
     let size = 0;
-    const events = decodeCloneStream(bodyOf(req, controller.signal), (event) => {
+    const events = new BodyEvents(req, controller.signal, (event) => {
       if (event.type === 'header') size = event.header.size;
       const covered = coveredBy(event);
       if (covered !== undefined) deps.onProgress?.(progressPercent(covered, size));
@@ -72,7 +73,7 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
     // On a refusal the reader lets go of the body (without destroying it), so the rest can be
     // drained while the answer goes out.
     const written = await writeClone(config, header, events).catch(async (err: unknown) => {
-      await events.return(undefined).catch(() => undefined);
+      await events.return().catch(() => undefined);
       throw err;
     });
     deps.onProgress?.(100);
@@ -119,34 +120,4 @@ export function createCloneTarget(deps: CloneTargetDeps): CloneTarget {
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
   return { server, finished, abort: () => controller.abort(), busy: () => state === 'busy' };
-}
-
-/**
- * The request body as the decoder reads it. A body cut off (the source died, the connection broke)
- * is a truncated stream, whatever error the socket reports; SIGTERM (`signal`) makes it fail
- * INTERRUPTED. Returning early leaves the body open, so a refusal can drain it while it answers.
- */
-async function* bodyOf(req: IncomingMessage, signal: AbortSignal): AsyncGenerator<Buffer> {
-  const interrupted = (): FerryError => new FerryError(ErrorCode.Interrupted, 'the clone target was stopped during the transfer');
-  const stop = (): void => {
-    req.destroy(interrupted());
-  };
-  signal.addEventListener('abort', stop, { once: true });
-  const it = req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
-  try {
-    for (;;) {
-      let next: IteratorResult<Buffer>;
-      try {
-        next = await it.next();
-      } catch (err) {
-        if (signal.aborted) throw interrupted();
-        throw new CloneStreamError(CloneStreamFault.Truncated, `the connection broke before the end record: ${(err as Error).message}`);
-      }
-      if (next.done) return;
-      yield next.value;
-    }
-  } finally {
-    signal.removeEventListener('abort', stop);
-    await it.return?.();
-  }
 }
