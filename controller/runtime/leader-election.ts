@@ -47,6 +47,8 @@ export class LeaderElector {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private trouble: string | undefined;
+  /** A renewal in flight: `stop` waits for it, so its write and the release never race. */
+  private renewing: Promise<boolean> | undefined;
 
   constructor(
     private readonly api: CoordinationV1Api,
@@ -74,7 +76,11 @@ export class LeaderElector {
     onLeading();
     const renew = async (): Promise<void> => {
       if (this.stopped) return;
-      const ok = await this.tryAcquireOrRenew();
+      this.renewing = this.tryAcquireOrRenew();
+      const ok = await this.renewing;
+      this.renewing = undefined;
+      // Stopped meanwhile: a deliberate step-down, not a loss (the release may have won the race).
+      if (this.stopped) return;
       if (!ok) {
         this.logger.warn({ identity: this.options.identity }, 'lost leadership');
         this.leading = false;
@@ -90,6 +96,7 @@ export class LeaderElector {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    await this.renewing;
     if (!this.leading) return;
     this.leading = false;
     const { namespace, name } = this.options;

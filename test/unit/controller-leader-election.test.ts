@@ -138,3 +138,60 @@ describe('leaseProblem', () => {
     expect(leaseProblem(err, 'ns')).toBe(line);
   });
 });
+
+/** A Lease store with the apiserver's optimistic concurrency: a write with a stale resourceVersion is a 409. */
+function versionedLeaseApi() {
+  let stored: V1Lease | undefined;
+  let version = 0;
+  const conflict = () => new ApiException(409, 'Conflict', JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'the object has been modified', reason: 'Conflict', code: 409 }), {});
+  const notFound = () => new ApiException(404, 'Not Found', JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'not found', reason: 'NotFound', code: 404 }), {});
+  const state = { writes: [] as Array<string | undefined>, gate: undefined as Promise<void> | undefined, gated: 0 };
+  const copy = (l: V1Lease): V1Lease => JSON.parse(JSON.stringify(l)) as V1Lease;
+  const api = {
+    readNamespacedLease: async () => {
+      if (stored === undefined) throw notFound();
+      return copy(stored);
+    },
+    createNamespacedLease: async ({ body }: { body: V1Lease }) => {
+      version += 1;
+      stored = { ...copy(body), metadata: { ...body.metadata, resourceVersion: String(version) } };
+      return copy(stored);
+    },
+    replaceNamespacedLease: async ({ body }: { body: V1Lease }) => {
+      const gate = state.gate;
+      if (gate !== undefined) {
+        state.gated += 1;
+        await gate;
+      }
+      if (body.metadata?.resourceVersion !== stored?.metadata?.resourceVersion) throw conflict();
+      version += 1;
+      stored = { ...copy(body), metadata: { ...body.metadata, resourceVersion: String(version) } };
+      state.writes.push(stored.spec?.holderIdentity);
+      return copy(stored);
+    },
+  };
+  return { api: api as unknown as CoordinationV1Api, state, holder: () => stored?.spec?.holderIdentity };
+}
+
+describe('stepping down', () => {
+  test('stop() during a renewal waits for it, then releases the lease; no loss is reported', async () => {
+    const { api, state, holder } = versionedLeaseApi();
+    const elector = new LeaderElector(api, { namespace: 'ferry-system', name: 'ferry-controller', identity: ME, leaseDurationSeconds: 15, renewIntervalMs: 5 }, createLogger({ level: 'silent' }));
+    const events: string[] = [];
+    await elector.run(() => events.push('leading'), () => events.push('lost'));
+    let open!: () => void;
+    state.gate = new Promise<void>((r) => (open = r));
+    for (let i = 0; i < 200 && state.gated === 0; i += 1) await new Promise((r) => setTimeout(r, 5)); // a renewal's write is in flight
+    expect(state.gated).toBe(1);
+    const stopping = elector.stop();
+    await new Promise((r) => setTimeout(r, 20));
+    state.gate = undefined;
+    open();
+    await stopping;
+    await new Promise((r) => setTimeout(r, 30)); // no renewal after the stop
+    expect(events).toEqual(['leading']);
+    expect(state.writes).toEqual([ME, undefined]); // the renewal, then the release: neither conflicted
+    expect(holder()).toBeUndefined();
+    expect(elector.isLeader).toBe(false);
+  });
+});
