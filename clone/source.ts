@@ -8,12 +8,12 @@
  */
 
 import { once } from 'node:events';
+import type { FileHandle } from 'node:fs/promises';
 import { request } from 'node:https';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { ErrorCode, FerryError, isErrorCode, toFerryError } from '../src/errors.js';
 import { CLONE_ERROR_CODE_HEADER, CLONE_MEDIA_TYPE, CloneAnswer, CloneStreamEncoder, SourceKind } from '../src/contract/clone-stream.js';
 import type { CloneSourceConfig } from '../src/contract/clone-env.js';
-import type { FileHandle } from 'node:fs/promises';
 import { DIRECT_ALIGN, type DirectHandle, openDirect, readDirect } from '../src/io/direct-io.js';
 import { type Extent, openSourceDisk, READ_CHUNK, type SourceDisk, sourceExtents, splitZeros } from './disk-extents.js';
 import { packArchive, planArchive } from './archive-pack.js';
@@ -141,8 +141,8 @@ const QUEUED_LIMIT = (READ_BUFFERS + 1) * READ_CHUNK;
 /**
  * Writes the stream into the request and ends it. Pieces of the read buffers are queued without a
  * copy and released by their write callbacks; the sender waits for `drain` only when more than
- * QUEUED_LIMIT is queued. Stops
- * early, without ending the request, when `stopped()` says the target has already answered.
+ * QUEUED_LIMIT is queued. Stops early, without ending the request, when `stopped()` says the
+ * target has already answered.
  */
 async function sendStream(stream: AsyncIterable<Buffer>, req: ClientRequest, buffers: ReadBuffers, counters: SendCounters, stopped: () => boolean, closed: AbortSignal): Promise<void> {
   for await (const chunk of stream) {
@@ -191,7 +191,7 @@ export async function sendClone(deps: CloneSourceDeps): Promise<CloneSent> {
   try {
     const extents = disk === undefined ? [] : await sourceExtents(disk, deps.signal);
     // Reads bypass the page cache where the filesystem allows (src/io/direct-io.ts): a clone reads
-    // each byte once, and buffered reads cost this machine's kernel 2-40x the CPU.
+    // each byte once, and a buffered read of 1 GiB cost this machine's kernel 0.6-1.7 s against 0.03.
     const firstData = extents.find((e) => e.data && e.offset % DIRECT_ALIGN === 0);
     if (disk !== undefined && firstData !== undefined) direct = await openDirect(disk.handle, READ_BUFFERS, READ_CHUNK, { readAt: firstData.offset }, false);
     const buffers = new ReadBuffers(READ_BUFFERS, READ_CHUNK, direct?.buffers);

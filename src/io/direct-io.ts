@@ -1,24 +1,24 @@
 /**
- * Writes that bypass the page cache (O_DIRECT), from Node without a native addon.
+ * Reads and writes that bypass the page cache (O_DIRECT), from Node without a native addon.
  *
- * A buffered write copies every byte into the page cache, and the kernel copies it out again when
- * it writes back: on this machine 1 GiB written buffered and then synced took 0.75–2.8 s and
- * 0.3–2.4 s of system CPU from run to run, where the same gigabyte written O_DIRECT took 0.7–0.8 s
- * and 0.1–0.2 s (`dd bs=4M count=256`, bench/README.md, "The clone target writes O_DIRECT"). A
- * disk written once and read by a VM later gains nothing from being in the writer's page cache,
- * which a pod's memory limit counts.
+ * A buffered transfer copies every byte through the page cache. On this machine 1 GiB written
+ * buffered and synced took 0.75–2.8 s and 0.3–2.4 s of system CPU from run to run, O_DIRECT
+ * 0.7–0.8 s and 0.1–0.2 s; read with the cache dropped, 1.0–1.9 s and 0.6–1.7 s against 0.4–0.7 s
+ * and 0.03 s (`dd bs=4M count=256`, bench/README.md, "The clone reads and writes O_DIRECT"). Bytes
+ * read or written once gain nothing from the page cache, which a pod's memory limit counts.
  *
  * O_DIRECT needs the buffer's address, the file offset and the length aligned to the device's
  * logical block. Node gives no aligned allocation and no addresses, so each buffer is allocated
  * DIRECT_ALIGN bytes larger and the kernel is asked where its aligned window starts: a 4 KiB
  * O_DIRECT transfer at successive 16-byte steps (an ArrayBuffer's memory is 16-aligned) fails with
  * EINVAL until the address is aligned. An ArrayBuffer's memory never moves. The transfer must
- * reach the device: a read of a file's hole is answered with zeros without the check, so a file's
- * probe is a write to a probe file beside it (created exclusively, removed after), and a block
- * device's a read of its first block. Offsets and
- * lengths are kept to multiples of DIRECT_ALIGN (4 KiB: every logical block size in use); what is
- * not aligned, the caller writes through its buffered handle. A filesystem that refuses O_DIRECT
- * (tmpfs, some FUSE and network filesystems) yields no direct handle and everything stays buffered.
+ * reach the device: a read of a file's hole is answered with zeros without the check, so a file
+ * being written is probed by a write to a probe file beside it (created exclusively, removed
+ * after), a file being read by a read where it holds data, a block device by a read of any block.
+ * Offsets and lengths are kept to multiples of DIRECT_ALIGN (4 KiB: every logical block size in
+ * use); what is not aligned, the caller transfers through its buffered handle. A filesystem that
+ * refuses O_DIRECT (some FUSE and network filesystems) yields no direct handle and everything stays
+ * buffered.
  */
 
 import { constants } from 'node:fs';

@@ -5,7 +5,7 @@
 
 import { afterAll, describe, expect, test } from '@jest/globals';
 import { constants, existsSync, mkdtempSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DIRECT_ALIGN, openDirect, readDirect, writeDirect } from '../../src/io/direct-io.js';
 import { removeDir, tempDir } from '../helpers/fixtures.js';
@@ -15,11 +15,17 @@ afterAll(() => removeDir(dir));
 
 const MiB = 1024 * 1024;
 
+/** A new sparse file of `size` bytes, open read-write. */
+async function freshFile(path: string, size: number): Promise<FileHandle> {
+  const handle = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+  await handle.truncate(size);
+  return handle;
+}
+
 describe('direct I/O on the temporary directory\'s filesystem', () => {
   test('the buffers found are the aligned windows: a write from one works, from 16 bytes further it is EINVAL', async () => {
     const path = join(dir, 'aligned.img');
-    const buffered = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-    await buffered.truncate(8 * MiB);
+    const buffered = await freshFile(path, 8 * MiB);
     const direct = await openDirect(buffered, 2, MiB, { writeFile: join(dir, 'aligned.probe') }, true);
     expect(direct).toBeDefined();
     if (direct === undefined) return;
@@ -36,8 +42,7 @@ describe('direct I/O on the temporary directory\'s filesystem', () => {
 
   test('writeDirect writes the aligned prefix and leaves the tail; an unaligned position is left whole', async () => {
     const path = join(dir, 'prefix.img');
-    const buffered = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-    await buffered.truncate(MiB);
+    const buffered = await freshFile(path, MiB);
     const direct = await openDirect(buffered, 1, 64 * 1024, { writeFile: join(dir, 'prefix.probe') }, true);
     if (direct === undefined) throw new Error('no O_DIRECT on the temporary directory');
     const buf = direct.buffers[0] as Buffer;
@@ -71,8 +76,7 @@ describe('direct I/O on the temporary directory\'s filesystem', () => {
 
   test('the reopened handle is the same file, whatever its name says now', async () => {
     const path = join(dir, 'renamed.img');
-    const buffered = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-    await buffered.truncate(MiB);
+    const buffered = await freshFile(path, MiB);
     writeFileSync(join(dir, 'other.img'), Buffer.alloc(MiB));
     renameSync(join(dir, 'other.img'), path); // the name now points at another file
     const direct = await openDirect(buffered, 1, DIRECT_ALIGN, { writeFile: join(dir, 'renamed.probe') }, true);
@@ -85,8 +89,7 @@ describe('direct I/O on the temporary directory\'s filesystem', () => {
 
   test('a probe name that exists is not overwritten: the open fails and nothing is opened', async () => {
     const path = join(dir, 'taken.img');
-    const buffered = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-    await buffered.truncate(MiB);
+    const buffered = await freshFile(path, MiB);
     writeFileSync(join(dir, 'taken.probe'), 'mine');
     await expect(openDirect(buffered, 1, DIRECT_ALIGN, { writeFile: join(dir, 'taken.probe') }, true)).rejects.toMatchObject({ code: 'EEXIST' });
     expect(readFileSync(join(dir, 'taken.probe'), 'utf8')).toBe('mine');
@@ -94,7 +97,7 @@ describe('direct I/O on the temporary directory\'s filesystem', () => {
   });
 
   test('buffer sizes that are not a multiple of the alignment are refused', async () => {
-    const buffered = await open(join(dir, 'size.img'), constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+    const buffered = await freshFile(join(dir, 'size.img'), 0);
     await expect(openDirect(buffered, 1, 1000, { readAt: 0 }, false)).rejects.toThrow(RangeError);
     await buffered.close();
   });
@@ -105,8 +108,7 @@ describe('tmpfs', () => {
     const shm = tempDirIn('/dev/shm');
     try {
       const path = join(shm, 'disk.img');
-      const buffered = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-      await buffered.truncate(MiB);
+      const buffered = await freshFile(path, MiB);
       const direct = await openDirect(buffered, 1, DIRECT_ALIGN, { writeFile: join(shm, 'disk.probe') }, true);
       if (direct !== undefined) {
         (direct.buffers[0] as Buffer).fill(1);
