@@ -304,13 +304,14 @@ export async function serveHttpOverNbd(options: NbdHttpOptions): Promise<NbdExpo
   };
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
+  // nbdkit binds its socket 10–30 ms after the spawn here; a 5 ms poll keeps the wait near that.
   for (;;) {
     if (await stat(socket).then(() => true, () => false)) break;
     if (exited || Date.now() > deadline) {
       await halt();
       throw new FerryError(ErrorCode.SourceUnavailable, `nbdkit could not serve the image: ${stderr.trim() || 'no socket'}`);
     }
-    await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 5));
   }
   return { uri: `nbd+unix:///?socket=${socket}`, stop };
 }

@@ -170,19 +170,86 @@ async function withReader<T>(image: string, timeoutMs: number, fn: (read: ReadAt
  * Times `count` reads of `chunkBytes`, one after another from offset 0, through the NBD export
  * Ferry started (qemu-io, raw driver, read-only), after one 4 KiB read that opens the connection:
  * what each of qemu-img's requests will cost through nbdkit. Milliseconds per read.
+ *
+ * qemu-io runs interactively, one command at a time, so the timing stops once the reads so far
+ * take more than `count × maxMeanMs`: their mean is then past `maxMeanMs` whatever the rest would
+ * take (on the Python server every other read waits 40 ms; bench/README.md, "Sixth pass").
  */
-export async function timeNbdReads(uri: string, chunkBytes: number, count: number, timeoutMs = 10_000, signal?: AbortSignal): Promise<number[]> {
+export async function timeNbdReads(uri: string, chunkBytes: number, count: number, timeoutMs = 10_000, signal?: AbortSignal, maxMeanMs = Infinity): Promise<number[]> {
   const image = safePath(uri);
-  const reads = Array.from({ length: count }, (_, i) => ['-c', `read ${i * chunkBytes} ${chunkBytes}`]).flat();
-  const result = await run(['-r', '-f', 'raw', '-c', 'read 0 4096', ...reads, image], { timeoutMs, ...(signal ? { signal } : {}) }, 'qemu-io');
-  if (result.timedOut) throw new FerryError(ErrorCode.SourceUnavailable, `${count} reads through nbdkit did not finish within ${timeoutMs} ms`);
-  if (result.code !== 0 || /^read failed/m.test(`${result.stderr}\n${result.stdout}`)) {
-    throw new FerryError(ErrorCode.SourceUnavailable, `cannot read through nbdkit: ${lastLine(result.stderr || result.stdout)}`);
+  const commands = ['read 0 4096', ...Array.from({ length: count }, (_, i) => `read ${i * chunkBytes} ${chunkBytes}`)];
+  const child = spawn('qemu-io', ['-r', '-f', 'raw', image], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+  child.stdin.on('error', () => undefined); // a qemu-io that exits early closes its end; its exit says why
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-STDERR_TAIL);
+  });
+  const times: number[] = [];
+  const outcome = new Promise<'done' | 'exited' | 'timeout'>((resolve, reject) => {
+    const timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    let sent = 0;
+    const next = (): void => {
+      const budget = count * maxMeanMs;
+      if (sent >= commands.length || (times.length > 0 && times.reduce((a, b) => a + b, 0) > budget)) {
+        clearTimeout(timer);
+        resolve('done');
+        return;
+      }
+      child.stdin.write(`${commands[sent]}\n`);
+      sent += 1;
+    };
+    child.stdout.on('data', (d: string) => {
+      stdout += d;
+      // Each command's report ends with the next prompt.
+      for (let at = stdout.indexOf(PROMPT); at >= 0; at = stdout.indexOf(PROMPT)) {
+        const report = stdout.slice(0, at);
+        stdout = stdout.slice(at + PROMPT.length);
+        if (/^read failed/m.test(report)) {
+          clearTimeout(timer);
+          reject(new FerryError(ErrorCode.SourceUnavailable, `cannot read through nbdkit: ${lastLine(report)}`));
+          return;
+        }
+        // The 4 KiB read that opens the connection is not counted.
+        if (sent > 1) {
+          const measured = parseReadTimes(report);
+          if (measured.length !== 1) {
+            clearTimeout(timer);
+            reject(new FerryError(ErrorCode.Internal, `qemu-io's report of a read is not understood: ${lastLine(report)}`));
+            return;
+          }
+          times.push(...measured);
+        }
+        next();
+      }
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new FerryError(ErrorCode.Internal, `cannot run qemu-io: ${err.message}`, { cause: err }));
+    });
+    child.once('close', () => {
+      clearTimeout(timer);
+      resolve('exited');
+    });
+  });
+  const exited = new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('close', () => resolve())));
+  try {
+    const how = await outcome;
+    if (how === 'timeout') throw new FerryError(ErrorCode.SourceUnavailable, `${count} reads through nbdkit did not finish within ${timeoutMs} ms`);
+    if (how === 'exited') throw new FerryError(ErrorCode.SourceUnavailable, `cannot read through nbdkit: ${lastLine(stderr || stdout) || 'qemu-io exited'}`);
+    return times;
+  } finally {
+    child.stdin.end('quit\n');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(killer);
   }
-  const times = parseReadTimes(result.stdout);
-  if (times.length !== count + 1) throw new FerryError(ErrorCode.Internal, `qemu-io reported ${times.length} reads, not ${count + 1}`);
-  return times.slice(1);
 }
+
+/** What qemu-io prints when it waits for the next command. */
+const PROMPT = 'qemu-io> ';
 
 /**
  * Pure: each read's milliseconds from qemu-io's reports ("2 MiB, 1 ops; 00.00 sec (435.222 MiB/sec

@@ -25,7 +25,7 @@ import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
 import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
 import { type Route, route, type RouteFacts, tailMatters, wantsLatency, wantsNbdReads } from './route.js';
-import { autoConnectionsFor, chunkTuning } from './tuning.js';
+import { autoConnectionsFor, chunkTuning, probeEnoughMs } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
 export type { EngineDeps } from './context.js';
@@ -149,10 +149,11 @@ async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: Nbd
   };
   const { measureLatency, measureChunk } = opened;
   if (measureLatency && wantsLatency({ ...facts, canMeasure: true })) {
-    const latencyMs = await raceAbort(signal, measureLatency().catch(() => undefined));
+    const enough = probeEnoughMs(deps.tuning);
+    const latencyMs = await raceAbort(signal, measureLatency(enough.latencyMs).catch(() => undefined));
     // What a request for real data costs here: decides nbd (one request at a time) and far.
     const { probeChunkBytes } = chunkTuning(deps.tuning);
-    const chunkMs = latencyMs !== undefined && measureChunk ? await raceAbort(signal, measureChunk(probeChunkBytes).catch(() => undefined)) : undefined;
+    const chunkMs = latencyMs !== undefined && measureChunk ? await raceAbort(signal, measureChunk(probeChunkBytes, 1, enough.chunkMs).catch(() => undefined)) : undefined;
     // Only a server that looks far is asked whether two reads at once take no longer than one.
     const pairMs =
       latencyMs !== undefined && chunkMs !== undefined && measureChunk && autoConnectionsFor(latencyMs, deps.tuning, chunkMs) > 1
@@ -173,11 +174,12 @@ async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: Nbd
   }
   if (!wantsNbdReads(facts, chosen)) return { chosen };
   const nbd = onceStopped(await startExport(attempt));
-  const { probeChunkBytes, nbdProbeReads } = chunkTuning(deps.tuning);
+  const { probeChunkBytes, nbdProbeReads, nbdReadMaxMs } = chunkTuning(deps.tuning);
   const reads = Math.min(nbdProbeReads, Math.floor((opened.size ?? 0) / probeChunkBytes));
   let times: number[] | undefined;
   try {
-    times = await timeNbdReads(nbd.uri, probeChunkBytes, reads, undefined, signal);
+    // Stops once the mean cannot come back under the limit: the route only compares it with that.
+    times = await timeNbdReads(nbd.uri, probeChunkBytes, reads, undefined, signal, nbdReadMaxMs);
   } catch (err) {
     if (signal.aborted) {
       await nbd.stop().catch(() => undefined);

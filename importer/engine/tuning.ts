@@ -101,6 +101,16 @@ export function chunkTuning(tuning: Pick<ImportTuning, ChunkKnobs>): Required<Pi
   };
 }
 
+/**
+ * Pure: when a probe may stop at its first run (`warmLatencyMs`): a latency within `nearLatencyMs`
+ * and a chunk read within both `nbdMaxChunkMs` and `farChunkMs` already decide the route as the
+ * fastest of three would (test/unit/route.test.ts checks it), so the other runs are not sent.
+ */
+export function probeEnoughMs(tuning: Pick<ImportTuning, 'nearLatencyMs' | ChunkKnobs>): { readonly latencyMs: number; readonly chunkMs: number } {
+  const knobs = chunkTuning(tuning);
+  return { latencyMs: tuning.nearLatencyMs, chunkMs: Math.min(knobs.nbdMaxChunkMs, knobs.farChunkMs) };
+}
+
 /** Parses a connections setting: "auto" or a positive integer. */
 export function parseConnections(text: string, what: string): number | 'auto' {
   if (text.trim() === 'auto') return 'auto';

@@ -459,20 +459,20 @@ export async function openHttp(options: HttpSourceOptions, resume?: ResumePolicy
     ...(acceptsRanges && length !== undefined ? { measureChunk } : {}),
   };
 
-  async function measureChunk(bytes: number, together = 1): Promise<number> {
+  async function measureChunk(bytes: number, together = 1, enoughMs = 0): Promise<number> {
     const end = Math.min(length ?? bytes, bytes) - 1;
     const read = async (): Promise<void> => {
       const probe = await send(direct, ca, { range: `bytes=0-${end}` });
       for await (const chunk of probe.request) void chunk;
     };
-    return warmLatencyMs(async () => void (await Promise.all(Array.from({ length: together }, read))), together > 1 ? 2 : 3);
+    return warmLatencyMs(async () => void (await Promise.all(Array.from({ length: together }, read))), together > 1 ? 2 : 3, enoughMs);
   }
 
-  async function measureLatency(): Promise<number> {
+  async function measureLatency(enoughMs = 0): Promise<number> {
     return warmLatencyMs(async () => {
       const probe = await send(direct, ca, { range: 'bytes=0-0' });
       // Read to the end, so the connection goes back to the pool for the next probe.
       for await (const chunk of probe.request) void chunk;
-    });
+    }, 3, enoughMs);
   }
 }

@@ -132,10 +132,10 @@ export async function openS3(options: S3SourceOptions, resume?: ResumePolicy): P
     description: where,
     ...(ranged
       ? {
-          measureLatency: () =>
+          measureLatency: (enoughMs?: number) =>
             warmLatencyMs(async () => {
               for await (const chunk of (await range(0, 0)).body) void chunk;
-            }),
+            }, 3, enoughMs),
         }
       : {}),
   };

@@ -22,14 +22,16 @@ export interface OpenedSource {
   /**
    * Measures what one more ranged request costs before its first byte arrives, on a warm
    * connection (a round trip plus the server's own time): what reading in place pays per request.
+   * Stops at the first run within `enoughMs` (see `warmLatencyMs`).
    */
-  readonly measureLatency?: () => Promise<number>;
+  readonly measureLatency?: (enoughMs?: number) => Promise<number>;
   /**
    * Measures a ranged read of `bytes` from the start, to its last byte, on a warm connection (the
-   * fastest of three): what one request for real data costs on this server. With `together`,
-   * that many such reads at once (the faster of two rounds): whether more connections get more.
+   * fastest of three, or the first within `enoughMs`): what one request for real data costs on
+   * this server. With `together`, that many such reads at once (the faster of two rounds):
+   * whether more connections get more.
    */
-  readonly measureChunk?: (bytes: number, together?: number) => Promise<number>;
+  readonly measureChunk?: (bytes: number, together?: number, enoughMs?: number) => Promise<number>;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */
@@ -38,10 +40,14 @@ export type SourceOpener = () => Promise<OpenedSource>;
 /**
  * The fastest of three runs of `probe` (one small request, read to its end), in milliseconds: the
  * first may pay for a new connection, the others reuse it; the minimum ignores a busy moment.
+ * A run within `enoughMs` ends it: more runs could only go lower, and a caller that compares the
+ * result with thresholds at or above `enoughMs` decides the same. Each run is a request, and on
+ * some servers every request after the first on a connection waits 40 ms for a delayed ACK
+ * (bench/README.md, "Sixth pass").
  */
-export async function warmLatencyMs(probe: () => Promise<void>, times = 3): Promise<number> {
+export async function warmLatencyMs(probe: () => Promise<void>, times = 3, enoughMs = 0): Promise<number> {
   let best = Infinity;
-  for (let i = 0; i < times; i += 1) {
+  for (let i = 0; i < times && best > enoughMs; i += 1) {
     const started = performance.now();
     await probe();
     best = Math.min(best, performance.now() - started);

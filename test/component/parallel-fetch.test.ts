@@ -111,14 +111,26 @@ describe('connections auto: chosen from the measured request latency', () => {
   const chunkProbes = (path: string, since: number): number => rangesOf(path, since).filter((r) => r === CHUNK_PROBE).length;
   const notProbe = (r: string | undefined): boolean => r !== 'bytes=0-0' && r !== CHUNK_PROBE;
 
-  test('a nearby server (latency within nearLatencyMs): qemu-img reads in place through nbdkit, after three one-byte probes', async () => {
+  test('a nearby server (latency within nearLatencyMs): qemu-img reads in place through nbdkit, after one one-byte probe (within the bound: no more sent)', async () => {
     const since = server.requests.length;
     const out = f('auto-near.img');
     const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
     expect(error).toBeUndefined();
     expect(result?.via).toBe('nbd');
-    expect(probes('/disk.raw', since)).toBe(3);
+    expect(probes('/disk.raw', since)).toBe(1);
+    // farChunkMs -1: no chunk read is within both chunk thresholds, so all three are sent.
     expect(chunkProbes('/disk.raw', since)).toBe(3);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a chunk read within both chunk thresholds ends the chunk probe too: one of each', async () => {
+    const since = server.requests.length;
+    const out = f('auto-near-one.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000, farChunkMs: 60_000 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('nbd');
+    expect(probes('/disk.raw', since)).toBe(1);
+    expect(chunkProbes('/disk.raw', since)).toBe(1);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
@@ -161,7 +173,8 @@ describe('connections auto: chosen from the measured request latency', () => {
     const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: 60_000, nbdReadMaxMs: -1 });
     expect(error).toBeUndefined();
     expect(result?.via).toBe(via);
-    expect(logged(logs, MEASURED)).toEqual([expect.objectContaining({ kept: false })]);
+    // The first read already puts the mean past the limit: the other three are not sent.
+    expect(logged(logs, MEASURED)).toEqual([expect.objectContaining({ kept: false, readsMs: [expect.any(Number)] })]);
     expect(logged(logs, READING)).toEqual([]);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });

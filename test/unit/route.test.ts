@@ -1,5 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, scratchBound, tailMatters, wantsLatency, wantsNbdReads } from '../../importer/engine/route.js';
+import { autoConnectionsFor, probeEnoughMs } from '../../importer/engine/tuning.js';
+import { warmLatencyMs } from '../../importer/sources/source.js';
 
 const MiB = 1024 * 1024;
 
@@ -247,5 +249,63 @@ describe('route: a late, slow server that two reads at once only slow down', () 
   test('one stream (curl), not ranges', () => {
     expect(route(facts({ size: BIG, latencyMs: 60, chunkMs: 120, pairMs: 230, curl: true, tuning: { connections: 'auto' } }))).toEqual({ path: 'streamed', transport: { kind: 'curl' }, bound: 1024 * MiB });
     expect(route(facts({ size: BIG, latencyMs: 60, chunkMs: 120, pairMs: 130, curl: true, tuning: { connections: 'auto' } }))).toMatchObject({ path: 'ranged' });
+  });
+});
+
+describe('probeEnoughMs: a probe that stops at its first run within the bound decides as the fastest of three would', () => {
+  const AUTO = { connections: 'auto' as const };
+  const enough = probeEnoughMs({ ...TUNING, ...AUTO });
+  test('the bounds are the near latency and the lower of the nbd and far chunk thresholds', () => {
+    expect(enough).toEqual({ latencyMs: 5, chunkMs: 15 });
+    expect(probeEnoughMs({ ...TUNING, nearLatencyMs: 2, nbdMaxChunkMs: 40, farChunkMs: 30 })).toEqual({ latencyMs: 2, chunkMs: 30 });
+  });
+  // A first run at the bound (or under it), against lower runs the full probe might have seen.
+  const firsts = [0.5, enough.latencyMs / 2, enough.latencyMs];
+  const chunkFirsts = [1, enough.chunkMs / 2, enough.chunkMs];
+  const images: Over[] = [
+    { size: BIG, curl: true },
+    { size: BIG },
+    { format: 'qcow2', declaredSize: 512n * BigInt(MiB), size: BIG, curl: true },
+    { layers: ['gzip'], size: BIG },
+    { layers: ['xz'], fileDecoder: 'xz', size: BIG, curl: true },
+  ];
+  test.each(images.map((image, i) => [i, image] as const))('image %i: route, nbd timing and the pair probe unchanged', (_i, image) => {
+    for (const latency of firsts) {
+      for (const chunk of chunkFirsts) {
+        for (const lower of [0, 0.5]) {
+          const stopped = facts({ ...image, latencyMs: latency, chunkMs: chunk, tuning: AUTO });
+          const full = facts({ ...image, latencyMs: latency * lower, chunkMs: chunk * lower, tuning: AUTO });
+          expect(route(stopped)).toEqual(route(full));
+          expect(wantsNbdReads(stopped, route(stopped))).toBe(wantsNbdReads(full, route(full)));
+          expect(autoConnectionsFor(latency, stopped.tuning, chunk)).toBe(autoConnectionsFor(latency * lower, full.tuning, chunk * lower));
+        }
+      }
+    }
+  });
+  test('warmLatencyMs stops at the first run within enoughMs, else keeps the fastest of its runs', async () => {
+    // performance.now() is real; a probe that waits its time is what a request is.
+    const waiting = (times: number[]) => {
+      let i = 0;
+      return {
+        probe: () => new Promise<void>((resolve) => setTimeout(resolve, times[i++] ?? 0)),
+        count: () => i,
+      };
+    };
+    const quick = waiting([1, 60, 60]);
+    expect(await warmLatencyMs(quick.probe, 3, 30)).toBeLessThan(30);
+    expect(quick.count()).toBe(1);
+    const slow = waiting([80, 45, 70]);
+    const best = await warmLatencyMs(slow.probe, 3, 30);
+    expect(slow.count()).toBe(3);
+    expect(best).toBeGreaterThanOrEqual(44);
+    expect(best).toBeLessThan(70);
+    const unbounded = waiting([0, 0, 0]);
+    await warmLatencyMs(unbounded.probe, 3);
+    expect(unbounded.count()).toBe(3);
+  });
+
+  test('a latency past the bound is not within it: the probe goes on (a far server may still get ranges)', () => {
+    const far = facts({ size: BIG, latencyMs: enough.latencyMs + 15, chunkMs: 60, curl: true, tuning: AUTO });
+    expect(route(far)).toMatchObject({ path: 'ranged' });
   });
 });
