@@ -17,7 +17,8 @@ import { createExclusive } from './target.js';
 /** How much decoded input to hand a probe decoder to learn the inner format. */
 export const PROBE_INPUT_BYTES = 256 * 1024;
 
-function decoder(format: Format, threads: 'one' | 'all'): [string, string[]] {
+/** The decoder program for `format` and its arguments (output on stdout). */
+export function decoder(format: Format, threads: 'one' | 'all'): [string, string[]] {
   if (format === Format.Zstd) return ['zstd', ['-dc', '-q', '--sparse']];
   if (format === Format.Xz) return ['xz', ['-dc', threads === 'one' ? '-T1' : '-T0']];
   throw new FerryError(ErrorCode.Internal, `no file decoder for ${format}`);
@@ -79,8 +80,11 @@ export interface ChildToFileOptions {
   /** Kills the child. */
   readonly signal?: AbortSignal;
   readonly syncEveryBytes?: number;
-  /** The child's stdin: a stream fed to it, or bytes written once (a config). */
-  readonly input: ByteStream | Buffer;
+  /**
+   * The child's stdin: a stream fed to it, bytes written once (a config), or a descriptor it
+   * reads itself (the read end of a pipe another child writes).
+   */
+  readonly input: ByteStream | Buffer | { readonly fd: number };
   /** Told the file's size as it grows (every 100 ms). */
   readonly onSize?: (bytes: number) => void;
   /** Extra environment for the child: none but this when given. */
@@ -121,13 +125,15 @@ export async function childToFile(command: string, args: readonly string[], path
       });
   }, 100);
   try {
+    const { input } = options;
+    const fed = isDescriptor(input);
     const child = spawn(program, argv, {
-      stdio: ['pipe', out.fd, 'pipe'],
+      stdio: [fed ? input.fd : 'pipe', out.fd, 'pipe'],
       ...(options.env ? { env: options.env } : {}),
       ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}),
     });
     const { stdin, stderr: errors } = child;
-    if (!stdin || !errors) throw new FerryError(ErrorCode.Internal, `cannot talk to ${command}`);
+    if ((!fed && !stdin) || !errors) throw new FerryError(ErrorCode.Internal, `cannot talk to ${command}`);
     errors.setEncoding('utf8');
     errors.on('data', (d: string) => {
       stderr = (stderr + d).slice(-2048);
@@ -138,8 +144,9 @@ export async function childToFile(command: string, args: readonly string[], path
     });
     let feedError: unknown;
     try {
-      const { input } = options;
-      if (Buffer.isBuffer(input)) {
+      if (fed || !stdin) {
+        // The child reads the descriptor itself.
+      } else if (Buffer.isBuffer(input)) {
         stdin.on('error', () => undefined); // a child that exits early closes its end; its exit says why
         stdin.end(input);
       } else {
@@ -167,6 +174,17 @@ export async function childToFile(command: string, args: readonly string[], path
   }
 }
 
+function isDescriptor(input: ByteStream | Buffer | { readonly fd: number }): input is { readonly fd: number } {
+  return !Buffer.isBuffer(input) && typeof (input as { fd?: unknown }).fd === 'number';
+}
+
+/** Pure: a decoder's exit as the importer's error (undefined: success). */
+export function decoderFailure(command: string, { code, signal, stderr }: ChildExit): FerryError | undefined {
+  if (code === 0) return undefined;
+  if (/no space left/i.test(stderr)) return new FerryError(ErrorCode.NoSpace, `the target ran out of space while ${command} decoded the image`);
+  return new FerryError(ErrorCode.InvalidImage, `${command} could not decompress the data: ${stderr || (signal ?? `exit ${code}`)}`);
+}
+
 /**
  * Feeds `source` (compressed) to the decoder, whose output is `path` (see `childToFile`). Returns
  * the decoded size.
@@ -178,10 +196,6 @@ export async function decodeToFile(format: Format, source: ByteStream, path: str
     ...(options.limit !== undefined ? { limit: options.limit } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.syncEveryBytes !== undefined ? { syncEveryBytes: options.syncEveryBytes } : {}),
-    judge: ({ code, signal, stderr }) => {
-      if (code === 0) return undefined;
-      if (/no space left/i.test(stderr)) return new FerryError(ErrorCode.NoSpace, `the target ran out of space while ${command} decoded the image`);
-      return new FerryError(ErrorCode.InvalidImage, `${command} could not decompress the data: ${stderr || (signal ?? `exit ${code}`)}`);
-    },
+    judge: (exit) => decoderFailure(command, exit),
   });
 }

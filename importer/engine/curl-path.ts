@@ -13,7 +13,8 @@ import { ErrorCode, FerryError } from '../../src/errors.js';
 import { interruption } from './abort.js';
 import { fetchRange } from '../parallel-fetch.js';
 import { writeAll } from '../raw-writer.js';
-import { curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
+import { decoder, decoderFailure } from '../decode-to-file.js';
+import { curlThroughDecoder, curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
 import { loadCaBundle, proxyFor } from '../sources/http-source.js';
 import { type Attempt, closeStream, retryOptions, secretsFor } from './context.js';
 
@@ -56,6 +57,45 @@ export async function fetchWithCurl(attempt: Attempt, path: string, limit: numbe
   }
   await sameHead(path, peeled.head);
   return written;
+}
+
+/**
+ * A raw image in one zstd or xz layer: curl fetches the compressed stream and its decoder writes
+ * the file (`curlThroughDecoder`): neither the compressed nor the decoded bytes pass through node.
+ * The same checks as the plain path: the announced length (of the compressed body), and the file
+ * starting with the decoded bytes the format was detected and checked from. A break is not
+ * continued here (the decoder has read what curl passed on): it fails the attempt as TRUNCATED,
+ * retryable, and the engine starts again. At most `limit` decoded bytes. Returns the decoded size.
+ */
+export async function decodeWithCurl(attempt: Attempt, path: string, limit: number | undefined): Promise<number> {
+  const { spec, deps, log, signal, opened, peeled } = attempt;
+  const url = opened.remoteUrl;
+  const size = opened.size;
+  const compressed = peeled.compressed;
+  if (url === undefined || size === undefined || !compressed) throw new FerryError(ErrorCode.Internal, 'the curl decoder route needs a compressed remote image of known size');
+  // The first response's body is not read on: curl makes its own request.
+  await closeStream(compressed.stream);
+  await closeStream(peeled.stream);
+  const proxy = proxyFor(url, spec.proxy);
+  const caPems = spec.caPath !== undefined ? await loadCaBundle(spec.caPath) : undefined;
+  const [command, args] = decoder(compressed.format, 'all');
+  log.info({ via: 'curl', decoder: command }, 'one stream, fetched by curl into the decoder');
+  const { decoded } = await curlThroughDecoder(path, {
+    url,
+    insecureTls: spec.insecureTls,
+    timeouts: deps.tuning.http,
+    ...secretsFor(spec, url),
+    ...(caPems ? { caPems } : {}),
+    ...(proxy ? { proxy } : {}),
+    ...(limit !== undefined ? { limit } : {}),
+    signal,
+    decoder: [command, args],
+    judgeDecoder: (exit) => decoderFailure(command, exit),
+    expectedBytes: size,
+    onFetched: (n) => deps.progress.bytes(Math.min(n, size)),
+  });
+  await sameHead(path, peeled.head);
+  return decoded;
 }
 
 /** Bytes [at, size) over ranged requests, written at their offsets, each break continued. */

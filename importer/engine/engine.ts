@@ -243,7 +243,7 @@ function execute(attempt: Attempt, chosen: Route): Promise<ImportSuccess> {
     case 'streamed':
       return chosen.transport.kind === 'curl' ? importCurled(attempt, chosen.bound) : importStreamed(attempt, chosen.bound);
     case 'decoder':
-      return importDecoded(attempt, chosen.bound, chosen.usable);
+      return importDecoded(attempt, chosen.bound, chosen.usable, chosen.transport.kind === 'curl');
     case 'ranged':
       return importRanged(attempt, chosen.fetch);
     case 'nbd':

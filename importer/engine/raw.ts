@@ -12,7 +12,7 @@ import { type ByteStream, capped, heldBackTail } from '../streams.js';
 import { finishDisk, type PreparedTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
 import { type Attempt, describe, fetchRanged, success } from './context.js';
-import { fetchWithCurl } from './curl-path.js';
+import { decodeWithCurl, fetchWithCurl } from './curl-path.js';
 import type { RangedFetch } from './route.js';
 
 /** Drops the last 512 bytes when they are a fixed VHD's footer after the disk. */
@@ -50,12 +50,18 @@ export async function importCurled(attempt: Attempt, bound: number | undefined):
   return finishRaw(attempt, written);
 }
 
-export async function importDecoded(attempt: Attempt, bound: number | undefined, usable: number | undefined): Promise<ImportSuccess> {
+/**
+ * The decoder writes the file: fed by node (the first response read on), or by a child curl
+ * (`viaCurl`: the compressed bytes never pass through node either; bench/README.md, "Sixth pass").
+ */
+export async function importDecoded(attempt: Attempt, bound: number | undefined, usable: number | undefined, viaCurl = false): Promise<ImportSuccess> {
   const { target, deps, opened, peeled, signal } = attempt;
   const compressed = peeled.compressed;
   if (!compressed) throw new FerryError(ErrorCode.Internal, 'the decoder route needs a compressed image');
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
-  const decoded = await decodeToFile(compressed.format, compressed.stream, target.writePath, { signal, ...(bound !== undefined ? { limit: bound } : {}) });
+  const decoded = viaCurl
+    ? await decodeWithCurl(attempt, target.writePath, bound)
+    : await decodeToFile(compressed.format, compressed.stream, target.writePath, { signal, ...(bound !== undefined ? { limit: bound } : {}) });
   const written = await dropVhdFooter(target, decoded);
   if (usable !== undefined && written > usable) {
     throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${usable}`, { details: { size: written, usable } });

@@ -69,7 +69,7 @@ export type RouteTuning = Pick<
 /** How a route that reads the stream gets its bytes. */
 export type Transport =
   | { readonly kind: 'single' }
-  /** One stream written into the file by a child curl (plain images into a file only). */
+  /** One stream written into the file by a child curl (plain images into a file), or into the decoder that writes it (one zstd/xz layer). */
   | { readonly kind: 'curl' }
   /** A compressed body fetched over several ranged connections, handed on in order. */
   | { readonly kind: 'ordered-ranges'; readonly connections: number; readonly chunkBytes: number };
@@ -187,8 +187,10 @@ export function route(facts: RouteFacts): Route {
   // needs every byte read in order.
   const inPlaceRemote =
     facts.tuning.directHttp && facts.source === ImportSource.Http && facts.nbdReadable && facts.size !== undefined && plain && !facts.checksum && connections <= 1 && cheapRequests(facts);
-  // The one stream of a plain image into a file: curl writes it where the engine can use curl.
+  // The one stream of a plain image into a file: curl writes it where the engine can use curl;
+  // for one zstd/xz layer curl feeds the decoder that writes the file.
   const curl = plain && !facts.checksum && facts.curl === true;
+  const curlDecoder = facts.fileDecoder !== undefined && facts.layers.length === 1 && !facts.checksum && facts.curl === true && transport.kind === 'single';
   const CURL: Transport = { kind: 'curl' };
 
   if (facts.contentType === ContentType.Archive) {
@@ -223,7 +225,7 @@ export function route(facts: RouteFacts): Route {
     if (facts.fileDecoder !== undefined && facts.targetKind === TargetKind.File) {
       // The decoder cannot hold bytes back: it may write a fixed VHD's footer, dropped afterwards.
       const bound = facts.usable === undefined ? undefined : facts.usable + VHD_FOOTER_BYTES;
-      return { path: 'decoder', decoder: facts.fileDecoder, transport, ...(bound !== undefined ? { bound, usable: facts.usable as number } : {}) };
+      return { path: 'decoder', decoder: facts.fileDecoder, transport: curlDecoder ? CURL : transport, ...(bound !== undefined ? { bound, usable: facts.usable as number } : {}) };
     }
     // Ranges copy every byte and a fixed VHD's footer is cut afterwards; a footer already known is
     // not fetched at all, unless the checksum (read back from what was written) needs it.

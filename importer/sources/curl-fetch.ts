@@ -13,8 +13,9 @@
  * the file cannot grow past `limit` (RLIMIT_FSIZE, see decode-to-file.ts).
  */
 
-import { accessSync, constants as fsConstants } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { type FileHandle, mkdtemp, open, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { rootCertificates } from 'node:tls';
@@ -128,25 +129,160 @@ export function curlFailure(exit: ChildExit, where: string, options: Pick<CurlFe
  */
 export async function curlToFile(path: string, options: CurlFetchOptions): Promise<number> {
   const where = redactUrl(options.url);
-  const https = /^https:/i.test(options.url) || /^https:/i.test(options.proxy ?? '');
-  // The same roots node trusts (and the extra bundle), not whatever the system store holds.
-  const dir = https && !options.insecureTls ? await mkdtemp(join(tmpdir(), 'ferry-curl-')) : undefined;
-  try {
-    let caFile: string | undefined;
-    if (dir !== undefined) {
-      caFile = join(dir, 'ca.pem');
-      await writeFile(caFile, [...rootCertificates, ...(options.caPems ?? [])].join('\n'), { mode: 0o600 });
-    }
-    const { args, config } = curlInvocation(options, caFile);
-    return await childToFile('curl', args, path, {
+  return withCurlSetup(options, false, ({ args, config }) =>
+    childToFile('curl', args, path, {
       input: Buffer.from(config),
       env: childEnvironment(process.env),
       ...(options.limit !== undefined ? { limit: options.limit } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onSize ? { onSize: options.onSize } : {}),
       judge: (exit) => curlFailure(exit, where, options),
-    });
+    }),
+  );
+}
+
+/**
+ * Runs `body` with curl's argv and config; the same roots node trusts (and the extra bundle) in a
+ * private folder for https, not whatever the system store holds. `folder`: the private folder is
+ * made for plain http too (it holds the pipe of `curlThroughDecoder`).
+ */
+async function withCurlSetup<T>(options: CurlFetchOptions, folder: boolean, body: (invocation: { args: string[]; config: string }, dir: string | undefined) => Promise<T>): Promise<T> {
+  const https = /^https:/i.test(options.url) || /^https:/i.test(options.proxy ?? '');
+  const trust = https && !options.insecureTls;
+  const dir = trust || folder ? await mkdtemp(join(tmpdir(), 'ferry-curl-')) : undefined;
+  try {
+    let caFile: string | undefined;
+    if (trust && dir !== undefined) {
+      caFile = join(dir, 'ca.pem');
+      await writeFile(caFile, [...rootCertificates, ...(options.caPems ?? [])].join('\n'), { mode: 0o600 });
+    }
+    return await body(curlInvocation(options, caFile), dir);
   } finally {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** What curl's `--write-out` adds to stderr once the transfer ends: the body bytes it received. */
+const BODY_BYTES_MARK = 'ferry-body-bytes ';
+
+/** Pure: curl's stderr without the `--write-out` line, and the body bytes that line gives. */
+export function splitBodyBytes(stderr: string): { readonly fetched?: number; readonly stderr: string } {
+  const lines = stderr.split('\n');
+  const at = lines.findLastIndex((l) => l.startsWith(BODY_BYTES_MARK));
+  if (at < 0) return { stderr };
+  const n = Number(lines[at]?.slice(BODY_BYTES_MARK.length));
+  const rest = [...lines.slice(0, at), ...lines.slice(at + 1)].join('\n');
+  return Number.isSafeInteger(n) && n >= 0 ? { fetched: n, stderr: rest } : { stderr: rest };
+}
+
+export interface CurlDecodeOptions extends CurlFetchOptions {
+  /** The decoder (command, argv) that reads what curl receives on its stdin and writes the file. */
+  readonly decoder: readonly [string, readonly string[]];
+  /** The decoder's exit as an error (undefined: success). */
+  readonly judgeDecoder: (exit: ChildExit) => FerryError | undefined;
+  /** The body bytes the source announced: curl must pass on exactly these. */
+  readonly expectedBytes: number;
+  /** Told the body bytes curl has passed on so far (every 100 ms, where /proc tells). */
+  readonly onFetched?: (bytes: number) => void;
+}
+
+/**
+ * `curl URL | decoder > path`, the bytes passing through neither node nor a shell: curl writes a
+ * pipe the decoder reads, and the decoder writes the new file (`childToFile`: created exclusive,
+ * at most `limit` bytes, flushed as it grows). The pipe is a FIFO in a private folder, opened three
+ * ways and unlinked at once: curl's write end, the decoder's read end, and one read-write end node
+ * holds, so no open waits for the other side and the decoder sees the end of its input only when
+ * node closes it, after curl is done and its byte count checked. Node never reads or writes it.
+ * Returns the decoded size and the bytes curl received. A decoder that stops early (corrupt data,
+ * the limit) stops curl and its error is the one reported; a curl that fails stops the decoder.
+ */
+export async function curlThroughDecoder(path: string, options: CurlDecodeOptions): Promise<{ readonly decoded: number; readonly fetched: number }> {
+  const where = redactUrl(options.url);
+  const { signal } = options;
+  return withCurlSetup(options, true, async ({ args, config }, dir) => {
+    if (dir === undefined) throw new FerryError(ErrorCode.Internal, 'the pipe needs a private folder');
+    const fifo = join(dir, 'body');
+    await makeFifo(fifo);
+    const hold = await open(fifo, fsConstants.O_RDWR);
+    let reader: FileHandle | undefined;
+    let writer: FileHandle | undefined;
+    try {
+      reader = await open(fifo, fsConstants.O_RDONLY);
+      writer = await open(fifo, fsConstants.O_WRONLY);
+      await unlink(fifo);
+      const [command, decoderArgs] = options.decoder;
+      let decoderSettled = false;
+      const decoding = childToFile(command, decoderArgs, path, {
+        input: { fd: reader.fd },
+        ...(options.limit !== undefined ? { limit: options.limit } : {}),
+        ...(signal ? { signal } : {}),
+        judge: options.judgeDecoder,
+      });
+      const curl = spawn('curl', [...args, '--write-out', `%{stderr}${BODY_BYTES_MARK}%{size_download}\n`], {
+        stdio: ['pipe', writer.fd, 'pipe'],
+        env: childEnvironment(process.env),
+        ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}),
+      });
+      await writer.close();
+      writer = undefined;
+      void decoding.then(
+        () => undefined,
+        () => undefined,
+      ).finally(() => {
+        decoderSettled = true;
+        // A decoder that stopped reads no more: curl would wait on a full pipe.
+        if (curl.exitCode === null && curl.signalCode === null) curl.kill('SIGKILL');
+      });
+      let stderr = '';
+      curl.stderr?.setEncoding('utf8');
+      curl.stderr?.on('data', (d: string) => {
+        stderr = (stderr + d).slice(-4096);
+      });
+      curl.stdin?.on('error', () => undefined); // a curl that exits early closes its end; its exit says why
+      curl.stdin?.end(config);
+      const progress = options.onFetched ? setInterval(() => options.onFetched?.(bytesWritten(curl.pid) ?? 0), 100) : undefined;
+      const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+        curl.once('error', (error) => resolve({ code: null, signal: null, error }));
+        curl.once('close', (code, killedBy) => resolve({ code, signal: killedBy }));
+      });
+      if (progress) clearInterval(progress);
+      const stoppedFirst = decoderSettled;
+      const { fetched, stderr: rest } = splitBodyBytes(stderr.trim());
+      let failure = exit.error ? new FerryError(ErrorCode.Internal, `cannot run curl: ${exit.error.message}`, { cause: exit.error }) : curlFailure({ code: exit.code, signal: exit.signal, stderr: rest.trim() }, where, options);
+      if (!failure && fetched !== options.expectedBytes) {
+        failure = new FerryError(ErrorCode.Truncated, `source sent ${fetched ?? 'an unknown number of'} bytes but announced ${options.expectedBytes}`, { details: { received: fetched ?? -1, expected: options.expectedBytes } });
+      }
+      // The end of input: a decoder still running finishes (or, after a failed fetch, stops).
+      await hold.close();
+      if (!failure) return { decoded: await decoding, fetched: options.expectedBytes };
+      const decoderError = await decoding.then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      // The decoder's error is the cause when it stopped first (curl was then stopped for it).
+      throw stoppedFirst && decoderError ? decoderError : failure;
+    } finally {
+      await writer?.close().catch(() => undefined);
+      await reader?.close().catch(() => undefined);
+      await hold.close().catch(() => undefined);
+    }
+  });
+}
+
+/** A FIFO at `path`, readable and writable by this user only. */
+async function makeFifo(path: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    execFile('mkfifo', ['-m', '600', '--', path], (err) => (err ? reject(new FerryError(ErrorCode.Internal, `cannot make a pipe for curl: ${err.message}`, { cause: err })) : resolve()));
+  });
+}
+
+/** Bytes the process has written (`wchar` of /proc/<pid>/io); undefined where /proc does not tell. */
+function bytesWritten(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /^wchar:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -7,7 +7,8 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -196,5 +197,84 @@ describe('curl: an abort', () => {
     expect(existsSync(out)).toBe(false);
     expect(existsSync(`${out}.ferry-partial`)).toBe(false);
     expect(statSync(dir).isDirectory()).toBe(true);
+  });
+});
+
+describe('curl into the decoder: a raw image in one xz or zstd layer', () => {
+  let corrupt: string;
+  beforeAll(() => {
+    execFileSync('sh', ['-c', `xz -3 -c ${raw} > ${f('disk.raw.xz')} && zstd -q -3 -c ${raw} > ${f('disk.raw.zst')}`]);
+    // One byte flipped well past the first 256 KiB the format is detected from: the block's
+    // check fails only once the decoder gets there.
+    const bytes = readFileSync(f('disk.raw.xz'));
+    const at = Math.floor(bytes.length * 0.75);
+    bytes[at] = (bytes[at] ?? 0) ^ 0xff;
+    corrupt = f('corrupt.raw.xz');
+    writeFileSync(corrupt, bytes);
+    for (const name of ['disk.raw.xz', 'disk.raw.zst']) server.route(`/${name}`, { file: f(name), ranges: false });
+    server.route('/corrupt.raw.xz', { file: corrupt, ranges: false });
+  });
+
+  test.each([['disk.raw.xz', 'xz'], ['disk.raw.zst', 'zstd']])('%s: one GET to sniff, one by curl, the decoded disk byte for byte', async (name, decoder) => {
+    const since = server.requests.length;
+    const out = f(`dec-${name}.img`);
+    const { result, error, logs, snapshots } = await runEngine(spec({ endpoint: `${server.url}/${name}`, target: { kind: 'file', path: out } }), CURL);
+    expect(error).toBeUndefined();
+    expect(result).toMatchObject({ via: 'decoder', diskSize: SIZE });
+    expect(expectSameDisk(out, raw, SIZE)).toBe(true);
+    expect(requestsTo(server, `/${name}`, since)).toHaveLength(2);
+    expect(logs.filter((l) => l.msg === 'one stream, fetched by curl into the decoder')).toEqual([expect.objectContaining({ decoder })]);
+    expect(snapshots.at(-1)?.percent).toBe(100);
+  });
+
+  test('with a checksum node reads every byte: the decoder is fed by node (one GET)', async () => {
+    const since = server.requests.length;
+    const sha = execFileSync('sha256sum', [f('disk.raw.xz')], { encoding: 'utf8' }).split(' ')[0];
+    const out = f('dec-sum.img');
+    const { result, error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.xz`, target: { kind: 'file', path: out }, checksum: { algorithm: 'sha256', hex: sha ?? '' } }), CURL);
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('decoder');
+    expect(requestsTo(server, '/disk.raw.xz', since)).toHaveLength(1);
+    expect(expectSameDisk(out, raw, SIZE)).toBe(true);
+  });
+
+  test('corrupt data past the first bytes: INVALID_IMAGE from the decoder, nothing left behind', async () => {
+    const out = f('dec-corrupt.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/corrupt.raw.xz`, target: { kind: 'file', path: out } }), { ...CURL, attempts: 1 });
+    expect(error?.code).toBe('INVALID_IMAGE');
+    expect(error?.message).toMatch(/xz could not decompress/);
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(`${out}.ferry-partial`)).toBe(false);
+  });
+
+  test('more decoded bytes than the capacity: TARGET_TOO_SMALL (the kernel stops the decoder), nothing left behind', async () => {
+    const out = f('dec-small.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/disk.raw.xz`, target: { kind: 'file', path: out }, capacity: 4 * MiB }), { ...CURL, attempts: 1 });
+    expect(error?.code).toBe('TARGET_TOO_SMALL');
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(`${out}.ferry-partial`)).toBe(false);
+  });
+
+  test('a body shorter than announced: TRUNCATED (retryable) even though the xz stream it held was whole', async () => {
+    server.route('/short.raw.xz', { file: f('disk.raw.xz'), lieExtra: 4096 });
+    const out = f('dec-short.img');
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/short.raw.xz`, target: { kind: 'file', path: out } }), { ...CURL, attempts: 1, resumeAttempts: 0 });
+    expect(error?.code).toBe('TRUNCATED');
+    expect(error?.retryable).toBe(true);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  test('an abort stops curl and the decoder: INTERRUPTED, nothing left behind, no child left running', async () => {
+    server.route('/slow.raw.xz', { file: f('disk.raw.xz'), ranges: false, trickle: { after: 300 * 1024, bytes: 16 * 1024, everyMs: 200 } });
+    const out = f('dec-aborted.img');
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), 700);
+    const { error } = await runEngine(spec({ endpoint: `${server.url}/slow.raw.xz`, target: { kind: 'file', path: out } }), CURL, { signal: controller.signal });
+    clearTimeout(timer);
+    expect(error?.code).toBe('INTERRUPTED');
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(`${out}.ferry-partial`)).toBe(false);
+    const children = execFileSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)], { encoding: 'utf8' }).split('\n').filter((c) => c === 'curl' || c === 'xz');
+    expect(children).toEqual([]);
   });
 });

@@ -203,7 +203,10 @@ describe('route: what a request costs (auto) and the one stream written by curl'
     ['raw, no Range, curl: one stream by curl', { size: BIG, ranged: false, nbdReadable: false, curl: true }, { path: 'streamed', transport: CURL, bound: 1024 * MiB }],
     ['raw with a checksum: node reads every byte, never curl', { size: BIG, ranged: false, nbdReadable: false, curl: true, checksum: true }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
     ['raw into a block device: node, never curl', { size: BIG, ranged: false, nbdReadable: false, curl: true, targetKind: 'block' }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
-    ['raw.zst with curl available: still the decoder', { layers: ['zstd'], fileDecoder: 'zstd', curl: true }, { path: 'decoder', decoder: 'zstd', transport: SINGLE, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['raw.zst with curl available: the decoder, fed by curl', { layers: ['zstd'], fileDecoder: 'zstd', curl: true }, { path: 'decoder', decoder: 'zstd', transport: CURL, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['raw.xz with a checksum: the decoder, fed by node (it reads every byte)', { layers: ['xz'], fileDecoder: 'xz', curl: true, checksum: true }, { path: 'decoder', decoder: 'xz', transport: SINGLE, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['raw.xz without curl: the decoder, fed by node', { layers: ['xz'], fileDecoder: 'xz' }, { path: 'decoder', decoder: 'xz', transport: SINGLE, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
+    ['raw.xz far away: the decoder, fed by node over ranged connections (not curl)', { layers: ['xz'], fileDecoder: 'xz', curl: true, size: BIG, latencyMs: 20, chunkMs: 60, tuning: AUTO }, { path: 'decoder', decoder: 'xz', transport: { kind: 'ordered-ranges', connections: 4, chunkBytes: 4 * MiB }, bound: 1024 * MiB + 512, usable: 1024 * MiB }],
     ['raw.gz with curl available: node decodes (curl only fetches plain images)', { layers: ['gzip'], curl: true }, { path: 'streamed', transport: SINGLE, bound: 1024 * MiB }],
   ])('%s', (_name, over, expected) => {
     expect(route(facts(over))).toEqual(expected);
