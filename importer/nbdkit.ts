@@ -18,7 +18,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants as fsConstants, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { ErrorCode, FerryError } from '../src/errors.js';
 import { runTool } from '../src/io/child-process.js';
+import { ioCounter } from '../src/io/proc-io.js';
 import { type Credentials, formatHeaderLine, type HttpHeader } from '../src/contract/import-spec.js';
 import { type MinSpeed, SpeedVerdict, SpeedWindow, tooSlowError } from './min-speed.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts, minSpeedOf, redactUrl } from './sources/http-source.js';
@@ -253,10 +254,10 @@ export async function serveHttpOverNbd(options: NbdHttpOptions): Promise<NbdExpo
     if (!stopping) failure ??= new FerryError(ErrorCode.SourceUnavailable, `nbdkit serving ${where} exited: ${stderr.trim() || 'no message'}`);
   });
   let last = performance.now();
-  let lastRead = bytesRead(child.pid);
+  let lastRead = ioCounter(child.pid, 'rchar');
   const watchdog = setInterval(() => {
     const now = performance.now();
-    const read = bytesRead(child.pid);
+    const read = ioCounter(child.pid, 'rchar');
     const verdict = ledger.tick(now - last, read !== undefined && lastRead !== undefined ? Math.max(0, read - lastRead) : undefined);
     last = now;
     lastRead = read;
@@ -316,20 +317,6 @@ export async function serveHttpOverNbd(options: NbdHttpOptions): Promise<NbdExpo
   return { uri: `nbd+unix:///?socket=${socket}`, stop };
 }
 
-/**
- * Bytes the process has read (`rchar` of /proc/<pid>/io: its sockets to the source, TLS
- * included), so a read in progress shows its bytes as they arrive, as curl's own low-speed check
- * would. Undefined where /proc does not tell.
- */
-function bytesRead(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /^rchar:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Pure: a word for /bin/sh, single-quoted. */
 export function shellQuote(word: string): string {

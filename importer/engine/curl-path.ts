@@ -14,7 +14,7 @@ import { interruption } from './abort.js';
 import { fetchRange } from '../parallel-fetch.js';
 import { writeAll } from '../raw-writer.js';
 import { decoder, decoderFailure } from '../decode-to-file.js';
-import { curlThroughDecoder, curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
+import { type CurlFetchOptions, curlThroughDecoder, curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
 import { loadCaBundle, proxyFor } from '../sources/http-source.js';
 import { type Attempt, closeStream, retryOptions, secretsFor } from './context.js';
 
@@ -28,18 +28,12 @@ export async function fetchWithCurl(attempt: Attempt, path: string, limit: numbe
     throw new FerryError(ErrorCode.TargetTooSmall, `the image has ${size} bytes, more than the ${limit} the target can take`, { details: { size, limit } });
   }
   await closeStream(peeled.stream);
-  const proxy = proxyFor(url, spec.proxy);
-  const caPems = spec.caPath !== undefined ? await loadCaBundle(spec.caPath) : undefined;
+  const reach = await curlReach(attempt, url);
   log.info({ via: 'curl' }, 'one stream, written by curl');
   let written: number;
   try {
     written = await curlToFile(path, {
-      url,
-      insecureTls: spec.insecureTls,
-      timeouts: deps.tuning.http,
-      ...secretsFor(spec, url),
-      ...(caPems ? { caPems } : {}),
-      ...(proxy ? { proxy } : {}),
+      ...reach,
       ...(limit !== undefined ? { limit } : {}),
       signal,
       onSize: (n) => deps.progress.bytes(n),
@@ -76,17 +70,11 @@ export async function decodeWithCurl(attempt: Attempt, path: string, limit: numb
   // The first response's body is not read on: curl makes its own request.
   await closeStream(compressed.stream);
   await closeStream(peeled.stream);
-  const proxy = proxyFor(url, spec.proxy);
-  const caPems = spec.caPath !== undefined ? await loadCaBundle(spec.caPath) : undefined;
+  const reach = await curlReach(attempt, url);
   const [command, args] = decoder(compressed.format, 'all');
   log.info({ via: 'curl', decoder: command }, 'one stream, fetched by curl into the decoder');
   const { decoded } = await curlThroughDecoder(path, {
-    url,
-    insecureTls: spec.insecureTls,
-    timeouts: deps.tuning.http,
-    ...secretsFor(spec, url),
-    ...(caPems ? { caPems } : {}),
-    ...(proxy ? { proxy } : {}),
+    ...reach,
     ...(limit !== undefined ? { limit } : {}),
     signal,
     decoder: [command, args],
@@ -96,6 +84,13 @@ export async function decodeWithCurl(attempt: Attempt, path: string, limit: numb
   });
   await sameHead(path, peeled.head);
   return decoded;
+}
+
+/** How curl reaches `url` for this import: the trust, the timeouts, the secrets, the proxy. */
+async function curlReach({ spec, deps }: Attempt, url: string): Promise<Pick<CurlFetchOptions, 'url' | 'insecureTls' | 'timeouts' | 'credentials' | 'extraHeaders' | 'caPems' | 'proxy'>> {
+  const proxy = proxyFor(url, spec.proxy);
+  const caPems = spec.caPath !== undefined ? await loadCaBundle(spec.caPath) : undefined;
+  return { url, insecureTls: spec.insecureTls, timeouts: deps.tuning.http, ...secretsFor(spec, url), ...(caPems ? { caPems } : {}), ...(proxy ? { proxy } : {}) };
 }
 
 /** Bytes [at, size) over ranged requests, written at their offsets, each break continued. */

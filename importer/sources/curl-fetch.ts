@@ -14,13 +14,14 @@
  */
 
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { type FileHandle, mkdtemp, open, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { type Credentials, formatHeaderLine, type HttpHeader } from '../../src/contract/import-spec.js';
 import { ErrorCode, FerryError } from '../../src/errors.js';
+import { ioCounter } from '../../src/io/proc-io.js';
 import { type ChildExit, childToFile } from '../decode-to-file.js';
 import { tooSlowError } from '../min-speed.js';
 import { childEnvironment, splitUserinfo } from '../nbdkit.js';
@@ -240,7 +241,7 @@ export async function curlThroughDecoder(path: string, options: CurlDecodeOption
       });
       curl.stdin?.on('error', () => undefined); // a curl that exits early closes its end; its exit says why
       curl.stdin?.end(config);
-      const progress = options.onFetched ? setInterval(() => options.onFetched?.(bytesWritten(curl.pid) ?? 0), 100) : undefined;
+      const progress = options.onFetched ? setInterval(() => options.onFetched?.(ioCounter(curl.pid, 'wchar') ?? 0), 100) : undefined;
       const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
         curl.once('error', (error) => resolve({ code: null, signal: null, error }));
         curl.once('close', (code, killedBy) => resolve({ code, signal: killedBy }));
@@ -276,13 +277,3 @@ async function makeFifo(path: string): Promise<void> {
   });
 }
 
-/** Bytes the process has written (`wchar` of /proc/<pid>/io); undefined where /proc does not tell. */
-function bytesWritten(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /^wchar:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
