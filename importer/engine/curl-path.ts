@@ -69,11 +69,10 @@ export async function decodeWithCurl(attempt: Attempt, path: string, limit: numb
   if (url === undefined || size === undefined || !compressed) throw new FerryError(ErrorCode.Internal, 'the curl decoder route needs a compressed remote image of known size');
   // The first response's body is not read on: curl makes its own request.
   await closeStream(compressed.stream);
-  await closeStream(peeled.stream);
   const reach = await curlReach(attempt, url);
   const [command, args] = decoder(compressed.format, 'all');
   log.info({ via: 'curl', decoder: command }, 'one stream, fetched by curl into the decoder');
-  const { decoded } = await curlThroughDecoder(path, {
+  const decoded = await curlThroughDecoder(path, {
     ...reach,
     ...(limit !== undefined ? { limit } : {}),
     signal,

@@ -194,10 +194,10 @@ export interface CurlDecodeOptions extends CurlFetchOptions {
  * ways and unlinked at once: curl's write end, the decoder's read end, and one read-write end node
  * holds, so no open waits for the other side and the decoder sees the end of its input only when
  * node closes it, after curl is done and its byte count checked. Node never reads or writes it.
- * Returns the decoded size and the bytes curl received. A decoder that stops early (corrupt data,
+ * Returns the decoded size. A decoder that stops early (corrupt data,
  * the limit) stops curl and its error is the one reported; a curl that fails stops the decoder.
  */
-export async function curlThroughDecoder(path: string, options: CurlDecodeOptions): Promise<{ readonly decoded: number; readonly fetched: number }> {
+export async function curlThroughDecoder(path: string, options: CurlDecodeOptions): Promise<number> {
   const where = redactUrl(options.url);
   const { signal } = options;
   return withCurlSetup(options, true, async ({ args, config }, dir) => {
@@ -255,7 +255,7 @@ export async function curlThroughDecoder(path: string, options: CurlDecodeOption
       }
       // The end of input: a decoder still running finishes (or, after a failed fetch, stops).
       await hold.close();
-      if (!failure) return { decoded: await decoding, fetched: options.expectedBytes };
+      if (!failure) return await decoding;
       const decoderError = await decoding.then(
         () => undefined,
         (err: unknown) => err,

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { configQuote, curlFailure, curlInvocation, isBrokenTransfer } from '../../importer/sources/curl-fetch.js';
+import { configQuote, curlFailure, curlInvocation, isBrokenTransfer, splitBodyBytes } from '../../importer/sources/curl-fetch.js';
 import { FerryError } from '../../src/errors.js';
 
 const TIMEOUTS = { connectMs: 30_000, firstByteMs: 60_000, idleMs: 120_000, minSpeedBytes: 16384, minSpeedWindowMs: 60_000 };
@@ -67,5 +67,21 @@ describe('curl exits as importer errors', () => {
 
   test('success is no error', () => {
     expect(curlFailure(exit(0), 'x', { timeouts: TIMEOUTS })).toBeUndefined();
+  });
+});
+
+describe('splitBodyBytes (curl\'s --write-out count on stderr)', () => {
+  test('the count is taken out; what curl said stays for the error message', () => {
+    expect(splitBodyBytes('ferry-body-bytes 196395792')).toEqual({ fetched: 196395792, stderr: '' });
+    expect(splitBodyBytes('curl: (18) transfer closed with 4096 bytes remaining to read\nferry-body-bytes 1048576')).toEqual({
+      fetched: 1048576,
+      stderr: 'curl: (18) transfer closed with 4096 bytes remaining to read',
+    });
+  });
+
+  test('no count, or one that is not a byte count: none', () => {
+    expect(splitBodyBytes('curl: (7) Failed to connect')).toEqual({ stderr: 'curl: (7) Failed to connect' });
+    expect(splitBodyBytes('ferry-body-bytes -1')).toEqual({ stderr: '' });
+    expect(splitBodyBytes('ferry-body-bytes 1.5e3x')).toEqual({ stderr: '' });
   });
 });
