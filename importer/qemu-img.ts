@@ -166,16 +166,24 @@ async function withReader<T>(image: string, timeoutMs: number, fn: (read: ReadAt
   });
 }
 
+/** What `timeNbdReads` measured, in milliseconds. */
+export interface NbdReadTimes {
+  /** The 4 KiB read that opens the connection: nbdkit's second request to the server, after its size request. */
+  readonly openMs: number;
+  /** Each read of `chunkBytes`, in order; fewer than asked when the budget ran out. */
+  readonly readsMs: number[];
+}
+
 /**
  * Times `count` reads of `chunkBytes`, one after another from offset 0, through the NBD export
  * Ferry started (qemu-io, raw driver, read-only), after one 4 KiB read that opens the connection:
- * what each of qemu-img's requests will cost through nbdkit. Milliseconds per read.
+ * what each of qemu-img's requests will cost through nbdkit.
  *
- * qemu-io runs interactively, one command at a time, so the timing stops once the reads so far
- * take more than `count × maxMeanMs`: their mean is then past `maxMeanMs` whatever the rest would
- * take (on the Python server every other read waits 40 ms; bench/README.md, "Sixth pass").
+ * qemu-io runs interactively, one command at a time, so the timing stops once the reads so far,
+ * the opening one included, take more than `count × maxMeanMs`: `nbdReadCost` is then past
+ * `maxMeanMs` whatever the rest would take (bench/README.md, "Sixth pass" and "Seventh pass").
  */
-export async function timeNbdReads(uri: string, chunkBytes: number, count: number, timeoutMs = 10_000, signal?: AbortSignal, maxMeanMs = Infinity): Promise<number[]> {
+export async function timeNbdReads(uri: string, chunkBytes: number, count: number, timeoutMs = 10_000, signal?: AbortSignal, maxMeanMs = Infinity): Promise<NbdReadTimes> {
   const image = safePath(uri);
   const commands = ['read 0 4096', ...Array.from({ length: count }, (_, i) => `read ${i * chunkBytes} ${chunkBytes}`)];
   const child = spawn('qemu-io', ['-r', '-f', 'raw', image], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
@@ -188,12 +196,13 @@ export async function timeNbdReads(uri: string, chunkBytes: number, count: numbe
     stderr = (stderr + d).slice(-STDERR_TAIL);
   });
   const times: number[] = [];
+  let openMs: number | undefined;
   const outcome = new Promise<'done' | 'exited' | 'timeout'>((resolve, reject) => {
     const timer = setTimeout(() => resolve('timeout'), timeoutMs);
     let sent = 0;
     const next = (): void => {
       const budget = count * maxMeanMs;
-      if (sent >= commands.length || (times.length > 0 && times.reduce((a, b) => a + b, 0) > budget)) {
+      if (sent >= commands.length || (openMs !== undefined && times.reduce((a, b) => a + b, openMs) > budget)) {
         clearTimeout(timer);
         resolve('done');
         return;
@@ -212,15 +221,16 @@ export async function timeNbdReads(uri: string, chunkBytes: number, count: numbe
           reject(new FerryError(ErrorCode.SourceUnavailable, `cannot read through nbdkit: ${lastLine(report)}`));
           return;
         }
-        // The 4 KiB read that opens the connection is not counted.
-        if (sent > 1) {
+        // The first prompt comes before any command.
+        if (sent > 0) {
           const measured = parseReadTimes(report);
           if (measured.length !== 1) {
             clearTimeout(timer);
             reject(new FerryError(ErrorCode.Internal, `qemu-io's report of a read is not understood: ${lastLine(report)}`));
             return;
           }
-          times.push(...measured);
+          if (sent > 1) times.push(...measured);
+          else openMs = measured[0];
         }
         next();
       }
@@ -239,7 +249,8 @@ export async function timeNbdReads(uri: string, chunkBytes: number, count: numbe
     const how = await outcome;
     if (how === 'timeout') throw new FerryError(ErrorCode.SourceUnavailable, `${count} reads through nbdkit did not finish within ${timeoutMs} ms`);
     if (how === 'exited') throw new FerryError(ErrorCode.SourceUnavailable, `cannot read through nbdkit: ${lastLine(stderr || stdout) || 'qemu-io exited'}`);
-    return times;
+    if (openMs === undefined) throw new FerryError(ErrorCode.Internal, 'qemu-io reported no read');
+    return { openMs, readsMs: times };
   } finally {
     child.stdin.end('quit\n');
     const killer = setTimeout(() => child.kill('SIGKILL'), 2000);

@@ -17,14 +17,14 @@ import { type ByteStream, counted, exactLength, handover, verified } from '../st
 import { createBlank, discardPartial, finishDisk, prepareTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
 import type { NbdExport } from '../nbdkit.js';
-import { timeNbdReads } from '../qemu-img.js';
+import { type NbdReadTimes, timeNbdReads } from '../qemu-img.js';
 import { guarded, linkedSignal, raceAbort } from './abort.js';
 import { type Attempt, closeStream, describe, type EngineDeps, retryOptions, type Run, success } from './context.js';
 import { importConverted, startExport } from './convert.js';
 import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
 import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
-import { type Route, route, type RouteFacts, tailMatters, wantsLatency, wantsNbdReads } from './route.js';
+import { nbdReadCost, type Route, route, type RouteFacts, tailMatters, wantsLatency, wantsNbdReads } from './route.js';
 import { autoConnectionsFor, chunkTuning, probeEnoughMs } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
@@ -176,9 +176,9 @@ async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: Nbd
   const nbd = onceStopped(await startExport(attempt));
   const { probeChunkBytes, nbdProbeReads, nbdReadMaxMs } = chunkTuning(deps.tuning);
   const reads = Math.min(nbdProbeReads, Math.floor((opened.size ?? 0) / probeChunkBytes));
-  let times: number[] | undefined;
+  let times: NbdReadTimes | undefined;
   try {
-    // Stops once the mean cannot come back under the limit: the route only compares it with that.
+    // Stops once the cost cannot come back under the limit: the route only compares it with that.
     times = await timeNbdReads(nbd.uri, probeChunkBytes, reads, undefined, signal, nbdReadMaxMs);
   } catch (err) {
     if (signal.aborted) {
@@ -188,11 +188,11 @@ async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: Nbd
     log.warn({ err: toFerryError(err).message }, 'reads through nbdkit failed: not reading through it');
   }
   // Nothing measured counts as dear: the one stream does not depend on nbdkit.
-  const nbdReadMs = times && times.length > 0 ? times.reduce((a, b) => a + b, 0) / times.length : Infinity;
+  const nbdReadMs = times ? nbdReadCost(times.openMs, times.readsMs, reads) : Infinity;
   facts = { ...facts, nbdReadMs };
   chosen = route(facts);
   const kept = chosen.path === 'nbd';
-  log.info({ nbdReadMs: Math.round(nbdReadMs * 10) / 10, readsMs: times?.map((t) => Math.round(t * 10) / 10), chunkBytes: probeChunkBytes, kept }, 'reads through nbdkit measured');
+  log.info({ nbdReadMs: Math.round(nbdReadMs * 10) / 10, openMs: times ? Math.round(times.openMs * 10) / 10 : undefined, readsMs: times?.readsMs.map((t) => Math.round(t * 10) / 10), chunkBytes: probeChunkBytes, kept }, 'reads through nbdkit measured');
   if (kept) return { chosen, nbd };
   await nbd.stop().catch(() => undefined);
   return { chosen };

@@ -37,8 +37,9 @@ export interface RouteFacts {
   /** Measured time of two such reads at once, when the server looked far (`chunkMs` and latency). */
   readonly pairMs?: number;
   /**
-   * Mean time of such reads through the nbdkit export itself, measured once the route said nbd
-   * (see `wantsNbdReads`); it then decides alone whether qemu-img reads through nbdkit.
+   * Cost per read of such reads through the nbdkit export itself, the opening one included
+   * (`nbdReadCost`), measured once the route said nbd (see `wantsNbdReads`); it then decides
+   * alone whether qemu-img reads through nbdkit.
    */
   readonly nbdReadMs?: number;
   /**
@@ -154,6 +155,18 @@ function cheapRequests(facts: Pick<RouteFacts, 'chunkMs' | 'nbdReadMs' | 'tuning
   const knobs = chunkTuning(facts.tuning);
   if (facts.nbdReadMs !== undefined) return facts.nbdReadMs <= knobs.nbdReadMaxMs;
   return facts.chunkMs === undefined || facts.chunkMs <= knobs.nbdMaxChunkMs;
+}
+
+/**
+ * Pure: the cost per read that the reads through the export say, in milliseconds: their time, the
+ * opening 4 KiB read included, over the `count` reads asked for. The opening read is nbdkit's
+ * second request on its connection, where a server that writes its headers and body apart first
+ * waits for the client's delayed ACK (the Python server: 41–43 ms, every time, where its 2 MiB
+ * reads may come out fast four times running; nginx: 0.2–1.2 ms; bench/README.md, "Seventh pass").
+ * Stopped early (fewer reads than `count`), it is already past the limit that stopped it.
+ */
+export function nbdReadCost(openMs: number, readsMs: readonly number[], count: number): number {
+  return readsMs.reduce((a, b) => a + b, openMs) / Math.max(1, count);
 }
 
 /**

@@ -57,7 +57,7 @@ export interface ImportTuning {
    * curl plugin slowly (the Python server's delayed-ACK stall on every other request).
    */
   readonly nbdProbeReads?: number;
-  /** Slowest mean of those reads that keeps the export for qemu-img; slower: the one stream. */
+  /** Highest cost per read of those (the opening read included, `nbdReadCost`) that keeps the export for qemu-img; dearer: the one stream. */
   readonly nbdReadMaxMs?: number;
   /** Fastest such read of a server that answers later than `nearLatencyMs` and still gets ranged connections. */
   readonly farChunkMs?: number;

@@ -11,7 +11,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 
 export type Route =
-  | { readonly file: string; readonly ranges?: boolean; readonly auth?: { user: string; pass: string }; readonly require?: Readonly<Record<string, string>> }
+  | {
+      readonly file: string;
+      readonly ranges?: boolean;
+      readonly auth?: { user: string; pass: string };
+      readonly require?: Readonly<Record<string, string>>;
+      /** The answer to a request whose Range header matches `range` waits `ms` first (a stall one request meets). */
+      readonly delay?: { readonly range: RegExp; readonly ms: number };
+    }
   | { readonly status: number }
   | { readonly file: string; readonly failFirst: number; readonly failStatus?: number }
   | { readonly file: string; readonly closeAfter: number; readonly times?: number; readonly ranges?: boolean }
@@ -129,6 +136,7 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
   // Headers the request must carry (an API key, a bearer token): else 401, as such servers answer.
   if ('require' in route && route.require && Object.entries(route.require).some(([name, value]) => req.headers[name.toLowerCase()] !== value)) return end(res, 401);
   if ('failFirst' in route && hit <= route.failFirst) return end(res, route.failStatus ?? 503);
+  if ('delay' in route && route.delay && route.delay.range.test(req.headers.range ?? '')) await new Promise((r) => setTimeout(r, route.delay?.ms));
   const info = await stat(route.file);
   const size = info.size;
   const ranges = !('ranges' in route) || route.ranges !== false;

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, scratchBound, tailMatters, wantsLatency, wantsNbdReads } from '../../importer/engine/route.js';
+import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, nbdReadCost, scratchBound, tailMatters, wantsLatency, wantsNbdReads } from '../../importer/engine/route.js';
 import { autoConnectionsFor, probeEnoughMs } from '../../importer/engine/tuning.js';
 import { warmLatencyMs } from '../../importer/sources/source.js';
 
@@ -245,6 +245,22 @@ describe('wantsNbdReads: reads through the export are timed only where the route
   test('the export\'s threshold is the tuning\'s nbdReadMaxMs', () => {
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 6, tuning: { connections: 'auto', nbdReadMaxMs: 6 } }))).toEqual({ path: 'nbd', qemuFormat: 'raw' });
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 6.1, tuning: { connections: 'auto', nbdReadMaxMs: 6 } }))).toMatchObject({ path: 'streamed' });
+  });
+});
+
+describe('nbdReadCost: the reads through the export, the opening one included', () => {
+  // Measured through nbdkit 1.32 with qemu-io (bench/README.md, "Seventh pass"): the opening 4 KiB read, then 2 MiB reads.
+  test.each<[string, number, number[], number, number, boolean]>([
+    ['the Python Range server, four fast reads after the stalled opening one: dropped', 41.8, [3.8, 2.0, 1.9, 1.7], 4, 12.8, false],
+    ['the Python Range server, a stall among the reads too', 42.1, [43.6, 2.5, 3.5, 2.9], 4, 23.65, false],
+    ['nginx: kept', 0.3, [3.0, 1.9, 1.8, 1.5], 4, 2.125, true],
+    ['nginx, a loaded machine: kept', 1.2, [5.4, 2.6, 2.8, 5.1], 4, 4.275, true],
+    ['stopped after the opening read (the budget ran out): over the limit', 41.8, [], 4, 10.45, false],
+    ['no full read asked for (an image under one chunk): the opening read alone', 2, [], 0, 2, true],
+  ])('%s', (_name, openMs, readsMs, count, cost, kept) => {
+    expect(nbdReadCost(openMs, readsMs, count)).toBeCloseTo(cost, 6);
+    const nbdReadMs = nbdReadCost(openMs, readsMs, count);
+    expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs, tuning: { connections: 'auto' } })).path === 'nbd').toBe(kept);
   });
 });
 
