@@ -95,8 +95,9 @@ export interface ChildToFileOptions {
 
 /**
  * Runs `command` with its stdout on a new file at `path` (created exclusive: never through a link),
- * so the bytes it writes never pass through node. Dirty pages are flushed every 64 MiB written, as
- * the streamed writer does, so a cgroup memory limit is not filled with page cache. Returns the
+ * so the bytes it writes never pass through node. Dirty pages are flushed every `syncEveryBytes`
+ * written (64 MiB if unset, never if 0), as the streamed writer does, so a cgroup memory limit is
+ * not filled with page cache. Returns the
  * file's size; throws `judge`'s error, or TARGET_TOO_SMALL when the limit stopped the file.
  */
 export async function childToFile(command: string, args: readonly string[], path: string, options: ChildToFileOptions): Promise<number> {
@@ -114,7 +115,7 @@ export async function childToFile(command: string, args: readonly string[], path
       .stat()
       .then(async (st) => {
         options.onSize?.(st.size);
-        if (st.size - synced >= syncEveryBytes) {
+        if (syncEveryBytes > 0 && st.size - synced >= syncEveryBytes) {
           await out.datasync();
           synced = st.size;
         }

@@ -15,6 +15,8 @@ import { Progress, throttled } from './progress.js';
 import { curlInstalled } from './sources/curl-fetch.js';
 import { withSecretHeaders } from './sources/header-files.js';
 import { DEFAULT_HTTP_TIMEOUTS } from './sources/http-source.js';
+import { syncEveryBytesFor } from './engine/tuning.js';
+import { cgroupMemoryLimit } from '../src/io/memory-limit.js';
 
 function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const text = env[name];
@@ -88,7 +90,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     const decoded = decodeImportEnv(env);
     scrubSecrets(process.env);
     const spec = await withSecretHeaders(decoded);
-    const tuning = tuningFromEnv(env);
+    // Flushes sized to the pod's memory limit (none outside one).
+    const tuning: ImportTuning = Object.freeze({ ...tuningFromEnv(env), syncEveryBytes: syncEveryBytesFor(cgroupMemoryLimit()) });
     const progress = new Progress();
     const metrics = createImporterMetrics(spec.ownerUid ?? '');
     progress.subscribe(metrics.listener);

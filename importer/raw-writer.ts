@@ -24,7 +24,8 @@ export interface RawWriteOptions {
   readonly sparse: boolean;
   /**
    * Flush written data to disk after this many bytes, so dirty page cache stays bounded and a pod
-   * with a small memory limit is not killed for the kernel's buffering of a large image.
+   * with a small memory limit is not killed for the kernel's buffering of a large image; 0: never
+   * (the caller's final sync only). Absent: `DEFAULT_SYNC_EVERY_BYTES`.
    */
   readonly syncEveryBytes?: number;
 }

@@ -15,6 +15,7 @@ import { type ByteStream, capped } from '../streams.js';
 import { finishDisk } from '../target.js';
 import { interruption, raceAbort } from './abort.js';
 import { type Attempt, closeStream, describe, fetchRanged, secretsFor, success } from './context.js';
+import { writerSync } from './tuning.js';
 import { fetchWithCurl } from './curl-path.js';
 import type { RangedFetch, Route, Transport } from './route.js';
 
@@ -66,7 +67,7 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
           await fetchWithCurl(attempt, scratchFile, chosen.bound);
         } else {
           const stream = chosen.bound !== undefined ? capped(peeled.stream, chosen.bound, 'the image file') : peeled.stream;
-          await writeRaw(stream, { path: scratchFile, sparse: true });
+          await writeRaw(stream, { path: scratchFile, sparse: true, ...writerSync(deps.tuning) });
         }
       } catch (err) {
         await release();

@@ -17,6 +17,7 @@ import { decoder, decoderFailure } from '../decode-to-file.js';
 import { type CurlFetchOptions, curlThroughDecoder, curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
 import { loadCaBundle, proxyFor } from '../sources/http-source.js';
 import { type Attempt, closeStream, retryOptions, secretsFor } from './context.js';
+import { writerSync } from './tuning.js';
 
 /** Fills the new file `path` with the whole source; returns its size. At most `limit` bytes. */
 export async function fetchWithCurl(attempt: Attempt, path: string, limit: number | undefined): Promise<number> {
@@ -35,6 +36,7 @@ export async function fetchWithCurl(attempt: Attempt, path: string, limit: numbe
     written = await curlToFile(path, {
       ...reach,
       ...(limit !== undefined ? { limit } : {}),
+      ...writerSync(deps.tuning),
       signal,
       onSize: (n) => deps.progress.bytes(n),
     });
@@ -75,6 +77,7 @@ export async function decodeWithCurl(attempt: Attempt, path: string, limit: numb
   const decoded = await curlThroughDecoder(path, {
     ...reach,
     ...(limit !== undefined ? { limit } : {}),
+    ...writerSync(deps.tuning),
     signal,
     decoder: [command, args],
     judgeDecoder: (exit) => decoderFailure(command, exit),

@@ -20,6 +20,7 @@ import type { NbdExport } from '../nbdkit.js';
 import { type NbdReadTimes, timeNbdReads } from '../qemu-img.js';
 import { guarded, linkedSignal, raceAbort } from './abort.js';
 import { type Attempt, closeStream, describe, type EngineDeps, retryOptions, type Run, success } from './context.js';
+import { DEFAULT_SYNC_EVERY_BYTES } from '../raw-writer.js';
 import { importConverted, startExport } from './convert.js';
 import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
@@ -100,7 +101,7 @@ async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess
     const routed = await chooseRoute(attempt);
     const { chosen } = routed;
     if (routed.nbd) attempt = { ...attempt, nbd: routed.nbd };
-    log.info({ route: chosen.path }, 'route chosen');
+    log.info({ route: chosen.path, syncEveryBytes: deps.tuning.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES }, 'route chosen');
     const transport = 'transport' in chosen ? chosen.transport : chosen.path === 'scratch' && 'kind' in chosen.fill ? chosen.fill : undefined;
     if (transport?.kind === 'ordered-ranges' && attempt.openRange && opened.size !== undefined) {
       // The head was read on the first connection; the rest continues over ranges from there.

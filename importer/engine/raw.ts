@@ -12,6 +12,7 @@ import { type ByteStream, capped, heldBackTail } from '../streams.js';
 import { finishDisk, type PreparedTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
 import { type Attempt, describe, fetchRanged, success } from './context.js';
+import { writerSync } from './tuning.js';
 import { decodeWithCurl, fetchWithCurl } from './curl-path.js';
 import type { RangedFetch } from './route.js';
 
@@ -29,7 +30,7 @@ export async function importStreamed(attempt: Attempt, bound: number | undefined
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
   const disk = withoutVhdFooter(peeled.stream);
   const stream = bound !== undefined ? capped(disk, bound, 'the raw image') : disk;
-  const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File });
+  const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File, ...writerSync(deps.tuning) });
   return finishRaw(attempt, written);
 }
 
@@ -61,7 +62,7 @@ export async function importDecoded(attempt: Attempt, bound: number | undefined,
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
   const decoded = viaCurl
     ? await decodeWithCurl(attempt, target.writePath, bound)
-    : await decodeToFile(compressed.format, compressed.stream, target.writePath, { signal, ...(bound !== undefined ? { limit: bound } : {}) });
+    : await decodeToFile(compressed.format, compressed.stream, target.writePath, { signal, ...(bound !== undefined ? { limit: bound } : {}), ...writerSync(deps.tuning) });
   const written = await dropVhdFooter(target, decoded);
   if (usable !== undefined && written > usable) {
     throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${usable}`, { details: { size: written, usable } });

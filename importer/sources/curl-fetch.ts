@@ -39,6 +39,8 @@ export interface CurlFetchOptions {
   readonly timeouts: HttpTimeouts;
   /** Most bytes the file may take. */
   readonly limit?: number;
+  /** Dirty bytes between flushes of the file (`childToFile`); 0: none. */
+  readonly syncEveryBytes?: number;
   readonly signal?: AbortSignal;
   readonly onSize?: (bytes: number) => void;
 }
@@ -135,6 +137,7 @@ export async function curlToFile(path: string, options: CurlFetchOptions): Promi
       input: Buffer.from(config),
       env: childEnvironment(process.env),
       ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      ...(options.syncEveryBytes !== undefined ? { syncEveryBytes: options.syncEveryBytes } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onSize ? { onSize: options.onSize } : {}),
       judge: (exit) => curlFailure(exit, where, options),
@@ -216,6 +219,7 @@ export async function curlThroughDecoder(path: string, options: CurlDecodeOption
       const decoding = childToFile(command, decoderArgs, path, {
         input: { fd: reader.fd },
         ...(options.limit !== undefined ? { limit: options.limit } : {}),
+        ...(options.syncEveryBytes !== undefined ? { syncEveryBytes: options.syncEveryBytes } : {}),
         ...(signal ? { signal } : {}),
         judge: options.judgeDecoder,
       });
