@@ -17,10 +17,12 @@ import { decoder, decoderFailure } from '../decode-to-file.js';
 import { type CurlFetchOptions, curlThroughDecoder, curlToFile, isBrokenTransfer } from '../sources/curl-fetch.js';
 import { loadCaBundle, proxyFor } from '../sources/http-source.js';
 import { type Attempt, closeStream, retryOptions, secretsFor } from './context.js';
-import { writerSync } from './tuning.js';
 
-/** Fills the new file `path` with the whole source; returns its size. At most `limit` bytes. */
-export async function fetchWithCurl(attempt: Attempt, path: string, limit: number | undefined): Promise<number> {
+/**
+ * Fills the new file `path` with the whole source; returns its size. At most `limit` bytes.
+ * `flush`: how often its dirty pages are flushed (a scratch copy's setting; the target's: the default).
+ */
+export async function fetchWithCurl(attempt: Attempt, path: string, limit: number | undefined, flush: { readonly syncEveryBytes?: number }): Promise<number> {
   const { spec, deps, log, signal, opened, peeled, openRange } = attempt;
   const url = opened.remoteUrl;
   const size = opened.size;
@@ -36,7 +38,7 @@ export async function fetchWithCurl(attempt: Attempt, path: string, limit: numbe
     written = await curlToFile(path, {
       ...reach,
       ...(limit !== undefined ? { limit } : {}),
-      ...writerSync(deps.tuning),
+      ...flush,
       signal,
       onSize: (n) => deps.progress.bytes(n),
     });
@@ -77,7 +79,6 @@ export async function decodeWithCurl(attempt: Attempt, path: string, limit: numb
   const decoded = await curlThroughDecoder(path, {
     ...reach,
     ...(limit !== undefined ? { limit } : {}),
-    ...writerSync(deps.tuning),
     signal,
     decoder: [command, args],
     judgeDecoder: (exit) => decoderFailure(command, exit),

@@ -12,7 +12,6 @@ import { type ByteStream, capped, heldBackTail } from '../streams.js';
 import { finishDisk, type PreparedTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
 import { type Attempt, describe, fetchRanged, success } from './context.js';
-import { writerSync } from './tuning.js';
 import { decodeWithCurl, fetchWithCurl } from './curl-path.js';
 import type { RangedFetch } from './route.js';
 
@@ -30,7 +29,7 @@ export async function importStreamed(attempt: Attempt, bound: number | undefined
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
   const disk = withoutVhdFooter(peeled.stream);
   const stream = bound !== undefined ? capped(disk, bound, 'the raw image') : disk;
-  const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File, ...writerSync(deps.tuning) });
+  const written = await writeRaw(stream, { path: target.writePath, sparse: target.kind === TargetKind.File });
   return finishRaw(attempt, written);
 }
 
@@ -43,7 +42,7 @@ export async function importStreamed(attempt: Attempt, bound: number | undefined
 export async function importCurled(attempt: Attempt, bound: number | undefined): Promise<ImportSuccess> {
   const { target, deps, opened } = attempt;
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
-  const fetched = await fetchWithCurl(attempt, target.writePath, bound === undefined ? undefined : bound + VHD_FOOTER_BYTES);
+  const fetched = await fetchWithCurl(attempt, target.writePath, bound === undefined ? undefined : bound + VHD_FOOTER_BYTES, {});
   const written = await dropVhdFooter(target, fetched);
   if (bound !== undefined && written > bound) {
     throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${bound}`, { details: { size: written, usable: bound } });
@@ -62,7 +61,7 @@ export async function importDecoded(attempt: Attempt, bound: number | undefined,
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
   const decoded = viaCurl
     ? await decodeWithCurl(attempt, target.writePath, bound)
-    : await decodeToFile(compressed.format, compressed.stream, target.writePath, { signal, ...(bound !== undefined ? { limit: bound } : {}), ...writerSync(deps.tuning) });
+    : await decodeToFile(compressed.format, compressed.stream, target.writePath, { signal, ...(bound !== undefined ? { limit: bound } : {}) });
   const written = await dropVhdFooter(target, decoded);
   if (usable !== undefined && written > usable) {
     throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${usable}`, { details: { size: written, usable } });

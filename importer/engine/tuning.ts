@@ -64,10 +64,11 @@ export interface ImportTuning {
   /** Two such reads at once taking this many times one read: the server is the limit, not the path. */
   readonly serverBoundRatio?: number;
   /**
-   * Bytes a writer of the target or the scratch copy lets the page cache hold dirty before it
-   * flushes them (`syncEveryBytesFor`); 0: only the target's final sync. Absent: 64 MiB.
+   * Bytes the writer of a scratch copy lets the page cache hold dirty before it flushes them
+   * (`scratchSyncEveryBytesFor`); 0: never (the copy is deleted after the convert). Absent: 64 MiB,
+   * as the target's writers flush (their flushes overlap the final sync's work with the transfer).
    */
-  readonly syncEveryBytes?: number;
+  readonly scratchSyncEveryBytes?: number;
 }
 
 export const DEFAULT_TUNING: ImportTuning = Object.freeze({
@@ -95,20 +96,21 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
 const MiB = 1024 * 1024;
 
 /**
- * Pure: the dirty bytes a writer may leave to the kernel, for a process under `memoryLimit` bytes.
- * A quarter of the limit (16 MiB to 1 GiB), so the kernel's buffering of a large image never fills a
- * pod's limit (cgroup v1 does not throttle writers per cgroup); without a limit, 0: the kernel's own
- * dirty limits bound it, and a flush every 64 MiB only made the disk write a scratch copy that is
- * deleted minutes later (bench/README.md, "Seventh pass": 1.22 → 0.94 s for a 512 MiB qcow2).
+ * Pure: the dirty bytes the writer of a scratch copy may leave to the kernel, for a process under
+ * `memoryLimit` bytes. The copy is deleted once converted, so its flushes are only there to keep
+ * the kernel's buffering from filling a pod's limit (cgroup v1 does not throttle writers per
+ * cgroup): a quarter of the limit (16 MiB to 1 GiB). Without a limit, 0: the kernel's own dirty
+ * limits bound it, and flushing every 64 MiB only made the disk write a copy about to be deleted
+ * (bench/README.md, "Seventh pass": 1.22 → 0.94 s for a 512 MiB qcow2 from a Python server).
  */
-export function syncEveryBytesFor(memoryLimit: number | undefined): number {
+export function scratchSyncEveryBytesFor(memoryLimit: number | undefined): number {
   if (memoryLimit === undefined) return 0;
   return Math.min(1024 * MiB, Math.max(16 * MiB, Math.floor(memoryLimit / 4)));
 }
 
-/** The writers' option for `tuning.syncEveryBytes`: nothing where it is unset (their default applies). */
-export function writerSync(tuning: Pick<ImportTuning, 'syncEveryBytes'>): { syncEveryBytes?: number } {
-  return tuning.syncEveryBytes !== undefined ? { syncEveryBytes: tuning.syncEveryBytes } : {};
+/** A scratch copy's writer option for `tuning.scratchSyncEveryBytes`: nothing where it is unset (the writers' default applies). */
+export function scratchSync(tuning: Pick<ImportTuning, 'scratchSyncEveryBytes'>): { syncEveryBytes?: number } {
+  return tuning.scratchSyncEveryBytes !== undefined ? { syncEveryBytes: tuning.scratchSyncEveryBytes } : {};
 }
 
 /** The optional knobs with their defaults filled in. */
