@@ -65,6 +65,23 @@ const requireHttp: Plugin = {
 };
 
 /**
+ * got imports http2-wrapper, and node:http2 with it, when it loads, for its `http2` option; Ferry
+ * never sets that option (every request is HTTP/1.1, as nbdkit's and curl's are). The bundle gets a
+ * stand-in whose use throws, so the option set one day fails loudly instead of quietly doing
+ * HTTP/1.1. Measured: see bench/README.md, "Seventh pass".
+ */
+const noHttp2Wrapper: Plugin = {
+  name: 'no-http2-wrapper',
+  setup(b) {
+    b.onResolve({ filter: /^http2-wrapper$/ }, () => ({ path: 'http2-wrapper', namespace: 'no-http2' }));
+    b.onLoad({ filter: /.*/, namespace: 'no-http2' }, () => ({
+      contents: "const off = () => { throw new Error('HTTP/2 is left out of the bundle (scripts/bundle.ts, noHttp2Wrapper)'); };\nexport default { auto: off, globalAgent: undefined };",
+      loader: 'js',
+    }));
+  },
+};
+
+/**
  * A dynamic import of a CommonJS package (`await import('http-proxy-agent')`): node gives the module
  * its named exports (`{ HttpProxyAgent }`), but in an esbuild bundle with code splitting the chunk it
  * loads exports only `default` (module.exports), so the name is undefined. The import is routed to
@@ -155,13 +172,13 @@ async function main(): Promise<void> {
     metafile: true,
     logLevel: 'warning',
     legalComments: 'none',
-    plugins: [requireHttp, namedDynamicCommonJs],
+    plugins: [requireHttp, noHttp2Wrapper, namedDynamicCommonJs],
     // CommonJS dependencies (pino, prom-client, …) call require() for node's built-ins; an ES module
     // has no require, so each output file gets one (named so it cannot clash with bundled code).
     banner: { js: "import { createRequire as __ferryCreateRequire } from 'node:module'; const require = __ferryCreateRequire(import.meta.url);" },
   });
   // Files only: a plugin's modules are named `namespace:path`.
-  const files = Object.keys(result.metafile.inputs).filter((p) => !/^[a-z-]+:/.test(p));
+  const files = Object.keys(result.metafile.inputs).filter((p) => !/^[a-z0-9-]+:/.test(p));
   const inputs = files
     .filter((p) => !p.includes('node_modules/'))
     .map((p) => relative(DIST, join(DIST, p)))

@@ -9,7 +9,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { decodeTermination } from '../../src/contract/termination.js';
 import { compress, convertImage, expectSameDisk, makeRawDisk, makeTar, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
@@ -102,6 +102,17 @@ describe('the bundle, installed without node_modules', () => {
     const r = await ferry(['import', '--url', `${server.url}${path}`, '--dest', out, '--scratch-dir', f('scratch'), '--quiet']);
     expect(r.stderr).toContain(`Import Complete: ${out} (${8 * MiB} bytes, from ${format})`);
     expect(r.code).toBe(0);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('an import over HTTP never loads node:http2 (got\'s http2-wrapper is left out of the bundle)', async () => {
+    // Prints, as the process exits, every built-in module it loaded whose name says http2.
+    const preload = f('report-http2.mjs');
+    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`http2 modules: [${process.moduleLoadList.filter((m) => /http2/i.test(m)).join(', ')}]\\n`));\n");
+    const out = f('no-http2.img');
+    const r = await ferry(['import', '--url', `${server.url}/disk.qcow2`, '--dest', out, '--scratch-dir', f('scratch'), '--quiet'], { NODE_OPTIONS: `--import=${preload}` });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('http2 modules: []');
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
