@@ -15,7 +15,7 @@ import { parseQuantity } from '../src/quantity.js';
 import type { ImportSuccess } from '../src/contract/termination.js';
 import { DEFAULT_TUNING, runImport } from './engine.js';
 import { curlInstalled } from './sources/curl-fetch.js';
-import { scratchSyncEveryBytesFor } from './engine/tuning.js';
+import { memorySyncEveryBytesFor } from './engine/tuning.js';
 import { cgroupMemoryLimit } from '../src/io/memory-limit.js';
 import { DEFAULT_HTTP_TIMEOUTS, minSpeedFromFlags } from './sources/http-source.js';
 import { Phase, Progress, RateMeter, throttled } from './progress.js';
@@ -327,8 +327,8 @@ export async function importCommand(io: CliIo): Promise<number> {
           connections,
           // The one stream is written by curl where it is installed, else by node.
           curlMinBytes: curlInstalled(io.env.PATH) ? DEFAULT_TUNING.curlMinBytes : 0,
-          // A scratch copy's flushes sized to the memory limit this runs under; none outside one.
-          scratchSyncEveryBytes: scratchSyncEveryBytesFor(cgroupMemoryLimit()),
+          // Flushes that only bound memory, sized to the memory limit this runs under; none outside one.
+          memorySyncEveryBytes: memorySyncEveryBytesFor(cgroupMemoryLimit()),
           http: { ...DEFAULT_TUNING.http, idleMs: idle * 1000, ...speed },
         },
         sleep: (ms) => new Promise((r) => setTimeout(r, ms)),

@@ -15,7 +15,7 @@ import { Progress, throttled } from './progress.js';
 import { curlInstalled } from './sources/curl-fetch.js';
 import { withSecretHeaders } from './sources/header-files.js';
 import { DEFAULT_HTTP_TIMEOUTS } from './sources/http-source.js';
-import { scratchSyncEveryBytesFor } from './engine/tuning.js';
+import { memorySyncEveryBytesFor } from './engine/tuning.js';
 import { cgroupMemoryLimit } from '../src/io/memory-limit.js';
 
 function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -90,8 +90,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     const decoded = decodeImportEnv(env);
     scrubSecrets(process.env);
     const spec = await withSecretHeaders(decoded);
-    // A scratch copy's flushes sized to the pod's memory limit (none outside one).
-    const tuning: ImportTuning = Object.freeze({ ...tuningFromEnv(env), scratchSyncEveryBytes: scratchSyncEveryBytesFor(cgroupMemoryLimit()) });
+    // Flushes that only bound memory, sized to the pod's memory limit (none outside one).
+    const tuning: ImportTuning = Object.freeze({ ...tuningFromEnv(env), memorySyncEveryBytes: memorySyncEveryBytesFor(cgroupMemoryLimit()) });
     const progress = new Progress();
     const metrics = createImporterMetrics(spec.ownerUid ?? '');
     progress.subscribe(metrics.listener);

@@ -15,7 +15,7 @@ import { type ByteStream, capped } from '../streams.js';
 import { finishDisk } from '../target.js';
 import { interruption, raceAbort } from './abort.js';
 import { type Attempt, closeStream, describe, fetchRanged, secretsFor, success } from './context.js';
-import { scratchSync } from './tuning.js';
+import { memorySync } from './tuning.js';
 import { fetchWithCurl } from './curl-path.js';
 import type { RangedFetch, Route, Transport } from './route.js';
 
@@ -64,10 +64,10 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
         if (isRanged(chosen.fill)) {
           await fetchRanged(attempt, scratchFile, true, chosen.fill);
         } else if (chosen.fill.kind === 'curl') {
-          await fetchWithCurl(attempt, scratchFile, chosen.bound, scratchSync(deps.tuning));
+          await fetchWithCurl(attempt, scratchFile, chosen.bound, memorySync(deps.tuning));
         } else {
           const stream = chosen.bound !== undefined ? capped(peeled.stream, chosen.bound, 'the image file') : peeled.stream;
-          await writeRaw(stream, { path: scratchFile, sparse: true, ...scratchSync(deps.tuning) });
+          await writeRaw(stream, { path: scratchFile, sparse: true, ...memorySync(deps.tuning) });
         }
       } catch (err) {
         await release();

@@ -20,7 +20,7 @@ import { type Attempt, closeStream, retryOptions, secretsFor } from './context.j
 
 /**
  * Fills the new file `path` with the whole source; returns its size. At most `limit` bytes.
- * `flush`: how often its dirty pages are flushed (a scratch copy's setting; the target's: the default).
+ * `flush`: how often its dirty pages are flushed (`memorySync`: only for a memory limit).
  */
 export async function fetchWithCurl(attempt: Attempt, path: string, limit: number | undefined, flush: { readonly syncEveryBytes?: number }): Promise<number> {
   const { spec, deps, log, signal, opened, peeled, openRange } = attempt;

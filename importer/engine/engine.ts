@@ -101,7 +101,7 @@ async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess
     const routed = await chooseRoute(attempt);
     const { chosen } = routed;
     if (routed.nbd) attempt = { ...attempt, nbd: routed.nbd };
-    log.info({ route: chosen.path, scratchSyncEveryBytes: deps.tuning.scratchSyncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES }, 'route chosen');
+    log.info({ route: chosen.path, memorySyncEveryBytes: deps.tuning.memorySyncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES }, 'route chosen');
     const transport = 'transport' in chosen ? chosen.transport : chosen.path === 'scratch' && 'kind' in chosen.fill ? chosen.fill : undefined;
     if (transport?.kind === 'ordered-ranges' && attempt.openRange && opened.size !== undefined) {
       // The head was read on the first connection; the rest continues over ranges from there.

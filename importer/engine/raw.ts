@@ -12,6 +12,7 @@ import { type ByteStream, capped, heldBackTail } from '../streams.js';
 import { finishDisk, type PreparedTarget } from '../target.js';
 import { isFixedVhdFooter, VHD_FOOTER_BYTES } from '../vhd-footer.js';
 import { type Attempt, describe, fetchRanged, success } from './context.js';
+import { memorySync } from './tuning.js';
 import { decodeWithCurl, fetchWithCurl } from './curl-path.js';
 import type { RangedFetch } from './route.js';
 
@@ -42,7 +43,8 @@ export async function importStreamed(attempt: Attempt, bound: number | undefined
 export async function importCurled(attempt: Attempt, bound: number | undefined): Promise<ImportSuccess> {
   const { target, deps, opened } = attempt;
   deps.progress.begin(Phase.Transfer, 0, 100, opened.size);
-  const fetched = await fetchWithCurl(attempt, target.writePath, bound === undefined ? undefined : bound + VHD_FOOTER_BYTES, {});
+  // curl outruns the disk: flushes only for a memory limit; the final sync writes the rest.
+  const fetched = await fetchWithCurl(attempt, target.writePath, bound === undefined ? undefined : bound + VHD_FOOTER_BYTES, memorySync(deps.tuning));
   const written = await dropVhdFooter(target, fetched);
   if (bound !== undefined && written > bound) {
     throw new FerryError(ErrorCode.TargetTooSmall, `the raw image has ${written} bytes; the usable target capacity is ${bound}`, { details: { size: written, usable: bound } });

@@ -64,11 +64,13 @@ export interface ImportTuning {
   /** Two such reads at once taking this many times one read: the server is the limit, not the path. */
   readonly serverBoundRatio?: number;
   /**
-   * Bytes the writer of a scratch copy lets the page cache hold dirty before it flushes them
-   * (`scratchSyncEveryBytesFor`); 0: never (the copy is deleted after the convert). Absent: 64 MiB,
-   * as the target's writers flush (their flushes overlap the final sync's work with the transfer).
+   * Bytes between flushes for the writers whose flushes only keep a memory limit from filling
+   * (`memorySyncEveryBytesFor`): a scratch copy (deleted after the convert) and curl writing a
+   * plain image into the target (faster than the disk: each flush's barrier only slows it). 0:
+   * never. Absent: 64 MiB, as the other target writers flush (a decoder or node, slower than the
+   * disk: their flushes do the final sync's writing beside the transfer).
    */
-  readonly scratchSyncEveryBytes?: number;
+  readonly memorySyncEveryBytes?: number;
 }
 
 export const DEFAULT_TUNING: ImportTuning = Object.freeze({
@@ -96,21 +98,22 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
 const MiB = 1024 * 1024;
 
 /**
- * Pure: the dirty bytes the writer of a scratch copy may leave to the kernel, for a process under
- * `memoryLimit` bytes. The copy is deleted once converted, so its flushes are only there to keep
- * the kernel's buffering from filling a pod's limit (cgroup v1 does not throttle writers per
- * cgroup): a quarter of the limit (16 MiB to 1 GiB). Without a limit, 0: the kernel's own dirty
- * limits bound it, and flushing every 64 MiB only made the disk write a copy about to be deleted
- * (bench/README.md, "Seventh pass": 1.22 → 0.94 s for a 512 MiB qcow2 from a Python server).
+ * Pure: the dirty bytes a writer that needs no flushes of its own (`memorySyncEveryBytes`) may
+ * leave to the kernel, for a process under `memoryLimit` bytes: a quarter of the limit (16 MiB to
+ * 1 GiB), so the kernel's buffering of a large image never fills a pod's limit (cgroup v1 does not
+ * throttle writers per cgroup). Without a limit, 0: the kernel's own dirty limits bound it.
+ * Measured (bench/README.md, "Seventh pass"): a 512 MiB qcow2 from a Python server 1.22 → 0.94 s
+ * (its scratch copy no longer written to disk before it is deleted), a 2 GiB raw fetched by curl
+ * 3.53 → 2.89 s (`curl -o` + `sync`: 3.14 s).
  */
-export function scratchSyncEveryBytesFor(memoryLimit: number | undefined): number {
+export function memorySyncEveryBytesFor(memoryLimit: number | undefined): number {
   if (memoryLimit === undefined) return 0;
   return Math.min(1024 * MiB, Math.max(16 * MiB, Math.floor(memoryLimit / 4)));
 }
 
-/** A scratch copy's writer option for `tuning.scratchSyncEveryBytes`: nothing where it is unset (the writers' default applies). */
-export function scratchSync(tuning: Pick<ImportTuning, 'scratchSyncEveryBytes'>): { syncEveryBytes?: number } {
-  return tuning.scratchSyncEveryBytes !== undefined ? { syncEveryBytes: tuning.scratchSyncEveryBytes } : {};
+/** The writer option for `tuning.memorySyncEveryBytes`: nothing where it is unset (the writers' default applies). */
+export function memorySync(tuning: Pick<ImportTuning, 'memorySyncEveryBytes'>): { syncEveryBytes?: number } {
+  return tuning.memorySyncEveryBytes !== undefined ? { syncEveryBytes: tuning.memorySyncEveryBytes } : {};
 }
 
 /** The optional knobs with their defaults filled in. */

@@ -1,7 +1,7 @@
 /**
  * The memory limit as the kernel's cgroup files give it to a real process placed in a real cgroup
- * (made here, as root), and `ferry import` sizing a scratch copy's flushes by it: a quarter of the
- * limit inside one, none outside (bench/README.md, "Seventh pass").
+ * (made here, as root), and `ferry import` sizing the flushes that only bound memory by it (a
+ * scratch copy, curl's target stream): a quarter of the limit inside one, none outside (bench/README.md, "Seventh pass").
  */
 
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroupMemoryLimit } from '../../src/io/memory-limit.js';
-import { scratchSyncEveryBytesFor } from '../../importer/engine/tuning.js';
+import { memorySyncEveryBytesFor } from '../../importer/engine/tuning.js';
 import { makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 
@@ -86,7 +86,7 @@ test('a parent cgroup\'s lower limit is the one that holds', async () => {
   expect(await limitIn(child)).toBe(under(200 * MiB));
 });
 
-test('ferry import flushes a scratch copy every quarter of the limit inside a cgroup, and never outside one', async () => {
+test('ferry import flushes for memory every quarter of the limit inside a cgroup, and never outside one', async () => {
   const image = join(dir, 'disk.raw');
   makeRawDisk(image, 4 * MiB);
   const group = cgroup(MOUNT, 256 * MiB);
@@ -95,8 +95,8 @@ test('ferry import flushes a scratch copy every quarter of the limit inside a cg
     expect(r.code).toBe(0);
     const routed = r.stderr.split('\n').filter((l) => l.includes('"route chosen"')).map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(routed).toHaveLength(1);
-    return routed[0]?.scratchSyncEveryBytes;
+    return routed[0]?.memorySyncEveryBytes;
   };
-  expect(await flushes(group, 'inside.img')).toBe(scratchSyncEveryBytesFor(under(256 * MiB)));
-  expect(await flushes(undefined, 'outside.img')).toBe(scratchSyncEveryBytesFor(outer));
+  expect(await flushes(group, 'inside.img')).toBe(memorySyncEveryBytesFor(under(256 * MiB)));
+  expect(await flushes(undefined, 'outside.img')).toBe(memorySyncEveryBytesFor(outer));
 });

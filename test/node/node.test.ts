@@ -17,6 +17,8 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import * as k8s from '@kubernetes/client-node';
 import { Annotation, PodPhase } from '../../src/api/cdi.js';
 import { ErrorCode } from '../../src/errors.js';
+import { parseQuantity } from '../../src/quantity.js';
+import { memorySyncEveryBytesFor } from '../../importer/engine/tuning.js';
 import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry-process.js';
 import { convertImage, makeRawDisk, MiB, removeDir, tempDir } from '../helpers/fixtures.js';
 import { pushImage, startRegistry, writeOciLayout } from '../helpers/registry.js';
@@ -149,6 +151,13 @@ describe('Ferry on a real node', () => {
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', raw(), disk]);
     // The reads came from a pod address (the pod network), as ranged requests (nbdkit's curl plugin).
     expect(readFileSync(http.logFile, 'utf8')).toMatch(/^10\.244\.0\.\d+:\d+: response:206$/m);
+    // The importer read its container's memory limit from the cgroup files the kubelet set up: the
+    // flushes that only bound memory come every quarter of it.
+    const limit = pod.spec?.containers[0]?.resources?.limits?.memory;
+    expect(limit).toBeDefined();
+    const log = await core.readNamespacedPodLog({ name: podName, namespace: NS });
+    const routed = log.split('\n').filter((l) => l.includes('"route chosen"')).map((l) => JSON.parse(l) as { memorySyncEveryBytes?: number });
+    expect(routed.map((r) => r.memorySyncEveryBytes)).toEqual([memorySyncEveryBytesFor(parseQuantity(limit ?? ''))]);
   }, IMPORT_TIMEOUT_MS + 30_000);
 
   it('a 404 ends in the Failed phase with SOURCE_NOT_FOUND, not retried', async () => {

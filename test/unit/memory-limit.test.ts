@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { cgroupMemoryLimit, ownCgroups, parseMemoryLimit, selfAndAncestors } from '../../src/io/memory-limit.js';
-import { scratchSyncEveryBytesFor } from '../../importer/engine/tuning.js';
+import { memorySyncEveryBytesFor } from '../../importer/engine/tuning.js';
 
 const MiB = 1024 * 1024;
 
@@ -65,13 +65,13 @@ describe('cgroupMemoryLimit over given files', () => {
   });
 });
 
-describe('scratchSyncEveryBytesFor: a scratch copy\'s flushes sized to the memory limit', () => {
+describe('memorySyncEveryBytesFor: flushes that only bound memory, sized to the limit', () => {
   test.each<[string, number | undefined, number]>([
-    ['no limit: never (the copy is deleted after the convert)', undefined, 0],
+    ['no limit: never (the kernel\'s dirty limits apply)', undefined, 0],
     ['the default importer pod (512Mi): a quarter', 512 * MiB, 128 * MiB],
     ['a tiny limit: at least 16 MiB', 32 * MiB, 16 * MiB],
     ['a huge limit: at most 1 GiB', 64 * 1024 * MiB, 1024 * MiB],
   ])('%s', (_name, limit, expected) => {
-    expect(scratchSyncEveryBytesFor(limit)).toBe(expected);
+    expect(memorySyncEveryBytesFor(limit)).toBe(expected);
   });
 });
