@@ -25,7 +25,7 @@ import { importConverted, startExport } from './convert.js';
 import { declaredSize } from './declared-size.js';
 import { openerFor } from './opener.js';
 import { importCurled, importDecoded, importRanged, importStreamed } from './raw.js';
-import { nbdReadCost, type Route, route, type RouteFacts, tailMatters, wantsLatency, wantsNbdReads } from './route.js';
+import { nbdReadCost, type Route, route, type RouteFacts, tailMatters, wantsLatency, wantsNbdReads, wantsReuse } from './route.js';
 import { autoConnectionsFor, chunkTuning, probeEnoughMs } from './tuning.js';
 import { backoffMs } from '../../src/backoff.js';
 
@@ -124,7 +124,8 @@ async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess
 
 /**
  * Gathers the facts (measuring latency, reading a raw image's last bytes only where they matter,
- * timing reads through nbdkit where the route says nbd) and routes. An export started to be timed
+ * timing a request on a reused connection and then reads through nbdkit where the route says nbd)
+ * and routes. An export started to be timed
  * is handed on when the route keeps nbd, stopped when it does not.
  */
 async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: NbdExport }> {
@@ -172,6 +173,14 @@ async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: Nbd
     facts = { ...facts, tail: tail !== undefined && isFixedVhdFooter(tail, opened.size - VHD_FOOTER_BYTES) ? 'fixed-vhd' : 'data' };
     if (facts.tail === 'fixed-vhd') log.info({ disk: opened.size - VHD_FOOTER_BYTES }, 'a fixed VHD: its footer is left out');
     chosen = route(facts);
+  }
+  if (wantsReuse(facts, chosen) && opened.measureReuse) {
+    const reuseMs = await raceAbort(signal, opened.measureReuse().catch(() => undefined));
+    if (reuseMs !== undefined) {
+      facts = { ...facts, reuseMs };
+      chosen = route(facts);
+      log.info({ reuseMs: Math.round(reuseMs * 10) / 10, nbd: chosen.path === 'nbd' }, 'request on a reused connection measured');
+    }
   }
   if (!wantsNbdReads(facts, chosen)) return { chosen };
   const nbd = onceStopped(await startExport(attempt));

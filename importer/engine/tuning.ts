@@ -64,6 +64,11 @@ export interface ImportTuning {
   /** Two such reads at once taking this many times one read: the server is the limit, not the path. */
   readonly serverBoundRatio?: number;
   /**
+   * Slowest answer to a one-byte request on a reused connection (`measureReuse`) from a server
+   * nbdkit may read: slower, the server stalls each request after the first on a connection.
+   */
+  readonly reuseStallMs?: number;
+  /**
    * Bytes between flushes for the writers whose flushes only keep a memory limit from filling
    * (`memorySyncEveryBytesFor`): a scratch copy (deleted after the convert) and curl writing a
    * plain image into the target (faster than the disk: each flush's barrier only slows it). 0:
@@ -93,6 +98,7 @@ export const DEFAULT_TUNING: ImportTuning = Object.freeze({
   nbdProbeReads: 4,
   nbdReadMaxMs: 6,
   farChunkMs: 25,
+  reuseStallMs: 20,
 });
 
 const MiB = 1024 * 1024;
@@ -117,7 +123,7 @@ export function memorySync(tuning: Pick<ImportTuning, 'memorySyncEveryBytes'>): 
 }
 
 /** The optional knobs with their defaults filled in. */
-type ChunkKnobs = 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'nbdProbeReads' | 'nbdReadMaxMs' | 'farChunkMs';
+type ChunkKnobs = 'curlMinBytes' | 'probeChunkBytes' | 'nbdMaxChunkMs' | 'nbdProbeReads' | 'nbdReadMaxMs' | 'farChunkMs' | 'reuseStallMs';
 
 export function chunkTuning(tuning: Pick<ImportTuning, ChunkKnobs>): Required<Pick<ImportTuning, ChunkKnobs>> {
   return {
@@ -127,6 +133,7 @@ export function chunkTuning(tuning: Pick<ImportTuning, ChunkKnobs>): Required<Pi
     nbdProbeReads: tuning.nbdProbeReads ?? (DEFAULT_TUNING.nbdProbeReads as number),
     nbdReadMaxMs: tuning.nbdReadMaxMs ?? (DEFAULT_TUNING.nbdReadMaxMs as number),
     farChunkMs: tuning.farChunkMs ?? (DEFAULT_TUNING.farChunkMs as number),
+    reuseStallMs: tuning.reuseStallMs ?? (DEFAULT_TUNING.reuseStallMs as number),
   };
 }
 

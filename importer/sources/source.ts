@@ -32,6 +32,13 @@ export interface OpenedSource {
    * whether more connections get more.
    */
   readonly measureChunk?: (bytes: number, together?: number, enoughMs?: number) => Promise<number>;
+  /**
+   * Times one more one-byte ranged request on the connection the probes before it left open: a
+   * server that writes headers and body apart answers it only after the client's delayed ACK
+   * (40–50 ms on the Python server, every time; nginx 0.4–3 ms), and so would every request
+   * nbdkit sends on its one connection (bench/README.md, "Seventh pass").
+   */
+  readonly measureReuse?: () => Promise<number>;
 }
 
 /** Opens the source afresh; the engine calls it again for each attempt. */

@@ -30,6 +30,8 @@ beforeAll(async () => {
   // The Python server's stall, where nbdkit meets it every time: its second request, the opening
   // 4 KiB read (nbdkit 1.32's curl plugin asks for one byte more than it reads: bytes=0-4096).
   server.route('/stall-open.raw', { file: raw, delay: { range: /^bytes=0-409[56]$/, ms: 60 } });
+  // The same stall as node meets it: a one-byte request on a reused connection.
+  server.route('/stall-reuse.raw', { file: raw, delay: { range: /^bytes=1-1$/, ms: 60, reused: true } });
   server.route('/cutting.raw', { file: raw, closeAfter: 200 * 1024 });
 });
 
@@ -195,6 +197,33 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(measured).toMatchObject({ kept: false, readsMs: [] });
     expect(measured?.openMs as number).toBeGreaterThanOrEqual(55);
     expect(logged(logs, READING)).toEqual([]);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a request on a reused connection that stalls (the Python server): nbdkit is never started', async () => {
+    const since = server.requests.length;
+    const out = f('auto-stall-reuse.img');
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBeUndefined();
+    const reuse = logs.filter((l) => l.msg === 'request on a reused connection measured');
+    expect(reuse).toEqual([expect.objectContaining({ nbd: false })]);
+    expect(reuse[0]?.reuseMs as number).toBeGreaterThanOrEqual(55);
+    // One reuse probe, and nothing from nbdkit (its size request, its opening read).
+    expect(rangesOf('/stall-reuse.raw', since).filter((r) => r === 'bytes=1-1')).toHaveLength(1);
+    expect(server.requests.slice(since).filter((r) => r.path === '/stall-reuse.raw' && r.method === 'HEAD')).toEqual([]);
+    expect(rangesOf('/stall-reuse.raw', since).filter((r) => /^bytes=0-409[56]$/.test(r))).toEqual([]);
+    expect(logged(logs, MEASURED)).toEqual([]);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a request on a reused connection that does not stall: timed, then the export is timed and kept', async () => {
+    const out = f('auto-reuse-fine.img');
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
+    expect(error).toBeUndefined();
+    expect(result?.via).toBe('nbd');
+    expect(logs.filter((l) => l.msg === 'request on a reused connection measured')).toEqual([expect.objectContaining({ nbd: true })]);
+    expect(logged(logs, MEASURED)).toEqual([expect.objectContaining({ kept: true })]);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 

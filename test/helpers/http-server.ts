@@ -16,8 +16,11 @@ export type Route =
       readonly ranges?: boolean;
       readonly auth?: { user: string; pass: string };
       readonly require?: Readonly<Record<string, string>>;
-      /** The answer to a request whose Range header matches `range` waits `ms` first (a stall one request meets). */
-      readonly delay?: { readonly range: RegExp; readonly ms: number };
+      /**
+       * The answer to a request whose Range header matches `range` waits `ms` first (a stall one
+       * request meets); `reused`: only a request that is not the first on its connection.
+       */
+      readonly delay?: { readonly range: RegExp; readonly ms: number; readonly reused?: boolean };
     }
   | { readonly status: number }
   | { readonly file: string; readonly failFirst: number; readonly failStatus?: number }
@@ -117,7 +120,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   };
 }
 
+/** Requests seen per connection, this one included. */
+const served = new WeakMap<Socket, number>();
+
 async function serve(route: Route | undefined, req: IncomingMessage, res: ServerResponse, hit: number): Promise<void> {
+  served.set(req.socket, (served.get(req.socket) ?? 0) + 1);
   if (!route) return end(res, 404);
   if ('status' in route) return end(res, route.status);
   if ('redirect' in route) {
@@ -136,7 +143,9 @@ async function serve(route: Route | undefined, req: IncomingMessage, res: Server
   // Headers the request must carry (an API key, a bearer token): else 401, as such servers answer.
   if ('require' in route && route.require && Object.entries(route.require).some(([name, value]) => req.headers[name.toLowerCase()] !== value)) return end(res, 401);
   if ('failFirst' in route && hit <= route.failFirst) return end(res, route.failStatus ?? 503);
-  if ('delay' in route && route.delay && route.delay.range.test(req.headers.range ?? '')) await new Promise((r) => setTimeout(r, route.delay?.ms));
+  if ('delay' in route && route.delay && route.delay.range.test(req.headers.range ?? '') && (!route.delay.reused || (served.get(req.socket) ?? 0) > 1)) {
+    await new Promise((r) => setTimeout(r, route.delay?.ms));
+  }
   const info = await stat(route.file);
   const size = info.size;
   const ranges = !('ranges' in route) || route.ranges !== false;

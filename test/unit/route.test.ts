@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, nbdReadCost, scratchBound, tailMatters, wantsLatency, wantsNbdReads } from '../../importer/engine/route.js';
+import { connectionsFor, type Route, route, type RouteFacts, type RouteTuning, nbdReadCost, scratchBound, tailMatters, wantsLatency, wantsNbdReads, wantsReuse } from '../../importer/engine/route.js';
 import { autoConnectionsFor, probeEnoughMs } from '../../importer/engine/tuning.js';
 import { warmLatencyMs } from '../../importer/sources/source.js';
 
@@ -245,6 +245,33 @@ describe('wantsNbdReads: reads through the export are timed only where the route
   test('the export\'s threshold is the tuning\'s nbdReadMaxMs', () => {
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 6, tuning: { connections: 'auto', nbdReadMaxMs: 6 } }))).toEqual({ path: 'nbd', qemuFormat: 'raw' });
     expect(route(facts({ size: BIG, latencyMs: 1, chunkMs: 4, nbdReadMs: 6.1, tuning: { connections: 'auto', nbdReadMaxMs: 6 } }))).toMatchObject({ path: 'streamed' });
+  });
+});
+
+describe('a request on a reused connection, timed before nbdkit is started', () => {
+  const AUTO = { connections: 'auto' as const };
+  // Measured with node's keep-alive agent after a one-byte and a 2 MiB request (bench/README.md, "Seventh pass").
+  test.each<[string, Over, Route['path']]>([
+    ['the Python Range server (41–50 ms): no nbd, the one stream', { size: BIG, latencyMs: 3, chunkMs: 7, reuseMs: 47.6, curl: true, tuning: AUTO }, 'streamed'],
+    ['nginx (0.4–3 ms): nbd, the export still to be timed', { size: BIG, latencyMs: 1, chunkMs: 4, reuseMs: 0.5, curl: true, tuning: AUTO }, 'nbd'],
+    ['just over reuseStallMs', { size: BIG, latencyMs: 1, chunkMs: 4, reuseMs: 20.1, curl: true, tuning: AUTO }, 'streamed'],
+    ['at reuseStallMs', { size: BIG, latencyMs: 1, chunkMs: 4, reuseMs: 20, curl: true, tuning: AUTO }, 'nbd'],
+    ['a qcow2 from the Python Range server: scratch', { size: BIG, format: 'qcow2' as RouteFacts['format'], declaredSize: BigInt(BIG), scratch: true, latencyMs: 3, chunkMs: 7, reuseMs: 45, curl: true, tuning: AUTO }, 'scratch'],
+  ])('%s', (_name, over, path) => {
+    expect(route(facts(over)).path).toBe(path);
+  });
+  test.each<[string, Over, boolean]>([
+    ['nbd on measured costs, not timed yet', { size: BIG, latencyMs: 1, chunkMs: 4, tuning: AUTO }, true],
+    ['already timed', { size: BIG, latencyMs: 1, chunkMs: 4, reuseMs: 1, tuning: AUTO }, false],
+    ['nbd by --connections 1 (nothing measured)', { size: BIG }, false],
+    ['not nbd (far: ranges)', { size: BIG, latencyMs: 20, chunkMs: 60, tuning: AUTO }, false],
+  ])('wantsReuse: %s', (_name, over, expected) => {
+    const f = facts(over);
+    expect(wantsReuse(f, route(f))).toBe(expected);
+  });
+  test('a stalled reuse means no reads through nbdkit are timed', () => {
+    const f = facts({ size: BIG, latencyMs: 3, chunkMs: 7, reuseMs: 47.6, curl: true, tuning: AUTO });
+    expect(wantsNbdReads(f, route(f))).toBe(false);
   });
 });
 
