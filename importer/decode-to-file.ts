@@ -97,8 +97,8 @@ export interface ChildToFileOptions {
  * Runs `command` with its stdout on a new file at `path` (created exclusive: never through a link),
  * so the bytes it writes never pass through node. Dirty pages are flushed every `syncEveryBytes`
  * written (64 MiB if unset, never if 0), as the streamed writer does, so a cgroup memory limit is
- * not filled with page cache. Returns the
- * file's size; throws `judge`'s error, or TARGET_TOO_SMALL when the limit stopped the file.
+ * not filled with page cache. Returns the file's size; throws `judge`'s error, or
+ * TARGET_TOO_SMALL when the limit stopped the file.
  */
 export async function childToFile(command: string, args: readonly string[], path: string, options: ChildToFileOptions): Promise<number> {
   const { limit, signal } = options;

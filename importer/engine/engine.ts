@@ -125,8 +125,8 @@ async function importOnce(run: Run, opener: SourceOpener): Promise<ImportSuccess
 /**
  * Gathers the facts (measuring latency, reading a raw image's last bytes only where they matter,
  * timing a request on a reused connection and then reads through nbdkit where the route says nbd)
- * and routes. An export started to be timed
- * is handed on when the route keeps nbd, stopped when it does not.
+ * and routes. An export started to be timed is handed on when the route keeps nbd, stopped when
+ * it does not.
  */
 async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: NbdExport }> {
   const { spec, target, deps, log, signal, opened, peeled } = attempt;

@@ -197,8 +197,8 @@ export interface CurlDecodeOptions extends CurlFetchOptions {
  * ways and unlinked at once: curl's write end, the decoder's read end, and one read-write end node
  * holds, so no open waits for the other side and the decoder sees the end of its input only when
  * node closes it, after curl is done and its byte count checked. Node never reads or writes it.
- * Returns the decoded size. A decoder that stops early (corrupt data,
- * the limit) stops curl and its error is the one reported; a curl that fails stops the decoder.
+ * Returns the decoded size. A decoder that stops early (corrupt data, the limit) stops curl and its
+ * error is the one reported; a curl that fails stops the decoder.
  */
 export async function curlThroughDecoder(path: string, options: CurlDecodeOptions): Promise<number> {
   const where = redactUrl(options.url);
