@@ -168,18 +168,23 @@ async function chooseRoute(attempt: Attempt): Promise<{ chosen: Route; nbd?: Nbd
     }
   }
   let chosen = route(facts);
+  // The tail's ranged read, when it follows the chunk probe, goes out on a connection that just
+  // carried bulk data: the request the reuse probe would time, so its time stands for that probe's.
+  let tailMs: number | undefined;
   if (tailMatters(facts, chosen) && opened.size !== undefined) {
+    const started = performance.now();
     const tail = await readTail(attempt, opened.size);
+    if (tail !== undefined && opened.localPath === undefined && facts.chunkMs !== undefined) tailMs = performance.now() - started;
     facts = { ...facts, tail: tail !== undefined && isFixedVhdFooter(tail, opened.size - VHD_FOOTER_BYTES) ? 'fixed-vhd' : 'data' };
     if (facts.tail === 'fixed-vhd') log.info({ disk: opened.size - VHD_FOOTER_BYTES }, 'a fixed VHD: its footer is left out');
     chosen = route(facts);
   }
-  if (wantsReuse(facts, chosen) && opened.measureReuse) {
-    const reuseMs = await raceAbort(signal, opened.measureReuse().catch(() => undefined));
+  if (wantsReuse(facts, chosen)) {
+    const reuseMs = tailMs ?? (opened.measureReuse ? await raceAbort(signal, opened.measureReuse().catch(() => undefined)) : undefined);
     if (reuseMs !== undefined) {
       facts = { ...facts, reuseMs };
       chosen = route(facts);
-      log.info({ reuseMs: Math.round(reuseMs * 10) / 10, nbd: chosen.path === 'nbd' }, 'request on a reused connection measured');
+      log.info({ reuseMs: Math.round(reuseMs * 10) / 10, by: tailMs !== undefined ? 'tail' : 'probe', nbd: chosen.path === 'nbd' }, 'request on a reused connection measured');
     }
   }
   if (!wantsNbdReads(facts, chosen)) return { chosen };

@@ -30,8 +30,10 @@ beforeAll(async () => {
   // The Python server's stall, where nbdkit meets it every time: its second request, the opening
   // 4 KiB read (nbdkit 1.32's curl plugin asks for one byte more than it reads: bytes=0-4096).
   server.route('/stall-open.raw', { file: raw, delay: { range: /^bytes=0-409[56]$/, ms: 60 } });
-  // The same stall as node meets it: a one-byte request on a reused connection.
-  server.route('/stall-reuse.raw', { file: raw, delay: { range: /^bytes=1-1$/, ms: 60, reused: true } });
+  // The same stall as node meets it: a small request on a reused connection. For a raw image the
+  // tail's read (its last 512 bytes) is that request; for a qcow2 the one-byte reuse probe.
+  server.route('/stall-reuse.raw', { file: raw, delay: { range: new RegExp(`^bytes=(1-1|${8 * MiB - 512}-${8 * MiB - 1})$`), ms: 60, reused: true } });
+  server.route('/stall-reuse.qcow2', { file: f('disk.qcow2'), delay: { range: /^bytes=1-1$/, ms: 60, reused: true } });
   server.route('/cutting.raw', { file: raw, closeAfter: 200 * 1024 });
 });
 
@@ -200,29 +202,48 @@ describe('connections auto: chosen from the measured request latency', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
-  test('a request on a reused connection that stalls (the Python server): nbdkit is never started', async () => {
+  test('a raw image whose tail read stalls on its reused connection (the Python server): that read is the reuse probe, nbdkit never started', async () => {
     const since = server.requests.length;
     const out = f('auto-stall-reuse.img');
     const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
     expect(error).toBeUndefined();
     expect(result?.via).toBeUndefined();
     const reuse = logs.filter((l) => l.msg === 'request on a reused connection measured');
-    expect(reuse).toEqual([expect.objectContaining({ nbd: false })]);
+    expect(reuse).toEqual([expect.objectContaining({ by: 'tail', nbd: false })]);
     expect(reuse[0]?.reuseMs as number).toBeGreaterThanOrEqual(55);
-    // One reuse probe, and nothing from nbdkit (its size request, its opening read).
-    expect(rangesOf('/stall-reuse.raw', since).filter((r) => r === 'bytes=1-1')).toHaveLength(1);
+    // The tail read once, no one-byte probe after it, and nothing from nbdkit (its size request, its opening read).
+    expect(rangesOf('/stall-reuse.raw', since).filter((r) => r === `bytes=${8 * MiB - 512}-${8 * MiB - 1}`)).toHaveLength(1);
+    expect(rangesOf('/stall-reuse.raw', since).filter((r) => r === 'bytes=1-1')).toEqual([]);
     expect(server.requests.slice(since).filter((r) => r.path === '/stall-reuse.raw' && r.method === 'HEAD')).toEqual([]);
     expect(rangesOf('/stall-reuse.raw', since).filter((r) => /^bytes=0-409[56]$/.test(r))).toEqual([]);
     expect(logged(logs, MEASURED)).toEqual([]);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
+  test('a qcow2 whose one-byte request on a reused connection stalls: timed by the reuse probe, nbdkit never started', async () => {
+    const since = server.requests.length;
+    const out = f('auto-stall-reuse-q.img');
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.qcow2`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: 60_000 });
+    expect(error).toBeUndefined();
+    expect(result?.via).not.toBe('nbd');
+    const reuse = logs.filter((l) => l.msg === 'request on a reused connection measured');
+    expect(reuse).toEqual([expect.objectContaining({ by: 'probe', nbd: false })]);
+    expect(reuse[0]?.reuseMs as number).toBeGreaterThanOrEqual(55);
+    expect(rangesOf('/stall-reuse.qcow2', since).filter((r) => r === 'bytes=1-1')).toHaveLength(1);
+    expect(server.requests.slice(since).filter((r) => r.path === '/stall-reuse.qcow2' && r.method === 'HEAD')).toEqual([]);
+    expect(logged(logs, MEASURED)).toEqual([]);
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
   test('a request on a reused connection that does not stall: timed, then the export is timed and kept', async () => {
+    const since = server.requests.length;
     const out = f('auto-reuse-fine.img');
     const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/disk.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
     expect(error).toBeUndefined();
     expect(result?.via).toBe('nbd');
-    expect(logs.filter((l) => l.msg === 'request on a reused connection measured')).toEqual([expect.objectContaining({ nbd: true })]);
+    // A raw image: the tail read stood for the probe.
+    expect(logs.filter((l) => l.msg === 'request on a reused connection measured')).toEqual([expect.objectContaining({ by: 'tail', nbd: true })]);
+    expect(rangesOf('/disk.raw', since).filter((r) => r === 'bytes=1-1')).toEqual([]);
     expect(logged(logs, MEASURED)).toEqual([expect.objectContaining({ kept: true })]);
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
