@@ -116,6 +116,27 @@ describe('the bundle, installed without node_modules', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
+  test('an import over HTTP makes no Intl object (ICU is never initialised: got\'s checks make their list formats when first used)', async () => {
+    // Counts, as the process exits, the objects made by every Intl constructor.
+    const preload = f('count-intl.mjs');
+    writeFileSync(
+      preload,
+      [
+        'let made = 0;',
+        "for (const name of Object.getOwnPropertyNames(Intl).filter((n) => typeof Intl[n] === 'function' && /^[A-Z]/.test(n))) {",
+        '  Intl[name] = new Proxy(Intl[name], { construct(target, args, newTarget) { made += 1; return Reflect.construct(target, args, newTarget); } });',
+        '}',
+        "process.on('exit', () => process.stderr.write(`Intl objects made: ${made}\\n`));",
+        '',
+      ].join('\n'),
+    );
+    const out = f('no-intl.img');
+    const r = await ferry(['import', '--url', `${server.url}/disk.qcow2`, '--dest', out, '--scratch-dir', f('scratch'), '--quiet'], { NODE_OPTIONS: `--import=${preload}` });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('Intl objects made: 0');
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
   test('ferry import from S3 (the AWS SDK, loaded when needed)', async () => {
     const out = f('s3.img');
     const r = await ferry(['import', '--url', 's3://bucket/disk.qcow2', '--dest', out, '--s3-endpoint', server.url,
