@@ -13,7 +13,7 @@ import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ErrorCode, FerryError, toFerryError } from '../src/errors.js';
 import type { Checksum } from '../src/checksum.js';
-import { writeAll, writeSparse } from './raw-writer.js';
+import { DEFAULT_SYNC_EVERY_BYTES, writeAll, writeSparse } from './raw-writer.js';
 import type { ByteStream } from './streams.js';
 import { backoffMs } from '../src/backoff.js';
 import { createExclusive } from './target.js';
@@ -136,21 +136,38 @@ export async function* orderedRanges(options: OrderedRangesOptions): ByteStream 
 }
 
 /**
- * Downloads into a file (sparse: zero blocks stay holes) or a device, then syncs. With a checksum,
- * the written bytes are read back in order and hashed, so the whole source is still verified.
+ * Downloads into a file (sparse: zero blocks stay holes) or a device. Written data is flushed every
+ * `syncEveryBytes` (`DEFAULT_SYNC_EVERY_BYTES` if unset, never if 0), one flush at a time, as the
+ * streamed writer does; the last flush is the caller's (a disk is synced by `finishDisk`, a
+ * scratch copy never). With a checksum, the written bytes are read back in order and hashed, so
+ * the whole source is still verified.
  */
 export async function fetchParallelToFile(
   path: string,
   sparse: boolean,
   checksum: Checksum | undefined,
-  options: Omit<ParallelFetchOptions, 'write'>,
+  options: Omit<ParallelFetchOptions, 'write'> & { readonly syncEveryBytes?: number },
 ): Promise<void> {
   // A file is created new, never through a link (createExclusive); a device is opened as it is.
   const handle = sparse ? await createExclusive(path, fsConstants.O_RDWR) : await open(path, fsConstants.O_RDWR);
+  const syncEvery = options.syncEveryBytes ?? DEFAULT_SYNC_EVERY_BYTES;
+  let unflushed = 0;
+  let flushing: Promise<void> = Promise.resolve();
+  const write = async (data: Buffer, position: number): Promise<void> => {
+    await (sparse ? writeSparse(handle, data, position) : writeAll(handle, data, position));
+    unflushed += data.length;
+    if (syncEvery <= 0 || unflushed < syncEvery) return;
+    unflushed = 0;
+    // The write that crosses the interval waits for the flush before it, then starts the next:
+    // dirty data stays within about two intervals and the connections' writes in flight.
+    await flushing;
+    flushing = handle.datasync();
+    flushing.catch(() => undefined);
+  };
   try {
-    await fetchParallel({ ...options, write: (data, position) => (sparse ? writeSparse(handle, data, position) : writeAll(handle, data, position)) });
+    await fetchParallel({ ...options, write });
+    await flushing;
     if (sparse) await handle.truncate(options.size);
-    await handle.sync();
     if (checksum) {
       const hash = createHash(checksum.algorithm);
       const buffer = Buffer.allocUnsafe(1 << 20);
@@ -168,6 +185,7 @@ export async function fetchParallelToFile(
   } catch (err) {
     throw toFerryError(err, ErrorCode.TargetError);
   } finally {
+    await flushing.catch(() => undefined);
     await handle.close();
   }
 }

@@ -24,8 +24,9 @@ export interface RawWriteOptions {
   readonly sparse: boolean;
   /**
    * Flush written data to disk after this many bytes, so dirty page cache stays bounded and a pod
-   * with a small memory limit is not killed for the kernel's buffering of a large image; 0: never
-   * (the caller's final sync only). Absent: `DEFAULT_SYNC_EVERY_BYTES`.
+   * with a small memory limit is not killed for the kernel's buffering of a large image; 0: never.
+   * Absent: `DEFAULT_SYNC_EVERY_BYTES`. There is no final sync: a disk is synced by whoever keeps
+   * it (`finishDisk`), and a scratch copy, deleted after the convert, never needs one.
    */
   readonly syncEveryBytes?: number;
 }
@@ -94,7 +95,7 @@ export class GatheredWriter {
   }
 }
 
-/** Returns the number of bytes of disk written (holes included). Syncs before returning. */
+/** Returns the number of bytes of disk written (holes included); the last flush is the caller's (`RawWriteOptions.syncEveryBytes`). */
 export async function writeRaw(source: ByteStream, options: RawWriteOptions): Promise<number> {
   const handle = await (options.sparse ? createExclusive(options.path) : open(options.path, 'r+')).catch((err: unknown) => {
     throw toFerryError(err, 'TARGET_ERROR');
@@ -119,7 +120,6 @@ export async function writeRaw(source: ByteStream, options: RawWriteOptions): Pr
     const offset = await writer.drain();
     await flushing;
     if (options.sparse) await handle.truncate(offset);
-    await handle.sync();
     return offset;
   } catch (err) {
     throw toFerryError(err, 'TARGET_ERROR');

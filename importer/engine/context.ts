@@ -84,8 +84,11 @@ export function retryOptions(deps: EngineDeps) {
   };
 }
 
-/** Fills `path` from several ranged connections (the plain stream is closed first). */
-export async function fetchRanged({ spec, deps, peeled, openRange }: Attempt, path: string, sparse: boolean, fetch: RangedFetch): Promise<void> {
+/**
+ * Fills `path` from several ranged connections (the plain stream is closed first). `flush`: how
+ * often its dirty pages are flushed (the writers' default if unset; `memorySync` for a scratch copy).
+ */
+export async function fetchRanged({ spec, deps, peeled, openRange }: Attempt, path: string, sparse: boolean, fetch: RangedFetch, flush: { readonly syncEveryBytes?: number } = {}): Promise<void> {
   if (!openRange) throw new FerryError(ErrorCode.Internal, 'a ranged route needs a source that serves ranges');
   await closeStream(peeled.stream);
   await fetchParallelToFile(path, sparse, spec.checksum, {
@@ -95,5 +98,6 @@ export async function fetchRanged({ spec, deps, peeled, openRange }: Attempt, pa
     chunkBytes: fetch.chunkBytes,
     openRange,
     onBytes: (n: number) => deps.progress.bytes(n),
+    ...flush,
   });
 }

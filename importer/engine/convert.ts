@@ -62,7 +62,7 @@ async function stageImage(attempt: Attempt, chosen: Exclude<ConvertRoute, { path
       try {
         deps.progress.begin(Phase.Transfer, 0, TRANSFER_SHARE_WITH_CONVERT, opened.size);
         if (isRanged(chosen.fill)) {
-          await fetchRanged(attempt, scratchFile, true, chosen.fill);
+          await fetchRanged(attempt, scratchFile, true, chosen.fill, memorySync(deps.tuning));
         } else if (chosen.fill.kind === 'curl') {
           await fetchWithCurl(attempt, scratchFile, chosen.bound, memorySync(deps.tuning));
         } else {
