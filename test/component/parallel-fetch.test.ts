@@ -109,6 +109,8 @@ describe('connections auto: chosen from the measured request latency', () => {
     autoConnections: 4,
     nbdMaxChunkMs: 60_000,
     nbdReadMaxMs: 60_000,
+    // Any request on a reused connection counts as no stall (the stall tests set their own limit).
+    reuseStallMs: 60_000,
     farChunkMs: -1,
     serverBoundRatio: Infinity,
     probeChunkBytes: 64 * 1024,
@@ -205,7 +207,7 @@ describe('connections auto: chosen from the measured request latency', () => {
   test('a raw image whose tail read stalls on its reused connection (the Python server): that read is the reuse probe, nbdkit never started', async () => {
     const since = server.requests.length;
     const out = f('auto-stall-reuse.img');
-    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000 });
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.raw`, target: { kind: 'file', path: out } }), { ...AUTO, nearLatencyMs: 60_000, reuseStallMs: 30 });
     expect(error).toBeUndefined();
     expect(result?.via).toBeUndefined();
     const reuse = logs.filter((l) => l.msg === 'request on a reused connection measured');
@@ -223,7 +225,7 @@ describe('connections auto: chosen from the measured request latency', () => {
   test('a qcow2 whose one-byte request on a reused connection stalls: timed by the reuse probe, nbdkit never started', async () => {
     const since = server.requests.length;
     const out = f('auto-stall-reuse-q.img');
-    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.qcow2`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: 60_000 });
+    const { result, error, logs } = await runEngine(spec({ endpoint: `${server.url}/stall-reuse.qcow2`, target: { kind: 'file', path: out }, scratchDir: f('scratch') }), { ...AUTO, nearLatencyMs: 60_000, reuseStallMs: 30 });
     expect(error).toBeUndefined();
     expect(result?.via).not.toBe('nbd');
     const reuse = logs.filter((l) => l.msg === 'request on a reused connection measured');
