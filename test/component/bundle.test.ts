@@ -16,11 +16,14 @@ import { compress, convertImage, expectSameDisk, makeRawDisk, makeTar, MiB, remo
 import { freePort, REPO_ROOT, type ProcessResult } from '../helpers/ferry-process.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { makePki, type TestPki } from '../helpers/tls.js';
 import { pushImage, startRegistry, type TestRegistry, writeOciLayout } from '../helpers/registry.js';
 
 let dir: string;
 let install: string;
 let server: TestServer;
+let secure: TestServer;
+let pki: TestPki;
 let proxy: TestProxy;
 let registry: TestRegistry;
 let raw: string;
@@ -67,6 +70,11 @@ beforeAll(async () => {
   server.route('/tree.tar', { file: f('tree.tar') });
   // Path-style S3 (`/bucket/key`): the SDK signs, this server does not check; the bytes are the file's.
   server.route('/bucket/disk.qcow2', { file: f('disk.qcow2') });
+  mkdirSync(f('pki'));
+  pki = makePki(f('pki'));
+  secure = await startServer({ tls: { key: pki.key, cert: pki.cert } });
+  secure.route('/disk.qcow2', { file: f('disk.qcow2') });
+  secure.route('/disk.raw', { file: raw });
   proxy = await startProxy();
   registry = await startRegistry(f('registry'));
   const layout = f('layout');
@@ -76,6 +84,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.close();
+  await secure?.close();
   await proxy?.close();
   await registry?.stop();
   removeDir(dir);
@@ -105,15 +114,37 @@ describe('the bundle, installed without node_modules', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
-  test('an import over HTTP never loads node:http2 (got\'s http2-wrapper is left out of the bundle)', async () => {
-    // Prints, as the process exits, every built-in module it loaded whose name says http2.
+  test('an import over HTTP never loads node:http2 (got\'s http2-wrapper is left out of the bundle), node:tls or node:https', async () => {
+    // Prints, as the process exits, every built-in module it loaded whose name says http2, tls or https.
     const preload = f('report-http2.mjs');
-    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`http2 modules: [${process.moduleLoadList.filter((m) => /http2/i.test(m)).join(', ')}]\\n`));\n");
+    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`http2 modules: [${process.moduleLoadList.filter((m) => /http2/i.test(m)).join(', ')}]\\ntls modules: [${process.moduleLoadList.filter((m) => /^NativeModule (https|tls|internal\\/tls)/.test(m)).join(', ')}]\\n`));\n");
     const out = f('no-http2.img');
     const r = await ferry(['import', '--url', `${server.url}/disk.qcow2`, '--dest', out, '--scratch-dir', f('scratch'), '--quiet'], { NODE_OPTIONS: `--import=${preload}` });
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('http2 modules: []');
+    expect(r.stderr).toContain('tls modules: []');
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test.each([
+    ['disk.qcow2', 'read in place through nbdkit or staged'],
+    ['disk.raw', 'the one stream'],
+  ])('an import over HTTPS with --ca-file (%s, %s): node:tls and node:https load when first used', async (name) => {
+    const preload = f('report-tls.mjs');
+    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`tls loaded: ${process.moduleLoadList.includes('NativeModule tls')}\\n`));\n");
+    const out = f(`https-${name}.img`);
+    const r = await ferry(['import', '--url', `${secure.url}/${name}`, '--dest', out, '--ca-file', pki.caFile, '--scratch-dir', f('scratch'), '--quiet'], { NODE_OPTIONS: `--import=${preload}` });
+    expect(r.stderr).toContain('Import Complete');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('tls loaded: true');
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('an HTTPS server whose certificate is not trusted is refused through the bundle too', async () => {
+    const r = await ferry(['import', '--url', `${secure.url}/disk.qcow2`, '--dest', f('untrusted.img'), '--scratch-dir', f('scratch'), '--quiet', '--retries', '1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error [A-Z_]+: .*(certificate|self.signed|issuer)/im);
+    expect(existsSync(f('untrusted.img'))).toBe(false);
   });
 
   test('an import over HTTP makes no Intl object (ICU is never initialised: got\'s checks make their list formats when first used)', async () => {
