@@ -37,8 +37,9 @@ export interface RouteFacts {
   /** Measured time of two such reads at once, when the server looked far (`chunkMs` and latency). */
   readonly pairMs?: number;
   /**
-   * Measured time of a one-byte request on a reused connection, once the route said nbd on
-   * measured costs (see `wantsReuse`): over `reuseStallMs`, nbdkit is not tried.
+   * Measured time of a small request on a reused connection (a raw image's tail read, or else the
+   * one-byte `measureReuse`), once the route said nbd on measured costs (see `wantsReuse`): over
+   * `reuseStallMs`, nbdkit is not tried.
    */
   readonly reuseMs?: number;
   /**
@@ -177,9 +178,10 @@ export function nbdReadCost(openMs: number, readsMs: readonly number[], count: n
 }
 
 /**
- * Whether to time a request on a reused connection (`measureReuse`) before starting nbdkit: the
- * route says nbd on measured costs, and it is not timed yet. It costs a millisecond or two where the
- * server is fine, and saves nbdkit's and qemu-io's start (about 0.14 s) where it stalls.
+ * Whether to time a request on a reused connection (the tail read's, or `measureReuse`) before
+ * starting nbdkit: the route says nbd on measured costs, and it is not timed yet. It costs a
+ * millisecond or two where the server is fine, and saves nbdkit's and qemu-io's start (about
+ * 0.14 s) where it stalls.
  */
 export function wantsReuse(facts: Pick<RouteFacts, 'chunkMs' | 'reuseMs' | 'nbdReadMs' | 'tuning'>, chosen: Route): boolean {
   return chosen.path === 'nbd' && facts.chunkMs !== undefined && facts.reuseMs === undefined && facts.nbdReadMs === undefined;
