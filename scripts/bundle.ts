@@ -82,25 +82,39 @@ const noHttp2Wrapper: Plugin = {
 };
 
 /**
- * node:tls and node:https are loaded with the bundle (got's static imports, and ours of
- * `rootCertificates`) although an import over plain HTTP never uses them: `require('node:https')`
- * costs 7 ms warm and 12 ms with the page cache dropped (`node -e`, five runs each). Each static
- * import of either gets a CommonJS stand-in whose properties, the built-in's own (listed at build
- * time), load it when first read; esbuild reads an import's names through those properties at
- * their use, so an https source loads the module when it first asks for it. `checkServerIdentity`,
- * which got copies into every request's options, is a function that loads it when first called.
+ * Built-ins the bundle used to load at start although an import over plain HTTP never uses them.
+ * Each gets a CommonJS stand-in whose properties, the built-in's own (listed at build time), load it
+ * when first read; esbuild reads an import's names through those properties at their use, so the
+ * module loads when the code first asks for it. Measured, `require(name)` over `node -e 0`, five runs:
+ * - node:tls and node:https (got's static imports, and ours of `rootCertificates`): 7 ms warm, 12 ms
+ *   with the page cache dropped. `checkServerIdentity`, which got copies into every request's
+ *   options, is a function that loads TLS when first called.
+ * - node:zlib (decompress-response in got, which Ferry runs with `decompress: false`; the gzip layer;
+ *   the clone stream's crc32): 5 ms warm. decompress-response reads one property when it loads, so
+ *   that read is deferred too (`lazyZstdCheck`).
+ * - node:assert (pino's sonic-boom and thread-stream, a `require` when the logger loads; they call it
+ *   on close and on a worker's errors): 7 ms warm. The stand-in is a function that calls it.
  */
-const lazyTls: Plugin = {
-  name: 'lazy-tls',
+const LAZY_IMPORTS = /^(node:)?(tls|https|zlib)$/;
+const LAZY_REQUIRES = /^(node:)?assert$/;
+
+const lazyBuiltins: Plugin = {
+  name: 'lazy-builtins',
   setup(b) {
-    b.onResolve({ filter: /^(node:)?(tls|https)$/ }, (args) =>
-      args.kind === 'import-statement' ? { path: `node:${args.path.replace(/^node:/, '')}`, namespace: 'lazy-builtin' } : undefined);
+    b.onResolve({ filter: /^(node:)?(tls|https|zlib|assert)$/ }, (args) => {
+      if (args.namespace === 'lazy-builtin') return undefined; // the stand-in's own require: the built-in
+      const lazy = args.kind === 'import-statement' ? LAZY_IMPORTS.test(args.path) : args.kind === 'require-call' && LAZY_REQUIRES.test(args.path);
+      return lazy ? { path: `node:${args.path.replace(/^node:/, '')}`, namespace: 'lazy-builtin' } : undefined;
+    });
     b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => {
-      const names = Object.keys(createRequire(import.meta.url)(args.path) as object);
+      const builtin: unknown = createRequire(import.meta.url)(args.path);
+      const names = Object.keys(builtin as object);
+      const callable = typeof builtin === 'function';
       return {
         contents: [
           'let loaded;',
           `const load = () => (loaded ??= require(${JSON.stringify(args.path)}));`,
+          ...(callable ? ['const standIn = function (...args) { return load()(...args); };', 'module.exports = standIn;'] : []),
           `for (const name of ${JSON.stringify(names.filter((n) => n !== 'checkServerIdentity'))}) Object.defineProperty(module.exports, name, { enumerable: true, get: () => load()[name] });`,
           // got reads it into every request's options, plain HTTP too: a stand-in that loads on its first call.
           ...(names.includes('checkServerIdentity') ? ["Object.defineProperty(module.exports, 'checkServerIdentity', { enumerable: true, value: (...args) => load().checkServerIdentity(...args) });"] : []),
@@ -108,6 +122,33 @@ const lazyTls: Plugin = {
         loader: 'js',
       };
     });
+  },
+};
+
+/**
+ * decompress-response asks, when it loads, whether node:zlib has zstd, which loads zlib. The answer
+ * is now computed at its first use. The build fails when the package's source no longer has that
+ * one check and its one use, so an upgrade is looked at again.
+ */
+const ZSTD_CHECK = "const supportsZstd = typeof zlib.createZstdDecompress === 'function';";
+
+function lazyZstdChecks(source: string, where: string): string {
+  const checks = source.split(ZSTD_CHECK).length - 1;
+  const uses = source.match(/\bif \(supportsZstd\)/g)?.length ?? 0;
+  const all = source.match(/\bsupportsZstd\b/g)?.length ?? 0;
+  if (checks !== 1 || uses !== 1 || all !== 2) throw new Error(`${where}: expected one zstd check and one use to make lazy, found ${checks} and ${uses} of ${all} (scripts/bundle.ts, lazyZstdCheck)`);
+  return source
+    .replace(ZSTD_CHECK, "let zstdKnown; const supportsZstd = () => (zstdKnown ??= typeof zlib.createZstdDecompress === 'function');")
+    .replace(/\bif \(supportsZstd\)/, 'if (supportsZstd())');
+}
+
+const lazyZstdCheck: Plugin = {
+  name: 'lazy-zstd-check',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]node_modules[\\/]decompress-response[\\/]index\.js$/ }, (args) => ({
+      contents: lazyZstdChecks(readFileSync(args.path, 'utf8'), args.path),
+      loader: 'js',
+    }));
   },
 };
 
@@ -229,7 +270,7 @@ async function main(): Promise<void> {
     metafile: true,
     logLevel: 'warning',
     legalComments: 'none',
-    plugins: [requireHttp, lazyTls, noHttp2Wrapper, lazyListFormat, namedDynamicCommonJs],
+    plugins: [requireHttp, lazyBuiltins, lazyZstdCheck, noHttp2Wrapper, lazyListFormat, namedDynamicCommonJs],
     // CommonJS dependencies (pino, prom-client, …) call require() for node's built-ins; an ES module
     // has no require, so each output file gets one (named so it cannot clash with bundled code).
     banner: { js: "import { createRequire as __ferryCreateRequire } from 'node:module'; const require = __ferryCreateRequire(import.meta.url);" },

@@ -114,15 +114,26 @@ describe('the bundle, installed without node_modules', () => {
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
-  test('an import over HTTP never loads node:http2 (got\'s http2-wrapper is left out of the bundle), node:tls or node:https', async () => {
-    // Prints, as the process exits, every built-in module it loaded whose name says http2, tls or https.
+  test('an import over HTTP never loads node:http2 (got\'s http2-wrapper is left out of the bundle), node:tls, node:https, node:zlib or node:assert', async () => {
+    // Prints, as the process exits, every built-in module it loaded whose name says http2, tls, https, zlib or assert.
     const preload = f('report-http2.mjs');
-    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`http2 modules: [${process.moduleLoadList.filter((m) => /http2/i.test(m)).join(', ')}]\\ntls modules: [${process.moduleLoadList.filter((m) => /^NativeModule (https|tls|internal\\/tls)/.test(m)).join(', ')}]\\n`));\n");
+    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`http2 modules: [${process.moduleLoadList.filter((m) => /http2/i.test(m)).join(', ')}]\\ntls modules: [${process.moduleLoadList.filter((m) => /^NativeModule (https|tls|internal\\/tls)/.test(m)).join(', ')}]\\nlazy modules: [${process.moduleLoadList.filter((m) => /^NativeModule (zlib|assert)$/.test(m)).join(', ')}]\\n`));\n");
     const out = f('no-http2.img');
     const r = await ferry(['import', '--url', `${server.url}/disk.qcow2`, '--dest', out, '--scratch-dir', f('scratch'), '--quiet'], { NODE_OPTIONS: `--import=${preload}` });
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('http2 modules: []');
     expect(r.stderr).toContain('tls modules: []');
+    expect(r.stderr).toContain('lazy modules: []');
+    expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
+  });
+
+  test('a raw.gz import loads node:zlib when the gzip layer asks for it (its stand-in in the bundle)', async () => {
+    const preload = f('report-zlib.mjs');
+    writeFileSync(preload, "process.on('exit', () => process.stderr.write(`zlib loaded: ${process.moduleLoadList.includes('NativeModule zlib')}\\n`));\n");
+    const out = f('lazy-zlib.img');
+    const r = await ferry(['import', '--url', `${server.url}/disk.raw.gz`, '--dest', out, '--quiet'], { NODE_OPTIONS: `--import=${preload}` });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('zlib loaded: true');
     expect(expectSameDisk(out, raw, 8 * MiB)).toBe(true);
   });
 
